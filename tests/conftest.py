@@ -1,0 +1,129 @@
+"""Shared fixtures: tiny randomly initialised models saved to a temp folder and loaded back
+through the same code as real checkpoints. Nothing here downloads anything."""
+
+from __future__ import annotations
+
+import os
+import string
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REFERENCE_TAGS = [
+    "O", "B-BUS", "I-BUS", "B-TECHNOLOGY", "I-TECHNOLOGY",
+    "B-TECHNICAL", "I-TECHNICAL", "B-SOFT", "I-SOFT",
+]  # fmt: skip
+WORDS = [
+    "we",
+    "need",
+    "python",
+    "sql",
+    "aws",
+    "spark",
+    "data",
+    "engineer",
+    "team",
+    "work",
+    "communication",
+    "skills",
+    "with",
+    "experience",
+    "in",
+    "and",
+    "or",
+    "the",
+    "a",
+    "of",
+    "to",
+    "for",
+    "on",
+    "machine",
+    "learning",
+    "docker",
+    "kubernetes",
+    "excel",
+    "analysis",
+    "analyst",
+    "scientist",
+    "senior",
+    "junior",
+    "java",
+    "scala",
+    "c",
+    "node",
+    "js",
+    "react",
+    "cloud",
+]
+
+
+def tiny_vocab() -> dict[str, int]:
+    chars = string.ascii_lowercase + string.digits + string.punctuation
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokens += list(chars) + [f"##{c}" for c in chars] + WORDS
+    return {t: i for i, t in enumerate(dict.fromkeys(tokens))}
+
+
+def save_tiny_model(folder: Path, tags: list[str] | None, arch: str = "bert") -> Path:
+    """A 2-layer random model with a WordPiece tokenizer; `tags=None` saves a bare encoder."""
+    import torch
+    from transformers import (
+        AutoModel,
+        AutoModelForTokenClassification,
+        BertConfig,
+        BertTokenizer,
+        DistilBertConfig,
+    )
+
+    torch.manual_seed(0)
+    vocab = tiny_vocab()
+    tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True)
+    tokenizer.model_max_length = 64
+    common = {"vocab_size": len(vocab), "max_position_embeddings": 64}
+    if arch == "distilbert":
+        config = DistilBertConfig(dim=32, hidden_dim=64, n_layers=2, n_heads=2, **common)
+    else:
+        config = BertConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            **common,
+        )  # fmt: skip
+    if tags is None:
+        model = AutoModel.from_config(config)
+    else:
+        config.id2label = dict(enumerate(tags))
+        config.label2id = {t: i for i, t in enumerate(tags)}
+        model = AutoModelForTokenClassification.from_config(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> Path:
+    """A bare tiny BERT encoder (no tagging head): a stand-in for the backbone."""
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-encoder"), None)
+
+
+@pytest.fixture(scope="session")
+def tiny_reference_model(tmp_path_factory) -> Path:
+    """A tiny DistilBERT with the reference model's id2label (BUS/TECHNOLOGY/TECHNICAL/SOFT)."""
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-ref"), REFERENCE_TAGS, "distilbert")
+
+
+@pytest.fixture(scope="session")
+def reference_label_map() -> dict[str, str]:
+    return {"BUS": "Business", "TECHNOLOGY": "Technology", "TECHNICAL": "Technical", "SOFT": "Soft"}
+
+
+@pytest.fixture
+def skillspan_dir() -> Path:
+    """The real SkillSpan data beside the project; tests needing it skip when it is absent."""
+    folder = SHARED_DATA / "skillspan"
+    if not (folder / "train.json").is_file():
+        pytest.skip(f"SkillSpan data not found at {folder} (see ../shared/data/README.md)")
+    return folder

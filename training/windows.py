@@ -1,0 +1,145 @@
+"""Subword alignment and windowing, shared by prediction and training.
+
+A document is tokenized once, without truncation; each subword is tied to the word (see
+`training.text.words`) it starts in, and a word is read from its first subword. Texts
+longer than the model's limit are cut into overlapping windows that start on word
+boundaries. Every word is *owned* by exactly one window (the one where it sits furthest
+from an edge), so a span crossing a seam is decoded once, from one set of word tags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from training.text import Word
+
+
+@dataclass(slots=True)
+class Encoding:
+    """A whole document as subwords, with the subword <-> word alignment."""
+
+    input_ids: list[int]
+    word_of_token: np.ndarray  # (n_tokens,) word index, -1 for tokens outside any word
+    first_token: np.ndarray  # (n_words,) index of a word's first subword, -1 if it has none
+
+
+@dataclass(slots=True)
+class Window:
+    """Subwords `[start, end)` of a document, fed to the model as one sequence.
+
+    Words whose first subword lies in `[own_start, own_end)` take their tags from this
+    window; the rest of the window is context.
+    """
+
+    start: int
+    end: int
+    own_start: int
+    own_end: int
+
+
+def require_fast_tokenizer(tokenizer) -> None:
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(
+            f"{type(tokenizer).__name__} is a slow tokenizer: skillloop needs a fast "
+            "(Rust) tokenizer for character offsets"
+        )
+
+
+def encode(tokenizer, text: str, word_offsets: Sequence[Word]) -> Encoding:
+    """Tokenize `text` once and tie every subword to the word it starts in."""
+    out = tokenizer(
+        text,
+        add_special_tokens=False,
+        return_offsets_mapping=True,
+        return_attention_mask=False,
+        verbose=False,
+    )
+    char_to_word = np.full(len(text) + 1, -1, dtype=np.int64)
+    for i, (start, end) in enumerate(word_offsets):
+        char_to_word[start:end] = i
+    offsets = np.asarray(out["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+    word_of_token = np.full(len(offsets), -1, dtype=np.int64)
+    for t, (start, end) in enumerate(offsets):
+        if end <= start:
+            continue
+        hits = char_to_word[start:end]
+        inside = hits[hits >= 0]
+        if inside.size:
+            word_of_token[t] = inside[0]
+    first_token = np.full(len(word_offsets), -1, dtype=np.int64)
+    seen = word_of_token >= 0
+    tokens = np.flatnonzero(seen)
+    words_hit, first_index = np.unique(word_of_token[seen], return_index=True)
+    first_token[words_hit] = tokens[first_index]
+    return Encoding(list(out["input_ids"]), word_of_token, first_token)
+
+
+def make_windows(encoding: Encoding, max_tokens: int, stride: int) -> list[Window]:
+    """Overlapping windows of at most `max_tokens` subwords (special tokens excluded).
+
+    Consecutive windows share about `stride` subwords; each window starts on the first
+    subword of a word, and ownership of the shared stretch is split in its middle.
+    """
+    if max_tokens < 2:
+        raise ValueError("max_tokens must be at least 2")
+    stride = min(max(stride, 0), max_tokens // 2)
+    n = len(encoding.input_ids)
+    if n <= max_tokens:
+        return [Window(0, n, 0, n)]
+
+    word_of_token = encoding.word_of_token
+
+    def word_start_at_or_before(t: int, floor: int) -> int:
+        while t > floor and word_of_token[t] >= 0 and word_of_token[t] == word_of_token[t - 1]:
+            t -= 1
+        return t
+
+    starts = [0]
+    while starts[-1] + max_tokens < n:
+        previous = starts[-1]
+        target = previous + max_tokens - stride
+        nxt = word_start_at_or_before(target, previous)
+        if nxt <= previous:  # a single word longer than the window: cut it
+            nxt = target
+        starts.append(nxt)
+    ends = [min(s + max_tokens, n) for s in starts]
+
+    windows = []
+    own_start = 0
+    for k, (start, end) in enumerate(zip(starts, ends, strict=True)):
+        if k + 1 < len(starts):
+            middle = (starts[k + 1] + end) // 2
+            own_end = max(word_start_at_or_before(middle, starts[k + 1]), own_start)
+        else:
+            own_end = n
+        windows.append(Window(start, end, own_start, own_end))
+        own_start = own_end
+    return windows
+
+
+def owned_words(encoding: Encoding, window: Window) -> np.ndarray:
+    """Indices of the words whose tags are read from `window`."""
+    first = encoding.first_token
+    return np.flatnonzero((first >= window.own_start) & (first < window.own_end))
+
+
+def special_tokens(tokenizer) -> tuple[list[int], list[int]]:
+    """The ids a tokenizer puts before and after a single sequence ([CLS] / [SEP] for BERT)."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    for i in range(len(full) - len(plain) + 1):
+        if full[i : i + len(plain)] == plain:
+            return full[:i], full[i + len(plain) :]
+    raise ValueError(f"cannot locate the special tokens of {type(tokenizer).__name__}")
+
+
+def window_inputs(
+    encoding: Encoding, window: Window, specials: tuple[list[int], list[int]]
+) -> list[int]:
+    """Model input ids for a window: prefix specials, the window's subwords, suffix specials.
+    The window's first subword sits at position `len(specials[0])`."""
+    prefix, suffix = specials
+    return prefix + encoding.input_ids[window.start : window.end] + suffix
