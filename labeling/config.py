@@ -1,0 +1,111 @@
+"""Label Studio labeling configs: reading the Labels/Text pair a project tags with, mapping
+the model's labels onto the config's, and writing a config from a project's labels.
+
+Names (from_name, to_name, the text field, label values) always come from the config,
+never from the model: Label Studio stores whatever it is sent without validating it.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from xml.sax.saxutils import quoteattr
+
+
+class ConfigError(ValueError):
+    """A labeling config skillloop cannot tag with."""
+
+
+@dataclass(frozen=True, slots=True)
+class LabelSpec:
+    """One `<Label>`: its value, colour and the model label names it stands for."""
+
+    value: str
+    background: str = ""
+    predicted_values: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class LabelingConfig:
+    from_name: str  # the <Labels> tag's name
+    to_name: str  # the <Text> tag's name
+    value_key: str  # the task data field holding the text ("text" for value="$text")
+    labels: list[LabelSpec] = field(default_factory=list)
+
+    @property
+    def label_values(self) -> list[str]:
+        return [label.value for label in self.labels]
+
+
+def parse_config(xml: str) -> LabelingConfig:
+    """The first `<Labels>` whose `toName` is a `<Text>` tag, with its labels."""
+    if not isinstance(xml, str) or not xml.strip():
+        raise ConfigError("the labeling config is empty")
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as err:
+        raise ConfigError(f"the labeling config is not valid XML: {err}") from err
+    texts = {
+        el.get("name"): el.get("value", "")
+        for el in root.iter()
+        if el.tag in ("Text", "HyperText") and el.get("name")
+    }
+    for el in root.iter("Labels"):
+        to_name = el.get("toName", "")
+        if to_name in texts and el.get("name"):
+            value = texts[to_name]
+            if not value.startswith("$") or len(value) < 2:
+                raise ConfigError(f'<Text name="{to_name}"> needs value="$field", got {value!r}')
+            labels = [_label_spec(label) for label in el.iter("Label")]
+            labels = [label for label in labels if label.value]
+            if not labels:
+                raise ConfigError(f'<Labels name="{el.get("name")}"> has no <Label> values')
+            return LabelingConfig(el.get("name"), to_name, value[1:], labels)
+    raise ConfigError("the labeling config has no <Labels> bound to a <Text> tag (toName)")
+
+
+def _label_spec(el: ET.Element) -> LabelSpec:
+    predicted = tuple(v.strip() for v in el.get("predicted_values", "").split(",") if v.strip())
+    return LabelSpec(el.get("value", "").strip(), el.get("background", ""), predicted)
+
+
+def map_model_labels(config: LabelingConfig, model_labels: Sequence[str]) -> dict[str, str]:
+    """Model label -> config label value.
+
+    The ecosystem's convention, in order: a Label's `predicted_values`, then an exact name
+    match, then a case-insensitive one. Raises ConfigError when a config label has no model
+    label: the model cannot pre-annotate it and would silently never suggest it.
+    """
+    exact = set(model_labels)
+    folded = {m.lower(): m for m in model_labels}
+    mapping: dict[str, str] = {}
+    unknown = []
+    for label in config.labels:
+        candidates = [*label.predicted_values, label.value]
+        match = next((c for c in candidates if c in exact), None)
+        match = match or next((folded[c.lower()] for c in candidates if c.lower() in folded), None)
+        if match is None:
+            unknown.append(label.value)
+        else:
+            mapping.setdefault(match, label.value)
+    if unknown:
+        raise ConfigError(
+            f"the model does not know the labels {unknown}; it knows {list(model_labels)}. "
+            'Add predicted_values="MODEL_LABEL" to those <Label> tags or retrain.'
+        )
+    return mapping
+
+
+def build_config(labels: Iterable[LabelSpec], from_name="label", to_name="text") -> str:
+    """A Labels/Text config for a project's labels (the inverse of `parse_config`)."""
+    lines = ["<View>", f"  <Labels name={quoteattr(from_name)} toName={quoteattr(to_name)}>"]
+    for label in labels:
+        attrs = f"value={quoteattr(label.value)}"
+        if label.background:
+            attrs += f" background={quoteattr(label.background)}"
+        if label.predicted_values:
+            attrs += f" predicted_values={quoteattr(', '.join(label.predicted_values))}"
+        lines.append(f"    <Label {attrs}/>")
+    lines += ["  </Labels>", f'  <Text name={quoteattr(to_name)} value="${to_name}"/>', "</View>"]
+    return "\n".join(lines) + "\n"
