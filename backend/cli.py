@@ -11,7 +11,8 @@ import sys
 # Modules that contribute subcommands, each with `register(subparsers)`.
 COMMAND_MODULES = [
     "backend.commands_model",  # train, predict, evaluate
-    "backend.commands_service",  # serve, retrain, rollback
+    "backend.commands_service",  # serve
+    "backend.commands_rounds",  # retrain, rollback
     "backend.commands_studio",  # studio, project
     "backend.commands_select",  # select, simulate
     "backend.commands_data",  # status, rounds, report, export, quality
