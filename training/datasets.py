@@ -1,0 +1,381 @@
+"""Reading and writing labelled documents: SkillSpan JSON lines, CoNLL BIO columns and
+skillloop's own JSONL (`{"text", "spans": [{"start", "end", "label"}], "id", "meta"}`).
+
+Every reader returns `Document`s with exact character spans; tokenised formats become
+text by joining tokens with single spaces and sentences with newlines.
+
+Nesting policy: a flat BIO tagger holds one label per word, so where two layers overlap
+(a Knowledge span inside a Skill span in SkillSpan) `training.text.resolve_overlaps`
+keeps the longer span. The spans it drops are kept in `doc.meta["dropped"]` so their cost
+can be counted (`dropped_by_label`) and so writers can restore them.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from training.text import (
+    OUTSIDE,
+    Document,
+    Span,
+    resolve_overlaps,
+    split_tag,
+    with_text,
+    words,
+)
+
+SKILLSPAN_LAYERS = {"tags_skill": "Skill", "tags_knowledge": "Knowledge"}
+CONLL_SUFFIXES = (".conll", ".bio", ".iob", ".tsv", ".txt")
+DOCSTART = "-DOCSTART-"
+
+
+# ---------------------------------------------------------------- tokens <-> spans
+
+
+def join_tokens(sentences: Sequence[Sequence[str]]) -> tuple[str, list[list[tuple[int, int]]]]:
+    """Text of tokenised sentences and every token's character offsets in it."""
+    parts: list[str] = []
+    offsets: list[list[tuple[int, int]]] = []
+    position = 0
+    for s, tokens in enumerate(sentences):
+        if s:
+            parts.append("\n")
+            position += 1
+        sentence_offsets = []
+        for t, token in enumerate(tokens):
+            if t:
+                parts.append(" ")
+                position += 1
+            parts.append(token)
+            sentence_offsets.append((position, position + len(token)))
+            position += len(token)
+        offsets.append(sentence_offsets)
+    return "".join(parts), offsets
+
+
+def bio_spans(
+    tags: Sequence[str], offsets: Sequence[tuple[int, int]], label: str | None
+) -> list[Span]:
+    """Spans of one BIO column; bare `B`/`I` tags take `label`, an orphan I- opens a span."""
+    spans: list[Span] = []
+    current: list = []  # [start, end, label]
+    for tag, (start, end) in zip(tags, offsets, strict=True):
+        prefix, tag_label = split_tag(tag)
+        tag_label = tag_label or label
+        if prefix != OUTSIDE and tag_label is None:
+            raise ValueError(f"bare tag {tag!r} needs a label for its column")
+        if prefix == "I" and current and current[2] == tag_label:
+            current[1] = end
+            continue
+        if current:
+            spans.append(Span(*current))
+        current = [] if prefix == OUTSIDE else [start, end, tag_label]
+    if current:
+        spans.append(Span(*current))
+    return spans
+
+
+def token_tags(spans: Iterable[Span], offsets: Sequence[tuple[int, int]], bare: bool) -> list[str]:
+    """BIO tags of tokens for non-overlapping spans (a token inside a span is tagged)."""
+    tags = [OUTSIDE] * len(offsets)
+    for span in spans:
+        first = True
+        for i, (start, end) in enumerate(offsets):
+            if start < span.end and span.start < end:
+                prefix = "B" if first else "I"
+                tags[i] = prefix if bare else f"{prefix}-{span.label}"
+                first = False
+    return tags
+
+
+def flatten(text: str, spans: Iterable[Span], **meta) -> Document:
+    """A document whose overlapping spans are resolved by the nesting policy."""
+    kept, dropped = resolve_overlaps(spans)
+    if dropped:
+        meta["dropped"] = [span_dict(s) for s in dropped]
+    return Document(text, with_text(kept, text), meta=meta)
+
+
+def span_dict(span: Span) -> dict:
+    out = {"start": span.start, "end": span.end, "label": span.label}
+    if span.text:
+        out["text"] = span.text
+    if span.score is not None:
+        out["score"] = round(float(span.score), 4)
+    return out
+
+
+def all_spans(doc: Document) -> list[Span]:
+    """A document's spans plus those the nesting policy dropped."""
+    dropped = [Span(d["start"], d["end"], d["label"]) for d in doc.meta.get("dropped", [])]
+    return sorted([*doc.spans, *dropped], key=lambda s: (s.start, s.end, s.label))
+
+
+def dropped_by_label(docs: Iterable[Document]) -> dict[str, dict[str, int]]:
+    """Per label: gold spans before flattening, spans dropped by the nesting policy."""
+    total: Counter = Counter()
+    dropped: Counter = Counter()
+    for doc in docs:
+        for span in all_spans(doc):
+            total[span.label] += 1
+        for d in doc.meta.get("dropped", []):
+            dropped[d["label"]] += 1
+    return {label: {"gold": total[label], "dropped": dropped[label]} for label in sorted(total)}
+
+
+def labels_of(docs: Iterable[Document]) -> list[str]:
+    """Labels in order of first appearance."""
+    return list(dict.fromkeys(s.label for doc in docs for s in doc.spans))
+
+
+# ---------------------------------------------------------------- SkillSpan JSON lines
+
+
+def read_skillspan(path: str | Path) -> list[Document]:
+    """SkillSpan JSON lines: sentences regroup into postings by (source, idx) in file order."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for number, line in enumerate(_lines(path), 1):
+        row = _json(line, path, number)
+        if "tokens" not in row:
+            raise ValueError(f"{path}:{number}: not a SkillSpan row (no 'tokens')")
+        groups.setdefault((row.get("source", ""), row.get("idx")), []).append(row)
+    docs = []
+    for (source, idx), rows in groups.items():
+        text, offsets = join_tokens([row["tokens"] for row in rows])
+        spans = [
+            span
+            for row, sentence_offsets in zip(rows, offsets, strict=True)
+            for column, label in SKILLSPAN_LAYERS.items()
+            for span in bio_spans(row.get(column) or ["O"] * len(row["tokens"]),
+                                  sentence_offsets, label)
+        ]  # fmt: skip
+        doc = flatten(text, spans, source=source, idx=idx)
+        doc.id = f"{source}-{idx}"
+        docs.append(doc)
+    return docs
+
+
+def write_skillspan(docs: Iterable[Document], path: str | Path) -> None:
+    """SkillSpan JSON lines; sentences are the text's lines, tokens its space-separated parts.
+    Spans the nesting policy dropped are written back into their layer."""
+    layer_of = {label: column for column, label in SKILLSPAN_LAYERS.items()}
+    with open(path, "w", encoding="utf-8") as out:
+        for n, doc in enumerate(docs, 1):
+            spans = all_spans(doc)
+            unknown = sorted({s.label for s in spans} - set(layer_of))
+            if unknown:
+                raise ValueError(f"SkillSpan holds only Skill and Knowledge, not {unknown}")
+            position = 0
+            for sentence in doc.text.split("\n"):
+                offsets, tokens = [], []
+                for token in sentence.split(" "):
+                    if token:
+                        offsets.append((position, position + len(token)))
+                        tokens.append(token)
+                    position += len(token) + 1
+                row = {"idx": doc.meta.get("idx", n), "tokens": tokens}
+                for label, column in layer_of.items():
+                    layer = [s for s in spans if s.label == label]
+                    row[column] = token_tags(layer, offsets, bare=True)
+                row["source"] = doc.meta.get("source", "")
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+# ---------------------------------------------------------------- CoNLL columns
+
+
+def read_conll(path: str | Path, column_labels: Sequence[str] | None = None) -> list[Document]:
+    """CoNLL BIO columns: a token and one or more tag columns, blank line between sentences.
+
+    `-DOCSTART-` lines separate documents; without them every sentence is a document.
+    Bare `B`/`I` tags take their label from `column_labels` (one per tag column); SkillSpan
+    files (name contains "skillspan") default to Skill, Knowledge.
+    """
+    path = Path(path)
+    if column_labels is None and "skillspan" in path.name.lower():
+        column_labels = list(SKILLSPAN_LAYERS.values())
+    documents: list[list[list[list[str]]]] = [[]]  # documents > sentences > rows
+    sentence: list[list[str]] = []
+    has_docstart = False
+    for number, line in enumerate(_lines(path, keep_blank=True), 1):
+        fields = line.split()
+        if fields and fields[0] == DOCSTART:
+            has_docstart = True
+            if sentence:
+                documents[-1].append(sentence)
+                sentence = []
+            if documents[-1]:
+                documents.append([])
+            continue
+        if not fields:
+            if sentence:
+                documents[-1].append(sentence)
+                sentence = []
+            continue
+        if len(fields) < 2:
+            raise ValueError(f"{path}:{number}: expected a token and at least one tag column")
+        sentence.append(fields)
+    if sentence:
+        documents[-1].append(sentence)
+    if not has_docstart:
+        documents = [[s] for s in documents[0]]
+    return [
+        _conll_document(sentences, column_labels, path, n)
+        for n, sentences in enumerate(documents, 1)
+        if sentences
+    ]
+
+
+def _conll_document(sentences, column_labels, path, n) -> Document:
+    width = len(sentences[0][0])
+    if any(len(row) != width for s in sentences for row in s):
+        raise ValueError(f"{path}: document {n} has rows with different numbers of columns")
+    n_columns = width - 1
+    if column_labels is not None and len(column_labels) != n_columns:
+        raise ValueError(f"{path}: {n_columns} tag columns but labels {list(column_labels)}")
+    text, offsets = join_tokens([[row[0] for row in s] for s in sentences])
+    spans = []
+    for column in range(n_columns):
+        label = column_labels[column] if column_labels else None
+        for s, sentence_offsets in zip(sentences, offsets, strict=True):
+            tags = [row[column + 1] for row in s]
+            try:
+                spans += bio_spans(tags, sentence_offsets, label)
+            except ValueError as err:
+                raise ValueError(f"{path}: {err} (pass column labels)") from None
+    doc = flatten(text, spans)
+    doc.id = str(n)
+    return doc
+
+
+def write_conll(docs: Iterable[Document], path: str | Path) -> None:
+    """One tag column with labelled IOB2 tags; tokens are `training.text.words`, sentences
+    the text's lines; `-DOCSTART-` before each document."""
+    with open(path, "w", encoding="utf-8") as out:
+        for doc in docs:
+            out.write(f"{DOCSTART}\tO\n\n")
+            position = 0
+            for sentence in doc.text.split("\n"):
+                offsets = [(position + a, position + b) for a, b in words(sentence)]
+                position += len(sentence) + 1
+                if not offsets:
+                    continue
+                tags = token_tags(doc.spans, offsets, bare=False)
+                for (start, end), tag in zip(offsets, tags, strict=True):
+                    out.write(f"{doc.text[start:end]}\t{tag}\n")
+                out.write("\n")
+
+
+# ---------------------------------------------------------------- JSONL
+
+
+def read_jsonl(path: str | Path) -> list[Document]:
+    """`{"text", "spans": [{"start", "end", "label"}], "id"?, "meta"?}` per line; other
+    top-level keys go into meta. Overlapping spans are resolved by the nesting policy."""
+    docs = []
+    for number, line in enumerate(_lines(path), 1):
+        row = _json(line, path, number)
+        text = row.get("text")
+        if not isinstance(text, str):
+            raise ValueError(f"{path}:{number}: 'text' must be a string")
+        spans = []
+        for raw in row.get("spans") or []:
+            try:
+                span = Span(int(raw["start"]), int(raw["end"]), str(raw["label"]))
+            except (KeyError, TypeError, ValueError):
+                raise ValueError(f"{path}:{number}: a span needs start, end, label") from None
+            if not 0 <= span.start < span.end <= len(text):
+                raise ValueError(f"{path}:{number}: span {span.key()} is outside the text")
+            spans.append(span)
+        meta = dict(row.get("meta") or {})
+        meta.update({k: v for k, v in row.items() if k not in ("text", "spans", "id", "meta")})
+        doc = flatten(text, spans, **meta)
+        doc.id = None if row.get("id") is None else str(row["id"])
+        docs.append(doc)
+    return docs
+
+
+def write_jsonl(docs: Iterable[Document], path: str | Path) -> None:
+    with open(path, "w", encoding="utf-8") as out:
+        for doc in docs:
+            row: dict = {"text": doc.text, "spans": [span_dict(s) for s in doc.spans]}
+            if doc.id is not None:
+                row["id"] = doc.id
+            if doc.meta:
+                row["meta"] = doc.meta
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+# ---------------------------------------------------------------- dispatch and splits
+
+
+def read_documents(path: str | Path, column_labels: Sequence[str] | None = None) -> list[Document]:
+    """Read any supported file, choosing the format by extension and first line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix in CONLL_SUFFIXES:
+        return read_conll(path, column_labels)
+    if suffix in (".json", ".jsonl", ".ndjson"):
+        first = next(iter(_lines(path)), None)
+        if first is None:
+            return []
+        row = _json(first, path, 1)
+        if "tokens" in row:
+            return read_skillspan(path)
+        if "text" in row:
+            return read_jsonl(path)
+        raise ValueError(f"{path}: JSON lines with neither 'tokens' (SkillSpan) nor 'text'")
+    raise ValueError(
+        f"unknown data format {suffix or '(no extension)'!r} for {path}: use .json "
+        "(SkillSpan), .jsonl ({text, spans}) or .conll"
+    )
+
+
+def split_documents(
+    docs: Sequence[Document], shares: Sequence[float], seed: int = 0
+) -> list[list[Document]]:
+    """Random split into parts of the given shares, by document, never inside one.
+
+    Documents sharing an `id` stay in the same part (chunks of one posting never leak
+    across parts). Shares are normalised; each part gets a whole number of groups.
+    """
+    if not shares or any(s < 0 for s in shares) or sum(shares) <= 0:
+        raise ValueError(f"shares must be non-negative and sum to more than 0: {list(shares)}")
+    groups: dict[object, list[Document]] = {}
+    for n, doc in enumerate(docs):
+        groups.setdefault(doc.id if doc.id is not None else ("#", n), []).append(doc)
+    keys = list(groups)
+    random.Random(seed).shuffle(keys)
+    total = sum(shares)
+    parts: list[list[Document]] = []
+    cut_from, cumulative = 0, 0.0
+    for share in shares:
+        cumulative += share
+        cut_to = round(len(keys) * cumulative / total)
+        parts.append([doc for key in keys[cut_from:cut_to] for doc in groups[key]])
+        cut_from = cut_to
+    return parts
+
+
+def _lines(path: str | Path, keep_blank: bool = False):
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            line = line.rstrip("\r\n")
+            if keep_blank or line.strip():
+                yield line
+
+
+def _json(line: str, path, number: int) -> dict:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+    if not isinstance(row, dict):
+        raise ValueError(f"{path}:{number}: expected a JSON object per line")
+    return row
