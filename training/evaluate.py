@@ -1,0 +1,187 @@
+"""Evaluation: seqeval entity P/R/F1 on word IOB2 tags (strict IOB2, and seqeval's lenient
+default mode for comparison with other reports) plus exact character-span P/R/F1.
+
+Gold and predicted tags are computed on the same words (`training.text.words`), from the
+documents' character spans, so a tagger is scored on what it returns to users.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from training.text import Document, Span, spans_to_tags, words
+
+OVERALL = "overall"
+
+
+@dataclass(frozen=True)
+class Score:
+    precision: float
+    recall: float
+    f1: float
+    support: int  # gold spans
+    predicted: int
+
+    @classmethod
+    def from_counts(cls, correct: int, predicted: int, gold: int) -> Score:
+        p = correct / predicted if predicted else 0.0
+        r = correct / gold if gold else 0.0
+        f1 = 2 * p * r / (p + r) if p + r else 0.0
+        return cls(p, r, f1, gold, predicted)
+
+    def to_dict(self) -> dict:
+        return {
+            "precision": round(self.precision, 4),
+            "recall": round(self.recall, 4),
+            "f1": round(self.f1, 4),
+            "support": self.support,
+            "predicted": self.predicted,
+        }
+
+
+@dataclass
+class EvalReport:
+    """Per label and `overall` (micro average): `entity` is seqeval strict IOB2,
+    `entity_default` seqeval's default mode, `char` exact character spans."""
+
+    labels: list[str]
+    entity: dict[str, Score]
+    entity_default: dict[str, Score]
+    char: dict[str, Score]
+    documents: int
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def f1(self) -> float:
+        """Overall strict entity F1: the figure early stopping and model gates use."""
+        return self.entity[OVERALL].f1
+
+    def to_dict(self) -> dict:
+        def block(scores: dict[str, Score]) -> dict:
+            return {name: s.to_dict() for name, s in scores.items()}
+
+        return {
+            "documents": self.documents,
+            "labels": self.labels,
+            "entity_strict": block(self.entity),
+            "entity_default": block(self.entity_default),
+            "char_span": block(self.char),
+            **self.extra,
+        }
+
+    def table(self) -> str:
+        rows = [("", "strict P", "R", "F1", "default F1", "char P", "R", "F1", "support")]
+        for name in [*self.labels, OVERALL]:
+            e, d, c = self.entity[name], self.entity_default[name], self.char[name]
+            rows.append(
+                (name, *(f"{x:.3f}" for x in (e.precision, e.recall, e.f1, d.f1)),
+                 *(f"{x:.3f}" for x in (c.precision, c.recall, c.f1)), str(e.support))
+            )  # fmt: skip
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = [
+            "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
+                      enumerate(zip(row, widths, strict=True)))
+            for row in rows
+        ]  # fmt: skip
+        lines.insert(1, "-" * len(lines[0]))
+        return "\n".join(lines)
+
+
+def seqeval_scores(
+    gold_tags: Sequence[Sequence[str]], predicted_tags: Sequence[Sequence[str]],
+    labels: Sequence[str], strict: bool,
+) -> dict[str, Score]:  # fmt: skip
+    """Entity scores per label and overall from seqeval's classification report."""
+    from seqeval.metrics import classification_report
+    from seqeval.scheme import IOB2
+
+    options = {"mode": "strict", "scheme": IOB2} if strict else {}
+    report = classification_report(
+        [list(t) for t in gold_tags], [list(t) for t in predicted_tags],
+        output_dict=True, zero_division=0, **options,
+    )  # fmt: skip
+    scores = {}
+    for name in [*labels, OVERALL]:
+        row = report.get("micro avg" if name == OVERALL else name)
+        if row is None:  # a label neither in gold nor predicted
+            scores[name] = Score(0.0, 0.0, 0.0, 0, 0)
+            continue
+        support = int(row["support"])
+        predicted = round(row["recall"] * support / row["precision"]) if row["precision"] else 0
+        scores[name] = Score(row["precision"], row["recall"], row["f1-score"], support, predicted)
+    return scores
+
+
+def span_scores(
+    gold: Iterable[Iterable[Span]], predicted: Iterable[Iterable[Span]], labels: Sequence[str]
+) -> dict[str, Score]:
+    """Exact character-span scores: a prediction counts when start, end and label match."""
+    correct, n_pred, n_gold = Counter(), Counter(), Counter()
+    for gold_spans, predicted_spans in zip(gold, predicted, strict=True):
+        g = {s.key() for s in gold_spans}
+        p = {s.key() for s in predicted_spans}
+        for key in g:
+            n_gold[key[2]] += 1
+        for key in p:
+            n_pred[key[2]] += 1
+            correct[key[2]] += key in g
+    scores = {
+        label: Score.from_counts(correct[label], n_pred[label], n_gold[label]) for label in labels
+    }
+    scores[OVERALL] = Score.from_counts(
+        sum(correct[x] for x in labels), sum(n_pred[x] for x in labels),
+        sum(n_gold[x] for x in labels),
+    )  # fmt: skip
+    return scores
+
+
+def evaluate_predictions(
+    gold_docs: Sequence[Document],
+    predicted_span_lists: Sequence[Sequence[Span]],
+    labels: Sequence[str] | None = None,
+    predicted_tag_lists: Sequence[Sequence[str]] | None = None,
+) -> EvalReport:
+    """Score predicted spans against the gold documents.
+
+    Entity scores use word tags derived from the spans; pass `predicted_tag_lists` (one tag
+    per `words(text)` word) to score raw tag sequences instead, e.g. undecoded argmax tags,
+    where seqeval's strict and default modes differ.
+    """
+    if len(gold_docs) != len(predicted_span_lists):
+        raise ValueError(f"{len(predicted_span_lists)} predictions for {len(gold_docs)} documents")
+    if labels is None:
+        seen = [s.label for d in gold_docs for s in d.spans]
+        seen += [s.label for spans in predicted_span_lists for s in spans]
+        labels = list(dict.fromkeys(seen))
+    labels = list(labels)
+    gold_tags, predicted_tags = [], []
+    for n, (doc, spans) in enumerate(zip(gold_docs, predicted_span_lists, strict=True)):
+        word_offsets = words(doc.text)
+        gold_tags.append(spans_to_tags(doc.spans, word_offsets))
+        if predicted_tag_lists is not None:
+            tags = list(predicted_tag_lists[n])
+            if len(tags) != len(word_offsets):
+                raise ValueError(f"document {n}: {len(tags)} tags for {len(word_offsets)} words")
+        else:
+            tags = spans_to_tags(spans, word_offsets)
+        predicted_tags.append(tags)
+    return EvalReport(
+        labels=labels,
+        entity=seqeval_scores(gold_tags, predicted_tags, labels, strict=True),
+        entity_default=seqeval_scores(gold_tags, predicted_tags, labels, strict=False),
+        char=span_scores([d.spans for d in gold_docs], predicted_span_lists, labels),
+        documents=len(gold_docs),
+    )
+
+
+def evaluate(tagger, docs: Sequence[Document], batch_size: int | None = None) -> EvalReport:
+    """Predict `docs` with a `training.tagger.Tagger` and score against their gold spans."""
+    texts = [doc.text for doc in docs]
+    predictions = (
+        tagger.predict(texts)
+        if batch_size is None
+        else tagger.predict(texts, batch_size=batch_size)
+    )
+    return evaluate_predictions(docs, [p.spans for p in predictions], labels=tagger.labels)

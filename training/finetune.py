@@ -1,0 +1,334 @@
+"""Fine-tuning a token-classification tagger on documents with gold character spans.
+
+Documents go through the same path as prediction: `training.text.words` and
+`spans_to_tags` for word tags, `training.windows.encode` / `make_windows` for subwords and
+windows. A word is trained on its first subword; other subwords are ignored (-100).
+Whole documents are windowed, never cut, so no word is silently left out of training.
+
+The result is a checkpoint folder (model, tokenizer, `skillloop.json`) that
+`training.checkpoint.load` and `Tagger.load` read back.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training import checkpoint
+from training.text import Document, spans_to_tags, tag_names, words
+from training.windows import encode, make_windows, special_tokens, window_inputs
+
+log = logging.getLogger(__name__)
+
+METADATA_FILE = "skillloop.json"
+IGNORE = -100
+
+
+@dataclass
+class TrainConfig:
+    """Defaults are the best recipe measured on SkillSpan (docs/training.md)."""
+
+    epochs: int = 8
+    learning_rate: float = 2e-4
+    batch_size: int = 16
+    max_tokens: int = 256  # subwords per window, special tokens excluded
+    stride: int = 32  # subwords shared by consecutive windows of a long document
+    seed: int = 13
+    patience: int = 2  # epochs without dev improvement before stopping
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    num_threads: int = 2
+    max_grad_norm: float = 1.0
+    decoding: str = "viterbi"  # how dev predictions are decoded (training.decoding)
+    eval_batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
+            raise ValueError("epochs, batch_size and learning_rate must be positive")
+
+
+@dataclass
+class TrainResult:
+    path: Path
+    epochs_run: int
+    best_epoch: int  # 1-based; the epoch whose weights were saved
+    best_dev_f1: float | None
+    losses: list[float]  # mean training loss per epoch
+    dev_f1: list[float]  # dev entity F1 per epoch (empty without a dev set)
+    seconds: float
+    n_windows: int
+    timings: dict = field(default_factory=dict)
+
+
+class TrainingCancelled(Exception):
+    """`should_stop` asked to stop; nothing was saved."""
+
+
+@dataclass(slots=True)
+class Example:
+    input_ids: list[int]
+    labels: list[int]
+
+
+def make_examples(
+    tokenizer, docs: Sequence[Document], labels: Sequence[str], max_tokens: int, stride: int
+) -> list[Example]:
+    """Model inputs and per-subword targets for every window of every document."""
+    tag_index = {t: i for i, t in enumerate(tag_names(labels))}
+    specials = special_tokens(tokenizer)
+    offset = len(specials[0])
+    examples = []
+    for doc in docs:
+        unknown = {s.label for s in doc.spans} - set(labels)
+        if unknown:
+            raise ValueError(
+                f"document {doc.id or ''} has labels {sorted(unknown)} not in {labels}"
+            )
+        word_offsets = words(doc.text)
+        if not word_offsets:
+            continue
+        tags = spans_to_tags(doc.spans, word_offsets)
+        enc = encode(tokenizer, doc.text, word_offsets)
+        first = enc.first_token
+        for window in make_windows(enc, max_tokens, stride):
+            ids = window_inputs(enc, window, specials)
+            targets = [IGNORE] * len(ids)
+            inside = np.flatnonzero((first >= window.start) & (first < window.end))
+            for w in inside:
+                targets[offset + first[w] - window.start] = tag_index[tags[w]]
+            examples.append(Example(ids, targets))
+    return examples
+
+
+def batches(examples: Sequence[Example], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of similar lengths (little padding), in random order."""
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    pool = batch_size * 50
+    out = []
+    for i in range(0, len(order), pool):
+        chunk = sorted(order[i : i + pool], key=lambda k: len(examples[k].input_ids))
+        out += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
+    rng.shuffle(out)
+    return out
+
+
+def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    targets = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    for row, e in enumerate(examples):
+        n = len(e.input_ids)
+        ids[row, :n] = torch.tensor(e.input_ids)
+        mask[row, :n] = 1
+        targets[row, :n] = torch.tensor(e.labels)
+    return {"input_ids": ids, "attention_mask": mask, "labels": targets}
+
+
+def train(
+    base: str | Path | None,
+    train_docs: Sequence[Document],
+    labels: Sequence[str],
+    out_dir: str | Path,
+    dev_docs: Sequence[Document] | None = None,
+    config: TrainConfig | None = None,
+    label_map: Mapping[str, str] | None = None,
+    progress: bool = True,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Fine-tune `base` (checkpoint folder, hub name, or None for the backbone) on
+    `train_docs` and save the best epoch (by dev entity F1, else the last) to `out_dir`.
+
+    Raises TrainingCancelled when `should_stop()` turns true; nothing is saved then.
+    """
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    from training.evaluate import evaluate_predictions
+
+    config = config or TrainConfig()
+    labels = list(labels)
+    if not train_docs:
+        raise ValueError("no training documents")
+    started = time.perf_counter()
+    torch.set_num_threads(config.num_threads)
+    torch.manual_seed(config.seed)  # the fresh head rows are drawn here
+    rng = random.Random(config.seed)
+    loaded = checkpoint.load(base, labels, label_map, allow_new_labels=True)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    examples = make_examples(tokenizer, train_docs, labels, config.max_tokens, config.stride)
+    if not examples:
+        raise ValueError("the training documents hold no words")
+    prepared = time.perf_counter()
+
+    steps_per_epoch = math.ceil(len(examples) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=config.learning_rate,
+    )
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(config.warmup_ratio * total_steps), total_steps
+    )
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    losses: list[float] = []
+    dev_f1: list[float] = []
+    best_state, best_epoch, best_f1, since_best = None, 0, -1.0, 0
+    eval_seconds = 0.0
+    bar = tqdm(total=total_steps, disable=not progress, desc="training", unit="step")
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        total, count = 0.0, 0
+        for batch_ids in batches(examples, config.batch_size, rng):
+            if should_stop is not None and should_stop():
+                bar.close()
+                raise TrainingCancelled("training cancelled")
+            out = model(**collate([examples[k] for k in batch_ids], pad_id))
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            total, count = total + out.loss.item(), count + 1
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{total / count:.4f}")
+        losses.append(total / count)
+        if dev_docs:
+            eval_started = time.perf_counter()
+            spans = predict_spans(model, tokenizer, dev_docs, labels, config)
+            f1 = evaluate_predictions(dev_docs, spans).f1
+            eval_seconds += time.perf_counter() - eval_started
+            dev_f1.append(float(f1))
+            log.info("epoch %d: loss %.4f, dev entity F1 %.4f", epoch, losses[-1], f1)
+            if f1 > best_f1:
+                best_f1, best_epoch, since_best = float(f1), epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                since_best += 1
+                if since_best >= config.patience:
+                    break
+        else:
+            best_epoch = epoch
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    trained = time.perf_counter()
+
+    timings = {
+        "prepare_seconds": round(prepared - started, 2),
+        "train_seconds": round(trained - prepared - eval_seconds, 2),
+        "dev_eval_seconds": round(eval_seconds, 2),
+        "total_seconds": round(trained - started, 2),
+    }
+    result = TrainResult(
+        path=Path(out_dir),
+        epochs_run=len(losses),
+        best_epoch=best_epoch,
+        best_dev_f1=best_f1 if dev_docs else None,
+        losses=losses,
+        dev_f1=dev_f1,
+        seconds=round(trained - started, 2),
+        n_windows=len(examples),
+        timings=timings,
+    )
+    metadata = {
+        "labels": labels,
+        "tags": tag_names(labels),
+        "base": None if base is None else str(base),
+        "label_map": dict(label_map or {}),
+        "config": asdict(config),
+        "metrics": {"best_dev_f1": result.best_dev_f1, "dev_f1": dev_f1, "losses": losses},
+        "timings": timings,
+        "epochs_run": result.epochs_run,
+        "best_epoch": best_epoch,
+        "train_documents": len(train_docs),
+        "dev_documents": len(dev_docs or []),
+        "windows": len(examples),
+    }
+    save(model, tokenizer, Path(out_dir), metadata)
+    return result
+
+
+def save(model, tokenizer, out_dir: Path, metadata: dict) -> None:
+    """Write the checkpoint beside `out_dir` and move it into place when complete, so a
+    reader never sees half a model."""
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    (partial / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    partial.rename(out_dir)
+
+
+def read_metadata(folder: str | Path) -> dict:
+    """The `skillloop.json` of a checkpoint folder ({} for checkpoints trained elsewhere)."""
+    path = Path(folder) / METADATA_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+@torch.inference_mode()
+def word_probs(model, tokenizer, texts: Sequence[str], n_tags: int, config: TrainConfig):
+    """Per-word tag probabilities `(n_words, n_tags)` for each text from an in-memory model
+    (dev evaluation during training), read through the same windows as `training.tagger`:
+    each word from its first subword, in the window that owns it."""
+    model.eval()
+    specials = special_tokens(tokenizer)
+    offset = len(specials[0])
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    jobs = []  # (text index, window, input ids)
+    encodings = []
+    probs = []
+    for d, text in enumerate(texts):
+        word_offsets = words(text)
+        enc = encode(tokenizer, text, word_offsets)
+        encodings.append(enc)
+        probs.append(np.zeros((len(word_offsets), n_tags), dtype=np.float32))
+        for window in make_windows(enc, config.max_tokens, config.stride):
+            jobs.append((d, window, window_inputs(enc, window, specials)))
+    jobs.sort(key=lambda job: len(job[2]))
+    for i in range(0, len(jobs), config.eval_batch_size):
+        chunk = jobs[i : i + config.eval_batch_size]
+        batch = collate([Example(ids, [IGNORE] * len(ids)) for _, _, ids in chunk], pad_id)
+        batch.pop("labels")
+        out = model(**batch).logits.float().softmax(-1).numpy()
+        for row, (d, window, _) in enumerate(chunk):
+            first = encodings[d].first_token
+            owned = np.flatnonzero((first >= window.own_start) & (first < window.own_end))
+            probs[d][owned] = out[row, offset + first[owned] - window.start]
+    return probs
+
+
+def predict_spans(model, tokenizer, docs: Sequence[Document], labels, config: TrainConfig):
+    """Decoded spans for `docs` from an in-memory model."""
+    from training.decoding import decode
+    from training.text import tags_to_spans
+
+    tags = tag_names(labels)
+    probs = word_probs(model, tokenizer, [d.text for d in docs], len(tags), config)
+    model.train()
+    return [
+        tags_to_spans(decode(p, tags, config.decoding), words(doc.text), doc.text)
+        for doc, p in zip(docs, probs, strict=True)
+    ]
