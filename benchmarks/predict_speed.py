@@ -1,0 +1,263 @@
+"""Prediction speed: skillloop's Tagger against the transformers pipeline a user would run.
+
+The same model and the same real job posts (SkillSpan dev postings regrouped into whole
+posts) go through
+  - `transformers.pipeline("token-classification", aggregation_strategy="simple", stride=64)`
+  - skillloop's `Tagger.predict` in several settings (window length, int8, threads)
+in one process. Printed per variant: posts/s, ratio to the pipeline, share of the posts'
+word characters the model reads, span agreement with the pipeline and with skillloop fp32,
+and, with a trained model (`--model`), dev span-F1 (exact character spans).
+
+Run it under the heavy-work lock, e.g.
+  flock /tmp/skillloop-heavy.lock .venv/bin/python benchmarks/predict_speed.py --model DIR
+Without --model, the backbone with a random (seeded) head is used: fine for speed and
+agreement, meaningless for F1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from training import checkpoint  # noqa: E402
+from training.datasets import read_skillspan  # noqa: E402
+from training.decoding import decode  # noqa: E402
+from training.tagger import Tagger  # noqa: E402
+from training.text import Span, split_tag, tags_to_spans, words  # noqa: E402
+
+DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "skillspan" / "dev.json"
+# name: (max_tokens, stride, quantize, threads); the first is the fp32 reference
+VARIANTS = {
+    "fp32-512": (510, 64, False, 2),
+    "fp32-256": (254, 32, False, 2),
+    "fp32-128": (126, 32, False, 2),
+    "int8-512": (510, 64, True, 2),
+    "int8-256": (254, 32, True, 2),
+    "int8-128": (126, 32, True, 2),
+    "int8-128-1thread": (126, 32, True, 1),
+    "int8-64": (62, 16, True, 2),
+}
+
+
+def span_f1(gold: list[list[Span]], predicted: list[list[Span]], label: str | None = None):
+    """Micro precision/recall/F1 of exact (start, end, label) matches."""
+    tp = n_gold = n_pred = 0
+    for g, p in zip(gold, predicted, strict=True):
+        gk = {s.key() for s in g if label is None or s.label == label}
+        pk = {s.key() for s in p if label is None or s.label == label}
+        tp, n_gold, n_pred = tp + len(gk & pk), n_gold + len(gk), n_pred + len(pk)
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / n_gold if n_gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
+    return precision, recall, f1
+
+
+def word_chars(text: str) -> np.ndarray:
+    mask = np.zeros(len(text), dtype=bool)
+    for start, end in words(text):
+        mask[start:end] = True
+    return mask
+
+
+def pipeline_share(pipe, texts: list[str]) -> float:
+    """Share of word characters covered by the subwords the pipeline feeds its model."""
+    covered = total = 0
+    for text in texts:
+        wanted = word_chars(text)
+        seen = np.zeros(len(text), dtype=bool)
+        for chunk in pipe.preprocess(text, **pipe._preprocess_params):
+            special = chunk["special_tokens_mask"][0].bool()
+            for (start, end), is_special in zip(
+                chunk["offset_mapping"][0].tolist(), special, strict=True
+            ):
+                if not is_special:
+                    seen[start:end] = True
+        covered += int((seen & wanted).sum())
+        total += int(wanted.sum())
+    return covered / total
+
+
+def tagger_share(tagger: Tagger, texts: list[str]) -> float:
+    """Share of word characters whose word takes its probabilities from some window."""
+    from training.windows import owned_words
+
+    covered = total = 0
+    for text in texts:
+        doc = tagger._prepare(text)
+        read = np.zeros(len(doc.words), dtype=bool)
+        for window in doc.windows:
+            read[owned_words(doc.encoding, window)] = True
+        sizes = np.array([end - start for start, end in doc.words], dtype=np.int64)
+        covered, total = covered + int(sizes[read].sum()), total + int(sizes.sum())
+    return covered / total if total else 1.0
+
+
+def timed(function, repeat: int):
+    """`(result, seconds)` of the fastest of `repeat` calls (others share this machine)."""
+    best = None
+    for _ in range(repeat):
+        begin = time.perf_counter()
+        result = function()
+        seconds = time.perf_counter() - begin
+        best = seconds if best is None else min(best, seconds)
+    return result, best
+
+
+def run_pipeline(loaded, texts, stride: int | None, repeat: int):
+    from transformers import pipeline
+
+    options = {"stride": stride} if stride else {}
+    pipe = pipeline(
+        "token-classification", model=loaded.model, tokenizer=loaded.tokenizer,
+        aggregation_strategy="simple", device="cpu", **options,
+    )  # fmt: skip
+    share = pipeline_share(pipe, texts)
+    pipe(texts[:2])  # warm-up
+    outputs, seconds = timed(lambda: pipe(texts), repeat)
+    spans = [
+        [Span(e["start"], e["end"], e["entity_group"], text[e["start"] : e["end"]], e["score"])
+         for e in entities]
+        for text, entities in zip(texts, outputs, strict=True)
+    ]  # fmt: skip
+    return spans, seconds, share
+
+
+def padding_waste(tagger: Tagger, texts: list[str]) -> tuple[float, float]:
+    """Padded share of model input, with length-sorted batches and with batches in text order."""
+    from training.tagger import BATCH_TOKENS, _batches
+    from training.windows import encode, make_windows
+
+    lengths = []
+    for text in texts:
+        encoding = encode(tagger.tokenizer, text, words(text))
+        lengths += [
+            w.end - w.start for w in make_windows(encoding, tagger.max_tokens, tagger.stride)
+        ]
+
+    def waste(jobs):
+        real = padded = 0
+        for batch in _batches([(n,) for n in jobs], BATCH_TOKENS):
+            width = max(n for (n,) in batch)
+            real, padded = real + sum(n for (n,) in batch), padded + width * len(batch)
+        return 1 - real / padded
+
+    return waste(sorted(lengths, reverse=True)), waste(lengths)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model", help="trained checkpoint folder (default: backbone + random head)"
+    )
+    parser.add_argument("--data", default=str(DEV), help="SkillSpan JSON lines (default: dev)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--limit", type=int, help="use only the first N posts")
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--repeat", type=int, default=1, help="time N runs, keep the fastest")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    docs = read_skillspan(args.data)[: args.limit]
+    texts = [d.text for d in docs]
+    gold = [d.spans for d in docs]
+    if args.model:
+        config = json.loads((Path(args.model) / "config.json").read_text())
+        labels = list(dict.fromkeys(
+            split_tag(t)[1] for t in config["id2label"].values() if split_tag(t)[1]
+        ))  # fmt: skip
+    else:
+        labels = sorted({s.label for spans in gold for s in spans})
+    torch.manual_seed(0)
+    loaded = checkpoint.load(args.model, labels, allow_new_labels=not args.model)
+    lengths = [len(loaded.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    print(f"model: {args.model or 'backbone + random head'}; labels {labels}")
+    print(f"{len(texts)} posts from {args.data}; subwords per post: median "
+          f"{int(np.median(lengths))}, max {max(lengths)}, {sum(n > 510 for n in lengths)} "
+          f"longer than 510; torch threads {args.threads}; best of {args.repeat} "
+          "timed run(s) on a shared machine")  # fmt: skip
+
+    results = {}
+    plain_share = pipeline_share(
+        __import__("transformers").pipeline(
+            "token-classification", model=loaded.model, tokenizer=loaded.tokenizer,
+            aggregation_strategy="simple", device="cpu"),
+        texts,
+    )  # fmt: skip
+    pipe_spans, pipe_seconds, pipe_share = run_pipeline(loaded, texts, 64, args.repeat)
+    pipe_rate = len(texts) / pipe_seconds
+    results["pipeline-stride64"] = {"posts_per_s": pipe_rate, "share_read": pipe_share}
+    print(f"pipeline without stride reads {plain_share:.1%} of the word characters")
+
+    reference = None
+    header = f"{'variant':<20}{'posts/s':>8}{'x pipe':>8}{'read':>8}"
+    header += f"{'agree pipe':>11}{'agree fp32':>11}"
+    header += f"{'F1 viterbi':>11}{'F1 argmax':>10}" if args.model else ""
+    print(header)
+    line = f"{'pipeline-stride64':<20}{pipe_rate:>8.2f}{1.0:>8.2f}{pipe_share:>8.1%}{1.0:>11.3f}"
+    if args.model:
+        line += f"{'':>11}{span_f1(gold, pipe_spans)[2]:>21.3f}"
+        results["pipeline-stride64"]["f1"] = span_f1(gold, pipe_spans)[2]
+    print(line, flush=True)
+
+    for name in args.variants:
+        max_tokens, stride, quantize, threads = VARIANTS[name]
+        torch.set_num_threads(threads)
+        fresh = checkpoint.Loaded(loaded.tokenizer, copy.deepcopy(loaded.model), labels, [])
+        tagger = Tagger.from_loaded(
+            fresh, args.model or "backbone", max_tokens=max_tokens, stride=stride,
+            quantize=quantize,
+        )  # fmt: skip
+        tagger.predict(texts[:2])  # warm-up
+        predictions, seconds = timed(lambda: tagger.predict(texts), args.repeat)  # noqa: B023
+        torch.set_num_threads(args.threads)
+        spans = [p.spans for p in predictions]
+        argmax_spans = [
+            tags_to_spans(decode(p.probs, p.tags, "argmax"), p.words, p.text) for p in predictions
+        ]
+        reference = reference or spans
+        rate = len(texts) / seconds
+        row = {
+            "max_tokens": max_tokens, "stride": stride, "quantize": quantize,
+            "threads": threads, "posts_per_s": rate, "ratio": rate / pipe_rate,
+            "share_read": tagger_share(tagger, texts),
+            "agree_pipeline_f1": span_f1(pipe_spans, spans)[2],
+            "agree_fp32_f1": span_f1(reference, spans)[2],
+        }  # fmt: skip
+        line = (f"{name:<20}{rate:>8.2f}{row['ratio']:>8.2f}{row['share_read']:>8.1%}"
+                f"{row['agree_pipeline_f1']:>11.3f}{row['agree_fp32_f1']:>11.3f}")  # fmt: skip
+        if args.model:
+            row["f1"] = span_f1(gold, spans)[2]
+            row["f1_argmax"] = span_f1(gold, argmax_spans)[2]
+            row["f1_by_label"] = {label: span_f1(gold, spans, label)[2] for label in labels}
+            line += f"{row['f1']:>11.3f}{row['f1_argmax']:>10.3f}"
+        results[name] = row
+        print(line, flush=True)
+
+    sorted_waste, unsorted_waste = padding_waste(tagger, texts)
+    print(f"padding waste for {name}: {sorted_waste:.1%} with length-sorted batches, "
+          f"{unsorted_waste:.1%} with batches in post order")  # fmt: skip
+    if args.model:
+        for name, row in results.items():
+            if "f1_by_label" in row:
+                per_label = ", ".join(f"{k} {v:.3f}" for k, v in row["f1_by_label"].items())
+                print(f"F1 by label, {name}: {per_label}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""Prediction: raw texts in, exact character spans and per-word tag probabilities out.
+
+A text is tokenized once (`training.windows.encode`), cut into overlapping windows of at
+most `max_tokens` subwords, and every word takes its probabilities from the one window
+that owns it, so a post of any length is read whole and a span crossing a seam is decoded
+once. A word's probabilities are the softmax of its first subword's logits. Windows from
+all texts are sorted by length and batched under a token budget, so little compute goes
+to padding. Spans come from one decoding per document (`training.decoding`, then
+`training.text.tags_to_spans`); a span's score is the lowest probability of its words'
+assigned tags.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training import checkpoint
+from training.decoding import DECODINGS, decode
+from training.text import Span, Word, tag_names, tags_to_spans, words
+from training.windows import (
+    Encoding,
+    Window,
+    encode,
+    make_windows,
+    owned_words,
+    special_tokens,
+    window_inputs,
+)
+
+log = logging.getLogger(__name__)
+
+# Defaults measured by benchmarks/predict_speed.py (see docs/tagger.md).
+DEFAULT_MAX_TOKENS = 128
+DEFAULT_STRIDE = 32
+DEFAULT_QUANTIZE = True
+DEFAULT_DECODING = "viterbi"
+# Windows per forward pass are limited by total padded subwords, not by count: short and
+# long windows then cost about the same memory and time per batch.
+BATCH_TOKENS = 4096
+
+
+@dataclass(slots=True)
+class Prediction:
+    """What the tagger says about one text.
+
+    `probs[i, j]` is the probability that word `words[i]` has tag `tags[j]`; `tags` is
+    `tag_names(labels)`, the same for every prediction of a tagger. `word_tags` is the
+    decoded tag of each word, and `spans` the decoded spans (text and score filled).
+    """
+
+    text: str
+    words: list[Word]
+    tags: list[str]
+    probs: np.ndarray  # (n_words, n_tags) float32, rows sum to 1
+    spans: list[Span] = field(default_factory=list)
+    word_tags: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Doc:
+    text: str
+    words: list[Word]
+    encoding: Encoding
+    windows: list[Window]
+    probs: np.ndarray
+
+
+class Tagger:
+    """A loaded token-classification model that predicts spans of the project's labels.
+
+    Load it once (`Tagger.load`) and call `predict` many times; the model stays in memory.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        model: torch.nn.Module,
+        labels: Sequence[str],
+        source: str,
+        *,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        stride: int = DEFAULT_STRIDE,
+        decoding: str = DEFAULT_DECODING,
+        version: str | None = None,
+    ):
+        if decoding not in DECODINGS:
+            raise ValueError(f"unknown decoding {decoding!r}: choose one of {DECODINGS}")
+        if max_tokens < 2:
+            raise ValueError(f"max_tokens must be at least 2, got {max_tokens}")
+        if stride < 0:
+            raise ValueError(f"stride must not be negative, got {stride}")
+        self.tokenizer = tokenizer
+        self.model = model.eval()
+        self.labels = list(labels)
+        self.tags = tag_names(self.labels)
+        self.source = source
+        self.version = version or Path(source).name or source
+        self.decoding = decoding
+        self.specials = special_tokens(tokenizer)
+        limit = _position_limit(tokenizer, model) - sum(map(len, self.specials))
+        if max_tokens > limit:
+            log.info("max_tokens %d exceeds the model's limit; using %d", max_tokens, limit)
+        self.max_tokens = min(max_tokens, limit)
+        self.stride = min(stride, self.max_tokens // 2)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        n_out = getattr(model.config, "num_labels", len(self.tags))
+        if n_out != len(self.tags):
+            raise ValueError(f"the model has {n_out} outputs for {len(self.tags)} tags")
+
+    @classmethod
+    def load(
+        cls,
+        source: str | Path | None,
+        labels: Sequence[str],
+        label_map: Mapping[str, str] | None = None,
+        *,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        stride: int = DEFAULT_STRIDE,
+        quantize: bool = DEFAULT_QUANTIZE,
+        num_threads: int | None = None,
+        decoding: str = DEFAULT_DECODING,
+        allow_new_labels: bool = False,
+    ) -> Tagger:
+        """Load a checkpoint folder, hub name or the backbone (`None`) for `labels`.
+
+        `quantize` turns the encoder's Linear layers into dynamic int8 (CPU inference).
+        `num_threads` sets torch's intra-op threads for the whole process (None: unchanged).
+        `allow_new_labels` gives tags the checkpoint lacks a random head (benchmarks only).
+        Raises `checkpoint.CheckpointError` when the model cannot serve `labels`.
+        """
+        loaded = checkpoint.load(source, labels, label_map, allow_new_labels=allow_new_labels)
+        resolved = checkpoint.resolve_source(source)
+        return cls.from_loaded(
+            loaded, resolved, max_tokens=max_tokens, stride=stride, quantize=quantize,
+            num_threads=num_threads, decoding=decoding, version=_version(resolved, source),
+        )  # fmt: skip
+
+    @classmethod
+    def from_loaded(
+        cls,
+        loaded: checkpoint.Loaded,
+        source: str,
+        *,
+        quantize: bool = False,
+        num_threads: int | None = None,
+        **options,
+    ) -> Tagger:
+        """Wrap an already loaded model (e.g. the trainer's, for dev evaluation).
+
+        Quantizing modifies `loaded.model` in place; keep it False for a model still training.
+        """
+        if num_threads is not None:
+            if num_threads < 1:
+                raise ValueError(f"num_threads must be at least 1, got {num_threads}")
+            torch.set_num_threads(num_threads)
+        model = loaded.model
+        if quantize:
+            model = quantize_encoder(model)
+        tagger = cls(loaded.tokenizer, model, loaded.labels, source, **options)
+        if quantize:
+            tagger.version += "+int8"
+        return tagger
+
+    def __repr__(self) -> str:
+        return (
+            f"Tagger({self.version!r}, labels={self.labels}, max_tokens={self.max_tokens}, "
+            f"stride={self.stride}, decoding={self.decoding!r})"
+        )
+
+    def predict(self, texts: Sequence[str], decoding: str | None = None) -> list[Prediction]:
+        """Spans and per-word probabilities for each text, in order.
+
+        An empty (or whitespace-only) text gets an empty prediction.
+        """
+        texts = _check_texts(texts)
+        docs = [self._prepare(text) for text in texts]
+        self._fill_probs(docs)
+        method = decoding or self.decoding
+        return [self._decode(doc, method) for doc in docs]
+
+    def _prepare(self, text: str) -> _Doc:
+        offsets = words(text)
+        encoding = encode(self.tokenizer, text, offsets)
+        windows = make_windows(encoding, self.max_tokens, self.stride)
+        # words no subword stands for (characters the tokenizer drops) are read as O
+        probs = np.zeros((len(offsets), len(self.tags)), dtype=np.float32)
+        probs[:, 0] = 1.0
+        return _Doc(text, offsets, encoding, windows, probs)
+
+    def _fill_probs(self, docs: list[_Doc]) -> None:
+        """Run every window of every document through the model, in length-sorted batches."""
+        jobs = []  # (length, doc, window, owned words)
+        for doc in docs:
+            for window in doc.windows:
+                owned = owned_words(doc.encoding, window)
+                if owned.size:
+                    jobs.append((window.end - window.start, doc, window, owned))
+        jobs.sort(key=lambda job: job[0], reverse=True)
+        offset = len(self.specials[0])
+        with torch.inference_mode():
+            for batch in _batches(jobs, BATCH_TOKENS):
+                inputs = [window_inputs(d.encoding, w, self.specials) for _, d, w, _ in batch]
+                width = len(inputs[0])
+                ids = torch.full((len(inputs), width), self.pad_id, dtype=torch.long)
+                mask = torch.zeros((len(inputs), width), dtype=torch.long)
+                for row, seq in enumerate(inputs):
+                    ids[row, : len(seq)] = torch.tensor(seq)
+                    mask[row, : len(seq)] = 1
+                logits = self.model(input_ids=ids, attention_mask=mask).logits
+                for row, (_, doc, window, owned) in enumerate(batch):
+                    positions = doc.encoding.first_token[owned] - window.start + offset
+                    rows = logits[row, torch.from_numpy(positions)].float()
+                    doc.probs[owned] = torch.softmax(rows, dim=-1).numpy()
+
+    def _decode(self, doc: _Doc, method: str) -> Prediction:
+        word_tags = decode(doc.probs, self.tags, method)
+        column = {tag: j for j, tag in enumerate(self.tags)}
+        chosen = [float(doc.probs[i, column[t]]) for i, t in enumerate(word_tags)]
+        spans = tags_to_spans(word_tags, doc.words, doc.text, chosen)
+        return Prediction(doc.text, doc.words, list(self.tags), doc.probs, spans, word_tags)
+
+
+def quantize_encoder(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 weights for the encoder's Linear layers; the small head stays fp32."""
+    from torch.ao.quantization import quantize_dynamic
+
+    quantize_dynamic(model.base_model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+    return model
+
+
+def _batches(jobs: list, budget: int):
+    """Consecutive runs of length-sorted (longest first) jobs whose padded size fits `budget`."""
+    batch: list = []
+    for job in jobs:
+        width = batch[0][0] if batch else job[0]
+        if batch and width * (len(batch) + 1) > budget:
+            yield batch
+            batch = []
+        batch.append(job)
+    if batch:
+        yield batch
+
+
+def _check_texts(texts) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("predict takes a list of texts, not a single string: use predict([text])")
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise TypeError(f"predict takes a list of texts, got {type(texts).__name__}") from None
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"text {i} is {type(text).__name__}, not str")
+    return texts
+
+
+def _position_limit(tokenizer, model: torch.nn.Module) -> int:
+    """Longest input (special tokens included) the model and tokenizer accept."""
+    limits = [getattr(model.config, "max_position_embeddings", None)]
+    limits.append(getattr(tokenizer, "model_max_length", None))
+    usable = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]
+    return min(usable) if usable else 512
+
+
+def _version(resolved: str, source) -> str:
+    """`folder-name@hash-of-weights` for a local checkpoint, else the source name."""
+    path = Path(resolved)
+    if source is None or str(source) in ("", "backbone"):
+        name = "backbone"
+    else:
+        name = path.name if path.exists() else str(source)
+    weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("pytorch_model*.bin"))
+    if not weights:
+        return name
+    digest = hashlib.sha1()
+    for file in weights:
+        with file.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return f"{name}@{digest.hexdigest()[:10]}"
