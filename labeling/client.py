@@ -1,0 +1,285 @@
+"""Label Studio through label-studio-sdk 2.x: the few calls skillloop makes, each idempotent
+where a second run of `make demo` or `skillloop project ...` would otherwise duplicate.
+
+Both token kinds work: `LabelStudio(api_key=...)` sends a legacy token as `Token ...` and
+exchanges a personal access token (a JWT) for short-lived Bearer tokens itself. The facts
+this relies on (measured on Label Studio 1.23.2) are in ../shared/notes/label-studio.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from training.text import Document
+
+# The task data field holding skillloop's stable post id, so re-imports can skip posts.
+POST_ID_KEY = "post_id"
+UNCERTAINTY_SAMPLING = "Uncertainty sampling"
+EXPORT_TYPES = ("CONLL2003", "JSON", "JSON_MIN", "CSV")
+
+
+class StudioError(RuntimeError):
+    """Label Studio refused or failed a request (the message carries its answer)."""
+
+
+@dataclass(slots=True)
+class ImportResult:
+    imported: int
+    skipped: int
+    task_ids: list[int]
+
+
+@dataclass(slots=True)
+class ProjectRef:
+    id: int
+    title: str
+    created: bool
+
+
+def post_task(doc: Document, text_key: str = "text") -> dict:
+    """The task data for one post: its text under the config's field and its stable id."""
+    data: dict[str, Any] = {text_key: doc.text, POST_ID_KEY: doc.id}
+    title = (doc.meta or {}).get("title")
+    if title:
+        data["title"] = title
+    return data
+
+
+class StudioClient:
+    """A Label Studio server reached with one user's token (legacy or personal access token)."""
+
+    def __init__(self, url: str, api_key: str, timeout: float = 120.0):
+        if not url or not api_key:
+            raise ValueError("Label Studio needs a URL and an API key (LABEL_STUDIO_URL/_API_KEY)")
+        from label_studio_sdk import LabelStudio  # heavy import: only when a client is made
+
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.ls = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
+
+    @classmethod
+    def from_env(cls) -> StudioClient:
+        env = os.environ
+        return cls(env.get("LABEL_STUDIO_URL", ""), env.get("LABEL_STUDIO_API_KEY", ""))
+
+    # --- raw HTTP for endpoints the SDK does not wrap (/next, JWT settings) -------------
+    def request(self, method: str, path: str, **kwargs) -> Any:
+        """One API call with the SDK's auth headers (PAT refresh included); JSON or None."""
+        headers = self.ls._client_wrapper.get_headers()  # noqa: SLF001 - the SDK's auth
+        headers.update(kwargs.pop("headers", {}))
+        reply = requests.request(
+            method, f"{self.url}{path}", headers=headers, timeout=self.timeout, **kwargs
+        )
+        if reply.status_code >= 400:
+            raise StudioError(f"{method} {path}: HTTP {reply.status_code}: {reply.text[:300]}")
+        if not reply.content:
+            return None
+        try:
+            return reply.json()
+        except ValueError:
+            return reply.content
+
+    def whoami(self) -> dict:
+        return self.request("GET", "/api/current-user/whoami")
+
+    # --- projects ------------------------------------------------------------------------
+    def find_project(self, title: str) -> int | None:
+        """The id of the project with exactly this title (the oldest when several)."""
+        ids = [p.id for p in self.ls.projects.list(title=title) if p.title == title]
+        return min(ids) if ids else None
+
+    def ensure_project(self, title: str, label_config: str, description: str = "") -> ProjectRef:
+        """Find the project by title or create it; an existing one gets the given config."""
+        project_id = self.find_project(title)
+        if project_id is None:
+            project = self.ls.projects.create(
+                title=title, label_config=label_config, description=description
+            )
+            return ProjectRef(project.id, title, created=True)
+        current = self.ls.projects.get(id=project_id)
+        if _normalise_xml(current.label_config or "") != _normalise_xml(label_config):
+            self.ls.projects.update(id=project_id, label_config=label_config)
+        return ProjectRef(project_id, title, created=False)
+
+    def project(self, project_id: int) -> dict:
+        return self.request("GET", f"/api/projects/{project_id}")
+
+    def set_model_version(self, project_id: int, version: str, sampling: bool = True) -> None:
+        """Make `version` the project's model version, so the Data Manager's prediction score
+        and Uncertainty sampling (lowest prediction score served first) follow it."""
+        fields: dict[str, Any] = {"model_version": version}
+        if sampling:
+            fields["sampling"] = UNCERTAINTY_SAMPLING
+        # Label Studio accepts only a version it already holds predictions (or a backend) of
+        self.request("PATCH", f"/api/projects/{project_id}", json=fields)
+
+    # --- tasks ---------------------------------------------------------------------------
+    def tasks(self, project_id: int) -> list[dict]:
+        """All tasks with their data, annotations and predictions, as plain dicts."""
+        tasks = self.ls.tasks.list(project=project_id, fields="all", page_size=100)
+        return [t.model_dump() if hasattr(t, "model_dump") else dict(t) for t in tasks]
+
+    def imported_post_ids(self, project_id: int) -> dict[str, int]:
+        """Stable post id -> task id, for the project's tasks that carry one."""
+        known = {}
+        for task in self.ls.tasks.list(project=project_id, fields="task_only", page_size=100):
+            post_id = (task.data or {}).get(POST_ID_KEY)
+            if post_id is not None:
+                known[str(post_id)] = task.id
+        return known
+
+    def import_tasks(self, project_id: int, tasks: Iterable[Mapping]) -> ImportResult:
+        """Import task data dicts, skipping those whose `post_id` the project already holds."""
+        seen = set(self.imported_post_ids(project_id))
+        fresh, skipped = [], 0
+        for data in tasks:
+            post_id = data.get(POST_ID_KEY)
+            if post_id is not None and str(post_id) in seen:
+                skipped += 1
+                continue
+            if post_id is not None:
+                seen.add(str(post_id))
+            fresh.append(dict(data))
+        if not fresh:
+            return ImportResult(0, skipped, [])
+        reply = self.ls.projects.import_tasks(id=project_id, request=fresh, return_task_ids=True)
+        task_ids = list(getattr(reply, "task_ids", None) or [])
+        return ImportResult(len(fresh), skipped, task_ids)
+
+    def import_documents(
+        self, project_id: int, docs: Iterable[Document], text_key: str = "text"
+    ) -> ImportResult:
+        return self.import_tasks(project_id, (post_task(doc, text_key) for doc in docs))
+
+    def annotate(self, task_id: int, result: list[dict], lead_time: float | None = None) -> int:
+        """Submit an annotation (regions as Label Studio stores them); its id."""
+        extra = {"lead_time": lead_time} if lead_time is not None else {}
+        return self.ls.annotations.create(id=task_id, result=result, **extra).id
+
+    def next_task(self, project_id: int) -> dict | None:
+        """The task Label Studio's labelling stream serves next to this user."""
+        try:
+            return self.request("GET", f"/api/projects/{project_id}/next")
+        except StudioError as err:
+            if "HTTP 404" in str(err):  # "no more tasks"
+                return None
+            raise
+
+    # --- the ML backend ------------------------------------------------------------------
+    def backends(self, project_id: int) -> list[Any]:
+        return list(self.ls.ml.list(project=project_id) or [])
+
+    def connect_backend(
+        self,
+        project_id: int,
+        url: str,
+        title: str = "skillloop",
+        basic_auth: tuple[str, str] | None = None,
+        timeout: float = 100.0,
+    ) -> int:
+        """Register the backend with the project once (reused by URL); its ML backend id.
+
+        Label Studio calls the backend's /health and /setup here: a backend that is down
+        or answers /setup with an error is refused ("doesn't look like a valid ML backend").
+        """
+        auth: dict[str, Any] = {"auth_method": "NONE"}
+        if basic_auth:
+            auth = {
+                "auth_method": "BASIC_AUTH",
+                "basic_auth_user": basic_auth[0],
+                "basic_auth_pass": basic_auth[1],
+            }
+        url = url.rstrip("/")
+        for backend in self.backends(project_id):
+            if (backend.url or "").rstrip("/") == url:
+                self.ls.ml.update(id=backend.id, project=project_id, url=url, title=title, **auth)
+                return backend.id
+        try:
+            backend = self.ls.ml.create(
+                project=project_id, url=url, title=title, is_interactive=False,
+                timeout=timeout, **auth,
+            )  # fmt: skip
+        except Exception as err:  # the SDK's ApiError carries Label Studio's reason
+            raise StudioError(f"Label Studio refused the ML backend at {url}: {err}") from err
+        return backend.id
+
+    def backend_id(self, project_id: int) -> int:
+        backends = self.backends(project_id)
+        if not backends:
+            raise ValueError(f"project {project_id} has no ML backend; connect one first")
+        return backends[0].id
+
+    def refresh_predictions(self, project_id: int) -> None:
+        """Ask Label Studio to fetch predictions for every task from the connected backend.
+
+        Tasks already holding a prediction of the backend's current model_version are
+        skipped by Label Studio itself, so this is cheap to repeat.
+        """
+        self.ls.actions.create(
+            id="retrieve_tasks_predictions",
+            project=project_id,
+            selected_items={"all": True, "excluded": []},
+        )
+
+    def train(self, project_id: int) -> None:
+        """Press Start Training: Label Studio posts START_TRAINING to the backend's /webhook."""
+        self.ls.ml.train(id=self.backend_id(project_id))
+
+    # --- export --------------------------------------------------------------------------
+    def export(self, project_id: int, export_type: str = "CONLL2003") -> bytes:
+        """Label Studio's own export of the annotated tasks, in one of EXPORT_TYPES."""
+        if export_type not in EXPORT_TYPES:
+            raise ValueError(f"unknown export type {export_type!r}; one of {EXPORT_TYPES}")
+        chunks = self.ls.projects.exports.download_sync(id=project_id, export_type=export_type)
+        return chunks if isinstance(chunks, bytes) else b"".join(chunks)
+
+    def export_json(self, project_id: int) -> list[dict]:
+        return json.loads(self.export(project_id, "JSON"))
+
+
+def _normalise_xml(xml: str) -> str:
+    return "".join(xml.split())
+
+
+# --- tokens without a browser ------------------------------------------------------------
+def login_session(url: str, username: str, password: str, timeout: float = 30.0):
+    """A requests.Session logged in through Label Studio's login form (session cookie)."""
+    url = url.rstrip("/")
+    session = requests.Session()
+    session.get(f"{url}/user/login/", timeout=timeout).raise_for_status()
+    csrf = session.cookies.get("csrftoken")
+    if not csrf:
+        raise StudioError(f"{url}/user/login/ set no csrftoken cookie: is this Label Studio?")
+    reply = session.post(
+        f"{url}/user/login/",
+        data={"email": username, "password": password, "csrfmiddlewaretoken": csrf},
+        headers={"Referer": f"{url}/user/login/"},
+        timeout=timeout,
+        allow_redirects=False,
+    )
+    if reply.status_code not in (301, 302) or "sessionid" not in session.cookies:
+        raise ValueError(f"Label Studio login failed for {username} (wrong password?)")
+    return session
+
+
+def create_personal_access_token(url: str, username: str, password: str) -> str:
+    """Make a personal access token (a JWT refresh token) as the user, without a browser."""
+    url = url.rstrip("/")
+    session = login_session(url, username, password)
+    reply = session.post(
+        f"{url}/api/token/",
+        headers={"X-CSRFToken": session.cookies.get("csrftoken", ""), "Referer": f"{url}/"},
+        timeout=30,
+    )
+    if reply.status_code >= 400:
+        raise StudioError(f"POST /api/token/: HTTP {reply.status_code}: {reply.text[:300]}")
+    token = reply.json().get("token")
+    if not token:
+        raise StudioError(f"POST /api/token/ answered without a token: {reply.text[:300]}")
+    return token
