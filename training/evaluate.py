@@ -176,12 +176,11 @@ def evaluate_predictions(
     )
 
 
-def evaluate(tagger, docs: Sequence[Document], batch_size: int | None = None) -> EvalReport:
-    """Predict `docs` with a `training.tagger.Tagger` and score against their gold spans."""
-    texts = [doc.text for doc in docs]
-    predictions = (
-        tagger.predict(texts)
-        if batch_size is None
-        else tagger.predict(texts, batch_size=batch_size)
-    )
-    return evaluate_predictions(docs, [p.spans for p in predictions], labels=tagger.labels)
+def evaluate(tagger, docs: Sequence[Document], decoding: str | None = None) -> EvalReport:
+    """Predict `docs` with a `training.tagger.Tagger` and score its word tags and spans
+    against the gold documents."""
+    predictions = tagger.predict([doc.text for doc in docs], decoding=decoding)
+    return evaluate_predictions(
+        docs, [p.spans for p in predictions], labels=tagger.labels,
+        predicted_tag_lists=[p.word_tags for p in predictions],
+    )  # fmt: skip

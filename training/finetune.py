@@ -51,7 +51,6 @@ class TrainConfig:
     num_threads: int = 2
     max_grad_norm: float = 1.0
     decoding: str = "viterbi"  # how dev predictions are decoded (training.decoding)
-    eval_batch_size: int = 32
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
@@ -156,7 +155,8 @@ def train(
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    from training.evaluate import evaluate_predictions
+    from training.evaluate import evaluate
+    from training.tagger import Tagger
 
     config = config or TrainConfig()
     labels = list(labels)
@@ -189,6 +189,11 @@ def train(
         optimizer, int(config.warmup_ratio * total_steps), total_steps
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    # dev predictions go through the same code as serving, on the model being trained
+    dev_tagger = Tagger.from_loaded(
+        loaded, str(base), max_tokens=config.max_tokens, stride=config.stride,
+        decoding=config.decoding,
+    )  # fmt: skip
 
     losses: list[float] = []
     dev_f1: list[float] = []
@@ -214,8 +219,7 @@ def train(
         losses.append(total / count)
         if dev_docs:
             eval_started = time.perf_counter()
-            spans = predict_spans(model, tokenizer, dev_docs, labels, config)
-            f1 = evaluate_predictions(dev_docs, spans).f1
+            f1 = evaluate(dev_tagger, dev_docs).f1
             eval_seconds += time.perf_counter() - eval_started
             dev_f1.append(float(f1))
             log.info("epoch %d: loss %.4f, dev entity F1 %.4f", epoch, losses[-1], f1)
@@ -286,49 +290,3 @@ def read_metadata(folder: str | Path) -> dict:
     """The `skillloop.json` of a checkpoint folder ({} for checkpoints trained elsewhere)."""
     path = Path(folder) / METADATA_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-@torch.inference_mode()
-def word_probs(model, tokenizer, texts: Sequence[str], n_tags: int, config: TrainConfig):
-    """Per-word tag probabilities `(n_words, n_tags)` for each text from an in-memory model
-    (dev evaluation during training), read through the same windows as `training.tagger`:
-    each word from its first subword, in the window that owns it."""
-    model.eval()
-    specials = special_tokens(tokenizer)
-    offset = len(specials[0])
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    jobs = []  # (text index, window, input ids)
-    encodings = []
-    probs = []
-    for d, text in enumerate(texts):
-        word_offsets = words(text)
-        enc = encode(tokenizer, text, word_offsets)
-        encodings.append(enc)
-        probs.append(np.zeros((len(word_offsets), n_tags), dtype=np.float32))
-        for window in make_windows(enc, config.max_tokens, config.stride):
-            jobs.append((d, window, window_inputs(enc, window, specials)))
-    jobs.sort(key=lambda job: len(job[2]))
-    for i in range(0, len(jobs), config.eval_batch_size):
-        chunk = jobs[i : i + config.eval_batch_size]
-        batch = collate([Example(ids, [IGNORE] * len(ids)) for _, _, ids in chunk], pad_id)
-        batch.pop("labels")
-        out = model(**batch).logits.float().softmax(-1).numpy()
-        for row, (d, window, _) in enumerate(chunk):
-            first = encodings[d].first_token
-            owned = np.flatnonzero((first >= window.own_start) & (first < window.own_end))
-            probs[d][owned] = out[row, offset + first[owned] - window.start]
-    return probs
-
-
-def predict_spans(model, tokenizer, docs: Sequence[Document], labels, config: TrainConfig):
-    """Decoded spans for `docs` from an in-memory model."""
-    from training.decoding import decode
-    from training.text import tags_to_spans
-
-    tags = tag_names(labels)
-    probs = word_probs(model, tokenizer, [d.text for d in docs], len(tags), config)
-    model.train()
-    return [
-        tags_to_spans(decode(p, tags, config.decoding), words(doc.text), doc.text)
-        for doc, p in zip(docs, probs, strict=True)
-    ]

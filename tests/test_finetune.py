@@ -1,0 +1,128 @@
+"""Fine-tuning the tiny model: loss goes down, the checkpoint loads back, runs repeat."""
+
+import json
+
+import pytest
+import torch
+
+from training import checkpoint
+from training.finetune import (
+    METADATA_FILE,
+    TrainConfig,
+    TrainingCancelled,
+    batches,
+    make_examples,
+    read_metadata,
+    train,
+)
+from training.tagger import Tagger
+from training.text import Document, Span
+
+LABELS = ["Technology", "Soft"]
+
+
+def corpus() -> list[Document]:
+    lines = [
+        ("we need python and sql", [("python", "Technology"), ("sql", "Technology")]),
+        ("communication skills and team work", [("communication skills", "Soft")]),
+        ("experience with docker and kubernetes", [("docker", "Technology"),
+                                                   ("kubernetes", "Technology")]),
+        ("a senior data engineer for the team", []),
+        ("java or scala on cloud", [("java", "Technology"), ("scala", "Technology")]),
+    ]  # fmt: skip
+    docs = []
+    for text, found in lines:
+        spans = [Span(text.index(w), text.index(w) + len(w), label) for w, label in found]
+        docs.append(Document(text, spans, id=text[:10]))
+    return docs
+
+
+# a long document so that windows (max_tokens 16) must be used in training
+LONG = Document(
+    " ".join(["we need python and sql for the team"] * 6),
+    [Span(8 + 36 * k, 14 + 36 * k, "Technology") for k in range(6)],
+)
+
+FAST = TrainConfig(epochs=4, learning_rate=3e-3, batch_size=4, max_tokens=16, stride=4,
+                   warmup_ratio=0.0, patience=10)  # fmt: skip
+
+
+def test_examples_label_first_subwords_through_windows(tiny_encoder):
+    tokenizer = checkpoint.load(tiny_encoder, LABELS, allow_new_labels=True).tokenizer
+    examples = make_examples(tokenizer, [LONG], LABELS, max_tokens=16, stride=4)
+    assert len(examples) > 1 and all(len(e.input_ids) <= 18 for e in examples)
+    python_id = tokenizer.convert_tokens_to_ids("python")
+    for e in examples:
+        for token, target in zip(e.input_ids, e.labels, strict=True):
+            if token == python_id:
+                assert target == 1  # B-Technology
+    # every word is trained at least once: no word is cut away
+    labelled = sum(sum(t != -100 for t in e.labels) for e in examples)
+    assert labelled >= 48
+
+
+def test_batches_group_similar_lengths_and_cover_everything():
+    import random
+
+    from training.finetune import Example
+
+    examples = [Example([0] * n, [0] * n) for n in range(1, 41)]
+    out = batches(examples, 4, random.Random(0))
+    assert sorted(i for b in out for i in b) == list(range(40))
+    assert all(max(b) - min(b) == 3 for b in out)  # sorted within the pool
+
+
+def test_training_lowers_loss_and_writes_a_loadable_checkpoint(tiny_encoder, tmp_path):
+    docs = corpus() + [LONG]
+    out = tmp_path / "model"
+    result = train(tiny_encoder, docs, LABELS, out, dev_docs=docs, config=FAST, progress=False)
+    assert result.losses[-1] < result.losses[0]
+    assert result.epochs_run == 4 and 1 <= result.best_epoch <= 4
+    assert result.best_dev_f1 == max(result.dev_f1)
+    meta = read_metadata(out)
+    assert meta["labels"] == LABELS and meta["config"]["max_tokens"] == 16
+    assert meta["metrics"]["best_dev_f1"] == pytest.approx(result.best_dev_f1)
+    assert json.loads((out / METADATA_FILE).read_text())["windows"] == result.n_windows
+    loaded = checkpoint.load(out, LABELS)
+    assert loaded.new_tags == []
+    tagger = Tagger.load(out, LABELS, quantize=False)
+    assert len(tagger.predict(["we need python"])[0].words) == 3
+
+
+def test_seeded_runs_repeat_and_warm_start_from_a_checkpoint(tiny_encoder, tmp_path):
+    docs = corpus()
+    config = TrainConfig(epochs=2, learning_rate=3e-3, batch_size=2, max_tokens=16, stride=4)
+    first = train(tiny_encoder, docs, LABELS, tmp_path / "a", config=config, progress=False)
+    again = train(tiny_encoder, docs, LABELS, tmp_path / "b", config=config, progress=False)
+    assert first.losses == again.losses
+    weights_a = checkpoint.load(tmp_path / "a", LABELS).model.state_dict()
+    weights_b = checkpoint.load(tmp_path / "b", LABELS).model.state_dict()
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+    # warm start: continuing from the trained folder begins where it left off
+    warm = train(tmp_path / "a", docs, LABELS, tmp_path / "c", config=config, progress=False)
+    assert warm.losses[0] < first.losses[0]
+
+
+def test_new_label_on_a_trained_checkpoint_gets_a_head_row(
+    tiny_reference_model, reference_label_map, tmp_path
+):
+    docs = [Document("python and communication", [Span(0, 6, "Technology"),
+                                                   Span(11, 24, "Soft")])]  # fmt: skip
+    labels = ["Technology", "Soft", "Tool"]
+    config = TrainConfig(epochs=1, max_tokens=16, stride=4)
+    train(tiny_reference_model, docs, labels, tmp_path / "m", config=config,
+          label_map=reference_label_map, progress=False)  # fmt: skip
+    assert checkpoint.load(tmp_path / "m", labels).labels == labels
+
+
+def test_cancellation_and_bad_input(tiny_encoder, tmp_path):
+    with pytest.raises(TrainingCancelled):
+        train(tiny_encoder, corpus(), LABELS, tmp_path / "x", config=FAST, progress=False,
+              should_stop=lambda: True)  # fmt: skip
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(ValueError, match="not in"):
+        train(tiny_encoder, corpus(), ["Technology"], tmp_path / "x", config=FAST, progress=False)
+    with pytest.raises(ValueError, match="no training documents"):
+        train(tiny_encoder, [], LABELS, tmp_path / "x", config=FAST, progress=False)
+    with pytest.raises(ValueError):
+        TrainConfig(epochs=0)
