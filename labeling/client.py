@@ -9,6 +9,7 @@ this relies on (measured on Label Studio 1.23.2) are in ../shared/notes/label-st
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -59,6 +60,8 @@ class StudioClient:
             raise ValueError("Label Studio needs a URL and an API key (LABEL_STUDIO_URL/_API_KEY)")
         from label_studio_sdk import LabelStudio  # heavy import: only when a client is made
 
+        # the SDK's httpx logs every request at INFO: noise in a CLI
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.ls = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
@@ -226,6 +229,16 @@ class StudioClient:
             project=project_id,
             selected_items={"all": True, "excluded": []},
         )
+
+    def latest_prediction_version(self, project_id: int) -> str | None:
+        """The model_version of the project's most recently stored prediction."""
+        latest: tuple | None = None
+        for task in self.tasks(project_id):
+            for prediction in task.get("predictions") or []:
+                key = (str(prediction.get("created_at") or ""), prediction.get("id") or 0)
+                if latest is None or key > latest[0]:
+                    latest = (key, prediction.get("model_version"))
+        return latest[1] if latest else None
 
     def train(self, project_id: int) -> None:
         """Press Start Training: Label Studio posts START_TRAINING to the backend's /webhook."""
