@@ -31,10 +31,8 @@ LABELS = ["Skill", "Knowledge"]
 
 def main() -> int:
     from training.datasets import all_spans, dropped_by_label, read_documents
-    from training.decoding import decode
-    from training.evaluate import evaluate_predictions, span_scores
-    from training.finetune import TrainConfig, train, word_probs
-    from training.text import tag_names, tags_to_spans, words
+    from training.evaluate import evaluate, span_scores
+    from training.finetune import TrainConfig, train
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
@@ -70,32 +68,31 @@ def main() -> int:
     print("loss per epoch:", [round(x, 4) for x in result.losses])
     print("dev strict F1 per epoch:", [round(x, 4) for x in result.dev_f1])
 
-    from training import checkpoint
+    from training.tagger import Tagger
 
-    loaded = checkpoint.load(args.out, LABELS)
-    tags = tag_names(LABELS)
-    started = time.perf_counter()
-    probs = word_probs(
-        loaded.model, loaded.tokenizer, [d.text for d in dev_docs], len(tags), config
-    )
-    predict_seconds = time.perf_counter() - started
     figures: dict = {"config": vars(config), "train": vars(result) | {"path": str(args.out)}}
-    for method in ("argmax", "viterbi"):
-        tag_lists = [decode(p, tags, method) for p in probs]
-        spans = [
-            tags_to_spans(t, words(d.text), d.text)
-            for t, d in zip(tag_lists, dev_docs, strict=True)
-        ]
-        report = evaluate_predictions(dev_docs, spans, LABELS, predicted_tag_lists=tag_lists)
-        full = span_scores([all_spans(d) for d in dev_docs], spans, LABELS)
-        print(f"\n== dev, {method} decoding ==")
-        print(report.table())
-        print("char-span F1 against all gold spans (nested included): "
-              + ", ".join(f"{k} {v.f1:.3f}" for k, v in full.items()))  # fmt: skip
-        figures[method] = report.to_dict() | {
-            "char_span_all_gold": {k: v.to_dict() for k, v in full.items()}
-        }
-    print(f"\ndev prediction: {len(dev_docs)} postings in {predict_seconds:.1f} s")
+    # fp32 with the training windows, then the tagger's serving defaults (int8, its windows)
+    setups = {
+        "fp32": {"quantize": False, "max_tokens": config.max_tokens, "stride": config.stride},
+        "serving": {},
+    }
+    for setup, options in setups.items():
+        tagger = Tagger.load(args.out, LABELS, **options)
+        for method in ("argmax", "viterbi"):
+            if setup == "serving" and method == "argmax":
+                continue
+            started = time.perf_counter()
+            report = evaluate(tagger, dev_docs, decoding=method)
+            seconds = time.perf_counter() - started
+            full = span_scores([all_spans(d) for d in dev_docs], report.spans, LABELS)
+            print(f"\n== dev, {tagger!r}, {method} decoding ({seconds:.1f} s) ==")
+            print(report.table())
+            print("char-span F1 against all gold spans (nested included): "
+                  + ", ".join(f"{k} {v.f1:.3f}" for k, v in full.items()))  # fmt: skip
+            figures[f"{setup}-{method}"] = report.to_dict() | {
+                "char_span_all_gold": {k: v.to_dict() for k, v in full.items()},
+                "predict_seconds": round(seconds, 2),
+            }
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, default=str) + "\n")
     return 0

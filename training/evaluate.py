@@ -51,7 +51,7 @@ class EvalReport:
     entity_default: dict[str, Score]
     char: dict[str, Score]
     documents: int
-    extra: dict = field(default_factory=dict)
+    spans: list[list[Span]] = field(default_factory=list, repr=False)  # predicted, per doc
 
     @property
     def f1(self) -> float:
@@ -68,7 +68,6 @@ class EvalReport:
             "entity_strict": block(self.entity),
             "entity_default": block(self.entity_default),
             "char_span": block(self.char),
-            **self.extra,
         }
 
     def table(self) -> str:
@@ -173,6 +172,7 @@ def evaluate_predictions(
         entity_default=seqeval_scores(gold_tags, predicted_tags, labels, strict=False),
         char=span_scores([d.spans for d in gold_docs], predicted_span_lists, labels),
         documents=len(gold_docs),
+        spans=[list(s) for s in predicted_span_lists],
     )
 
 
@@ -183,4 +183,4 @@ def evaluate(tagger, docs: Sequence[Document], decoding: str | None = None) -> E
     return evaluate_predictions(
         docs, [p.spans for p in predictions], labels=tagger.labels,
         predicted_tag_lists=[p.word_tags for p in predictions],
-    )  # fmt: skip
+    )  # fmt: skip  # fmt: skip

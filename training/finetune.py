@@ -168,7 +168,14 @@ def train(
     rng = random.Random(config.seed)
     loaded = checkpoint.load(base, labels, label_map, allow_new_labels=True)
     model, tokenizer = loaded.model, loaded.tokenizer
-    examples = make_examples(tokenizer, train_docs, labels, config.max_tokens, config.stride)
+    # dev predictions go through the same code as serving, on the model being trained; it
+    # also caps the window at what the model's position embeddings allow
+    dev_tagger = Tagger.from_loaded(
+        loaded, str(base), max_tokens=config.max_tokens, stride=config.stride,
+        decoding=config.decoding,
+    )  # fmt: skip
+    max_tokens, stride = dev_tagger.max_tokens, dev_tagger.stride
+    examples = make_examples(tokenizer, train_docs, labels, max_tokens, stride)
     if not examples:
         raise ValueError("the training documents hold no words")
     prepared = time.perf_counter()
@@ -189,11 +196,6 @@ def train(
         optimizer, int(config.warmup_ratio * total_steps), total_steps
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    # dev predictions go through the same code as serving, on the model being trained
-    dev_tagger = Tagger.from_loaded(
-        loaded, str(base), max_tokens=config.max_tokens, stride=config.stride,
-        decoding=config.decoding,
-    )  # fmt: skip
 
     losses: list[float] = []
     dev_f1: list[float] = []
