@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,11 +161,9 @@ class Tagger:
             if num_threads < 1:
                 raise ValueError(f"num_threads must be at least 1, got {num_threads}")
             torch.set_num_threads(num_threads)
-        model = loaded.model
-        if quantize:
-            model = quantize_encoder(model)
-        tagger = cls(loaded.tokenizer, model, loaded.labels, source, **options)
-        if quantize:
+        quantized = quantize and quantize_encoder(loaded.model)
+        tagger = cls(loaded.tokenizer, loaded.model, loaded.labels, source, **options)
+        if quantized:
             tagger.version += "+int8"
         return tagger
 
@@ -227,12 +226,23 @@ class Tagger:
         return Prediction(doc.text, doc.words, list(self.tags), doc.probs, spans, word_tags)
 
 
-def quantize_encoder(model: torch.nn.Module) -> torch.nn.Module:
-    """Dynamic int8 weights for the encoder's Linear layers; the small head stays fp32."""
-    from torch.ao.quantization import quantize_dynamic
+def quantize_encoder(model: torch.nn.Module) -> bool:
+    """In place: dynamic int8 weights for the encoder's Linear layers; the small head stays fp32.
 
-    quantize_dynamic(model.base_model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
-    return model
+    torch marks this eager-mode API deprecated (its successor, torchao, is not a
+    dependency); where it is gone the model stays fp32, with a warning, rather than fail.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            from torch.ao.quantization import quantize_dynamic
+
+            quantize_dynamic(model.base_model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+        except (ImportError, AttributeError, RuntimeError) as err:
+            log.warning("int8 quantization unavailable (%s); predicting in fp32", err)
+            return False
+    return True
 
 
 def _batches(jobs: list, budget: int):
