@@ -1,0 +1,61 @@
+"""`skillloop serve`: the ML backend on Flask's threaded development server.
+
+For production use gunicorn with one worker process (see backend/wsgi.py and
+docs/service.md): the warm model and the training worker live in that process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from backend.settings import ENV, ServiceConfig
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the Label Studio ML backend (development server)",
+        description="Serve /predict, /setup, /webhook, /train, /versions, /metrics for a "
+        "project. Every flag can also be set by the environment variable shown.",
+    )
+    parser.add_argument("--project", help=f"project folder or name [{ENV['project']}]")
+    parser.add_argument("--host", help=f"address to bind (default 127.0.0.1) [{ENV['host']}]")
+    parser.add_argument("--port", type=int, help=f"port (default 9090) [{ENV['port']}]")
+    parser.add_argument(
+        "--state-dir", type=Path, help=f"state folder (default ./state) [{ENV['state_dir']}]"
+    )
+    parser.add_argument(
+        "--threads", type=int, help=f"torch threads for prediction [{ENV['threads']}]"
+    )
+    parser.add_argument(
+        "--no-training",
+        dest="training",
+        action="store_const",
+        const=False,
+        help=f"do not run the training worker [{ENV['training']}=0]",
+    )
+    parser.set_defaults(func=serve)
+
+
+def serve(args: argparse.Namespace) -> int:
+    from backend.app import create_app
+
+    config = ServiceConfig.from_env(
+        project=args.project, host=args.host, port=args.port, state_dir=args.state_dir,
+        threads=args.threads, training=args.training,
+    )  # fmt: skip
+    app = create_app(config)
+    services = app.extensions["skillloop"]
+    # SIGTERM (docker stop, systemd) stops the worker and its training child cleanly
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        app.run(host=config.host, port=config.port, threaded=True, use_reloader=False)
+    finally:
+        services.close()
+    return 0

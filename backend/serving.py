@@ -1,0 +1,305 @@
+"""The warm model: loaded once, shared by every request, swapped atomically when the
+registry's serving version changes (a promotion by the worker, or a rollback or retrain
+run from the command line in another process).
+
+Requests read `ModelHolder.current()` once and use that snapshot to the end, so a batch
+is always predicted and labelled by one model. Loading a new model happens in the worker
+or watcher thread, never in a request; the swap itself is one reference assignment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+UNTRAINED = "untrained"
+
+
+@dataclass(frozen=True, slots=True)
+class ServingModel:
+    """A loaded tagger and the model_version it answers with (`tagger` None: no model yet)."""
+
+    tagger: object | None
+    version: str
+    source: str | None = None
+    from_registry: bool = False  # False: the project's base model (or none)
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def loaded(self) -> bool:
+        return self.tagger is not None
+
+
+class ModelHolder:
+    """Holds the serving Tagger for one project and predicts batches of texts with it.
+
+    `registry` is a `training.registry.Registry`; `on_swap(model)` is called (in the thread
+    that loaded it) after each swap, e.g. to refresh Label Studio's predictions.
+    """
+
+    def __init__(
+        self,
+        project,
+        registry,
+        *,
+        on_swap: Callable[[ServingModel], None] | None = None,
+        watch_interval: float = 5.0,
+    ):
+        self.project = project
+        self.registry = registry
+        self.on_swap = on_swap
+        self.watch_interval = watch_interval
+        self.error: str | None = None  # why the last load failed, for /health
+        self._failed: str | None = None  # a version that failed to load: not retried
+        self._model = ServingModel(None, UNTRAINED)
+        self._ready = threading.Event()
+        self._load_lock = threading.Lock()  # one load at a time (worker vs watcher)
+        # one forward pass at a time: on two cores, parallel passes only slow each other
+        self._predict_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._strategy = _resolve_strategy(getattr(project.selection, "strategy", "mnlp"))
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def start(self, background: bool = True) -> None:
+        """Load the serving model (in a thread when `background`) and watch the registry."""
+        if background:
+            self._spawn(self._initial_load, "skillloop-model-load")
+        else:
+            self._initial_load()
+        self._spawn(self._watch, "skillloop-model-watch")
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    def _spawn(self, target, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _initial_load(self) -> None:
+        try:
+            self.reload(force=True)
+        finally:
+            self._ready.set()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.watch_interval):
+            try:
+                self.reload()
+            except Exception:  # keep watching: a broken checkpoint must not stop serving
+                log.exception("checking the registry for a new serving version failed")
+
+    # --- state ---------------------------------------------------------------------------
+    def current(self) -> ServingModel:
+        return self._model
+
+    @property
+    def ready(self) -> bool:
+        """True once the first load finished (with or without a model)."""
+        return self._ready.is_set()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
+
+    # --- loading -------------------------------------------------------------------------
+    def reload(self, force: bool = False) -> bool:
+        """Serve the registry's serving version (or the project's base model when there is
+        none) if it differs from the one held. Returns True when a swap happened."""
+        with self._load_lock:
+            wanted = self.registry.serving()
+            held = self._model
+            if not force:
+                if wanted is None and not held.from_registry:
+                    return False  # still on the base model (or none)
+                if wanted is not None and (
+                    (held.from_registry and wanted.version == held.version)
+                    or wanted.version == self._failed
+                ):
+                    return False
+            model = self._load(wanted)
+            if model is held:
+                return False
+            self._model = model  # the atomic swap: requests hold their own reference
+        log.info("serving model %s (%s)", model.version, model.source or "no model")
+        if self.on_swap is not None and held.version != model.version:
+            try:
+                self.on_swap(model)
+            except Exception:  # Label Studio being down must not undo a promotion
+                log.exception("after-swap hook failed for %s", model.version)
+        return True
+
+    def promoted(self, version) -> None:
+        """The worker's `on_promoted` callback: swap to the new serving version now."""
+        log.info("version %s promoted; loading it", getattr(version, "version", version))
+        self.reload()
+
+    def _load(self, wanted) -> ServingModel:
+        from training.checkpoint import CheckpointError
+        from training.tagger import Tagger
+
+        labels = [label.value for label in self.project.labels]
+        model_options = self.project.model
+        options = {}
+        for name in ("max_tokens", "stride"):
+            value = getattr(model_options, name, None)
+            if value:
+                options[name] = value
+        if wanted is not None:
+            source, version = str(wanted.path), wanted.version
+        else:
+            source, version = self.project.model_base(), None
+        label_map = dict(getattr(model_options, "label_map", None) or {}) or None
+        started = time.perf_counter()
+        try:
+            tagger = Tagger.load(source, labels, label_map, **options)
+        except CheckpointError as err:
+            if wanted is not None:
+                self._failed = wanted.version
+                self.error = f"cannot load serving version {wanted.version}: {err}"
+                log.error("%s; keeping %s", self.error, self._model.version)
+                return self._model
+            # the base model has no head for the project's labels: no model until a round
+            self.error = None
+            log.warning("no model yet (%s): /predict answers empty results", err)
+            return ServingModel(None, UNTRAINED)
+        self.error = self._failed = None
+        seconds = time.perf_counter() - started
+        log.info("loaded %s in %.1f s", source or "backbone", seconds)
+        return ServingModel(
+            tagger, version or tagger.version, str(source or "backbone"), wanted is not None
+        )
+
+    # --- prediction ----------------------------------------------------------------------
+    def predict(self, texts: Sequence[str], model: ServingModel | None = None):
+        """Predictions for `texts` in one batched call, with the model that made them.
+
+        Returns `(predictions, model)`; predictions is None when no model is loaded.
+        """
+        model = model or self._model
+        if model.tagger is None or not texts:
+            return (None if model.tagger is None else []), model
+        with self._predict_lock:
+            predictions = model.tagger.predict(list(texts))
+        return predictions, model
+
+    def task_score(self, prediction) -> float:
+        """The task-level score Label Studio sorts by (lower = served first)."""
+        if self._strategy is not None:
+            try:
+                from labeling.strategies import task_score
+
+                return task_score(prediction, self._strategy)
+            except Exception:  # a strategy bug must not fail a prediction batch
+                log.exception("task_score failed; using mean span confidence")
+        return mean_span_confidence(prediction)
+
+
+def mean_span_confidence(prediction) -> float:
+    """Fallback task score: the mean score of the predicted spans; with no spans, the
+    mean confidence of the words' most likely tags (1.0 for a post without words)."""
+    scores = [s.score for s in prediction.spans if s.score is not None]
+    if scores:
+        return float(sum(scores) / len(scores))
+    probs = getattr(prediction, "probs", None)
+    if probs is None or len(probs) == 0:
+        return 1.0
+    return float(probs.max(axis=1).mean())
+
+
+def _resolve_strategy(name: str):
+    try:
+        from labeling.strategies import get_strategy
+    except ImportError:
+        log.warning("labeling.strategies is missing: task scores are mean span confidence")
+        return None
+    try:
+        return get_strategy(name or "mnlp")
+    except ValueError as err:
+        log.warning("%s; task scores use 'mnlp'", err)
+        return get_strategy("mnlp")
+
+
+# --- the Label Studio project the backend is connected to --------------------------------
+class StudioLink:
+    """Remembers the Label Studio project id (from /setup or webhooks, persisted in the
+    state dir) and, when a URL and API key are configured, points Label Studio at a newly
+    swapped model: project model_version + uncertainty sampling, then refreshed predictions.
+    """
+
+    def __init__(self, state_dir: Path, url: str | None = None, api_key: str | None = None):
+        self.path = Path(state_dir) / "studio.json"
+        self._url, self._api_key = url, api_key
+        self._client = None
+        self._lock = threading.Lock()
+        self.project_id: int | None = self._read()
+        self.last_refresh: dict | None = None
+
+    @property
+    def configured(self) -> bool:
+        return bool(self._url and self._api_key)
+
+    def _read(self) -> int | None:
+        try:
+            return int(json.loads(self.path.read_text())["project_id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def remember(self, project_field) -> int | None:
+        """Record the project id from `"12.1700000000"` (/setup), 12, or {"id": 12}."""
+        if isinstance(project_field, dict):
+            project_field = project_field.get("id")
+        try:
+            project_id = int(str(project_field).split(".")[0])
+        except (TypeError, ValueError):
+            return self.project_id
+        if project_id != self.project_id:
+            with self._lock:
+                self.project_id = project_id
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.path.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"project_id": project_id}))
+                os.replace(tmp, self.path)
+        return project_id
+
+    def model_swapped(self, model: ServingModel) -> None:
+        """Refresh Label Studio in its own thread: Label Studio answers the refresh by
+        calling /predict for its tasks, which may take long, and must not hold the worker."""
+        if not self.configured or not model.loaded:
+            return
+        if self.project_id is None:
+            log.info("Label Studio project unknown until /setup or a webhook; no refresh")
+            return
+        thread = threading.Thread(
+            target=self.refresh, args=(model,), name="skillloop-studio-refresh", daemon=True
+        )
+        thread.start()
+
+    def refresh(self, model: ServingModel) -> None:
+        from labeling.client import StudioClient
+
+        with self._lock:
+            if self._client is None:
+                self._client = StudioClient(self._url, self._api_key)
+            client = self._client
+        started = time.time()
+        try:
+            client.set_model_version(self.project_id, model.version, sampling=True)
+            client.refresh_predictions(self.project_id)
+        except Exception as err:  # noqa: BLE001 - reported in /status, never raised
+            self.last_refresh = {"version": model.version, "ok": False, "error": str(err)[:300]}
+            log.warning("Label Studio refresh for %s failed: %s", model.version, err)
+            return
+        self.last_refresh = {"version": model.version, "ok": True, "at": started}
+        log.info("Label Studio project %s now on model_version %s", self.project_id,
+                 model.version)  # fmt: skip

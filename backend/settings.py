@@ -1,0 +1,118 @@
+"""Service configuration: one dataclass, filled from environment variables and then from
+command-line flags (flags win). Secrets are kept out of `repr`, so logging a config never
+prints a password or API key."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+DEFAULT_MAX_CONTENT_LENGTH = 32 * 1024 * 1024  # a few thousand full Label Studio tasks
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """How `create_app` builds the service. Environment variable names are in `ENV`."""
+
+    project: str  # "projects/linkedin-skills" or a project name
+    state_dir: Path | None = None  # base state folder; None: $SKILLLOOP_STATE_DIR or ./state
+    host: str = "127.0.0.1"
+    port: int = 9090
+    basic_auth_user: str | None = None
+    basic_auth_pass: str | None = field(default=None, repr=False)
+    max_content_length: int = DEFAULT_MAX_CONTENT_LENGTH
+    label_studio_url: str | None = None
+    label_studio_api_key: str | None = field(default=None, repr=False)
+    # torch intra-op threads for serving (None: torch's default)
+    threads: int | None = None
+    # run the background training worker (off only for a read-only predict server)
+    training: bool = True
+    # load the model in a background thread so /health answers at once
+    background_load: bool = True
+    # how often (s) the registry is checked for a promotion or rollback made elsewhere
+    watch_interval: float = 5.0
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.basic_auth_user)
+
+    @property
+    def studio_enabled(self) -> bool:
+        return bool(self.label_studio_url and self.label_studio_api_key)
+
+    def validate(self) -> ServiceConfig:
+        if not self.project:
+            raise ValueError("no project: pass --project projects/NAME or set SKILLLOOP_PROJECT")
+        if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
+            raise ValueError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port must be 1..65535, got {self.port}")
+        if self.max_content_length < 1024:
+            raise ValueError(
+                f"MAX_CONTENT_LENGTH must be at least 1024, got {self.max_content_length}"
+            )
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
+        if bool(self.label_studio_url) != bool(self.label_studio_api_key):
+            raise ValueError("set both LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY, or neither")
+        if self.watch_interval <= 0:
+            raise ValueError(f"watch interval must be positive, got {self.watch_interval}")
+        return self
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> ServiceConfig:
+        """Read `ENV` variables from `env` (default os.environ); non-None overrides win."""
+        env = os.environ if env is None else env
+        values: dict = {}
+        for name, variable in ENV.items():
+            raw = env.get(variable)
+            if raw is None or raw == "":
+                continue
+            values[name] = _convert(name, variable, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "state_dir" in values:
+            values["state_dir"] = Path(values["state_dir"])
+        values.setdefault("project", "")
+        return cls(**values).validate()
+
+    def with_overrides(self, **overrides) -> ServiceConfig:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None}).validate()
+
+
+# field name -> environment variable
+ENV = {
+    "project": "SKILLLOOP_PROJECT",
+    "state_dir": "SKILLLOOP_STATE_DIR",
+    "host": "SKILLLOOP_HOST",
+    "port": "SKILLLOOP_PORT",
+    "basic_auth_user": "BASIC_AUTH_USER",
+    "basic_auth_pass": "BASIC_AUTH_PASS",
+    "max_content_length": "MAX_CONTENT_LENGTH",
+    "label_studio_url": "LABEL_STUDIO_URL",
+    "label_studio_api_key": "LABEL_STUDIO_API_KEY",
+    "threads": "SKILLLOOP_THREADS",
+    "training": "SKILLLOOP_TRAINING",
+    "background_load": "SKILLLOOP_BACKGROUND_LOAD",
+    "watch_interval": "SKILLLOOP_WATCH_INTERVAL",
+}
+
+_TYPES = {f.name: f.type for f in fields(ServiceConfig)}
+
+
+def _convert(name: str, variable: str, raw: str):
+    kind = str(_TYPES[name])
+    try:
+        if kind == "bool":
+            lowered = raw.strip().lower()
+            if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError
+            return lowered in ("1", "true", "yes", "on")
+        if kind.startswith("int"):
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"{variable}={raw!r} is not a valid {kind.split(' ')[0]}") from None
+    return raw
