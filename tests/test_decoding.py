@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from training.decoding import decode, transitions, viterbi
+from training.decoding import decode, decode_many, transitions, viterbi
 from training.text import split_tag, tag_names
 
 TAGS = tag_names(["Skill", "Knowledge"])
@@ -84,3 +84,12 @@ def test_viterbi_keeps_a_valid_argmax_path_and_repairs_a_broken_one():
 def test_unknown_decoding_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown decoding 'crf'"):
         decode(random_probs(2, 0), TAGS, "crf")
+
+
+@pytest.mark.parametrize("method", ["viterbi", "argmax"])
+def test_many_documents_at_once_decode_as_one_by_one(method):
+    rng = np.random.default_rng(1)
+    probs = [random_probs(int(n), seed) for seed, n in enumerate(rng.integers(0, 40, 12))]
+    probs.append(random_probs(0, 0))
+    assert decode_many(probs, TAGS, method) == [decode(p, TAGS, method) for p in probs]
+    assert decode_many([], TAGS, method) == []

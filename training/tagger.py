@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from training import checkpoint
-from training.decoding import DECODINGS, decode
+from training.decoding import DECODINGS, decode_many
 from training.text import Span, Word, tag_names, tags_to_spans, words
 from training.windows import (
     Encoding,
@@ -181,8 +181,8 @@ class Tagger:
         texts = _check_texts(texts)
         docs = [self._prepare(text) for text in texts]
         self._fill_probs(docs)
-        method = decoding or self.decoding
-        return [self._decode(doc, method) for doc in docs]
+        word_tags = decode_many([doc.probs for doc in docs], self.tags, decoding or self.decoding)
+        return [self._prediction(doc, tags) for doc, tags in zip(docs, word_tags, strict=True)]
 
     def _prepare(self, text: str) -> _Doc:
         offsets = words(text)
@@ -218,8 +218,7 @@ class Tagger:
                     rows = logits[row, torch.from_numpy(positions)].float()
                     doc.probs[owned] = torch.softmax(rows, dim=-1).numpy()
 
-    def _decode(self, doc: _Doc, method: str) -> Prediction:
-        word_tags = decode(doc.probs, self.tags, method)
+    def _prediction(self, doc: _Doc, word_tags: list[str]) -> Prediction:
         column = {tag: j for j, tag in enumerate(self.tags)}
         chosen = [float(doc.probs[i, column[t]]) for i, t in enumerate(word_tags)]
         spans = tags_to_spans(word_tags, doc.words, doc.text, chosen)
