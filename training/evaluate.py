@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from training.text import Document, Span, spans_to_tags, words
 
 OVERALL = "overall"
+EVAL_CHUNK = 64  # documents per predict call, so a progress bar can move
 
 
 @dataclass(frozen=True)
@@ -94,22 +95,32 @@ def seqeval_scores(
 ) -> dict[str, Score]:  # fmt: skip
     """Entity scores per label and overall from seqeval's classification report."""
     from seqeval.metrics import classification_report
-    from seqeval.scheme import IOB2
+    from seqeval.metrics.sequence_labeling import get_entities
+    from seqeval.scheme import IOB2, Entities
 
+    gold = [list(t) for t in gold_tags]
+    predicted_lists = [list(t) for t in predicted_tags]
     options = {"mode": "strict", "scheme": IOB2} if strict else {}
     report = classification_report(
-        [list(t) for t in gold_tags], [list(t) for t in predicted_tags],
-        output_dict=True, zero_division=0, **options,
-    )  # fmt: skip
+        gold, predicted_lists, output_dict=True, zero_division=0, **options
+    )
+    # the report has no predicted counts; count entities the way each mode reads them
+    if strict:
+        found = [e.tag for s in Entities(predicted_lists, IOB2).entities for e in s]
+    else:
+        found = [e[0] for s in predicted_lists for e in get_entities(s)]
+    n_predicted = Counter(found)
     scores = {}
     for name in [*labels, OVERALL]:
         row = report.get("micro avg" if name == OVERALL else name)
+        predicted = sum(n_predicted[x] for x in labels) if name == OVERALL else n_predicted[name]
         if row is None:  # a label neither in gold nor predicted
-            scores[name] = Score(0.0, 0.0, 0.0, 0, 0)
+            scores[name] = Score(0.0, 0.0, 0.0, 0, predicted)
             continue
-        support = int(row["support"])
-        predicted = round(row["recall"] * support / row["precision"]) if row["precision"] else 0
-        scores[name] = Score(row["precision"], row["recall"], row["f1-score"], support, predicted)
+        scores[name] = Score(
+            float(row["precision"]), float(row["recall"]), float(row["f1-score"]),
+            int(row["support"]), predicted,
+        )  # fmt: skip
     return scores
 
 
@@ -176,11 +187,20 @@ def evaluate_predictions(
     )
 
 
-def evaluate(tagger, docs: Sequence[Document], decoding: str | None = None) -> EvalReport:
+def evaluate(
+    tagger, docs: Sequence[Document], decoding: str | None = None, progress: bool = False
+) -> EvalReport:
     """Predict `docs` with a `training.tagger.Tagger` and score its word tags and spans
     against the gold documents."""
-    predictions = tagger.predict([doc.text for doc in docs], decoding=decoding)
+    from tqdm.auto import tqdm
+
+    predictions = []
+    with tqdm(total=len(docs), disable=not progress, desc="evaluating", unit="doc") as bar:
+        for i in range(0, len(docs), EVAL_CHUNK):
+            chunk = docs[i : i + EVAL_CHUNK]
+            predictions += tagger.predict([doc.text for doc in chunk], decoding=decoding)
+            bar.update(len(chunk))
     return evaluate_predictions(
         docs, [p.spans for p in predictions], labels=tagger.labels,
         predicted_tag_lists=[p.word_tags for p in predictions],
-    )  # fmt: skip  # fmt: skip
+    )  # fmt: skip

@@ -1,0 +1,189 @@
+"""`skillloop train`, `skillloop predict` and `skillloop evaluate`: the tagger from the
+command line. Data files are read by `training.datasets.read_documents` (SkillSpan .json,
+.conll, .jsonl)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+PREDICT_CHUNK = 32  # texts per predict call: the progress bar moves, memory stays bounded
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="fine-tune a tagger on labelled documents")
+    p.add_argument("--data", required=True, type=Path, help="training data (.json/.conll/.jsonl)")
+    p.add_argument("--dev", type=Path, help="dev data for early stopping")
+    p.add_argument("--out", required=True, type=Path, help="folder for the new checkpoint")
+    p.add_argument("--base", default=None, help="checkpoint folder or hub name (default: backbone)")
+    _label_options(p)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float, dest="learning_rate")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--max-tokens", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--patience", type=int)
+    p.add_argument("--threads", type=int, dest="num_threads")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=train_command)
+
+    p = subparsers.add_parser("predict", help="tag texts: JSONL {text, id?} in, spans out")
+    p.add_argument("--model", required=True, help="checkpoint folder")
+    p.add_argument("--input", default="-", help="JSONL file with a 'text' per line (- = stdin)")
+    p.add_argument("--output", default="-", help="JSONL output (- = stdout)")
+    _label_options(p)
+    p.add_argument("--fp32", action="store_true", help="no int8 quantization")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=predict_command)
+
+    p = subparsers.add_parser("evaluate", help="score a model on labelled documents")
+    p.add_argument("--model", required=True, help="checkpoint folder")
+    p.add_argument("--data", required=True, type=Path, help="gold data (.json/.conll/.jsonl)")
+    p.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    _label_options(p)
+    p.add_argument("--fp32", action="store_true", help="no int8 quantization")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=evaluate_command)
+
+
+def _label_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--labels", nargs="+", help="project labels (default: from the data/model)")
+    p.add_argument("--label-map", nargs="+", default=[], metavar="TAG=LABEL",
+                   help="model tag type -> project label, e.g. BUS=Business")  # fmt: skip
+    p.add_argument("--columns", nargs="+", help="labels of bare B/I/O CoNLL tag columns")
+
+
+def parse_label_map(items: list[str]) -> dict[str, str]:
+    mapping = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"--label-map takes TAG=LABEL pairs, got {item!r}")
+        mapping[key] = value
+    return mapping
+
+
+def model_labels(folder: str, label_map: dict[str, str]) -> list[str]:
+    """A checkpoint's labels: from skillloop.json, else its tag types through `label_map`."""
+    from training.checkpoint import resolve_source
+    from training.finetune import read_metadata
+    from training.text import split_tag
+
+    path = Path(resolve_source(folder))
+    meta = read_metadata(path)
+    if meta.get("labels"):
+        return list(meta["labels"])
+    config = json.loads((path / "config.json").read_text())
+    types = [split_tag(t)[1] for t in config.get("id2label", {}).values() if t != "O"]
+    labels = [label_map.get(t, t) for t in dict.fromkeys(t for t in types if t)]
+    if not labels:
+        raise ValueError(f"{folder} has no tagging head: pass --labels")
+    return labels
+
+
+def check_labels(docs, labels: list[str], name: str) -> None:
+    from training.datasets import labels_of
+
+    unknown = sorted(set(labels_of(docs)) - set(labels))
+    if unknown:
+        raise ValueError(f"{name} has labels {unknown} that are not in {labels}")
+
+
+def train_command(args) -> int:
+    from training.datasets import labels_of, read_documents
+    from training.finetune import TrainConfig, train
+
+    train_docs = read_documents(args.data, args.columns)
+    dev_docs = read_documents(args.dev, args.columns) if args.dev else None
+    labels = args.labels or labels_of(train_docs)
+    if not labels:
+        raise ValueError(f"{args.data} holds no labelled spans: nothing to learn")
+    check_labels(train_docs, labels, str(args.data))
+    if dev_docs is not None:
+        check_labels(dev_docs, labels, str(args.dev))
+    options = ("epochs", "learning_rate", "batch_size", "max_tokens", "seed", "patience",
+               "num_threads")  # fmt: skip
+    config = TrainConfig(**{k: getattr(args, k) for k in options if getattr(args, k) is not None})
+    result = train(
+        args.base, train_docs, labels, args.out, dev_docs=dev_docs, config=config,
+        label_map=parse_label_map(args.label_map), progress=not args.no_progress,
+    )  # fmt: skip
+    dev = "" if result.best_dev_f1 is None else f", dev entity F1 {result.best_dev_f1:.3f}"
+    print(f"saved {result.path} (labels {labels}; {result.epochs_run} epochs, best epoch "
+          f"{result.best_epoch}{dev}; {result.seconds:.0f} s)")  # fmt: skip
+    return 0
+
+
+def _load_tagger(args):
+    from training.tagger import Tagger
+
+    label_map = parse_label_map(args.label_map)
+    labels = args.labels or model_labels(args.model, label_map)
+    return Tagger.load(args.model, labels, label_map, quantize=not args.fp32)
+
+
+@contextmanager
+def _open(name: str, mode: str):
+    if name == "-":
+        yield sys.stdin if mode == "r" else sys.stdout
+        return
+    if mode == "r" and not Path(name).is_file():
+        raise FileNotFoundError(f"input file not found: {name}")
+    with open(name, mode, encoding="utf-8") as handle:
+        yield handle
+
+
+def read_texts(handle, name: str) -> list[dict]:
+    rows = []
+    for number, line in enumerate(handle, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{name}:{number}: not valid JSON ({err.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            raise ValueError(f'{name}:{number}: each line needs a "text" string')
+        rows.append(row)
+    return rows
+
+
+def predict_command(args) -> int:
+    from tqdm.auto import tqdm
+
+    from training.datasets import span_dict
+
+    with _open(args.input, "r") as handle:
+        rows = read_texts(handle, args.input)
+    tagger = _load_tagger(args)
+    with _open(args.output, "w") as out, tqdm(
+        total=len(rows), disable=args.no_progress, desc="predicting", unit="text", file=sys.stderr
+    ) as bar:  # fmt: skip
+        for i in range(0, len(rows), PREDICT_CHUNK):
+            chunk = rows[i : i + PREDICT_CHUNK]
+            for row, prediction in zip(chunk, tagger.predict([r["text"] for r in chunk]),
+                                       strict=True):  # fmt: skip
+                result = {"id": row["id"]} if "id" in row else {}
+                result |= {"text": row["text"], "spans": [span_dict(s) for s in prediction.spans]}
+                out.write(json.dumps(result, ensure_ascii=False) + "\n")
+            bar.update(len(chunk))
+    return 0
+
+
+def evaluate_command(args) -> int:
+    from training.datasets import read_documents
+    from training.evaluate import evaluate
+
+    docs = read_documents(args.data, args.columns)
+    tagger = _load_tagger(args)
+    check_labels(docs, tagger.labels, str(args.data))
+    report = evaluate(tagger, docs, progress=not args.no_progress)
+    print(f"{tagger!r} on {args.data} ({len(docs)} documents)")
+    print(report.table())
+    if args.json:
+        args.json.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
