@@ -6,7 +6,7 @@ STATE_DIR   ?= $(CURDIR)/state
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install studio-install test lint demo clean
+.PHONY: install studio-install test lint demo screenshot clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -33,8 +33,20 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Label Studio on 127.0.0.1:$(STUDIO_PORT), the backend on :$(BACKEND_PORT), until Ctrl-C.
+STUDIO_PORT  ?= 8081
+BACKEND_PORT ?= 9090
+DEMO_PROJECT ?= projects/linkedin-skills
 demo: install studio-install
-	@echo "make demo is not ready yet: the Label Studio demo is tracked in issue 4." >&2; exit 1
+	$(PY) -m backend.demo --project $(DEMO_PROJECT) --state-dir $(STATE_DIR) \
+		--studio-port $(STUDIO_PORT) --backend-port $(BACKEND_PORT)
+
+# A headless Chromium screenshot of a pre-annotated task, checked for drawn spans.
+screenshot: install studio-install
+	@command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
+	SKILLLOOP_STATE_DIR=$(STATE_DIR) SKILLLOOP_STUDIO_PORT=$(STUDIO_PORT) \
+		$(PY) benchmarks/screenshot_task.py --start-studio --out docs/studio-task.png
 
 clean:
 	rm -rf $(VENV) $(STUDIO_VENV) .pytest_cache .ruff_cache
