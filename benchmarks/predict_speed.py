@@ -33,7 +33,8 @@ import torch  # noqa: E402
 
 from training import checkpoint  # noqa: E402
 from training.datasets import read_skillspan  # noqa: E402
-from training.decoding import decode  # noqa: E402
+from training.decoding import decode_many  # noqa: E402
+from training.evaluate import OVERALL, evaluate_predictions, span_scores  # noqa: E402
 from training.tagger import Tagger  # noqa: E402
 from training.text import Span, split_tag, tags_to_spans, words  # noqa: E402
 
@@ -51,17 +52,17 @@ VARIANTS = {
 }
 
 
-def span_f1(gold: list[list[Span]], predicted: list[list[Span]], label: str | None = None):
-    """Micro precision/recall/F1 of exact (start, end, label) matches."""
-    tp = n_gold = n_pred = 0
-    for g, p in zip(gold, predicted, strict=True):
-        gk = {s.key() for s in g if label is None or s.label == label}
-        pk = {s.key() for s in p if label is None or s.label == label}
-        tp, n_gold, n_pred = tp + len(gk & pk), n_gold + len(gk), n_pred + len(pk)
-    precision = tp / n_pred if n_pred else 0.0
-    recall = tp / n_gold if n_gold else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
-    return precision, recall, f1
+def agreement(reference: list[list[Span]], other: list[list[Span]], labels) -> float:
+    """Span F1 of `other` against `reference` (exact start, end and label)."""
+    return span_scores(reference, other, labels)[OVERALL].f1
+
+
+def gold_f1(docs, spans: list[list[Span]], labels) -> dict:
+    """Dev scores: exact character-span F1 overall and per label, seqeval strict F1."""
+    report = evaluate_predictions(docs, spans, labels=labels)
+    row = {"f1": report.char[OVERALL].f1, "f1_strict_entity": report.entity[OVERALL].f1}
+    row["f1_by_label"] = {label: report.char[label].f1 for label in labels}
+    return row
 
 
 def word_chars(text: str) -> np.ndarray:
@@ -135,7 +136,7 @@ def run_pipeline(loaded, texts, stride: int | None, repeat: int):
 
 
 def padding_waste(tagger: Tagger, texts: list[str]) -> tuple[float, float]:
-    """Padded share of model input, with length-sorted batches and with batches in text order."""
+    """Padded share of model input with length-sorted batches, and with batches in post order."""
     from training.tagger import BATCH_TOKENS, _batches
     from training.windows import encode, make_windows
 
@@ -202,14 +203,16 @@ def main(argv=None) -> int:
     print(f"pipeline without stride reads {plain_share:.1%} of the word characters")
 
     reference = None
-    header = f"{'variant':<20}{'posts/s':>8}{'x pipe':>8}{'read':>8}"
-    header += f"{'agree pipe':>11}{'agree fp32':>11}"
-    header += f"{'F1 viterbi':>11}{'F1 argmax':>10}" if args.model else ""
+    header = f"{'variant':<18}{'posts/s':>8}{'x pipe':>7}{'read':>7}{'padding':>8}"
+    header += f"{'agree pipe':>11}{'agree ref':>10}"
+    header += f"{'F1':>7}{'F1 argmax':>10}{'strict':>7}" if args.model else ""
     print(header)
-    line = f"{'pipeline-stride64':<20}{pipe_rate:>8.2f}{1.0:>8.2f}{pipe_share:>8.1%}{1.0:>11.3f}"
+    line = f"{'pipeline-stride64':<18}{pipe_rate:>8.2f}{1.0:>7.2f}{pipe_share:>7.1%}{'':>8}"
+    line += f"{1.0:>11.3f}"
     if args.model:
-        line += f"{'':>11}{span_f1(gold, pipe_spans)[2]:>21.3f}"
-        results["pipeline-stride64"]["f1"] = span_f1(gold, pipe_spans)[2]
+        results["pipeline-stride64"].update(gold_f1(docs, pipe_spans, labels))
+        row = results["pipeline-stride64"]
+        line += f"{'':>10}{row['f1']:>7.3f}{'':>10}{row['f1_strict_entity']:>7.3f}"
     print(line, flush=True)
 
     for name in args.variants:
@@ -224,36 +227,38 @@ def main(argv=None) -> int:
         predictions, seconds = timed(lambda: tagger.predict(texts), args.repeat)  # noqa: B023
         torch.set_num_threads(args.threads)
         spans = [p.spans for p in predictions]
-        argmax_spans = [
-            tags_to_spans(decode(p.probs, p.tags, "argmax"), p.words, p.text) for p in predictions
-        ]
         reference = reference or spans
         rate = len(texts) / seconds
         row = {
             "max_tokens": max_tokens, "stride": stride, "quantize": quantize,
             "threads": threads, "posts_per_s": rate, "ratio": rate / pipe_rate,
             "share_read": tagger_share(tagger, texts),
-            "agree_pipeline_f1": span_f1(pipe_spans, spans)[2],
-            "agree_fp32_f1": span_f1(reference, spans)[2],
+            "padding": padding_waste(tagger, texts),
+            "agree_pipeline_f1": agreement(pipe_spans, spans, labels),
+            "agree_reference_f1": agreement(reference, spans, labels),
         }  # fmt: skip
-        line = (f"{name:<20}{rate:>8.2f}{row['ratio']:>8.2f}{row['share_read']:>8.1%}"
-                f"{row['agree_pipeline_f1']:>11.3f}{row['agree_fp32_f1']:>11.3f}")  # fmt: skip
+        line = (f"{name:<18}{rate:>8.2f}{row['ratio']:>7.2f}{row['share_read']:>7.1%}"
+                f"{row['padding'][0]:>8.1%}{row['agree_pipeline_f1']:>11.3f}"
+                f"{row['agree_reference_f1']:>10.3f}")  # fmt: skip
         if args.model:
-            row["f1"] = span_f1(gold, spans)[2]
-            row["f1_argmax"] = span_f1(gold, argmax_spans)[2]
-            row["f1_by_label"] = {label: span_f1(gold, spans, label)[2] for label in labels}
-            line += f"{row['f1']:>11.3f}{row['f1_argmax']:>10.3f}"
+            row.update(gold_f1(docs, spans, labels))
+            argmax_tags = decode_many([p.probs for p in predictions], tagger.tags, "argmax")
+            argmax_spans = [
+                tags_to_spans(tags, p.words, p.text)
+                for tags, p in zip(argmax_tags, predictions, strict=True)
+            ]
+            row["f1_argmax"] = gold_f1(docs, argmax_spans, labels)["f1"]
+            line += f"{row['f1']:>7.3f}{row['f1_argmax']:>10.3f}{row['f1_strict_entity']:>7.3f}"
         results[name] = row
         print(line, flush=True)
 
-    sorted_waste, unsorted_waste = padding_waste(tagger, texts)
-    print(f"padding waste for {name}: {sorted_waste:.1%} with length-sorted batches, "
-          f"{unsorted_waste:.1%} with batches in post order")  # fmt: skip
+    print(f"agree ref: span F1 against {args.variants[0]}; padding: padded share of model input "
+          "with length-sorted batches (in post order it would be "
+          f"{row['padding'][1]:.1%} for {name})")  # fmt: skip
     if args.model:
         for name, row in results.items():
-            if "f1_by_label" in row:
-                per_label = ", ".join(f"{k} {v:.3f}" for k, v in row["f1_by_label"].items())
-                print(f"F1 by label, {name}: {per_label}")
+            per_label = ", ".join(f"{k} {v:.3f}" for k, v in row["f1_by_label"].items())
+            print(f"F1 by label, {name}: {per_label}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

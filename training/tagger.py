@@ -203,6 +203,7 @@ class Tagger:
                     jobs.append((window.end - window.start, doc, window, owned))
         jobs.sort(key=lambda job: job[0], reverse=True)
         offset = len(self.specials[0])
+        self.model.eval()  # a trainer's dev evaluation hands over a model in train mode
         with torch.inference_mode():
             for batch in _batches(jobs, BATCH_TOKENS):
                 inputs = [window_inputs(d.encoding, w, self.specials) for _, d, w, _ in batch]
