@@ -121,7 +121,14 @@ def _load_tagger(args):
     from training.tagger import Tagger
 
     label_map = parse_label_map(args.label_map)
-    labels = args.labels or model_labels(args.model, label_map)
+    known = model_labels(args.model, label_map)
+    labels = args.labels or known
+    unknown = [label for label in labels if label not in known]
+    if unknown:
+        raise ValueError(
+            f"the model {args.model} does not predict {unknown}; it knows {known} "
+            "(map its tag types with --label-map TAG=LABEL)"
+        )
     return Tagger.load(args.model, labels, label_map, quantize=not args.fp32)
 
 

@@ -1,0 +1,111 @@
+"""`skillloop train / predict / evaluate` through `backend.cli.main`, with tiny models."""
+
+import json
+
+import pytest
+
+from backend.cli import main
+from training.datasets import write_jsonl
+from training.finetune import read_metadata
+from training.text import Document, Span
+
+
+def docs() -> list[Document]:
+    texts = [
+        ("we need python and sql", [(8, 14, "Technology"), (19, 22, "Technology")]),
+        ("communication skills", [(0, 20, "Soft")]),
+        ("docker and kubernetes", [(0, 6, "Technology"), (11, 21, "Technology")]),
+    ]
+    return [Document(t, [Span(*s) for s in spans], id=str(n)) for n, (t, spans) in
+            enumerate(texts)]  # fmt: skip
+
+
+@pytest.fixture
+def data(tmp_path):
+    path = tmp_path / "train.jsonl"
+    write_jsonl(docs(), path)
+    return path
+
+
+FAST = ["--epochs", "2", "--lr", "3e-3", "--batch-size", "2", "--max-tokens", "16",
+        "--no-progress"]  # fmt: skip
+
+
+@pytest.fixture
+def trained(tiny_encoder, data, tmp_path, capsys):
+    out = tmp_path / "model"
+    code = main(["train", "--data", str(data), "--dev", str(data), "--out", str(out),
+                 "--base", str(tiny_encoder), *FAST])  # fmt: skip
+    assert code == 0
+    assert "saved" in capsys.readouterr().out
+    return out
+
+
+def test_train_writes_a_checkpoint_with_labels_from_the_data(trained):
+    meta = read_metadata(trained)
+    assert meta["labels"] == ["Technology", "Soft"]
+    assert meta["config"]["epochs"] == 2 and meta["config"]["learning_rate"] == 3e-3
+
+
+def test_predict_jsonl_in_and_out(trained, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "a", "text": "we need python"}\n\n{"text": "sql and docker"}\n')
+    out = tmp_path / "out.jsonl"
+    args = ["predict", "--model", str(trained), "--input", str(source), "--output", str(out)]
+    assert main([*args, "--no-progress", "--fp32"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r.get("id") for r in rows] == ["a", None]
+    assert rows[1]["text"] == "sql and docker"
+    for row in rows:
+        for span in row["spans"]:
+            assert row["text"][span["start"] : span["end"]] == span["text"]
+            assert span["label"] in ("Technology", "Soft") and 0 < span["score"] <= 1
+
+
+def test_evaluate_prints_a_table_and_writes_json(trained, data, tmp_path, capsys):
+    report = tmp_path / "report.json"
+    code = main(["evaluate", "--model", str(trained), "--data", str(data), "--json",
+                 str(report), "--no-progress"])  # fmt: skip
+    assert code == 0
+    figures = json.loads(report.read_text())
+    assert figures["documents"] == 3
+    assert figures["char_span"]["Technology"]["support"] == 4
+    assert figures["entity_strict"]["overall"]["support"] == 5
+    printed = capsys.readouterr().out
+    assert "Technology" in printed and "overall" in printed
+
+
+def test_user_mistakes_get_one_line_and_exit_2(trained, tiny_encoder, data, tmp_path, capsys):
+    cases = [
+        (["train", "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "m")],
+         "not found"),
+        (["train", "--data", str(data), "--out", str(tmp_path / "m"), "--labels", "Soft"],
+         "not in ['Soft']"),
+        (["evaluate", "--model", str(tmp_path / "nope"), "--data", str(data)], "not found"),
+        (["predict", "--model", str(trained), "--input", str(tmp_path / "no.jsonl")],
+         "not found"),
+        (["evaluate", "--model", str(trained), "--data", str(data), "--labels", "Other"],
+         "does not predict ['Other']"),
+        (["train", "--data", str(data), "--out", str(tmp_path / "m"), "--label-map", "BUS"],
+         "TAG=LABEL"),
+    ]  # fmt: skip
+    (tmp_path / "data.xml").write_text("<x/>")
+    cases.append((["evaluate", "--model", str(trained), "--data", str(tmp_path / "data.xml")],
+                  "unknown data format"))  # fmt: skip
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("skillloop: error:") and message in err, (argv, err)
+        assert len(err.splitlines()) == 1
+
+
+def test_predict_with_a_reference_model_and_label_map(tiny_reference_model, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "python"}\n')
+    out = tmp_path / "out.jsonl"
+    code = main(["predict", "--model", str(tiny_reference_model), "--input", str(source),
+                 "--output", str(out), "--label-map", "BUS=Business", "TECHNOLOGY=Technology",
+                 "TECHNICAL=Technical", "SOFT=Soft", "--no-progress"])  # fmt: skip
+    assert code == 0
+    row = json.loads(out.read_text())
+    assert {s["label"] for s in row["spans"]} <= {"Business", "Technology", "Technical", "Soft"}
