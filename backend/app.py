@@ -63,12 +63,14 @@ class Services:
         self.holder.stop()
 
 
-def build_services(config: ServiceConfig) -> Services:
-    from training.registry import Registry
+def build_services(config: ServiceConfig, make_worker=None) -> Services:
+    """The project, store, registry, model holder and training worker for `config`.
 
-    from backend.worker import TrainingWorker
+    `make_worker(project, state_dir, on_promoted)` defaults to backend.worker.TrainingWorker.
+    """
     from labeling.project import load_project
     from labeling.store import AnnotationStore
+    from training.registry import Registry
 
     project = load_project(config.project)
     state_dir = project.state_dir(config.state_dir)
@@ -85,7 +87,9 @@ def build_services(config: ServiceConfig) -> Services:
     )
     worker = None
     if config.training:
-        worker = TrainingWorker(project, state_dir, on_promoted=holder.promoted)
+        if make_worker is None:
+            from backend.worker import TrainingWorker as make_worker
+        worker = make_worker(project, state_dir, on_promoted=holder.promoted)
     return Services(config, project, state_dir, store, registry, worker, holder, studio,
                     _make_metrics())  # fmt: skip
 
@@ -404,14 +408,16 @@ def _gauges(s: Services) -> list[Gauge]:
         Gauge("serving_info", "the model version answering /predict", 1.0,
               (("model_version", model.version),)),
     ]  # fmt: skip
-    by_status: dict[str, int] = {}
-    for version in s.registry.versions():
-        by_status[version.status] = by_status.get(version.status, 0) + 1
-    gauges.append(Gauge("rounds_run", "model versions trained", float(sum(by_status.values()))))
-    gauges.append(Gauge("rounds_promoted", "versions promoted (serving or retired)",
-                        float(by_status.get("serving", 0) + by_status.get("retired", 0))))
-    gauges.append(Gauge("rounds_refused", "versions refused by the held-out gate",
-                        float(by_status.get("refused", 0))))  # fmt: skip
+    events: dict[str, int] = {}
+    for event in s.registry.events():
+        events[event["action"]] = events.get(event["action"], 0) + 1
+    for action, name, help_text in (
+        ("add", "rounds_run", "rounds that registered a new version"),
+        ("promote", "rounds_promoted", "versions promoted by the held-out gate"),
+        ("refuse", "rounds_refused", "versions refused by the held-out gate"),
+        ("rollback", "rollbacks", "rollbacks to an earlier version"),
+    ):
+        gauges.append(Gauge(name, help_text, float(events.get(action, 0))))
     if s.worker is not None:
         worker = s.worker.status()
         gauges.append(Gauge("training_running", "1 while a round trains",

@@ -94,9 +94,12 @@ class ModelHolder:
             self._ready.set()
 
     def _watch(self) -> None:
+        seen = self.registry.index_mtime()
         while not self._stop.wait(self.watch_interval):
             try:
-                self.reload()
+                if self.registry.serving_changed_since(seen):  # a stat, not a read
+                    seen = self.registry.index_mtime()
+                    self.reload()
             except Exception:  # keep watching: a broken checkpoint must not stop serving
                 log.exception("checking the registry for a new serving version failed")
 

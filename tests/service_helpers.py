@@ -1,0 +1,81 @@
+"""Helpers for the service tests: a temporary project folder served by a tiny model,
+tiny models with a fixed answer, and the recorded Label Studio payloads."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from conftest import REFERENCE_TAGS, save_tiny_model
+
+PAYLOADS = Path(__file__).parent / "payloads"
+CONFIG_XML = Path(__file__).parents[1] / "projects/linkedin-skills/labeling_config.xml"
+LABELS = ["Technology", "Technical", "Business", "Soft"]
+
+
+def payload(name: str) -> dict:
+    """A recorded Label Studio request body (a fresh copy each time)."""
+    return copy.deepcopy(json.loads((PAYLOADS / f"{name}.json").read_text()))
+
+
+def biased_model(folder: Path, tag: str) -> Path:
+    """A tiny reference-tagged model that tags every word `tag` (e.g. "B-TECHNOLOGY" or
+    "O"), so tests can assert exact regions."""
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    save_tiny_model(folder, REFERENCE_TAGS, "distilbert")
+    model = AutoModelForTokenClassification.from_pretrained(folder)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.fill_(-10.0)
+        model.classifier.bias[REFERENCE_TAGS.index(tag)] = 10.0
+    model.save_pretrained(folder)
+    return folder
+
+
+def write_project(folder: Path, base: Path | str, every_n: int = 0, name: str = "svc") -> Path:
+    """A project like linkedin-skills whose base model is `base` (auto-retraining off)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "labeling_config.xml").write_text(CONFIG_XML.read_text())
+    labels = "\n".join(
+        f'[[labels]]\nvalue = "{label}"\npredicted_values = ["{tag}"]\n'
+        for label, tag in zip(LABELS, ["TECHNOLOGY", "TECHNICAL", "BUS", "SOFT"], strict=True)
+    )
+    (folder / "project.toml").write_text(
+        f'[project]\nname = "{name}"\ntitle = "service test"\n\n{labels}\n'
+        f'[model]\nbase = "{base}"\n'
+        'label_map = { TECHNOLOGY = "Technology", TECHNICAL = "Technical", BUS = "Business", '
+        'SOFT = "Soft" }\nmax_tokens = 48\nstride = 8\n\n'
+        "[training]\nepochs = 1\nbatch_size = 4\nseed = 1\n\n"
+        f"[retrain]\nevery_n_annotations = {every_n}\ndebounce_seconds = 0\n"
+        "heldout_share = 0.2\ntolerance = 0.5\n\n"
+        '[selection]\nstrategy = "mnlp"\nbatch_size = 5\n'
+    )
+    return folder
+
+
+def annotation_event(
+    annotation_id: int, task_id: int, text: str, regions: list[tuple[int, int, str]],
+    action: str = "ANNOTATION_CREATED", **annotation_fields,
+) -> dict:  # fmt: skip
+    """The recorded ANNOTATION_CREATED body with another annotation, task and result."""
+    body = payload("annotation_created")
+    body["action"] = action
+    body["task"]["id"] = task_id
+    body["task"]["data"]["text"] = text
+    annotation = body["annotation"]
+    annotation.update(id=annotation_id, task=task_id, **annotation_fields)
+    annotation["result"] = [
+        {
+            "value": {"start": s, "end": e, "text": text[s:e], "labels": [label]},
+            "id": f"r{annotation_id}-{i}",
+            "from_name": "label",
+            "to_name": "text",
+            "type": "labels",
+            "origin": "manual",
+        }
+        for i, (s, e, label) in enumerate(regions)
+    ]
+    return body
