@@ -119,8 +119,21 @@ class StudioClient:
         fields: dict[str, Any] = {"model_version": version}
         if sampling:
             fields["sampling"] = UNCERTAINTY_SAMPLING
-        # Label Studio accepts only a version it already holds predictions (or a backend) of
-        self.request("PATCH", f"/api/projects/{project_id}", json=fields)
+        try:
+            self.request("PATCH", f"/api/projects/{project_id}", json=fields)
+        except StudioError as err:
+            # Label Studio accepts only a version it already holds predictions of (or a
+            # backend titled so): fetch the new model's predictions first, then retry
+            if "Model version doesn" not in str(err):
+                raise
+            self.refresh_predictions(project_id)
+            self.request("PATCH", f"/api/projects/{project_id}", json=fields)
+
+    def publish_model(self, project_id: int, version: str, sampling: bool = True) -> None:
+        """After a promotion: fetch the new model's predictions (and task scores) for every
+        task, then make it the project's model version so the queue follows its scores."""
+        self.refresh_predictions(project_id)
+        self.set_model_version(project_id, version, sampling=sampling)
 
     # --- tasks ---------------------------------------------------------------------------
     def tasks(self, project_id: int) -> list[dict]:
