@@ -1,0 +1,224 @@
+"""A labeling project: `projects/NAME/project.toml` plus its `labeling_config.xml`.
+
+The project folder is configuration under version control; everything a project
+produces at run time (annotations, model versions, reports) lives in its state folder,
+`$SKILLLOOP_STATE_DIR/<name>` or `./state/<name>`, never in the source tree.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from labeling.config import LabelingConfig, LabelSpec, build_config, parse_config
+from training.text import Document
+
+PROJECT_FILE = "project.toml"
+CONFIG_FILE = "labeling_config.xml"
+PROJECTS_DIR = Path("projects")
+STATE_ENV = "SKILLLOOP_STATE_DIR"
+
+
+@dataclass(slots=True)
+class ProjectLabel:
+    value: str
+    background: str = ""
+    predicted_values: list[str] = field(default_factory=list)
+    guideline: str = ""
+    examples: list[str] = field(default_factory=list)
+    counter_examples: list[str] = field(default_factory=list)
+
+    def spec(self) -> LabelSpec:
+        return LabelSpec(self.value, self.background, tuple(self.predicted_values))
+
+
+@dataclass(slots=True)
+class ModelSettings:
+    base: str = "backbone"  # "backbone", a checkpoint folder (relative to the project) or hub name
+    label_map: dict[str, str] = field(default_factory=dict)  # model tag type -> project label
+    max_tokens: int = 256
+    stride: int = 64
+
+
+@dataclass(slots=True)
+class RetrainSettings:
+    every_n_annotations: int = 10  # new or changed annotations that trigger a round (0: never)
+    debounce_seconds: float = 30.0  # quiet time after the last change before an auto round
+    heldout_share: float = 0.2
+    tolerance: float = 0.01  # how much held-out F1 a candidate may lose and still be promoted
+
+
+@dataclass(slots=True)
+class SelectionSettings:
+    strategy: str = "mnlp"
+    batch_size: int = 10
+
+
+@dataclass
+class Project:
+    folder: Path
+    name: str
+    title: str
+    description: str
+    labels: list[ProjectLabel]
+    labeling_config: str
+    config: LabelingConfig
+    model: ModelSettings
+    training: dict  # TrainConfig keyword arguments
+    retrain: RetrainSettings
+    selection: SelectionSettings
+    data: dict = field(default_factory=dict)  # posts, gold, import: paths relative to folder
+
+    @property
+    def label_values(self) -> list[str]:
+        return [label.value for label in self.labels]
+
+    def data_path(self, key: str) -> Path | None:
+        """The file `[data] key` names, resolved against the project folder (None if unset)."""
+        value = self.data.get(key)
+        return None if not value else (self.folder / value).resolve()
+
+    def posts(self) -> list[Document]:
+        """The unlabelled posts to annotate (`[data] posts`, JSON lines id/title/text)."""
+        from training.datasets import read_jsonl
+
+        path = self.data_path("posts")
+        if path is None:
+            raise ValueError(f"project {self.name} has no [data] posts file")
+        if not path.is_file():
+            raise FileNotFoundError(f"project {self.name}: posts file not found: {path}")
+        return read_jsonl(path)
+
+    def gold(self) -> list[Document]:
+        """Posts annotated outside Label Studio (`[data] gold`): [] while there are none.
+
+        Gold posts are seed training data, so a missing file is not an error: a new project
+        starts without any.
+        """
+        from training.datasets import read_jsonl
+
+        path = self.data_path("gold")
+        if path is None or not path.is_file():
+            return []
+        docs = read_jsonl(path)
+        unknown = sorted({s.label for d in docs for s in d.spans} - set(self.label_values))
+        if unknown:
+            raise ValueError(f"{path}: labels {unknown} are not project labels")
+        return docs
+
+    def model_base(self) -> str | None:
+        """`[model] base` as training.checkpoint understands it (a local folder resolved)."""
+        base = self.model.base
+        if base in ("", "backbone"):
+            return None
+        local = self.folder / base
+        return str(local.resolve()) if local.exists() else base
+
+    def train_config(self, **overrides):
+        """The project's TrainConfig (`[training]` plus `[model]` windows), with overrides."""
+        from training.finetune import TrainConfig
+
+        known = {f.name for f in fields(TrainConfig)}
+        kwargs = {"max_tokens": self.model.max_tokens, "stride": self.model.stride}
+        kwargs.update({k: v for k, v in self.training.items() if k in known})
+        kwargs.update(overrides)
+        return TrainConfig(**kwargs)
+
+    def state_dir(self, base: str | Path | None = None) -> Path:
+        """This project's runtime folder: `<base>/<name>`, base defaulting to
+        `$SKILLLOOP_STATE_DIR` or `./state`. Not created here."""
+        root = Path(base) if base else Path(os.environ.get(STATE_ENV) or "state")
+        return root / self.name
+
+
+def find_project_folder(folder_or_name: str | Path) -> Path:
+    """`projects/NAME`, a path to any project folder, or a bare NAME under ./projects."""
+    path = Path(folder_or_name)
+    if path.is_file() and path.name == PROJECT_FILE:
+        path = path.parent
+    if (path / PROJECT_FILE).is_file():
+        return path
+    candidate = PROJECTS_DIR / str(folder_or_name)
+    if len(path.parts) == 1 and (candidate / PROJECT_FILE).is_file():
+        return candidate
+    raise FileNotFoundError(
+        f"project not found: {folder_or_name} (expected a folder with {PROJECT_FILE}, "
+        f"or a name under {PROJECTS_DIR}/)"
+    )
+
+
+def load_project(folder_or_name: str | Path) -> Project:
+    """Read and check a project folder. ValueError/FileNotFoundError name what is wrong."""
+    folder = find_project_folder(folder_or_name).resolve()
+    toml_path = folder / PROJECT_FILE
+    try:
+        raw = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{toml_path}: invalid TOML: {err}") from err
+    head = raw.get("project") or {}
+    name = head.get("name") or folder.name
+    labels = [_label(entry, toml_path, n) for n, entry in enumerate(raw.get("labels") or [], 1)]
+    if not labels:
+        raise ValueError(f"{toml_path}: no [[labels]]")
+    values = [label.value for label in labels]
+    if len(set(values)) != len(values):
+        raise ValueError(f"{toml_path}: duplicate label values {values}")
+
+    config_path = folder / CONFIG_FILE
+    if config_path.is_file():
+        xml = config_path.read_text(encoding="utf-8")
+    else:
+        xml = build_config([label.spec() for label in labels])
+    try:
+        config = parse_config(xml)
+    except ValueError as err:
+        raise ValueError(f"{config_path}: {err}") from err
+    if config.label_values != values:
+        raise ValueError(
+            f"{config_path} labels {config.label_values} differ from {PROJECT_FILE} "
+            f"labels {values}: keep them the same, in the same order"
+        )
+    retrain = _section(RetrainSettings, raw.get("retrain"), toml_path, "retrain")
+    return Project(
+        folder=folder,
+        name=name,
+        title=head.get("title", name),
+        description=head.get("description", ""),
+        labels=labels,
+        labeling_config=xml,
+        config=config,
+        model=_section(ModelSettings, raw.get("model"), toml_path, "model"),
+        training=dict(raw.get("training") or {}),
+        retrain=_checked_retrain(retrain, toml_path),
+        selection=_section(SelectionSettings, raw.get("selection"), toml_path, "selection"),
+        data=dict(raw.get("data") or {}),
+    )
+
+
+def _label(entry: dict, path: Path, n: int) -> ProjectLabel:
+    if not isinstance(entry, dict) or not str(entry.get("value", "")).strip():
+        raise ValueError(f"{path}: label {n} needs a value")
+    known = {f.name for f in fields(ProjectLabel)}
+    unknown = sorted(set(entry) - known)
+    if unknown:
+        raise ValueError(f"{path}: label {entry['value']!r} has unknown keys {unknown}")
+    return ProjectLabel(**entry)
+
+
+def _section(cls, values: dict | None, path: Path, name: str):
+    values = dict(values or {})
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{path}: [{name}] has unknown keys {unknown}; known: {sorted(known)}")
+    return cls(**values)
+
+
+def _checked_retrain(retrain: RetrainSettings, path: Path) -> RetrainSettings:
+    if not 0.0 <= retrain.heldout_share < 1.0:
+        raise ValueError(f"{path}: [retrain] heldout_share must be in [0, 1)")
+    if retrain.every_n_annotations < 0 or retrain.debounce_seconds < 0:
+        raise ValueError(f"{path}: [retrain] every_n_annotations and debounce_seconds >= 0")
+    return retrain
