@@ -50,11 +50,15 @@ def phrase_spans(text: str, entry: str, label: str, bounds: tuple[set, set]) -> 
             if i % 2:
                 offsets.append((at, at + len(part)))
             at += len(part)
-        found = [Span(hit + a, hit + b, label)
-                 for hit in find_all(text, context) for a, b in offsets]
+        found = [
+            Span(hit + a, hit + b, label) for hit in find_all(text, context) for a, b in offsets
+        ]
     else:
-        found = [Span(at, at + len(entry), label)
-                 for variant in variants(entry) for at in find_all(text, variant)]
+        found = [
+            Span(at, at + len(entry), label)
+            for variant in variants(entry)
+            for at in find_all(text, variant)
+        ]
     return [s for s in found if s.start in starts and s.end in ends]
 
 
@@ -100,8 +104,13 @@ def build(posts_path: Path, phrases_path: Path) -> list[dict]:
             raise ValueError(f"{phrases_path.name}: no post {post_id!r} in {posts_path.name}")
         spans, unmatched = annotate(posts[post_id], phrases["lexicon"], entry)
         problems += [f"{post_id}: matched nothing: {u}" for u in unmatched]
-        rows.append({"id": post_id, "text": posts[post_id]["text"],
-                     "spans": [{"start": s.start, "end": s.end, "label": s.label} for s in spans]})
+        rows.append(
+            {
+                "id": post_id,
+                "text": posts[post_id]["text"],
+                "spans": [{"start": s.start, "end": s.end, "label": s.label} for s in spans],
+            }
+        )
     if problems:
         raise ValueError("\n".join(problems))
     return rows
@@ -111,7 +120,7 @@ def show(row: dict) -> str:
     """The post with its spans drawn as [text|Label], for reviewing by eye."""
     text, out, at = row["text"], [], 0
     for s in row["spans"]:
-        out += [text[at:s["start"]], f"[{text[s['start']:s['end']]}|{s['label']}]"]
+        out += [text[at : s["start"]], f"[{text[s['start'] : s['end']]}|{s['label']}]"]
         at = s["end"]
     return "".join(out + [text[at:]])
 
