@@ -1,0 +1,367 @@
+"""`skillloop status`, `rounds`, `report`, `export` and `quality`: what the model knows,
+what annotators did, whether another round is worth it, and curated datasets.
+
+Everything reads the project's state folder (annotation store, model registry) directly,
+so it works whether or not the service is running; `status --url` asks a running service
+for its live training progress instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+from backend.report import FORMATS as REPORT_FORMATS
+from backend.report import round_rows, stopping_hint, version_labels, write_report
+
+PROJECT_ENV = "SKILLLOOP_PROJECT"
+STORE_FILE = "annotations.sqlite"
+WORKER_STATUS_FILES = ("worker.json", "worker_status.json")  # written by backend.worker
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("status", help="annotations, serving model, rounds, training")
+    _common(p)
+    p.add_argument("--url", help="ask a running service (GET URL/status) for live progress")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=status_command)
+
+    p = subparsers.add_parser("rounds", help="every model version: lineage, data, scores")
+    _common(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=rounds_command)
+
+    p = subparsers.add_parser("report", help="HTML/Markdown report: learning curve, stopping hint")
+    _common(p)
+    p.add_argument("--format", default="html", help="html (default) or md")
+    p.add_argument("--out", type=Path, help="report file (default: STATE/reports/report.FORMAT)")
+    p.set_defaults(func=report_command)
+
+    p = subparsers.add_parser("export", help="a curated dataset: CoNLL, JSONL or HF datasets")
+    _common(p)
+    _source(p)
+    p.add_argument("--format", help="conll, jsonl or hf")
+    p.add_argument("--out", type=Path, help="output folder")
+    p.add_argument(
+        "--policy",
+        default="reviewed",
+        help="one annotation per post: reviewed (default), latest or majority",
+    )
+    p.add_argument("--seed", type=int, default=13, help="split seed (default 13)")
+    p.add_argument("--split", default="0.8,0.1,0.1", help="train,dev,test shares")
+    p.add_argument(
+        "--duplicate-threshold",
+        type=float,
+        default=0.9,
+        help="word 3-gram Jaccard at which posts count as duplicates (default 0.9)",
+    )
+    p.add_argument("--license", default="unspecified", help="licence for the dataset card")
+    p.add_argument("--name", help="dataset name for the card (default: the project name)")
+    p.set_defaults(func=export_command)  # fmt: skip
+
+    p = subparsers.add_parser("quality", help="agreement, pre-annotation edits, label errors")
+    _common(p)
+    _source(p)
+    p.add_argument(
+        "--model",
+        help="model for likely label errors: a version (v0003), a "
+        "checkpoint folder, or 'serving' (default); 'none' skips them",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.9,
+        help="model confidence that counts as contradicting a span (default 0.9)",
+    )
+    p.add_argument("--limit", type=int, default=30, help="likely errors to print (default 30)")
+    p.add_argument("--json", type=Path, help="also write every figure and issue as JSON here")
+    p.set_defaults(func=quality_command)  # fmt: skip
+
+
+def _common(p) -> None:
+    p.add_argument("--project", help=f"project folder or name [{PROJECT_ENV}]")
+    p.add_argument("--state-dir", type=Path,
+                   help="base state folder (default: $SKILLLOOP_STATE_DIR or ./state)")  # fmt: skip
+
+
+def _source(p) -> None:
+    p.add_argument("--from-studio-export", type=Path, metavar="FILE",
+                   help="read a Label Studio JSON export instead of the store")  # fmt: skip
+
+
+# ---------------------------------------------------------------- state
+
+
+def _project(args):
+    from labeling.project import load_project
+
+    name = args.project or os.environ.get(PROJECT_ENV)
+    if not name:
+        raise ValueError(f"no project: pass --project projects/NAME or set {PROJECT_ENV}")
+    return load_project(name)
+
+
+def _records(project, state: Path, studio_export: Path | None = None) -> list:
+    """Annotation records (skipped and deleted ones included) from a Label Studio export
+    file or the project's store; [] when the store does not exist yet."""
+    if studio_export is not None:
+        from labeling.studio_export import read_studio_export
+
+        return read_studio_export(studio_export, project.config)
+    path = state / STORE_FILE
+    if not path.is_file():
+        return []
+    from labeling.store import AnnotationStore
+
+    store = AnnotationStore(path)
+    try:
+        return store.records(include_deleted=True, include_cancelled=True)
+    finally:
+        store.close()
+
+
+def _versions(state: Path) -> list:
+    from training.registry import Registry
+
+    return Registry(state / "models").versions()
+
+
+def _worker_status(state: Path, url: str | None) -> dict | None:
+    if url:
+        import requests
+
+        try:
+            reply = requests.get(url.rstrip("/") + "/status", timeout=5)
+            reply.raise_for_status()
+            return reply.json()
+        except (requests.RequestException, ValueError) as err:
+            raise ValueError(f"cannot read {url}/status: {err}") from None
+    for name in WORKER_STATUS_FILES:
+        path = state / name
+        if path.is_file():
+            try:
+                return json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                return None  # being rewritten: report no live status rather than fail
+    return None
+
+
+# ---------------------------------------------------------------- status
+
+
+def status_figures(project, records: list, versions: list, worker: dict | None) -> dict:
+    live = [r for r in records if not r.cancelled and not r.deleted]
+    trained_on: set[int] = set()
+    if versions:
+        trained_on = set((versions[-1].snapshot or {}).get("annotation_ids") or [])
+    serving = next((v for v in versions if v.status == "serving"), None)
+    labels = project.label_values
+    worker = worker or {}
+    return {
+        "project": project.name,
+        "annotations": {
+            "total": len(live),
+            "posts": len({r.task_id for r in live}),
+            "new_since_last_round": sum(r.annotation_id not in trained_on for r in live),
+            "skipped": sum(r.cancelled and not r.deleted for r in records),
+            "deleted": sum(r.deleted for r in records),
+            "by_annotator": dict(Counter(str(r.annotator) for r in live).most_common()),
+        },
+        "serving": None if serving is None else {
+            "version": serving.version,
+            "heldout_f1": serving.heldout_f1,
+            "per_label_f1": round_rows([serving], labels)[0]["per_label_f1"],
+            "created_at": serving.created_at,
+        },
+        "rounds": {
+            "run": len(versions),
+            "promoted": sum(v.status in ("serving", "retired") for v in versions),
+            "refused": sum(v.status == "refused" for v in versions),
+            "last": None if not versions else versions[-1].version,
+        },
+        "training": {
+            "running": bool(worker.get("running")),
+            "progress": worker.get("progress"),
+            "queued": int(bool(worker.get("queued"))) if "queued" in worker else None,
+            "source": worker.get("_source", "none"),
+        },
+        "stopping_hint": stopping_hint(versions).message if versions else None,
+    }  # fmt: skip
+
+
+def status_command(args) -> int:
+    project = _project(args)
+    state = project.state_dir(args.state_dir)
+    worker = _worker_status(state, args.url)
+    if worker is not None:
+        worker = {**worker, "_source": args.url or "status file"}
+    figures = status_figures(project, _records(project, state), _versions(state), worker)
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return 0
+    a, s, r, t = (figures[k] for k in ("annotations", "serving", "rounds", "training"))
+    print(f"project {figures['project']} (state: {state})")
+    print(
+        f"annotations: {a['total']} on {a['posts']} posts, {a['new_since_last_round']} new "
+        f"since the last round; {a['skipped']} skipped, {a['deleted']} deleted"
+    )
+    for who, n in a["by_annotator"].items():
+        print(f"  {who}: {n}")
+    if s is None:
+        print("serving: no trained version yet")
+    else:
+        labels = ", ".join(f"{k} {_f(v)}" for k, v in s["per_label_f1"].items())
+        print(f"serving: {s['version']} held-out F1 {_f(s['heldout_f1'])} ({labels})")
+    print(
+        f"rounds: {r['run']} run, {r['promoted']} promoted, {r['refused']} refused"
+        + (f" (latest {r['last']})" if r["last"] else "")
+    )
+    if t["source"] == "none":
+        print("training: no live status (service not asked: pass --url to ask it)")
+    else:
+        progress = "" if t["progress"] is None else f" {100 * float(t['progress']):.0f}%"
+        state_text = f"running{progress}" if t["running"] else "idle"
+        print(f"training: {state_text}, queue {t['queued'] or 0} (from {t['source']})")
+    if figures["stopping_hint"]:
+        print(f"hint: {figures['stopping_hint']}")
+    return 0  # fmt: skip
+
+
+# ---------------------------------------------------------------- rounds and report
+
+
+def rounds_command(args) -> int:
+    project = _project(args)
+    versions = _versions(project.state_dir(args.state_dir))
+    labels = project.label_values
+    rows = round_rows(versions, labels)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"project {project.name}: no rounds yet")
+        return 0
+    header = ["version", "parent", "annotations", "snapshot", "F1", "baseline", *labels,
+              "status", "reason"]  # fmt: skip
+    table = [[r["version"], r["parent"], r["annotations"], r["snapshot"], _f(r["heldout_f1"]),
+              _f(r["baseline_f1"]), *map(_f, r["per_label_f1"].values()), r["status"],
+              r["reason"]] for r in rows]  # fmt: skip
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *table, strict=True)]
+    for row in [header, *table]:
+        print("  ".join(str(x if x is not None else "-").ljust(w)
+                        for x, w in zip(row, widths, strict=True)).rstrip())  # fmt: skip
+    return 0
+
+
+def report_command(args) -> int:
+    fmt = args.format.lower().lstrip(".")
+    fmt = "md" if fmt == "markdown" else fmt
+    if fmt not in REPORT_FORMATS:
+        raise ValueError(f"unknown report format {args.format!r}: choose html or md")
+    project = _project(args)
+    state = project.state_dir(args.state_dir)
+    versions = _versions(state)
+    out = args.out or state / "reports" / f"report.{fmt}"
+    live = [r for r in _records(project, state) if not r.cancelled and not r.deleted]
+    serving = next((v.version for v in versions if v.status == "serving"), None)
+    summary = {"annotations": len(live), "serving": serving, "rounds": len(versions),
+               "refused": sum(v.status == "refused" for v in versions)}  # fmt: skip
+    labels = project.label_values or version_labels(versions)
+    path = write_report(project.name, versions, out, fmt, labels, summary)
+    print(path)
+    return 0
+
+
+# ---------------------------------------------------------------- export and quality
+
+
+def export_command(args) -> int:
+    from labeling.export import FORMATS, POLICIES, ExportSettings, export_dataset
+
+    if not args.format or args.format not in FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)} (got {args.format!r})")
+    if args.out is None:
+        raise ValueError("--out DIR is required: the folder to write the dataset to")
+    if args.policy not in POLICIES:
+        raise ValueError(f"--policy must be one of {', '.join(POLICIES)} (got {args.policy!r})")
+    shares = _shares(args.split)
+    project = _project(args)
+    state = project.state_dir(args.state_dir)
+    records = _records(project, state, args.from_studio_export)
+    if not records:
+        raise ValueError(f"no annotations in {state / STORE_FILE}: nothing to export "
+                         "(or pass --from-studio-export FILE)")  # fmt: skip
+    source = (f"Label Studio export {args.from_studio_export.name}" if args.from_studio_export
+              else f"skillloop annotation store of project {project.name}")  # fmt: skip
+    settings = ExportSettings(
+        format=args.format, labels=project.label_values, policy=args.policy, seed=args.seed,
+        shares=shares, duplicate_threshold=args.duplicate_threshold, license=args.license,
+        source=source, name=args.name or project.name,
+    )  # fmt: skip
+    result = export_dataset(records, args.out, settings)
+    print(result.summary())
+    return 0
+
+
+def _shares(text: str) -> tuple[float, ...]:
+    try:
+        shares = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"--split must be three numbers like 0.8,0.1,0.1, got {text!r}") from None
+    if len(shares) != 3 or any(s < 0 for s in shares) or sum(shares) <= 0:
+        raise ValueError(f"--split must be three non-negative shares, got {text!r}")
+    return shares
+
+
+def quality_command(args) -> int:
+    from backend.quality_view import print_quality, quality_figures
+
+    if not 0 < args.threshold <= 1:
+        raise ValueError(f"--threshold must be in (0, 1], got {args.threshold}")
+    project = _project(args)
+    state = project.state_dir(args.state_dir)
+    records = _records(project, state, args.from_studio_export)
+    if not records:
+        raise ValueError(f"no annotations in {state / STORE_FILE} "
+                         "(or pass --from-studio-export FILE)")  # fmt: skip
+    tagger = _tagger(project, state, args.model or "serving")
+    figures = quality_figures(project, records, tagger, args.threshold)
+    print_quality(figures, args.limit, sys.stdout)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2, ensure_ascii=False) + "\n")
+    return 0
+
+
+def _tagger(project, state: Path, model: str):
+    """The model to look for label errors with, or None ('none', or no model yet)."""
+    if model == "none":
+        return None
+    from training.registry import Registry
+    from training.tagger import Tagger
+
+    registry = Registry(state / "models")
+    if model == "serving":
+        serving = registry.serving()
+        if serving is None:
+            print("no serving model yet: likely label errors skipped", file=sys.stderr)
+            return None
+        source = serving.path
+    elif Path(model).is_dir():
+        source = Path(model)
+    else:
+        source = registry.get(model).path
+    return Tagger.load(
+        str(source),
+        project.label_values,
+        project.model.label_map or None,
+        max_tokens=project.model.max_tokens,
+        stride=project.model.stride,
+    )
+
+
+def _f(x) -> str:
+    return "-" if x is None else f"{float(x):.3f}"

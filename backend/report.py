@@ -1,0 +1,260 @@
+"""The rounds report: the learning curve (held-out F1 against annotations), per-label F1
+over rounds, every round's outcome, and a stopping hint. HTML (plots embedded, one file
+to share) or Markdown (plots as PNG files beside it).
+
+Each round's held-out F1 is measured on the project's frozen held-out posts annotated by
+then; the held-out set grows with the data, so the paired figure (`baseline_f1`: the serving
+model on the same set at that time) is the fairest gain of a single round.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+FORMATS = ("html", "md")
+WINDOW = 3  # rounds the stopping hint looks back over
+MIN_GAIN = 0.005  # F1 per 100 annotations below which the curve counts as flat
+
+
+def annotations_of(version) -> int | None:
+    """How many annotated posts a version was trained on (its data snapshot)."""
+    snapshot = version.snapshot or {}
+    if snapshot.get("documents") is not None:
+        return int(snapshot["documents"])
+    if snapshot.get("annotation_ids") is not None:
+        return len(snapshot["annotation_ids"])
+    return None
+
+
+def label_f1(version, label: str) -> float | None:
+    """A label's strict entity F1 in a version's held-out report (EvalReport.to_dict())."""
+    block = (version.metrics or {}).get("entity_strict") or {}
+    score = block.get(label)
+    return None if not isinstance(score, dict) else score.get("f1")
+
+
+def version_labels(versions) -> list[str]:
+    labels: dict[str, None] = {}
+    for v in versions:
+        for label in getattr(v, "labels", None) or (v.metrics or {}).get("labels") or []:
+            labels[label] = None
+    return list(labels)
+
+
+@dataclass
+class StoppingHint:
+    rounds: int  # rounds with a held-out F1 looked at
+    gain_per_100: float | None  # F1 gained per 100 annotations over those rounds
+    flattened: bool
+    last_round_gain: float | None  # latest round's F1 minus its baseline on the same set
+    message: str
+
+    def to_dict(self) -> dict:
+        return {"rounds": self.rounds, "gain_per_100": _r(self.gain_per_100),
+                "flattened": self.flattened, "last_round_gain": _r(self.last_round_gain),
+                "message": self.message}  # fmt: skip
+
+
+def stopping_hint(versions, window: int = WINDOW, min_gain: float = MIN_GAIN) -> StoppingHint:
+    """Recent held-out F1 gain per 100 annotations over the last `window` rounds, and
+    whether the curve has flattened (gain below `min_gain` per 100 annotations)."""
+    points = [(annotations_of(v), v.heldout_f1) for v in versions]
+    points = [(n, f1) for n, f1 in points if n is not None and f1 is not None]
+    last = versions[-1] if versions else None
+    paired = None
+    if last is not None and last.heldout_f1 is not None and last.baseline_f1 is not None:
+        paired = last.heldout_f1 - last.baseline_f1
+    if len(points) < 2:
+        return StoppingHint(len(points), None, False, paired,
+                            "too few rounds for a trend: run more rounds")  # fmt: skip
+    recent = points[-window:]
+    (n0, f0), (n1, f1) = recent[0], recent[-1]
+    if n1 == n0:
+        same = "the last rounds trained on the same number of annotations"
+        return StoppingHint(len(recent), None, False, paired, same)
+    gain = (f1 - f0) / (n1 - n0) * 100
+    flattened = len(recent) >= window and gain < min_gain
+    trend = f"{gain:+.4f} F1 per 100 annotations over the last {len(recent)} rounds ({n0}->{n1})"
+    if flattened:
+        advice = (
+            "the curve has flattened: more of the same annotations buy little; "
+            "stop, or change what is labelled (strategy, guidelines, weak labels)"
+        )
+    elif len(recent) < window:
+        advice = f"still rising, but fewer than {window} rounds to judge a plateau"
+    else:
+        advice = "still rising: another round is likely worth it"
+    return StoppingHint(len(recent), gain, flattened, paired, f"{trend}: {advice}")
+
+
+def round_rows(versions, labels: list[str]) -> list[dict]:
+    """One row per version: lineage, data, held-out scores, outcome."""
+    rows = []
+    for v in versions:
+        snapshot = v.snapshot or {}
+        rows.append({
+            "version": v.version,
+            "parent": v.parent or "base",
+            "created_at": v.created_at,
+            "trigger": getattr(v, "trigger", "") or "",
+            "annotations": annotations_of(v),
+            "snapshot": (snapshot.get("sha256") or "")[:12],
+            "heldout_f1": _r(v.heldout_f1),
+            "baseline_f1": _r(v.baseline_f1),
+            "per_label_f1": {label: _r(label_f1(v, label)) for label in labels},
+            "status": v.status,
+            "reason": v.reason,
+        })  # fmt: skip
+    return rows
+
+
+# ---------------------------------------------------------------- plots
+
+
+def plot_learning_curve(versions, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    points = [(annotations_of(v), v.heldout_f1, v) for v in versions]
+    points = [p for p in points if p[0] is not None and p[1] is not None]
+    if points:
+        ax.plot([p[0] for p in points], [p[1] for p in points], color="#999", lw=1, zorder=1)
+    styles = {"serving": ("#2ca02c", "o"), "retired": ("#1f77b4", "o"),
+              "refused": ("#d62728", "x"), "candidate": ("#7f7f7f", "s")}  # fmt: skip
+    for status, (colour, marker) in styles.items():
+        chosen = [p for p in points if p[2].status == status]
+        if chosen:
+            ax.scatter([p[0] for p in chosen], [p[1] for p in chosen], color=colour,
+                       marker=marker, label=status, zorder=2)  # fmt: skip
+    for n, f1, v in points:
+        ax.annotate(v.version, (n, f1), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel("annotated posts in the training snapshot")
+    ax.set_ylabel("held-out F1 (strict entity)")
+    ax.set_title("Learning curve")
+    ax.grid(alpha=0.3)
+    if points:
+        ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_label_f1(versions, labels: list[str], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    names = [v.version for v in versions]
+    for label in labels:
+        ys = [label_f1(v, label) for v in versions]
+        ax.plot(names, [float("nan") if y is None else y for y in ys], marker="o", label=label)
+    ax.set_xlabel("round (model version)")
+    ax.set_ylabel("held-out F1")
+    ax.set_title("Per-label F1 over rounds")
+    ax.grid(alpha=0.3)
+    if labels:
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------- the report
+
+
+def write_report(
+    project: str,
+    versions,
+    out: str | Path,
+    fmt: str = "html",
+    labels: list[str] | None = None,
+    summary: dict | None = None,
+) -> Path:
+    """Write the report to `out` (a file path; PNGs go beside it) and return its path."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown report format {fmt!r}: choose html or md")
+    if not versions:
+        raise ValueError(f"project {project!r} has no recorded rounds yet: nothing to report")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    labels = labels or version_labels(versions)
+    curve = plot_learning_curve(versions, out.with_name(f"{out.stem}-learning-curve.png"))
+    per_label = plot_label_f1(versions, labels, out.with_name(f"{out.stem}-label-f1.png"))
+    hint = stopping_hint(versions)
+    rows = round_rows(versions, labels)
+    facts = {"project": project,
+             "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+             **(summary or {})}  # fmt: skip
+    header = ["version", "parent", "trigger", "annotations", "snapshot", "held-out F1",
+              "baseline F1", *labels, "status", "reason"]  # fmt: skip
+    table = [[r["version"], r["parent"], r["trigger"], r["annotations"], r["snapshot"],
+              r["heldout_f1"], r["baseline_f1"], *r["per_label_f1"].values(), r["status"],
+              r["reason"]] for r in rows]  # fmt: skip
+    text = (_html if fmt == "html" else _markdown)(facts, hint, curve, per_label, header, table)
+    out.write_text(text, encoding="utf-8")
+    return out
+
+
+def _cell(value) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+def _markdown(facts, hint, curve, per_label, header, table) -> str:
+    lines = [f"# Rounds report: {facts['project']}", ""]
+    lines += [f"- {key}: {_cell(value)}" for key, value in facts.items() if key != "project"]
+    lines += ["", "## Stopping hint", "", hint.message]
+    if hint.last_round_gain is not None:
+        lines += ["", f"Latest round vs the model it was compared with, same held-out set: "
+                      f"{hint.last_round_gain:+.4f} F1."]  # fmt: skip
+    lines += ["", "## Learning curve", "", f"![learning curve]({curve.name})", ""]
+    lines += ["## Per-label F1 over rounds", "", f"![per-label F1]({per_label.name})", ""]
+    lines += ["## Rounds", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(c).replace("|", "/") for c in row) + " |" for row in table]
+    return "\n".join(lines) + "\n"
+
+
+def _html(facts, hint, curve, per_label, header, table) -> str:
+    e = html.escape
+
+    def image(path: Path, alt: str) -> str:
+        data = base64.b64encode(path.read_bytes()).decode()
+        return f'<img alt="{e(alt)}" src="data:image/png;base64,{data}">'
+
+    items = "".join(f"<li>{e(k)}: {e(_cell(v))}</li>" for k, v in facts.items() if k != "project")
+    head = "".join(f"<th>{e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{e(_cell(c))}</td>" for c in row) + "</tr>"
+                   for row in table)  # fmt: skip
+    paired = ""
+    if hint.last_round_gain is not None:
+        paired = (f"<p>Latest round vs the model it was compared with, same held-out set: "
+                  f"{hint.last_round_gain:+.4f} F1.</p>")  # fmt: skip
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Rounds report: {e(facts["project"])}</title>
+<style>body{{font-family:sans-serif;max-width:960px;margin:2em auto}}
+table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 6px}}
+</style></head><body>
+<h1>Rounds report: {e(facts["project"])}</h1><ul>{items}</ul>
+<h2>Stopping hint</h2><p>{e(hint.message)}</p>{paired}
+<h2>Learning curve</h2>{image(curve, "learning curve")}
+<h2>Per-label F1 over rounds</h2>{image(per_label, "per-label F1")}
+<h2>Rounds</h2><table><tr>{head}</tr>{body}</table>
+</body></html>
+"""
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 4)
