@@ -1,0 +1,114 @@
+"""Project folders: project.toml + labeling_config.xml."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from labeling.project import load_project
+
+REPO = Path(__file__).resolve().parents[1]
+
+TOML = """
+[project]
+name = "demo"
+title = "Demo"
+
+[[labels]]
+value = "Tech"
+predicted_values = ["TECHNOLOGY"]
+examples = ["python", "sql"]
+
+[[labels]]
+value = "Soft"
+
+[model]
+base = "backbone"
+max_tokens = 32
+stride = 8
+
+[training]
+epochs = 2
+batch_size = 4
+
+[retrain]
+every_n_annotations = 3
+heldout_share = 0.3
+
+[data]
+posts = "posts.jsonl"
+gold = "gold.jsonl"
+"""
+
+
+def test_committed_projects_load():
+    project = load_project(REPO / "projects" / "linkedin-skills")
+    assert project.name == "linkedin-skills"
+    assert project.label_values == ["Technology", "Technical", "Business", "Soft"]
+    assert project.config.from_name == "label" and project.model.label_map["BUS"] == "Business"
+    assert project.model_base() is None  # the backbone
+    config = project.train_config()
+    assert (config.max_tokens, config.epochs) == (project.model.max_tokens, 15)
+    assert load_project(REPO / "projects" / "skillspan").label_values == ["Skill", "Knowledge"]
+
+
+def test_project_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    (folder / "project.toml").write_text(TOML)
+    (folder / "posts.jsonl").write_text(
+        json.dumps({"id": "p1", "title": "Data engineer", "text": "we need python"}) + "\n"
+    )
+    project = load_project(folder)
+    assert "<Label value=\"Tech\"" in project.labeling_config  # built from the labels
+    assert project.config.labels[0].predicted_values == ("TECHNOLOGY",)
+    assert project.retrain.every_n_annotations == 3 and project.retrain.tolerance == 0.01
+    assert project.train_config(epochs=1).epochs == 1
+    posts = project.posts()
+    assert posts[0].id == "p1" and posts[0].meta["title"] == "Data engineer"
+    assert project.gold() == []  # no gold file yet: no seed data
+    (folder / "gold.jsonl").write_text(json.dumps(
+        {"id": "g1", "text": "we need python", "spans": [{"start": 8, "end": 14, "label": "Tech"}]}
+    ) + "\n")  # fmt: skip
+    assert [s.key() for s in project.gold()[0].spans] == [(8, 14, "Tech")]
+
+    monkeypatch.setenv("SKILLLOOP_STATE_DIR", str(tmp_path / "st"))
+    assert project.state_dir() == tmp_path / "st" / "demo"
+    assert project.state_dir(tmp_path / "other") == tmp_path / "other" / "demo"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "projects").mkdir()
+    (folder).rename(tmp_path / "projects" / "demo")
+    assert load_project("demo").name == "demo"  # a bare name under ./projects
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t: t.replace('value = "Soft"', 'value = "Tech"'), "duplicate label"),
+        (lambda t: t.replace("max_tokens = 32", "max_token = 32"), r"\[model\] has unknown keys"),
+        (lambda t: t.replace("heldout_share = 0.3", "heldout_share = 1.5"), "heldout_share"),
+        (lambda t: t.replace("[[labels]]", "[[labels]]\ncolour = 1", 1), "unknown keys"),
+        (lambda t: t + "\n[oops", "invalid TOML"),
+    ],
+)
+def test_invalid_projects(tmp_path, edit, message):
+    (tmp_path / "project.toml").write_text(edit(TOML))
+    with pytest.raises(ValueError, match=message):
+        load_project(tmp_path)
+
+
+def test_missing_and_mismatched(tmp_path):
+    with pytest.raises(FileNotFoundError, match="project not found"):
+        load_project(tmp_path / "nowhere")
+    (tmp_path / "project.toml").write_text(TOML)
+    (tmp_path / "labeling_config.xml").write_text(
+        '<View><Labels name="label" toName="text"><Label value="Tech"/></Labels>'
+        '<Text name="text" value="$text"/></View>'
+    )
+    with pytest.raises(ValueError, match="differ from project.toml"):
+        load_project(tmp_path)
+    (tmp_path / "labeling_config.xml").unlink()
+    with pytest.raises(FileNotFoundError, match="posts file not found"):
+        load_project(tmp_path).posts()
