@@ -9,6 +9,9 @@ from pathlib import Path
 
 from conftest import REFERENCE_TAGS, save_tiny_model
 
+from backend.app import create_app
+from backend.settings import ServiceConfig
+
 PAYLOADS = Path(__file__).parent / "payloads"
 CONFIG_XML = Path(__file__).parents[1] / "projects/linkedin-skills/labeling_config.xml"
 LABELS = ["Technology", "Technical", "Business", "Soft"]
@@ -78,4 +81,27 @@ def annotation_event(
         }
         for i, (s, e, label) in enumerate(regions)
     ]
+    return body
+
+
+def make_app(tmp_path, base, every_n=0, **overrides):
+    """The real application (real store, registry, worker) for a temp project."""
+    project = write_project(tmp_path / "project", base, every_n=every_n)
+    config = ServiceConfig(
+        project=str(project), state_dir=tmp_path / "state", background_load=False,
+        watch_interval=0.1, **overrides,
+    )  # fmt: skip
+    app = create_app(config)
+    app.testing = True
+    return app
+
+
+def predict_body(texts, **extra):
+    body = payload("predict")
+    template = body["tasks"][0]
+    body["tasks"] = [
+        {**template, "id": 100 + i, "data": {**template["data"], "text": text}}
+        for i, text in enumerate(texts)
+    ]
+    body.update(extra)
     return body

@@ -10,55 +10,18 @@ import shutil
 import time
 
 import pytest
-from service_helpers import LABELS, biased_model, payload, write_project
+from service_helpers import LABELS, biased_model, make_app, payload, predict_body
 
-from backend.app import build_services, create_app
 from backend.settings import ServiceConfig
 from training.registry import Registry
 
 WORDS_TEXT = "We need Python and SQL experience."
 
 
-class RecordingWorker:
-    """Stands in for backend.worker.TrainingWorker where a test must not train."""
-
-    def __init__(self, project, state_dir, on_promoted=None):
-        self.requests: list[str] = []
-        self.changes = 0
-        self.started = self.stopped = False
-
-    def start(self):
-        self.started = True
-
-    def stop(self):
-        self.stopped = True
-
-    def request(self, reason):
-        self.requests.append(reason)
-        return {"accepted": True, "queued": False, "running": True}
-
-    def annotation_changed(self):
-        self.changes += 1
-
-    def status(self):
-        return {"running": bool(self.requests), "progress": 0.0, "queued": False}
-
-
 @pytest.fixture(scope="module")
 def spanful_model(tmp_path_factory):
     """Tags every word B-TECHNOLOGY: one Technology region per word."""
     return biased_model(tmp_path_factory.mktemp("spanful"), "B-TECHNOLOGY")
-
-
-def make_app(tmp_path, base, **overrides):
-    project = write_project(tmp_path / "project", base)
-    config = ServiceConfig(
-        project=str(project), state_dir=tmp_path / "state", background_load=False,
-        watch_interval=0.1, **overrides,
-    )  # fmt: skip
-    app = create_app(config, build_services(config, make_worker=RecordingWorker))
-    app.testing = True
-    return app
 
 
 @pytest.fixture
@@ -76,17 +39,6 @@ def client(app):
 def auth_header(user, password):
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     return {"Authorization": f"Basic {token}"}
-
-
-def predict_body(texts, **extra):
-    body = payload("predict")
-    template = body["tasks"][0]
-    body["tasks"] = [
-        {**template, "id": 100 + i, "data": {**template["data"], "text": text}}
-        for i, text in enumerate(texts)
-    ]
-    body.update(extra)
-    return body
 
 
 # --- /health and /setup -------------------------------------------------------------------
@@ -340,7 +292,8 @@ def test_promotion_and_rollback_swap_the_served_model(app, client, tmp_path, spa
 
 def test_settings_from_env_and_flags(tmp_path):
     env = {"SKILLLOOP_PROJECT": "projects/x", "SKILLLOOP_PORT": "9100", "BASIC_AUTH_USER": "u",
-           "BASIC_AUTH_PASS": "p", "SKILLLOOP_TRAINING": "0", "MAX_CONTENT_LENGTH": "4096"}  # fmt: skip
+           "BASIC_AUTH_PASS": "p", "SKILLLOOP_TRAINING": "0",
+           "MAX_CONTENT_LENGTH": "4096"}  # fmt: skip
     config = ServiceConfig.from_env(env, port=9200, state_dir=tmp_path)
     assert (config.project, config.port, config.training) == ("projects/x", 9200, False)
     assert config.max_content_length == 4096 and config.auth_enabled
