@@ -39,16 +39,16 @@ from training.tagger import Tagger  # noqa: E402
 from training.text import Span, split_tag, tags_to_spans, words  # noqa: E402
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "skillspan" / "dev.json"
-# name: (max_tokens, stride, quantize, threads); the first is the fp32 reference
+# name: (max_tokens, stride, quantize, threads); max_tokens excludes [CLS] and [SEP]
 VARIANTS = {
-    "fp32-512": (510, 64, False, 2),
-    "fp32-256": (254, 32, False, 2),
-    "fp32-128": (126, 32, False, 2),
-    "int8-512": (510, 64, True, 2),
-    "int8-256": (254, 32, True, 2),
-    "int8-128": (126, 32, True, 2),
-    "int8-128-1thread": (126, 32, True, 1),
-    "int8-64": (62, 16, True, 2),
+    "fp32-510": (510, 64, False, 2),
+    "fp32-254": (254, 32, False, 2),
+    "fp32-126": (126, 32, False, 2),
+    "int8-510": (510, 64, True, 2),
+    "int8-254": (254, 32, True, 2),
+    "int8-126": (126, 32, True, 2),
+    "int8-126-s16": (126, 16, True, 2),
+    "int8-254-1thread": (254, 32, True, 1),
 }
 
 

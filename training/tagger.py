@@ -214,10 +214,10 @@ class Tagger:
                     ids[row, : len(seq)] = torch.tensor(seq)
                     mask[row, : len(seq)] = 1
                 logits = self.model(input_ids=ids, attention_mask=mask).logits
+                probs = torch.softmax(logits.float(), dim=-1).numpy()
                 for row, (_, doc, window, owned) in enumerate(batch):
                     positions = doc.encoding.first_token[owned] - window.start + offset
-                    rows = logits[row, torch.from_numpy(positions)].float()
-                    doc.probs[owned] = torch.softmax(rows, dim=-1).numpy()
+                    doc.probs[owned] = probs[row, positions]
 
     def _prediction(self, doc: _Doc, word_tags: list[str]) -> Prediction:
         column = {tag: j for j, tag in enumerate(self.tags)}
