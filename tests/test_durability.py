@@ -1,0 +1,137 @@
+"""kill -9 durability: the real service in its own process takes a stream of annotation
+webhooks from several threads and is killed with SIGKILL at a random moment; after a
+restart every annotation it had acknowledged (HTTP 200) is in the store, intact.
+
+Run against both servers: `skillloop serve` (the development server) and gunicorn with
+one worker and threads, as docs/service.md recommends for production."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from service_helpers import annotation_event, write_project
+
+from labeling.project import load_project
+from labeling.store import AnnotationStore
+
+REPO = Path(__file__).resolve().parents[1]
+N_EVENTS = 300
+SENDERS = 4
+TEXT = "Senior data engineer: Python, SQL and stakeholder management."
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_service(kind: str, project: Path, state: Path, port: int, log: Path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               SKILLLOOP_PROJECT=str(project), SKILLLOOP_STATE_DIR=str(state))  # fmt: skip
+    if kind == "cli":
+        command = [sys.executable, "-m", "backend.cli", "serve", "--project", str(project),
+                   "--state-dir", str(state), "--port", str(port), "--threads", "1"]  # fmt: skip
+    else:
+        gunicorn = Path(sys.executable).with_name("gunicorn")
+        if not gunicorn.exists():
+            pytest.skip("gunicorn is not installed")
+        command = [str(gunicorn), "-w", "1", "--threads", "4", "-b", f"127.0.0.1:{port}",
+                   "backend.wsgi:app"]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: kill -9 takes every process of it
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the service exited: {log.read_text()[-2000:]}")
+        try:
+            if requests.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, url
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    kill(process)
+    raise AssertionError(f"the service did not start: {log.read_text()[-2000:]}")
+
+
+def kill(process: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("kind", ["cli", "gunicorn"])
+def test_kill_9_loses_no_acknowledged_annotation(tmp_path, tiny_reference_model, kind):
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    project = write_project(tmp_path / "project", tiny_reference_model)
+    state = tmp_path / "state"
+    log = tmp_path / "service.log"
+    process, url = start_service(kind, project, state, free_port(), log)
+
+    acknowledged: set[int] = set()
+    lock = threading.Lock()
+    kill_after = rng.randrange(20, N_EVENTS - 50)  # acknowledgements before the kill
+    killed = threading.Event()
+    ids = iter(range(1, N_EVENTS + 1))
+
+    def sender() -> None:
+        session = requests.Session()
+        while not killed.is_set():
+            with lock:
+                annotation_id = next(ids, None)
+            if annotation_id is None:
+                return
+            event = annotation_event(annotation_id, 10_000 + annotation_id, TEXT,
+                                     [(22, 28, "Technology"), (30, 33, "Technology")])  # fmt: skip
+            try:
+                reply = session.post(f"{url}/webhook", json=event, timeout=10)
+            except requests.RequestException:
+                continue  # killed mid-request: not acknowledged
+            if reply.status_code == 200:
+                with lock:
+                    acknowledged.add(annotation_id)
+                    if len(acknowledged) >= kill_after and not killed.is_set():
+                        time.sleep(rng.random() * 0.01)  # land inside other in-flight writes
+                        kill(process)
+                        killed.set()
+
+    threads = [threading.Thread(target=sender) for _ in range(SENDERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert killed.is_set(), f"the stream ended before the kill (seed {seed})"
+    assert process.returncode == -signal.SIGKILL
+
+    # restart on the same state folder: the store opens (WAL recovery) and serves
+    process, url = start_service(kind, project, state, free_port(), log)
+    try:
+        after = annotation_event(N_EVENTS + 1, 99_999, TEXT, [(22, 28, "Technology")])
+        assert requests.post(f"{url}/webhook", json=after, timeout=10).status_code == 200
+    finally:
+        kill(process)
+    store_path = load_project(project).state_dir(state) / "annotations.sqlite"
+    with AnnotationStore(store_path) as store:
+        records = {r.annotation_id: r for r in store.records()}
+    missing = sorted(acknowledged - set(records))
+    assert not missing, f"acknowledged but lost after kill -9 (seed {seed}): {missing}"
+    assert N_EVENTS + 1 in records
+    for annotation_id in acknowledged:
+        spans = records[annotation_id].spans
+        assert [(s.start, s.end, s.text) for s in spans] == [(22, 28, "Python"), (30, 33, "SQL")]
+    print(f"{kind}: {len(acknowledged)} acknowledged, kill after {kill_after}, seed {seed}")
