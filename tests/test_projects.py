@@ -129,6 +129,12 @@ def test_load_project_accepts_the_folder(folder):
     project_module = pytest.importorskip("labeling.project")
     project = project_module.load_project(folder)
     assert project.label_values == [label["value"] for label in read_toml(folder)["labels"]]
+    gold_path = data_file(folder, "gold")
+    if gold_path:
+        gold = project.gold()
+        rows = read_jsonl(gold_path)
+        assert [len(doc.spans) for doc in gold] == [len(row["spans"]) for row in rows]
+        assert len(project.posts()) == len(read_jsonl(data_file(folder, "posts")))
 
 
 def project_posts() -> list[tuple[Path, Path]]:
