@@ -35,7 +35,7 @@ from training import checkpoint  # noqa: E402
 from training.datasets import read_skillspan  # noqa: E402
 from training.decoding import decode_many  # noqa: E402
 from training.evaluate import OVERALL, evaluate_predictions, span_scores  # noqa: E402
-from training.tagger import Tagger  # noqa: E402
+from training.tagger import BATCH_TOKENS, Tagger  # noqa: E402
 from training.text import Span, split_tag, tags_to_spans, words  # noqa: E402
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "skillspan" / "dev.json"
@@ -49,6 +49,7 @@ VARIANTS = {
     "int8-126": (126, 32, True, 2),
     "int8-126-s16": (126, 16, True, 2),
     "int8-254-1thread": (254, 32, True, 1),
+    "int8-254-batched": (254, 32, True, 2),  # batches like fp32: results depend on batchmates
 }
 
 
@@ -137,7 +138,7 @@ def run_pipeline(loaded, texts, stride: int | None, repeat: int):
 
 def padding_waste(tagger: Tagger, texts: list[str]) -> tuple[float, float]:
     """Padded share of model input with length-sorted batches, and with batches in post order."""
-    from training.tagger import BATCH_TOKENS, _batches
+    from training.tagger import _batches
     from training.windows import encode, make_windows
 
     lengths = []
@@ -149,7 +150,7 @@ def padding_waste(tagger: Tagger, texts: list[str]) -> tuple[float, float]:
 
     def waste(jobs):
         real = padded = 0
-        for batch in _batches([(n,) for n in jobs], BATCH_TOKENS):
+        for batch in _batches([(n,) for n in jobs], tagger.batch_tokens):
             width = max(n for (n,) in batch)
             real, padded = real + sum(n for (n,) in batch), padded + width * len(batch)
         return 1 - real / padded
@@ -221,7 +222,7 @@ def main(argv=None) -> int:
         fresh = checkpoint.Loaded(loaded.tokenizer, copy.deepcopy(loaded.model), labels, [])
         tagger = Tagger.from_loaded(
             fresh, args.model or "backbone", max_tokens=max_tokens, stride=stride,
-            quantize=quantize,
+            quantize=quantize, **({"batch_tokens": BATCH_TOKENS} if "batched" in name else {}),
         )  # fmt: skip
         tagger.predict(texts[:2])  # warm-up
         predictions, seconds = timed(lambda: tagger.predict(texts), args.repeat)  # noqa: B023

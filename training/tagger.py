@@ -42,8 +42,10 @@ DEFAULT_MAX_TOKENS = 128
 DEFAULT_STRIDE = 32
 DEFAULT_QUANTIZE = True
 DEFAULT_DECODING = "viterbi"
-# Windows per forward pass are limited by total padded subwords, not by count: short and
-# long windows then cost about the same memory and time per batch.
+# fp32 windows per forward pass are limited by total padded subwords, not by count: short
+# and long windows then cost about the same memory and time per batch. int8 runs one window
+# per pass: dynamic quantization scales activations per tensor, so batching would make a
+# post's prediction depend on the posts it happens to share a batch with.
 BATCH_TOKENS = 4096
 
 
@@ -90,6 +92,7 @@ class Tagger:
         stride: int = DEFAULT_STRIDE,
         decoding: str = DEFAULT_DECODING,
         version: str | None = None,
+        batch_tokens: int = BATCH_TOKENS,
     ):
         if decoding not in DECODINGS:
             raise ValueError(f"unknown decoding {decoding!r}: choose one of {DECODINGS}")
@@ -104,6 +107,7 @@ class Tagger:
         self.source = source
         self.version = version or Path(source).name or source
         self.decoding = decoding
+        self.batch_tokens = batch_tokens
         self.specials = special_tokens(tokenizer)
         limit = _position_limit(tokenizer, model) - sum(map(len, self.specials))
         if max_tokens > limit:
@@ -162,6 +166,8 @@ class Tagger:
                 raise ValueError(f"num_threads must be at least 1, got {num_threads}")
             torch.set_num_threads(num_threads)
         quantized = quantize and quantize_encoder(loaded.model)
+        if quantized:
+            options.setdefault("batch_tokens", 0)  # one window per pass, see BATCH_TOKENS
         tagger = cls(loaded.tokenizer, loaded.model, loaded.labels, source, **options)
         if quantized:
             tagger.version += "+int8"
@@ -205,7 +211,7 @@ class Tagger:
         offset = len(self.specials[0])
         self.model.eval()  # a trainer's dev evaluation hands over a model in train mode
         with torch.inference_mode():
-            for batch in _batches(jobs, BATCH_TOKENS):
+            for batch in _batches(jobs, self.batch_tokens):
                 inputs = [window_inputs(d.encoding, w, self.specials) for _, d, w, _ in batch]
                 width = len(inputs[0])
                 ids = torch.full((len(inputs), width), self.pad_id, dtype=torch.long)
