@@ -5,6 +5,7 @@ never drift from the text. Deterministic; rerun after editing posts.jsonl or the
 
     .venv/bin/python projects/linkedin-skills/build_gold.py            # writes gold.jsonl
     .venv/bin/python projects/linkedin-skills/build_gold.py --show post-001   # review one
+    .venv/bin/python projects/linkedin-skills/build_gold.py --stats           # counts
 
 Phrase entries (see the comments in gold_phrases.toml):
 - `"Python"`: every occurrence in the post, on word boundaries, case-sensitive; the same
@@ -125,11 +126,32 @@ def show(row: dict) -> str:
     return "".join(out + [text[at:]])
 
 
+def stats(rows: list[dict]) -> str:
+    """Counts for the docs: posts and their lengths, gold posts, spans per label."""
+    posts = [json.loads(line) for line in (HERE / "posts.jsonl").read_text("utf-8").splitlines()]
+    lengths = sorted(len(post["text"].split()) for post in posts)
+    spans = [r["text"][s["start"] : s["end"]] + "\t" + s["label"] for r in rows for s in r["spans"]]
+    lines = [
+        f"posts: {len(posts)}, words per post min {lengths[0]} median "
+        f"{lengths[len(lengths) // 2]} max {lengths[-1]}, >= 400 words: "
+        f"{sum(n >= 400 for n in lengths)}",
+        f"gold posts: {len(rows)}, spans: {len(spans)}, distinct phrases: {len(set(spans))}",
+    ]
+    for label in LABELS:
+        mine = [s for s in spans if s.endswith("\t" + label)]
+        lines.append(f"  {label}: {len(mine)} spans, {len(set(mine))} distinct")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--show", nargs="*", metavar="ID", help="print posts with their spans")
+    parser.add_argument("--stats", action="store_true", help="print counts, write nothing")
     args = parser.parse_args(argv)
     rows = build(HERE / "posts.jsonl", HERE / "gold_phrases.toml")
+    if args.stats:
+        print(stats(rows))
+        return 0
     if args.show is not None:
         for row in rows:
             if not args.show or row["id"] in args.show:
