@@ -1,0 +1,99 @@
+"""`skillloop retrain` and `skillloop rollback`: retraining rounds and the serving version
+from the command line (docs/rounds.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+URL_ENV = "SKILLLOOP_URL"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "retrain",
+        help="run a retraining round (asks the running service with --url, else runs here)",
+    )
+    p.add_argument("--project", required=True, help="projects/NAME or NAME")
+    p.add_argument("--url", default=os.environ.get(URL_ENV),
+                   help=f"the running service, e.g. http://127.0.0.1:9090 (env {URL_ENV}); "
+                        "without it the round runs in this process")  # fmt: skip
+    p.add_argument("--state-dir", type=Path, help="state folder (default $SKILLLOOP_STATE_DIR "
+                   "or ./state)")  # fmt: skip
+    p.add_argument("--threads", type=int, default=2, help="torch threads for a local round")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=retrain_command)
+
+    p = subparsers.add_parser("rollback", help="serve an earlier model version again")
+    p.add_argument("version", help="a version id, e.g. v0002 (GET /versions)")
+    p.add_argument("--project", required=True, help="projects/NAME or NAME")
+    p.add_argument("--state-dir", type=Path, help="state folder (default $SKILLLOOP_STATE_DIR "
+                   "or ./state)")  # fmt: skip
+    p.add_argument("--reason", default="", help="why (recorded in the registry)")
+    p.set_defaults(func=rollback_command)
+
+
+def retrain_command(args) -> int:
+    if args.url:
+        return _retrain_remote(args.url.rstrip("/"))
+    from backend.rounds import run_round
+    from labeling.project import load_project
+
+    project = load_project(args.project)
+    state_dir = project.state_dir(args.state_dir)
+    print(f"training a round for {project.name} in {state_dir} ...", file=sys.stderr)
+    outcome, _ = run_round(project, state_dir, "cli", in_process=True,
+                           progress_bar=not args.no_progress, num_threads=args.threads)  # fmt: skip
+    if outcome.version:
+        print(f"{outcome.version} {outcome.status}: {outcome.reason}")
+    else:
+        print(f"round {outcome.status}: {outcome.reason}")
+    return 1 if outcome.status == "failed" else 0
+
+
+def _retrain_remote(url: str) -> int:
+    import requests
+
+    auth = None
+    if os.environ.get("BASIC_AUTH_USER"):
+        auth = (os.environ["BASIC_AUTH_USER"], os.environ.get("BASIC_AUTH_PASS", ""))
+    try:
+        reply = requests.post(f"{url}/train", json={}, auth=auth, timeout=30)
+    except requests.RequestException as err:
+        raise ValueError(f"cannot reach the service at {url}: {err}") from None
+    try:
+        body = reply.json()
+    except ValueError:
+        body = {"message": reply.text[:200]}
+    if reply.status_code >= 400:
+        raise ValueError(f"{url}/train answered {reply.status_code}: "
+                         f"{body.get('message') or body.get('error') or body}")  # fmt: skip
+    state = "queued after the current round" if body.get("queued") else "started"
+    if not body.get("accepted", True):
+        state = f"not accepted: {body.get('message', '')}"
+    print(f"training round {state} ({url})")
+    print(json.dumps(body.get("status", body), indent=2, default=str))
+    return 0 if body.get("accepted", True) else 1
+
+
+def rollback_command(args) -> int:
+    from labeling.project import load_project
+    from training.registry import Registry
+
+    project = load_project(args.project)
+    registry = Registry(project.state_dir(args.state_dir) / "models")
+    if not registry.versions():
+        raise ValueError(f"project {project.name} has no model versions in {registry.root}")
+    previous = registry.serving()
+    version = registry.rollback(args.version, args.reason or "rolled back with skillloop rollback")
+    was = previous.version if previous is not None else "nothing"
+    print(f"{project.name}: {version.version} is serving now (was {was}); "
+          f"held-out F1 {_f1(version.heldout_f1)}. A running service switches to it within "
+          "seconds (it checks the registry every SKILLLOOP_WATCH_INTERVAL, 5 s).")  # fmt: skip
+    return 0
+
+
+def _f1(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

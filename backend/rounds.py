@@ -1,0 +1,371 @@
+"""One retraining round, from the annotation store to a registered, gated model version.
+
+    plan_round      snapshot the data, freeze the held-out split, write the round folder
+    launch / run    train and score (a niced child process, or in-process for the CLI)
+    conclude_round  register the checkpoint, promote or refuse it, log the round
+
+The held-out set is a fixed share of all annotated posts (Label Studio annotations and
+the project's gold posts), chosen by a stable hash of the post's text, so a post is
+held out in every round or in none and is never trained on. The share is frozen in
+`heldout.json` the first time a round runs (delete the file to change it).
+
+Gate policy: a candidate is promoted when its held-out F1 >= the serving model's F1 on
+the same posts minus `[retrain] tolerance`. With no model to compare with (the first
+version, or a base without a head for the labels) it is promoted if it trained. With no
+held-out post yet it is promoted with that reason; with fewer than MIN_HELDOUT posts it
+is gated on the ones there are and the reason says the gate is weak.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from backend.train_round import write_json
+from labeling.project import Project
+from labeling.store import STORE_FILE, AnnotationStore, documents_sha256
+from training.registry import ModelVersion, Registry
+from training.text import Document
+
+log = logging.getLogger(__name__)
+
+MIN_HELDOUT = 2
+HELDOUT_FILE = "heldout.json"
+ROUNDS_LOG = "rounds.jsonl"
+LOCK_FILE = "training.lock"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class TrainingBusy(ValueError):
+    """Another round (this process or another) holds the project's training lock."""
+
+
+@dataclass
+class RoundPlan:
+    round_id: str
+    folder: Path
+    trigger: str
+    spec: dict
+    snapshot: dict
+    parent: str | None  # the version warm-started from
+    started_at: str
+    train_documents: int
+    heldout_documents: int
+
+
+@dataclass
+class RoundOutcome:
+    round_id: str
+    trigger: str
+    status: str  # "promoted" | "refused" | "failed" | "skipped" | "cancelled"
+    reason: str
+    version: str | None = None
+    heldout_f1: float | None = None
+    baseline_f1: float | None = None
+    baseline_version: str | None = None
+    train_documents: int = 0
+    heldout_documents: int = 0
+    started_at: str = ""
+    finished_at: str = ""
+    timings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def store_for(state_dir: Path) -> AnnotationStore:
+    return AnnotationStore(Path(state_dir) / STORE_FILE)
+
+
+def registry_for(state_dir: Path) -> Registry:
+    return Registry(Path(state_dir) / "models")
+
+
+# ---------------------------------------------------------------------- held-out split
+
+
+def frozen_share(state_dir: Path, share: float) -> float:
+    """The held-out share fixed by the first round (later config edits do not move posts)."""
+    path = Path(state_dir) / HELDOUT_FILE
+    if path.is_file():
+        return float(json.loads(path.read_text())["share"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, {"share": share, "method": "sha256 of the whitespace-normalised text",
+                      "frozen_at": _now()})  # fmt: skip
+    return share
+
+
+def text_key(text: str) -> str:
+    return " ".join(text.split())
+
+
+def is_heldout(text: str, share: float) -> bool:
+    """Stable across runs, machines and Python versions (unlike hash())."""
+    digest = hashlib.sha256(text_key(text).encode("utf-8")).hexdigest()
+    return int(digest[:15], 16) / 16**15 < share
+
+
+def annotated_documents(project: Project, store: AnnotationStore) -> list[Document]:
+    """Gold posts plus Label Studio annotations; a post annotated in Label Studio takes its
+    latest annotation there over the gold file's version. Spans of labels the project no
+    longer has are dropped (logged)."""
+    by_text: dict[str, Document] = {}
+    for doc in project.gold():
+        doc.meta["source"] = "gold"
+        by_text[text_key(doc.text)] = doc
+    for doc in store.training_documents():
+        doc.meta["source"] = "label-studio"
+        by_text[text_key(doc.text)] = doc
+    labels = set(project.label_values)
+    docs = list(by_text.values())
+    for doc in docs:
+        kept = [s for s in doc.spans if s.label in labels]
+        if len(kept) < len(doc.spans):
+            log.warning("post %s: dropped %d spans of unknown labels", doc.id,
+                        len(doc.spans) - len(kept))  # fmt: skip
+            doc.spans = kept
+    return docs
+
+
+def split_heldout(docs: list[Document], share: float) -> tuple[list[Document], list[Document]]:
+    heldout = [d for d in docs if is_heldout(d.text, share)]
+    return [d for d in docs if not is_heldout(d.text, share)], heldout
+
+
+# ---------------------------------------------------------------------- one round
+
+
+@contextmanager
+def training_lock(state_dir: Path, wait: Callable[[], bool] | None = None):
+    """One round at a time per project across processes. Without `wait`, raises
+    TrainingBusy when held; with it, polls until `wait()` returns False (then raises)."""
+    path = Path(state_dir) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if wait is None or not wait():
+                    raise TrainingBusy(f"a round is already training in {state_dir}") from None
+                time.sleep(1.0)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def plan_round(
+    project: Project, state_dir: Path, trigger: str, num_threads: int = 1
+) -> RoundPlan | RoundOutcome:
+    """Write the round folder (spec, train.jsonl, heldout.jsonl); a skipped outcome when
+    there is nothing to train on."""
+    from training.datasets import write_jsonl
+
+    state_dir = Path(state_dir)
+    started = _now()
+    round_id = datetime.now(UTC).strftime("r%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
+    with store_for(state_dir) as store:
+        counter = store.change_counter()  # read first: later changes count for the next round
+        docs = annotated_documents(project, store)
+    share = frozen_share(state_dir, project.retrain.heldout_share)
+    train_docs, heldout = split_heldout(docs, share)
+    if not train_docs:
+        return RoundOutcome(round_id, trigger, "skipped",
+                            f"nothing to train on: {len(docs)} annotated posts, "
+                            f"{len(heldout)} of them held out", started_at=started,
+                            finished_at=_now(), heldout_documents=len(heldout))  # fmt: skip
+
+    registry = registry_for(state_dir)
+    serving = registry.serving()
+    labels = project.label_values
+    if serving is not None and serving.labels == labels:
+        base, label_map, parent = str(serving.path), None, serving.version
+    else:
+        base, label_map, parent = project.model_base(), project.model.label_map or None, None
+    if serving is not None:
+        baseline = {"version": serving.version, "path": str(serving.path), "label_map": None}
+    else:  # the service serves the project base when it has a head for the labels
+        baseline = {"version": "base", "path": project.model_base(), "label_map": label_map}
+
+    folder = state_dir / "rounds" / round_id
+    folder.mkdir(parents=True)
+    write_jsonl(train_docs, folder / "train.jsonl")
+    write_jsonl(heldout, folder / "heldout.jsonl")
+    snapshot = {
+        "annotation_ids": sorted(d.meta["annotation_id"] for d in train_docs
+                                 if "annotation_id" in d.meta),
+        "gold_ids": sorted(str(d.id) for d in train_docs if d.meta.get("source") == "gold"),
+        "sha256": documents_sha256(train_docs),
+        "documents": len(train_docs),
+        "heldout_documents": len(heldout),
+        "heldout_sha256": documents_sha256(heldout),
+        "heldout_share": share,
+        "change_counter": counter,
+    }  # fmt: skip
+    spec = {
+        "folder": str(folder),
+        "base": base,
+        "label_map": label_map,
+        "labels": labels,
+        "config": {k: v for k, v in asdict(project.train_config()).items()},
+        "tagger": {"max_tokens": project.model.max_tokens, "stride": project.model.stride},
+        "out_dir": str(registry.root / ".incoming" / round_id),
+        "baseline": baseline,
+        "num_threads": num_threads,
+        "nice": 10,
+        "parent_pid": os.getpid(),
+    }
+    write_json(folder / "spec.json", spec)
+    return RoundPlan(round_id, folder, trigger, spec, snapshot, parent, started,
+                     len(train_docs), len(heldout))  # fmt: skip
+
+
+def launch(plan: RoundPlan) -> subprocess.Popen:
+    """Start the child process that trains and scores (output in the round's train.log)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")  # fmt: skip
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    with open(plan.folder / "train.log", "ab") as logfile:
+        return subprocess.Popen(
+            [sys.executable, "-m", "backend.train_round", str(plan.folder / "spec.json")],
+            cwd=REPO_ROOT, env=env, stdout=logfile, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+
+
+def read_progress(plan: RoundPlan) -> dict:
+    try:
+        return json.loads((plan.folder / "progress.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {"phase": "starting", "progress": 0.0}
+
+
+def conclude_round(
+    project: Project, state_dir: Path, plan: RoundPlan, returncode: int, cancelled: bool = False
+) -> tuple[RoundOutcome, ModelVersion | None]:
+    """Register and gate the candidate (or record why there is none); logs the round."""
+    registry = registry_for(state_dir)
+    incoming = Path(plan.spec["out_dir"])
+    outcome = RoundOutcome(plan.round_id, plan.trigger, "failed", "", started_at=plan.started_at,
+                           train_documents=plan.train_documents,
+                           heldout_documents=plan.heldout_documents)  # fmt: skip
+    result_path = plan.folder / "result.json"
+    version = None
+    if cancelled:
+        outcome.status, outcome.reason = "cancelled", "the service stopped during the round"
+    elif returncode != 0 or not result_path.is_file():
+        outcome.reason = f"training failed (exit code {returncode}): {_error(plan)}"
+    else:
+        result = json.loads(result_path.read_text())
+        promote, reason = gate(result, project.retrain.tolerance, plan.heldout_documents)
+        candidate, baseline = result.get("candidate") or {}, result.get("baseline") or {}
+        version = registry.add(
+            incoming, parent=plan.parent, metrics=candidate.get("metrics", {}),
+            heldout_f1=candidate.get("f1"), baseline_f1=baseline.get("f1"),
+            baseline_version=baseline.get("version"), snapshot=plan.snapshot,
+            timings={**result.get("timings", {}), "train": result.get("train", {})},
+            trigger=plan.trigger, labels=plan.spec["labels"], base=plan.spec["base"],
+            reason=reason,
+        )  # fmt: skip
+        version = registry.promote(version.version, reason) if promote else registry.refuse(
+            version.version, reason)  # fmt: skip
+        outcome.status, outcome.reason = ("promoted" if promote else "refused"), reason
+        outcome.version, outcome.heldout_f1 = version.version, version.heldout_f1
+        outcome.baseline_f1, outcome.baseline_version = version.baseline_f1, baseline.get("version")
+        outcome.timings = result.get("timings", {})
+    shutil.rmtree(incoming, ignore_errors=True)
+    shutil.rmtree(incoming.with_name(incoming.name + ".partial"), ignore_errors=True)
+    outcome.finished_at = _now()
+    append_round(state_dir, outcome)
+    return outcome, version if outcome.status == "promoted" else None
+
+
+def gate(result: dict, tolerance: float, heldout: int) -> tuple[bool, str]:
+    """(promote?, why) for a trained candidate; the policy is in the module docstring."""
+    candidate, baseline = result.get("candidate") or {}, result.get("baseline") or {}
+    if heldout == 0:
+        return True, f"no held-out posts yet (a gate needs at least {MIN_HELDOUT}): promoted " \
+                     "without comparison"
+    f1 = candidate.get("f1")
+    if f1 is None:
+        return False, f"the candidate could not be scored: {candidate.get('error', 'no result')}"
+    weak = (f"; only {heldout} held-out post(s), fewer than {MIN_HELDOUT}: a weak gate"
+            if heldout < MIN_HELDOUT else "")  # fmt: skip
+    if not baseline or baseline.get("f1") is None:
+        why = f": {baseline['error']}" if baseline.get("error") else ""
+        return True, (f"first model: nothing to compare with{why}; held-out F1 {f1:.4f} on "
+                      f"{heldout} posts{weak}")  # fmt: skip
+    name, base_f1 = baseline["version"], baseline["f1"]
+    if f1 >= base_f1 - tolerance:
+        return True, (f"held-out F1 {f1:.4f} >= {name} {base_f1:.4f} - tolerance {tolerance} "
+                      f"on {heldout} posts{weak}")  # fmt: skip
+    return False, (f"held-out F1 {f1:.4f} < {name} {base_f1:.4f} - tolerance {tolerance} on "
+                   f"{heldout} posts{weak}")  # fmt: skip
+
+
+def _error(plan: RoundPlan) -> str:
+    try:
+        return json.loads((plan.folder / "error.json").read_text())["error"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return f"no result; see {plan.folder / 'train.log'}"
+
+
+def append_round(state_dir: Path, outcome: RoundOutcome) -> None:
+    """Every round, failed ones included, one JSON line, fsynced."""
+    path = Path(state_dir) / ROUNDS_LOG
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(json.dumps(outcome.to_dict(), ensure_ascii=False) + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def read_rounds(state_dir: Path) -> list[dict]:
+    path = Path(state_dir) / ROUNDS_LOG
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_round(
+    project: Project, state_dir: Path, trigger: str = "cli", *, in_process: bool = True,
+    progress_bar: bool = False, num_threads: int = 1,
+) -> tuple[RoundOutcome, ModelVersion | None]:
+    """A whole round in the foreground (the CLI): returns the outcome and, when one was
+    promoted, the new serving version. Raises TrainingBusy if a round is running."""
+    from backend.train_round import run
+
+    with training_lock(state_dir):
+        plan = plan_round(project, Path(state_dir), trigger, num_threads=num_threads)
+        if isinstance(plan, RoundOutcome):
+            append_round(state_dir, plan)
+            return plan, None
+        if not in_process:
+            child = launch(plan)
+            return conclude_round(project, state_dir, plan, child.wait())
+        try:
+            run(plan.spec, progress_bar=progress_bar)
+            code = 0
+        except Exception as err:  # recorded as a failed round, like a crashed child
+            log.exception("round %s failed", plan.round_id)
+            write_json(plan.folder / "error.json", {"error": f"{type(err).__name__}: {err}"})
+            code = 1
+        return conclude_round(project, state_dir, plan, code)

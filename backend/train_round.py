@@ -1,0 +1,157 @@
+"""One training round's heavy part, run in a child process of the service:
+`python -m backend.train_round ROUND_FOLDER/spec.json`.
+
+It trains the candidate, then scores the candidate and the model it must beat on the
+same held-out posts, and writes `result.json` (or `error.json` and exit code 1). It runs
+with few torch threads and a raised nice value, so the service's /predict keeps the CPU
+it needs; progress goes to `progress.json` for the service's status. The parent process
+decides what happens to the candidate (backend.rounds.conclude_round).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+
+TRAIN_SHARE = 0.85  # of the progress bar; evaluation takes the rest
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Replace `path` atomically: readers never see half a file."""
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(temp, path)
+
+
+class Progress:
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.last = 0.0
+
+    def report(self, phase: str, fraction: float, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.path is None or (not force and now - self.last < 0.5):
+            return
+        self.last = now
+        write_json(self.path, {"phase": phase, "progress": round(min(max(fraction, 0.0), 1.0), 4),
+                               "pid": os.getpid(), "at": time.time()})  # fmt: skip
+
+
+@contextmanager
+def reporting_tqdm(progress: Progress):
+    """Training reports its steps through tqdm (training.finetune); count them, bar or not."""
+    import tqdm.auto
+
+    original = tqdm.auto.tqdm
+
+    class Reporting(original):
+        def update(self, n=1):
+            self._skillloop_done = getattr(self, "_skillloop_done", 0) + (n or 0)
+            if self.total:
+                progress.report("training", TRAIN_SHARE * self._skillloop_done / self.total)
+            return super().update(n)
+
+    tqdm.auto.tqdm = Reporting
+    try:
+        yield
+    finally:
+        tqdm.auto.tqdm = original
+
+
+def score(source: str | None, spec: dict, docs, label_map=None) -> dict:
+    """Held-out report of one model; {"error": ...} when it cannot tag the project labels."""
+    from training.checkpoint import CheckpointError
+    from training.evaluate import evaluate
+    from training.tagger import Tagger
+
+    try:
+        tagger = Tagger.load(source, spec["labels"], label_map, **spec.get("tagger", {}))
+    except CheckpointError as err:
+        return {"error": str(err)}
+    report = evaluate(tagger, docs)
+    return {"f1": report.f1, "metrics": report.to_dict()}
+
+
+def run(spec: dict, progress_bar: bool = False) -> dict:
+    """Train and score as `spec` says; returns (and writes) the result."""
+    import torch
+
+    from training.datasets import read_jsonl
+    from training.finetune import TrainConfig, train
+
+    folder = Path(spec["folder"])
+    progress = Progress(folder / "progress.json")
+    progress.report("preparing", 0.0, force=True)
+    threads = int(spec.get("num_threads", 1))
+    torch.set_num_threads(threads)
+    train_docs = read_jsonl(folder / "train.jsonl")
+    heldout = read_jsonl(folder / "heldout.jsonl")
+    config = TrainConfig(**{**spec["config"], "num_threads": threads})
+
+    started = time.perf_counter()
+    with reporting_tqdm(progress):
+        trained = train(
+            spec["base"], train_docs, spec["labels"], spec["out_dir"], dev_docs=None,
+            config=config, label_map=spec.get("label_map"), progress=progress_bar,
+        )  # fmt: skip
+    train_s = time.perf_counter() - started
+
+    result: dict = {
+        "train": {"epochs_run": trained.epochs_run, "losses": trained.losses,
+                  "windows": trained.n_windows, "timings": trained.timings},
+        "heldout_documents": len(heldout),
+        "candidate": None,
+        "baseline": None,
+    }  # fmt: skip
+    started = time.perf_counter()
+    if heldout:
+        progress.report("evaluating", TRAIN_SHARE, force=True)
+        result["candidate"] = score(spec["out_dir"], spec, heldout)
+        baseline = spec.get("baseline")
+        if baseline:
+            progress.report("evaluating", (1 + TRAIN_SHARE) / 2, force=True)
+            scored = score(baseline["path"], spec, heldout, baseline.get("label_map"))
+            result["baseline"] = {"version": baseline["version"], **scored}
+    result["timings"] = {"train_s": round(train_s, 2),
+                         "eval_s": round(time.perf_counter() - started, 2)}  # fmt: skip
+    write_json(folder / "result.json", result)
+    progress.report("done", 1.0, force=True)
+    return result
+
+
+def _exit_with_parent(parent: int) -> None:
+    """An orphaned round (the service was killed) stops instead of training for nobody."""
+    while True:
+        time.sleep(2.0)
+        if os.getppid() != parent:
+            os._exit(3)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m backend.train_round ROUND_FOLDER/spec.json", file=sys.stderr)
+        return 2
+    spec_path = Path(argv[0])
+    spec = json.loads(spec_path.read_text(encoding="utf-8"))
+    os.nice(int(spec.get("nice", 10)))  # the service's requests come first
+    if spec.get("parent_pid"):
+        threading.Thread(target=_exit_with_parent, args=(spec["parent_pid"],), daemon=True).start()
+    try:
+        run(spec)
+    except BaseException as err:  # recorded as a failed round by the parent
+        write_json(spec_path.parent / "error.json",
+                   {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()})
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""Retraining rounds: held-out split, gate, registry, the background worker and the
+`retrain` / `rollback` commands. Tiny models: a round trains in about a second."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from backend import rounds
+from backend.cli import main
+from backend.worker import TrainingWorker
+from labeling.project import load_project
+from labeling.store import AnnotationRecord, AnnotationStore
+from training.registry import Registry
+from training.text import Span
+
+TOML = """
+[project]
+name = "tiny"
+
+[[labels]]
+value = "Tech"
+
+[[labels]]
+value = "Soft"
+
+[model]
+base = "{base}"
+max_tokens = 32
+stride = 8
+
+[training]
+epochs = 2
+batch_size = 4
+learning_rate = 0.001
+
+[retrain]
+every_n_annotations = {every}
+debounce_seconds = {debounce}
+heldout_share = 0.4
+tolerance = 0.01
+
+[data]
+gold = "gold.jsonl"
+"""
+TOOLS = ["python", "sql", "aws", "spark", "docker", "java", "scala", "excel", "react"]
+
+
+def post(n: int) -> tuple[str, list[Span]]:
+    tool = TOOLS[n % len(TOOLS)]
+    text = f"we need {tool} and communication skills for the data team {n}"
+    start = text.index(tool)
+    soft = text.index("communication")
+    return text, [Span(start, start + len(tool), "Tech"), Span(soft, soft + 13, "Soft")]
+
+
+def posts(held: int, train: int, share: float = 0.4) -> list[int]:
+    """Post numbers: `held` of them in the held-out share, `train` not."""
+    inside = [n for n in range(200) if rounds.is_heldout(post(n)[0], share)]
+    outside = [n for n in range(200) if not rounds.is_heldout(post(n)[0], share)]
+    return inside[:held] + outside[:train]
+
+
+def make_project(tmp_path: Path, base, every=0, debounce=0.0, gold=()):
+    folder = tmp_path / "tiny"
+    folder.mkdir(exist_ok=True)
+    (folder / "project.toml").write_text(TOML.format(base=base, every=every, debounce=debounce))
+    with open(folder / "gold.jsonl", "w") as out:
+        for n in gold:
+            text, spans = post(n)
+            out.write(json.dumps({"id": f"g{n}", "text": text, "spans": [
+                {"start": s.start, "end": s.end, "label": s.label} for s in spans]}) + "\n")
+    return load_project(folder)
+
+
+def annotate(state_dir: Path, numbers, first_id=1) -> None:
+    with AnnotationStore(state_dir / "annotations.sqlite") as store:
+        for i, n in enumerate(numbers):
+            text, spans = post(n)
+            store.upsert(AnnotationRecord(first_id + i, 1000 + n, "1", text, spans))
+
+
+def test_heldout_split_is_stable_and_never_trained_on(tmp_path):
+    gold = posts(0, 6)[3:]  # the first of them is annotated in Label Studio too
+    project = make_project(tmp_path, tmp_path, gold=gold)
+    state = tmp_path / "state"
+    annotate(state, posts(3, 4))
+    annotate(state, [999], first_id=50)
+    with AnnotationStore(state / "annotations.sqlite") as store:
+        store.upsert(AnnotationRecord(60, 5000, "1", "skipped post", [], cancelled=True))
+    plan = rounds.plan_round(project, state, "test")
+    train = [json.loads(x)["text"] for x in (plan.folder / "train.jsonl").read_text().split("\n")
+             if x]  # fmt: skip
+    held = [json.loads(x)["text"] for x in (plan.folder / "heldout.jsonl").read_text().split("\n")
+            if x]  # fmt: skip
+    assert not set(train) & set(held) and "skipped post" not in train + held
+    assert all(rounds.is_heldout(t, 0.4) for t in held)
+    assert not any(rounds.is_heldout(t, 0.4) for t in train)
+    assert len(held) >= 3 and plan.snapshot["heldout_documents"] == len(held)
+    assert plan.snapshot["documents"] == len(train) == plan.train_documents
+    assert plan.snapshot["gold_ids"] == sorted(f"g{n}" for n in gold[1:])
+    extra = [] if rounds.is_heldout(post(999)[0], 0.4) else [50]
+    assert plan.snapshot["annotation_ids"] == [4, 5, 6, 7, *extra]
+    assert plan.snapshot["change_counter"] == 9
+
+    project.retrain.heldout_share = 0.9  # the share is frozen by the first round
+    again = rounds.plan_round(project, state, "test")
+    heldout = "heldout.jsonl"
+    assert (again.folder / heldout).read_text() == (plan.folder / heldout).read_text()
+    assert again.snapshot["sha256"] == plan.snapshot["sha256"]
+
+
+def test_rounds_promote_warm_start_and_refuse(tmp_path, tiny_encoder, capsys):
+    project = make_project(tmp_path, tiny_encoder)
+    state = tmp_path / "state"
+    assert main(["retrain", "--project", str(project.folder), "--state-dir", str(state),
+                 "--no-progress", "--threads", "1"]) == 0  # fmt: skip
+    assert "round skipped: nothing to train on" in capsys.readouterr().out
+
+    annotate(state / "tiny", posts(2, 4))  # the CLI's state folder is <state-dir>/<name>
+    code = main(["retrain", "--project", str(project.folder), "--state-dir", str(state),
+                 "--no-progress", "--threads", "1"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "v0001 promoted: first model" in out
+    registry = Registry(state / "tiny" / "models")
+    first = registry.serving()
+    assert first.version == "v0001" and first.parent is None and first.heldout_f1 is not None
+    assert first.metrics["documents"] == 2 and first.baseline_f1 is None
+    assert first.snapshot["annotation_ids"] == [3, 4, 5, 6] and len(first.snapshot["sha256"]) == 64
+    assert first.timings["train_s"] > 0 and first.labels == ["Tech", "Soft"]
+
+    project.retrain.tolerance = -2.0  # no candidate can beat the serving model by 2 F1
+    outcome, promoted = rounds.run_round(project, state / "tiny", "test")
+    assert outcome.status == "refused" and promoted is None
+    second = registry.get(outcome.version)
+    assert second.status == "refused" and second.parent == "v0001"  # warm start
+    assert second.base == str(first.path) and second.baseline_version == "v0001"
+    assert second.baseline_f1 == pytest.approx(first.heldout_f1)  # same posts, same model
+    assert "< v0001" in second.reason and registry.serving().version == "v0001"
+    log = rounds.read_rounds(state / "tiny")
+    assert [r["status"] for r in log] == ["skipped", "promoted", "refused"]
+
+    assert main(["rollback", "v0002", "--project", str(project.folder),
+                 "--state-dir", str(state)]) == 0  # fmt: skip
+    assert "v0002 is serving now (was v0001)" in capsys.readouterr().out
+    assert Registry(state / "tiny" / "models").serving().version == "v0002"
+    assert main(["rollback", "v0009", "--project", str(project.folder),
+                 "--state-dir", str(state)]) == 2  # fmt: skip
+    assert "unknown model version 'v0009'" in capsys.readouterr().err
+    assert main(["rollback", "v0001", "--project", str(tmp_path / "none")]) == 2
+    assert "project not found" in capsys.readouterr().err
+
+
+def test_gate_policy():
+    scored = {"candidate": {"f1": 0.5}, "baseline": {"version": "v0001", "f1": 0.505}}
+    assert rounds.gate(scored, 0.01, 10)[0]
+    assert not rounds.gate(scored, 0.001, 10)[0]
+    assert "weak gate" in rounds.gate(scored, 0.01, 1)[1]
+    ok, reason = rounds.gate({"candidate": None, "baseline": None}, 0.01, 0)
+    assert ok and "no held-out posts" in reason
+    ok, reason = rounds.gate({"candidate": {"f1": 0.2}, "baseline": {"error": "no head"}}, 0, 3)
+    assert ok and "first model" in reason and "no head" in reason
+
+
+class FakeRounds:
+    """Replaces the round itself: each one blocks until released."""
+
+    def __init__(self, worker: TrainingWorker):
+        self.triggers: list[str] = []
+        self.release = threading.Semaphore(0)
+        self.started = threading.Event()
+        worker._run_one = self.run
+
+    def run(self, trigger: str):
+        self.triggers.append(trigger)
+        self.started.set()
+        assert self.release.acquire(timeout=10)
+        return rounds.RoundOutcome("r", trigger, "skipped", "fake")
+
+
+def wait_for(condition, timeout=10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_trigger_during_training_queues_one_follow_up(tmp_path):
+    project = make_project(tmp_path, tmp_path)
+    worker = TrainingWorker(project, tmp_path / "state", poll_seconds=0.02)
+    assert worker.request("early")["accepted"] is False  # not started
+    fake = FakeRounds(worker)
+    worker.start()
+    try:
+        assert worker.request("studio") == {"accepted": True, "queued": False, "running": True,
+                                            "message": "training round starting"}  # fmt: skip
+        assert fake.started.wait(5)
+        replies = [worker.request(f"api{i}") for i in range(5)]
+        assert all(r["accepted"] and r["queued"] and r["running"] for r in replies)
+        assert worker.status()["queued"] and worker.status()["running"]
+        fake.release.release()  # first round ends, the single follow-up starts
+        wait_for(lambda: len(fake.triggers) == 2)
+        fake.release.release()
+        wait_for(lambda: not worker.status()["running"])
+        time.sleep(0.2)
+        assert fake.triggers == ["studio", "api0"]
+        assert worker.status()["last_round"]["trigger"] == "api0"
+    finally:
+        fake.release.release()
+        worker.stop()
+
+
+def test_auto_trigger_every_n_debounced(tmp_path):
+    project = make_project(tmp_path, tmp_path, every=3, debounce=0.3)
+    state = tmp_path / "state"
+    worker = TrainingWorker(project, state, poll_seconds=0.02)
+    fake = FakeRounds(worker)
+    fake.release.release()
+    worker.start()
+    try:
+        for n in range(2):
+            annotate(state, [n], first_id=n + 1)
+            worker.annotation_changed()
+        time.sleep(0.6)
+        assert fake.triggers == []  # 2 changes < 3
+        annotate(state, [2], first_id=3)
+        worker.annotation_changed()
+        time.sleep(0.1)
+        assert fake.triggers == []  # debounced: not yet quiet
+        wait_for(lambda: fake.triggers == ["auto"])
+    finally:
+        worker.stop()
+
+
+def test_worker_trains_in_a_child_process(tmp_path, tiny_encoder):
+    project = make_project(tmp_path, tiny_encoder)
+    state = tmp_path / "state"
+    annotate(state, posts(2, 3))
+    promoted = []
+    worker = TrainingWorker(project, state, on_promoted=promoted.append, poll_seconds=0.1)
+    worker.start()
+    try:
+        assert worker.request("studio")["accepted"]
+        wait_for(lambda: worker.status()["last_round"] is not None
+                 and worker.status()["last_round"]["round_id"] != "?", timeout=120)  # fmt: skip
+        status = worker.status()
+        assert status["last_round"]["status"] == "promoted", status
+        assert [v.version for v in promoted] == ["v0001"] and status["serving"] == "v0001"
+        round_folder = state / "rounds" / status["last_round"]["round_id"]
+        progress = json.loads((round_folder / "progress.json").read_text())
+        assert progress == {**progress, "phase": "done", "progress": 1.0}
+
+        # the next round warm-starts from v0001: a broken checkpoint crashes the child
+        (state / "models" / "v0001" / "config.json").rename(state / "models" / "cfg")
+        assert worker.request("api")["accepted"]
+        wait_for(lambda: len(rounds.read_rounds(state)) == 2, timeout=120)
+        last = rounds.read_rounds(state)[-1]
+        assert last["status"] == "failed" and "training failed" in last["reason"]
+        assert worker.status()["alive"] and promoted[-1].version == "v0001"
+    finally:
+        worker.stop()
