@@ -52,16 +52,22 @@ class StoppingHint:
     flattened: bool
     last_round_gain: float | None  # latest round's F1 minus its baseline on the same set
     message: str
+    last_step_per_100: float | None = None  # the latest round alone, per 100 annotations
 
     def to_dict(self) -> dict:
         return {"rounds": self.rounds, "gain_per_100": _r(self.gain_per_100),
-                "flattened": self.flattened, "last_round_gain": _r(self.last_round_gain),
-                "message": self.message}  # fmt: skip
+                "last_step_per_100": _r(self.last_step_per_100), "flattened": self.flattened,
+                "last_round_gain": _r(self.last_round_gain), "message": self.message}  # fmt: skip
+
+
+def _per_100(a: tuple[int, float], b: tuple[int, float]) -> float | None:
+    return None if b[0] == a[0] else (b[1] - a[1]) / (b[0] - a[0]) * 100
 
 
 def stopping_hint(versions, window: int = WINDOW, min_gain: float = MIN_GAIN) -> StoppingHint:
-    """Recent held-out F1 gain per 100 annotations over the last `window` rounds, and
-    whether the curve has flattened (gain below `min_gain` per 100 annotations)."""
+    """Held-out F1 gained per 100 annotations over the last `window` rounds (first to last
+    of them), and whether the curve has flattened: that gain below `min_gain`. A single
+    weak round is reported but is not yet a plateau."""
     points = [(annotations_of(v), v.heldout_f1) for v in versions]
     points = [(n, f1) for n, f1 in points if n is not None and f1 is not None]
     last = versions[-1] if versions else None
@@ -72,23 +78,27 @@ def stopping_hint(versions, window: int = WINDOW, min_gain: float = MIN_GAIN) ->
         return StoppingHint(len(points), None, False, paired,
                             "too few rounds for a trend: run more rounds")  # fmt: skip
     recent = points[-window:]
-    (n0, f0), (n1, f1) = recent[0], recent[-1]
-    if n1 == n0:
+    gain = _per_100(recent[0], recent[-1])
+    step = _per_100(points[-2], points[-1])
+    if gain is None:
         same = "the last rounds trained on the same number of annotations"
-        return StoppingHint(len(recent), None, False, paired, same)
-    gain = (f1 - f0) / (n1 - n0) * 100
+        return StoppingHint(len(recent), None, False, paired, same, step)
     flattened = len(recent) >= window and gain < min_gain
+    (n0, _), (n1, _) = recent[0], recent[-1]
     trend = f"{gain:+.4f} F1 per 100 annotations over the last {len(recent)} rounds ({n0}->{n1})"
     if flattened:
         advice = (
             "the curve has flattened: more of the same annotations buy little; "
             "stop, or change what is labelled (strategy, guidelines, weak labels)"
         )
+    elif step is not None and step < min_gain:
+        advice = (f"but the latest round gained {step:+.4f} per 100: one weak round is not "
+                  "yet a plateau; judge after the next one")  # fmt: skip
     elif len(recent) < window:
         advice = f"still rising, but fewer than {window} rounds to judge a plateau"
     else:
         advice = "still rising: another round is likely worth it"
-    return StoppingHint(len(recent), gain, flattened, paired, f"{trend}: {advice}")
+    return StoppingHint(len(recent), gain, flattened, paired, f"{trend}: {advice}", step)
 
 
 def round_rows(versions, labels: list[str]) -> list[dict]:

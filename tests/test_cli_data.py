@@ -1,0 +1,208 @@
+"""`skillloop status / rounds / report / export / quality` end to end on a temp state dir,
+and their user errors: exit code 2 and one line on stderr."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+from test_report import three_rounds
+
+from backend.cli import main
+from labeling.store import AnnotationRecord, AnnotationStore
+from training.registry import Registry
+from training.text import Span
+
+PROJECT = str(Path(__file__).resolve().parents[1] / "projects" / "linkedin-skills")
+NAME = "linkedin-skills"
+
+
+def record(aid: int, who: str, task: int | None = None, **extra) -> AnnotationRecord:
+    text = f"Post {task or aid}: we use Python and Airflow daily, and value mentoring {aid % 3}."
+    spans = [
+        Span(text.index("Python"), text.index("Python") + 6, "Technology", "Python"),
+        Span(text.index("mentoring"), text.index("mentoring") + 9, "Soft", "mentoring"),
+    ]
+    at = f"2026-01-01T10:{aid // 60:02d}:{aid % 60:02d}"
+    return AnnotationRecord(aid, task or aid, "1", text, spans, annotator=who, created_at=at,
+                            updated_at=at, **extra)  # fmt: skip
+
+
+@pytest.fixture
+def state(tmp_path, monkeypatch) -> Path:
+    """A state dir with 16 annotations (ids 95-110; rounds trained on ids up to 100) and
+    three recorded rounds."""
+    monkeypatch.delenv("SKILLLOOP_PROJECT", raising=False)
+    monkeypatch.delenv("SKILLLOOP_STATE_DIR", raising=False)
+    folder = tmp_path / "state" / NAME
+    folder.mkdir(parents=True)
+    store = AnnotationStore(folder / "annotations.sqlite")
+    for aid in range(95, 111):
+        store.upsert(record(aid, "ann" if aid % 2 else "bob"))
+    store.upsert(record(111, "cat", task=95))  # a second opinion on post 95
+    store.upsert(record(112, "bob", cancelled=True))
+    store.close()
+    three_rounds(folder / "models")
+    return tmp_path / "state"
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_status_json_and_text(state, capsys):
+    code, out, _ = run(capsys, "status", "--project", PROJECT, "--state-dir", str(state), "--json")
+    assert code == 0
+    figures = json.loads(out)
+    a = figures["annotations"]
+    assert (a["total"], a["posts"], a["skipped"]) == (17, 16, 1)
+    assert a["new_since_last_round"] == 11  # ids 101-111 are in no snapshot
+    assert a["by_annotator"] == {"ann": 8, "bob": 8, "cat": 1}
+    assert figures["serving"]["version"] == "v0002"
+    assert figures["serving"]["per_label_f1"]["Technical"] == 0.45
+    assert figures["rounds"] == {"run": 3, "promoted": 2, "refused": 1, "last": "v0003"}
+    assert figures["training"]["source"] == "none"
+    code, out, _ = run(capsys, "status", "--project", PROJECT, "--state-dir", str(state))
+    assert code == 0 and "serving: v0002 held-out F1 0.520" in out
+    assert "rounds: 3 run, 2 promoted, 1 refused" in out
+
+
+def test_status_asks_a_running_service(state, capsys):
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            body = json.dumps({"running": True, "progress": 0.25, "queued": True}).encode()
+            self.send_response(200 if self.path == "/status" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        code, out, _ = run(capsys, "status", "--project", PROJECT, "--state-dir", str(state),
+                           "--url", url)  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 0
+    assert "training: running 25%, queue 1" in out
+    code, _, err = run(capsys, "status", "--project", PROJECT, "--state-dir", str(state),
+                       "--url", url)  # fmt: skip
+    assert code == 2 and err.startswith("skillloop: error: cannot read")
+    assert err.count("\n") == 1
+
+
+def test_rounds_and_report(state, capsys, tmp_path):
+    code, out, _ = run(capsys, "rounds", "--project", PROJECT, "--state-dir", str(state))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["version", "parent", "annotations", "snapshot"]
+    assert "refused" in lines[3] and "tolerance" in lines[3]
+    code, out, _ = run(capsys, "rounds", "--project", PROJECT, "--state-dir", str(state),
+                       "--json")  # fmt: skip
+    assert [r["status"] for r in json.loads(out)] == ["retired", "serving", "refused"]
+    code, out, _ = run(capsys, "report", "--project", PROJECT, "--state-dir", str(state),
+                       "--format", "md")  # fmt: skip
+    report = Path(out.strip())
+    assert code == 0 and report == state / NAME / "reports" / "report.md"
+    assert "## Stopping hint" in report.read_text()
+    assert (report.parent / "report-learning-curve.png").is_file()
+
+
+def test_export_from_store_and_from_studio_file(state, capsys, tmp_path):
+    out_dir = tmp_path / "dataset"
+    code, out, _ = run(
+        capsys,
+        "export",
+        "--project",
+        PROJECT,
+        "--state-dir",
+        str(state),
+        "--format",
+        "jsonl",
+        "--out",
+        str(out_dir),
+        "--license",
+        "CC-BY-4.0",
+    )
+    assert code == 0 and "16 posts" in out  # fmt: skip
+    assert "license: CC-BY-4.0" in (out_dir / "README.md").read_text()
+    studio = tmp_path / "studio.json"
+    studio.write_text(json.dumps([{
+        "id": 1, "data": {"text": "We want Python."}, "annotations": [{
+            "id": 9, "completed_by": 4, "result": [{
+                "from_name": "label", "to_name": "text", "type": "labels",
+                "value": {"start": 8, "end": 14, "text": "Python", "labels": ["Technology"]}}]}],
+    }]))  # fmt: skip
+    code, out, _ = run(
+        capsys,
+        "export",
+        "--project",
+        PROJECT,
+        "--from-studio-export",
+        str(studio),
+        "--format",
+        "conll",
+        "--out",
+        str(tmp_path / "c"),
+    )
+    assert code == 0 and "1 posts" in out  # fmt: skip
+    assert "Python\tB-Technology" in (tmp_path / "c" / "train.conll").read_text()
+
+
+def test_quality_without_a_model(state, capsys, tmp_path):
+    code, out, _ = run(capsys, "quality", "--project", PROJECT, "--state-dir", str(state),
+                       "--model", "none", "--json", str(tmp_path / "q.json"))  # fmt: skip
+    assert code == 0
+    assert "agreement on 1 posts labelled more than once" in out
+    figures = json.loads((tmp_path / "q.json").read_text())
+    assert figures["agreement"]["span_f1"]["overall"]["exact"] == 1.0
+    assert figures["label_errors"] is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["export", "--format", "jsonl", "--out", "x"], "no project"),
+        (["export", "--project", PROJECT, "--format", "pdf", "--out", "x"], "--format"),
+        (["export", "--project", PROJECT, "--format", "hf"], "--out"),
+        (["export", "--project", PROJECT, "--format", "hf", "--out", "x", "--policy", "loud"],
+         "--policy"),
+        (["export", "--project", PROJECT, "--format", "hf", "--out", "x", "--split", "1,2"],
+         "--split"),
+        (["export", "--project", PROJECT, "--format", "hf", "--out", "x",
+          "--from-studio-export", "missing.json"], "not found"),
+        (["status", "--project", "no-such-project"], "project not found"),
+        (["report", "--project", PROJECT, "--format", "pdf"], "html or md"),
+        (["quality", "--project", PROJECT, "--threshold", "2"], "--threshold"),
+        (["quality", "--project", PROJECT, "--model", "v0042"], "unknown model version"),
+    ],
+)  # fmt: skip
+def test_user_errors_are_one_line_exit_2(state, capsys, monkeypatch, argv, message):
+    monkeypatch.setenv("SKILLLOOP_STATE_DIR", str(state))
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert err.startswith("skillloop: error: ") and message in err
+    assert err.count("\n") == 1 and not out
+
+
+def test_empty_state_is_reported_not_crashed(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SKILLLOOP_PROJECT", raising=False)
+    empty = tmp_path / "empty"
+    code, out, _ = run(capsys, "status", "--project", PROJECT, "--state-dir", str(empty))
+    assert code == 0 and "annotations: 0" in out and "no trained version yet" in out
+    code, _, err = run(capsys, "report", "--project", PROJECT, "--state-dir", str(empty))
+    assert code == 2 and "no recorded rounds" in err
+    code, _, err = run(capsys, "export", "--project", PROJECT, "--state-dir", str(empty),
+                       "--format", "jsonl", "--out", str(tmp_path / "o"))  # fmt: skip
+    assert code == 2 and "nothing to export" in err
+    assert not Registry(empty / NAME / "models").versions()
