@@ -124,10 +124,8 @@ def ensure_first_model(project, state_root: Path) -> None:
         return
     print(f"  no trained model yet: training one on {len(project.gold())} gold posts "
           "(a few minutes on CPU)")  # fmt: skip
-    command = [
-        sys.executable, "-m", "backend.cli", "retrain", "--project", str(project.folder),
-        "--state-dir", str(state_root), "--wait", "--reason", "make demo: first model",
-    ]  # fmt: skip
+    command = [sys.executable, "-m", "backend.cli", "retrain", "--project", str(project.folder),
+               "--state-dir", str(state_root)]  # fmt: skip
     code = subprocess.call(command, cwd=REPO_ROOT)
     serving = registry.serving() if code == 0 else None
     if serving is None:
@@ -168,13 +166,13 @@ def is_up_backend(url: str) -> bool:
 
 
 def wait_backend(process: subprocess.Popen, url: str, log: Path, timeout: float = 300) -> dict:
-    """Until /health answers with the model loaded (Label Studio's /setup must not time out)."""
+    """Until /health says the model has loaded (Label Studio's /setup must not time out)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the backend exited (code {process.returncode}); log: {log}")
         health = backend_health(url)
-        if health and health.get("model_loaded", True) and health.get("status") != "loading":
+        if health and not health.get("loading", False):
             print(f"  backend up on {url}: model {health.get('model_version', '?')}")
             return health
         time.sleep(1.0)
