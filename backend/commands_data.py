@@ -11,15 +11,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections import Counter
 from pathlib import Path
 
 from backend.report import FORMATS as REPORT_FORMATS
-from backend.report import round_rows, stopping_hint, version_labels, write_report
+from backend.report import round_rows, version_labels, write_report
 
 PROJECT_ENV = "SKILLLOOP_PROJECT"
 STORE_FILE = "annotations.sqlite"
-WORKER_STATUS_FILES = ("worker.json", "worker_status.json")  # written by backend.worker
 
 
 def register(subparsers) -> None:
@@ -129,105 +127,38 @@ def _versions(state: Path) -> list:
     return Registry(state / "models").versions()
 
 
-def _worker_status(state: Path, url: str | None) -> dict | None:
-    if url:
-        import requests
+def _service_status(url: str) -> dict:
+    import requests
 
-        try:
-            reply = requests.get(url.rstrip("/") + "/status", timeout=5)
-            reply.raise_for_status()
-            return reply.json()
-        except (requests.RequestException, ValueError) as err:
-            raise ValueError(f"cannot read {url}/status: {err}") from None
-    for name in WORKER_STATUS_FILES:
-        path = state / name
-        if path.is_file():
-            try:
-                return json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
-                return None  # being rewritten: report no live status rather than fail
-    return None
+    try:
+        reply = requests.get(url.rstrip("/") + "/status", timeout=5)
+        reply.raise_for_status()
+        return {**reply.json(), "_source": url}
+    except (requests.RequestException, ValueError) as err:
+        raise ValueError(f"cannot read {url.rstrip('/')}/status: {err}") from None
 
 
 # ---------------------------------------------------------------- status
 
 
-def status_figures(project, records: list, versions: list, worker: dict | None) -> dict:
-    live = [r for r in records if not r.cancelled and not r.deleted]
-    trained_on: set[int] = set()
-    if versions:
-        trained_on = set((versions[-1].snapshot or {}).get("annotation_ids") or [])
-    serving = next((v for v in versions if v.status == "serving"), None)
-    labels = project.label_values
-    worker = worker or {}
-    return {
-        "project": project.name,
-        "annotations": {
-            "total": len(live),
-            "posts": len({r.task_id for r in live}),
-            "new_since_last_round": sum(r.annotation_id not in trained_on for r in live),
-            "skipped": sum(r.cancelled and not r.deleted for r in records),
-            "deleted": sum(r.deleted for r in records),
-            "by_annotator": dict(Counter(str(r.annotator) for r in live).most_common()),
-        },
-        "serving": None if serving is None else {
-            "version": serving.version,
-            "heldout_f1": serving.heldout_f1,
-            "per_label_f1": round_rows([serving], labels)[0]["per_label_f1"],
-            "created_at": serving.created_at,
-        },
-        "rounds": {
-            "run": len(versions),
-            "promoted": sum(v.status in ("serving", "retired") for v in versions),
-            "refused": sum(v.status == "refused" for v in versions),
-            "last": None if not versions else versions[-1].version,
-        },
-        "training": {
-            "running": bool(worker.get("running")),
-            "progress": worker.get("progress"),
-            "queued": int(bool(worker.get("queued"))) if "queued" in worker else None,
-            "source": worker.get("_source", "none"),
-        },
-        "stopping_hint": stopping_hint(versions).message if versions else None,
-    }  # fmt: skip
-
-
 def status_command(args) -> int:
+    from backend.status import (
+        changes_since_last_round,
+        format_status,
+        local_training,
+        round_outcomes,
+        status_figures,
+    )
+
     project = _project(args)
     state = project.state_dir(args.state_dir)
-    worker = _worker_status(state, args.url)
-    if worker is not None:
-        worker = {**worker, "_source": args.url or "status file"}
-    figures = status_figures(project, _records(project, state), _versions(state), worker)
-    if args.json:
-        print(json.dumps(figures, indent=2))
-        return 0
-    a, s, r, t = (figures[k] for k in ("annotations", "serving", "rounds", "training"))
-    print(f"project {figures['project']} (state: {state})")
-    print(
-        f"annotations: {a['total']} on {a['posts']} posts, {a['new_since_last_round']} new "
-        f"since the last round; {a['skipped']} skipped, {a['deleted']} deleted"
-    )
-    for who, n in a["by_annotator"].items():
-        print(f"  {who}: {n}")
-    if s is None:
-        print("serving: no trained version yet")
-    else:
-        labels = ", ".join(f"{k} {_f(v)}" for k, v in s["per_label_f1"].items())
-        print(f"serving: {s['version']} held-out F1 {_f(s['heldout_f1'])} ({labels})")
-    print(
-        f"rounds: {r['run']} run, {r['promoted']} promoted, {r['refused']} refused"
-        + (f" (latest {r['last']})" if r["last"] else "")
-    )
-    if t["source"] == "none":
-        print("training: no live status (service not asked: pass --url to ask it)")
-    else:
-        progress = "" if t["progress"] is None else f" {100 * float(t['progress']):.0f}%"
-        state_text = f"running{progress}" if t["running"] else "idle"
-        print(f"training: {state_text}, queue {t['queued'] or 0} (from {t['source']})")
-    if figures["stopping_hint"]:
-        print(f"hint: {figures['stopping_hint']}")
-    return 0  # fmt: skip
+    training = _service_status(args.url) if args.url else local_training(state)
+    versions = _versions(state)
+    figures = status_figures(project, _records(project, state), versions, training,
+                             changes_since_last_round(state, versions),
+                             round_outcomes(state))  # fmt: skip
+    print(json.dumps(figures, indent=2) if args.json else format_status(figures, state))
+    return 0
 
 
 # ---------------------------------------------------------------- rounds and report

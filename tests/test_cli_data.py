@@ -4,14 +4,17 @@ and their user errors: exit code 2 and one line on stderr."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from test_report import three_rounds
 
 from backend.cli import main
+from backend.status import changes_since_last_round
 from labeling.store import AnnotationRecord, AnnotationStore
 from training.registry import Registry
 from training.text import Span
@@ -65,11 +68,30 @@ def test_status_json_and_text(state, capsys):
     assert a["by_annotator"] == {"ann": 8, "bob": 8, "cat": 1}
     assert figures["serving"]["version"] == "v0002"
     assert figures["serving"]["per_label_f1"]["Technical"] == 0.45
-    assert figures["rounds"] == {"run": 3, "promoted": 2, "refused": 1, "last": "v0003"}
-    assert figures["training"]["source"] == "none"
+    assert figures["rounds"] == {"run": 3, "promoted": 2, "refused": 1, "failed": 0,
+                                 "last": "v0003"}  # fmt: skip
+    assert figures["training"]["running"] is False
     code, out, _ = run(capsys, "status", "--project", PROJECT, "--state-dir", str(state))
     assert code == 0 and "serving: v0002 held-out F1 0.520" in out
-    assert "rounds: 3 run, 2 promoted, 1 refused" in out
+    assert "rounds: 3 run, 2 promoted, 1 refused, 0 failed" in out
+    assert "training: idle, queue unknown" in out
+
+
+def test_status_sees_a_round_in_progress_and_changes_since_the_snapshot(state, capsys):
+    folder = state / NAME
+    (folder / "rounds.jsonl").write_text(json.dumps({"round_id": "r1", "status": "failed"}) + "\n")
+    for round_id, pid in (("r1", os.getpid()), ("r2", os.getpid())):
+        (folder / "rounds" / round_id).mkdir(parents=True)
+        (folder / "rounds" / round_id / "spec.json").write_text(json.dumps({"parent_pid": pid}))
+    (folder / "rounds" / "r2" / "progress.json").write_text(
+        json.dumps({"phase": "training", "progress": 0.4})
+    )
+    code, out, _ = run(capsys, "status", "--project", PROJECT, "--state-dir", str(state))
+    assert code == 0 and "training: running 40% (training)" in out
+    assert "rounds: 4 run" not in out and "1 failed" in out
+    # the latest snapshot saw 15 changes: the 3 stored after it are new since the round
+    latest = SimpleNamespace(snapshot={"change_counter": 15})
+    assert changes_since_last_round(folder, [latest]) == 3
 
 
 def test_status_asks_a_running_service(state, capsys):
