@@ -206,6 +206,8 @@ def plan_round(
     else:  # the service serves the project base when it has a head for the labels
         baseline = {"version": "base", "path": project.model_base(), "label_map": label_map}
 
+    # leftovers of rounds killed with their service (this round holds the training lock)
+    shutil.rmtree(registry.root / ".incoming", ignore_errors=True)
     folder = state_dir / "rounds" / round_id
     folder.mkdir(parents=True)
     write_jsonl(train_docs, folder / "train.jsonl")
@@ -311,7 +313,8 @@ def gate(result: dict, tolerance: float, heldout: int) -> tuple[bool, str]:
     weak = (f"; only {heldout} held-out post(s), fewer than {MIN_HELDOUT}: a weak gate"
             if heldout < MIN_HELDOUT else "")  # fmt: skip
     if not baseline or baseline.get("f1") is None:
-        why = f": {baseline['error']}" if baseline.get("error") else ""
+        error = str(baseline.get("error") or "")
+        why = f" ({baseline.get('version')}: {error[:120]})" if error else ""
         return True, (f"first model: nothing to compare with{why}; held-out F1 {f1:.4f} on "
                       f"{heldout} posts{weak}")  # fmt: skip
     name, base_f1 = baseline["version"], baseline["f1"]

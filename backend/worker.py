@@ -66,6 +66,7 @@ class TrainingWorker:
         self._first_change: float | None = None  # of the changes not yet checked
         self._last_change: float | None = None
         self._counter = 0  # store change counter at the last round's snapshot
+        self._store = None  # the worker thread's own connection, for counting changes
 
     # ------------------------------------------------------------------ control
 
@@ -89,6 +90,9 @@ class TrainingWorker:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._store is not None and (self._thread is None or not self._thread.is_alive()):
+            self._store.close()
+            self._store = None
 
     def request(self, reason: str = "request") -> dict:
         """Ask for a round. While one runs, one follow-up is queued; more requests join it."""
@@ -146,10 +150,18 @@ class TrainingWorker:
                 if self._stop.is_set():
                     return
                 trigger = self._pending
-                if trigger is None and self._auto_due():
+                seen = self._last_change if trigger is None and self._auto_ready() else None
+            if seen is not None:  # the store is read outside the lock webhooks wait on
+                if self._enough_changes():
                     trigger = "auto"
-                if trigger is None:
-                    continue
+                else:
+                    with self._cond:
+                        if self._last_change == seen:  # no change arrived meanwhile
+                            self._first_change = self._last_change = None
+            if trigger is None:
+                continue
+            with self._cond:
+                trigger = self._pending or trigger  # a request that came meanwhile is this round
                 self._pending, self._running = None, trigger
             outcome = None
             try:
@@ -164,22 +176,21 @@ class TrainingWorker:
                     if outcome is not None:
                         self._last_round = outcome.to_dict()
 
-    def _auto_due(self) -> bool:
-        """Enough changes since the last round and quiet long enough (called under lock)."""
+    def _auto_ready(self) -> bool:
+        """Changes have come and are quiet (or overdue) enough to count them (under lock)."""
         every = self.project.retrain.every_n_annotations
         if every <= 0 or self._last_change is None:
             return False
         now, debounce = time.monotonic(), self.project.retrain.debounce_seconds
         quiet = now - self._last_change >= debounce
         overdue = now - (self._first_change or now) >= MAX_WAIT_FACTOR * max(debounce, 1.0)
-        if not (quiet or overdue):
-            return False
-        with store_for(self.state_dir) as store:
-            changes = store.changes_since(self._counter)
-        if changes >= every:
-            return True
-        self._first_change = self._last_change = None  # wait for the next change
-        return False
+        return quiet or overdue
+
+    def _enough_changes(self) -> bool:
+        if self._store is None:
+            self._store = store_for(self.state_dir)
+        changes = self._store.changes_since(self._counter)
+        return changes >= self.project.retrain.every_n_annotations
 
     def _run_one(self, trigger: str) -> RoundOutcome:
         with training_lock(self.state_dir, wait=lambda: not self._stop.is_set()):

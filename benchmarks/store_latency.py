@@ -1,0 +1,80 @@
+"""How long the webhook's durable write takes: `record_from_webhook` + `AnnotationStore.upsert`
+(SQLite WAL, synchronous=FULL: an fsync per write), the work done before the webhook
+answers Label Studio (timeout 1 s).
+
+    .venv/bin/python benchmarks/store_latency.py [--n 500] [--dir /tmp]
+
+Prints p50/p95/p99/max in milliseconds for new annotations, updates of existing ones,
+and tombstones. Results land in docs/rounds.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from labeling.config import parse_config
+from labeling.store import AnnotationStore, record_from_webhook
+
+CONFIG = parse_config(
+    '<View><Labels name="label" toName="text"><Label value="Technology"/><Label value="Soft"/>'
+    '</Labels><Text name="text" value="$text"/></View>'
+)
+TEXT = ("We are looking for a data engineer with Python, SQL and Spark experience. " * 30).strip()
+
+
+def payload(annotation_id: int, task_id: int, start: int) -> dict:
+    region = {"from_name": "label", "to_name": "text", "type": "labels",
+              "value": {"start": start, "end": start + 6, "text": TEXT[start:start + 6],
+                        "labels": ["Technology"]}}  # fmt: skip
+    return {
+        "action": "ANNOTATION_CREATED",
+        "annotation": {"id": annotation_id, "task": task_id, "project": 1, "completed_by": 1,
+                       "result": [region] * 20, "was_cancelled": False, "ground_truth": False,
+                       "lead_time": 30.0, "created_at": "2026-11-25T17:00:00Z",
+                       "updated_at": f"2026-11-25T17:00:{start % 60:02d}Z"},
+        "task": {"id": task_id, "data": {"text": TEXT}, "meta": {}},
+        "project": {"id": 1},
+    }  # fmt: skip
+
+
+def timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return (time.perf_counter() - started) * 1000
+
+
+def summary(name: str, ms: list[float]) -> str:
+    q = statistics.quantiles(ms, n=100)
+    return (f"{name:<9} n={len(ms):<5} p50 {q[49]:6.2f} ms  p95 {q[94]:6.2f} ms  "
+            f"p99 {q[98]:6.2f} ms  max {max(ms):6.2f} ms")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--dir", type=Path, default=None, help="where the database goes")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.dir) as folder:
+        store = AnnotationStore(Path(folder) / "annotations.sqlite")
+        new = [timed(lambda i=i: store.upsert(record_from_webhook(payload(i, i, 40), CONFIG)))
+               for i in range(1, args.n + 1)]  # fmt: skip
+        updates = []
+        for i in range(1, args.n + 1):
+            body = copy.deepcopy(payload(i, i, 74))
+            body["action"] = "ANNOTATION_UPDATED"
+            updates.append(timed(lambda b=body: store.upsert(record_from_webhook(b, CONFIG))))
+        deletes = [timed(lambda i=i: store.tombstone([i])) for i in range(1, args.n + 1)]
+        print(f"store in {folder} ({len(TEXT)}-char posts, 20 regions each)")
+        print(summary("create", new))
+        print(summary("update", updates))
+        print(summary("tombstone", deletes))
+        store.close()
+
+
+if __name__ == "__main__":
+    main()
