@@ -58,6 +58,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("--license", default="unspecified", help="licence for the dataset card")
     p.add_argument("--name", help="dataset name for the card (default: the project name)")
+    p.add_argument("--include-gold", action="store_true",
+                   help="also export the project's gold file ([data] gold) posts")  # fmt: skip
     p.set_defaults(func=export_command)  # fmt: skip
 
     p = subparsers.add_parser("quality", help="agreement, pre-annotation edits, label errors")
@@ -210,7 +212,7 @@ def report_command(args) -> int:
 
 
 def export_command(args) -> int:
-    from labeling.export import FORMATS, POLICIES, ExportSettings, export_dataset
+    from labeling.export import FORMATS, POLICIES, ExportSettings, export_dataset, gold_posts
 
     if not args.format or args.format not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)} (got {args.format!r})")
@@ -222,17 +224,20 @@ def export_command(args) -> int:
     project = _project(args)
     state = project.state_dir(args.state_dir)
     records = _records(project, state, args.from_studio_export)
-    if not records:
+    gold = gold_posts(project.gold()) if args.include_gold else []
+    if not records and not gold:
         raise ValueError(f"no annotations in {state / STORE_FILE}: nothing to export "
-                         "(or pass --from-studio-export FILE)")  # fmt: skip
+                         "(or pass --from-studio-export FILE, --include-gold)")  # fmt: skip
     source = (f"Label Studio export {args.from_studio_export.name}" if args.from_studio_export
               else f"skillloop annotation store of project {project.name}")  # fmt: skip
+    if gold:
+        source += f" and the project's gold file ({len(gold)} posts)"
     settings = ExportSettings(
         format=args.format, labels=project.label_values, policy=args.policy, seed=args.seed,
         shares=shares, duplicate_threshold=args.duplicate_threshold, license=args.license,
         source=source, name=args.name or project.name,
     )  # fmt: skip
-    result = export_dataset(records, args.out, settings)
+    result = export_dataset(records, args.out, settings, gold)
     print(result.summary())
     return 0
 

@@ -42,7 +42,7 @@ def span_lengths(result) -> list[list]:
             continue
         w = [n for n, _ in lengths]
         c = [n for _, n in lengths]
-        rows.append([label, len(lengths), f"{statistics.mean(w):.2f}", statistics.median(w),
+        rows.append([label, len(lengths), f"{statistics.mean(w):.2f}", f"{statistics.median(w):g}",
                      max(w), f"{statistics.mean(c):.1f}"])  # fmt: skip
     return rows
 

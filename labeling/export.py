@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from labeling.quality import latest_per_annotator
-from training.text import Span, spans_to_tags, tags_to_spans, words
+from training.text import Document, Span, spans_to_tags, tags_to_spans, words
 
 POLICIES = ("latest", "reviewed", "majority")
 FORMATS = ("conll", "jsonl", "hf")
@@ -343,10 +343,29 @@ class ExportResult:
                 f"{len(self.conflicts)} conflicts listed -> {self.out_dir}")  # fmt: skip
 
 
+def gold_posts(docs: Iterable[Document]) -> list[CuratedPost]:
+    """Posts annotated outside Label Studio (a project's gold file) as curated posts."""
+    return [
+        CuratedPost(f"gold-{doc.id or n}", doc.text, snap(doc.text, doc.spans),
+                    {"source": "gold file", "annotator": None, "annotators": [],
+                     "annotated_at": None, "prediction_model_version": None,
+                     "selected_by": None, "ground_truth": False, "policy": "gold"})
+        for n, doc in enumerate(docs, 1)
+    ]  # fmt: skip
+
+
 def export_dataset(
-    records: Sequence, out_dir: str | Path, settings: ExportSettings
+    records: Sequence,
+    out_dir: str | Path,
+    settings: ExportSettings,
+    gold: Sequence[CuratedPost] = (),
 ) -> ExportResult:
-    """Curate `records` and write the dataset, its side files and its card to `out_dir`."""
+    """Curate `records` (plus `gold` posts, see `gold_posts`) and write the dataset, its
+    side files and its card to `out_dir`.
+
+    A gold post that was also annotated in Label Studio is left out: the annotation there
+    is the later word, as in training (backend.rounds.annotated_documents).
+    """
     from labeling.dataset_card import write_card
     from labeling.export_formats import write_format
 
@@ -354,6 +373,8 @@ def export_dataset(
         raise ValueError(f"unknown format {settings.format!r}: choose one of {', '.join(FORMATS)}")
     records = list(records)
     posts, conflicts = resolve(records, settings.policy)
+    annotated = {normalise(p.text) for p in posts}
+    posts += [p for p in gold if normalise(p.text) not in annotated]
     if not posts:
         raise ValueError("nothing to export: no usable (non-skipped, non-deleted) annotations")
     posts, duplicates = deduplicate(posts, settings.duplicate_threshold)

@@ -227,4 +227,20 @@ def test_empty_state_is_reported_not_crashed(tmp_path, capsys, monkeypatch):
     code, _, err = run(capsys, "export", "--project", PROJECT, "--state-dir", str(empty),
                        "--format", "jsonl", "--out", str(tmp_path / "o"))  # fmt: skip
     assert code == 2 and "nothing to export" in err
+    code, out, _ = run(
+        capsys,
+        "export",
+        "--project",
+        PROJECT,
+        "--state-dir",
+        str(empty),
+        "--format",
+        "jsonl",
+        "--out",
+        str(tmp_path / "g"),
+        "--include-gold",
+    )
+    gold = [line for line in (Path(PROJECT) / "gold.jsonl").read_text().splitlines() if line]
+    assert code == 0 and out.startswith(f"{len(gold)} posts")  # fmt: skip
+    assert "gold file" in (tmp_path / "g" / "README.md").read_text()
     assert not Registry(empty / NAME / "models").versions()
