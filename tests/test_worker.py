@@ -263,3 +263,31 @@ def test_worker_trains_in_a_child_process(tmp_path, tiny_encoder):
         assert worker.status()["alive"] and promoted[-1].version == "v0001"
     finally:
         worker.stop()
+
+
+def test_retrain_url_asks_the_service(monkeypatch, capsys):
+    import requests
+
+    calls = []
+
+    class Reply:
+        status_code = 200
+
+        def json(self):
+            return {"accepted": True, "queued": True, "running": True, "status": {"round": "r1"}}
+
+    def post(url, **kwargs):
+        calls.append((url, kwargs.get("auth")))
+        return Reply()
+
+    monkeypatch.setattr(requests, "post", post)
+    monkeypatch.setenv("BASIC_AUTH_USER", "ann")
+    monkeypatch.setenv("BASIC_AUTH_PASS", "pw")
+    assert main(["retrain", "--project", "unused", "--url", "http://svc:9090/"]) == 0
+    assert calls == [("http://svc:9090/train", ("ann", "pw"))]
+    assert "queued after the current round" in capsys.readouterr().out
+
+    Reply.status_code = 409
+    Reply.json = lambda self: {"error": "training is disabled"}
+    assert main(["retrain", "--project", "unused", "--url", "http://svc:9090"]) == 2
+    assert "answered 409: training is disabled" in capsys.readouterr().err
