@@ -291,3 +291,19 @@ def test_retrain_url_asks_the_service(monkeypatch, capsys):
     Reply.json = lambda self: {"error": "training is disabled"}
     assert main(["retrain", "--project", "unused", "--url", "http://svc:9090"]) == 2
     assert "answered 409: training is disabled" in capsys.readouterr().err
+
+
+def test_training_progress_is_reported_without_a_bar(tmp_path):
+    from backend.train_round import TRAIN_SHARE, Progress, reporting_tqdm
+
+    progress = Progress(tmp_path / "progress.json")
+    with reporting_tqdm(progress):
+        from tqdm.auto import tqdm  # what training.finetune does inside train()
+
+        bar = tqdm(total=4, disable=True)
+        for _ in range(3):
+            progress.last = 0.0  # no throttling in the test
+            bar.update(1)
+    written = json.loads((tmp_path / "progress.json").read_text())
+    assert written["phase"] == "training"
+    assert written["progress"] == pytest.approx(TRAIN_SHARE * 3 / 4, abs=1e-4)
