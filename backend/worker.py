@@ -22,6 +22,7 @@ from pathlib import Path
 from backend.rounds import (
     RoundOutcome,
     RoundPlan,
+    TrainingBusy,
     append_round,
     conclude_round,
     launch,
@@ -166,6 +167,8 @@ class TrainingWorker:
             outcome = None
             try:
                 outcome = self._run_one(trigger)
+            except TrainingBusy:  # stopped while another process held the training lock
+                log.info("stopped before the %s round could start", trigger)
             except Exception as err:  # a bug here must not end the worker
                 log.exception("training round failed")
                 outcome = RoundOutcome("?", trigger, "failed", f"{type(err).__name__}: {err}")
