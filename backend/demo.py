@@ -69,7 +69,7 @@ def run(args) -> int:
                 f"something already answers on {backend_url}; stop it or pass --backend-port"
             )
         backend = start_backend(project.folder, state_root, args.backend_port, settings)
-        wait_backend(backend, backend_url, state_root / project.name / "backend.log")
+        health = wait_backend(backend, backend_url, state_root / project.name / "backend.log")
         auth = None
         if os.environ.get("BASIC_AUTH_USER"):
             auth = (os.environ["BASIC_AUTH_USER"], os.environ.get("BASIC_AUTH_PASS", ""))
@@ -78,12 +78,15 @@ def run(args) -> int:
 
         step("predictions")
         started = time.monotonic()
-        client.refresh_predictions(ref.id)
-        version = client.latest_prediction_version(ref.id)
-        if version:
-            client.set_model_version(ref.id, version, sampling=True)
+        version = health.get("model_version") or "?"
+        if health.get("model_loaded"):
+            client.publish_model(ref.id, version, sampling=True)
+        else:
+            print("  the backend has no model: posts arrive without pre-annotations")
         tasks = client.tasks(ref.id)
-        with_predictions = sum(1 for t in tasks if t.get("predictions"))
+        with_predictions = sum(
+            1 for t in tasks if any(p.get("model_version") == version for p in t["predictions"])
+        )
         print(f"  {with_predictions}/{len(tasks)} posts pre-annotated by model {version} "
               f"in {time.monotonic() - started:.0f} s")  # fmt: skip
 

@@ -139,7 +139,7 @@ class StudioClient:
     def tasks(self, project_id: int) -> list[dict]:
         """All tasks with their data, annotations and predictions, as plain dicts."""
         tasks = self.ls.tasks.list(project=project_id, fields="all", page_size=100)
-        return [t.model_dump() if hasattr(t, "model_dump") else dict(t) for t in tasks]
+        return [t.model_dump(mode="json") if hasattr(t, "model_dump") else dict(t) for t in tasks]
 
     def imported_post_ids(self, project_id: int) -> dict[str, int]:
         """Stable post id -> task id, for the project's tasks that carry one."""
