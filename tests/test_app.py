@@ -304,3 +304,44 @@ def test_settings_from_env_and_flags(tmp_path):
         ServiceConfig.from_env({"SKILLLOOP_PROJECT": "x", "BASIC_AUTH_USER": "u"})
     with pytest.raises(ValueError, match="no project"):
         ServiceConfig.from_env({})
+
+
+def test_a_swap_points_label_studio_at_the_new_version(tmp_path, spanful_model, monkeypatch):
+    """With LABEL_STUDIO_URL/_API_KEY set, a promotion sets the Label Studio project's
+    model_version (+ uncertainty sampling) and refreshes its predictions."""
+    import labeling.client
+
+    calls = []
+
+    class RecordingStudio:  # stands in for the Label Studio server behind StudioClient
+        def __init__(self, url, api_key):
+            calls.append(("init", url, api_key))
+
+        def set_model_version(self, project_id, version, sampling=True):
+            calls.append(("model_version", project_id, version, sampling))
+
+        def refresh_predictions(self, project_id):
+            calls.append(("refresh", project_id))
+
+    monkeypatch.setattr(labeling.client, "StudioClient", RecordingStudio)
+    app = make_app(tmp_path, spanful_model, label_studio_url="http://ls.test",
+                   label_studio_api_key="token-123")  # fmt: skip
+    services = app.extensions["skillloop"]
+    try:
+        client = app.test_client()
+        client.post("/setup", json=payload("setup"))
+        registry = Registry(services.state_dir / "models")
+        shutil.copytree(spanful_model, registry.root / ".incoming" / "a")
+        version = registry.add(registry.root / ".incoming" / "a", labels=LABELS).version
+        registry.promote(version, "test")
+        services.holder.promoted(registry.get(version))
+        deadline = time.time() + 10
+        while len(calls) < 3 and time.time() < deadline:
+            time.sleep(0.05)
+        assert calls == [("init", "http://ls.test", "token-123"),
+                         ("model_version", 7, version, True), ("refresh", 7)]  # fmt: skip
+        status = client.get("/status").get_json()
+        assert status["studio_project"] == 7
+        assert status["studio_refresh"]["ok"] and status["studio_refresh"]["version"] == version
+    finally:
+        services.close()

@@ -170,10 +170,11 @@ def test_every_n_annotations_triggers_a_round(tmp_path, spanful_model):
         for i in range(3):
             event = annotation_event(10 + i, 100 + i, f"python job {i}", [(0, 6, "Technology")])
             client.post("/webhook", json=event)
-        started = lambda: services.worker.status()["running"] or services.worker.status()[  # noqa: E731
-            "last_round"
-        ] is not None
-        assert wait_for(started, timeout=30)
+        def round_started():
+            status = services.worker.status()
+            return status["running"] or status["last_round"] is not None
+
+        assert wait_for(round_started, timeout=30)
         status = client.get("/status").get_json()
         assert status["running"] or status["last_round"]["trigger"] == "auto"
     finally:

@@ -1,0 +1,232 @@
+"""/predict latency while a training round runs, against idle, through the real service.
+
+Starts `skillloop serve` as its own process on a temporary copy of projects/skillspan
+whose base model is the offline backbone (MiniLM-L6) with a seeded random head (real
+inference cost; the predicted spans are meaningless here), posts SkillSpan training
+postings to /webhook as Label Studio annotations, then sends /predict requests one after
+another (one real SkillSpan dev posting per request, as Label Studio does when an annotator
+opens a task):
+  1. idle: `--requests` requests with no training;
+  2. training: POST /train, then requests for as long as the round runs (the worker trains
+     in a niced child process with one torch thread).
+Prints p50/p95/max per phase, the p95 ratio (target: at most 3x on two cores) and the
+round's outcome, and writes them as JSON with --out.
+
+Run it under the heavy-work lock:
+  flock /tmp/skillloop-heavy.lock .venv/bin/python benchmarks/predict_latency.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+SKILLSPAN = REPO.parent / "shared" / "data" / "skillspan"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--annotations", type=int, default=40, help="training postings sent")
+    parser.add_argument("--requests", type=int, default=60, help="idle /predict requests")
+    parser.add_argument("--tasks", type=int, default=1, help="tasks per /predict request")
+    parser.add_argument("--threads", type=int, default=2, help="the service's torch threads")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs of the training round")
+    parser.add_argument("--out", type=Path, help="write the numbers as JSON here")
+    args = parser.parse_args()
+    if not (SKILLSPAN / "train.json").is_file():
+        print(f"SkillSpan data not found at {SKILLSPAN}", file=sys.stderr)
+        return 2
+
+    import requests
+
+    from training.datasets import read_skillspan
+
+    train_docs = read_skillspan(SKILLSPAN / "train.json")[: args.annotations]
+    dev_docs = read_skillspan(SKILLSPAN / "dev.json")
+    with tempfile.TemporaryDirectory(prefix="skillloop-latency-") as tmp:
+        tmp = Path(tmp)
+        project = make_project(tmp, args.epochs)
+        port = free_port()
+        log = tmp / "service.log"
+        command = [sys.executable, "-m", "backend.cli", "serve", "--project", str(project),
+                   "--state-dir", str(tmp / "state"), "--port", str(port),
+                   "--threads", str(args.threads)]  # fmt: skip
+        service = subprocess.Popen(command, cwd=REPO, stdout=log.open("wb"),
+                                   stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_loaded(url, service, log)
+            session = requests.Session()
+            for i, doc in enumerate(train_docs):
+                reply = session.post(f"{url}/webhook", json=annotation(i + 1, doc), timeout=10)
+                reply.raise_for_status()
+            bodies = [predict_body(dev_docs[i: i + args.tasks], i)
+                      for i in range(0, len(dev_docs) - args.tasks + 1, args.tasks)]  # fmt: skip
+            post = lambda n: timed(session, url, bodies[n % len(bodies)])  # noqa: E731
+            post(0)  # warm-up (first-call allocations)
+            idle = [post(n) for n in range(args.requests)]
+
+            started = time.time()
+            trigger = session.post(f"{url}/train", timeout=10).json()
+            if not trigger.get("accepted"):
+                raise SystemExit(f"training was not accepted: {trigger}")
+            during, n = [], 0
+            while True:
+                status = session.get(f"{url}/status", timeout=10).json()
+                if not (status["running"] or status["queued"]):
+                    break
+                for _ in range(5):
+                    during.append(post(n))
+                    n += 1
+            round_seconds = time.time() - started
+            last_round = status.get("last_round") or {}
+        finally:
+            os.killpg(service.pid, signal.SIGTERM)
+            service.wait(timeout=60)
+
+    result = {
+        "device": f"{os.cpu_count()} CPU cores (shared machine)",
+        "model": "MiniLM-L6 backbone + random head, int8, max_tokens 256",
+        "service_threads": args.threads,
+        "tasks_per_request": args.tasks,
+        "idle": summary(idle),
+        "training": summary(during),
+        "p95_ratio": round(percentile(during, 95) / percentile(idle, 95), 2) if during else None,
+        "round_seconds": round(round_seconds, 1),
+        "round_status": last_round.get("status"),
+        "round_train_documents": last_round.get("train_documents"),
+    }
+    print(f"/predict latency, {args.tasks} SkillSpan dev posting(s) per request, "
+          f"service with {args.threads} torch threads")  # fmt: skip
+    for phase in ("idle", "training"):
+        s = result[phase]
+        print(f"  {phase:9s} n={s['n']:4d}  p50 {s['p50_ms']:7.1f} ms  p95 {s['p95_ms']:7.1f} ms"
+              f"  max {s['max_ms']:7.1f} ms")  # fmt: skip
+    print(f"  p95 during training / idle: {result['p95_ratio']}x (target <= 3x)")
+    print(f"  round: {result['round_status']} after {result['round_seconds']} s "
+          f"({result['round_train_documents']} training posts)")  # fmt: skip
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def make_project(tmp: Path, epochs: int) -> Path:
+    """A copy of projects/skillspan served by the backbone with a seeded random head."""
+    import torch
+
+    from training import checkpoint
+
+    torch.manual_seed(0)
+    base = tmp / "base"
+    loaded = checkpoint.load(None, ["Skill", "Knowledge"], allow_new_labels=True)
+    loaded.model.save_pretrained(base)
+    loaded.tokenizer.save_pretrained(base)
+    project = tmp / "project"
+    project.mkdir()
+    source = REPO / "projects" / "skillspan"
+    (project / "labeling_config.xml").write_text((source / "labeling_config.xml").read_text())
+    toml = (source / "project.toml").read_text()
+    head, _, _ = toml.partition("[model]")
+    (project / "project.toml").write_text(
+        head + f'[model]\nbase = "{base}"\nmax_tokens = 256\nstride = 64\n\n'
+        f"[training]\nepochs = {epochs}\nlearning_rate = 5e-5\nbatch_size = 8\nseed = 13\n\n"
+        "[retrain]\nevery_n_annotations = 0\ndebounce_seconds = 0\nheldout_share = 0.2\n"
+        "tolerance = 1.0\n"
+    )
+    return project
+
+
+def annotation(annotation_id: int, doc) -> dict:
+    """An ANNOTATION_CREATED webhook body for a SkillSpan posting."""
+    task = {"id": 100_000 + annotation_id, "data": {"text": doc.text}}
+    result = [
+        {"id": f"r{annotation_id}-{i}", "from_name": "label", "to_name": "text", "type": "labels",
+         "value": {"start": s.start, "end": s.end, "text": s.text, "labels": [s.label]}}
+        for i, s in enumerate(doc.spans)
+    ]  # fmt: skip
+    return {
+        "action": "ANNOTATION_CREATED",
+        "annotation": {"id": annotation_id, "task": task["id"], "result": result,
+                       "completed_by": 1, "was_cancelled": False, "lead_time": 30.0},
+        "task": task,
+        "project": {"id": 1},
+    }  # fmt: skip
+
+
+def predict_body(docs, offset: int) -> dict:
+    xml = (REPO / "projects" / "skillspan" / "labeling_config.xml").read_text()
+    tasks = [{"id": offset + i, "data": {"text": d.text}} for i, d in enumerate(docs)]
+    return {"tasks": tasks, "project": "1.1700000000", "label_config": xml, "params": {}}
+
+
+def timed(session, url: str, body: dict) -> float:
+    started = time.perf_counter()
+    reply = session.post(f"{url}/predict", json=body, timeout=100)
+    seconds = time.perf_counter() - started
+    reply.raise_for_status()
+    if len(reply.json()["results"]) != len(body["tasks"]):
+        raise SystemExit("wrong number of results")
+    return seconds
+
+
+def wait_until_loaded(url: str, service: subprocess.Popen, log: Path) -> None:
+    import requests
+
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if service.poll() is not None:
+            raise SystemExit(f"the service exited:\n{log.read_text()[-3000:]}")
+        try:
+            health = requests.get(f"{url}/health", timeout=2).json()
+            if not health["loading"]:
+                if not health["model_loaded"]:
+                    raise SystemExit(f"no model loaded: {health}")
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit("the service did not load its model in 300 s")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def summary(values: list[float]) -> dict:
+    if not values:
+        return {"n": 0, "p50_ms": float("nan"), "p95_ms": float("nan"), "max_ms": float("nan")}
+    return {
+        "n": len(values),
+        "p50_ms": round(1000 * percentile(values, 50), 1),
+        "p95_ms": round(1000 * percentile(values, 95), 1),
+        "mean_ms": round(1000 * statistics.fmean(values), 1),
+        "max_ms": round(1000 * max(values), 1),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
