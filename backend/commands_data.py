@@ -132,8 +132,11 @@ def _versions(state: Path) -> list:
 def _service_status(url: str) -> dict:
     import requests
 
+    auth = None  # the same variables the service reads for its basic auth
+    if os.environ.get("BASIC_AUTH_USER"):
+        auth = (os.environ["BASIC_AUTH_USER"], os.environ.get("BASIC_AUTH_PASS", ""))
     try:
-        reply = requests.get(url.rstrip("/") + "/status", timeout=5)
+        reply = requests.get(url.rstrip("/") + "/status", auth=auth, timeout=5)
         reply.raise_for_status()
         return {**reply.json(), "_source": url}
     except (requests.RequestException, ValueError) as err:

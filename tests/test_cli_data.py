@@ -244,3 +244,19 @@ def test_empty_state_is_reported_not_crashed(tmp_path, capsys, monkeypatch):
     assert code == 0 and out.startswith(f"{len(gold)} posts")  # fmt: skip
     assert "gold file" in (tmp_path / "g" / "README.md").read_text()
     assert not Registry(empty / NAME / "models").versions()
+
+
+def test_quality_lists_label_errors_with_a_real_tagger(state, capsys, tmp_path,
+                                                       tiny_reference_model):  # fmt: skip
+    # a random tiny model is unsure of everything: a low threshold still finds disagreements
+    code, out, _ = run(capsys, "quality", "--project", PROJECT, "--state-dir", str(state),
+                       "--model", str(tiny_reference_model), "--threshold", "0.05",
+                       "--json", str(tmp_path / "q.json"))  # fmt: skip
+    assert code == 0
+    errors = json.loads((tmp_path / "q.json").read_text())["label_errors"]
+    assert errors["posts_checked"] == 16 and errors["threshold"] == 0.05
+    assert errors["issues"] and {i["kind"] for i in errors["issues"]} <= {"disputed", "missing"}
+    assert f"likely label errors: {len(errors['issues'])} in 16 posts" in out
+    code, out, _ = run(capsys, "quality", "--project", PROJECT, "--state-dir", str(state),
+                       "--model", str(tiny_reference_model), "--threshold", "1.0")  # fmt: skip
+    assert code == 0 and "likely label errors: 0 in 16 posts" in out
