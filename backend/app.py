@@ -440,4 +440,3 @@ def _jsonable(value):
     if isinstance(value, float | int | str | bool) or value is None:
         return value
     return str(value)
-

@@ -170,6 +170,7 @@ def test_every_n_annotations_triggers_a_round(tmp_path, spanful_model):
         for i in range(3):
             event = annotation_event(10 + i, 100 + i, f"python job {i}", [(0, 6, "Technology")])
             client.post("/webhook", json=event)
+
         def round_started():
             status = services.worker.status()
             return status["running"] or status["last_round"] is not None
