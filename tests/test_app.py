@@ -345,3 +345,11 @@ def test_a_swap_points_label_studio_at_the_new_version(tmp_path, spanful_model, 
         assert status["studio_refresh"]["ok"] and status["studio_refresh"]["version"] == version
     finally:
         services.close()
+
+
+def test_importing_the_wsgi_module_does_no_work():
+    import backend.wsgi
+
+    assert backend.wsgi._app is None  # built on first access of backend.wsgi.app only
+    with pytest.raises(AttributeError):
+        backend.wsgi.application_name  # noqa: B018
