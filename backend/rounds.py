@@ -305,8 +305,11 @@ def gate(result: dict, tolerance: float, heldout: int) -> tuple[bool, str]:
     """(promote?, why) for a trained candidate; the policy is in the module docstring."""
     candidate, baseline = result.get("candidate") or {}, result.get("baseline") or {}
     if heldout == 0:
-        return True, f"no held-out posts yet (a gate needs at least {MIN_HELDOUT}): promoted " \
-                     "without comparison"
+        return (
+            True,
+            f"no held-out posts yet (a gate needs at least {MIN_HELDOUT}): promoted "
+            "without comparison",
+        )
     f1 = candidate.get("f1")
     if f1 is None:
         return False, f"the candidate could not be scored: {candidate.get('error', 'no result')}"
@@ -349,8 +352,13 @@ def read_rounds(state_dir: Path) -> list[dict]:
 
 
 def run_round(
-    project: Project, state_dir: Path, trigger: str = "cli", *, in_process: bool = True,
-    progress_bar: bool = False, num_threads: int = 1,
+    project: Project,
+    state_dir: Path,
+    trigger: str = "cli",
+    *,
+    in_process: bool = True,
+    progress_bar: bool = False,
+    num_threads: int = 1,
 ) -> tuple[RoundOutcome, ModelVersion | None]:
     """A whole round in the foreground (the CLI): returns the outcome and, when one was
     promoted, the new serving version. Raises TrainingBusy if a round is running."""

@@ -146,8 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(spec)
     except BaseException as err:  # recorded as a failed round by the parent
-        write_json(spec_path.parent / "error.json",
-                   {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()})
+        write_json(
+            spec_path.parent / "error.json",
+            {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()},
+        )
         traceback.print_exc()
         return 1
     return 0

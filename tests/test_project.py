@@ -62,7 +62,7 @@ def test_project_folder(tmp_path, monkeypatch):
         json.dumps({"id": "p1", "title": "Data engineer", "text": "we need python"}) + "\n"
     )
     project = load_project(folder)
-    assert "<Label value=\"Tech\"" in project.labeling_config  # built from the labels
+    assert '<Label value="Tech"' in project.labeling_config  # built from the labels
     assert project.config.labels[0].predicted_values == ("TECHNOLOGY",)
     assert project.retrain.every_n_annotations == 3 and project.retrain.tolerance == 0.01
     assert project.train_config(epochs=1).epochs == 1

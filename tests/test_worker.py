@@ -72,8 +72,18 @@ def make_project(tmp_path: Path, base, every=0, debounce=0.0, gold=()):
     with open(folder / "gold.jsonl", "w") as out:
         for n in gold:
             text, spans = post(n)
-            out.write(json.dumps({"id": f"g{n}", "text": text, "spans": [
-                {"start": s.start, "end": s.end, "label": s.label} for s in spans]}) + "\n")
+            out.write(
+                json.dumps(
+                    {
+                        "id": f"g{n}",
+                        "text": text,
+                        "spans": [
+                            {"start": s.start, "end": s.end, "label": s.label} for s in spans
+                        ],
+                    }
+                )
+                + "\n"
+            )
     return load_project(folder)
 
 
