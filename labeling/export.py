@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import re
 import unicodedata
 from collections import Counter, defaultdict
@@ -22,12 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from labeling.quality import latest_per_annotator
+from labeling.splits import DEFAULT_SHARES, post_order, stratified_split
 from training.text import Document, Span, spans_to_tags, tags_to_spans, words
 
 POLICIES = ("latest", "reviewed", "majority")
 FORMATS = ("conll", "jsonl", "hf")
-SPLITS = ("train", "dev", "test")
-DEFAULT_SHARES = (0.8, 0.1, 0.1)
 
 
 @dataclass
@@ -241,73 +239,13 @@ def deduplicate(
             duplicates.append(Duplicate(other.id, keep.id, 1.0 if exact else similarity,
                                         "exact" if exact else "near", same))  # fmt: skip
         keep.provenance["duplicates"] = [posts[i].id for i in members[1:]]
-    kept.sort(key=lambda p: _id_order(p.id))
+    kept.sort(key=post_order)
     return kept, duplicates
-
-
-def _id_order(post_id: str) -> tuple:
-    return (0, int(post_id), "") if post_id.isdigit() else (1, 0, post_id)
 
 
 def _keep_order(post: CuratedPost) -> tuple:
     return (not post.provenance.get("ground_truth"), -len(post.provenance.get("annotators", [])),
-            _id_order(post.id))  # fmt: skip
-
-
-# ---------------------------------------------------------------- splits
-
-
-def stratified_split(
-    posts: Sequence[CuratedPost],
-    shares: Sequence[float] = DEFAULT_SHARES,
-    seed: int = 13,
-    names: Sequence[str] = SPLITS,
-) -> dict[str, list[CuratedPost]]:
-    """Split by post, reproducibly from `seed`, so that every label appears in every split
-    where it has enough posts, then by iterative stratification (Sechidis et al. 2011):
-    rarest label first, each post to the split that most lacks that label."""
-    if len(shares) != len(names) or any(s < 0 for s in shares) or sum(shares) <= 0:
-        raise ValueError(f"split shares must be {len(names)} non-negative numbers, got {shares}")
-    order = sorted(posts, key=lambda p: _id_order(p.id))
-    random.Random(seed).shuffle(order)
-    total = sum(shares)
-    size_wanted = [share / total * len(order) for share in shares]
-    label_count = Counter(label for p in order for label in p.labels)
-    label_wanted = [{lb: share / total * n for lb, n in label_count.items()} for share in shares]
-    split_of: dict[int, int] = {}
-
-    def assign(index: int, k: int) -> None:
-        split_of[index] = k
-        size_wanted[k] -= 1
-        for label in order[index].labels:
-            label_wanted[k][label] -= 1
-
-    rarest_first = sorted(label_count, key=lambda lb: (label_count[lb], lb))
-    for label in rarest_first:  # coverage: one carrier of each label in each split
-        if label_count[label] < len(shares):
-            continue
-        for k, share in enumerate(shares):
-            if share == 0 or any(label in order[i].labels for i, s in split_of.items() if s == k):
-                continue
-            free = next((i for i, p in enumerate(order) if label in p.labels
-                         and i not in split_of), None)  # fmt: skip
-            if free is not None:
-                assign(free, k)
-    for label in rarest_first:
-        for i, post in enumerate(order):
-            if i in split_of or label not in post.labels:
-                continue
-            k = max(range(len(shares)), key=lambda k: (label_wanted[k][label], size_wanted[k], -k))
-            assign(i, k)
-    for i in range(len(order)):  # posts without spans
-        if i not in split_of:
-            assign(i, max(range(len(shares)), key=lambda k: (size_wanted[k], -k)))
-    parts: dict[str, list[CuratedPost]] = {name: [] for name in names}
-    for i, post in enumerate(order):
-        parts[names[split_of[i]]].append(post)
-    for name in names:
-        parts[name].sort(key=lambda p: _id_order(p.id))
-    return parts
+            post_order(post))  # fmt: skip
 
 
 # ---------------------------------------------------------------- the export
