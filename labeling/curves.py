@@ -22,8 +22,10 @@ def _token_curves(runs: list[dict], lo: float, hi: float) -> tuple[np.ndarray, n
     return grid, np.stack([np.interp(grid, r["tokens"], r["f1"]) for r in runs])
 
 
-def _item_curves(runs: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+def _item_curves(runs: list[dict], upto: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
+    """Items (the same for every seed) and each seed's F1, up to `upto` items."""
     n = min(len(r["items"]) for r in runs)
+    n = min(n, sum(1 for x in runs[0]["items"][:n] if x <= upto))
     return np.asarray(runs[0]["items"][:n], float), np.stack([r["f1"][:n] for r in runs])
 
 
@@ -49,26 +51,31 @@ def summarize(result: dict) -> dict:
     """Per strategy: AULC by items and by tokens (and their gain over random, in F1 points),
     items and tokens needed to reach 95% of full-data F1, as counts and pool shares."""
     curves = result["curves"]
-    full = float(np.mean(result["full_f1"]))
-    level = TARGET * full
+    full = float(np.mean(result["full_f1"])) if result["full_f1"] else None
+    level = TARGET * full if full is not None else np.inf
     pool_items, pool_tokens = result["data"]["pool_items"], result["data"]["pool_tokens"]
     lo = max(r["tokens"][0] for runs in curves.values() for r in runs)
     hi = min(r["tokens"][-1] for runs in curves.values() for r in runs)
-    out: dict = {"full_f1": full, "target_f1": level, "token_range": [lo, hi], "strategies": {}}
+    # random may run further than the rest (random_extra): areas use the common range only
+    items_hi = min(r["items"][-1] for runs in curves.values() for r in runs)
+    items_lo = max(r["items"][0] for runs in curves.values() for r in runs)
+    out: dict = {"full_f1": full, "target_f1": None if full is None else level,
+                 "token_range": [lo, hi], "item_range": [items_lo, items_hi], "strategies": {}}
     for name, runs in curves.items():
-        items_x, items_y = _item_curves(runs)
+        items_x, items_y = _item_curves(runs, items_hi)
+        all_x, all_y = _item_curves(runs)
         grid, tokens_y = _token_curves(runs, lo, hi)
         own_grid, own_y = _token_curves(
             runs, max(r["tokens"][0] for r in runs), min(r["tokens"][-1] for r in runs)
         )
-        items_95 = _first_reach(items_x, items_y.mean(axis=0), level)
+        items_95 = _first_reach(all_x, all_y.mean(axis=0), level)
         tokens_95 = _first_reach(own_grid, own_y.mean(axis=0), level)
         out["strategies"][name] = {
             "aulc_items": _area(items_x, items_y.mean(axis=0)),
             "aulc_items_seeds": [_area(items_x, y) for y in items_y],
             "aulc_tokens": _area(grid, tokens_y.mean(axis=0)),
             "aulc_tokens_seeds": [_area(grid, y) for y in tokens_y],
-            "final_f1": float(items_y[:, -1].mean()),
+            "final_f1": float(items_y[:, -1].mean()),  # at the end of the common range
             "items_to_95": items_95,
             "tokens_to_95": tokens_95,
             "share_items_to_95": None if items_95 is None else items_95 / pool_items,
@@ -136,15 +143,19 @@ def plot(result: dict, summary: dict, path: str | Path) -> Path:
         by_tokens.fill_between(grid, ty.min(axis=0), ty.max(axis=0), alpha=0.15,
                                color=line.get_color())  # fmt: skip
     for ax, xlabel in ((by_items, f"labelled {unit}s"), (by_tokens, "labelled tokens (words)")):
-        ax.axhline(summary["target_f1"], color="grey", linewidth=0.8, linestyle=":")
+        if summary["target_f1"] is not None:
+            ax.axhline(summary["target_f1"], color="grey", linewidth=0.8, linestyle=":")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("held-out entity F1 (strict)")
         ax.grid(alpha=0.3)
     by_tokens.axvspan(*summary["token_range"], color="grey", alpha=0.05)
     by_items.legend(fontsize=8)
     mode = result["config"]["mode"]
-    fig.suptitle(f"Active learning, {mode} mode, {len(next(iter(result['curves'].values())))} "
-                 f"seeds (dotted: 95% of full-data F1 {summary['full_f1']:.3f})")  # fmt: skip
+    seeds = len(next(iter(result["curves"].values())))
+    title = f"Active learning, {mode} mode, {seeds} seeds"
+    if summary["full_f1"] is not None:
+        title += f" (dotted: 95% of full-data F1 {summary['full_f1']:.3f})"
+    fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

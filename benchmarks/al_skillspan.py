@@ -1,0 +1,115 @@
+"""Active learning on SkillSpan: query strategies against random, sentences as units.
+
+    flock /tmp/skillloop-heavy.lock .venv/bin/python benchmarks/al_skillspan.py main
+    flock /tmp/skillloop-heavy.lock .venv/bin/python benchmarks/al_skillspan.py compare
+
+`main`: fast mode (frozen backbone + small head per round), train.json as the pool,
+dev.json held out, 3 seeds, init 100, +100 per round; random is also measured at larger
+pool sizes to find the sentences it needs for 95% of full-data F1. Writes
+docs/al/skillspan-fast.{json,png} and prints the table of docs/active-learning.md.
+
+`compare`: the same seed set and rounds in fast mode and in full mode (the whole tagger
+fine-tuned per round), on a slice of the pool, to see whether fast-mode curves agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+DATA = ROOT.parent / "shared" / "data" / "skillspan"
+DOCS = ROOT / "docs" / "al"
+STRATEGIES = ["least_confidence", "mnlp", "entropy_mean", "span", "bald"]
+
+
+def run_main(args) -> None:
+    from labeling.simulate import SimConfig, simulate
+
+    config = SimConfig(
+        strategies=args.strategies, seeds=args.seeds, init=100, step=100, rounds=args.rounds,
+        random_extra=[2000, 3000, 4000], cache_dir=args.cache_dir,
+    )  # fmt: skip
+    result = simulate(DATA / "train.json", DATA / "dev.json", config, progress=_log)
+    _publish(result, "skillspan-fast", args.out)
+
+
+def run_compare(args) -> None:
+    from labeling.simulate import SimConfig, simulate
+
+    common = {"strategies": ["mnlp"], "seeds": 1, "init": 100, "step": 100,
+              "rounds": args.rounds, "pool_limit": 1500, "eval_limit": 600,
+              "full_reference": False, "cache_dir": args.cache_dir}  # fmt: skip
+    results = {}
+    for mode in ("fast", "full"):
+        config = SimConfig(mode=mode, full_epochs=args.full_epochs, **common)
+        results[mode] = simulate(DATA / "train.json", DATA / "dev.json", config, progress=_log)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "skillspan-compare.json").write_text(json.dumps(results, indent=1))
+    print("| mode | strategy | sentences | tokens | F1 | seconds per round |")
+    print("|---|---|---|---|---|---|")
+    for mode, result in results.items():
+        for name, runs in result["curves"].items():
+            run = runs[0]
+            for n, t, f, s in zip(run["items"], run["tokens"], run["f1"], run["seconds"],
+                                  strict=False):  # fmt: skip
+                print(f"| {mode} | {name} | {n} | {t} | {f:.4f} | {s:.0f} |")
+    for mode, result in results.items():
+        mnlp, rnd = result["curves"]["mnlp"][0], result["curves"]["random"][0]
+        gains = [m - r for m, r in zip(mnlp["f1"], rnd["f1"], strict=True)]
+        ratio = [m / r for m, r in zip(mnlp["tokens"], rnd["tokens"], strict=True)]
+        print(f"{mode}: mnlp - random F1 per round " + " ".join(f"{g:+.4f}" for g in gains)
+              + "; mnlp/random tokens " + " ".join(f"{x:.2f}" for x in ratio))  # fmt: skip
+
+
+def _publish(result: dict, name: str, out: str) -> None:
+    from backend.commands_select import write_outputs
+
+    tmp = Path(out) / f".{name}"
+    write_outputs(result, tmp)
+    shutil.move(tmp / "curves.json", Path(out) / f"{name}.json")
+    shutil.move(tmp / "curves.png", Path(out) / f"{name}.png")
+    shutil.move(tmp / "summary.md", Path(out) / f"{name}.md")
+    tmp.rmdir()
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main() -> int:
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("preset", choices=["main", "compare"])
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--strategies", nargs="+", default=STRATEGIES)
+    parser.add_argument("--full-epochs", type=int, default=4)
+    parser.add_argument("--cache-dir", default="/tmp/skillloop-al-cache")
+    parser.add_argument("--out", default=str(DOCS))
+    args = parser.parse_args()
+    if not (DATA / "train.json").is_file():
+        print(f"SkillSpan not found at {DATA} (see ../shared/data/README.md)", file=sys.stderr)
+        return 2
+    torch.set_num_threads(2)
+    if args.preset == "main":
+        args.rounds = 12 if args.rounds is None else args.rounds
+        run_main(args)
+    else:
+        args.rounds = 3 if args.rounds is None else args.rounds
+        run_compare(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
