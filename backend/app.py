@@ -61,6 +61,7 @@ class Services:
         if self.worker is not None:
             self.worker.stop()
         self.holder.stop()
+        self.store.close()
 
 
 def build_services(config: ServiceConfig, make_worker=None) -> Services:
