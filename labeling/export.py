@@ -152,7 +152,10 @@ def _conflict(post_id: str, group: list, snapped: dict, chosen: str) -> Conflict
 
 # ---------------------------------------------------------------- duplicates
 
-_MERSENNE = (1 << 61) - 1
+# (a*x + b) mod P with x, a, b < P < 2^32: the product fits in uint64 without overflow.
+# a and b must range over all of [0, P): small multipliers make every permutation order
+# shingles alike, and MinHash then estimates nothing.
+_PRIME = 4_294_967_291  # the largest prime below 2^32
 
 
 def normalise(text: str) -> str:
@@ -174,7 +177,7 @@ def jaccard(a: set, b: set) -> float:
 def _minhash(shingle_set: set[str], a: np.ndarray, b: np.ndarray) -> np.ndarray:
     x = np.array([int.from_bytes(hashlib.blake2b(s.encode(), digest_size=4).digest(), "big")
                   for s in shingle_set], dtype=np.uint64)  # fmt: skip
-    return ((np.outer(x, a) + b) % _MERSENNE).min(axis=0)
+    return ((np.outer(x % _PRIME, a) + b) % _PRIME).min(axis=0)
 
 
 def deduplicate(
@@ -206,8 +209,8 @@ def deduplicate(
     shingle_sets = [shingles(p.text) for p in posts]
     if threshold < 1:
         rng = np.random.default_rng(0)  # fixed: hashing must not depend on the split seed
-        a = rng.integers(1, 1 << 31, num_perm, dtype=np.uint64)
-        b = rng.integers(0, 1 << 31, num_perm, dtype=np.uint64)
+        a = rng.integers(1, _PRIME, num_perm, dtype=np.uint64)
+        b = rng.integers(0, _PRIME, num_perm, dtype=np.uint64)
         rows = num_perm // bands
         buckets: dict[tuple, list[int]] = defaultdict(list)
         for i in by_hash.values():

@@ -11,6 +11,7 @@ from labeling.export import (
     ExportSettings,
     deduplicate,
     export_dataset,
+    jaccard,
     resolve,
     stratified_split,
 )
@@ -217,3 +218,36 @@ def test_studio_export_file_is_read_into_records(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ValueError, match="not a Label Studio JSON export"):
         read_studio_export(path, project.config)
+
+
+def test_minhash_signatures_estimate_jaccard():
+    """Each permutation must order shingles differently: signature agreement ~ Jaccard."""
+    import numpy as np
+
+    from labeling.export import _PRIME, _minhash
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(1, _PRIME, 256, dtype=np.uint64)
+    b = rng.integers(0, _PRIME, 256, dtype=np.uint64)
+    for overlap in (0.5, 0.8, 0.95):
+        first = {f"word{i} and more" for i in range(1000)}
+        shift = round(1000 * (1 - overlap) / (1 + overlap))
+        second = {f"word{i} and more" for i in range(shift, 1000 + shift)}
+        agreement = (_minhash(first, a, b) == _minhash(second, a, b)).mean()
+        assert abs(agreement - jaccard(first, second)) < 0.08, overlap
+
+
+def test_long_reposts_are_found_by_lsh():
+    import random
+
+    rng = random.Random(1)
+    vocabulary = [f"w{i}" for i in range(3000)]
+    posts, reposts = [], []
+    for n in range(40):
+        tokens = [rng.choice(vocabulary) for _ in range(400)]
+        posts.append(CuratedPost(str(n), " ".join(tokens), []))
+        tokens[rng.randrange(400)] = "changed"  # a date or a salary edited
+        reposts.append(CuratedPost(str(100 + n), " ".join(tokens), []))
+    kept, dups = deduplicate(posts + reposts, 0.9)
+    assert {d.id for d in dups} == {p.id for p in reposts}
+    assert all(d.kind == "near" and d.similarity >= 0.9 for d in dups)
