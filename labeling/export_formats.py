@@ -68,11 +68,14 @@ def write_hf(splits: dict, out: Path, labels: list[str]) -> list[Path]:
     disable_progress_bars()  # a CLI export prints one summary line, not one bar per split
 
     features = hf_features(labels)
+    # columns, not rows: an empty split (a tiny export) still gets every column
     dataset = DatasetDict({
-        name: Dataset.from_list([hf_row(p) for p in posts], features=features)
-        for name, posts in splits.items()
+        name: Dataset.from_dict({column: [row[column] for row in rows] for column in features},
+                                features=features)
+        for name, rows in ((n, [hf_row(p) for p in posts]) for n, posts in splits.items())
     })  # fmt: skip
-    dataset.save_to_disk(str(out / HF_DIR))
+    # an empty split saved with the default zero shards cannot be loaded back
+    dataset.save_to_disk(str(out / HF_DIR), num_shards={name: 1 for name in dataset})
     (out / PARQUET_DIR).mkdir(exist_ok=True)
     files = [out / HF_DIR]
     for name, split in dataset.items():

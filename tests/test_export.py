@@ -251,3 +251,15 @@ def test_long_reposts_are_found_by_lsh():
     kept, dups = deduplicate(posts + reposts, 0.9)
     assert {d.id for d in dups} == {p.id for p in reposts}
     assert all(d.kind == "near" and d.similarity >= 0.9 for d in dups)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "hf", "conll"])
+def test_a_one_post_export_with_empty_splits_reads_back(tmp_path, fmt):
+    text = "We want Python 🙂 now"  # an astral character before nothing: offsets stay exact
+    record = rec(1, 1, text, [span(text, "Python", "Technology")])
+    result = export_dataset([record], tmp_path, ExportSettings(fmt, LABELS))
+    assert {k: len(v) for k, v in result.splits.items()} == {"train": 1, "dev": 0, "test": 0}
+    back = read_export(tmp_path, fmt)
+    assert (len(back["dev"]), len(back["test"])) == (0, 0)
+    (doc,) = back["train"]
+    assert [(doc.text[s.start : s.end], s.label) for s in doc.spans] == [("Python", "Technology")]
