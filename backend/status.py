@@ -109,7 +109,8 @@ def status_figures(
             "created_at": serving.created_at,
         },
         "rounds": {
-            "run": max(sum(outcomes.values()), len(versions)),
+            # a skipped round (nothing to train on) trained nothing: not a round run
+            "run": max(sum(outcomes.values()) - outcomes.get("skipped", 0), len(versions)),
             "promoted": sum(v.status in ("serving", "retired") for v in versions),
             "refused": sum(v.status == "refused" for v in versions),
             "failed": outcomes.get("failed", 0),
