@@ -2,11 +2,13 @@
 and check that its spans are drawn in the labels' colours.
 
     .venv/bin/python benchmarks/screenshot_task.py --url http://127.0.0.1:8081 \
-        --out docs/studio-task.png [--project-id N --task-id M]
+        --out docs/studio-task.png [--project-id N [--task-id M]]
 
-Without --task-id it creates (or reuses) a project "skillloop screenshot" holding one post
-from projects/linkedin-skills/gold.jsonl, imported with its gold spans as a prediction:
-what an annotator sees when a post arrives pre-annotated. Logging in is the form login of
+With --project-id it shoots the given task, else the one Label Studio serves next (with
+the project's current model version's predictions). Without it, it creates (or reuses) a
+project "skillloop screenshot" holding one post from projects/linkedin-skills/gold.jsonl,
+imported with its gold spans as a prediction: what an annotator sees when a post arrives
+pre-annotated. Logging in is the form login of
 labeling.client; the session cookie reaches Chromium over its DevTools protocol, spoken
 here with a minimal WebSocket client, so nothing beyond Debian's chromium is needed.
 
@@ -342,10 +344,17 @@ def main() -> int:
 def run(args) -> int:
     url = args.url.rstrip("/")
     client = StudioClient(url, args.api_key)
-    if args.task_id and args.project_id:
-        project_id, task_id = args.project_id, args.task_id
+    if args.project_id:
+        # the given task, else the one Label Studio serves an annotator next
+        project_id = args.project_id
+        task_id = args.task_id or (client.next_task(project_id) or {}).get("id")
+        if task_id is None:
+            raise ValueError(f"project {project_id} has no task left to label")
         task = client.request("GET", f"/api/tasks/{task_id}")
-        regions = (task.get("predictions") or [{}])[0].get("result") or []
+        version = client.project(project_id).get("model_version")
+        predictions = task.get("predictions") or [{}]
+        current = [p for p in predictions if p.get("model_version") == version] or predictions
+        regions = current[0].get("result") or []
     else:
         project_id, task_id, regions = prepare_task(client)
     xml = client.project(project_id)["label_config"]
