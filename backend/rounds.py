@@ -316,8 +316,11 @@ def gate(result: dict, tolerance: float, heldout: int) -> tuple[bool, str]:
     weak = (f"; only {heldout} held-out post(s), fewer than {MIN_HELDOUT}: a weak gate"
             if heldout < MIN_HELDOUT else "")  # fmt: skip
     if not baseline or baseline.get("f1") is None:
-        error = str(baseline.get("error") or "")
-        why = f" ({baseline.get('version')}: {error[:120]})" if error else ""
+        name, error = baseline.get("version"), str(baseline.get("error") or "")
+        why = ""
+        if error:  # the full error is in the round's result.json
+            why = (" (the project base has no head for these labels)" if name == "base"
+                   else f" ({name} cannot be scored: {error.split(':')[0][:100]})")  # fmt: skip
         return True, (f"first model: nothing to compare with{why}; held-out F1 {f1:.4f} on "
                       f"{heldout} posts{weak}")  # fmt: skip
     name, base_f1 = baseline["version"], baseline["f1"]
