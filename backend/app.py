@@ -76,21 +76,19 @@ def build_services(config: ServiceConfig, make_worker=None) -> Services:
     project = load_project(config.project)
     state_dir = project.state_dir(config.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
-    if config.threads:
-        import torch
-
-        torch.set_num_threads(config.threads)
     store = AnnotationStore(state_dir / "annotations.sqlite")
     registry = Registry(state_dir / "models")
     studio = StudioLink(state_dir, config.label_studio_url, config.label_studio_api_key)
     holder = ModelHolder(
-        project, registry, on_swap=studio.model_swapped, watch_interval=config.watch_interval
-    )
+        project, registry, on_swap=studio.model_swapped, watch_interval=config.watch_interval,
+        threads=config.threads,
+    )  # fmt: skip
     worker = None
     if config.training:
         if make_worker is None:
             from backend.worker import TrainingWorker as make_worker
         worker = make_worker(project, state_dir, on_promoted=holder.promoted)
+        holder.training_running = lambda: bool(worker.status().get("running"))
     return Services(config, project, state_dir, store, registry, worker, holder, studio,
                     _make_metrics())  # fmt: skip
 

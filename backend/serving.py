@@ -52,6 +52,7 @@ class ModelHolder:
         *,
         on_swap: Callable[[ServingModel], None] | None = None,
         watch_interval: float = 5.0,
+        threads: int | None = None,
     ):
         self.project = project
         self.registry = registry
@@ -67,6 +68,9 @@ class ModelHolder:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._strategy = _resolve_strategy(getattr(project.selection, "strategy", "mnlp"))
+        self.threads = threads  # torch threads when no round trains (None: torch's default)
+        # whether a training round runs now (set by the app once the worker exists)
+        self.training_running: Callable[[], bool] = lambda: False
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self, background: bool = True) -> None:
@@ -193,8 +197,24 @@ class ModelHolder:
         if model.tagger is None or not texts:
             return (None if model.tagger is None else []), model
         with self._predict_lock:
+            self._set_threads(1 if self.training_running() else self.threads)
             predictions = model.tagger.predict(list(texts))
         return predictions, model
+
+    def _set_threads(self, wanted: int | None) -> None:
+        """Predict with one torch thread while a round trains in the child process.
+
+        Measured on two shared cores (docs/service.md): two OpenMP threads slow down many
+        times over as soon as another process takes a core (each parallel step waits for
+        the descheduled thread), while one thread barely notices.
+        """
+        import torch
+
+        if self.threads is None:
+            self.threads = torch.get_num_threads()  # the process's setting before any change
+            wanted = wanted or self.threads
+        if wanted and torch.get_num_threads() != wanted:
+            torch.set_num_threads(wanted)
 
     def task_score(self, prediction) -> float:
         """The task-level score Label Studio sorts by (lower = served first)."""

@@ -353,3 +353,19 @@ def test_importing_the_wsgi_module_does_no_work():
     assert backend.wsgi._app is None  # built on first access of backend.wsgi.app only
     with pytest.raises(AttributeError):
         backend.wsgi.application_name  # noqa: B018
+
+
+def test_predictions_use_one_thread_while_a_round_trains(app, client):
+    import torch
+
+    holder = app.extensions["skillloop"].holder
+    before = torch.get_num_threads()
+    try:
+        holder.training_running = lambda: True
+        client.post("/predict", json=predict_body(["python"]))
+        assert torch.get_num_threads() == 1
+        holder.training_running = lambda: False
+        client.post("/predict", json=predict_body(["python"]))
+        assert torch.get_num_threads() == holder.threads == before
+    finally:
+        torch.set_num_threads(before)
