@@ -374,7 +374,8 @@ class DiverseBatch(QueryStrategy):
             chosen.setdefault(int(c), i)  # `top` is ranked: the first seen is the best
         firsts = sorted(chosen.values(), key=lambda i: -scores[i])
         # the rest stay available as fallbacks when the budget skips a cluster's best
-        return firsts + [i for i in order if i not in set(firsts)]
+        chosen_set = set(firsts)
+        return firsts + [i for i in order if i not in chosen_set]
 
 
 class ClassBalanced(QueryStrategy):
