@@ -58,8 +58,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--license", default="unspecified", help="licence for the dataset card")
     p.add_argument("--name", help="dataset name for the card (default: the project name)")
-    p.add_argument("--include-gold", action="store_true",
-                   help="also export the project's gold file ([data] gold) posts")  # fmt: skip
+    _gold(p, "also export the project's gold file ([data] gold) posts")
     p.set_defaults(func=export_command)  # fmt: skip
 
     p = subparsers.add_parser("quality", help="agreement, pre-annotation edits, label errors")
@@ -76,6 +75,7 @@ def register(subparsers) -> None:
         default=0.9,
         help="model confidence that counts as contradicting a span (default 0.9)",
     )
+    _gold(p, "also check the gold file's posts for likely label errors")
     p.add_argument("--limit", type=int, default=30, help="likely errors to print (default 30)")
     p.add_argument("--json", type=Path, help="also write every figure and issue as JSON here")
     p.set_defaults(func=quality_command)  # fmt: skip
@@ -85,6 +85,10 @@ def _common(p) -> None:
     p.add_argument("--project", help=f"project folder or name [{PROJECT_ENV}]")
     p.add_argument("--state-dir", type=Path,
                    help="base state folder (default: $SKILLLOOP_STATE_DIR or ./state)")  # fmt: skip
+
+
+def _gold(p, text: str) -> None:
+    p.add_argument("--include-gold", action="store_true", help=text)
 
 
 def _source(p) -> None:
@@ -263,11 +267,12 @@ def quality_command(args) -> int:
     project = _project(args)
     state = project.state_dir(args.state_dir)
     records = _records(project, state, args.from_studio_export)
-    if not records:
+    gold = project.gold() if args.include_gold else []
+    if not records and not gold:
         raise ValueError(f"no annotations in {state / STORE_FILE} "
-                         "(or pass --from-studio-export FILE)")  # fmt: skip
+                         "(or pass --from-studio-export FILE, --include-gold)")  # fmt: skip
     tagger = _tagger(project, state, args.model or "serving")
-    figures = quality_figures(project, records, tagger, args.threshold)
+    figures = quality_figures(project, records, tagger, args.threshold, gold)
     print_quality(figures, args.limit, sys.stdout)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -3,9 +3,10 @@ of the pre-annotations, likely label errors (labeling.quality does the counting)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TextIO
 
-from labeling.export import resolve
+from labeling.export import normalise, resolve
 from labeling.quality import (
     EDIT_KINDS,
     OVERALL,
@@ -16,7 +17,11 @@ from labeling.quality import (
 from training.text import Document
 
 
-def quality_figures(project, records: list, tagger=None, threshold: float = 0.9) -> dict:
+def quality_figures(
+    project, records: list, tagger=None, threshold: float = 0.9, gold: Sequence[Document] = ()
+) -> dict:
+    """`gold` posts (the project's gold file) are checked for label errors too; a gold post
+    also annotated in Label Studio is checked in its Label Studio version only."""
     labels = project.label_values
     figures = {
         "project": project.name,
@@ -29,6 +34,9 @@ def quality_figures(project, records: list, tagger=None, threshold: float = 0.9)
         # the training data as training sees it: the reviewed annotation, else the latest
         posts, _ = resolve(records, "reviewed")
         docs = [Document(p.text, p.spans, id=p.id) for p in posts]
+        annotated = {normalise(d.text) for d in docs}
+        docs += [Document(d.text, d.spans, id=f"gold-{d.id}") for d in gold
+                 if normalise(d.text) not in annotated]  # fmt: skip
         issues = likely_label_errors(tagger, docs, threshold)
         figures["label_errors"] = {
             "model": getattr(tagger, "version", str(getattr(tagger, "source", ""))),

@@ -17,7 +17,7 @@ from backend.cli import main
 from backend.status import changes_since_last_round
 from labeling.store import AnnotationRecord, AnnotationStore
 from training.registry import Registry
-from training.text import Span
+from training.text import Document, Span
 
 PROJECT = str(Path(__file__).resolve().parents[1] / "projects" / "linkedin-skills")
 NAME = "linkedin-skills"
@@ -260,3 +260,20 @@ def test_quality_lists_label_errors_with_a_real_tagger(state, capsys, tmp_path,
     code, out, _ = run(capsys, "quality", "--project", PROJECT, "--state-dir", str(state),
                        "--model", str(tiny_reference_model), "--threshold", "1.0")  # fmt: skip
     assert code == 0 and "likely label errors: 0 in 16 posts" in out
+
+
+def test_quality_checks_gold_posts_the_store_does_not_hold():
+    from test_quality import FakeTagger
+
+    from backend.quality_view import quality_figures
+    from labeling.project import load_project
+
+    project = load_project(PROJECT)
+    gold = project.gold()
+    store_post = record(1, "ann")
+    gold.append(Document(store_post.text, [], id="dup"))  # annotated in the store too
+    figures = quality_figures(project, [store_post], FakeTagger({}), 0.9, gold)
+    errors = figures["label_errors"]
+    assert errors["posts_checked"] == len(gold)  # the store's version replaces "dup"
+    ids = {issue["doc_id"] for issue in errors["issues"]}
+    assert "gold-dup" not in ids and any(i.startswith("gold-") for i in ids)
