@@ -87,13 +87,15 @@ def studio(tmp_path_factory):
     settings = StudioSettings.from_env(tmp_path_factory.mktemp("studio-state"), _free_port())
     if not settings.executable.is_file():
         pytest.skip(f"Label Studio not installed at {settings.executable}: run make studio-install")
-    from labeling.studio_server import start, stop
+    from labeling.studio_server import is_up, start, status, stop
 
     try:
-        start(settings, timeout=600, quiet=True)
+        info = start(settings, timeout=600, quiet=True)
+        assert info["running"] and info["up"] and settings.pid_file.is_file()
         yield settings
     finally:
-        stop(settings)
+        stopped = stop(settings)
+    assert stopped and not is_up(settings.url) and not status(settings)["running"]
 
 
 @pytest.fixture
