@@ -81,7 +81,7 @@ def build_services(config: ServiceConfig, make_worker=None) -> Services:
     studio = StudioLink(state_dir, config.label_studio_url, config.label_studio_api_key)
     holder = ModelHolder(
         project, registry, on_swap=studio.model_swapped, watch_interval=config.watch_interval,
-        threads=config.threads,
+        threads=config.threads, training_threads=config.training_threads,
     )  # fmt: skip
     worker = None
     if config.training:

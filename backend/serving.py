@@ -53,6 +53,7 @@ class ModelHolder:
         on_swap: Callable[[ServingModel], None] | None = None,
         watch_interval: float = 5.0,
         threads: int | None = None,
+        training_threads: int = 1,
     ):
         self.project = project
         self.registry = registry
@@ -69,6 +70,7 @@ class ModelHolder:
         self._threads: list[threading.Thread] = []
         self._strategy = _resolve_strategy(getattr(project.selection, "strategy", "mnlp"))
         self.threads = threads  # torch threads when no round trains (None: torch's default)
+        self.training_threads = training_threads  # ... and while one trains (0: the same)
         # whether a training round runs now (set by the app once the worker exists)
         self.training_running: Callable[[], bool] = lambda: False
 
@@ -197,12 +199,13 @@ class ModelHolder:
         if model.tagger is None or not texts:
             return (None if model.tagger is None else []), model
         with self._predict_lock:
-            self._set_threads(1 if self.training_running() else self.threads)
+            training = self.training_threads and self.training_running()
+            self._set_threads(self.training_threads if training else self.threads)
             predictions = model.tagger.predict(list(texts))
         return predictions, model
 
     def _set_threads(self, wanted: int | None) -> None:
-        """Predict with one torch thread while a round trains in the child process.
+        """Predict with fewer torch threads (default one) while a round trains.
 
         Measured on two shared cores (docs/service.md): two OpenMP threads slow down many
         times over as soon as another process takes a core (each parallel step waits for

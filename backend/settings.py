@@ -27,6 +27,8 @@ class ServiceConfig:
     label_studio_api_key: str | None = field(default=None, repr=False)
     # torch intra-op threads for serving (None: torch's default)
     threads: int | None = None
+    # torch threads for serving while a round trains in the child process (0: as `threads`)
+    training_threads: int = 1
     # run the background training worker (off only for a read-only predict server)
     training: bool = True
     # load the model in a background thread so /health answers at once
@@ -55,6 +57,8 @@ class ServiceConfig:
             )
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
+        if self.training_threads < 0:
+            raise ValueError(f"training threads must be >= 0, got {self.training_threads}")
         if bool(self.label_studio_url) != bool(self.label_studio_api_key):
             raise ValueError("set both LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY, or neither")
         if self.watch_interval <= 0:
@@ -93,6 +97,7 @@ ENV = {
     "label_studio_url": "LABEL_STUDIO_URL",
     "label_studio_api_key": "LABEL_STUDIO_API_KEY",
     "threads": "SKILLLOOP_THREADS",
+    "training_threads": "SKILLLOOP_TRAINING_THREADS",
     "training": "SKILLLOOP_TRAINING",
     "background_load": "SKILLLOOP_BACKGROUND_LOAD",
     "watch_interval": "SKILLLOOP_WATCH_INTERVAL",

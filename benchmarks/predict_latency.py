@@ -14,6 +14,8 @@ round's outcome, and writes them as JSON with --out.
 
 Run it under the heavy-work lock:
   flock /tmp/skillloop-heavy.lock .venv/bin/python benchmarks/predict_latency.py
+`--training-threads 2` keeps two prediction threads during the round (the collapse that
+made one thread the default).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=60, help="idle /predict requests")
     parser.add_argument("--tasks", type=int, default=1, help="tasks per /predict request")
     parser.add_argument("--threads", type=int, default=2, help="the service's torch threads")
+    parser.add_argument("--training-threads", type=int, default=1,
+                        help="the service's torch threads while a round trains (0: --threads)")
     parser.add_argument("--epochs", type=int, default=1, help="epochs of the training round")
     parser.add_argument("--out", type=Path, help="write the numbers as JSON here")
     args = parser.parse_args()
@@ -65,7 +69,8 @@ def main() -> int:
         command = [sys.executable, "-m", "backend.cli", "serve", "--project", str(project),
                    "--state-dir", str(tmp / "state"), "--port", str(port),
                    "--threads", str(args.threads)]  # fmt: skip
-        service = subprocess.Popen(command, cwd=REPO, stdout=log.open("wb"),
+        env = dict(os.environ, SKILLLOOP_TRAINING_THREADS=str(args.training_threads))
+        service = subprocess.Popen(command, cwd=REPO, env=env, stdout=log.open("wb"),
                                    stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         try:
@@ -102,6 +107,7 @@ def main() -> int:
         "device": f"{os.cpu_count()} CPU cores (shared machine)",
         "model": "MiniLM-L6 backbone + random head, int8, max_tokens 256",
         "service_threads": args.threads,
+        "service_threads_during_training": args.training_threads or args.threads,
         "tasks_per_request": args.tasks,
         "idle": summary(idle),
         "training": summary(during),
@@ -110,8 +116,9 @@ def main() -> int:
         "round_status": last_round.get("status"),
         "round_train_documents": last_round.get("train_documents"),
     }
-    print(f"/predict latency, {args.tasks} SkillSpan dev posting(s) per request, "
-          f"service with {args.threads} torch threads")  # fmt: skip
+    print(f"/predict latency, {args.tasks} SkillSpan dev posting(s) per request, service "
+          f"with {args.threads} torch threads ({result['service_threads_during_training']} "
+          "while training)")  # fmt: skip
     for phase in ("idle", "training"):
         s = result[phase]
         print(f"  {phase:9s} n={s['n']:4d}  p50 {s['p50_ms']:7.1f} ms  p95 {s['p95_ms']:7.1f} ms"
