@@ -40,7 +40,7 @@ def run_main(args) -> None:
         random_extra=[2000, 3000, 4000], cache_dir=args.cache_dir,
     )  # fmt: skip
     result = simulate(DATA / "train.json", DATA / "dev.json", config, progress=_log)
-    _publish(result, "skillspan-fast", args.out)
+    _publish(result, args.name, args.out)
 
 
 def run_compare(args) -> None:
@@ -98,6 +98,7 @@ def main() -> int:
     parser.add_argument("--full-epochs", type=int, default=8)
     parser.add_argument("--cache-dir", default="/tmp/skillloop-al-cache")
     parser.add_argument("--out", default=str(DOCS))
+    parser.add_argument("--name", default="skillspan-fast", help="output file name (main)")
     args = parser.parse_args()
     if not (DATA / "train.json").is_file():
         print(f"SkillSpan not found at {DATA} (see ../shared/data/README.md)", file=sys.stderr)

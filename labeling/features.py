@@ -29,16 +29,18 @@ def encode_words(
     stride: int = 32,
     batch_size: int = 32,
     cache_dir: str | Path | None = None,
+    layers: Sequence[int] = (-1,),
 ) -> list[np.ndarray]:
-    """For each text, a float32 array (n_words, hidden) of its words' encoder vectors.
+    """For each text, a float32 array (n_words, hidden * len(layers)) of its words' encoder
+    vectors: the hidden states of `layers` (0 = embeddings, -1 = last), concatenated.
     A word without subwords (rare: characters the tokenizer drops) gets zeros."""
     name = resolve_source(source)
-    cache = _cache_path(cache_dir, name, texts, max_tokens, stride)
+    cache = _cache_path(cache_dir, f"{name}|{list(layers)}", texts, max_tokens, stride)
     if cache is not None and cache.is_file():
         with np.load(cache) as data:
             flat, lengths = data["flat"], data["lengths"]
         return np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
-    vectors = _encode(texts, name, max_tokens, stride, batch_size)
+    vectors = _encode(texts, name, max_tokens, stride, batch_size, list(layers))
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         lengths = np.array([len(v) for v in vectors], dtype=np.int64)
@@ -50,14 +52,14 @@ def encode_words(
 def _cache_path(cache_dir, name, texts, max_tokens, stride) -> Path | None:
     if cache_dir is None:
         return None
-    digest = hashlib.sha256(f"{Path(name).resolve()}|{max_tokens}|{stride}".encode())
+    digest = hashlib.sha256(f"{name}|{max_tokens}|{stride}".encode())
     for text in texts:
         digest.update(text.encode())
         digest.update(b"\0")
     return Path(cache_dir) / f"words-{digest.hexdigest()[:16]}.npz"
 
 
-def _encode(texts, name, max_tokens, stride, batch_size) -> list[np.ndarray]:
+def _encode(texts, name, max_tokens, stride, batch_size, layers) -> list[np.ndarray]:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -68,7 +70,11 @@ def _encode(texts, name, max_tokens, stride, batch_size) -> list[np.ndarray]:
     prefix, suffix = special_tokens(tokenizer)
     specials = (prefix, suffix)
     pad = tokenizer.pad_token_id or 0
-    hidden_size = model.config.hidden_size
+    depth = model.config.num_hidden_layers
+    # absolute indices; a layer beyond a shallow model's depth falls back to its last
+    layers = list(dict.fromkeys(min(k % (depth + 1), depth) if k < 0 else min(k, depth)
+                                for k in layers))  # fmt: skip
+    hidden_size = model.config.hidden_size * len(layers)
 
     out = []
     jobs = []  # (doc index, input ids, word indices, positions of their first subwords)
@@ -94,7 +100,8 @@ def _encode(texts, name, max_tokens, stride, batch_size) -> list[np.ndarray]:
             for row, (_, inputs, _, _) in enumerate(batch):
                 ids[row, : len(inputs)] = torch.tensor(inputs)
                 mask[row, : len(inputs)] = 1
-            states = model(input_ids=ids, attention_mask=mask).last_hidden_state.numpy()
+            output = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+            states = torch.cat([output.hidden_states[k] for k in layers], dim=-1).numpy()
             for row, (d, _, owned, positions) in enumerate(batch):
                 out[d][owned] = states[row, positions]
     log.info("encoded %d texts (%d windows) with %s", len(texts), len(jobs), name)

@@ -47,9 +47,12 @@ class SimConfig:
     mode: str = "fast"
     base: str | None = None  # encoder / tagger to start from (None: the backbone)
     head_hidden: int = 128
-    head_epochs: int = 20  # passes over the labelled words, within [min_steps, max_steps]
+    head_epochs: int = 10  # passes over the labelled words, within [min_steps, max_steps]
     head_min_steps: int = 250
-    head_max_steps: int = 800
+    head_max_steps: int = 4000
+    # encoder layers whose word vectors are concatenated (0 = embeddings, -1 = last): a
+    # middle layer keeps the lexical detail a sentence-embedding model's last layer blurs
+    feature_layers: list[int] = field(default_factory=lambda: [3, -1])
     head_dropout: float = 0.2
     full_epochs: int = 4
     pool_limit: int | None = None  # use only the first N pool units (quick comparisons)
@@ -111,8 +114,9 @@ class FastLearner:
 
         self.tags = tag_names(labels)
         self.config = config
-        vectors = encode_words([d.text for d in [*pool, *held_out]], config.base,
-                               cache_dir=config.cache_dir)  # fmt: skip
+        texts = [d.text for d in [*pool, *held_out]]
+        vectors = encode_words(texts, config.base, cache_dir=config.cache_dir,
+                               layers=config.feature_layers)  # fmt: skip
         self.pool_x, self.eval_x = vectors[: len(pool)], vectors[len(pool) :]
         index = {t: i for i, t in enumerate(self.tags)}
         self.pool_y = [np.array([index[t] for t in _gold_tags(d)]) for d in pool]
