@@ -164,7 +164,6 @@ def write_outputs(result: dict, out: Path) -> dict:
     text = table(summary)
     (out / "summary.md").write_text(text + "\n")
     print(text)
-    print(f"full-data F1 {summary['full_f1']:.4f}; token AULC over "
-          f"{summary['token_range'][0]:.0f}-{summary['token_range'][1]:.0f} tokens; "
-          f"wrote {out / 'curves.json'} and {out / 'curves.png'}")  # fmt: skip
+    full = "n/a" if summary["full_f1"] is None else f"{summary['full_f1']:.4f}"
+    print(f"full-data F1 {full}; wrote {out / 'curves.json'} and {out / 'curves.png'}")
     return summary

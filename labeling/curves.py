@@ -2,8 +2,8 @@
 
 Area under the learning curve (AULC) is normalised by the width of the x range, so it
 reads as the mean F1 over that range. Strategies buy different numbers of tokens with the
-same number of units, so the token AULC of every strategy is taken over the token range
-that all of them (every seed) cover.
+same number of units, so each strategy's token AULC is compared with random's over the
+token range both of them (every seed) cover.
 """
 
 from __future__ import annotations
@@ -20,6 +20,11 @@ def _token_curves(runs: list[dict], lo: float, hi: float) -> tuple[np.ndarray, n
     """Each seed's F1 interpolated on a common token grid over [lo, hi]: (grid, (seeds, grid))."""
     grid = np.linspace(lo, hi, GRID)
     return grid, np.stack([np.interp(grid, r["tokens"], r["f1"]) for r in runs])
+
+
+def _token_range(runs: list[dict]) -> tuple[float, float]:
+    """The tokens every run covers: from the largest first point to the smallest last."""
+    return max(r["tokens"][0] for r in runs), min(r["tokens"][-1] for r in runs)
 
 
 def _item_curves(runs: list[dict], upto: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
@@ -54,28 +59,23 @@ def summarize(result: dict) -> dict:
     full = float(np.mean(result["full_f1"])) if result["full_f1"] else None
     level = TARGET * full if full is not None else np.inf
     pool_items, pool_tokens = result["data"]["pool_items"], result["data"]["pool_tokens"]
-    lo = max(r["tokens"][0] for runs in curves.values() for r in runs)
-    hi = min(r["tokens"][-1] for runs in curves.values() for r in runs)
-    # random may run further than the rest (random_extra): areas use the common range only
+    # random may run further than the rest (random_extra): unit areas use the common range
     items_hi = min(r["items"][-1] for runs in curves.values() for r in runs)
     items_lo = max(r["items"][0] for runs in curves.values() for r in runs)
     out: dict = {"full_f1": full, "target_f1": None if full is None else level,
-                 "token_range": [lo, hi], "item_range": [items_lo, items_hi], "strategies": {}}
+                 "item_range": [items_lo, items_hi], "strategies": {}}  # fmt: skip
+    base = curves.get("random")
     for name, runs in curves.items():
         items_x, items_y = _item_curves(runs, items_hi)
         all_x, all_y = _item_curves(runs)
-        grid, tokens_y = _token_curves(runs, lo, hi)
-        own_grid, own_y = _token_curves(
-            runs, max(r["tokens"][0] for r in runs), min(r["tokens"][-1] for r in runs)
-        )
+        own_lo, own_hi = _token_range(runs)
+        own_grid, own_y = _token_curves(runs, own_lo, own_hi)
         items_95 = _first_reach(all_x, all_y.mean(axis=0), level)
         tokens_95 = _first_reach(own_grid, own_y.mean(axis=0), level)
-        out["strategies"][name] = {
+        stats = {
             "aulc_items": _area(items_x, items_y.mean(axis=0)),
             "aulc_items_seeds": [_area(items_x, y) for y in items_y],
-            "aulc_tokens": _area(grid, tokens_y.mean(axis=0)),
-            "aulc_tokens_seeds": [_area(grid, y) for y in tokens_y],
-            "final_f1": float(items_y[:, -1].mean()),  # at the end of the common range
+            "final_f1": float(items_y[:, -1].mean()),  # at the end of the common unit range
             "items_to_95": items_95,
             "tokens_to_95": tokens_95,
             "share_items_to_95": None if items_95 is None else items_95 / pool_items,
@@ -83,16 +83,30 @@ def summarize(result: dict) -> dict:
             "first_batch_mean_tokens": float(np.mean([r["batch_mean_tokens"][0] for r in runs
                                                       if r["batch_mean_tokens"]] or [0.0])),
         }  # fmt: skip
-    base = out["strategies"].get("random")
+        if base is not None:
+            # token areas pairwise with random, over the tokens both cover (every seed)
+            lo, hi = _token_range([*runs, *base])
+            grid, tokens_y = _token_curves(runs, lo, hi)
+            _, random_y = _token_curves(base, lo, hi)
+            stats["token_range"] = [lo, hi]
+            stats["aulc_tokens"] = _area(grid, tokens_y.mean(axis=0))
+            stats["aulc_tokens_seeds"] = [_area(grid, y) for y in tokens_y]
+            stats["random_aulc_tokens"] = _area(grid, random_y.mean(axis=0))
+        out["strategies"][name] = stats
+    base_stats = out["strategies"].get("random")
     for stats in out["strategies"].values():
-        if base is None:
+        if base_stats is None:
             break
-        stats["gain_items_points"] = 100 * (stats["aulc_items"] - base["aulc_items"])
-        stats["gain_tokens_points"] = 100 * (stats["aulc_tokens"] - base["aulc_tokens"])
-        ours, theirs = stats["tokens_to_95"], base["tokens_to_95"]
+        stats["gain_items_points"] = 100 * (stats["aulc_items"] - base_stats["aulc_items"])
+        stats["gain_tokens_points"] = 100 * (stats["aulc_tokens"] - stats["random_aulc_tokens"])
+        ours, theirs = stats["tokens_to_95"], base_stats["tokens_to_95"]
         stats["tokens_to_95_vs_random"] = None if None in (ours, theirs) else ours / theirs
     out["mean_pool_tokens_per_item"] = pool_tokens / pool_items
     return out
+
+
+def _span(bounds) -> str:
+    return "n/a" if not bounds else f"{bounds[0]:,.0f}-{bounds[1]:,.0f}"
 
 
 def table(summary: dict) -> str:
@@ -105,14 +119,16 @@ def table(summary: dict) -> str:
         return "n/a" if v is None else f"{v:.2f}"
 
     rows = [
-        "| strategy | AULC items | gain | AULC tokens | gain | final F1 | items to 95% "
-        "| tokens to 95% | tokens vs random | 1st batch tokens/item |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| strategy | AULC items | gain | AULC tokens (random's) | gain | token range "
+        "| final F1 | items to 95% | tokens to 95% | tokens vs random | 1st batch tokens/item |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, s in summary["strategies"].items():
         rows.append(
             f"| {name} | {s['aulc_items']:.4f} | {s.get('gain_items_points', 0):+.2f} "
-            f"| {s['aulc_tokens']:.4f} | {s.get('gain_tokens_points', 0):+.2f} "
+            f"| {s.get('aulc_tokens', 0):.4f} ({s.get('random_aulc_tokens', 0):.4f}) "
+            f"| {s.get('gain_tokens_points', 0):+.2f} "
+            f"| {_span(s.get('token_range'))} "
             f"| {s['final_f1']:.4f} | {share(s['share_items_to_95'])} "
             f"| {share(s['share_tokens_to_95'])} | {ratio(s.get('tokens_to_95_vs_random'))} "
             f"| {s['first_batch_mean_tokens']:.1f} |"
@@ -135,9 +151,7 @@ def plot(result: dict, summary: dict, path: str | Path) -> Path:
         x, y = _item_curves(runs)
         (line,) = by_items.plot(x, y.mean(axis=0), label=name, **style)
         by_items.fill_between(x, y.min(axis=0), y.max(axis=0), alpha=0.15, color=line.get_color())
-        lo = max(r["tokens"][0] for r in runs)
-        hi = min(r["tokens"][-1] for r in runs)
-        grid, ty = _token_curves(runs, lo, hi)
+        grid, ty = _token_curves(runs, *_token_range(runs))
         by_tokens.plot(grid, ty.mean(axis=0), label=name, color=line.get_color(),
                        linestyle=style.get("linestyle", "-"))  # fmt: skip
         by_tokens.fill_between(grid, ty.min(axis=0), ty.max(axis=0), alpha=0.15,
@@ -148,7 +162,6 @@ def plot(result: dict, summary: dict, path: str | Path) -> Path:
         ax.set_xlabel(xlabel)
         ax.set_ylabel("held-out entity F1 (strict)")
         ax.grid(alpha=0.3)
-    by_tokens.axvspan(*summary["token_range"], color="grey", alpha=0.05)
     by_items.legend(fontsize=8)
     mode = result["config"]["mode"]
     seeds = len(next(iter(result["curves"].values())))
