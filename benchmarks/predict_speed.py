@@ -3,7 +3,7 @@
 The same model and the same real job posts (SkillSpan dev postings regrouped into whole
 posts) go through
   - `transformers.pipeline("token-classification", aggregation_strategy="simple", stride=64)`
-  - skillloop's `Tagger.predict` in several settings (window length, int8, threads)
+  - skillloop's `Tagger.predict` in several settings (window length, precision, threads)
 in one process. Printed per variant: posts/s, ratio to the pipeline, share of the posts'
 word characters the model reads, span agreement with the pipeline and with skillloop fp32,
 and, with a trained model (`--model`), dev span-F1 (exact character spans).
@@ -35,21 +35,22 @@ from training import checkpoint  # noqa: E402
 from training.datasets import read_skillspan  # noqa: E402
 from training.decoding import decode_many  # noqa: E402
 from training.evaluate import OVERALL, evaluate_predictions, span_scores  # noqa: E402
-from training.tagger import BATCH_TOKENS, Tagger  # noqa: E402
+from training.tagger import Tagger  # noqa: E402
 from training.text import Span, split_tag, tags_to_spans, words  # noqa: E402
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "skillspan" / "dev.json"
-# name: (max_tokens, stride, quantize, threads); max_tokens excludes [CLS] and [SEP]
+# name: (max_tokens, stride, precision, threads); max_tokens excludes [CLS] and [SEP]
 VARIANTS = {
-    "fp32-510": (510, 64, False, 2),
-    "fp32-254": (254, 32, False, 2),
-    "fp32-126": (126, 32, False, 2),
-    "int8-510": (510, 64, True, 2),
-    "int8-254": (254, 32, True, 2),
-    "int8-126": (126, 32, True, 2),
-    "int8-126-s16": (126, 16, True, 2),
-    "int8-254-1thread": (254, 32, True, 1),
-    "int8-254-batched": (254, 32, True, 2),  # batches like fp32: results depend on batchmates
+    "fp32-510": (510, 64, "fp32", 2),
+    "fp32-254": (254, 32, "fp32", 2),
+    "fp32-126": (126, 32, "fp32", 2),
+    "bf16-510": (510, 64, "bf16", 2),
+    "bf16-254": (254, 32, "bf16", 2),
+    "bf16-126": (126, 32, "bf16", 2),
+    "bf16-126-s16": (126, 16, "bf16", 2),
+    "bf16-254-1thread": (254, 32, "bf16", 1),
+    "int8-254": (254, 32, "int8", 2),
+    "int8-126": (126, 32, "int8", 2),
 }
 
 
@@ -217,12 +218,12 @@ def main(argv=None) -> int:
     print(line, flush=True)
 
     for name in args.variants:
-        max_tokens, stride, quantize, threads = VARIANTS[name]
+        max_tokens, stride, precision, threads = VARIANTS[name]
         torch.set_num_threads(threads)
         fresh = checkpoint.Loaded(loaded.tokenizer, copy.deepcopy(loaded.model), labels, [])
         tagger = Tagger.from_loaded(
             fresh, args.model or "backbone", max_tokens=max_tokens, stride=stride,
-            quantize=quantize, **({"batch_tokens": BATCH_TOKENS} if "batched" in name else {}),
+            precision=precision,
         )  # fmt: skip
         tagger.predict(texts[:2])  # warm-up
         predictions, seconds = timed(lambda: tagger.predict(texts), args.repeat)  # noqa: B023
@@ -231,7 +232,7 @@ def main(argv=None) -> int:
         reference = reference or spans
         rate = len(texts) / seconds
         row = {
-            "max_tokens": max_tokens, "stride": stride, "quantize": quantize,
+            "max_tokens": max_tokens, "stride": stride, "precision": tagger.precision,
             "threads": threads, "posts_per_s": rate, "ratio": rate / pipe_rate,
             "share_read": tagger_share(tagger, texts),
             "padding": padding_waste(tagger, texts),
@@ -255,7 +256,7 @@ def main(argv=None) -> int:
 
     print(f"agree ref: span F1 against {args.variants[0]}; padding: padded share of model input "
           "with length-sorted batches (in post order it would be "
-          f"{row['padding'][1]:.1%} for {name})")  # fmt: skip
+          f"{results[args.variants[0]]['padding'][1]:.1%} for {args.variants[0]})")  # fmt: skip
     begin = time.perf_counter()
     decode_many([p.probs for p in predictions], tagger.tags, "viterbi")
     print(f"constrained Viterbi decoding of all {len(texts)} posts at once: "

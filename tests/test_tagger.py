@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import REFERENCE_TAGS, WORDS
 from training.checkpoint import CheckpointError
-from training.tagger import Prediction, Tagger
+from training.tagger import Prediction, Tagger, native_bf16
 from training.text import tag_names, words
 from training.windows import encode, make_windows, owned_words
 
@@ -163,12 +163,37 @@ def test_missing_model_folder_is_a_checkpoint_error(tmp_path):
         Tagger.load(tmp_path / "nowhere", ["Skill"])
 
 
-def test_version_names_the_checkpoint_and_its_weights(tiny_reference_model, reference_label_map):
-    fp32 = Tagger.load(tiny_reference_model, PROJECT_LABELS, reference_label_map, quantize=False)
-    int8 = Tagger.load(tiny_reference_model, PROJECT_LABELS, reference_label_map, quantize=True)
+def test_version_names_the_checkpoint_weights_and_precision(
+    tiny_reference_model, reference_label_map
+):
+    def load(**options):
+        return Tagger.load(tiny_reference_model, PROJECT_LABELS, reference_label_map, **options)
+
+    fp32 = load(quantize=False)
     assert fp32.source == str(tiny_reference_model)
     assert fp32.version.startswith(f"{tiny_reference_model.name}@")
-    assert int8.version == fp32.version + "+int8"
+    assert fp32.precision == "fp32"
+    assert load(precision="int8").version == fp32.version + "+int8"
+    assert load(precision="bf16").version == fp32.version + "+bf16"
+    expected = "bf16" if native_bf16() else "fp32"
+    assert load().precision == expected and load(quantize=True).precision == expected
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        load(precision="fp8")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_reduced_precision_stays_close_to_fp32(
+    tiny_reference_model, reference_label_map, precision
+):
+    text = "team work and communication skills for the analyst , excel or spark " * 3
+    fp32, other = (
+        Tagger.load(tiny_reference_model, PROJECT_LABELS, reference_label_map, precision=p).predict(
+            [text]
+        )[0]
+        for p in ("fp32", precision)
+    )
+    assert other.probs.dtype == np.float32
+    assert np.abs(fp32.probs - other.probs).max() < 0.05
 
 
 # ------------------------------------------------------------------ any text
@@ -186,13 +211,13 @@ def test_offsets_index_the_original_string_for_any_text(reference_tagger, parts)
     check_prediction(prediction, text, reference_tagger.tags)
 
 
-@pytest.mark.parametrize("quantize", [False, True])
+@pytest.mark.parametrize(("precision", "tolerance"), [("fp32", 1e-5), ("bf16", 1e-3), ("int8", 0)])
 def test_batching_gives_the_same_result_as_one_by_one(
-    tiny_reference_model, reference_label_map, quantize
+    tiny_reference_model, reference_label_map, precision, tolerance
 ):
     tagger = Tagger.load(
         tiny_reference_model, PROJECT_LABELS, reference_label_map, max_tokens=12, stride=4,
-        quantize=quantize,
+        precision=precision,
     )  # fmt: skip
     texts = [
         "we need a senior data engineer with python and sql",
@@ -205,19 +230,8 @@ def test_batching_gives_the_same_result_as_one_by_one(
     for text, batched in zip(texts, together, strict=True):
         alone = tagger.predict([text])[0]
         # int8 runs one window per pass, so it must match exactly
-        np.testing.assert_allclose(batched.probs, alone.probs, atol=0 if quantize else 1e-5)
+        np.testing.assert_allclose(batched.probs, alone.probs, atol=tolerance)
         assert [s.key() for s in batched.spans] == [s.key() for s in alone.spans]
-
-
-def test_int8_stays_close_to_fp32(tiny_reference_model, reference_label_map):
-    text = "team work and communication skills for the analyst , excel or spark " * 3
-    fp32, int8 = (
-        Tagger.load(tiny_reference_model, PROJECT_LABELS, reference_label_map, quantize=q).predict(
-            [text]
-        )[0]
-        for q in (False, True)
-    )
-    assert np.abs(fp32.probs - int8.probs).max() < 0.05
 
 
 # ------------------------------------------------------------------ bad input

@@ -40,10 +40,12 @@ log = logging.getLogger(__name__)
 # Defaults measured by benchmarks/predict_speed.py (see docs/tagger.md).
 DEFAULT_MAX_TOKENS = 128
 DEFAULT_STRIDE = 32
-DEFAULT_QUANTIZE = True
 DEFAULT_DECODING = "viterbi"
-# fp32 windows per forward pass are limited by total padded subwords, not by count: short
-# and long windows then cost about the same memory and time per batch. int8 runs one window
+# "auto": bf16 where the CPU computes it natively (AVX512-BF16/AMX), else fp32. int8
+# (dynamic quantization) is faster still but costs several points of span F1.
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+# Windows per forward pass are limited by total padded subwords, not by count: short and
+# long windows then cost about the same memory and time per batch. int8 runs one window
 # per pass: dynamic quantization scales activations per tensor, so batching would make a
 # post's prediction depend on the posts it happens to share a batch with.
 BATCH_TOKENS = 4096
@@ -107,6 +109,7 @@ class Tagger:
         self.source = source
         self.version = version or Path(source).name or source
         self.decoding = decoding
+        self.precision = "fp32"  # as far as this class knows; from_loaded sets it
         self.batch_tokens = batch_tokens
         self.specials = special_tokens(tokenizer)
         limit = _position_limit(tokenizer, model) - sum(map(len, self.specials))
@@ -128,14 +131,16 @@ class Tagger:
         *,
         max_tokens: int = DEFAULT_MAX_TOKENS,
         stride: int = DEFAULT_STRIDE,
-        quantize: bool = DEFAULT_QUANTIZE,
+        precision: str = "auto",
+        quantize: bool | None = None,
         num_threads: int | None = None,
         decoding: str = DEFAULT_DECODING,
         allow_new_labels: bool = False,
     ) -> Tagger:
         """Load a checkpoint folder, hub name or the backbone (`None`) for `labels`.
 
-        `quantize` turns the encoder's Linear layers into dynamic int8 (CPU inference).
+        `precision` is one of PRECISIONS; `quantize=False` is short for "fp32" (exact
+        reference numbers), `quantize=True` for the default "auto".
         `num_threads` sets torch's intra-op threads for the whole process (None: unchanged).
         `allow_new_labels` gives tags the checkpoint lacks a random head (benchmarks only).
         Raises `checkpoint.CheckpointError` when the model cannot serve `labels`.
@@ -143,8 +148,9 @@ class Tagger:
         loaded = checkpoint.load(source, labels, label_map, allow_new_labels=allow_new_labels)
         resolved = checkpoint.resolve_source(source)
         return cls.from_loaded(
-            loaded, resolved, max_tokens=max_tokens, stride=stride, quantize=quantize,
-            num_threads=num_threads, decoding=decoding, version=_version(resolved, source),
+            loaded, resolved, max_tokens=max_tokens, stride=stride,
+            precision=_precision(precision, quantize), num_threads=num_threads,
+            decoding=decoding, version=_version(resolved, source),
         )  # fmt: skip
 
     @classmethod
@@ -153,30 +159,32 @@ class Tagger:
         loaded: checkpoint.Loaded,
         source: str,
         *,
-        quantize: bool = False,
+        precision: str = "fp32",
         num_threads: int | None = None,
         **options,
     ) -> Tagger:
         """Wrap an already loaded model (e.g. the trainer's, for dev evaluation).
 
-        Quantizing modifies `loaded.model` in place; keep it False for a model still training.
+        A precision other than fp32 converts `loaded.model` in place: keep fp32 for a model
+        that is still training.
         """
         if num_threads is not None:
             if num_threads < 1:
                 raise ValueError(f"num_threads must be at least 1, got {num_threads}")
             torch.set_num_threads(num_threads)
-        quantized = quantize and quantize_encoder(loaded.model)
-        if quantized:
+        precision = set_precision(loaded.model, _precision(precision, None))
+        if precision == "int8":
             options.setdefault("batch_tokens", 0)  # one window per pass, see BATCH_TOKENS
         tagger = cls(loaded.tokenizer, loaded.model, loaded.labels, source, **options)
-        if quantized:
-            tagger.version += "+int8"
+        tagger.precision = precision
+        if precision != "fp32":
+            tagger.version += f"+{precision}"
         return tagger
 
     def __repr__(self) -> str:
         return (
             f"Tagger({self.version!r}, labels={self.labels}, max_tokens={self.max_tokens}, "
-            f"stride={self.stride}, decoding={self.decoding!r})"
+            f"stride={self.stride}, precision={self.precision!r}, decoding={self.decoding!r})"
         )
 
     def predict(self, texts: Sequence[str], decoding: str | None = None) -> list[Prediction]:
@@ -232,8 +240,38 @@ class Tagger:
         return Prediction(doc.text, doc.words, list(self.tags), doc.probs, spans, word_tags)
 
 
+def _precision(precision: str, quantize: bool | None) -> str:
+    if quantize is False:
+        precision = "fp32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: choose one of {PRECISIONS}")
+    if precision == "auto":
+        return "bf16" if native_bf16() else "fp32"
+    return precision
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 matrix products natively (else bf16 is emulated, slow)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def set_precision(model: torch.nn.Module, precision: str) -> str:
+    """Convert `model` in place; returns the precision it ends up in."""
+    if precision == "bf16":
+        model.to(torch.bfloat16)
+    elif precision == "int8" and not quantize_encoder(model):
+        return "fp32"
+    return precision
+
+
 def quantize_encoder(model: torch.nn.Module) -> bool:
-    """In place: dynamic int8 weights for the encoder's Linear layers; the small head stays fp32.
+    """In place: dynamic int8 weights (per output channel) for the encoder's Linear layers.
+
+    The feed-forward output layers (after GELU, where activations have outliers) and the
+    head stay fp32: quantizing them too doubled the disagreement with fp32 tags.
 
     torch marks this eager-mode API deprecated (its successor, torchao, is not a
     dependency); where it is gone the model stays fp32, with a warning, rather than fail.
@@ -242,9 +280,15 @@ def quantize_encoder(model: torch.nn.Module) -> bool:
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
         try:
-            from torch.ao.quantization import quantize_dynamic
+            from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-            quantize_dynamic(model.base_model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+            spec = {
+                name: per_channel_dynamic_qconfig
+                for name, module in model.base_model.named_modules()
+                if isinstance(module, torch.nn.Linear)
+                and not (name.endswith("output.dense") and "attention" not in name)
+            }
+            quantize_dynamic(model.base_model, spec, dtype=torch.qint8, inplace=True)
         except (ImportError, AttributeError, RuntimeError) as err:
             log.warning("int8 quantization unavailable (%s); predicting in fp32", err)
             return False
