@@ -275,3 +275,11 @@ def test_max_tokens_is_capped_at_the_model_limit(tiny_reference_model, reference
     long_text = "python and sql " * 40
     prediction = tagger.predict([long_text])[0]
     check_prediction(prediction, long_text, tagger.tags)
+
+
+def test_a_word_split_by_a_dropped_character_stays_in_its_span(rule_tagger):
+    # the tokenizer drops the soft hyphen and reads one subword "machine": "ine" has none
+    text = "we need mach\u00adine learning and data"
+    prediction = rule_tagger.predict([text])[0]
+    assert [s.text for s in prediction.spans] == ["mach\u00adine learning"]
+    check_prediction(prediction, text, rule_tagger.tags)

@@ -195,6 +195,8 @@ class Tagger:
         texts = _check_texts(texts)
         docs = [self._prepare(text) for text in texts]
         self._fill_probs(docs)
+        for doc in docs:
+            _continue_orphans(doc)
         word_tags = decode_many([doc.probs for doc in docs], self.tags, decoding or self.decoding)
         return [self._prediction(doc, tags) for doc, tags in zip(docs, word_tags, strict=True)]
 
@@ -202,7 +204,8 @@ class Tagger:
         offsets = words(text)
         encoding = encode(self.tokenizer, text, offsets)
         windows = make_windows(encoding, self.max_tokens, self.stride)
-        # words no subword stands for (characters the tokenizer drops) are read as O
+        # words no subword stands for (characters the tokenizer drops) are read as O,
+        # unless _continue_orphans ties them to the word before
         probs = np.zeros((len(offsets), len(self.tags)), dtype=np.float32)
         probs[:, 0] = 1.0
         return _Doc(text, offsets, encoding, windows, probs)
@@ -293,6 +296,19 @@ def quantize_encoder(model: torch.nn.Module) -> bool:
             log.warning("int8 quantization unavailable (%s); predicting in fp32", err)
             return False
     return True
+
+
+def _continue_orphans(doc: _Doc) -> None:
+    """A word without a subword of its own that touches the previous word (a tokenizer
+    dropped the character between them, as in "ingre\u00addients") continues it: it takes
+    the previous word's probabilities with each B- share moved to the label's I-."""
+    orphans = np.flatnonzero(doc.encoding.first_token < 0)
+    for i in orphans[orphans > 0]:
+        if doc.words[i - 1][1] == doc.words[i][0]:
+            row = doc.probs[i - 1].copy()
+            row[2::2] += row[1::2]  # tags are O, B-a, I-a, B-b, I-b, ...
+            row[1::2] = 0.0
+            doc.probs[i] = row
 
 
 def _batches(jobs: list, budget: int):
