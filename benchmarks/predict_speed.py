@@ -35,7 +35,7 @@ from training import checkpoint  # noqa: E402
 from training.datasets import read_skillspan  # noqa: E402
 from training.decoding import decode_many  # noqa: E402
 from training.evaluate import OVERALL, evaluate_predictions, span_scores  # noqa: E402
-from training.tagger import Tagger  # noqa: E402
+from training.tagger import BATCH_TOKENS, Tagger  # noqa: E402
 from training.text import Span, split_tag, tags_to_spans, words  # noqa: E402
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "skillspan" / "dev.json"
@@ -49,6 +49,7 @@ VARIANTS = {
     "bf16-126": (126, 32, "bf16", 2),
     "bf16-126-s16": (126, 16, "bf16", 2),
     "bf16-254-1thread": (254, 32, "bf16", 1),
+    "bf16-126-batched": (126, 32, "bf16", 2),  # batches like fp32: many shapes to compile
     "int8-254": (254, 32, "int8", 2),
     "int8-126": (126, 32, "int8", 2),
 }
@@ -223,9 +224,10 @@ def main(argv=None) -> int:
         fresh = checkpoint.Loaded(loaded.tokenizer, copy.deepcopy(loaded.model), labels, [])
         tagger = Tagger.from_loaded(
             fresh, args.model or "backbone", max_tokens=max_tokens, stride=stride,
-            precision=precision,
+            precision=precision, **({"batch_tokens": BATCH_TOKENS} if "batched" in name else {}),
         )  # fmt: skip
-        tagger.predict(texts[:2])  # warm-up
+        tagger.warm_up()  # as Tagger.load does for bf16 and int8
+        tagger.predict(texts[:2])
         predictions, seconds = timed(lambda: tagger.predict(texts), args.repeat)  # noqa: B023
         torch.set_num_threads(args.threads)
         spans = [p.spans for p in predictions]

@@ -38,7 +38,7 @@ from training.windows import (
 log = logging.getLogger(__name__)
 
 # Defaults measured by benchmarks/predict_speed.py (see docs/tagger.md).
-DEFAULT_MAX_TOKENS = 128
+DEFAULT_MAX_TOKENS = 126  # 128 with [CLS] and [SEP]
 DEFAULT_STRIDE = 32
 DEFAULT_DECODING = "viterbi"
 # "auto": bf16 where the CPU computes it natively (AVX512-BF16/AMX), else fp32. int8
@@ -49,6 +49,10 @@ PRECISIONS = ("auto", "fp32", "bf16", "int8")
 # per pass: dynamic quantization scales activations per tensor, so batching would make a
 # post's prediction depend on the posts it happens to share a batch with.
 BATCH_TOKENS = 4096
+# Inputs are padded to a multiple of WIDTH_STEP (at most the longest window): bf16 kernels
+# are compiled per input shape on first use (0.1-0.2 s each), so bf16 also runs one window
+# per pass, and `warm_up` compiles every width once at load, outside any request.
+WIDTH_STEP = 32
 
 
 @dataclass(slots=True)
@@ -117,6 +121,7 @@ class Tagger:
             log.info("max_tokens %d exceeds the model's limit; using %d", max_tokens, limit)
         self.max_tokens = min(max_tokens, limit)
         self.stride = min(stride, self.max_tokens // 2)
+        self.max_width = self.max_tokens + sum(map(len, self.specials))
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         n_out = getattr(model.config, "num_labels", len(self.tags))
         if n_out != len(self.tags):
@@ -147,11 +152,14 @@ class Tagger:
         """
         loaded = checkpoint.load(source, labels, label_map, allow_new_labels=allow_new_labels)
         resolved = checkpoint.resolve_source(source)
-        return cls.from_loaded(
+        tagger = cls.from_loaded(
             loaded, resolved, max_tokens=max_tokens, stride=stride,
             precision=_precision(precision, quantize), num_threads=num_threads,
             decoding=decoding, version=_version(resolved, source),
         )  # fmt: skip
+        if tagger.precision != "fp32":
+            tagger.warm_up()
+        return tagger
 
     @classmethod
     def from_loaded(
@@ -173,7 +181,7 @@ class Tagger:
                 raise ValueError(f"num_threads must be at least 1, got {num_threads}")
             torch.set_num_threads(num_threads)
         precision = set_precision(loaded.model, _precision(precision, None))
-        if precision == "int8":
+        if precision in ("int8", "bf16"):
             options.setdefault("batch_tokens", 0)  # one window per pass, see BATCH_TOKENS
         tagger = cls(loaded.tokenizer, loaded.model, loaded.labels, source, **options)
         tagger.precision = precision
@@ -200,6 +208,15 @@ class Tagger:
         word_tags = decode_many([doc.probs for doc in docs], self.tags, decoding or self.decoding)
         return [self._prediction(doc, tags) for doc, tags in zip(docs, word_tags, strict=True)]
 
+    def warm_up(self) -> None:
+        """Run one window of each input width once, so first requests are not slow."""
+        widths = sorted({*range(WIDTH_STEP, self.max_width, WIDTH_STEP), self.max_width})
+        self.model.eval()
+        with torch.inference_mode():
+            for width in widths:
+                ids = torch.full((1, width), self.pad_id, dtype=torch.long)
+                self.model(input_ids=ids, attention_mask=torch.ones_like(ids))
+
     def _prepare(self, text: str) -> _Doc:
         offsets = words(text)
         encoding = encode(self.tokenizer, text, offsets)
@@ -224,7 +241,7 @@ class Tagger:
         with torch.inference_mode():
             for batch in _batches(jobs, self.batch_tokens):
                 inputs = [window_inputs(d.encoding, w, self.specials) for _, d, w, _ in batch]
-                width = len(inputs[0])
+                width = min(-(-len(inputs[0]) // WIDTH_STEP) * WIDTH_STEP, self.max_width)
                 ids = torch.full((len(inputs), width), self.pad_id, dtype=torch.long)
                 mask = torch.zeros((len(inputs), width), dtype=torch.long)
                 for row, seq in enumerate(inputs):
