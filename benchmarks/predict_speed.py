@@ -152,9 +152,11 @@ def padding_waste(tagger: Tagger, texts: list[str]) -> tuple[float, float]:
 
     def waste(jobs):
         real = padded = 0
+        specials = tagger.max_width - tagger.max_tokens
         for batch in _batches([(n,) for n in jobs], tagger.batch_tokens):
-            width = max(n for (n,) in batch)
-            real, padded = real + sum(n for (n,) in batch), padded + width * len(batch)
+            width = tagger.input_width(max(n for (n,) in batch) + specials)
+            real += sum(n + specials for (n,) in batch)
+            padded += width * len(batch)
         return 1 - real / padded
 
     return waste(sorted(lengths, reverse=True)), waste(lengths)
@@ -170,6 +172,9 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, help="use only the first N posts")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--repeat", type=int, default=1, help="time N runs, keep the fastest")
+    parser.add_argument(
+        "--no-pipeline", action="store_true", help="skip the pipeline (accuracy checks only)"
+    )
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -194,29 +199,32 @@ def main(argv=None) -> int:
           "timed run(s) on a shared machine")  # fmt: skip
 
     results = {}
-    plain_share = pipeline_share(
-        __import__("transformers").pipeline(
-            "token-classification", model=loaded.model, tokenizer=loaded.tokenizer,
-            aggregation_strategy="simple", device="cpu"),
-        texts,
-    )  # fmt: skip
-    pipe_spans, pipe_seconds, pipe_share = run_pipeline(loaded, texts, 64, args.repeat)
-    pipe_rate = len(texts) / pipe_seconds
-    results["pipeline-stride64"] = {"posts_per_s": pipe_rate, "share_read": pipe_share}
-    print(f"pipeline without stride reads {plain_share:.1%} of the word characters")
-
     fp32_spans = {}  # (max_tokens, stride) -> spans of the fp32 variant with those windows
     header = f"{'variant':<18}{'posts/s':>8}{'x pipe':>7}{'read':>7}{'padding':>8}"
     header += f"{'agree pipe':>11}{'agree ref':>10}"
     header += f"{'F1':>7}{'F1 argmax':>10}{'strict':>7}" if args.model else ""
-    print(header)
-    line = f"{'pipeline-stride64':<18}{pipe_rate:>8.2f}{1.0:>7.2f}{pipe_share:>7.1%}{'':>8}"
-    line += f"{1.0:>11.3f}"
-    if args.model:
-        results["pipeline-stride64"].update(gold_f1(docs, pipe_spans, labels))
-        row = results["pipeline-stride64"]
-        line += f"{'':>10}{row['f1']:>7.3f}{'':>10}{row['f1_strict_entity']:>7.3f}"
-    print(line, flush=True)
+    pipe_spans, pipe_rate = None, float("nan")
+    if args.no_pipeline:
+        print(header)
+    else:
+        plain_share = pipeline_share(
+            __import__("transformers").pipeline(
+                "token-classification", model=loaded.model, tokenizer=loaded.tokenizer,
+                aggregation_strategy="simple", device="cpu"),
+            texts,
+        )  # fmt: skip
+        pipe_spans, pipe_seconds, pipe_share = run_pipeline(loaded, texts, 64, args.repeat)
+        pipe_rate = len(texts) / pipe_seconds
+        results["pipeline-stride64"] = {"posts_per_s": pipe_rate, "share_read": pipe_share}
+        print(f"pipeline without stride reads {plain_share:.1%} of the word characters")
+        print(header)
+        line = f"{'pipeline-stride64':<18}{pipe_rate:>8.2f}{1.0:>7.2f}{pipe_share:>7.1%}{'':>8}"
+        line += f"{1.0:>11.3f}"
+        if args.model:
+            results["pipeline-stride64"].update(gold_f1(docs, pipe_spans, labels))
+            row = results["pipeline-stride64"]
+            line += f"{'':>10}{row['f1']:>7.3f}{'':>10}{row['f1_strict_entity']:>7.3f}"
+        print(line, flush=True)
 
     for name in args.variants:
         max_tokens, stride, precision, threads = VARIANTS[name]
@@ -240,7 +248,7 @@ def main(argv=None) -> int:
             "threads": threads, "posts_per_s": rate, "ratio": rate / pipe_rate,
             "share_read": tagger_share(tagger, texts),
             "padding": padding_waste(tagger, texts),
-            "agree_pipeline_f1": agreement(pipe_spans, spans, labels),
+            "agree_pipeline_f1": agreement(pipe_spans, spans, labels) if pipe_spans else np.nan,
             "agree_reference_f1": agreement(reference, spans, labels),
         }  # fmt: skip
         line = (f"{name:<18}{rate:>8.2f}{row['ratio']:>7.2f}{row['share_read']:>7.1%}"

@@ -208,6 +208,10 @@ class Tagger:
         word_tags = decode_many([doc.probs for doc in docs], self.tags, decoding or self.decoding)
         return [self._prediction(doc, tags) for doc, tags in zip(docs, word_tags, strict=True)]
 
+    def input_width(self, length: int) -> int:
+        """Padded width of a batch whose longest input (specials included) is `length`."""
+        return min(-(-length // WIDTH_STEP) * WIDTH_STEP, self.max_width)
+
     def warm_up(self) -> None:
         """Run one window of each input width once, so first requests are not slow."""
         widths = sorted({*range(WIDTH_STEP, self.max_width, WIDTH_STEP), self.max_width})
@@ -241,7 +245,7 @@ class Tagger:
         with torch.inference_mode():
             for batch in _batches(jobs, self.batch_tokens):
                 inputs = [window_inputs(d.encoding, w, self.specials) for _, d, w, _ in batch]
-                width = min(-(-len(inputs[0]) // WIDTH_STEP) * WIDTH_STEP, self.max_width)
+                width = self.input_width(len(inputs[0]))
                 ids = torch.full((len(inputs), width), self.pad_id, dtype=torch.long)
                 mask = torch.zeros((len(inputs), width), dtype=torch.long)
                 for row, seq in enumerate(inputs):
