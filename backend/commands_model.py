@@ -35,7 +35,7 @@ def register(subparsers) -> None:
     p.add_argument("--input", default="-", help="JSONL file with a 'text' per line (- = stdin)")
     p.add_argument("--output", default="-", help="JSONL output (- = stdout)")
     _label_options(p)
-    p.add_argument("--fp32", action="store_true", help="no int8 quantization")
+    p.add_argument("--fp32", action="store_true", help="full fp32 precision (no int8/bf16)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=predict_command)
 
@@ -44,7 +44,7 @@ def register(subparsers) -> None:
     p.add_argument("--data", required=True, type=Path, help="gold data (.json/.conll/.jsonl)")
     p.add_argument("--json", type=Path, help="also write the figures as JSON here")
     _label_options(p)
-    p.add_argument("--fp32", action="store_true", help="no int8 quantization")
+    p.add_argument("--fp32", action="store_true", help="full fp32 precision (no int8/bf16)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=evaluate_command)
 
