@@ -36,6 +36,7 @@ def register(subparsers) -> None:
     p.add_argument("--output", default="-", help="JSONL output (- = stdout)")
     _label_options(p)
     p.add_argument("--fp32", action="store_true", help="full fp32 precision (no int8/bf16)")
+    p.add_argument("--max-tokens", type=int, help="window length (default: the tagger's)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=predict_command)
 
@@ -45,6 +46,7 @@ def register(subparsers) -> None:
     p.add_argument("--json", type=Path, help="also write the figures as JSON here")
     _label_options(p)
     p.add_argument("--fp32", action="store_true", help="full fp32 precision (no int8/bf16)")
+    p.add_argument("--max-tokens", type=int, help="window length (default: the tagger's)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=evaluate_command)
 
@@ -129,7 +131,8 @@ def _load_tagger(args):
             f"the model {args.model} does not predict {unknown}; it knows {known} "
             "(map its tag types with --label-map TAG=LABEL)"
         )
-    return Tagger.load(args.model, labels, label_map, quantize=not args.fp32)
+    options = {} if args.max_tokens is None else {"max_tokens": args.max_tokens}
+    return Tagger.load(args.model, labels, label_map, quantize=not args.fp32, **options)
 
 
 @contextmanager
