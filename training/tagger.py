@@ -38,7 +38,7 @@ from training.windows import (
 log = logging.getLogger(__name__)
 
 # Defaults measured by benchmarks/predict_speed.py (see docs/tagger.md).
-DEFAULT_MAX_TOKENS = 126  # 128 with [CLS] and [SEP]
+DEFAULT_MAX_TOKENS = 254  # 256 with [CLS] and [SEP], the windows the trainer uses
 DEFAULT_STRIDE = 32
 DEFAULT_DECODING = "viterbi"
 # "auto": bf16 where the CPU computes it natively (AVX512-BF16/AMX), else fp32. int8
