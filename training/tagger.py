@@ -50,7 +50,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "int8")
 # post's prediction depend on the posts it happens to share a batch with.
 BATCH_TOKENS = 4096
 # Inputs are padded to a multiple of WIDTH_STEP (at most the longest window): bf16 kernels
-# are compiled per input shape on first use (0.1-0.2 s each), so bf16 also runs one window
+# are compiled per input shape on first use (a noticeable stall), so bf16 runs one window
 # per pass, and `warm_up` compiles every width once at load, outside any request.
 WIDTH_STEP = 32
 
