@@ -49,7 +49,9 @@ def run(args) -> int:
     backend_url = f"http://127.0.0.1:{args.backend_port}"
     started_studio = not studio_status(settings)["running"]
     backend: subprocess.Popen | None = None
-    # SIGTERM (e.g. from a supervisor) stops the demo like Ctrl-C does
+    # Ctrl-C even when started in the background (where SIGINT arrives ignored), and
+    # SIGTERM (e.g. from a supervisor), stop the demo cleanly
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         step("Label Studio")
