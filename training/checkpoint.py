@@ -63,6 +63,14 @@ def resolve_source(source: str | Path | None) -> str:
     return str(source)  # a hub name; loading it needs the network
 
 
+def split_tag_or_none(tag: str) -> str | None:
+    """The label of a B-/I- tag, None for O or for a tag that is not IOB2 (LABEL_0...)."""
+    try:
+        return split_tag(tag)[1]
+    except ValueError:
+        return None
+
+
 def map_tags(
     model_tags: Sequence[str], labels: Sequence[str], label_map: Mapping[str, str] | None
 ) -> dict[str, int]:
@@ -115,18 +123,19 @@ def load(
 
     model_tags = [config.id2label[i] for i in range(len(config.id2label))]
     columns = map_tags(model_tags, labels, label_map)
-    has_head = OUTSIDE in columns and len(columns) > 1
+    # a BIO head has an O tag and at least one B-/I- tag, whatever its labels are called
+    has_head = OUTSIDE in columns and any(split_tag_or_none(t) for t in model_tags)
     wanted = tag_names(labels)
     missing = [t for t in wanted if t not in columns]
-    if has_head and missing and not allow_new_labels:
+    if not allow_new_labels and not has_head:
+        raise CheckpointError(
+            f"{name} has no BIO tagging head (tags {model_tags[:4]}...): train it first"
+        )
+    if not allow_new_labels and missing:
         unknown = sorted({split_tag(t)[1] for t in missing if t != OUTSIDE})
         raise CheckpointError(
             f"the model does not know the labels {unknown}; its tags are {model_tags}. "
             "Map them with label_map (model tag type -> project label) or train a new head."
-        )
-    if not has_head and not allow_new_labels:
-        raise CheckpointError(
-            f"{name} has no BIO tagging head (tags {model_tags[:4]}...): train it first"
         )
 
     model = AutoModelForTokenClassification.from_pretrained(name)
