@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from training.decoding import decode, decode_many, transitions, viterbi
-from training.text import split_tag, tag_names
+from training.decoding import decode, decode_many, no_span_across_lines, transitions, viterbi
+from training.text import split_tag, tag_names, words
 
 TAGS = tag_names(["Skill", "Knowledge"])
 
@@ -93,3 +93,15 @@ def test_many_documents_at_once_decode_as_one_by_one(method):
     probs.append(random_probs(0, 0))
     assert decode_many(probs, TAGS, method) == [decode(p, TAGS, method) for p in probs]
     assert decode_many([], TAGS, method) == []
+
+
+def test_a_span_never_runs_across_a_line_break():
+    text = "Consumer Duty\n\nRequirements"
+    offsets = words(text)
+    tags = tag_names(["Business"])  # O, B-Business, I-Business
+    probs = np.array([[0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.3, 0.1, 0.6]], dtype=np.float32)
+    assert decode(probs, tags) == ["B-Business", "I-Business", "I-Business"]
+    fixed = no_span_across_lines(probs, offsets, text, tags)
+    assert decode(fixed, tags) == ["B-Business", "I-Business", "O"]
+    assert np.allclose(fixed.sum(axis=1), 1.0) and fixed is not probs
+    assert no_span_across_lines(probs, offsets, "Consumer Duty Requirements", tags) is probs

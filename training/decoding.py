@@ -74,6 +74,30 @@ def viterbi_many(
     return [path[d, :n] for d, n in enumerate(lengths)]
 
 
+def no_span_across_lines(
+    probs: np.ndarray, word_offsets: Sequence[tuple[int, int]], text: str, tags: Sequence[str]
+) -> np.ndarray:
+    """`probs` for decoding, with I- tags ruled out for a word that starts a new line.
+
+    Skills never run across a line break in job posts (SkillSpan's sentences never share
+    a span either), yet a model can carry a span over a heading ("Consumer Duty" /
+    "Requirements"). The returned copy is for decoding only: reported probabilities stay
+    the model's.
+    """
+    inside = [j for j, tag in enumerate(tags) if split_tag(tag)[0] == "I"]
+    starts_line = [
+        i for i in range(1, len(word_offsets))
+        if "\n" in text[word_offsets[i - 1][1] : word_offsets[i][0]]
+    ]  # fmt: skip
+    if not inside or not starts_line:
+        return probs
+    fixed = probs.copy()
+    fixed[np.ix_(starts_line, inside)] = 0.0
+    totals = fixed[starts_line].sum(axis=1, keepdims=True)
+    fixed[starts_line] /= np.maximum(totals, 1e-12)
+    return fixed
+
+
 def decode(probs: np.ndarray, tags: Sequence[str], method: str = "viterbi") -> list[str]:
     """One tag per word (row of `probs`) by `method` ("viterbi" or "argmax")."""
     return decode_many([probs], tags, method)[0]

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from training import checkpoint
-from training.decoding import DECODINGS, decode_many
+from training.decoding import DECODINGS, decode_many, no_span_across_lines
 from training.text import Span, Word, tag_names, tags_to_spans, words
 from training.windows import (
     Encoding,
@@ -205,7 +205,8 @@ class Tagger:
         self._fill_probs(docs)
         for doc in docs:
             _continue_orphans(doc)
-        word_tags = decode_many([doc.probs for doc in docs], self.tags, decoding or self.decoding)
+        line_aware = [no_span_across_lines(d.probs, d.words, d.text, self.tags) for d in docs]
+        word_tags = decode_many(line_aware, self.tags, decoding or self.decoding)
         return [self._prediction(doc, tags) for doc, tags in zip(docs, word_tags, strict=True)]
 
     def input_width(self, length: int) -> int:
