@@ -72,6 +72,26 @@ def run_compare(args) -> None:
               + "; mnlp/random tokens " + " ".join(f"{x:.2f}" for x in ratio))  # fmt: skip
 
 
+def run_levels(args) -> None:
+    """Words each strategy needs to reach fixed F1 levels, from a saved result."""
+    from labeling.curves import tokens_to_reach
+
+    result = json.loads(Path(args.result).read_text())
+    levels = [0.25, 0.28, 0.29]
+    reach = tokens_to_reach(result, levels)
+    print("| strategy | " + " | ".join(f"words to F1 {x}" for x in levels) + " |")
+    print("|---|" + "---:|" * len(levels))
+    for name, values in reach.items():
+        cells = []
+        for value, base in zip(values, reach["random"], strict=True):
+            if value is None:
+                cells.append("not reached")
+            else:
+                share = f" ({value / base:.2f} of random)" if base else ""
+                cells.append(f"{value:,.0f}{share}")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 def _publish(result: dict, name: str, out: str) -> None:
     from backend.commands_select import write_outputs
 
@@ -91,7 +111,9 @@ def main() -> int:
     import torch
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("preset", choices=["main", "compare"])
+    parser.add_argument("preset", choices=["main", "compare", "levels"])
+    parser.add_argument("--result", default=str(DOCS / "skillspan-fast-layers.json"),
+                        help="saved result for 'levels'")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--strategies", nargs="+", default=STRATEGIES)
@@ -104,7 +126,9 @@ def main() -> int:
         print(f"SkillSpan not found at {DATA} (see ../shared/data/README.md)", file=sys.stderr)
         return 2
     torch.set_num_threads(2)
-    if args.preset == "main":
+    if args.preset == "levels":
+        run_levels(args)
+    elif args.preset == "main":
         args.rounds = 10 if args.rounds is None else args.rounds
         run_main(args)
     else:

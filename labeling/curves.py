@@ -105,6 +105,15 @@ def summarize(result: dict) -> dict:
     return out
 
 
+def tokens_to_reach(result: dict, levels: list[float]) -> dict[str, list[float | None]]:
+    """Per strategy, the words its mean curve needs to first reach each F1 level."""
+    out = {}
+    for name, runs in result["curves"].items():
+        grid, y = _token_curves(runs, *_token_range(runs))
+        out[name] = [_first_reach(grid, y.mean(axis=0), level) for level in levels]
+    return out
+
+
 def _span(bounds) -> str:
     return "n/a" if not bounds else f"{bounds[0]:,.0f}-{bounds[1]:,.0f}"
 
