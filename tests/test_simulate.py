@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from backend.cli import main
-from labeling.curves import summarize
+from labeling.curves import summarize, tokens_to_reach
 from labeling.simulate import SimConfig, sentence_units, simulate
 from training.text import Document, Span, words
 
@@ -100,6 +100,9 @@ def test_summary_numbers_on_a_hand_made_result():
     assert good["items_to_95"] == pytest.approx(10 + 10 * (0.76 - 0.2) / 0.6)
     assert rnd["items_to_95"] is None and rnd["share_items_to_95"] is None
     assert good["share_tokens_to_95"] == pytest.approx(good["tokens_to_95"] / 1000)
+    reach = tokens_to_reach(result, [0.5, 0.9])
+    assert reach["good"][0] == pytest.approx(100 + 100 * 0.3 / 0.6)
+    assert reach["random"] == [pytest.approx(250.0), None]
 
 
 def test_simulate_rejects_bad_settings(tmp_path):
