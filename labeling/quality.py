@@ -41,9 +41,11 @@ def latest_per_annotator(records: Iterable) -> dict[int, list]:
 # ---------------------------------------------------------------- span matching
 
 
-def match_spans(a: Sequence[Span], b: Sequence[Span], partial: bool) -> list[tuple[Span, Span]]:
-    """One-to-one pairs of same-label spans: equal offsets, or (partial) any shared
-    character, largest overlap first."""
+def match_spans(
+    a: Sequence[Span], b: Sequence[Span], partial: bool, same_label: bool = True
+) -> list[tuple[Span, Span]]:
+    """One-to-one pairs of spans: equal offsets and label first, then (partial) spans that
+    share a character, largest overlap first, of the same label unless `same_label` is off."""
     exact = {s.key() for s in a} & {s.key() for s in b}
     pairs = [(s, s) for s in sorted(a, key=Span.key) if s.key() in exact]
     if not partial:
@@ -53,7 +55,7 @@ def match_spans(a: Sequence[Span], b: Sequence[Span], partial: bool) -> list[tup
     candidates = sorted(
         ((min(x.end, y.end) - max(x.start, y.start), i, j)
          for i, x in enumerate(rest_a) for j, y in enumerate(rest_b)
-         if x.label == y.label and x.start < y.end and y.start < x.end),
+         if (x.label == y.label or not same_label) and x.start < y.end and y.start < x.end),
         key=lambda c: (-c[0], c[1], c[2]),
     )  # fmt: skip
     used_a, used_b = set(), set()
@@ -242,23 +244,7 @@ def preannotation_edits(records: Iterable, labels: Sequence[str] | None = None):
 def match_spans_any_label(predicted: Sequence[Span], final: Sequence[Span]):
     """Pairs of a predicted and a final span: exact keys first, then overlapping spans of
     any label, largest overlap first (a relabelled or resized span is a correction)."""
-    exact = {s.key() for s in predicted} & {s.key() for s in final}
-    pairs = [(s, s) for s in predicted if s.key() in exact]
-    rest_p = [s for s in predicted if s.key() not in exact]
-    rest_f = [s for s in final if s.key() not in exact]
-    candidates = sorted(
-        ((min(p.end, f.end) - max(p.start, f.start), i, j)
-         for i, p in enumerate(rest_p) for j, f in enumerate(rest_f)
-         if p.start < f.end and f.start < p.end),
-        key=lambda c: (-c[0], c[1], c[2]),
-    )  # fmt: skip
-    used_p, used_f = set(), set()
-    for _, i, j in candidates:
-        if i not in used_p and j not in used_f:
-            used_p.add(i)
-            used_f.add(j)
-            pairs.append((rest_p[i], rest_f[j]))
-    return pairs
+    return match_spans(predicted, final, partial=True, same_label=False)
 
 
 # ---------------------------------------------------------------- likely label errors

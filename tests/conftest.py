@@ -127,3 +127,26 @@ def skillspan_dir() -> Path:
     if not (folder / "train.json").is_file():
         pytest.skip(f"SkillSpan data not found at {folder} (see ../shared/data/README.md)")
     return folder
+
+
+@pytest.fixture(scope="session")
+def spanful_model(tmp_path_factory) -> Path:
+    """A tiny reference-tagged model that tags every word B-TECHNOLOGY: one region a word."""
+    from service_helpers import biased_model
+
+    return biased_model(tmp_path_factory.mktemp("spanful"), "B-TECHNOLOGY")
+
+
+@pytest.fixture
+def app(tmp_path, spanful_model):
+    """The ML backend for a temp project and state folder, serving `spanful_model`."""
+    from service_helpers import make_app
+
+    app = make_app(tmp_path, spanful_model)
+    yield app
+    app.extensions["skillloop"].close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()

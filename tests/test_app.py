@@ -18,24 +18,6 @@ from training.registry import Registry
 WORDS_TEXT = "We need Python and SQL experience."
 
 
-@pytest.fixture(scope="module")
-def spanful_model(tmp_path_factory):
-    """Tags every word B-TECHNOLOGY: one Technology region per word."""
-    return biased_model(tmp_path_factory.mktemp("spanful"), "B-TECHNOLOGY")
-
-
-@pytest.fixture
-def app(tmp_path, spanful_model):
-    app = make_app(tmp_path, spanful_model)
-    yield app
-    app.extensions["skillloop"].close()
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
 def auth_header(user, password):
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     return {"Authorization": f"Basic {token}"}

@@ -7,28 +7,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from service_helpers import annotation_event, biased_model, make_app, payload, predict_body
+from service_helpers import annotation_event, make_app, payload, predict_body
 
 from training.text import Span
 
 TEXT = "We need Python and SQL experience."
-
-
-@pytest.fixture(scope="module")
-def spanful_model(tmp_path_factory):
-    return biased_model(tmp_path_factory.mktemp("spanful"), "B-TECHNOLOGY")
-
-
-@pytest.fixture
-def app(tmp_path, spanful_model):
-    app = make_app(tmp_path, spanful_model)
-    yield app
-    app.extensions["skillloop"].close()
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
 
 
 @pytest.fixture
