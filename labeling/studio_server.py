@@ -147,6 +147,7 @@ def start(settings: StudioSettings, timeout: float = 300.0, quiet: bool = False)
         raise FileNotFoundError(
             f"Label Studio is not installed at {settings.executable}; run `make studio-install`"
         )
+    process = None
     if _read_pid(settings) is None:
         if is_up(settings.url):
             raise ValueError(
@@ -170,7 +171,10 @@ def start(settings: StudioSettings, timeout: float = 300.0, quiet: bool = False)
             print(f"starting Label Studio on {settings.url} (log: {settings.log_file})")
     deadline = time.monotonic() + timeout
     while not is_up(settings.url):
-        if _read_pid(settings) is None:
+        # the process we started is judged by its exit code: on a busy machine its
+        # /proc cmdline may still be ours (fork before exec) when we first look
+        exited = process.poll() is not None if process else _read_pid(settings) is None
+        if exited:
             raise RuntimeError(f"Label Studio exited during start:\n{_tail(settings.log_file)}")
         if time.monotonic() > deadline:
             raise RuntimeError(
