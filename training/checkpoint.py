@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -138,13 +139,35 @@ def load(
             "Map them with label_map (model tag type -> project label) or train a new head."
         )
 
-    model = AutoModelForTokenClassification.from_pretrained(name)
+    with _quiet_transformers():
+        # its load report lists the new head as MISSING; we rebuild the head and say so below
+        model = AutoModelForTokenClassification.from_pretrained(name)
     _rebuild_head(model, columns if has_head else {}, wanted)
     model.config.id2label = dict(enumerate(wanted))
     model.config.label2id = {t: i for i, t in enumerate(wanted)}
     model.config.num_labels = len(wanted)
     model.eval()
-    return Loaded(tokenizer, model, list(labels), [t for t in wanted if t not in columns])
+    fresh = [t for t in wanted if t not in columns]
+    if fresh:
+        log.info("new head rows (to be trained) for %s", ", ".join(fresh))
+    return Loaded(tokenizer, model, list(labels), fresh)
+
+
+@contextmanager
+def _quiet_transformers():
+    """transformers' per-load weight report and progress bar, off for one load."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _rebuild_head(model: torch.nn.Module, columns: Mapping[str, int], wanted: Sequence[str]):
