@@ -95,19 +95,22 @@ def _load(args):
     return load_project(args.project)
 
 
-def _project_create(args) -> int:
+def _ensure_project(args):
+    """The project folder, a client, and its Label Studio project (created when missing)."""
     project = _load(args)
-    ref = studio_client(args).ensure_project(
-        project.title, project.labeling_config, project.description
-    )
+    client = studio_client(args)
+    ref = client.ensure_project(project.title, project.labeling_config, project.description)
+    return project, client, ref
+
+
+def _project_create(args) -> int:
+    _, _, ref = _ensure_project(args)
     print(f"{'created' if ref.created else 'found'} project {ref.id}: {ref.title}")
     return 0
 
 
 def _project_import(args) -> int:
-    project = _load(args)
-    client = studio_client(args)
-    ref = client.ensure_project(project.title, project.labeling_config, project.description)
+    project, client, ref = _ensure_project(args)
     if args.file:
         from training.datasets import read_documents
 
@@ -120,9 +123,7 @@ def _project_import(args) -> int:
 
 
 def _project_connect(args) -> int:
-    project = _load(args)
-    client = studio_client(args)
-    ref = client.ensure_project(project.title, project.labeling_config, project.description)
+    _, client, ref = _ensure_project(args)
     auth = None
     if os.environ.get("BASIC_AUTH_USER"):
         auth = (os.environ["BASIC_AUTH_USER"], os.environ.get("BASIC_AUTH_PASS", ""))
