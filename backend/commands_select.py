@@ -32,6 +32,8 @@ def register(sub) -> None:
     s.add_argument("--seeds", type=int, default=3)
     s.add_argument("--init", type=int, default=100, help="random seed set size")
     s.add_argument("--step", type=int, default=100, help="units labelled per round")
+    s.add_argument("--step-tokens", type=int,
+                   help="words per round instead of --step units (same cost for all)")  # fmt: skip
     s.add_argument("--rounds", type=int, default=10)
     s.add_argument("--unit", choices=["sentence", "post"], default="sentence")
     s.add_argument("--mode", choices=["fast", "full"], default="fast")
@@ -134,9 +136,10 @@ def simulate_command(args) -> int:
     torch.set_num_threads(2)
     config = SimConfig(
         strategies=args.strategy or ["mnlp"], seeds=args.seeds, init=args.init, step=args.step,
-        rounds=args.rounds, unit=args.unit, mode=args.mode, base=args.base,
-        full_epochs=args.full_epochs, pool_limit=args.pool_limit, eval_limit=args.eval_limit,
-        cache_dir=args.cache_dir, random_extra=_sizes(args.random_extra),
+        step_tokens=args.step_tokens, rounds=args.rounds, unit=args.unit, mode=args.mode,
+        base=args.base, full_epochs=args.full_epochs, pool_limit=args.pool_limit,
+        eval_limit=args.eval_limit, cache_dir=args.cache_dir,
+        random_extra=_sizes(args.random_extra),
     )  # fmt: skip
     for path in (args.data, args.eval):
         if not Path(path).is_file():

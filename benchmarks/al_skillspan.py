@@ -4,9 +4,9 @@
     flock /tmp/skillloop-heavy.lock .venv/bin/python benchmarks/al_skillspan.py compare
 
 `main`: fast mode (frozen backbone + small head per round), train.json as the pool,
-dev.json held out, 3 seeds, init 100, +100 per round; random is also measured at larger
-pool sizes to find the sentences it needs for 95% of full-data F1. Writes
-docs/al/skillspan-fast.{json,png} and prints the table of docs/active-learning.md.
+dev.json held out, 3 seeds, init 100, +100 sentences per round (or `--step-tokens N` words
+per round, the same cost for every strategy); random is also measured at larger pool sizes
+to find the sentences it needs for 95% of full-data F1. Writes docs/al/NAME.{json,png,md}.
 
 `compare`: the same seed set and rounds in fast mode and in full mode (the whole tagger
 fine-tuned per round, 8 epochs from the backbone), 1 seed, on the first 1,000 pool and
@@ -37,7 +37,8 @@ def run_main(args) -> None:
 
     config = SimConfig(
         strategies=args.strategies, seeds=args.seeds, init=100, step=100, rounds=args.rounds,
-        random_extra=[2000, 3000, 4000], cache_dir=args.cache_dir,
+        step_tokens=args.step_tokens, random_extra=[2000, 3000, 4000, 4400],
+        cache_dir=args.cache_dir,
     )  # fmt: skip
     result = simulate(DATA / "train.json", DATA / "dev.json", config, progress=_log)
     _publish(result, args.name, args.out)
@@ -116,6 +117,8 @@ def main() -> int:
                         help="saved result for 'levels'")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--step-tokens", type=int, default=None,
+                        help="main: words per round instead of 100 sentences")  # fmt: skip
     parser.add_argument("--strategies", nargs="+", default=STRATEGIES)
     parser.add_argument("--full-epochs", type=int, default=8)
     parser.add_argument("--cache-dir", default="/tmp/skillloop-al-cache")

@@ -50,6 +50,8 @@ VARIANTS = {
     "bf16-126-s16": (126, 16, "bf16", 2),
     "bf16-254-1thread": (254, 32, "bf16", 1),
     "bf16-126-batched": (126, 32, "bf16", 2),  # batches like fp32: many shapes to compile
+    "bf16-254-batched": (254, 32, "bf16", 2),
+    "bf16-254-s16": (254, 16, "bf16", 2),
     "int8-254": (254, 32, "int8", 2),
     "int8-126": (126, 32, "int8", 2),
 }

@@ -42,6 +42,9 @@ class SimConfig:
     seeds: int = 3
     init: int = 100
     step: int = 100
+    # label by cost instead: each round takes the best units that fit this many words
+    # (`step` is then ignored), so every strategy buys the same tokens per round
+    step_tokens: int | None = None
     rounds: int = 10
     unit: str = "sentence"
     mode: str = "fast"
@@ -71,6 +74,8 @@ class SimConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.seeds < 1 or self.init < 1 or self.step < 1 or self.rounds < 0:
             raise ValueError("seeds, init and step must be at least 1, rounds at least 0")
+        if self.step_tokens is not None and self.step_tokens < 1:
+            raise ValueError(f"step_tokens must be at least 1, got {self.step_tokens}")
         names = ["random", *[s for s in self.strategies if s != "random"]]
         for name in names:
             if not name.startswith("bald"):
@@ -319,7 +324,11 @@ def _run_curve(learner, name: str, labelled: list[int], cost, seed: int, config)
             break
         strategy = _strategy(name, learner)
         items = learner.pool_items(rest, with_hidden=name.startswith("bald"))
-        picks = strategy.query(items, config.step, rng=np.random.default_rng([seed, round_]))
+        rng = np.random.default_rng([seed, round_])
+        if config.step_tokens:
+            picks = strategy.query(items, len(items), budget_tokens=config.step_tokens, rng=rng)
+        else:
+            picks = strategy.query(items, config.step, rng=rng)
         chosen = [int(rest[p.index]) for p in picks]
         curve["batch_mean_tokens"].append(float(cost[chosen].mean()) if chosen else 0.0)
         labelled += chosen

@@ -103,6 +103,17 @@ def test_seeded_runs_repeat_and_warm_start_from_a_checkpoint(tiny_encoder, tmp_p
     assert warm.losses[0] < first.losses[0]
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_precision_is_recorded_and_both_learn(tiny_encoder, tmp_path, precision):
+    config = TrainConfig(**{**FAST.__dict__, "precision": precision})
+    result = train(tiny_encoder, corpus(), LABELS, tmp_path / "m", config=config, progress=False)
+    assert result.losses[-1] < result.losses[0]
+    # weights stay fp32 whatever the step's precision: the saved model is an fp32 model
+    assert read_metadata(tmp_path / "m")["timings"]["precision"] == precision
+    weights = checkpoint.load(tmp_path / "m", LABELS).model.state_dict()
+    assert all(w.dtype == torch.float32 for w in weights.values() if w.is_floating_point())
+
+
 def test_new_label_on_a_trained_checkpoint_gets_a_head_row(
     tiny_reference_model, reference_label_map, tmp_path
 ):
@@ -126,3 +137,5 @@ def test_cancellation_and_bad_input(tiny_encoder, tmp_path):
         train(tiny_encoder, [], LABELS, tmp_path / "x", config=FAST, progress=False)
     with pytest.raises(ValueError):
         TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp16")

@@ -11,7 +11,7 @@ import pytest
 
 from backend.cli import main
 from labeling.curves import summarize, tokens_to_reach
-from labeling.simulate import SimConfig, sentence_units, simulate
+from labeling.simulate import SimConfig, load_units, sentence_units, simulate
 from training.text import Document, Span, words
 
 SKILLS = ["python", "sql", "aws", "spark", "docker", "kubernetes", "excel", "java", "scala"]
@@ -79,6 +79,23 @@ def test_simulate_fast_mode_end_to_end(tmp_path, tiny_encoder):
     for stats in summary.values():
         assert 0.0 <= stats["aulc_items"] <= 1.0 and 0.0 <= stats["aulc_tokens"] <= 1.0
     assert list((tmp_path / "cache").glob("words-*.npz"))  # encoded once, cached
+
+
+def test_a_token_step_buys_the_same_words_per_round_for_every_strategy(tmp_path, tiny_encoder):
+    write_jsonl(tmp_path / "train.jsonl", synthetic_posts(30, 1))
+    write_jsonl(tmp_path / "dev.jsonl", synthetic_posts(6, 2))
+    config = SimConfig(strategies=["mnlp"], seeds=1, init=5, step_tokens=60, rounds=2,
+                       base=str(tiny_encoder), full_reference=False,
+                       cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    result = simulate(tmp_path / "train.jsonl", tmp_path / "dev.jsonl", config, lambda m: None)
+    longest = max(len(words(d.text)) for d in load_units(tmp_path / "train.jsonl", "sentence"))
+    for runs in result["curves"].values():
+        tokens = runs[0]["tokens"]
+        bought = [b - a for a, b in zip(tokens, tokens[1:], strict=False)]
+        # each round fills the budget up to less than one unit's length, never beyond it
+        assert all(60 - longest < n <= 60 for n in bought), bought
+    with pytest.raises(ValueError, match="step_tokens"):
+        SimConfig(step_tokens=0)
 
 
 def test_summary_numbers_on_a_hand_made_result():
