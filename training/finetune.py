@@ -52,8 +52,8 @@ class TrainConfig:
     num_threads: int = 2
     max_grad_norm: float = 1.0
     decoding: str = "viterbi"  # how dev predictions are decoded (training.decoding)
-    # "auto": bf16 autocast where the CPU computes bf16 natively (1.7-2.1x faster steps
-    # measured here; weights and optimizer stay fp32), else fp32
+    # "auto": bf16 autocast where the CPU computes bf16 natively (weights and optimizer
+    # stay fp32; epochs about 2x faster on SkillSpan, docs/training.md), else fp32
     precision: str = "auto"
 
     def __post_init__(self) -> None:
