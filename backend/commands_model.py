@@ -27,6 +27,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--patience", type=int)
     p.add_argument("--threads", type=int, dest="num_threads")
+    p.add_argument("--crf", action="store_true", default=None,
+                   help="train a CRF over the word tags with the encoder")  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=train_command)
 
@@ -107,7 +109,7 @@ def train_command(args) -> int:
     if dev_docs is not None:
         check_labels(dev_docs, labels, str(args.dev))
     options = ("epochs", "learning_rate", "batch_size", "max_tokens", "seed", "patience",
-               "num_threads")  # fmt: skip
+               "num_threads", "crf")  # fmt: skip
     config = TrainConfig(**{k: getattr(args, k) for k in options if getattr(args, k) is not None})
     result = train(
         args.base, train_docs, labels, args.out, dev_docs=dev_docs, config=config,

@@ -5,17 +5,25 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
-from labeling.strategies import STRATEGIES, candidate_spans, get_strategy, item_from_prediction
+from labeling.strategies import (
+    candidate_spans,
+    check_strategy_name,
+    get_strategy,
+    item_from_prediction,
+    strategy_names,
+)
 
 
 def register(sub) -> None:
     p = sub.add_parser("select", help="the next posts to label, most useful first, with reasons")
     p.add_argument("--project", required=True, help="project folder (projects/NAME) or NAME")
     p.add_argument("-n", type=int, default=None, help="batch size (default: [selection])")
-    p.add_argument("--strategy", help=f"one of {', '.join(STRATEGIES)} (+diverse); "
-                   "default: the project's [selection] strategy")  # fmt: skip
+    p.add_argument("--strategy", help=f"one of {', '.join(strategy_names())}, or one of "
+                   "them +diverse or +balanced; default: the project's [selection] "
+                   "strategy")  # fmt: skip
     p.add_argument("--budget-tokens", type=int, help="at most this many words in the batch")
     p.add_argument("--model", help="checkpoint folder (default: the serving model)")
     p.add_argument("--state-dir", type=Path, help="state folder (default $SKILLLOOP_STATE_DIR "
@@ -48,17 +56,32 @@ def register(sub) -> None:
     s.set_defaults(func=simulate_command)
 
 
-def _unlabelled_posts(project, state_dir: Path):
+def _labelled_documents(project, state_dir: Path):
     from labeling.store import STORE_FILE, AnnotationStore
 
-    posts = project.posts()
-    done_texts = {doc.text for doc in project.gold()}
-    done_ids = {doc.id for doc in project.gold() if doc.id}
+    docs = list(project.gold())
     store_path = state_dir / STORE_FILE
     if store_path.is_file():
         with AnnotationStore(store_path) as store:
-            done_texts |= {doc.text for doc in store.training_documents()}
+            docs += store.training_documents()
+    return docs
+
+
+def _unlabelled_posts(posts, labelled):
+    done_texts = {doc.text for doc in labelled}
+    done_ids = {doc.id for doc in labelled if doc.id}
     return [p for p in posts if p.text not in done_texts and p.id not in done_ids]
+
+
+def _strategy(name: str, tagger, labelled):
+    """The named strategy, given what it needs: BALD the tagger's head, +balanced the
+    labelled spans' counts per label."""
+    options = {}
+    if name.partition("+")[0] == "bald":
+        options.update(tagger.classifier_head())
+    if name.partition("+")[2] == "balanced":
+        options["label_counts"] = Counter(span.label for doc in labelled for span in doc.spans)
+    return get_strategy(name, **options)
 
 
 def _serving_model(project, state_dir: Path, model: str | None) -> str:
@@ -83,16 +106,21 @@ def select_command(args) -> int:
     project = load_project(args.project)
     state_dir = project.state_dir(args.state_dir)
     n = project.selection.batch_size if args.n is None else args.n
-    strategy = get_strategy(args.strategy or project.selection.strategy)
-    posts = _unlabelled_posts(project, state_dir)
+    name = args.strategy or project.selection.strategy
+    check_strategy_name(name)
+    labelled = _labelled_documents(project, state_dir)
+    posts = _unlabelled_posts(project.posts(), labelled)
     if not posts:
         print(f"{project.name}: every post is labelled; nothing to select", file=sys.stderr)
         return 0
     source = _serving_model(project, state_dir, args.model)
     tagger = Tagger.load(source, project.label_values, project.model.label_map or None,
-                         max_tokens=project.model.max_tokens, stride=project.model.stride)
+                         max_tokens=project.model.max_tokens,
+                         stride=project.model.stride)  # fmt: skip
+    strategy = _strategy(name, tagger, labelled)
     print(f"scoring {len(posts)} unlabelled posts with {tagger.version} ...", file=sys.stderr)
-    predictions = tagger.predict([p.text for p in posts])
+    bald = name.partition("+")[0] == "bald"
+    predictions = tagger.predict([p.text for p in posts], hidden=bald)
     items = [item_from_prediction(pr, p.id or str(i))
              for i, (p, pr) in enumerate(zip(posts, predictions, strict=True))]  # fmt: skip
     for item in items:  # the tagger gives no post vector: diversity uses the tag profile

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -26,7 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from labeling.strategies import PoolItem, QueryStrategy, get_strategy, item_from_prediction
+from labeling.strategies import (
+    PoolItem,
+    QueryStrategy,
+    check_strategy_name,
+    get_strategy,
+    item_from_prediction,
+)
 from training.decoding import decode
 from training.text import Document, Span, spans_to_tags, split_tag, tag_names, words
 
@@ -78,9 +85,8 @@ class SimConfig:
             raise ValueError(f"step_tokens must be at least 1, got {self.step_tokens}")
         names = ["random", *[s for s in self.strategies if s != "random"]]
         for name in names:
-            if not name.startswith("bald"):
-                get_strategy(name)  # unknown names fail here, before any work
-            elif self.mode != "fast":
+            check_strategy_name(name)  # unknown names fail here, before any work
+            if name.startswith("bald") and self.mode != "fast":
                 raise ValueError("BALD needs the fast mode's head (MC dropout on the head)")
         self.strategies = names
 
@@ -279,6 +285,7 @@ def simulate(pool_path, eval_path, config: SimConfig, progress=print) -> dict:
     learner_type = FastLearner if config.mode == "fast" else FullLearner
     learner = learner_type(pool, held_out, labels, config)
     cost = np.array([len(words(d.text)) for d in pool])
+    span_labels = [[s.label for s in d.spans] for d in pool]
     prepared = time.perf_counter()
 
     curves: dict[str, list[dict]] = {name: [] for name in config.strategies}
@@ -290,7 +297,7 @@ def simulate(pool_path, eval_path, config: SimConfig, progress=print) -> dict:
             progress(f"seed {seed}: full-data F1 {full_f1[-1]:.4f}")
         start = np.random.default_rng(seed).choice(len(pool), config.init, replace=False)
         for name in config.strategies:
-            curve = _run_curve(learner, name, list(start), cost, seed, config)
+            curve = _run_curve(learner, name, list(start), cost, seed, config, span_labels)
             if name == "random" and config.random_extra:
                 _extend_random(learner, curve, cost, seed, config.random_extra)
             curve.pop("labelled", None)
@@ -307,7 +314,9 @@ def simulate(pool_path, eval_path, config: SimConfig, progress=print) -> dict:
     }
 
 
-def _run_curve(learner, name: str, labelled: list[int], cost, seed: int, config) -> dict:
+def _run_curve(
+    learner, name: str, labelled: list[int], cost, seed: int, config, span_labels
+) -> dict:
     curve = {"seed": seed, "items": [], "tokens": [], "f1": [], "batch_mean_tokens": [],
              "seconds": []}  # fmt: skip
     taken = np.zeros(len(cost), dtype=bool)
@@ -322,7 +331,7 @@ def _run_curve(learner, name: str, labelled: list[int], cost, seed: int, config)
         if round_ == config.rounds or rest.size == 0:
             curve["seconds"].append(time.perf_counter() - t0)
             break
-        strategy = _strategy(name, learner)
+        strategy = _strategy(name, learner, [span_labels[i] for i in labelled])
         items = learner.pool_items(rest, with_hidden=name.startswith("bald"))
         rng = np.random.default_rng([seed, round_])
         if config.step_tokens:
@@ -356,7 +365,10 @@ def _extend_random(learner, curve: dict, cost, seed: int, sizes: Sequence[int]) 
         curve["f1"].append(learner.evaluate())
 
 
-def _strategy(name: str, learner) -> QueryStrategy:
-    if name.startswith("bald"):
-        return get_strategy(name, **learner.head_weights())
-    return get_strategy(name)
+def _strategy(name: str, learner, labelled_spans: list[list[str]]) -> QueryStrategy:
+    """The named strategy with what it needs: BALD the head, +balanced the labelled spans'
+    counts per label (a label not seen yet counts as rarest)."""
+    options = learner.head_weights() if name.startswith("bald") else {}
+    if name.endswith("+balanced"):
+        options["label_counts"] = Counter(label for unit in labelled_spans for label in unit)
+    return get_strategy(name, **options)

@@ -61,6 +61,7 @@ def item_from_prediction(prediction, id: str = "") -> PoolItem:
     return PoolItem(
         id=str(id), probs=probs, tags=list(prediction.tags),
         text=getattr(prediction, "text", ""), words=list(getattr(prediction, "words", [])),
+        hidden=getattr(prediction, "hidden", None),
     )  # fmt: skip
 
 
@@ -419,22 +420,39 @@ def strategy_names() -> list[str]:
     return [*STRATEGIES, *NEEDS_HEAD]
 
 
-def get_strategy(name: str, **options) -> QueryStrategy:
-    """A strategy by name; `name+diverse` wraps it with `DiverseBatch`. BALD needs
-    `weight` and `bias` (the head) in `options`."""
+MODIFIERS = ("diverse", "balanced")
+
+
+def check_strategy_name(name: str) -> None:
+    """Raise ValueError for a name `get_strategy` cannot build, before any work is done."""
     base_name, _, wrapper = name.partition("+")
+    if base_name not in strategy_names():
+        raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(strategy_names())}")
+    if wrapper and wrapper not in MODIFIERS:
+        raise ValueError(
+            f"unknown strategy modifier {wrapper!r} in {name!r}: '+diverse' or '+balanced'"
+        )
+
+
+def get_strategy(name: str, **options) -> QueryStrategy:
+    """A strategy by name; `name+diverse` wraps it with `DiverseBatch`, `name+balanced`
+    with `ClassBalanced` (which needs `label_counts`). BALD needs `weight` and `bias` (the
+    head) in `options`, and optionally `dropout`."""
+    check_strategy_name(name)
+    base_name, _, wrapper = name.partition("+")
+    label_counts = options.pop("label_counts", None)
     if base_name == "bald":
         if "weight" not in options or "bias" not in options:
             raise ValueError("strategy 'bald' needs the classification head (weight, bias)")
         strategy: QueryStrategy = BALD(**options)
-    elif base_name in STRATEGIES:
-        strategy = STRATEGIES[base_name]()
     else:
-        raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(strategy_names())}")
+        strategy = STRATEGIES[base_name]()
     if wrapper == "diverse":
         return DiverseBatch(strategy)
-    if wrapper:
-        raise ValueError(f"unknown strategy modifier {wrapper!r} in {name!r}: only '+diverse'")
+    if wrapper == "balanced":
+        if label_counts is None:
+            raise ValueError(f"{name!r} needs the labelled spans' counts per label")
+        return ClassBalanced(strategy, label_counts)
     return strategy
 
 

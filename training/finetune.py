@@ -26,12 +26,13 @@ import numpy as np
 import torch
 
 from training import checkpoint
+from training.crf import CRF, word_emissions
 from training.text import Document, spans_to_tags, tag_names, words
 from training.windows import encode, make_windows, special_tokens, window_inputs
 
 log = logging.getLogger(__name__)
 
-METADATA_FILE = "skillloop.json"
+METADATA_FILE = checkpoint.METADATA_FILE
 IGNORE = -100
 TRAIN_PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -55,6 +56,10 @@ class TrainConfig:
     # "auto": bf16 autocast where the CPU computes bf16 natively (weights and optimizer
     # stay fp32; epochs about 2x faster on SkillSpan, docs/training.md), else fp32
     precision: str = "auto"
+    # a linear-chain CRF over word tags, trained with the encoder (training.crf); its
+    # transition scores learn at their own rate, as they start from zero
+    crf: bool = False
+    crf_learning_rate: float = 1e-2
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
@@ -184,6 +189,8 @@ def train(
         decoding=config.decoding,
     )  # fmt: skip
     max_tokens, stride = dev_tagger.max_tokens, dev_tagger.stride
+    crf = CRF(dev_tagger.tags, init=loaded.transitions) if config.crf else None
+    dev_tagger.transitions = None
     examples = make_examples(tokenizer, train_docs, labels, max_tokens, stride)
     if not examples:
         raise ValueError("the training documents hold no words")
@@ -194,13 +201,15 @@ def train(
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": config.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=config.learning_rate,
-    )
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if crf is not None:
+        groups.append(
+            {"params": list(crf.parameters()), "weight_decay": 0.0, "lr": config.crf_learning_rate}
+        )
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(config.warmup_ratio * total_steps), total_steps
     )
@@ -209,6 +218,7 @@ def train(
     losses: list[float] = []
     dev_f1: list[float] = []
     best_state, best_epoch, best_f1, since_best = None, 0, -1.0, 0
+    best_crf = None
     eval_seconds = 0.0
     bar = tqdm(total=total_steps, disable=not progress, desc="training", unit="step")
     for epoch in range(1, config.epochs + 1):
@@ -218,19 +228,27 @@ def train(
             if should_stop is not None and should_stop():
                 bar.close()
                 raise TrainingCancelled("training cancelled")
+            inputs = collate([examples[k] for k in batch_ids], pad_id)
+            targets = inputs.pop("labels") if crf else None
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                out = model(**collate([examples[k] for k in batch_ids], pad_id))
-            out.loss.backward()
+                out = model(**inputs)
+            if crf is None:
+                loss = out.loss
+            else:
+                emissions, tags, mask = word_emissions(out.logits.float(), targets, IGNORE)
+                loss = crf.nll(emissions, tags, mask) / mask.sum().clamp(min=1)
+            loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            total, count = total + out.loss.item(), count + 1
+            total, count = total + loss.item(), count + 1
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{total / count:.4f}")
         losses.append(total / count)
         if dev_docs:
             eval_started = time.perf_counter()
+            dev_tagger.transitions = crf.transitions() if crf else None
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 f1 = evaluate(dev_tagger, dev_docs).f1
             eval_seconds += time.perf_counter() - eval_started
@@ -239,6 +257,7 @@ def train(
             if f1 > best_f1:
                 best_f1, best_epoch, since_best = float(f1), epoch, 0
                 best_state = copy.deepcopy(model.state_dict())
+                best_crf = crf.transitions() if crf else None
             else:
                 since_best += 1
                 if since_best >= config.patience:
@@ -248,6 +267,8 @@ def train(
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
+    elif crf is not None:
+        best_crf = crf.transitions()
     trained = time.perf_counter()
 
     timings = {
@@ -282,6 +303,8 @@ def train(
         "dev_documents": len(dev_docs or []),
         "windows": len(examples),
     }
+    if best_crf is not None:
+        metadata["crf"] = best_crf.to_json()
     save(model, tokenizer, Path(out_dir), metadata)
     return result
 

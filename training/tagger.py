@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from training import checkpoint
+from training.crf import Transitions
 from training.decoding import DECODINGS, decode_many, no_span_across_lines
 from training.text import Span, Word, tag_names, tags_to_spans, words
 from training.windows import (
@@ -53,6 +54,8 @@ BATCH_TOKENS = 4096
 # are compiled per input shape on first use (a noticeable stall), so bf16 runs one window
 # per pass, and `warm_up` compiles every width once at load, outside any request.
 WIDTH_STEP = 32
+# where a transformers config keeps the dropout in front of its token classifier
+_DROPOUT_KEYS = ("classifier_dropout", "hidden_dropout_prob", "dropout")
 
 
 @dataclass(slots=True)
@@ -70,6 +73,8 @@ class Prediction:
     probs: np.ndarray  # (n_words, n_tags) float32, rows sum to 1
     spans: list[Span] = field(default_factory=list)
     word_tags: list[str] = field(default_factory=list)
+    # (n_words, hidden) float32: what the classifier reads per word (`predict(hidden=True)`)
+    hidden: np.ndarray | None = None
 
 
 @dataclass(slots=True)
@@ -79,6 +84,7 @@ class _Doc:
     encoding: Encoding
     windows: list[Window]
     probs: np.ndarray
+    hidden: np.ndarray | None = None
 
 
 class Tagger:
@@ -99,6 +105,7 @@ class Tagger:
         decoding: str = DEFAULT_DECODING,
         version: str | None = None,
         batch_tokens: int = BATCH_TOKENS,
+        transitions: Transitions | None = None,
     ):
         if decoding not in DECODINGS:
             raise ValueError(f"unknown decoding {decoding!r}: choose one of {DECODINGS}")
@@ -113,6 +120,8 @@ class Tagger:
         self.source = source
         self.version = version or Path(source).name or source
         self.decoding = decoding
+        # a CRF's learned scores, which viterbi decoding adds (None: constraints only)
+        self.transitions = transitions.reorder(self.tags) if transitions else None
         self.precision = "fp32"  # as far as this class knows; from_loaded sets it
         self.batch_tokens = batch_tokens
         self.specials = special_tokens(tokenizer)
@@ -183,6 +192,7 @@ class Tagger:
         precision = set_precision(loaded.model, _precision(precision, None))
         if precision in ("int8", "bf16"):
             options.setdefault("batch_tokens", 0)  # one window per pass, see BATCH_TOKENS
+        options.setdefault("transitions", loaded.transitions)
         tagger = cls(loaded.tokenizer, loaded.model, loaded.labels, source, **options)
         tagger.precision = precision
         if precision != "fp32":
@@ -192,21 +202,28 @@ class Tagger:
     def __repr__(self) -> str:
         return (
             f"Tagger({self.version!r}, labels={self.labels}, max_tokens={self.max_tokens}, "
-            f"stride={self.stride}, precision={self.precision!r}, decoding={self.decoding!r})"
+            f"stride={self.stride}, precision={self.precision!r}, decoding={self.decoding!r}"
+            f"{', crf' if self.transitions else ''})"
         )
 
-    def predict(self, texts: Sequence[str], decoding: str | None = None) -> list[Prediction]:
-        """Spans and per-word probabilities for each text, in order.
+    def predict(
+        self, texts: Sequence[str], decoding: str | None = None, hidden: bool = False
+    ) -> list[Prediction]:
+        """Spans and per-word probabilities for each text, in order; with `hidden`, also
+        each word's last hidden state (the classifier's input, for BALD).
 
         An empty (or whitespace-only) text gets an empty prediction.
         """
         texts = _check_texts(texts)
         docs = [self._prepare(text) for text in texts]
-        self._fill_probs(docs)
+        self._fill_probs(docs, hidden)
         for doc in docs:
             _continue_orphans(doc)
         line_aware = [no_span_across_lines(d.probs, d.words, d.text, self.tags) for d in docs]
-        word_tags = decode_many(line_aware, self.tags, decoding or self.decoding)
+        scores = self.transitions
+        if scores is not None:
+            scores = (scores.start, scores.matrix, scores.end)
+        word_tags = decode_many(line_aware, self.tags, decoding or self.decoding, scores)
         return [self._prediction(doc, tags) for doc, tags in zip(docs, word_tags, strict=True)]
 
     def input_width(self, length: int) -> int:
@@ -232,7 +249,21 @@ class Tagger:
         probs[:, 0] = 1.0
         return _Doc(text, offsets, encoding, windows, probs)
 
-    def _fill_probs(self, docs: list[_Doc]) -> None:
+    def classifier_head(self) -> dict:
+        """The linear head as numpy (`weight` (n_tags, hidden), `bias`) and the dropout
+        rate it was trained with: what MC-dropout BALD samples (labeling.strategies)."""
+        head = getattr(self.model, "classifier", None)
+        if not isinstance(head, torch.nn.Linear):
+            raise ValueError(f"{self.version} has no linear classifier head")
+        config = self.model.config
+        dropout = next((r for r in (getattr(config, k, None) for k in _DROPOUT_KEYS) if r), 0.1)
+        return {
+            "weight": head.weight.detach().float().numpy().copy(),
+            "bias": head.bias.detach().float().numpy().copy(),
+            "dropout": float(dropout),
+        }
+
+    def _fill_probs(self, docs: list[_Doc], hidden: bool = False) -> None:
         """Run every window of every document through the model, in length-sorted batches."""
         jobs = []  # (length, doc, window, owned words)
         for doc in docs:
@@ -252,17 +283,25 @@ class Tagger:
                 for row, seq in enumerate(inputs):
                     ids[row, : len(seq)] = torch.tensor(seq)
                     mask[row, : len(seq)] = 1
-                logits = self.model(input_ids=ids, attention_mask=mask).logits
-                probs = torch.softmax(logits.float(), dim=-1).numpy()
+                extra = {"output_hidden_states": True} if hidden else {}
+                out = self.model(input_ids=ids, attention_mask=mask, **extra)
+                probs = torch.softmax(out.logits.float(), dim=-1).numpy()
+                states = out.hidden_states[-1].float().numpy() if hidden else None
                 for row, (_, doc, window, owned) in enumerate(batch):
                     positions = doc.encoding.first_token[owned] - window.start + offset
                     doc.probs[owned] = probs[row, positions]
+                    if states is not None:
+                        if doc.hidden is None:
+                            doc.hidden = np.zeros((len(doc.words), states.shape[-1]), np.float32)
+                        doc.hidden[owned] = states[row, positions]
 
     def _prediction(self, doc: _Doc, word_tags: list[str]) -> Prediction:
         column = {tag: j for j, tag in enumerate(self.tags)}
         chosen = [float(doc.probs[i, column[t]]) for i, t in enumerate(word_tags)]
         spans = tags_to_spans(word_tags, doc.words, doc.text, chosen)
-        return Prediction(doc.text, doc.words, list(self.tags), doc.probs, spans, word_tags)
+        return Prediction(
+            doc.text, doc.words, list(self.tags), doc.probs, spans, word_tags, doc.hidden
+        )
 
 
 def _precision(precision: str, quantize: bool | None) -> str:
