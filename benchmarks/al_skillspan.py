@@ -1,12 +1,18 @@
 """Active learning on SkillSpan: query strategies against random, sentences as units.
 
     flock /tmp/skillloop-heavy.lock .venv/bin/python benchmarks/al_skillspan.py main
+    flock /tmp/skillloop-heavy.lock .venv/bin/python benchmarks/al_skillspan.py full
     flock /tmp/skillloop-heavy.lock .venv/bin/python benchmarks/al_skillspan.py compare
 
 `main`: fast mode (frozen backbone + small head per round), train.json as the pool,
 dev.json held out, 3 seeds, init 100, +100 sentences per round (or `--step-tokens N` words
 per round, the same cost for every strategy); random is also measured at larger pool sizes
 to find the sentences it needs for 95% of full-data F1. Writes docs/al/NAME.{json,png,md}.
+
+`full`: the whole tagger fine-tuned per round (8 epochs from the backbone, bf16 steps),
+3 seeds, on the first 1,000 pool and 500 dev sentences: init 100, then `--step-tokens`
+(default 1,500) words per round, 4 rounds; random also at 500 and 700 sentences. The real
+learner, on a pool small enough for two CPU cores (about 30 minutes).
 
 `compare`: the same seed set and rounds in fast mode and in full mode (the whole tagger
 fine-tuned per round, 8 epochs from the backbone), 1 seed, on the first 1,000 pool and
@@ -39,6 +45,18 @@ def run_main(args) -> None:
         strategies=args.strategies, seeds=args.seeds, init=100, step=100, rounds=args.rounds,
         step_tokens=args.step_tokens, random_extra=[2000, 3000, 4000, 4400],
         cache_dir=args.cache_dir,
+    )  # fmt: skip
+    result = simulate(DATA / "train.json", DATA / "dev.json", config, progress=_log)
+    _publish(result, args.name, args.out)
+
+
+def run_full(args) -> None:
+    from labeling.simulate import SimConfig, simulate
+
+    config = SimConfig(
+        strategies=args.strategies, seeds=args.seeds, init=100, rounds=args.rounds,
+        step_tokens=args.step_tokens or 1500, mode="full", full_epochs=args.full_epochs,
+        pool_limit=1000, eval_limit=500, random_extra=[500, 700], cache_dir=args.cache_dir,
     )  # fmt: skip
     result = simulate(DATA / "train.json", DATA / "dev.json", config, progress=_log)
     _publish(result, args.name, args.out)
@@ -112,7 +130,7 @@ def main() -> int:
     import torch
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("preset", choices=["main", "compare", "levels"])
+    parser.add_argument("preset", choices=["main", "full", "compare", "levels"])
     parser.add_argument("--result", default=str(DOCS / "skillspan-fast-layers.json"),
                         help="saved result for 'levels'")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=None)
@@ -123,7 +141,8 @@ def main() -> int:
     parser.add_argument("--full-epochs", type=int, default=8)
     parser.add_argument("--cache-dir", default="/tmp/skillloop-al-cache")
     parser.add_argument("--out", default=str(DOCS))
-    parser.add_argument("--name", default="skillspan-fast", help="output file name (main)")
+    parser.add_argument("--name", default=None,
+                        help="output name (default skillspan-fast / skillspan-full)")  # fmt: skip
     args = parser.parse_args()
     if not (DATA / "train.json").is_file():
         print(f"SkillSpan not found at {DATA} (see ../shared/data/README.md)", file=sys.stderr)
@@ -133,7 +152,14 @@ def main() -> int:
         run_levels(args)
     elif args.preset == "main":
         args.rounds = 10 if args.rounds is None else args.rounds
+        args.name = args.name or "skillspan-fast"
         run_main(args)
+    elif args.preset == "full":
+        args.rounds = 4 if args.rounds is None else args.rounds
+        args.name = args.name or "skillspan-full"
+        if args.strategies == STRATEGIES:
+            args.strategies = ["mnlp", "entropy_mean"]
+        run_full(args)
     else:
         args.rounds = 2 if args.rounds is None else args.rounds
         run_compare(args)

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from tests.conftest import REFERENCE_TAGS, WORDS
 from training.checkpoint import CheckpointError
-from training.tagger import Prediction, Tagger, native_bf16
+from training.precision import native_bf16
+from training.tagger import Prediction, Tagger
 from training.text import tag_names, words
 from training.windows import encode, make_windows, owned_words
 

@@ -169,7 +169,8 @@ def train(
     from transformers import get_linear_schedule_with_warmup
 
     from training.evaluate import evaluate
-    from training.tagger import Tagger, native_bf16
+    from training.precision import native_bf16
+    from training.tagger import Tagger
 
     config = config or TrainConfig()
     bf16 = config.precision == "bf16" or (config.precision == "auto" and native_bf16())

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 from training import checkpoint
 from training.crf import Transitions
 from training.decoding import DECODINGS, decode_many, no_span_across_lines
+from training.precision import resolve_precision, set_precision
 from training.text import Span, Word, tag_names, tags_to_spans, words
 from training.windows import (
     Encoding,
@@ -42,9 +42,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_TOKENS = 254  # 256 with [CLS] and [SEP], the windows the trainer uses
 DEFAULT_STRIDE = 32
 DEFAULT_DECODING = "viterbi"
-# "auto": bf16 where the CPU computes it natively (AVX512-BF16/AMX), else fp32. int8
-# (dynamic quantization) is faster still but costs several points of span F1.
-PRECISIONS = ("auto", "fp32", "bf16", "int8")
 # Windows per forward pass are limited by total padded subwords, not by count: short and
 # long windows then cost about the same memory and time per batch. int8 runs one window
 # per pass: dynamic quantization scales activations per tensor, so batching would make a
@@ -153,8 +150,8 @@ class Tagger:
     ) -> Tagger:
         """Load a checkpoint folder, hub name or the backbone (`None`) for `labels`.
 
-        `precision` is one of PRECISIONS; `quantize=False` is short for "fp32" (exact
-        reference numbers), `quantize=True` for the default "auto".
+        `precision` is one of `training.precision.PRECISIONS`; `quantize=False` is short
+        for "fp32" (exact reference numbers), `quantize=True` for the default "auto".
         `num_threads` sets torch's intra-op threads for the whole process (None: unchanged).
         `allow_new_labels` gives tags the checkpoint lacks a random head (benchmarks only).
         Raises `checkpoint.CheckpointError` when the model cannot serve `labels`.
@@ -163,7 +160,7 @@ class Tagger:
         resolved = checkpoint.resolve_source(source)
         tagger = cls.from_loaded(
             loaded, resolved, max_tokens=max_tokens, stride=stride,
-            precision=_precision(precision, quantize), num_threads=num_threads,
+            precision=resolve_precision(precision, quantize), num_threads=num_threads,
             decoding=decoding, version=_version(resolved, source),
         )  # fmt: skip
         if tagger.precision != "fp32":
@@ -189,7 +186,7 @@ class Tagger:
             if num_threads < 1:
                 raise ValueError(f"num_threads must be at least 1, got {num_threads}")
             torch.set_num_threads(num_threads)
-        precision = set_precision(loaded.model, _precision(precision, None))
+        precision = set_precision(loaded.model, resolve_precision(precision, None))
         if precision in ("int8", "bf16"):
             options.setdefault("batch_tokens", 0)  # one window per pass, see BATCH_TOKENS
         options.setdefault("transitions", loaded.transitions)
@@ -302,61 +299,6 @@ class Tagger:
         return Prediction(
             doc.text, doc.words, list(self.tags), doc.probs, spans, word_tags, doc.hidden
         )
-
-
-def _precision(precision: str, quantize: bool | None) -> str:
-    if quantize is False:
-        precision = "fp32"
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}: choose one of {PRECISIONS}")
-    if precision == "auto":
-        return "bf16" if native_bf16() else "fp32"
-    return precision
-
-
-def native_bf16() -> bool:
-    """Whether this CPU computes bf16 matrix products natively (else bf16 is emulated, slow)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def set_precision(model: torch.nn.Module, precision: str) -> str:
-    """Convert `model` in place; returns the precision it ends up in."""
-    if precision == "bf16":
-        model.to(torch.bfloat16)
-    elif precision == "int8" and not quantize_encoder(model):
-        return "fp32"
-    return precision
-
-
-def quantize_encoder(model: torch.nn.Module) -> bool:
-    """In place: dynamic int8 weights (per output channel) for the encoder's Linear layers.
-
-    The feed-forward output layers (after GELU, where activations have outliers) and the
-    head stay fp32: quantizing them too doubled the disagreement with fp32 tags.
-
-    torch marks this eager-mode API deprecated (its successor, torchao, is not a
-    dependency); where it is gone the model stays fp32, with a warning, rather than fail.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        try:
-            from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-            spec = {
-                name: per_channel_dynamic_qconfig
-                for name, module in model.base_model.named_modules()
-                if isinstance(module, torch.nn.Linear)
-                and not (name.endswith("output.dense") and "attention" not in name)
-            }
-            quantize_dynamic(model.base_model, spec, dtype=torch.qint8, inplace=True)
-        except (ImportError, AttributeError, RuntimeError) as err:
-            log.warning("int8 quantization unavailable (%s); predicting in fp32", err)
-            return False
-    return True
 
 
 def _continue_orphans(doc: _Doc) -> None:
