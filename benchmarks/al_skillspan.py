@@ -33,14 +33,18 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# imported before the long run starts: a module first imported at the end would be read
+# from a working tree that may have changed meanwhile (that lost a 15-minute run once)
+import labeling.curves  # noqa: E402, F401  (write_outputs imports it late)
+from backend.commands_select import write_outputs  # noqa: E402
+from labeling.simulate import SimConfig, simulate  # noqa: E402
+
 DATA = ROOT.parent / "shared" / "data" / "skillspan"
 DOCS = ROOT / "docs" / "al"
 STRATEGIES = ["least_confidence", "mnlp", "entropy_mean", "span", "bald"]
 
 
 def run_main(args) -> None:
-    from labeling.simulate import SimConfig, simulate
-
     config = SimConfig(
         strategies=args.strategies, seeds=args.seeds, init=100, step=100, rounds=args.rounds,
         step_tokens=args.step_tokens, random_extra=[2000, 3000, 4000, 4400],
@@ -51,8 +55,6 @@ def run_main(args) -> None:
 
 
 def run_full(args) -> None:
-    from labeling.simulate import SimConfig, simulate
-
     config = SimConfig(
         strategies=args.strategies, seeds=args.seeds, init=100, rounds=args.rounds,
         step_tokens=args.step_tokens or 1500, mode="full", full_epochs=args.full_epochs,
@@ -63,8 +65,6 @@ def run_full(args) -> None:
 
 
 def run_compare(args) -> None:
-    from labeling.simulate import SimConfig, simulate
-
     common = {"strategies": ["mnlp"], "seeds": 1, "init": 150, "step": 150,
               "rounds": args.rounds, "pool_limit": 1000, "eval_limit": 500,
               "full_reference": False, "cache_dir": args.cache_dir}  # fmt: skip
@@ -112,8 +112,9 @@ def run_levels(args) -> None:
 
 
 def _publish(result: dict, name: str, out: str) -> None:
-    from backend.commands_select import write_outputs
-
+    # the raw curves first: a failure while summarising must not lose a long run
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / f"{name}.json").write_text(json.dumps(result, indent=1))
     tmp = Path(out) / f".{name}"
     write_outputs(result, tmp)
     shutil.move(tmp / "curves.json", Path(out) / f"{name}.json")
