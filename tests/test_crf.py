@@ -29,25 +29,28 @@ def path_score(path, emissions, scores: Transitions) -> float:
     return float(total)
 
 
-def valid_paths(n_words: int):
+def valid_paths(n_words: int, window: bool = False):
+    """Valid IOB2 paths; a training window (`window`) may also begin with an I- tag."""
     for path in product(range(len(TAGS)), repeat=n_words):
-        if valid([TAGS[i] for i in path]):
+        tags = [TAGS[i] for i in path]
+        if valid(tags) or (window and valid(["B" + tags[0][1:], *tags[1:]])):
             yield path
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_nll_is_minus_log_probability_of_the_gold_path_among_valid_paths(seed):
+def test_nll_is_minus_log_probability_of_the_gold_path_among_valid_window_paths(seed):
     scores = random_scores(seed)
     crf = CRF(TAGS, init=scores)
-    emissions = np.random.default_rng(100 + seed).normal(size=(2, 4, len(TAGS)))
-    gold = [[1, 2, 0, 3], [3, 4, 0, 0]]  # the second row has 2 words, then padding
-    lengths = [4, 2]
+    emissions = np.random.default_rng(100 + seed).normal(size=(3, 4, len(TAGS)))
+    # the second row has 2 words, then padding; the third starts inside a span
+    gold = [[1, 2, 0, 3], [3, 4, 0, 0], [2, 2, 0, 0]]
+    lengths = [4, 2, 3]
     expected = 0.0
     for row, n in enumerate(lengths):
-        paths = list(valid_paths(n))
+        paths = list(valid_paths(n, window=True))
         log_z = np.logaddexp.reduce([path_score(p, emissions[row], scores) for p in paths])
         expected += log_z - path_score(gold[row][:n], emissions[row], scores)
-    mask = torch.tensor([[True] * 4, [True, True, False, False]])
+    mask = torch.tensor([[True] * 4, [True, True, False, False], [True, True, True, False]])
     got = crf.nll(torch.tensor(emissions, dtype=torch.float32), torch.tensor(gold), mask)
     assert float(got.detach()) == pytest.approx(expected, rel=1e-4)
 

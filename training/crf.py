@@ -3,7 +3,8 @@ Souza et al., 2019), trained with the encoder and used by viterbi decoding.
 
 The encoder's first-subword logits are the emission scores; the CRF adds one learned
 score per tag pair, per first tag and per last tag. IOB2's impossible moves (O -> I-X,
-start -> I-X, B-X/I-X -> I-Y) stay impossible: they are masked, not learned.
+B-X/I-X -> I-Y) stay impossible: they are masked, not learned. (start -> I-X is forbidden
+when decoding a document, but allowed in training: a window may begin inside a span.)
 
 The scores live in the checkpoint's `skillloop.json` under "crf" (`Transitions.to_json`),
 in tag order, so the model folder itself stays a plain transformers checkpoint. Decoding
@@ -70,8 +71,7 @@ class CRF(torch.nn.Module):
         super().__init__()
         self.tags = tuple(tags)
         n = len(self.tags)
-        start_ok, allowed = allowed_transitions(self.tags)
-        self.register_buffer("start_mask", torch.tensor(np.where(start_ok, 0.0, FORBIDDEN)))
+        _, allowed = allowed_transitions(self.tags)
         self.register_buffer("mask", torch.tensor(np.where(allowed, 0.0, FORBIDDEN)))
         init = init.reorder(self.tags) if init is not None else None
         self.start = torch.nn.Parameter(_tensor(init.start if init else np.zeros(n)))
@@ -86,7 +86,9 @@ class CRF(torch.nn.Module):
         emissions, tags, mask = emissions[keep].float(), tags[keep], mask[keep]
         if emissions.shape[0] == 0:
             return emissions.sum()
-        start = self.start + self.start_mask.float()
+        # a training window may start inside a span (a long post is cut into windows), so
+        # an I- first tag is allowed here; decoding a whole document still forbids it
+        start = self.start
         matrix = self.matrix + self.mask.float()
         rows = torch.arange(len(tags))
         lengths = mask.sum(dim=1)
