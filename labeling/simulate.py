@@ -65,6 +65,7 @@ class SimConfig:
     feature_layers: list[int] = field(default_factory=lambda: [3, -1])
     head_dropout: float = 0.2
     full_epochs: int = 4
+    full_batch_size: int | None = None  # None: TrainConfig's; sentences are short windows
     pool_limit: int | None = None  # use only the first N pool units (quick comparisons)
     eval_limit: int | None = None
     cache_dir: str | None = None
@@ -209,7 +210,8 @@ class FullLearner:
 
         self.rounds += 1
         out = Path(self.work.name) / f"round-{self.rounds}"
-        config = TrainConfig(epochs=self.config.full_epochs, seed=seed)
+        batch = {"batch_size": self.config.full_batch_size} if self.config.full_batch_size else {}
+        config = TrainConfig(epochs=self.config.full_epochs, seed=seed, **batch)
         result = train(self.config.base, [self.pool[i] for i in indices], self.labels, out,
                        config=config, progress=False)  # fmt: skip
         self.tagger = Tagger.load(result.path, self.labels)
@@ -305,9 +307,14 @@ def simulate(pool_path, eval_path, config: SimConfig, progress=print) -> dict:
             progress(f"seed {seed} {name}: F1 " + " ".join(f"{f:.3f}" for f in curve["f1"]))
     return {
         "config": asdict(config),
-        "data": {"pool": str(pool_path), "eval": str(eval_path), "labels": labels,
-                 "pool_items": len(pool), "pool_tokens": int(cost.sum()),
-                 "eval_items": len(held_out)},  # fmt: skip
+        "data": {
+            "pool": str(pool_path),
+            "eval": str(eval_path),
+            "labels": labels,
+            "pool_items": len(pool),
+            "pool_tokens": int(cost.sum()),
+            "eval_items": len(held_out),
+        },  # fmt: skip
         "full_f1": full_f1,
         "curves": curves,
         "seconds": {"prepare": prepared - started, "total": time.perf_counter() - started},

@@ -93,11 +93,9 @@ class CRF(torch.nn.Module):
         rows = torch.arange(len(tags))
         lengths = mask.sum(dim=1)
         # the gold path's score
-        gold = start[tags[:, 0]] + emissions[rows, 0, tags[:, 0]]
-        for w in range(1, tags.shape[1]):
-            step = matrix[tags[:, w - 1], tags[:, w]] + emissions[rows, w, tags[:, w]]
-            gold = gold + step * mask[:, w]
-        gold = gold + self.end[tags[rows, lengths - 1]]
+        emitted = emissions.gather(2, tags[:, :, None])[:, :, 0] * mask
+        moved = matrix[tags[:, :-1], tags[:, 1:]] * mask[:, 1:]
+        gold = start[tags[:, 0]] + emitted.sum(1) + moved.sum(1) + self.end[tags[rows, lengths - 1]]
         # the log-sum over all paths (forward algorithm)
         alpha = start + emissions[:, 0]
         for w in range(1, tags.shape[1]):
