@@ -55,6 +55,21 @@ def test_nll_is_minus_log_probability_of_the_gold_path_among_valid_window_paths(
     assert float(got.detach()) == pytest.approx(expected, rel=1e-4)
 
 
+def test_an_impossible_gold_move_is_read_as_a_span_start():
+    crf = CRF(TAGS, init=random_scores(1))
+    emissions = torch.randn(1, 4, len(TAGS))
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    b_skill, i_skill, i_knowledge = (TAGS.index(t) for t in ("B-Skill", "I-Skill", "I-Knowledge"))
+    # O -> I-Skill and I-Skill -> I-Knowledge cannot happen (a word without subwords
+    # was skipped); they read as B-Skill and B-Knowledge
+    broken = torch.tensor([[0, i_skill, i_skill, i_knowledge]])
+    repaired = crf.repair(broken)
+    assert repaired.tolist() == [[0, b_skill, i_skill, TAGS.index("B-Knowledge")]]
+    loss = crf.nll(emissions, broken, mask)
+    assert float(loss.detach()) == pytest.approx(float(crf.nll(emissions, repaired, mask).detach()))
+    assert float(loss.detach()) < 100  # no masked score in the gold path
+
+
 @pytest.mark.parametrize("seed", range(10))
 def test_viterbi_with_learned_scores_finds_the_best_valid_path(seed):
     scores = random_scores(seed)
