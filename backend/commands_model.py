@@ -27,8 +27,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--patience", type=int)
     p.add_argument("--threads", type=int, dest="num_threads")
-    p.add_argument("--crf", action="store_true", default=None,
-                   help="train a CRF over the word tags with the encoder")  # fmt: skip
+    p.add_argument("--crf", action=argparse.BooleanOptionalAction, default=None,
+                   help="a CRF over the word tags, trained with the encoder (default on)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=train_command)
 

@@ -45,16 +45,17 @@ def test_train_writes_a_checkpoint_with_labels_from_the_data(trained):
     meta = read_metadata(trained)
     assert meta["labels"] == ["Technology", "Soft"]
     assert meta["config"]["epochs"] == 2 and meta["config"]["learning_rate"] == 3e-3
-    assert meta["config"]["crf"] is False and "crf" not in meta
+    # a CRF is trained by default; its scores travel in skillloop.json
+    assert meta["config"]["crf"] is True and len(meta["crf"]["transitions"]) == 5
 
 
-def test_train_with_a_crf_saves_its_scores(tiny_encoder, data, tmp_path):
-    out = tmp_path / "crf"
+def test_train_without_a_crf(tiny_encoder, data, tmp_path):
+    out = tmp_path / "plain"
     code = main(["train", "--data", str(data), "--out", str(out), "--base", str(tiny_encoder),
-                 "--crf", *FAST])  # fmt: skip
+                 "--no-crf", *FAST])  # fmt: skip
     assert code == 0
     meta = read_metadata(out)
-    assert meta["config"]["crf"] is True and len(meta["crf"]["transitions"]) == 5
+    assert meta["config"]["crf"] is False and "crf" not in meta
 
 
 def test_predict_jsonl_in_and_out(trained, tmp_path):

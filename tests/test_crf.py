@@ -130,6 +130,7 @@ def test_a_tagger_trained_with_a_crf_saves_loads_and_decodes_with_it(tiny_encode
     b0, i0 = tagger.tags.index("B-Technology"), tagger.tags.index("I-Technology")
     assert swapped.transitions.matrix[b, i] == tagger.transitions.matrix[b0, i0]
     # a plain model has no scores; warm starting without a CRF drops them
-    plain = train(out, corpus(), LABELS, tmp_path / "plain", config=FAST, progress=False)
+    no_crf = TrainConfig(**{**FAST.__dict__, "crf": False})
+    plain = train(out, corpus(), LABELS, tmp_path / "plain", config=no_crf, progress=False)
     assert "crf" not in read_metadata(plain.path)
     assert Tagger.load(plain.path, LABELS, quantize=False).transitions is None
