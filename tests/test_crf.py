@@ -129,6 +129,11 @@ def test_a_tagger_trained_with_a_crf_saves_loads_and_decodes_with_it(tiny_encode
     b, i = swapped.tags.index("B-Technology"), swapped.tags.index("I-Technology")
     b0, i0 = tagger.tags.index("B-Technology"), tagger.tags.index("I-Technology")
     assert swapped.transitions.matrix[b, i] == tagger.transitions.matrix[b0, i0]
+    # under a label map the scores follow the renamed tags
+    renamed = Tagger.load(out, ["Tech", "People"], {"Technology": "Tech", "Soft": "People"},
+                          quantize=False)  # fmt: skip
+    b, i = renamed.tags.index("B-Tech"), renamed.tags.index("I-Tech")
+    assert renamed.transitions.matrix[b, i] == tagger.transitions.matrix[b0, i0]
     # a plain model has no scores; warm starting without a CRF drops them
     no_crf = TrainConfig(**{**FAST.__dict__, "crf": False})
     plain = train(out, corpus(), LABELS, tmp_path / "plain", config=no_crf, progress=False)
