@@ -10,11 +10,10 @@ per round, the same cost for every strategy); random is also measured at larger 
 to find the sentences it needs for 95% of full-data F1. Writes docs/al/NAME.{json,png,md}.
 
 `full`: the whole tagger fine-tuned per round (6 epochs from the backbone, batches of 8
-sentences, bf16 steps), 3 seeds, on the first 800 pool and 400 dev sentences: init 100,
-then `--step-tokens` (default 1,500) words per round, 4 rounds; random also at 450 and
-600 sentences. The real learner, on a pool small enough for two CPU cores (about 45
-minutes; one training step costs about 0.2-0.3 s whatever its size, so rounds are sized
-by steps).
+sentences, bf16 steps), 3 seeds, on the first 800 pool sentences (9,137 words) and 400
+dev sentences: init 100, then `--step-tokens` (default 600) words per round, 8 rounds
+(up to about 65% of the pool's words); random also at 600 and 750 sentences. The real
+learner, on a pool small enough for two CPU cores (about 40 minutes).
 
 `compare`: the same seed set and rounds in fast mode and in full mode (the whole tagger
 fine-tuned per round, 8 epochs from the backbone), 1 seed, on the first 1,000 pool and
@@ -59,8 +58,8 @@ def run_main(args) -> None:
 def run_full(args) -> None:
     config = SimConfig(
         strategies=args.strategies, seeds=args.seeds, init=100, rounds=args.rounds,
-        step_tokens=args.step_tokens or 1500, mode="full", full_epochs=args.full_epochs or 6,
-        full_batch_size=8, pool_limit=800, eval_limit=400, random_extra=[450, 600],
+        step_tokens=args.step_tokens or 600, mode="full", full_epochs=args.full_epochs or 6,
+        full_batch_size=8, pool_limit=800, eval_limit=400, random_extra=[600, 750],
         cache_dir=args.cache_dir,
     )  # fmt: skip
     result = simulate(DATA / "train.json", DATA / "dev.json", config, progress=_log)
@@ -159,7 +158,7 @@ def main() -> int:
         args.name = args.name or "skillspan-fast"
         run_main(args)
     elif args.preset == "full":
-        args.rounds = 4 if args.rounds is None else args.rounds
+        args.rounds = 8 if args.rounds is None else args.rounds
         args.name = args.name or "skillspan-full"
         if args.strategies == STRATEGIES:
             args.strategies = ["mnlp"]
