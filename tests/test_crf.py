@@ -119,6 +119,7 @@ def test_a_tagger_trained_with_a_crf_saves_loads_and_decodes_with_it(tiny_encode
     assert result.losses[-1] < result.losses[0]
     tagger = Tagger.load(out, LABELS, quantize=False)
     assert read_metadata(out)["crf"]["tags"] == tagger.tags
+    assert "--no-crf" in (out / "README.md").read_text()  # for whoever takes it elsewhere
     assert checkpoint.load(out, LABELS).transitions is not None
     assert tagger.transitions is not None and "crf" in repr(tagger)
     assert np.any(tagger.transitions.matrix != 0)  # the scores learned something
@@ -137,5 +138,5 @@ def test_a_tagger_trained_with_a_crf_saves_loads_and_decodes_with_it(tiny_encode
     # a plain model has no scores; warm starting without a CRF drops them
     no_crf = TrainConfig(**{**FAST.__dict__, "crf": False})
     plain = train(out, corpus(), LABELS, tmp_path / "plain", config=no_crf, progress=False)
-    assert "crf" not in read_metadata(plain.path)
+    assert "crf" not in read_metadata(plain.path) and not (plain.path / "README.md").exists()
     assert Tagger.load(plain.path, LABELS, quantize=False).transitions is None
