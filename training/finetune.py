@@ -68,9 +68,9 @@ class TrainConfig:
     # "auto": bf16 autocast where the CPU computes bf16 natively (weights and optimizer
     # stay fp32; epochs about 2x faster on SkillSpan, docs/training.md), else fp32
     precision: str = "auto"
-    # a linear-chain CRF over word tags, trained with the encoder (training.crf): +2.6
-    # Skill / +3.6 Knowledge dev F1 on SkillSpan (docs/training.md); its transition
-    # scores learn at their own rate, as they start from zero
+    # a linear-chain CRF over word tags, trained with the encoder (training.crf): +4.0
+    # Skill / +2.0 Knowledge dev F1 on SkillSpan, mean of two seeds (docs/training.md);
+    # its transition scores learn at their own rate, as they start from zero
     crf: bool = True
     crf_learning_rate: float = 1e-2
 
