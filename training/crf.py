@@ -115,7 +115,8 @@ class CRF(torch.nn.Module):
         """Gold tags with every I-X that cannot follow its predecessor read as B-X.
 
         Such moves come from words the tokenizer gives no subword (skipped in training),
-        e.g. the first word of a span: 29 of SkillSpan's 120,553 training words. Left
+        e.g. the first word of a span (29 of SkillSpan's 120,553 training words in an
+        ad-hoc count). Left
         as they are, the gold path would be impossible and its masked score would swamp
         the loss."""
         broken = ~self.allowed[tags[:, :-1], tags[:, 1:]]
