@@ -204,7 +204,6 @@ def train(
     )  # fmt: skip
     max_tokens, stride = dev_tagger.max_tokens, dev_tagger.stride
     crf = CRF(dev_tagger.tags, init=loaded.transitions) if config.crf else None
-    dev_tagger.transitions = None
     examples = make_examples(tokenizer, train_docs, labels, max_tokens, stride)
     if not examples:
         raise ValueError("the training documents hold no words")
