@@ -27,6 +27,7 @@ $(STUDIO_VENV)/.installed:
 
 test: install studio-install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q -rs
 
 lint: install

@@ -80,17 +80,22 @@ def build_services(config: ServiceConfig, make_worker=None) -> Services:
     registry = Registry(state_dir / "models")
     studio = StudioLink(state_dir, config.label_studio_url, config.label_studio_api_key)
     holder = ModelHolder(
-        project, registry, on_swap=studio.model_swapped, watch_interval=config.watch_interval,
-        threads=config.threads, training_threads=config.training_threads,
-    )  # fmt: skip
+        project,
+        registry,
+        on_swap=studio.model_swapped,
+        watch_interval=config.watch_interval,
+        threads=config.threads,
+        training_threads=config.training_threads,
+    )
     worker = None
     if config.training:
         if make_worker is None:
             from backend.worker import TrainingWorker as make_worker
         worker = make_worker(project, state_dir, on_promoted=holder.promoted)
         holder.training_running = lambda: bool(worker.status().get("running"))
-    return Services(config, project, state_dir, store, registry, worker, holder, studio,
-                    _make_metrics())  # fmt: skip
+    return Services(
+        config, project, state_dir, store, registry, worker, holder, studio, _make_metrics()
+    )
 
 
 def create_app(config: ServiceConfig, services: Services | None = None) -> Flask:
@@ -107,10 +112,13 @@ def create_app(config: ServiceConfig, services: Services | None = None) -> Flask
     services.holder.start(background=config.background_load)
     if services.worker is not None:
         services.worker.start()
-    log.info("serving project %s from %s (auth %s, Label Studio refresh %s)",
-             services.project.name, services.state_dir,
-             "on" if config.auth_enabled else "off",
-             "on" if config.studio_enabled else "off")  # fmt: skip
+    log.info(
+        "serving project %s from %s (auth %s, Label Studio refresh %s)",
+        services.project.name,
+        services.state_dir,
+        "on" if config.auth_enabled else "off",
+        "on" if config.studio_enabled else "off",
+    )
     return app
 
 
@@ -127,7 +135,7 @@ def _make_metrics() -> Metrics:
     return metrics
 
 
-def _register(app: Flask, s: Services) -> None:  # noqa: C901 - the route table
+def _register(app: Flask, s: Services) -> None:  # the route table
     config = s.config
 
     @app.before_request
@@ -153,8 +161,12 @@ def _register(app: Flask, s: Services) -> None:  # noqa: C901 - the route table
     def _measure(response: Response):
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         seconds = time.perf_counter() - g.get("started", time.perf_counter())
-        s.metrics.inc("http_requests_total", route=route, method=request.method,
-                      status=str(response.status_code))  # fmt: skip
+        s.metrics.inc(
+            "http_requests_total",
+            route=route,
+            method=request.method,
+            status=str(response.status_code),
+        )
         s.metrics.observe("http_request_duration_seconds", seconds, route=route)
         return response
 
@@ -404,9 +416,13 @@ def _gauges(s: Services) -> list[Gauge]:
     model = s.holder.current()
     gauges = [
         Gauge("model_loaded", "1 when a model serves predictions", float(model.loaded)),
-        Gauge("serving_info", "the model version answering /predict", 1.0,
-              (("model_version", model.version),)),
-    ]  # fmt: skip
+        Gauge(
+            "serving_info",
+            "the model version answering /predict",
+            1.0,
+            (("model_version", model.version),),
+        ),
+    ]
     events: dict[str, int] = {}
     for event in s.registry.events():
         events[event["action"]] = events.get(event["action"], 0) + 1
@@ -419,10 +435,16 @@ def _gauges(s: Services) -> list[Gauge]:
         gauges.append(Gauge(name, help_text, float(events.get(action, 0))))
     if s.worker is not None:
         worker = s.worker.status()
-        gauges.append(Gauge("training_running", "1 while a round trains",
-                            float(bool(worker.get("running")))))  # fmt: skip
-        gauges.append(Gauge("training_queued", "1 when a follow-up round is queued",
-                            float(bool(worker.get("queued")))))  # fmt: skip
+        gauges.append(
+            Gauge("training_running", "1 while a round trains", float(bool(worker.get("running"))))
+        )
+        gauges.append(
+            Gauge(
+                "training_queued",
+                "1 when a follow-up round is queued",
+                float(bool(worker.get("queued"))),
+            )
+        )
     return gauges
 
 

@@ -59,7 +59,7 @@ def register(subparsers) -> None:
     p.add_argument("--license", default="unspecified", help="licence for the dataset card")
     p.add_argument("--name", help="dataset name for the card (default: the project name)")
     _gold(p, "also export the project's gold file ([data] gold) posts")
-    p.set_defaults(func=export_command)  # fmt: skip
+    p.set_defaults(func=export_command)
 
     p = subparsers.add_parser("quality", help="agreement, pre-annotation edits, label errors")
     _common(p)
@@ -78,13 +78,16 @@ def register(subparsers) -> None:
     _gold(p, "also check the gold file's posts for likely label errors")
     p.add_argument("--limit", type=int, default=30, help="likely errors to print (default 30)")
     p.add_argument("--json", type=Path, help="also write every figure and issue as JSON here")
-    p.set_defaults(func=quality_command)  # fmt: skip
+    p.set_defaults(func=quality_command)
 
 
 def _common(p) -> None:
     p.add_argument("--project", help=f"project folder or name [{PROJECT_ENV}]")
-    p.add_argument("--state-dir", type=Path,
-                   help="base state folder (default: $SKILLLOOP_STATE_DIR or ./state)")  # fmt: skip
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        help="base state folder (default: $SKILLLOOP_STATE_DIR or ./state)",
+    )
 
 
 def _gold(p, text: str) -> None:
@@ -92,8 +95,12 @@ def _gold(p, text: str) -> None:
 
 
 def _source(p) -> None:
-    p.add_argument("--from-studio-export", type=Path, metavar="FILE",
-                   help="read a Label Studio JSON export instead of the store")  # fmt: skip
+    p.add_argument(
+        "--from-studio-export",
+        type=Path,
+        metavar="FILE",
+        help="read a Label Studio JSON export instead of the store",
+    )
 
 
 # ---------------------------------------------------------------- state
@@ -163,9 +170,14 @@ def status_command(args) -> int:
     state = project.state_dir(args.state_dir)
     training = _service_status(args.url) if args.url else local_training(state)
     versions = _versions(state)
-    figures = status_figures(project, _records(project, state), versions, training,
-                             changes_since_last_round(state, versions),
-                             round_outcomes(state))  # fmt: skip
+    figures = status_figures(
+        project,
+        _records(project, state),
+        versions,
+        training,
+        changes_since_last_round(state, versions),
+        round_outcomes(state),
+    )
     print(json.dumps(figures, indent=2) if args.json else format_status(figures, state))
     return 0
 
@@ -184,15 +196,38 @@ def rounds_command(args) -> int:
     if not rows:
         print(f"project {project.name}: no rounds yet")
         return 0
-    header = ["version", "parent", "annotations", "snapshot", "F1", "baseline", *labels,
-              "status", "reason"]  # fmt: skip
-    table = [[r["version"], r["parent"], r["annotations"], r["snapshot"], _f(r["heldout_f1"]),
-              _f(r["baseline_f1"]), *map(_f, r["per_label_f1"].values()), r["status"],
-              r["reason"]] for r in rows]  # fmt: skip
+    header = [
+        "version",
+        "parent",
+        "annotations",
+        "snapshot",
+        "F1",
+        "baseline",
+        *labels,
+        "status",
+        "reason",
+    ]
+    table = [
+        [
+            r["version"],
+            r["parent"],
+            r["annotations"],
+            r["snapshot"],
+            _f(r["heldout_f1"]),
+            _f(r["baseline_f1"]),
+            *map(_f, r["per_label_f1"].values()),
+            r["status"],
+            r["reason"],
+        ]
+        for r in rows
+    ]
     widths = [max(len(str(x)) for x in column) for column in zip(header, *table, strict=True)]
     for row in [header, *table]:
-        print("  ".join(str(x if x is not None else "-").ljust(w)
-                        for x, w in zip(row, widths, strict=True)).rstrip())  # fmt: skip
+        print(
+            "  ".join(
+                str(x if x is not None else "-").ljust(w) for x, w in zip(row, widths, strict=True)
+            ).rstrip()
+        )
     return 0
 
 
@@ -207,8 +242,12 @@ def report_command(args) -> int:
     out = args.out or state / "reports" / f"report.{fmt}"
     live = [r for r in _records(project, state) if not r.cancelled and not r.deleted]
     serving = next((v.version for v in versions if v.status == "serving"), None)
-    summary = {"annotations": len(live), "serving": serving, "rounds": len(versions),
-               "refused": sum(v.status == "refused" for v in versions)}  # fmt: skip
+    summary = {
+        "annotations": len(live),
+        "serving": serving,
+        "rounds": len(versions),
+        "refused": sum(v.status == "refused" for v in versions),
+    }
     labels = project.label_values or version_labels(versions)
     path = write_report(project.name, versions, out, fmt, labels, summary)
     print(path)
@@ -233,17 +272,28 @@ def export_command(args) -> int:
     records = _records(project, state, args.from_studio_export)
     gold = gold_posts(project.gold()) if args.include_gold else []
     if not records and not gold:
-        raise ValueError(f"no annotations in {state / STORE_FILE}: nothing to export "
-                         "(or pass --from-studio-export FILE, --include-gold)")  # fmt: skip
-    source = (f"Label Studio export {args.from_studio_export.name}" if args.from_studio_export
-              else f"skillloop annotation store of project {project.name}")  # fmt: skip
+        raise ValueError(
+            f"no annotations in {state / STORE_FILE}: nothing to export "
+            "(or pass --from-studio-export FILE, --include-gold)"
+        )
+    source = (
+        f"Label Studio export {args.from_studio_export.name}"
+        if args.from_studio_export
+        else f"skillloop annotation store of project {project.name}"
+    )
     if gold:
         source += f" and the project's gold file ({len(gold)} posts)"
     settings = ExportSettings(
-        format=args.format, labels=project.label_values, policy=args.policy, seed=args.seed,
-        shares=shares, duplicate_threshold=args.duplicate_threshold, license=args.license,
-        source=source, name=args.name or project.name,
-    )  # fmt: skip
+        format=args.format,
+        labels=project.label_values,
+        policy=args.policy,
+        seed=args.seed,
+        shares=shares,
+        duplicate_threshold=args.duplicate_threshold,
+        license=args.license,
+        source=source,
+        name=args.name or project.name,
+    )
     result = export_dataset(records, args.out, settings, gold)
     print(result.summary())
     return 0
@@ -269,8 +319,10 @@ def quality_command(args) -> int:
     records = _records(project, state, args.from_studio_export)
     gold = project.gold() if args.include_gold else []
     if not records and not gold:
-        raise ValueError(f"no annotations in {state / STORE_FILE} "
-                         "(or pass --from-studio-export FILE, --include-gold)")  # fmt: skip
+        raise ValueError(
+            f"no annotations in {state / STORE_FILE} "
+            "(or pass --from-studio-export FILE, --include-gold)"
+        )
     tagger = _tagger(project, state, args.model or "serving")
     figures = quality_figures(project, records, tagger, args.threshold, gold)
     print_quality(figures, args.limit, sys.stdout)

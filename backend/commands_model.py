@@ -27,8 +27,12 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--patience", type=int)
     p.add_argument("--threads", type=int, dest="num_threads")
-    p.add_argument("--crf", action=argparse.BooleanOptionalAction, default=None,
-                   help="a CRF over the word tags, trained with the encoder (default on)")
+    p.add_argument(
+        "--crf",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a CRF over the word tags, trained with the encoder (default on)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=train_command)
 
@@ -55,8 +59,13 @@ def register(subparsers) -> None:
 
 def _label_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", nargs="+", help="project labels (default: from the data/model)")
-    p.add_argument("--label-map", nargs="+", default=[], metavar="TAG=LABEL",
-                   help="model tag type -> project label, e.g. BUS=Business")  # fmt: skip
+    p.add_argument(
+        "--label-map",
+        nargs="+",
+        default=[],
+        metavar="TAG=LABEL",
+        help="model tag type -> project label, e.g. BUS=Business",
+    )
     p.add_argument("--columns", nargs="+", help="labels of bare B/I/O CoNLL tag columns")
 
 
@@ -108,16 +117,32 @@ def train_command(args) -> int:
     check_labels(train_docs, labels, str(args.data))
     if dev_docs is not None:
         check_labels(dev_docs, labels, str(args.dev))
-    options = ("epochs", "learning_rate", "batch_size", "max_tokens", "seed", "patience",
-               "num_threads", "crf")  # fmt: skip
+    options = (
+        "epochs",
+        "learning_rate",
+        "batch_size",
+        "max_tokens",
+        "seed",
+        "patience",
+        "num_threads",
+        "crf",
+    )
     config = TrainConfig(**{k: getattr(args, k) for k in options if getattr(args, k) is not None})
     result = train(
-        args.base, train_docs, labels, args.out, dev_docs=dev_docs, config=config,
-        label_map=parse_label_map(args.label_map), progress=not args.no_progress,
-    )  # fmt: skip
+        args.base,
+        train_docs,
+        labels,
+        args.out,
+        dev_docs=dev_docs,
+        config=config,
+        label_map=parse_label_map(args.label_map),
+        progress=not args.no_progress,
+    )
     dev = "" if result.best_dev_f1 is None else f", dev entity F1 {result.best_dev_f1:.3f}"
-    print(f"saved {result.path} (labels {labels}; {result.epochs_run} epochs, best epoch "
-          f"{result.best_epoch}{dev}; {result.seconds:.0f} s)")  # fmt: skip
+    print(
+        f"saved {result.path} (labels {labels}; {result.epochs_run} epochs, best epoch "
+        f"{result.best_epoch}{dev}; {result.seconds:.0f} s)"
+    )
     return 0
 
 
@@ -171,13 +196,21 @@ def predict_command(args) -> int:
     with _open(args.input, "r") as handle:
         rows = read_texts(handle, args.input)
     tagger = _load_tagger(args)
-    with _open(args.output, "w") as out, tqdm(
-        total=len(rows), disable=args.no_progress, desc="predicting", unit="text", file=sys.stderr
-    ) as bar:  # fmt: skip
+    with (
+        _open(args.output, "w") as out,
+        tqdm(
+            total=len(rows),
+            disable=args.no_progress,
+            desc="predicting",
+            unit="text",
+            file=sys.stderr,
+        ) as bar,
+    ):
         for i in range(0, len(rows), PREDICT_CHUNK):
             chunk = rows[i : i + PREDICT_CHUNK]
-            for row, prediction in zip(chunk, tagger.predict([r["text"] for r in chunk]),
-                                       strict=True):  # fmt: skip
+            for row, prediction in zip(
+                chunk, tagger.predict([r["text"] for r in chunk]), strict=True
+            ):
                 result = {"id": row["id"]} if "id" in row else {}
                 result |= {"text": row["text"], "spans": [span_dict(s) for s in prediction.spans]}
                 out.write(json.dumps(result, ensure_ascii=False) + "\n")

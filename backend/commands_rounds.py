@@ -17,11 +17,15 @@ def register(subparsers) -> None:
         help="run a retraining round (asks the running service with --url, else runs here)",
     )
     p.add_argument("--project", required=True, help="projects/NAME or NAME")
-    p.add_argument("--url", default=os.environ.get(URL_ENV),
-                   help=f"the running service, e.g. http://127.0.0.1:9090 (env {URL_ENV}); "
-                        "without it the round runs in this process")  # fmt: skip
-    p.add_argument("--state-dir", type=Path, help="state folder (default $SKILLLOOP_STATE_DIR "
-                   "or ./state)")  # fmt: skip
+    p.add_argument(
+        "--url",
+        default=os.environ.get(URL_ENV),
+        help=f"the running service, e.g. http://127.0.0.1:9090 (env {URL_ENV}); "
+        "without it the round runs in this process",
+    )
+    p.add_argument(
+        "--state-dir", type=Path, help="state folder (default $SKILLLOOP_STATE_DIR or ./state)"
+    )
     p.add_argument("--threads", type=int, default=2, help="torch threads for a local round")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=retrain_command)
@@ -29,8 +33,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("rollback", help="serve an earlier model version again")
     p.add_argument("version", help="a version id, e.g. v0002 (GET /versions)")
     p.add_argument("--project", required=True, help="projects/NAME or NAME")
-    p.add_argument("--state-dir", type=Path, help="state folder (default $SKILLLOOP_STATE_DIR "
-                   "or ./state)")  # fmt: skip
+    p.add_argument(
+        "--state-dir", type=Path, help="state folder (default $SKILLLOOP_STATE_DIR or ./state)"
+    )
     p.add_argument("--reason", default="", help="why (recorded in the registry)")
     p.set_defaults(func=rollback_command)
 
@@ -44,8 +49,14 @@ def retrain_command(args) -> int:
     project = load_project(args.project)
     state_dir = project.state_dir(args.state_dir)
     print(f"training a round for {project.name} in {state_dir} ...", file=sys.stderr)
-    outcome, _ = run_round(project, state_dir, "cli", in_process=True,
-                           progress_bar=not args.no_progress, num_threads=args.threads)  # fmt: skip
+    outcome, _ = run_round(
+        project,
+        state_dir,
+        "cli",
+        in_process=True,
+        progress_bar=not args.no_progress,
+        num_threads=args.threads,
+    )
     if outcome.version:
         print(f"{outcome.version} {outcome.status}: {outcome.reason}")
     else:
@@ -68,8 +79,10 @@ def _retrain_remote(url: str) -> int:
     except ValueError:
         body = {"message": reply.text[:200]}
     if reply.status_code >= 400:
-        raise ValueError(f"{url}/train answered {reply.status_code}: "
-                         f"{body.get('message') or body.get('error') or body}")  # fmt: skip
+        raise ValueError(
+            f"{url}/train answered {reply.status_code}: "
+            f"{body.get('message') or body.get('error') or body}"
+        )
     state = "queued after the current round" if body.get("queued") else "started"
     if not body.get("accepted", True):
         state = f"not accepted: {body.get('message', '')}"
@@ -89,9 +102,11 @@ def rollback_command(args) -> int:
     previous = registry.serving()
     version = registry.rollback(args.version, args.reason or "rolled back with skillloop rollback")
     was = previous.version if previous is not None else "nothing"
-    print(f"{project.name}: {version.version} is serving now (was {was}); "
-          f"held-out F1 {_f1(version.heldout_f1)}. A running service switches to it within "
-          "seconds (it checks the registry every SKILLLOOP_WATCH_INTERVAL, 5 s).")  # fmt: skip
+    print(
+        f"{project.name}: {version.version} is serving now (was {was}); "
+        f"held-out F1 {_f1(version.heldout_f1)}. A running service switches to it within "
+        "seconds (it checks the registry every SKILLLOOP_WATCH_INTERVAL, 5 s)."
+    )
     return 0
 
 

@@ -47,9 +47,13 @@ def serve(args: argparse.Namespace) -> int:
     from backend.app import create_app
 
     config = ServiceConfig.from_env(
-        project=args.project, host=args.host, port=args.port, state_dir=args.state_dir,
-        threads=args.threads, training=args.training,
-    )  # fmt: skip
+        project=args.project,
+        host=args.host,
+        port=args.port,
+        state_dir=args.state_dir,
+        threads=args.threads,
+        training=args.training,
+    )
     app = create_app(config)
     services = app.extensions["skillloop"]
     # SIGTERM (docker stop, systemd) stops the worker and its training child cleanly

@@ -36,13 +36,19 @@ def register(subparsers) -> None:
     )
     connect.add_argument("--title", default="skillloop", help="the backend's name in Label Studio")
     connect.add_argument("--predict", action="store_true", help="then fetch predictions for all")
-    for parser, handler in ((create, _project_create), (imp, _project_import),
-                            (connect, _project_connect)):  # fmt: skip
+    for parser, handler in (
+        (create, _project_create),
+        (imp, _project_import),
+        (connect, _project_connect),
+    ):
         parser.add_argument("--project", required=True, help="projects/NAME or NAME")
         _studio_options(parser)
         parser.add_argument("--url", help="Label Studio URL (default: $LABEL_STUDIO_URL or local)")
-        parser.add_argument("--api-key", help="legacy token or personal access token "
-                            "(default: $LABEL_STUDIO_API_KEY or the local admin's)")  # fmt: skip
+        parser.add_argument(
+            "--api-key",
+            help="legacy token or personal access token "
+            "(default: $LABEL_STUDIO_API_KEY or the local admin's)",
+        )
         parser.set_defaults(func=handler)
 
 

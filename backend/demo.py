@@ -31,8 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project", default="projects/linkedin-skills")
     parser.add_argument("--state-dir", type=Path, help="default: $SKILLLOOP_STATE_DIR or ./state")
     parser.add_argument("--studio-port", type=int, help="default $SKILLLOOP_STUDIO_PORT or 8081")
-    parser.add_argument("--backend-port", type=int,
-                        default=int(os.environ.get("SKILLLOOP_PORT") or 9090))  # fmt: skip
+    parser.add_argument(
+        "--backend-port", type=int, default=int(os.environ.get("SKILLLOOP_PORT") or 9090)
+    )
     parser.add_argument("--no-wait", action="store_true", help="set up, then stop at once")
     args = parser.parse_args(argv)
     try:
@@ -89,8 +90,10 @@ def run(args) -> int:
         with_predictions = sum(
             1 for t in tasks if any(p.get("model_version") == version for p in t["predictions"])
         )
-        print(f"  {with_predictions}/{len(tasks)} posts pre-annotated by model {version} "
-              f"in {time.monotonic() - started:.0f} s")  # fmt: skip
+        print(
+            f"  {with_predictions}/{len(tasks)} posts pre-annotated by model {version} "
+            f"in {time.monotonic() - started:.0f} s"
+        )
 
         print_next_steps(settings, ref.id, backend_url, project)
         if args.no_wait:
@@ -107,8 +110,10 @@ def run(args) -> int:
             stop_backend(backend)
         if started_studio:
             stop(settings)
-        print("stopped" + (" (Label Studio was already running: left as it was)"
-                           if not started_studio else ""))  # fmt: skip
+        print(
+            "stopped"
+            + (" (Label Studio was already running: left as it was)" if not started_studio else "")
+        )
 
 
 def step(title: str) -> None:
@@ -127,10 +132,20 @@ def ensure_first_model(project, state_root: Path) -> None:
     if not project.gold():
         print("  no gold posts and no model: the backend starts from the project's base model")
         return
-    print(f"  no trained model yet: training one on {len(project.gold())} gold posts "
-          "(a few minutes on CPU)")  # fmt: skip
-    command = [sys.executable, "-m", "backend.cli", "retrain", "--project", str(project.folder),
-               "--state-dir", str(state_root)]  # fmt: skip
+    print(
+        f"  no trained model yet: training one on {len(project.gold())} gold posts "
+        "(a few minutes on CPU)"
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "backend.cli",
+        "retrain",
+        "--project",
+        str(project.folder),
+        "--state-dir",
+        str(state_root),
+    ]
     code = subprocess.call(command, cwd=REPO_ROOT)
     serving = registry.serving() if code == 0 else None
     if serving is None:
@@ -153,9 +168,13 @@ def start_backend(folder: Path, state_root: Path, port: int, settings: StudioSet
     with log_path.open("ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "backend.cli", "serve", "--project", str(folder)],
-            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def backend_health(url: str) -> dict | None:

@@ -74,8 +74,9 @@ class Metrics:
                     for bound, count in zip(LATENCY_BUCKETS, values, strict=False):
                         le = _fmt_labels(key + (("le", _num(bound)),))
                         lines.append(f"{full}_bucket{le} {_num(count)}")
-                    lines.append(f"{full}_bucket{_fmt_labels(key + (('le', '+Inf'),))} "
-                                 f"{_num(values[-2])}")  # fmt: skip
+                    lines.append(
+                        f"{full}_bucket{_fmt_labels(key + (('le', '+Inf'),))} {_num(values[-2])}"
+                    )
                     lines.append(f"{full}_count{_fmt_labels(key)} {_num(values[-2])}")
                     lines.append(f"{full}_sum{_fmt_labels(key)} {values[-1]:.6f}")
         seen: set[str] = set()

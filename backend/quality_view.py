@@ -35,8 +35,11 @@ def quality_figures(
         posts, _ = resolve(records, "reviewed")
         docs = [Document(p.text, p.spans, id=p.id) for p in posts]
         annotated = {normalise(d.text) for d in docs}
-        docs += [Document(d.text, d.spans, id=f"gold-{d.id}") for d in gold
-                 if normalise(d.text) not in annotated]  # fmt: skip
+        docs += [
+            Document(d.text, d.spans, id=f"gold-{d.id}")
+            for d in gold
+            if normalise(d.text) not in annotated
+        ]
         issues = likely_label_errors(tagger, docs, threshold)
         figures["label_errors"] = {
             "model": getattr(tagger, "version", str(getattr(tagger, "source", ""))),
@@ -65,8 +68,7 @@ def print_quality(figures: dict, limit: int, out: TextIO) -> None:
         say(f"  {'label':<16}{'exact F1':>10}{'partial F1':>12}{'kappa':>8}{'spans':>7}")
         for label, row in a["span_f1"].items():
             k = "-" if row.get("kappa") is None else f"{row['kappa']:.3f}"
-            say(f"  {label:<16}{row['exact']:>10.3f}{row['partial']:>12.3f}{k:>8}"
-                f"{row['spans']:>7}")  # fmt: skip
+            say(f"  {label:<16}{row['exact']:>10.3f}{row['partial']:>12.3f}{k:>8}{row['spans']:>7}")
     e = figures["preannotation_edits"]
     say()
     if not e["annotations"]:
@@ -89,14 +91,18 @@ def print_quality(figures: dict, limit: int, out: TextIO) -> None:
         say("likely label errors: no model to check with (--model)")
         return
     issues = errors["issues"]
-    say(f"likely label errors: {len(issues)} in {errors['posts_checked']} posts "
-        f"(model {errors['model']}, confidence >= {errors['threshold']})")  # fmt: skip
+    say(
+        f"likely label errors: {len(issues)} in {errors['posts_checked']} posts "
+        f"(model {errors['model']}, confidence >= {errors['threshold']})"
+    )
     for issue in issues[:limit]:
         if issue["kind"] == "disputed":
             what = f"{issue['label']} span, model says {issue['model_label']}"
         else:
             what = f"no span, model says {issue['model_label']}"
-        say(f"  post {issue['doc_id']} [{issue['start']}:{issue['end']}] {issue['text']!r}: "
-            f"{what} ({issue['confidence']:.2f})  ...{issue['context']}...")  # fmt: skip
+        say(
+            f"  post {issue['doc_id']} [{issue['start']}:{issue['end']}] {issue['text']!r}: "
+            f"{what} ({issue['confidence']:.2f})  ...{issue['context']}..."
+        )
     if len(issues) > limit:
         say(f"  ... {len(issues) - limit} more (--limit, or --json FILE for all)")

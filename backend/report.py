@@ -55,9 +55,14 @@ class StoppingHint:
     last_step_per_100: float | None = None  # the latest round alone, per 100 annotations
 
     def to_dict(self) -> dict:
-        return {"rounds": self.rounds, "gain_per_100": _r(self.gain_per_100),
-                "last_step_per_100": _r(self.last_step_per_100), "flattened": self.flattened,
-                "last_round_gain": _r(self.last_round_gain), "message": self.message}  # fmt: skip
+        return {
+            "rounds": self.rounds,
+            "gain_per_100": _r(self.gain_per_100),
+            "last_step_per_100": _r(self.last_step_per_100),
+            "flattened": self.flattened,
+            "last_round_gain": _r(self.last_round_gain),
+            "message": self.message,
+        }
 
 
 def _per_100(a: tuple[int, float], b: tuple[int, float]) -> float | None:
@@ -75,8 +80,9 @@ def stopping_hint(versions, window: int = WINDOW, min_gain: float = MIN_GAIN) ->
     if last is not None and last.heldout_f1 is not None and last.baseline_f1 is not None:
         paired = last.heldout_f1 - last.baseline_f1
     if len(points) < 2:
-        return StoppingHint(len(points), None, False, paired,
-                            "too few rounds for a trend: run more rounds")  # fmt: skip
+        return StoppingHint(
+            len(points), None, False, paired, "too few rounds for a trend: run more rounds"
+        )
     recent = points[-window:]
     gain = _per_100(recent[0], recent[-1])
     step = _per_100(points[-2], points[-1])
@@ -92,8 +98,10 @@ def stopping_hint(versions, window: int = WINDOW, min_gain: float = MIN_GAIN) ->
             "stop, or change what is labelled (strategy, guidelines, weak labels)"
         )
     elif step is not None and step < min_gain:
-        advice = (f"but the latest round gained {step:+.4f} per 100: one weak round is not "
-                  "yet a plateau; judge after the next one")  # fmt: skip
+        advice = (
+            f"but the latest round gained {step:+.4f} per 100: one weak round is not "
+            "yet a plateau; judge after the next one"
+        )
     elif len(recent) < window:
         advice = f"still rising, but fewer than {window} rounds to judge a plateau"
     else:
@@ -106,19 +114,21 @@ def round_rows(versions, labels: list[str]) -> list[dict]:
     rows = []
     for v in versions:
         snapshot = v.snapshot or {}
-        rows.append({
-            "version": v.version,
-            "parent": v.parent or "base",
-            "created_at": v.created_at,
-            "trigger": getattr(v, "trigger", "") or "",
-            "annotations": annotations_of(v),
-            "snapshot": (snapshot.get("sha256") or "")[:12],
-            "heldout_f1": _r(v.heldout_f1),
-            "baseline_f1": _r(v.baseline_f1),
-            "per_label_f1": {label: _r(label_f1(v, label)) for label in labels},
-            "status": v.status,
-            "reason": v.reason,
-        })  # fmt: skip
+        rows.append(
+            {
+                "version": v.version,
+                "parent": v.parent or "base",
+                "created_at": v.created_at,
+                "trigger": getattr(v, "trigger", "") or "",
+                "annotations": annotations_of(v),
+                "snapshot": (snapshot.get("sha256") or "")[:12],
+                "heldout_f1": _r(v.heldout_f1),
+                "baseline_f1": _r(v.baseline_f1),
+                "per_label_f1": {label: _r(label_f1(v, label)) for label in labels},
+                "status": v.status,
+                "reason": v.reason,
+            }
+        )
     return rows
 
 
@@ -136,13 +146,23 @@ def plot_learning_curve(versions, path: Path) -> Path:
     points = [p for p in points if p[0] is not None and p[1] is not None]
     if points:
         ax.plot([p[0] for p in points], [p[1] for p in points], color="#999", lw=1, zorder=1)
-    styles = {"serving": ("#2ca02c", "o"), "retired": ("#1f77b4", "o"),
-              "refused": ("#d62728", "x"), "candidate": ("#7f7f7f", "s")}  # fmt: skip
+    styles = {
+        "serving": ("#2ca02c", "o"),
+        "retired": ("#1f77b4", "o"),
+        "refused": ("#d62728", "x"),
+        "candidate": ("#7f7f7f", "s"),
+    }
     for status, (colour, marker) in styles.items():
         chosen = [p for p in points if p[2].status == status]
         if chosen:
-            ax.scatter([p[0] for p in chosen], [p[1] for p in chosen], color=colour,
-                       marker=marker, label=status, zorder=2)  # fmt: skip
+            ax.scatter(
+                [p[0] for p in chosen],
+                [p[1] for p in chosen],
+                color=colour,
+                marker=marker,
+                label=status,
+                zorder=2,
+            )
     for n, f1, v in points:
         ax.annotate(v.version, (n, f1), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xlabel("annotated posts in the training snapshot")
@@ -206,14 +226,38 @@ def write_report(
     per_label = plot_label_f1(versions, labels, out.with_name(f"{out.stem}-label-f1.png"))
     hint = stopping_hint(versions)
     rows = round_rows(versions, labels)
-    facts = {"project": project,
-             "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-             **(summary or {})}  # fmt: skip
-    header = ["version", "parent", "trigger", "annotations", "snapshot", "held-out F1",
-              "baseline F1", *labels, "status", "reason"]  # fmt: skip
-    table = [[r["version"], r["parent"], r["trigger"], r["annotations"], r["snapshot"],
-              r["heldout_f1"], r["baseline_f1"], *r["per_label_f1"].values(), r["status"],
-              r["reason"]] for r in rows]  # fmt: skip
+    facts = {
+        "project": project,
+        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        **(summary or {}),
+    }
+    header = [
+        "version",
+        "parent",
+        "trigger",
+        "annotations",
+        "snapshot",
+        "held-out F1",
+        "baseline F1",
+        *labels,
+        "status",
+        "reason",
+    ]
+    table = [
+        [
+            r["version"],
+            r["parent"],
+            r["trigger"],
+            r["annotations"],
+            r["snapshot"],
+            r["heldout_f1"],
+            r["baseline_f1"],
+            *r["per_label_f1"].values(),
+            r["status"],
+            r["reason"],
+        ]
+        for r in rows
+    ]
     text = (_html if fmt == "html" else _markdown)(facts, hint, curve, per_label, header, table)
     out.write_text(text, encoding="utf-8")
     return out
@@ -228,8 +272,11 @@ def _markdown(facts, hint, curve, per_label, header, table) -> str:
     lines += [f"- {key}: {_cell(value)}" for key, value in facts.items() if key != "project"]
     lines += ["", "## Stopping hint", "", hint.message]
     if hint.last_round_gain is not None:
-        lines += ["", f"Latest round vs the model it was compared with, same held-out set: "
-                      f"{hint.last_round_gain:+.4f} F1."]  # fmt: skip
+        lines += [
+            "",
+            f"Latest round vs the model it was compared with, same held-out set: "
+            f"{hint.last_round_gain:+.4f} F1.",
+        ]
     lines += ["", "## Learning curve", "", f"![learning curve]({curve.name})", ""]
     lines += ["## Per-label F1 over rounds", "", f"![per-label F1]({per_label.name})", ""]
     lines += ["## Rounds", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -246,12 +293,15 @@ def _html(facts, hint, curve, per_label, header, table) -> str:
 
     items = "".join(f"<li>{e(k)}: {e(_cell(v))}</li>" for k, v in facts.items() if k != "project")
     head = "".join(f"<th>{e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{e(_cell(c))}</td>" for c in row) + "</tr>"
-                   for row in table)  # fmt: skip
+    body = "".join(
+        "<tr>" + "".join(f"<td>{e(_cell(c))}</td>" for c in row) + "</tr>" for row in table
+    )
     paired = ""
     if hint.last_round_gain is not None:
-        paired = (f"<p>Latest round vs the model it was compared with, same held-out set: "
-                  f"{hint.last_round_gain:+.4f} F1.</p>")  # fmt: skip
+        paired = (
+            f"<p>Latest round vs the model it was compared with, same held-out set: "
+            f"{hint.last_round_gain:+.4f} F1.</p>"
+        )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Rounds report: {e(facts["project"])}</title>
 <style>body{{font-family:sans-serif;max-width:960px;margin:2em auto}}

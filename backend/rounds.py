@@ -107,8 +107,10 @@ def frozen_share(state_dir: Path, share: float) -> float:
     if path.is_file():
         return float(json.loads(path.read_text())["share"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, {"share": share, "method": "sha256 of the whitespace-normalised text",
-                      "frozen_at": _now()})  # fmt: skip
+    write_json(
+        path,
+        {"share": share, "method": "sha256 of the whitespace-normalised text", "frozen_at": _now()},
+    )
     return share
 
 
@@ -138,8 +140,9 @@ def annotated_documents(project: Project, store: AnnotationStore) -> list[Docume
     for doc in docs:
         kept = [s for s in doc.spans if s.label in labels]
         if len(kept) < len(doc.spans):
-            log.warning("post %s: dropped %d spans of unknown labels", doc.id,
-                        len(doc.spans) - len(kept))  # fmt: skip
+            log.warning(
+                "post %s: dropped %d spans of unknown labels", doc.id, len(doc.spans) - len(kept)
+            )
             doc.spans = kept
     return docs
 
@@ -189,10 +192,15 @@ def plan_round(
     share = frozen_share(state_dir, project.retrain.heldout_share)
     train_docs, heldout = split_heldout(docs, share)
     if not train_docs:
-        return RoundOutcome(round_id, trigger, "skipped",
-                            f"nothing to train on: {len(docs)} annotated posts, "
-                            f"{len(heldout)} of them held out", started_at=started,
-                            finished_at=_now(), heldout_documents=len(heldout))  # fmt: skip
+        return RoundOutcome(
+            round_id,
+            trigger,
+            "skipped",
+            f"nothing to train on: {len(docs)} annotated posts, {len(heldout)} of them held out",
+            started_at=started,
+            finished_at=_now(),
+            heldout_documents=len(heldout),
+        )
 
     registry = registry_for(state_dir)
     serving = registry.serving()
@@ -213,8 +221,9 @@ def plan_round(
     write_jsonl(train_docs, folder / "train.jsonl")
     write_jsonl(heldout, folder / "heldout.jsonl")
     snapshot = {
-        "annotation_ids": sorted(d.meta["annotation_id"] for d in train_docs
-                                 if "annotation_id" in d.meta),
+        "annotation_ids": sorted(
+            d.meta["annotation_id"] for d in train_docs if "annotation_id" in d.meta
+        ),
         "gold_ids": sorted(str(d.id) for d in train_docs if d.meta.get("source") == "gold"),
         "sha256": documents_sha256(train_docs),
         "documents": len(train_docs),
@@ -222,7 +231,7 @@ def plan_round(
         "heldout_sha256": documents_sha256(heldout),
         "heldout_share": share,
         "change_counter": counter,
-    }  # fmt: skip
+    }
     spec = {
         "folder": str(folder),
         "base": base,
@@ -237,21 +246,31 @@ def plan_round(
         "parent_pid": os.getpid(),
     }
     write_json(folder / "spec.json", spec)
-    return RoundPlan(round_id, folder, trigger, spec, snapshot, parent, started,
-                     len(train_docs), len(heldout))  # fmt: skip
+    return RoundPlan(
+        round_id, folder, trigger, spec, snapshot, parent, started, len(train_docs), len(heldout)
+    )
 
 
 def launch(plan: RoundPlan) -> subprocess.Popen:
     """Start the child process that trains and scores (output in the round's train.log)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")  # fmt: skip
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+    )
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     with open(plan.folder / "train.log", "ab") as logfile:
         return subprocess.Popen(
             [sys.executable, "-m", "backend.train_round", str(plan.folder / "spec.json")],
-            cwd=REPO_ROOT, env=env, stdout=logfile, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def read_progress(plan: RoundPlan) -> dict:
@@ -267,9 +286,15 @@ def conclude_round(
     """Register and gate the candidate (or record why there is none); logs the round."""
     registry = registry_for(state_dir)
     incoming = Path(plan.spec["out_dir"])
-    outcome = RoundOutcome(plan.round_id, plan.trigger, "failed", "", started_at=plan.started_at,
-                           train_documents=plan.train_documents,
-                           heldout_documents=plan.heldout_documents)  # fmt: skip
+    outcome = RoundOutcome(
+        plan.round_id,
+        plan.trigger,
+        "failed",
+        "",
+        started_at=plan.started_at,
+        train_documents=plan.train_documents,
+        heldout_documents=plan.heldout_documents,
+    )
     result_path = plan.folder / "result.json"
     version = None
     if cancelled:
@@ -281,15 +306,24 @@ def conclude_round(
         promote, reason = gate(result, project.retrain.tolerance, plan.heldout_documents)
         candidate, baseline = result.get("candidate") or {}, result.get("baseline") or {}
         version = registry.add(
-            incoming, parent=plan.parent, metrics=candidate.get("metrics", {}),
-            heldout_f1=candidate.get("f1"), baseline_f1=baseline.get("f1"),
-            baseline_version=baseline.get("version"), snapshot=plan.snapshot,
+            incoming,
+            parent=plan.parent,
+            metrics=candidate.get("metrics", {}),
+            heldout_f1=candidate.get("f1"),
+            baseline_f1=baseline.get("f1"),
+            baseline_version=baseline.get("version"),
+            snapshot=plan.snapshot,
             timings={**result.get("timings", {}), "train": result.get("train", {})},
-            trigger=plan.trigger, labels=plan.spec["labels"], base=plan.spec["base"],
+            trigger=plan.trigger,
+            labels=plan.spec["labels"],
+            base=plan.spec["base"],
             reason=reason,
-        )  # fmt: skip
-        version = registry.promote(version.version, reason) if promote else registry.refuse(
-            version.version, reason)  # fmt: skip
+        )
+        version = (
+            registry.promote(version.version, reason)
+            if promote
+            else registry.refuse(version.version, reason)
+        )
         outcome.status, outcome.reason = ("promoted" if promote else "refused"), reason
         outcome.version, outcome.heldout_f1 = version.version, version.heldout_f1
         outcome.baseline_f1, outcome.baseline_version = version.baseline_f1, baseline.get("version")
@@ -313,22 +347,34 @@ def gate(result: dict, tolerance: float, heldout: int) -> tuple[bool, str]:
     f1 = candidate.get("f1")
     if f1 is None:
         return False, f"the candidate could not be scored: {candidate.get('error', 'no result')}"
-    weak = (f"; only {heldout} held-out post(s), fewer than {MIN_HELDOUT}: a weak gate"
-            if heldout < MIN_HELDOUT else "")  # fmt: skip
+    weak = (
+        f"; only {heldout} held-out post(s), fewer than {MIN_HELDOUT}: a weak gate"
+        if heldout < MIN_HELDOUT
+        else ""
+    )
     if not baseline or baseline.get("f1") is None:
         name, error = baseline.get("version"), str(baseline.get("error") or "")
         why = ""
         if error:  # the full error is in the round's result.json
-            why = (" (the project base has no head for these labels)" if name == "base"
-                   else f" ({name} cannot be scored: {error.split(':')[0][:100]})")  # fmt: skip
-        return True, (f"first model: nothing to compare with{why}; held-out F1 {f1:.4f} on "
-                      f"{heldout} posts{weak}")  # fmt: skip
+            why = (
+                " (the project base has no head for these labels)"
+                if name == "base"
+                else f" ({name} cannot be scored: {error.split(':')[0][:100]})"
+            )
+        return True, (
+            f"first model: nothing to compare with{why}; held-out F1 {f1:.4f} on "
+            f"{heldout} posts{weak}"
+        )
     name, base_f1 = baseline["version"], baseline["f1"]
     if f1 >= base_f1 - tolerance:
-        return True, (f"held-out F1 {f1:.4f} >= {name} {base_f1:.4f} - tolerance {tolerance} "
-                      f"on {heldout} posts{weak}")  # fmt: skip
-    return False, (f"held-out F1 {f1:.4f} < {name} {base_f1:.4f} - tolerance {tolerance} on "
-                   f"{heldout} posts{weak}")  # fmt: skip
+        return True, (
+            f"held-out F1 {f1:.4f} >= {name} {base_f1:.4f} - tolerance {tolerance} "
+            f"on {heldout} posts{weak}"
+        )
+    return False, (
+        f"held-out F1 {f1:.4f} < {name} {base_f1:.4f} - tolerance {tolerance} on "
+        f"{heldout} posts{weak}"
+    )
 
 
 def _error(plan: RoundPlan) -> str:

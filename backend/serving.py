@@ -322,10 +322,9 @@ class StudioLink:
         try:
             client.set_model_version(self.project_id, model.version, sampling=True)
             client.refresh_predictions(self.project_id)
-        except Exception as err:  # noqa: BLE001 - reported in /status, never raised
+        except Exception as err:  # reported in /status, never raised
             self.last_refresh = {"version": model.version, "ok": False, "error": str(err)[:300]}
             log.warning("Label Studio refresh for %s failed: %s", model.version, err)
             return
         self.last_refresh = {"version": model.version, "ok": True, "at": started}
-        log.info("Label Studio project %s now on model_version %s", self.project_id,
-                 model.version)  # fmt: skip
+        log.info("Label Studio project %s now on model_version %s", self.project_id, model.version)

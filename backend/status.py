@@ -53,8 +53,13 @@ def local_training(state: Path) -> dict:
     if not _alive(spec.get("parent_pid")):
         return idle  # left over from a process that died mid-round
     progress = _json(latest / "progress.json")
-    return {**idle, "running": True, "round": latest.name, "phase": progress.get("phase"),
-            "progress": progress.get("progress", 0.0)}  # fmt: skip
+    return {
+        **idle,
+        "running": True,
+        "round": latest.name,
+        "phase": progress.get("phase"),
+        "progress": progress.get("progress", 0.0),
+    }
 
 
 def _json(path: Path) -> dict:
@@ -87,8 +92,9 @@ def status_figures(
 ) -> dict:
     live = [r for r in records if not r.cancelled and not r.deleted]
     if changes is None:  # no change counter in the snapshot: compare annotation ids
-        trained_on = set((versions[-1].snapshot or {}).get("annotation_ids") or []) if versions \
-            else set()  # fmt: skip
+        trained_on = (
+            set((versions[-1].snapshot or {}).get("annotation_ids") or []) if versions else set()
+        )
         changes = sum(r.annotation_id not in trained_on for r in live)
     serving = next((v for v in versions if v.status == "serving"), None)
     outcomes = outcomes or Counter()
@@ -102,7 +108,9 @@ def status_figures(
             "deleted": sum(r.deleted for r in records),
             "by_annotator": dict(Counter(str(r.annotator) for r in live).most_common()),
         },
-        "serving": None if serving is None else {
+        "serving": None
+        if serving is None
+        else {
             "version": serving.version,
             "heldout_f1": serving.heldout_f1,
             "per_label_f1": round_rows([serving], project.label_values)[0]["per_label_f1"],
@@ -124,15 +132,17 @@ def status_figures(
             "source": training.get("_source", "none"),
         },
         "stopping_hint": stopping_hint(versions).message if versions else None,
-    }  # fmt: skip
+    }
 
 
 def format_status(figures: dict, state: Path) -> str:
     a, s, r, t = (figures[k] for k in ("annotations", "serving", "rounds", "training"))
-    lines = [f"project {figures['project']} (state: {state})",
-             f"annotations: {a['total']} on {a['posts']} posts, {a['new_since_last_round']} "
-             f"new or changed since the last round; {a['skipped']} skipped, "
-             f"{a['deleted']} deleted"]  # fmt: skip
+    lines = [
+        f"project {figures['project']} (state: {state})",
+        f"annotations: {a['total']} on {a['posts']} posts, {a['new_since_last_round']} "
+        f"new or changed since the last round; {a['skipped']} skipped, "
+        f"{a['deleted']} deleted",
+    ]
     lines += [f"  {who}: {n}" for who, n in a["by_annotator"].items()]
     if s is None:
         lines.append("serving: no trained version yet")
@@ -150,7 +160,7 @@ def format_status(figures: dict, state: Path) -> str:
     lines.append(f"training: {state_text}, queue {queue} (from {t['source']})")
     if figures["stopping_hint"]:
         lines.append(f"hint: {figures['stopping_hint']}")
-    return "\n".join(lines)  # fmt: skip
+    return "\n".join(lines)
 
 
 def _f(x) -> str:

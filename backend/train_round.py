@@ -39,8 +39,15 @@ class Progress:
         if self.path is None or (not force and now - self.last < 0.5):
             return
         self.last = now
-        write_json(self.path, {"phase": phase, "progress": round(min(max(fraction, 0.0), 1.0), 4),
-                               "pid": os.getpid(), "at": time.time()})  # fmt: skip
+        write_json(
+            self.path,
+            {
+                "phase": phase,
+                "progress": round(min(max(fraction, 0.0), 1.0), 4),
+                "pid": os.getpid(),
+                "at": time.time(),
+            },
+        )
 
 
 @contextmanager
@@ -97,18 +104,28 @@ def run(spec: dict, progress_bar: bool = False) -> dict:
     started = time.perf_counter()
     with reporting_tqdm(progress):
         trained = train(
-            spec["base"], train_docs, spec["labels"], spec["out_dir"], dev_docs=None,
-            config=config, label_map=spec.get("label_map"), progress=progress_bar,
-        )  # fmt: skip
+            spec["base"],
+            train_docs,
+            spec["labels"],
+            spec["out_dir"],
+            dev_docs=None,
+            config=config,
+            label_map=spec.get("label_map"),
+            progress=progress_bar,
+        )
     train_s = time.perf_counter() - started
 
     result: dict = {
-        "train": {"epochs_run": trained.epochs_run, "losses": trained.losses,
-                  "windows": trained.n_windows, "timings": trained.timings},
+        "train": {
+            "epochs_run": trained.epochs_run,
+            "losses": trained.losses,
+            "windows": trained.n_windows,
+            "timings": trained.timings,
+        },
         "heldout_documents": len(heldout),
         "candidate": None,
         "baseline": None,
-    }  # fmt: skip
+    }
     started = time.perf_counter()
     if heldout:
         progress.report("evaluating", TRAIN_SHARE, force=True)
@@ -118,8 +135,10 @@ def run(spec: dict, progress_bar: bool = False) -> dict:
             progress.report("evaluating", (1 + TRAIN_SHARE) / 2, force=True)
             scored = score(baseline["path"], spec, heldout, baseline.get("label_map"))
             result["baseline"] = {"version": baseline["version"], **scored}
-    result["timings"] = {"train_s": round(train_s, 2),
-                         "eval_s": round(time.perf_counter() - started, 2)}  # fmt: skip
+    result["timings"] = {
+        "train_s": round(train_s, 2),
+        "eval_s": round(time.perf_counter() - started, 2),
+    }
     write_json(folder / "result.json", result)
     progress.report("done", 1.0, force=True)
     return result

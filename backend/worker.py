@@ -99,19 +99,34 @@ class TrainingWorker:
         """Ask for a round. While one runs, one follow-up is queued; more requests join it."""
         with self._cond:
             if self._thread is None or not self._thread.is_alive():
-                return {"accepted": False, "queued": False, "running": False,
-                        "message": "the training worker is not running"}  # fmt: skip
+                return {
+                    "accepted": False,
+                    "queued": False,
+                    "running": False,
+                    "message": "the training worker is not running",
+                }
             if self._running is not None or self._pending is not None:
                 joined = self._pending is not None
                 self._pending = self._pending or reason
-                message = ("a follow-up round is already queued" if joined
-                           else "queued: starts when the current round ends")  # fmt: skip
-                return {"accepted": True, "queued": True, "running": self._running is not None,
-                        "message": message}  # fmt: skip
+                message = (
+                    "a follow-up round is already queued"
+                    if joined
+                    else "queued: starts when the current round ends"
+                )
+                return {
+                    "accepted": True,
+                    "queued": True,
+                    "running": self._running is not None,
+                    "message": message,
+                }
             self._pending = reason
             self._cond.notify_all()
-            return {"accepted": True, "queued": False, "running": True,
-                    "message": "training round starting"}  # fmt: skip
+            return {
+                "accepted": True,
+                "queued": False,
+                "running": True,
+                "message": "training round starting",
+            }
 
     def annotation_changed(self) -> None:
         """Called after each stored annotation change; cheap (no I/O)."""
@@ -146,8 +161,10 @@ class TrainingWorker:
     def _loop(self) -> None:
         while not self._stop.is_set():
             with self._cond:
-                self._cond.wait_for(lambda: self._stop.is_set() or self._pending is not None,
-                                    timeout=self.poll_seconds)  # fmt: skip
+                self._cond.wait_for(
+                    lambda: self._stop.is_set() or self._pending is not None,
+                    timeout=self.poll_seconds,
+                )
                 if self._stop.is_set():
                     return
                 trigger = self._pending
@@ -205,8 +222,13 @@ class TrainingWorker:
             with self._cond:
                 self._plan = plan
                 self._counter = plan.snapshot["change_counter"]
-            log.info("round %s (%s): %d training posts, %d held out", plan.round_id, trigger,
-                     plan.train_documents, plan.heldout_documents)  # fmt: skip
+            log.info(
+                "round %s (%s): %d training posts, %d held out",
+                plan.round_id,
+                trigger,
+                plan.train_documents,
+                plan.heldout_documents,
+            )
             child = launch(plan)
             while child.poll() is None:
                 if self._stop.wait(self.poll_seconds):

@@ -47,29 +47,50 @@ STRATEGIES = ["least_confidence", "mnlp", "entropy_mean", "span", "bald"]
 
 def run_main(args) -> None:
     config = SimConfig(
-        strategies=args.strategies, seeds=args.seeds, init=100, step=100, rounds=args.rounds,
-        step_tokens=args.step_tokens, random_extra=[2000, 3000, 4000, 4400],
+        strategies=args.strategies,
+        seeds=args.seeds,
+        init=100,
+        step=100,
+        rounds=args.rounds,
+        step_tokens=args.step_tokens,
+        random_extra=[2000, 3000, 4000, 4400],
         cache_dir=args.cache_dir,
-    )  # fmt: skip
+    )
     result = simulate(DATA / "train.json", DATA / "dev.json", config, progress=_log)
     _publish(result, args.name, args.out)
 
 
 def run_full(args) -> None:
     config = SimConfig(
-        strategies=args.strategies, seeds=args.seeds, init=100, rounds=args.rounds,
-        step_tokens=args.step_tokens or 600, mode="full", full_epochs=args.full_epochs or 6,
-        full_batch_size=8, pool_limit=800, eval_limit=400, random_extra=[600, 750],
+        strategies=args.strategies,
+        seeds=args.seeds,
+        init=100,
+        rounds=args.rounds,
+        step_tokens=args.step_tokens or 600,
+        mode="full",
+        full_epochs=args.full_epochs or 6,
+        full_batch_size=8,
+        pool_limit=800,
+        eval_limit=400,
+        random_extra=[600, 750],
         cache_dir=args.cache_dir,
-    )  # fmt: skip
+    )
     result = simulate(DATA / "train.json", DATA / "dev.json", config, progress=_log)
     _publish(result, args.name, args.out)
 
 
 def run_compare(args) -> None:
-    common = {"strategies": ["mnlp"], "seeds": 1, "init": 150, "step": 150,
-              "rounds": args.rounds, "pool_limit": 1000, "eval_limit": 500,
-              "full_reference": False, "cache_dir": args.cache_dir}  # fmt: skip
+    common = {
+        "strategies": ["mnlp"],
+        "seeds": 1,
+        "init": 150,
+        "step": 150,
+        "rounds": args.rounds,
+        "pool_limit": 1000,
+        "eval_limit": 500,
+        "full_reference": False,
+        "cache_dir": args.cache_dir,
+    }
     results = {}
     for mode in ("fast", "full"):
         config = SimConfig(mode=mode, full_epochs=args.full_epochs, **common)
@@ -82,15 +103,20 @@ def run_compare(args) -> None:
     for mode, result in results.items():
         for name, runs in result["curves"].items():
             run = runs[0]
-            for n, t, f, s in zip(run["items"], run["tokens"], run["f1"], run["seconds"],
-                                  strict=False):  # fmt: skip
+            for n, t, f, s in zip(
+                run["items"], run["tokens"], run["f1"], run["seconds"], strict=False
+            ):
                 print(f"| {mode} | {name} | {n} | {t} | {f:.4f} | {s:.0f} |")
     for mode, result in results.items():
         mnlp, rnd = result["curves"]["mnlp"][0], result["curves"]["random"][0]
         gains = [m - r for m, r in zip(mnlp["f1"], rnd["f1"], strict=True)]
         ratio = [m / r for m, r in zip(mnlp["tokens"], rnd["tokens"], strict=True)]
-        print(f"{mode}: mnlp - random F1 per round " + " ".join(f"{g:+.4f}" for g in gains)
-              + "; mnlp/random tokens " + " ".join(f"{x:.2f}" for x in ratio))  # fmt: skip
+        print(
+            f"{mode}: mnlp - random F1 per round "
+            + " ".join(f"{g:+.4f}" for g in gains)
+            + "; mnlp/random tokens "
+            + " ".join(f"{x:.2f}" for x in ratio)
+        )
 
 
 def run_levels(args) -> None:
@@ -134,18 +160,26 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("preset", choices=["main", "full", "compare", "levels"])
-    parser.add_argument("--result", default=str(DOCS / "skillspan-fast-layers.json"),
-                        help="saved result for 'levels'")  # fmt: skip
+    parser.add_argument(
+        "--result",
+        default=str(DOCS / "skillspan-fast-layers.json"),
+        help="saved result for 'levels'",
+    )
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--step-tokens", type=int, default=None,
-                        help="main: words per round instead of 100 sentences")  # fmt: skip
+    parser.add_argument(
+        "--step-tokens",
+        type=int,
+        default=None,
+        help="main: words per round instead of 100 sentences",
+    )
     parser.add_argument("--strategies", nargs="+", default=STRATEGIES)
     parser.add_argument("--full-epochs", type=int, default=None, help="compare: 8, full: 6")
     parser.add_argument("--cache-dir", default="/tmp/skillloop-al-cache")
     parser.add_argument("--out", default=str(DOCS))
-    parser.add_argument("--name", default=None,
-                        help="output name (default skillspan-fast / skillspan-full)")  # fmt: skip
+    parser.add_argument(
+        "--name", default=None, help="output name (default skillspan-fast / skillspan-full)"
+    )
     args = parser.parse_args()
     if not (DATA / "train.json").is_file():
         print(f"SkillSpan not found at {DATA} (see ../shared/data/README.md)", file=sys.stderr)

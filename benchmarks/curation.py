@@ -47,8 +47,10 @@ def main() -> int:
         print(f"SkillSpan not found at {DATA}", file=sys.stderr)
         return 1
     docs = read_skillspan(DATA / "train.json") + read_skillspan(DATA / "dev.json")
-    posts = [CuratedPost(f"{i}", d.text, snap(d.text, d.spans), {"annotators": ["x"]})
-             for i, d in enumerate(docs)]  # fmt: skip
+    posts = [
+        CuratedPost(f"{i}", d.text, snap(d.text, d.spans), {"annotators": ["x"]})
+        for i, d in enumerate(docs)
+    ]
     words = sum(len(p.text.split()) for p in posts)
     print(f"SkillSpan train+dev: {len(posts)} postings, {words} words")
 
@@ -56,8 +58,10 @@ def main() -> int:
     kept, dups = deduplicate(posts, 0.9)
     seconds = time.perf_counter() - start
     exact = sum(d.kind == "exact" for d in dups)
-    print(f"dedupe at Jaccard 0.9: {len(dups)} duplicates ({exact} exact, "
-          f"{len(dups) - exact} near) in {seconds:.2f} s")  # fmt: skip
+    print(
+        f"dedupe at Jaccard 0.9: {len(dups)} duplicates ({exact} exact, "
+        f"{len(dups) - exact} near) in {seconds:.2f} s"
+    )
 
     # planted reposts: one word in 100 replaced (about Jaccard 0.94 on word 3-grams) and
     # one in 10 (about 0.73): the first kind should collapse, the second should not
@@ -78,12 +82,17 @@ def main() -> int:
     found = {d.id for d in dups}
     near_found = sum(p.id in found for p in planted_near)
     far_found = sum(p.id in found for p in planted_far)
-    print(f"planted: {len(pool)} posts; 1%-edited reposts collapsed {near_found}/"
-          f"{len(planted_near)}, 10%-edited collapsed {far_found}/{len(planted_far)}; "
-          f"{seconds:.2f} s")  # fmt: skip
+    print(
+        f"planted: {len(pool)} posts; 1%-edited reposts collapsed {near_found}/"
+        f"{len(planted_near)}, 10%-edited collapsed {far_found}/{len(planted_far)}; "
+        f"{seconds:.2f} s"
+    )
     # recall against the definition: every planted repost at or above the threshold
-    above = [p for p, s in zip(planted_near, sources, strict=True)
-             if jaccard(shingles(p.text), shingles(s.text)) >= 0.9]  # fmt: skip
+    above = [
+        p
+        for p, s in zip(planted_near, sources, strict=True)
+        if jaccard(shingles(p.text), shingles(s.text)) >= 0.9
+    ]
     missed = sorted(
         round(jaccard(shingles(p.text), shingles(s.text)), 3)
         for p, s in zip(planted_near, sources, strict=True)
@@ -94,8 +103,10 @@ def main() -> int:
         f"{sum(p.id in found for p in above)}; Jaccard of those not collapsed: {missed}"
     )
 
-    records = [AnnotationRecord(i + 1, i + 1, "1", d.text, d.spans, annotator="skillspan")
-               for i, d in enumerate(docs)]  # fmt: skip
+    records = [
+        AnnotationRecord(i + 1, i + 1, "1", d.text, d.spans, annotator="skillspan")
+        for i, d in enumerate(docs)
+    ]
     for fmt in ("jsonl", "conll", "hf"):
         with tempfile.TemporaryDirectory() as out:
             start = time.perf_counter()

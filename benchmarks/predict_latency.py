@@ -46,8 +46,12 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=60, help="idle /predict requests")
     parser.add_argument("--tasks", type=int, default=1, help="tasks per /predict request")
     parser.add_argument("--threads", type=int, default=2, help="the service's torch threads")
-    parser.add_argument("--training-threads", type=int, default=1,
-                        help="the service's torch threads while a round trains (0: --threads)")
+    parser.add_argument(
+        "--training-threads",
+        type=int,
+        default=1,
+        help="the service's torch threads while a round trains (0: --threads)",
+    )
     parser.add_argument("--epochs", type=int, default=1, help="epochs of the training round")
     parser.add_argument("--out", type=Path, help="write the numbers as JSON here")
     args = parser.parse_args()
@@ -66,12 +70,29 @@ def main() -> int:
         project = make_project(tmp, args.epochs)
         port = free_port()
         log = tmp / "service.log"
-        command = [sys.executable, "-m", "backend.cli", "serve", "--project", str(project),
-                   "--state-dir", str(tmp / "state"), "--port", str(port),
-                   "--threads", str(args.threads)]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "backend.cli",
+            "serve",
+            "--project",
+            str(project),
+            "--state-dir",
+            str(tmp / "state"),
+            "--port",
+            str(port),
+            "--threads",
+            str(args.threads),
+        ]
         env = dict(os.environ, SKILLLOOP_TRAINING_THREADS=str(args.training_threads))
-        service = subprocess.Popen(command, cwd=REPO, env=env, stdout=log.open("wb"),
-                                   stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        service = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             wait_until_loaded(url, service, log)
@@ -79,8 +100,10 @@ def main() -> int:
             for i, doc in enumerate(train_docs):
                 reply = session.post(f"{url}/webhook", json=annotation(i + 1, doc), timeout=10)
                 reply.raise_for_status()
-            bodies = [predict_body(dev_docs[i: i + args.tasks], i)
-                      for i in range(0, len(dev_docs) - args.tasks + 1, args.tasks)]  # fmt: skip
+            bodies = [
+                predict_body(dev_docs[i : i + args.tasks], i)
+                for i in range(0, len(dev_docs) - args.tasks + 1, args.tasks)
+            ]
             post = lambda n: timed(session, url, bodies[n % len(bodies)])  # noqa: E731
             post(0)  # warm-up (first-call allocations)
             idle = [post(n) for n in range(args.requests)]
@@ -116,16 +139,22 @@ def main() -> int:
         "round_status": last_round.get("status"),
         "round_train_documents": last_round.get("train_documents"),
     }
-    print(f"/predict latency, {args.tasks} SkillSpan dev posting(s) per request, service "
-          f"with {args.threads} torch threads ({result['service_threads_during_training']} "
-          "while training)")  # fmt: skip
+    print(
+        f"/predict latency, {args.tasks} SkillSpan dev posting(s) per request, service "
+        f"with {args.threads} torch threads ({result['service_threads_during_training']} "
+        "while training)"
+    )
     for phase in ("idle", "training"):
         s = result[phase]
-        print(f"  {phase:9s} n={s['n']:4d}  p50 {s['p50_ms']:7.1f} ms  p95 {s['p95_ms']:7.1f} ms"
-              f"  max {s['max_ms']:7.1f} ms")  # fmt: skip
+        print(
+            f"  {phase:9s} n={s['n']:4d}  p50 {s['p50_ms']:7.1f} ms  p95 {s['p95_ms']:7.1f} ms"
+            f"  max {s['max_ms']:7.1f} ms"
+        )
     print(f"  p95 during training / idle: {result['p95_ratio']}x (target <= 3x)")
-    print(f"  round: {result['round_status']} after {result['round_seconds']} s "
-          f"({result['round_train_documents']} training posts)")  # fmt: skip
+    print(
+        f"  round: {result['round_status']} after {result['round_seconds']} s "
+        f"({result['round_train_documents']} training posts)"
+    )
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
@@ -161,17 +190,28 @@ def annotation(annotation_id: int, doc) -> dict:
     """An ANNOTATION_CREATED webhook body for a SkillSpan posting."""
     task = {"id": 100_000 + annotation_id, "data": {"text": doc.text}}
     result = [
-        {"id": f"r{annotation_id}-{i}", "from_name": "label", "to_name": "text", "type": "labels",
-         "value": {"start": s.start, "end": s.end, "text": s.text, "labels": [s.label]}}
+        {
+            "id": f"r{annotation_id}-{i}",
+            "from_name": "label",
+            "to_name": "text",
+            "type": "labels",
+            "value": {"start": s.start, "end": s.end, "text": s.text, "labels": [s.label]},
+        }
         for i, s in enumerate(doc.spans)
-    ]  # fmt: skip
+    ]
     return {
         "action": "ANNOTATION_CREATED",
-        "annotation": {"id": annotation_id, "task": task["id"], "result": result,
-                       "completed_by": 1, "was_cancelled": False, "lead_time": 30.0},
+        "annotation": {
+            "id": annotation_id,
+            "task": task["id"],
+            "result": result,
+            "completed_by": 1,
+            "was_cancelled": False,
+            "lead_time": 30.0,
+        },
         "task": task,
         "project": {"id": 1},
-    }  # fmt: skip
+    }
 
 
 def predict_body(docs, offset: int) -> dict:

@@ -126,17 +126,23 @@ def run_pipeline(loaded, texts, stride: int | None, repeat: int):
 
     options = {"stride": stride} if stride else {}
     pipe = pipeline(
-        "token-classification", model=loaded.model, tokenizer=loaded.tokenizer,
-        aggregation_strategy="simple", device="cpu", **options,
-    )  # fmt: skip
+        "token-classification",
+        model=loaded.model,
+        tokenizer=loaded.tokenizer,
+        aggregation_strategy="simple",
+        device="cpu",
+        **options,
+    )
     share = pipeline_share(pipe, texts)
     pipe(texts[:2])  # warm-up
     outputs, seconds = timed(lambda: pipe(texts), repeat)
     spans = [
-        [Span(e["start"], e["end"], e["entity_group"], text[e["start"] : e["end"]], e["score"])
-         for e in entities]
+        [
+            Span(e["start"], e["end"], e["entity_group"], text[e["start"] : e["end"]], e["score"])
+            for e in entities
+        ]
         for text, entities in zip(texts, outputs, strict=True)
-    ]  # fmt: skip
+    ]
     return spans, seconds, share
 
 
@@ -186,19 +192,21 @@ def main(argv=None) -> int:
     gold = [d.spans for d in docs]
     if args.model:
         config = json.loads((Path(args.model) / "config.json").read_text())
-        labels = list(dict.fromkeys(
-            split_tag(t)[1] for t in config["id2label"].values() if split_tag(t)[1]
-        ))  # fmt: skip
+        labels = list(
+            dict.fromkeys(split_tag(t)[1] for t in config["id2label"].values() if split_tag(t)[1])
+        )
     else:
         labels = sorted({s.label for spans in gold for s in spans})
     torch.manual_seed(0)
     loaded = checkpoint.load(args.model, labels, allow_new_labels=not args.model)
     lengths = [len(loaded.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     print(f"model: {args.model or 'backbone + random head'}; labels {labels}")
-    print(f"{len(texts)} posts from {args.data}; subwords per post: median "
-          f"{int(np.median(lengths))}, max {max(lengths)}, {sum(n > 510 for n in lengths)} "
-          f"longer than 510; torch threads {args.threads}; best of {args.repeat} "
-          "timed run(s) on a shared machine")  # fmt: skip
+    print(
+        f"{len(texts)} posts from {args.data}; subwords per post: median "
+        f"{int(np.median(lengths))}, max {max(lengths)}, {sum(n > 510 for n in lengths)} "
+        f"longer than 510; torch threads {args.threads}; best of {args.repeat} "
+        "timed run(s) on a shared machine"
+    )
 
     results = {}
     fp32_spans = {}  # (max_tokens, stride) -> spans of the fp32 variant with those windows
@@ -211,10 +219,14 @@ def main(argv=None) -> int:
     else:
         plain_share = pipeline_share(
             __import__("transformers").pipeline(
-                "token-classification", model=loaded.model, tokenizer=loaded.tokenizer,
-                aggregation_strategy="simple", device="cpu"),
+                "token-classification",
+                model=loaded.model,
+                tokenizer=loaded.tokenizer,
+                aggregation_strategy="simple",
+                device="cpu",
+            ),
             texts,
-        )  # fmt: skip
+        )
         pipe_spans, pipe_seconds, pipe_share = run_pipeline(loaded, texts, 64, args.repeat)
         pipe_rate = len(texts) / pipe_seconds
         results["pipeline-stride64"] = {"posts_per_s": pipe_rate, "share_read": pipe_share}
@@ -233,9 +245,13 @@ def main(argv=None) -> int:
         torch.set_num_threads(threads)
         fresh = checkpoint.Loaded(loaded.tokenizer, copy.deepcopy(loaded.model), labels, [])
         tagger = Tagger.from_loaded(
-            fresh, args.model or "backbone", max_tokens=max_tokens, stride=stride,
-            precision=precision, **({"batch_tokens": BATCH_TOKENS} if "batched" in name else {}),
-        )  # fmt: skip
+            fresh,
+            args.model or "backbone",
+            max_tokens=max_tokens,
+            stride=stride,
+            precision=precision,
+            **({"batch_tokens": BATCH_TOKENS} if "batched" in name else {}),
+        )
         tagger.warm_up()  # as Tagger.load does for bf16 and int8
         tagger.predict(texts[:2])
         predictions, seconds = timed(lambda: tagger.predict(texts), args.repeat)  # noqa: B023
@@ -246,16 +262,22 @@ def main(argv=None) -> int:
         reference = fp32_spans.get((max_tokens, stride), next(iter(fp32_spans.values()), spans))
         rate = len(texts) / seconds
         row = {
-            "max_tokens": max_tokens, "stride": stride, "precision": tagger.precision,
-            "threads": threads, "posts_per_s": rate, "ratio": rate / pipe_rate,
+            "max_tokens": max_tokens,
+            "stride": stride,
+            "precision": tagger.precision,
+            "threads": threads,
+            "posts_per_s": rate,
+            "ratio": rate / pipe_rate,
             "share_read": tagger_share(tagger, texts),
             "padding": padding_waste(tagger, texts),
             "agree_pipeline_f1": agreement(pipe_spans, spans, labels) if pipe_spans else np.nan,
             "agree_reference_f1": agreement(reference, spans, labels),
-        }  # fmt: skip
-        line = (f"{name:<18}{rate:>8.2f}{row['ratio']:>7.2f}{row['share_read']:>7.1%}"
-                f"{row['padding'][0]:>8.1%}{row['agree_pipeline_f1']:>11.3f}"
-                f"{row['agree_reference_f1']:>10.3f}")  # fmt: skip
+        }
+        line = (
+            f"{name:<18}{rate:>8.2f}{row['ratio']:>7.2f}{row['share_read']:>7.1%}"
+            f"{row['padding'][0]:>8.1%}{row['agree_pipeline_f1']:>11.3f}"
+            f"{row['agree_reference_f1']:>10.3f}"
+        )
         if args.model:
             row.update(gold_f1(docs, spans, labels))
             argmax_tags = decode_many([p.probs for p in predictions], tagger.tags, "argmax")
@@ -268,14 +290,18 @@ def main(argv=None) -> int:
         results[name] = row
         print(line, flush=True)
 
-    print("agree ref: span F1 against fp32 with the same windows (else the first fp32 variant); "
-          "padding: padded share of model input "
-          "with length-sorted batches (in post order it would be "
-          f"{results[args.variants[0]]['padding'][1]:.1%} for {args.variants[0]})")  # fmt: skip
+    print(
+        "agree ref: span F1 against fp32 with the same windows (else the first fp32 variant); "
+        "padding: padded share of model input "
+        "with length-sorted batches (in post order it would be "
+        f"{results[args.variants[0]]['padding'][1]:.1%} for {args.variants[0]})"
+    )
     begin = time.perf_counter()
     decode_many([p.probs for p in predictions], tagger.tags, "viterbi")
-    print(f"constrained Viterbi decoding of all {len(texts)} posts at once: "
-          f"{time.perf_counter() - begin:.3f} s")  # fmt: skip
+    print(
+        f"constrained Viterbi decoding of all {len(texts)} posts at once: "
+        f"{time.perf_counter() - begin:.3f} s"
+    )
     if args.model:
         for name, row in results.items():
             per_label = ", ".join(f"{k} {v:.3f}" for k, v in row["f1_by_label"].items())

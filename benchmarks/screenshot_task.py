@@ -40,10 +40,17 @@ from labeling.config import parse_config  # noqa: E402
 from labeling.tasks import spans_to_regions  # noqa: E402
 
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--hide-scrollbars", "--window-size=1400,1000",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--window-size=1400,1000",
+]
 PROJECT = Path(__file__).resolve().parents[1] / "projects" / "linkedin-skills"
 TITLE = "skillloop screenshot"
 
@@ -173,10 +180,16 @@ def screenshot(url: str, cookies: dict, page: str, out: Path, wait_s: float) -> 
     port = _free_port()
     profile = tempfile.mkdtemp(prefix="skillloop-chromium-")
     process = subprocess.Popen(
-        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
-         f"--remote-debugging-port={port}", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--remote-debugging-port={port}",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         tools = DevTools(_page_socket(port))
         for name, value in cookies.items():
@@ -322,10 +335,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("docs/studio-task.png"))
     parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the page")
     parser.add_argument(
-        "--start-studio", action="store_true",
+        "--start-studio",
+        action="store_true",
         help="start the local Label Studio (state dir, as `skillloop studio start`) if needed "
         "and stop it afterwards",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     if not args.start_studio:
         return run(args)

@@ -28,18 +28,34 @@ TEXT = ("We are looking for a data engineer with Python, SQL and Spark experienc
 
 
 def payload(annotation_id: int, task_id: int, start: int) -> dict:
-    region = {"from_name": "label", "to_name": "text", "type": "labels",
-              "value": {"start": start, "end": start + 6, "text": TEXT[start:start + 6],
-                        "labels": ["Technology"]}}  # fmt: skip
+    region = {
+        "from_name": "label",
+        "to_name": "text",
+        "type": "labels",
+        "value": {
+            "start": start,
+            "end": start + 6,
+            "text": TEXT[start : start + 6],
+            "labels": ["Technology"],
+        },
+    }
     return {
         "action": "ANNOTATION_CREATED",
-        "annotation": {"id": annotation_id, "task": task_id, "project": 1, "completed_by": 1,
-                       "result": [region] * 20, "was_cancelled": False, "ground_truth": False,
-                       "lead_time": 30.0, "created_at": "2026-11-25T17:00:00Z",
-                       "updated_at": f"2026-11-25T17:00:{start % 60:02d}Z"},
+        "annotation": {
+            "id": annotation_id,
+            "task": task_id,
+            "project": 1,
+            "completed_by": 1,
+            "result": [region] * 20,
+            "was_cancelled": False,
+            "ground_truth": False,
+            "lead_time": 30.0,
+            "created_at": "2026-11-25T17:00:00Z",
+            "updated_at": f"2026-11-25T17:00:{start % 60:02d}Z",
+        },
         "task": {"id": task_id, "data": {"text": TEXT}, "meta": {}},
         "project": {"id": 1},
-    }  # fmt: skip
+    }
 
 
 def timed(fn) -> float:
@@ -50,8 +66,10 @@ def timed(fn) -> float:
 
 def summary(name: str, ms: list[float]) -> str:
     q = statistics.quantiles(ms, n=100)
-    return (f"{name:<9} n={len(ms):<5} p50 {q[49]:6.2f} ms  p95 {q[94]:6.2f} ms  "
-            f"p99 {q[98]:6.2f} ms  max {max(ms):6.2f} ms")  # fmt: skip
+    return (
+        f"{name:<9} n={len(ms):<5} p50 {q[49]:6.2f} ms  p95 {q[94]:6.2f} ms  "
+        f"p99 {q[98]:6.2f} ms  max {max(ms):6.2f} ms"
+    )
 
 
 def main() -> None:
@@ -61,8 +79,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
         store = AnnotationStore(Path(folder) / "annotations.sqlite")
-        new = [timed(lambda i=i: store.upsert(record_from_webhook(payload(i, i, 40), CONFIG)))
-               for i in range(1, args.n + 1)]  # fmt: skip
+        new = [
+            timed(lambda i=i: store.upsert(record_from_webhook(payload(i, i, 40), CONFIG)))
+            for i in range(1, args.n + 1)
+        ]
         updates = []
         for i in range(1, args.n + 1):
             body = copy.deepcopy(payload(i, i, 74))

@@ -58,17 +58,26 @@ def main() -> int:
     for name, docs in (("train", train_docs), ("dev", dev_docs)):
         for label, c in dropped_by_label(docs).items():
             share = c["dropped"] / c["gold"] if c["gold"] else 0.0
-            print(f"nesting policy on {name}: {label} {c['dropped']} of {c['gold']} "
-                  f"gold spans dropped ({share:.1%})")  # fmt: skip
+            print(
+                f"nesting policy on {name}: {label} {c['dropped']} of {c['gold']} "
+                f"gold spans dropped ({share:.1%})"
+            )
     print(f"config: {config}")
 
     result = train(
-        args.base, train_docs, LABELS, args.out, dev_docs=dev_docs, config=config,
+        args.base,
+        train_docs,
+        LABELS,
+        args.out,
+        dev_docs=dev_docs,
+        config=config,
         progress=not args.no_progress,
-    )  # fmt: skip
-    print(f"training: {result.seconds:.0f} s total ({result.timings}), "
-          f"{result.epochs_run} epochs run, best epoch {result.best_epoch}, "
-          f"{result.n_windows} windows; torch threads {config.num_threads}")  # fmt: skip
+    )
+    print(
+        f"training: {result.seconds:.0f} s total ({result.timings}), "
+        f"{result.epochs_run} epochs run, best epoch {result.best_epoch}, "
+        f"{result.n_windows} windows; torch threads {config.num_threads}"
+    )
     print("loss per epoch:", [round(x, 4) for x in result.losses])
     print("dev strict F1 per epoch:", [round(x, 4) for x in result.dev_f1])
 
@@ -91,8 +100,10 @@ def main() -> int:
             full = span_scores([all_spans(d) for d in dev_docs], report.spans, LABELS)
             print(f"\n== dev, {tagger!r}, {method} decoding ({seconds:.1f} s) ==")
             print(report.table())
-            print("char-span F1 against all gold spans (nested included): "
-                  + ", ".join(f"{k} {v.f1:.3f}" for k, v in full.items()))  # fmt: skip
+            print(
+                "char-span F1 against all gold spans (nested included): "
+                + ", ".join(f"{k} {v.f1:.3f}" for k, v in full.items())
+            )
             figures[f"{setup}-{method}"] = report.to_dict() | {
                 "char_span_all_gold": {k: v.to_dict() for k, v in full.items()},
                 "predict_seconds": round(seconds, 2),

@@ -74,7 +74,7 @@ class StudioClient:
     # --- raw HTTP for endpoints the SDK does not wrap (/next, JWT settings) -------------
     def request(self, method: str, path: str, **kwargs) -> Any:
         """One API call with the SDK's auth headers (PAT refresh included); JSON or None."""
-        headers = self.ls._client_wrapper.get_headers()  # noqa: SLF001 - the SDK's auth
+        headers = self.ls._client_wrapper.get_headers()  # the SDK's auth
         headers.update(kwargs.pop("headers", {}))
         reply = requests.request(
             method, f"{self.url}{path}", headers=headers, timeout=self.timeout, **kwargs
@@ -218,9 +218,13 @@ class StudioClient:
                 return backend.id
         try:
             backend = self.ls.ml.create(
-                project=project_id, url=url, title=title, is_interactive=False,
-                timeout=timeout, **auth,
-            )  # fmt: skip
+                project=project_id,
+                url=url,
+                title=title,
+                is_interactive=False,
+                timeout=timeout,
+                **auth,
+            )
         except Exception as err:  # the SDK's ApiError carries Label Studio's reason
             raise StudioError(f"Label Studio refused the ML backend at {url}: {err}") from err
         return backend.id

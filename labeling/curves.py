@@ -62,8 +62,12 @@ def summarize(result: dict) -> dict:
     # random may run further than the rest (random_extra): unit areas use the common range
     items_hi = min(r["items"][-1] for runs in curves.values() for r in runs)
     items_lo = max(r["items"][0] for runs in curves.values() for r in runs)
-    out: dict = {"full_f1": full, "target_f1": None if full is None else level,
-                 "item_range": [items_lo, items_hi], "strategies": {}}  # fmt: skip
+    out: dict = {
+        "full_f1": full,
+        "target_f1": None if full is None else level,
+        "item_range": [items_lo, items_hi],
+        "strategies": {},
+    }
     base = curves.get("random")
     for name, runs in curves.items():
         items_x, items_y = _item_curves(runs, items_hi)
@@ -80,9 +84,12 @@ def summarize(result: dict) -> dict:
             "tokens_to_95": tokens_95,
             "share_items_to_95": None if items_95 is None else items_95 / pool_items,
             "share_tokens_to_95": None if tokens_95 is None else tokens_95 / pool_tokens,
-            "first_batch_mean_tokens": float(np.mean([r["batch_mean_tokens"][0] for r in runs
-                                                      if r["batch_mean_tokens"]] or [0.0])),
-        }  # fmt: skip
+            "first_batch_mean_tokens": float(
+                np.mean(
+                    [r["batch_mean_tokens"][0] for r in runs if r["batch_mean_tokens"]] or [0.0]
+                )
+            ),
+        }
         if base is not None:
             # token areas pairwise with random, over the tokens both cover (every seed)
             lo, hi = _token_range([*runs, *base])
@@ -161,10 +168,16 @@ def plot(result: dict, summary: dict, path: str | Path) -> Path:
         (line,) = by_items.plot(x, y.mean(axis=0), label=name, **style)
         by_items.fill_between(x, y.min(axis=0), y.max(axis=0), alpha=0.15, color=line.get_color())
         grid, ty = _token_curves(runs, *_token_range(runs))
-        by_tokens.plot(grid, ty.mean(axis=0), label=name, color=line.get_color(),
-                       linestyle=style.get("linestyle", "-"))  # fmt: skip
-        by_tokens.fill_between(grid, ty.min(axis=0), ty.max(axis=0), alpha=0.15,
-                               color=line.get_color())  # fmt: skip
+        by_tokens.plot(
+            grid,
+            ty.mean(axis=0),
+            label=name,
+            color=line.get_color(),
+            linestyle=style.get("linestyle", "-"),
+        )
+        by_tokens.fill_between(
+            grid, ty.min(axis=0), ty.max(axis=0), alpha=0.15, color=line.get_color()
+        )
     for ax, xlabel in ((by_items, f"labelled {unit}s"), (by_tokens, "labelled tokens (words)")):
         if summary["target_f1"] is not None:
             ax.axhline(summary["target_f1"], color="grey", linewidth=0.8, linestyle=":")

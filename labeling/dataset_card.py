@@ -23,8 +23,9 @@ def label_counts(result) -> list[list]:
     for label in result.labels:
         counts = [sum(s.label == label for p in result.splits[n] for s in p.spans) for n in names]
         posts = [sum(label in p.labels for p in result.splits[n]) for n in names]
-        rows.append([label, *(f"{c} ({p} posts)" for c, p in zip(counts, posts, strict=True)),
-                     sum(counts)])  # fmt: skip
+        rows.append(
+            [label, *(f"{c} ({p} posts)" for c, p in zip(counts, posts, strict=True)), sum(counts)]
+        )
     return rows
 
 
@@ -42,8 +43,16 @@ def span_lengths(result) -> list[list]:
             continue
         w = [n for n, _ in lengths]
         c = [n for _, n in lengths]
-        rows.append([label, len(lengths), f"{statistics.mean(w):.2f}", f"{statistics.median(w):g}",
-                     max(w), f"{statistics.mean(c):.1f}"])  # fmt: skip
+        rows.append(
+            [
+                label,
+                len(lengths),
+                f"{statistics.mean(w):.2f}",
+                f"{statistics.median(w):g}",
+                max(w),
+                f"{statistics.mean(c):.1f}",
+            ]
+        )
     return rows
 
 
@@ -90,16 +99,23 @@ def write_card(result, settings, extra_labels: list[str]) -> Path:
         "",
         "Provenance per example (annotator, time, pre-annotating model version, selecting "
         "strategy) is in `provenance.jsonl`"
-        + (" and in the dataset's columns." if settings.format == "hf" else
-           " and in each JSONL row's `meta`." if settings.format == "jsonl" else "."),
-    ]  # fmt: skip
+        + (
+            " and in the dataset's columns."
+            if settings.format == "hf"
+            else " and in each JSONL row's `meta`."
+            if settings.format == "jsonl"
+            else "."
+        ),
+    ]
     if extra_labels:
         lines += ["", f"Labels not in the project's config, kept at the end: {extra_labels}."]
     lines += ["", "## Spans per label and split", ""]
     lines += _table(["label", *names, "total"], label_counts(result))
     lines += ["", "## Span length", ""]
-    lines += _table(["label", "spans", "mean words", "median words", "max words", "mean chars"],
-                    span_lengths(result))  # fmt: skip
+    lines += _table(
+        ["label", "spans", "mean words", "median words", "max words", "mean chars"],
+        span_lengths(result),
+    )
     lines += ["", "## Who and what made the labels", ""]
     lines += _table(["annotator", "posts"], [list(kv) for kv in annotators.most_common()])
     lines += [""]

@@ -52,8 +52,12 @@ class Conflict:
     disagreements: list[dict]  # {start, end, label, text, by: [annotators]}
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "annotators": self.annotators, "chosen": self.chosen,
-                "disagreements": self.disagreements}  # fmt: skip
+        return {
+            "id": self.id,
+            "annotators": self.annotators,
+            "chosen": self.chosen,
+            "disagreements": self.disagreements,
+        }
 
 
 @dataclass
@@ -67,8 +71,13 @@ class Duplicate:
     same_spans: bool
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "kept": self.kept, "similarity": round(self.similarity, 4),
-                "kind": self.kind, "same_spans": self.same_spans}  # fmt: skip
+        return {
+            "id": self.id,
+            "kept": self.kept,
+            "similarity": round(self.similarity, 4),
+            "kind": self.kind,
+            "same_spans": self.same_spans,
+        }
 
 
 # ---------------------------------------------------------------- one annotation per post
@@ -102,8 +111,9 @@ def resolve(records: Iterable, policy: str = "latest") -> tuple[list[CuratedPost
         snapped = {id(r): snap(r.text, r.spans) for r in group}
         if policy == "majority" and len(group) > 1:
             votes = Counter(s.key() for r in group for s in snapped[id(r)])
-            spans = snap(latest.text, [Span(*key) for key, n in votes.items()
-                                       if 2 * n > len(group)])  # fmt: skip
+            spans = snap(
+                latest.text, [Span(*key) for key, n in votes.items() if 2 * n > len(group)]
+            )
             chosen_name = "majority vote"
         else:
             spans = snapped[id(chosen)]
@@ -175,8 +185,13 @@ def jaccard(a: set, b: set) -> float:
 
 
 def _minhash(shingle_set: set[str], a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    x = np.array([int.from_bytes(hashlib.blake2b(s.encode(), digest_size=4).digest(), "big")
-                  for s in shingle_set], dtype=np.uint64)  # fmt: skip
+    x = np.array(
+        [
+            int.from_bytes(hashlib.blake2b(s.encode(), digest_size=4).digest(), "big")
+            for s in shingle_set
+        ],
+        dtype=np.uint64,
+    )
     return ((np.outer(x % _PRIME, a) + b) % _PRIME).min(axis=0)
 
 
@@ -239,16 +254,26 @@ def deduplicate(
             similarity = jaccard(shingle_sets[members[0]], shingle_sets[i])
             exact = normalise(other.text) == normalise(keep.text)
             same = {s.key() for s in other.spans} == {s.key() for s in keep.spans} and exact
-            duplicates.append(Duplicate(other.id, keep.id, 1.0 if exact else similarity,
-                                        "exact" if exact else "near", same))  # fmt: skip
+            duplicates.append(
+                Duplicate(
+                    other.id,
+                    keep.id,
+                    1.0 if exact else similarity,
+                    "exact" if exact else "near",
+                    same,
+                )
+            )
         keep.provenance["duplicates"] = [posts[i].id for i in members[1:]]
     kept.sort(key=post_order)
     return kept, duplicates
 
 
 def _keep_order(post: CuratedPost) -> tuple:
-    return (not post.provenance.get("ground_truth"), -len(post.provenance.get("annotators", [])),
-            post_order(post))  # fmt: skip
+    return (
+        not post.provenance.get("ground_truth"),
+        -len(post.provenance.get("annotators", [])),
+        post_order(post),
+    )
 
 
 # ---------------------------------------------------------------- the export
@@ -279,20 +304,33 @@ class ExportResult:
 
     def summary(self) -> str:
         counts = ", ".join(f"{name} {len(posts)}" for name, posts in self.splits.items())
-        return (f"{sum(map(len, self.splits.values()))} posts ({counts}) from {self.records} "
-                f"annotations; {len(self.duplicates)} duplicates collapsed, "
-                f"{len(self.conflicts)} conflicts listed -> {self.out_dir}")  # fmt: skip
+        return (
+            f"{sum(map(len, self.splits.values()))} posts ({counts}) from {self.records} "
+            f"annotations; {len(self.duplicates)} duplicates collapsed, "
+            f"{len(self.conflicts)} conflicts listed -> {self.out_dir}"
+        )
 
 
 def gold_posts(docs: Iterable[Document]) -> list[CuratedPost]:
     """Posts annotated outside Label Studio (a project's gold file) as curated posts."""
     return [
-        CuratedPost(f"gold-{doc.id or n}", doc.text, snap(doc.text, doc.spans),
-                    {"source": "gold file", "annotator": None, "annotators": [],
-                     "annotated_at": None, "prediction_model_version": None,
-                     "selected_by": None, "ground_truth": False, "policy": "gold"})
+        CuratedPost(
+            f"gold-{doc.id or n}",
+            doc.text,
+            snap(doc.text, doc.spans),
+            {
+                "source": "gold file",
+                "annotator": None,
+                "annotators": [],
+                "annotated_at": None,
+                "prediction_model_version": None,
+                "selected_by": None,
+                "ground_truth": False,
+                "policy": "gold",
+            },
+        )
         for n, doc in enumerate(docs, 1)
-    ]  # fmt: skip
+    ]
 
 
 def export_dataset(
@@ -330,12 +368,24 @@ def export_dataset(
     result = ExportResult(out, splits, conflicts, duplicates, files, labels, len(records))
     files.append(write_card(result, settings, extra))
     manifest = out / "export.json"
-    manifest.write_text(json.dumps({
-        "format": settings.format, "policy": settings.policy, "seed": settings.seed,
-        "shares": list(settings.shares), "duplicate_threshold": settings.duplicate_threshold,
-        "labels": labels, "source": settings.source, "license": settings.license,
-        "records": len(records), "splits": {k: [p.id for p in v] for k, v in splits.items()},
-    }, indent=1) + "\n")  # fmt: skip
+    manifest.write_text(
+        json.dumps(
+            {
+                "format": settings.format,
+                "policy": settings.policy,
+                "seed": settings.seed,
+                "shares": list(settings.shares),
+                "duplicate_threshold": settings.duplicate_threshold,
+                "labels": labels,
+                "source": settings.source,
+                "license": settings.license,
+                "records": len(records),
+                "splits": {k: [p.id for p in v] for k, v in splits.items()},
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     files.append(manifest)
     return result
 

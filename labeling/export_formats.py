@@ -69,11 +69,14 @@ def write_hf(splits: dict, out: Path, labels: list[str]) -> list[Path]:
 
     features = hf_features(labels)
     # columns, not rows: an empty split (a tiny export) still gets every column
-    dataset = DatasetDict({
-        name: Dataset.from_dict({column: [row[column] for row in rows] for column in features},
-                                features=features)
-        for name, rows in ((n, [hf_row(p) for p in posts]) for n, posts in splits.items())
-    })  # fmt: skip
+    dataset = DatasetDict(
+        {
+            name: Dataset.from_dict(
+                {column: [row[column] for row in rows] for column in features}, features=features
+            )
+            for name, rows in ((n, [hf_row(p) for p in posts]) for n, posts in splits.items())
+        }
+    )
     # an empty split saved with the default zero shards cannot be loaded back
     dataset.save_to_disk(str(out / HF_DIR), num_shards={name: 1 for name in dataset})
     (out / PARQUET_DIR).mkdir(exist_ok=True)
@@ -96,12 +99,15 @@ def read_export(out: str | Path, fmt: str) -> dict[str, list[Document]]:
         for name, split in dataset.items():
             names = split.features["ner_tags"].feature.names
             result[name] = [
-                Document(row["text"],
-                         tags_to_spans([names[t] for t in row["ner_tags"]], words(row["text"]),
-                                       row["text"]),
-                         id=row["id"])
+                Document(
+                    row["text"],
+                    tags_to_spans(
+                        [names[t] for t in row["ner_tags"]], words(row["text"]), row["text"]
+                    ),
+                    id=row["id"],
+                )
                 for row in split
-            ]  # fmt: skip
+            ]
         return result
     manifest = out / "export.json"
     names = json.loads(manifest.read_text())["splits"] if manifest.is_file() else SPLITS

@@ -72,8 +72,9 @@ def _encode(texts, name, max_tokens, stride, batch_size, layers) -> list[np.ndar
     pad = tokenizer.pad_token_id or 0
     depth = model.config.num_hidden_layers
     # absolute indices; a layer beyond a shallow model's depth falls back to its last
-    layers = list(dict.fromkeys(min(k % (depth + 1), depth) if k < 0 else min(k, depth)
-                                for k in layers))  # fmt: skip
+    layers = list(
+        dict.fromkeys(min(k % (depth + 1), depth) if k < 0 else min(k, depth) for k in layers)
+    )
     hidden_size = model.config.hidden_size * len(layers)
 
     out = []

@@ -53,11 +53,14 @@ def match_spans(
     rest_a = [s for s in a if s.key() not in exact]
     rest_b = [s for s in b if s.key() not in exact]
     candidates = sorted(
-        ((min(x.end, y.end) - max(x.start, y.start), i, j)
-         for i, x in enumerate(rest_a) for j, y in enumerate(rest_b)
-         if (x.label == y.label or not same_label) and x.start < y.end and y.start < x.end),
+        (
+            (min(x.end, y.end) - max(x.start, y.start), i, j)
+            for i, x in enumerate(rest_a)
+            for j, y in enumerate(rest_b)
+            if (x.label == y.label or not same_label) and x.start < y.end and y.start < x.end
+        ),
         key=lambda c: (-c[0], c[1], c[2]),
-    )  # fmt: skip
+    )
     used_a, used_b = set(), set()
     for _, i, j in candidates:
         if i not in used_a and j not in used_b:
@@ -103,11 +106,15 @@ class Agreement:
             "annotators": self.annotators,
             "kappa": _round(self.kappa),
             "span_f1": {
-                label: {"exact": round(c.exact_f1, 4), "partial": round(c.partial_f1, 4),
-                        "spans": c.spans, "kappa": _round(self.kappa_by_label.get(label))}
+                label: {
+                    "exact": round(c.exact_f1, 4),
+                    "partial": round(c.partial_f1, 4),
+                    "spans": c.spans,
+                    "kappa": _round(self.kappa_by_label.get(label)),
+                }
                 for label, c in self.by_label.items()
             },
-        }  # fmt: skip
+        }
 
 
 def agreement(records: Iterable, labels: Sequence[str] | None = None) -> Agreement:
@@ -152,8 +159,9 @@ def agreement(records: Iterable, labels: Sequence[str] | None = None) -> Agreeme
         in_a = [split_tag(t)[1] == label for t in tags_a]
         in_b = [split_tag(t)[1] == label for t in tags_b]
         kappa_by_label[label] = cohen_kappa(in_a, in_b)
-    return Agreement(posts, pairs, by_label, cohen_kappa(tags_a, tags_b), kappa_by_label,
-                     sorted(annotators))  # fmt: skip
+    return Agreement(
+        posts, pairs, by_label, cohen_kappa(tags_a, tags_b), kappa_by_label, sorted(annotators)
+    )
 
 
 def cohen_kappa(a: Sequence, b: Sequence) -> float | None:
@@ -228,8 +236,9 @@ def preannotation_edits(records: Iterable, labels: Sequence[str] | None = None):
         matched_final = {f.key() for _, f in pairs}
         edits = [("accepted" if p.key() == f.key() else "corrected", p.label) for p, f in pairs]
         relabelled.update((p.label, f.label) for p, f in pairs if p.label != f.label)
-        edits += [("deleted", p.label) for p in record.prediction_spans
-                  if p.key() not in matched_pred]  # fmt: skip
+        edits += [
+            ("deleted", p.label) for p in record.prediction_spans if p.key() not in matched_pred
+        ]
         edits += [("added", f.label) for f in record.spans if f.key() not in matched_final]
         for kind, label in edits:
             by_label[label][kind] += 1
@@ -264,11 +273,16 @@ class LabelIssue:
 
     def to_dict(self) -> dict:
         return {
-            "doc_id": self.doc_id, "kind": self.kind, "start": self.span.start,
-            "end": self.span.end, "label": self.span.label, "text": self.span.text,
-            "model_label": self.model_label, "confidence": round(self.confidence, 4),
+            "doc_id": self.doc_id,
+            "kind": self.kind,
+            "start": self.span.start,
+            "end": self.span.end,
+            "label": self.span.label,
+            "text": self.span.text,
+            "model_label": self.model_label,
+            "confidence": round(self.confidence, 4),
             "context": self.context,
-        }  # fmt: skip
+        }
 
 
 def likely_label_errors(
@@ -295,23 +309,34 @@ def _issues(doc: Document, prediction, threshold: float) -> list[LabelIssue]:
     names = [split_tag(t)[1] or OUTSIDE for t in prediction.tags]
     options = list(dict.fromkeys(names))
     # per word, probability of each label (B- + I-) and of O
-    by_label = np.stack([probs[:, [i for i, n in enumerate(names) if n == o]].sum(axis=1)
-                         for o in options], axis=1)  # fmt: skip
+    by_label = np.stack(
+        [probs[:, [i for i, n in enumerate(names) if n == o]].sum(axis=1) for o in options], axis=1
+    )
     starts = [w[0] for w in prediction.words]
     ends = [w[1] for w in prediction.words]
     issues = []
     for span in doc.spans:
-        inside = [i for i, (s, e) in enumerate(zip(starts, ends, strict=True))
-                  if s < span.end and span.start < e]  # fmt: skip
+        inside = [
+            i
+            for i, (s, e) in enumerate(zip(starts, ends, strict=True))
+            if s < span.end and span.start < e
+        ]
         if not inside:
             continue
         mean = by_label[inside].mean(axis=0)
         best = int(np.argmax(mean))
         if options[best] != span.label and mean[best] >= threshold:
             text = span.text or doc.text[span.start : span.end]
-            issues.append(LabelIssue(doc.id, "disputed", Span(span.start, span.end, span.label,
-                                     text), options[best], float(mean[best]),
-                                     _context(doc.text, span)))  # fmt: skip
+            issues.append(
+                LabelIssue(
+                    doc.id,
+                    "disputed",
+                    Span(span.start, span.end, span.label, text),
+                    options[best],
+                    float(mean[best]),
+                    _context(doc.text, span),
+                )
+            )
     for span in prediction.spans:
         if span.score is None or span.score < threshold:
             continue
@@ -319,8 +344,11 @@ def _issues(doc: Document, prediction, threshold: float) -> list[LabelIssue]:
             continue
         text = span.text or doc.text[span.start : span.end]
         found = Span(span.start, span.end, OUTSIDE, text)
-        issues.append(LabelIssue(doc.id, "missing", found, span.label, float(span.score),
-                                 _context(doc.text, span)))  # fmt: skip
+        issues.append(
+            LabelIssue(
+                doc.id, "missing", found, span.label, float(span.score), _context(doc.text, span)
+            )
+        )
     return issues
 
 

@@ -99,8 +99,11 @@ def sentence_units(docs: Sequence[Document]) -> list[Document]:
         offset = 0
         for n, line in enumerate(doc.text.split("\n")):
             end = offset + len(line)
-            spans = [Span(s.start - offset, s.end - offset, s.label, s.text)
-                     for s in doc.spans if offset <= s.start and s.end <= end]  # fmt: skip
+            spans = [
+                Span(s.start - offset, s.end - offset, s.label, s.text)
+                for s in doc.spans
+                if offset <= s.start and s.end <= end
+            ]
             if words(line):
                 units.append(Document(line, spans, id=f"{doc.id}#{n}"))
             offset = end + 1
@@ -120,15 +123,17 @@ def load_units(path: str | Path, unit: str, limit: int | None = None) -> list[Do
 class FastLearner:
     """A small MLP head on frozen per-word encoder vectors (see the module docstring)."""
 
-    def __init__(self, pool: Sequence[Document], held_out: Sequence[Document], labels,
-                 config: SimConfig):  # fmt: skip
+    def __init__(
+        self, pool: Sequence[Document], held_out: Sequence[Document], labels, config: SimConfig
+    ):
         from labeling.features import encode_words
 
         self.tags = tag_names(labels)
         self.config = config
         texts = [d.text for d in [*pool, *held_out]]
-        vectors = encode_words(texts, config.base, cache_dir=config.cache_dir,
-                               layers=config.feature_layers)  # fmt: skip
+        vectors = encode_words(
+            texts, config.base, cache_dir=config.cache_dir, layers=config.feature_layers
+        )
         self.pool_x, self.eval_x = vectors[: len(pool)], vectors[len(pool) :]
         index = {t: i for i, t in enumerate(self.tags)}
         self.pool_y = [np.array([index[t] for t in _gold_tags(d)]) for d in pool]
@@ -148,9 +153,11 @@ class FastLearner:
         y = torch.from_numpy(np.concatenate([self.pool_y[i] for i in indices]))
         c = self.config
         self.head = torch.nn.Sequential(
-            torch.nn.Linear(x.shape[1], c.head_hidden), torch.nn.ReLU(),
-            torch.nn.Dropout(c.head_dropout), torch.nn.Linear(c.head_hidden, len(self.tags)),
-        )  # fmt: skip
+            torch.nn.Linear(x.shape[1], c.head_hidden),
+            torch.nn.ReLU(),
+            torch.nn.Dropout(c.head_dropout),
+            torch.nn.Linear(c.head_hidden, len(self.tags)),
+        )
         optimizer = torch.optim.AdamW(self.head.parameters(), lr=1e-3, weight_decay=1e-4)
         generator = torch.Generator().manual_seed(seed)
         batch = 256
@@ -179,15 +186,23 @@ class FastLearner:
     def pool_items(self, indices: Sequence[int], with_hidden: bool = False) -> list[PoolItem]:
         probs, hidden = self._forward([self.pool_x[i] for i in indices])
         return [
-            PoolItem(str(i), p, self.tags, embedding=self.embeddings[i],
-                     hidden=h if with_hidden else None)
+            PoolItem(
+                str(i),
+                p,
+                self.tags,
+                embedding=self.embeddings[i],
+                hidden=h if with_hidden else None,
+            )
             for i, p, h in zip(indices, probs, hidden, strict=True)
-        ]  # fmt: skip
+        ]
 
     def head_weights(self) -> dict:
         last = self.head[3]
-        return {"weight": last.weight.detach().numpy(), "bias": last.bias.detach().numpy(),
-                "dropout": self.config.head_dropout}  # fmt: skip
+        return {
+            "weight": last.weight.detach().numpy(),
+            "bias": last.bias.detach().numpy(),
+            "dropout": self.config.head_dropout,
+        }
 
     def evaluate(self) -> float:
         probs, _ = self._forward(self.eval_x)
@@ -212,8 +227,14 @@ class FullLearner:
         out = Path(self.work.name) / f"round-{self.rounds}"
         batch = {"batch_size": self.config.full_batch_size} if self.config.full_batch_size else {}
         config = TrainConfig(epochs=self.config.full_epochs, seed=seed, **batch)
-        result = train(self.config.base, [self.pool[i] for i in indices], self.labels, out,
-                       config=config, progress=False)  # fmt: skip
+        result = train(
+            self.config.base,
+            [self.pool[i] for i in indices],
+            self.labels,
+            out,
+            config=config,
+            progress=False,
+        )
         self.tagger = Tagger.load(result.path, self.labels)
 
     def pool_items(self, indices, with_hidden=False):
@@ -314,7 +335,7 @@ def simulate(pool_path, eval_path, config: SimConfig, progress=print) -> dict:
             "pool_items": len(pool),
             "pool_tokens": int(cost.sum()),
             "eval_items": len(held_out),
-        },  # fmt: skip
+        },
         "full_f1": full_f1,
         "curves": curves,
         "seconds": {"prepare": prepared - started, "total": time.perf_counter() - started},
@@ -324,8 +345,14 @@ def simulate(pool_path, eval_path, config: SimConfig, progress=print) -> dict:
 def _run_curve(
     learner, name: str, labelled: list[int], cost, seed: int, config, span_labels
 ) -> dict:
-    curve = {"seed": seed, "items": [], "tokens": [], "f1": [], "batch_mean_tokens": [],
-             "seconds": []}  # fmt: skip
+    curve = {
+        "seed": seed,
+        "items": [],
+        "tokens": [],
+        "f1": [],
+        "batch_mean_tokens": [],
+        "seconds": [],
+    }
     taken = np.zeros(len(cost), dtype=bool)
     taken[labelled] = True
     for round_ in range(config.rounds + 1):

@@ -48,8 +48,9 @@ def stratified_split(
         for k, share in enumerate(shares):
             if share == 0 or any(label in order[i].labels for i, s in split_of.items() if s == k):
                 continue
-            free = next((i for i, p in enumerate(order) if label in p.labels
-                         and i not in split_of), None)  # fmt: skip
+            free = next(
+                (i for i, p in enumerate(order) if label in p.labels and i not in split_of), None
+            )
             if free is not None:
                 assign(free, k)
     for label in rarest_first:

@@ -56,10 +56,23 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 INSERT OR IGNORE INTO counters VALUES ('changes', 0);
 """
 COLUMNS = (
-    "annotation_id", "task_id", "project", "text", "spans", "annotator", "created_at",
-    "updated_at", "lead_time", "cancelled", "ground_truth", "prediction_model_version",
-    "prediction_spans", "selected_by", "deleted", "raw",
-)  # fmt: skip
+    "annotation_id",
+    "task_id",
+    "project",
+    "text",
+    "spans",
+    "annotator",
+    "created_at",
+    "updated_at",
+    "lead_time",
+    "cancelled",
+    "ground_truth",
+    "prediction_model_version",
+    "prediction_spans",
+    "selected_by",
+    "deleted",
+    "raw",
+)
 
 
 @dataclass(slots=True)

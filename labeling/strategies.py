@@ -59,10 +59,13 @@ def item_from_prediction(prediction, id: str = "") -> PoolItem:
     if probs.ndim != 2:
         probs = probs.reshape(0, len(prediction.tags))
     return PoolItem(
-        id=str(id), probs=probs, tags=list(prediction.tags),
-        text=getattr(prediction, "text", ""), words=list(getattr(prediction, "words", [])),
+        id=str(id),
+        probs=probs,
+        tags=list(prediction.tags),
+        text=getattr(prediction, "text", ""),
+        words=list(getattr(prediction, "words", [])),
         hidden=getattr(prediction, "hidden", None),
-    )  # fmt: skip
+    )
 
 
 def _max_probs(item: PoolItem) -> np.ndarray:
@@ -134,8 +137,9 @@ class QueryStrategy:
                 if item.cost > left:
                     continue
                 left -= item.cost
-            picks.append(Pick(item.id, i, float(scores[i]), item.cost,
-                              self.explain(item, float(scores[i]))))  # fmt: skip
+            picks.append(
+                Pick(item.id, i, float(scores[i]), item.cost, self.explain(item, float(scores[i])))
+            )
             if len(picks) >= n or (left is not None and left <= 0):
                 break
         return picks
@@ -308,8 +312,9 @@ class BALD(QueryStrategy):
 
     name = "bald"
 
-    def __init__(self, weight: np.ndarray, bias: np.ndarray, dropout: float = 0.1,
-                 samples: int = 10):  # fmt: skip
+    def __init__(
+        self, weight: np.ndarray, bias: np.ndarray, dropout: float = 0.1, samples: int = 10
+    ):
         if not 0.0 < dropout < 1.0:
             raise ValueError(f"dropout must be in (0, 1), got {dropout}")
         self.weight = np.asarray(weight, dtype=np.float64)  # (n_tags, d)

@@ -63,12 +63,16 @@ def _min_record(row: Mapping, config: LabelingConfig, n: int) -> AnnotationRecor
     """JSON_MIN: the task data at top level, the regions under the Labels tag's name as
     `{start, end, text, labels}` (no from_name, no pre-annotation)."""
     regions = [
-        {"from_name": config.from_name, "to_name": config.to_name, "type": "labels",
-         "value": {k: region.get(k) for k in ("start", "end", "text", "labels")}}
-        for region in row.get(config.from_name) or [] if isinstance(region, Mapping)
-    ]  # fmt: skip
-    task = {"id": row.get("id", n), "data": {k: v for k, v in row.items()
-                                             if k != config.from_name}}  # fmt: skip
+        {
+            "from_name": config.from_name,
+            "to_name": config.to_name,
+            "type": "labels",
+            "value": {k: region.get(k) for k in ("start", "end", "text", "labels")},
+        }
+        for region in row.get(config.from_name) or []
+        if isinstance(region, Mapping)
+    ]
+    task = {"id": row.get("id", n), "data": {k: v for k, v in row.items() if k != config.from_name}}
     annotation = {
         "id": row.get("annotation_id", n),
         "result": regions,

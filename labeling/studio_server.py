@@ -156,16 +156,27 @@ def start(settings: StudioSettings, timeout: float = 300.0, quiet: bool = False)
             )
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         command = [
-            str(settings.executable), "start", "--no-browser",
-            "--internal-host", settings.host, "-p", str(settings.port),
-            "--data-dir", str(settings.data_dir),
-        ]  # fmt: skip
+            str(settings.executable),
+            "start",
+            "--no-browser",
+            "--internal-host",
+            settings.host,
+            "-p",
+            str(settings.port),
+            "--data-dir",
+            str(settings.data_dir),
+        ]
         with settings.log_file.open("ab") as log:
             # its own session: Ctrl-C in a terminal reaches it only through stop()
             process = subprocess.Popen(
-                command, env=settings.environment(), stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True, cwd=settings.root,
-            )  # fmt: skip
+                command,
+                env=settings.environment(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=settings.root,
+            )
         settings.pid_file.write_text(f"{process.pid}\n")
         if not quiet:
             print(f"starting Label Studio on {settings.url} (log: {settings.log_file})")

@@ -106,9 +106,13 @@ def spans_to_regions(
             "from_name": config.from_name,
             "to_name": config.to_name,
             "type": "labels",
-            "value": {"start": start, "end": end, "text": text[span.start : span.end],
-                      "labels": [label]},
-        }  # fmt: skip
+            "value": {
+                "start": start,
+                "end": end,
+                "text": text[span.start : span.end],
+                "labels": [label],
+            },
+        }
         if span.score is not None:
             region["score"] = round(float(span.score), 4)
         regions.append(region)

@@ -14,9 +14,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REFERENCE_TAGS = [
-    "O", "B-BUS", "I-BUS", "B-TECHNOLOGY", "I-TECHNOLOGY",
-    "B-TECHNICAL", "I-TECHNICAL", "B-SOFT", "I-SOFT",
-]  # fmt: skip
+    "O",
+    "B-BUS",
+    "I-BUS",
+    "B-TECHNOLOGY",
+    "I-TECHNOLOGY",
+    "B-TECHNICAL",
+    "I-TECHNICAL",
+    "B-SOFT",
+    "I-SOFT",
+]
 WORDS = [
     "we",
     "need",
@@ -88,9 +95,12 @@ def save_tiny_model(folder: Path, tags: list[str] | None, arch: str = "bert") ->
         config = DistilBertConfig(dim=32, hidden_dim=64, n_layers=2, n_heads=2, **common)
     else:
         config = BertConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
             **common,
-        )  # fmt: skip
+        )
     if tags is None:
         model = AutoModel.from_config(config)
     else:

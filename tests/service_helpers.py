@@ -60,9 +60,13 @@ def write_project(folder: Path, base: Path | str, every_n: int = 0, name: str = 
 
 
 def annotation_event(
-    annotation_id: int, task_id: int, text: str, regions: list[tuple[int, int, str]],
-    action: str = "ANNOTATION_CREATED", **annotation_fields,
-) -> dict:  # fmt: skip
+    annotation_id: int,
+    task_id: int,
+    text: str,
+    regions: list[tuple[int, int, str]],
+    action: str = "ANNOTATION_CREATED",
+    **annotation_fields,
+) -> dict:
     """The recorded ANNOTATION_CREATED body with another annotation, task and result."""
     body = payload("annotation_created")
     body["action"] = action
@@ -88,9 +92,12 @@ def make_app(tmp_path, base, every_n=0, **overrides):
     """The real application (real store, registry, worker) for a temp project."""
     project = write_project(tmp_path / "project", base, every_n=every_n)
     config = ServiceConfig(
-        project=str(project), state_dir=tmp_path / "state", background_load=False,
-        watch_interval=0.1, **overrides,
-    )  # fmt: skip
+        project=str(project),
+        state_dir=tmp_path / "state",
+        background_load=False,
+        watch_interval=0.1,
+        **overrides,
+    )
     app = create_app(config)
     app.testing = True
     return app

@@ -68,8 +68,15 @@ def test_predict_one_task_gives_regions_from_the_config(client):
     (result,) = body["results"]
     assert result["model_version"] == body["model_version"]
     regions = result["result"]
-    assert [r["value"]["text"] for r in regions] == ["We", "need", "Python", "and", "SQL",
-                                                     "experience", "."]  # fmt: skip
+    assert [r["value"]["text"] for r in regions] == [
+        "We",
+        "need",
+        "Python",
+        "and",
+        "SQL",
+        "experience",
+        ".",
+    ]
     for region in regions:
         assert region["from_name"] == "label" and region["to_name"] == "text"
         assert region["type"] == "labels"
@@ -170,8 +177,12 @@ def test_untrained_project_answers_empty_results(tmp_path, tiny_encoder):
     try:
         client = app.test_client()
         health = client.get("/health").get_json()
-        assert health == {"status": "UP", "model_loaded": False, "model_version": "untrained",
-                          "loading": False}  # fmt: skip
+        assert health == {
+            "status": "UP",
+            "model_loaded": False,
+            "model_version": "untrained",
+            "loading": False,
+        }
         results = client.post("/predict", json=predict_body(["python", "sql"])).get_json()
         assert results["results"] == [
             {"result": [], "model_version": "untrained"},
@@ -198,18 +209,26 @@ def test_basic_auth_on_everything_but_health(tmp_path, spanful_model, caplog):
     try:
         client = app.test_client()
         assert client.get("/health").status_code == 200
-        for method, path in [("post", "/predict"), ("post", "/setup"), ("post", "/webhook"),
-                             ("post", "/train"), ("get", "/versions"), ("get", "/metrics"),
-                             ("get", "/status")]:  # fmt: skip
+        for method, path in [
+            ("post", "/predict"),
+            ("post", "/setup"),
+            ("post", "/webhook"),
+            ("post", "/train"),
+            ("get", "/versions"),
+            ("get", "/metrics"),
+            ("get", "/status"),
+        ]:
             reply = getattr(client, method)(path, json=predict_body(["python"]))
             assert reply.status_code == 401, path
             assert reply.headers["WWW-Authenticate"].startswith("Basic")
             assert "authentication required" in reply.get_json()["error"]
-        wrong = client.post("/predict", json=predict_body(["python"]),
-                            headers=auth_header("ls", "guess"))  # fmt: skip
+        wrong = client.post(
+            "/predict", json=predict_body(["python"]), headers=auth_header("ls", "guess")
+        )
         assert wrong.status_code == 401
-        right = client.post("/predict", json=predict_body(["python"]),
-                            headers=auth_header("ls", "s3cret-pass"))  # fmt: skip
+        right = client.post(
+            "/predict", json=predict_body(["python"]), headers=auth_header("ls", "s3cret-pass")
+        )
         assert right.status_code == 200
         assert len(right.get_json()["results"]) == 1
         assert "s3cret-pass" not in caplog.text
@@ -273,9 +292,14 @@ def test_promotion_and_rollback_swap_the_served_model(app, client, tmp_path, spa
 
 
 def test_settings_from_env_and_flags(tmp_path):
-    env = {"SKILLLOOP_PROJECT": "projects/x", "SKILLLOOP_PORT": "9100", "BASIC_AUTH_USER": "u",
-           "BASIC_AUTH_PASS": "p", "SKILLLOOP_TRAINING": "0",
-           "MAX_CONTENT_LENGTH": "4096"}  # fmt: skip
+    env = {
+        "SKILLLOOP_PROJECT": "projects/x",
+        "SKILLLOOP_PORT": "9100",
+        "BASIC_AUTH_USER": "u",
+        "BASIC_AUTH_PASS": "p",
+        "SKILLLOOP_TRAINING": "0",
+        "MAX_CONTENT_LENGTH": "4096",
+    }
     config = ServiceConfig.from_env(env, port=9200, state_dir=tmp_path)
     assert (config.project, config.port, config.training) == ("projects/x", 9200, False)
     assert config.max_content_length == 4096 and config.auth_enabled
@@ -306,8 +330,9 @@ def test_a_swap_points_label_studio_at_the_new_version(tmp_path, spanful_model, 
             calls.append(("refresh", project_id))
 
     monkeypatch.setattr(labeling.client, "StudioClient", RecordingStudio)
-    app = make_app(tmp_path, spanful_model, label_studio_url="http://ls.test",
-                   label_studio_api_key="token-123")  # fmt: skip
+    app = make_app(
+        tmp_path, spanful_model, label_studio_url="http://ls.test", label_studio_api_key="token-123"
+    )
     services = app.extensions["skillloop"]
     try:
         client = app.test_client()
@@ -320,8 +345,11 @@ def test_a_swap_points_label_studio_at_the_new_version(tmp_path, spanful_model, 
         deadline = time.time() + 10
         while len(calls) < 3 and time.time() < deadline:
             time.sleep(0.05)
-        assert calls == [("init", "http://ls.test", "token-123"),
-                         ("model_version", 7, version, True), ("refresh", 7)]  # fmt: skip
+        assert calls == [
+            ("init", "http://ls.test", "token-123"),
+            ("model_version", 7, version, True),
+            ("refresh", 7),
+        ]
         status = client.get("/status").get_json()
         assert status["studio_project"] == 7
         assert status["studio_refresh"]["ok"] and status["studio_refresh"]["version"] == version

@@ -10,8 +10,12 @@ def test_reference_tags_map_to_project_labels_in_project_order(
 ):
     loaded = load(tiny_reference_model, ["Soft", "Technology"], reference_label_map)
     assert loaded.model.config.id2label == {
-        0: "O", 1: "B-Soft", 2: "I-Soft", 3: "B-Technology", 4: "I-Technology",
-    }  # fmt: skip
+        0: "O",
+        1: "B-Soft",
+        2: "I-Soft",
+        3: "B-Technology",
+        4: "I-Technology",
+    }
     assert loaded.new_tags == []
 
 
@@ -24,8 +28,10 @@ def test_a_bare_encoder_needs_training_before_it_can_predict(tiny_encoder):
     with pytest.raises(CheckpointError, match="no BIO tagging head"):
         load(tiny_encoder, ["Skill"])
     assert load(tiny_encoder, ["Skill"], allow_new_labels=True).new_tags == [
-        "O", "B-Skill", "I-Skill",
-    ]  # fmt: skip
+        "O",
+        "B-Skill",
+        "I-Skill",
+    ]
 
 
 def test_missing_folders_get_a_clear_error(tmp_path):

@@ -30,8 +30,9 @@ def record(aid: int, who: str, task: int | None = None, **extra) -> AnnotationRe
         Span(text.index("mentoring"), text.index("mentoring") + 9, "Soft", "mentoring"),
     ]
     at = f"2026-01-01T10:{aid // 60:02d}:{aid % 60:02d}"
-    return AnnotationRecord(aid, task or aid, "1", text, spans, annotator=who, created_at=at,
-                            updated_at=at, **extra)  # fmt: skip
+    return AnnotationRecord(
+        aid, task or aid, "1", text, spans, annotator=who, created_at=at, updated_at=at, **extra
+    )
 
 
 @pytest.fixture
@@ -68,8 +69,13 @@ def test_status_json_and_text(state, capsys):
     assert a["by_annotator"] == {"ann": 8, "bob": 8, "cat": 1}
     assert figures["serving"]["version"] == "v0002"
     assert figures["serving"]["per_label_f1"]["Technical"] == 0.45
-    assert figures["rounds"] == {"run": 3, "promoted": 2, "refused": 1, "failed": 0,
-                                 "last": "v0003"}  # fmt: skip
+    assert figures["rounds"] == {
+        "run": 3,
+        "promoted": 2,
+        "refused": 1,
+        "failed": 0,
+        "last": "v0003",
+    }
     assert figures["training"]["running"] is False
     code, out, _ = run(capsys, "status", "--project", PROJECT, "--state-dir", str(state))
     assert code == 0 and "serving: v0002 held-out F1 0.520" in out
@@ -96,7 +102,7 @@ def test_status_sees_a_round_in_progress_and_changes_since_the_snapshot(state, c
 
 def test_status_asks_a_running_service(state, capsys):
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's name)
+        def do_GET(self):  # (http.server's name)
             body = json.dumps({"running": True, "progress": 0.25, "queued": True}).encode()
             self.send_response(200 if self.path == "/status" else 404)
             self.send_header("Content-Type", "application/json")
@@ -110,15 +116,17 @@ def test_status_asks_a_running_service(state, capsys):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_port}"
-        code, out, _ = run(capsys, "status", "--project", PROJECT, "--state-dir", str(state),
-                           "--url", url)  # fmt: skip
+        code, out, _ = run(
+            capsys, "status", "--project", PROJECT, "--state-dir", str(state), "--url", url
+        )
     finally:
         server.shutdown()
         server.server_close()
     assert code == 0
     assert "training: running 25%, queue 1" in out
-    code, _, err = run(capsys, "status", "--project", PROJECT, "--state-dir", str(state),
-                       "--url", url)  # fmt: skip
+    code, _, err = run(
+        capsys, "status", "--project", PROJECT, "--state-dir", str(state), "--url", url
+    )
     assert code == 2 and err.startswith("skillloop: error: cannot read")
     assert err.count("\n") == 1
 
@@ -129,11 +137,11 @@ def test_rounds_and_report(state, capsys, tmp_path):
     lines = out.splitlines()
     assert lines[0].split()[:4] == ["version", "parent", "annotations", "snapshot"]
     assert "refused" in lines[3] and "tolerance" in lines[3]
-    code, out, _ = run(capsys, "rounds", "--project", PROJECT, "--state-dir", str(state),
-                       "--json")  # fmt: skip
+    code, out, _ = run(capsys, "rounds", "--project", PROJECT, "--state-dir", str(state), "--json")
     assert [r["status"] for r in json.loads(out)] == ["retired", "serving", "refused"]
-    code, out, _ = run(capsys, "report", "--project", PROJECT, "--state-dir", str(state),
-                       "--format", "md")  # fmt: skip
+    code, out, _ = run(
+        capsys, "report", "--project", PROJECT, "--state-dir", str(state), "--format", "md"
+    )
     report = Path(out.strip())
     assert code == 0 and report == state / NAME / "reports" / "report.md"
     assert "## Stopping hint" in report.read_text()
@@ -156,15 +164,38 @@ def test_export_from_store_and_from_studio_file(state, capsys, tmp_path):
         "--license",
         "CC-BY-4.0",
     )
-    assert code == 0 and "16 posts" in out  # fmt: skip
+    assert code == 0 and "16 posts" in out
     assert "license: CC-BY-4.0" in (out_dir / "README.md").read_text()
     studio = tmp_path / "studio.json"
-    studio.write_text(json.dumps([{
-        "id": 1, "data": {"text": "We want Python."}, "annotations": [{
-            "id": 9, "completed_by": 4, "result": [{
-                "from_name": "label", "to_name": "text", "type": "labels",
-                "value": {"start": 8, "end": 14, "text": "Python", "labels": ["Technology"]}}]}],
-    }]))  # fmt: skip
+    studio.write_text(
+        json.dumps(
+            [
+                {
+                    "id": 1,
+                    "data": {"text": "We want Python."},
+                    "annotations": [
+                        {
+                            "id": 9,
+                            "completed_by": 4,
+                            "result": [
+                                {
+                                    "from_name": "label",
+                                    "to_name": "text",
+                                    "type": "labels",
+                                    "value": {
+                                        "start": 8,
+                                        "end": 14,
+                                        "text": "Python",
+                                        "labels": ["Technology"],
+                                    },
+                                }
+                            ],
+                        }
+                    ],
+                }
+            ]
+        )
+    )
     code, out, _ = run(
         capsys,
         "export",
@@ -177,13 +208,23 @@ def test_export_from_store_and_from_studio_file(state, capsys, tmp_path):
         "--out",
         str(tmp_path / "c"),
     )
-    assert code == 0 and "1 posts" in out  # fmt: skip
+    assert code == 0 and "1 posts" in out
     assert "Python\tB-Technology" in (tmp_path / "c" / "train.conll").read_text()
 
 
 def test_quality_without_a_model(state, capsys, tmp_path):
-    code, out, _ = run(capsys, "quality", "--project", PROJECT, "--state-dir", str(state),
-                       "--model", "none", "--json", str(tmp_path / "q.json"))  # fmt: skip
+    code, out, _ = run(
+        capsys,
+        "quality",
+        "--project",
+        PROJECT,
+        "--state-dir",
+        str(state),
+        "--model",
+        "none",
+        "--json",
+        str(tmp_path / "q.json"),
+    )
     assert code == 0
     assert "agreement on 1 posts labelled more than once" in out
     figures = json.loads((tmp_path / "q.json").read_text())
@@ -197,18 +238,34 @@ def test_quality_without_a_model(state, capsys, tmp_path):
         (["export", "--format", "jsonl", "--out", "x"], "no project"),
         (["export", "--project", PROJECT, "--format", "pdf", "--out", "x"], "--format"),
         (["export", "--project", PROJECT, "--format", "hf"], "--out"),
-        (["export", "--project", PROJECT, "--format", "hf", "--out", "x", "--policy", "loud"],
-         "--policy"),
-        (["export", "--project", PROJECT, "--format", "hf", "--out", "x", "--split", "1,2"],
-         "--split"),
-        (["export", "--project", PROJECT, "--format", "hf", "--out", "x",
-          "--from-studio-export", "missing.json"], "not found"),
+        (
+            ["export", "--project", PROJECT, "--format", "hf", "--out", "x", "--policy", "loud"],
+            "--policy",
+        ),
+        (
+            ["export", "--project", PROJECT, "--format", "hf", "--out", "x", "--split", "1,2"],
+            "--split",
+        ),
+        (
+            [
+                "export",
+                "--project",
+                PROJECT,
+                "--format",
+                "hf",
+                "--out",
+                "x",
+                "--from-studio-export",
+                "missing.json",
+            ],
+            "not found",
+        ),
         (["status", "--project", "no-such-project"], "project not found"),
         (["report", "--project", PROJECT, "--format", "pdf"], "html or md"),
         (["quality", "--project", PROJECT, "--threshold", "2"], "--threshold"),
         (["quality", "--project", PROJECT, "--model", "v0042"], "unknown model version"),
     ],
-)  # fmt: skip
+)
 def test_user_errors_are_one_line_exit_2(state, capsys, monkeypatch, argv, message):
     monkeypatch.setenv("SKILLLOOP_STATE_DIR", str(state))
     code, out, err = run(capsys, *argv)
@@ -224,8 +281,18 @@ def test_empty_state_is_reported_not_crashed(tmp_path, capsys, monkeypatch):
     assert code == 0 and "annotations: 0" in out and "no trained version yet" in out
     code, _, err = run(capsys, "report", "--project", PROJECT, "--state-dir", str(empty))
     assert code == 2 and "no recorded rounds" in err
-    code, _, err = run(capsys, "export", "--project", PROJECT, "--state-dir", str(empty),
-                       "--format", "jsonl", "--out", str(tmp_path / "o"))  # fmt: skip
+    code, _, err = run(
+        capsys,
+        "export",
+        "--project",
+        PROJECT,
+        "--state-dir",
+        str(empty),
+        "--format",
+        "jsonl",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert code == 2 and "nothing to export" in err
     code, out, _ = run(
         capsys,
@@ -241,24 +308,46 @@ def test_empty_state_is_reported_not_crashed(tmp_path, capsys, monkeypatch):
         "--include-gold",
     )
     gold = [line for line in (Path(PROJECT) / "gold.jsonl").read_text().splitlines() if line]
-    assert code == 0 and out.startswith(f"{len(gold)} posts")  # fmt: skip
+    assert code == 0 and out.startswith(f"{len(gold)} posts")
     assert "gold file" in (tmp_path / "g" / "README.md").read_text()
     assert not Registry(empty / NAME / "models").versions()
 
 
-def test_quality_lists_label_errors_with_a_real_tagger(state, capsys, tmp_path,
-                                                       tiny_reference_model):  # fmt: skip
+def test_quality_lists_label_errors_with_a_real_tagger(
+    state, capsys, tmp_path, tiny_reference_model
+):
     # a random tiny model is unsure of everything: a low threshold still finds disagreements
-    code, out, _ = run(capsys, "quality", "--project", PROJECT, "--state-dir", str(state),
-                       "--model", str(tiny_reference_model), "--threshold", "0.05",
-                       "--json", str(tmp_path / "q.json"))  # fmt: skip
+    code, out, _ = run(
+        capsys,
+        "quality",
+        "--project",
+        PROJECT,
+        "--state-dir",
+        str(state),
+        "--model",
+        str(tiny_reference_model),
+        "--threshold",
+        "0.05",
+        "--json",
+        str(tmp_path / "q.json"),
+    )
     assert code == 0
     errors = json.loads((tmp_path / "q.json").read_text())["label_errors"]
     assert errors["posts_checked"] == 16 and errors["threshold"] == 0.05
     assert errors["issues"] and {i["kind"] for i in errors["issues"]} <= {"disputed", "missing"}
     assert f"likely label errors: {len(errors['issues'])} in 16 posts" in out
-    code, out, _ = run(capsys, "quality", "--project", PROJECT, "--state-dir", str(state),
-                       "--model", str(tiny_reference_model), "--threshold", "1.0")  # fmt: skip
+    code, out, _ = run(
+        capsys,
+        "quality",
+        "--project",
+        PROJECT,
+        "--state-dir",
+        str(state),
+        "--model",
+        str(tiny_reference_model),
+        "--threshold",
+        "1.0",
+    )
     assert code == 0 and "likely label errors: 0 in 16 posts" in out
 
 

@@ -16,8 +16,7 @@ def docs() -> list[Document]:
         ("communication skills", [(0, 20, "Soft")]),
         ("docker and kubernetes", [(0, 6, "Technology"), (11, 21, "Technology")]),
     ]
-    return [Document(t, [Span(*s) for s in spans], id=str(n)) for n, (t, spans) in
-            enumerate(texts)]  # fmt: skip
+    return [Document(t, [Span(*s) for s in spans], id=str(n)) for n, (t, spans) in enumerate(texts)]
 
 
 @pytest.fixture
@@ -27,15 +26,26 @@ def data(tmp_path):
     return path
 
 
-FAST = ["--epochs", "2", "--lr", "3e-3", "--batch-size", "2", "--max-tokens", "16",
-        "--no-progress"]  # fmt: skip
+FAST = ["--epochs", "2", "--lr", "3e-3", "--batch-size", "2", "--max-tokens", "16", "--no-progress"]
 
 
 @pytest.fixture
 def trained(tiny_encoder, data, tmp_path, capsys):
     out = tmp_path / "model"
-    code = main(["train", "--data", str(data), "--dev", str(data), "--out", str(out),
-                 "--base", str(tiny_encoder), *FAST])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--data",
+            str(data),
+            "--dev",
+            str(data),
+            "--out",
+            str(out),
+            "--base",
+            str(tiny_encoder),
+            *FAST,
+        ]
+    )
     assert code == 0
     assert "saved" in capsys.readouterr().out
     return out
@@ -51,8 +61,19 @@ def test_train_writes_a_checkpoint_with_labels_from_the_data(trained):
 
 def test_train_without_a_crf(tiny_encoder, data, tmp_path):
     out = tmp_path / "plain"
-    code = main(["train", "--data", str(data), "--out", str(out), "--base", str(tiny_encoder),
-                 "--no-crf", *FAST])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--base",
+            str(tiny_encoder),
+            "--no-crf",
+            *FAST,
+        ]
+    )
     assert code == 0
     meta = read_metadata(out)
     assert meta["config"]["crf"] is False and "crf" not in meta
@@ -75,8 +96,18 @@ def test_predict_jsonl_in_and_out(trained, tmp_path):
 
 def test_evaluate_prints_a_table_and_writes_json(trained, data, tmp_path, capsys):
     report = tmp_path / "report.json"
-    code = main(["evaluate", "--model", str(trained), "--data", str(data), "--json",
-                 str(report), "--no-progress"])  # fmt: skip
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(trained),
+            "--data",
+            str(data),
+            "--json",
+            str(report),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     figures = json.loads(report.read_text())
     assert figures["documents"] == 3
@@ -88,21 +119,32 @@ def test_evaluate_prints_a_table_and_writes_json(trained, data, tmp_path, capsys
 
 def test_user_mistakes_get_one_line_and_exit_2(trained, tiny_encoder, data, tmp_path, capsys):
     cases = [
-        (["train", "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "m")],
-         "not found"),
-        (["train", "--data", str(data), "--out", str(tmp_path / "m"), "--labels", "Soft"],
-         "not in ['Soft']"),
+        (
+            ["train", "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "m")],
+            "not found",
+        ),
+        (
+            ["train", "--data", str(data), "--out", str(tmp_path / "m"), "--labels", "Soft"],
+            "not in ['Soft']",
+        ),
         (["evaluate", "--model", str(tmp_path / "nope"), "--data", str(data)], "not found"),
-        (["predict", "--model", str(trained), "--input", str(tmp_path / "no.jsonl")],
-         "not found"),
-        (["evaluate", "--model", str(trained), "--data", str(data), "--labels", "Other"],
-         "does not predict ['Other']"),
-        (["train", "--data", str(data), "--out", str(tmp_path / "m"), "--label-map", "BUS"],
-         "TAG=LABEL"),
-    ]  # fmt: skip
+        (["predict", "--model", str(trained), "--input", str(tmp_path / "no.jsonl")], "not found"),
+        (
+            ["evaluate", "--model", str(trained), "--data", str(data), "--labels", "Other"],
+            "does not predict ['Other']",
+        ),
+        (
+            ["train", "--data", str(data), "--out", str(tmp_path / "m"), "--label-map", "BUS"],
+            "TAG=LABEL",
+        ),
+    ]
     (tmp_path / "data.xml").write_text("<x/>")
-    cases.append((["evaluate", "--model", str(trained), "--data", str(tmp_path / "data.xml")],
-                  "unknown data format"))  # fmt: skip
+    cases.append(
+        (
+            ["evaluate", "--model", str(trained), "--data", str(tmp_path / "data.xml")],
+            "unknown data format",
+        )
+    )
     for argv, message in cases:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
@@ -114,9 +156,23 @@ def test_predict_with_a_reference_model_and_label_map(tiny_reference_model, tmp_
     source = tmp_path / "in.jsonl"
     source.write_text('{"text": "python"}\n')
     out = tmp_path / "out.jsonl"
-    code = main(["predict", "--model", str(tiny_reference_model), "--input", str(source),
-                 "--output", str(out), "--label-map", "BUS=Business", "TECHNOLOGY=Technology",
-                 "TECHNICAL=Technical", "SOFT=Soft", "--no-progress"])  # fmt: skip
+    code = main(
+        [
+            "predict",
+            "--model",
+            str(tiny_reference_model),
+            "--input",
+            str(source),
+            "--output",
+            str(out),
+            "--label-map",
+            "BUS=Business",
+            "TECHNOLOGY=Technology",
+            "TECHNICAL=Technical",
+            "SOFT=Soft",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     row = json.loads(out.read_text())
     assert {s["label"] for s in row["spans"]} <= {"Business", "Technology", "Technical", "Soft"}

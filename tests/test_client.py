@@ -17,8 +17,11 @@ from training.text import Document
 
 def test_post_task_carries_the_text_field_the_stable_id_and_the_title():
     doc = Document("We need Python.", id="post-7", meta={"title": "Data engineer"})
-    assert post_task(doc) == {"text": "We need Python.", POST_ID_KEY: "post-7",
-                              "title": "Data engineer"}  # fmt: skip
+    assert post_task(doc) == {
+        "text": "We need Python.",
+        POST_ID_KEY: "post-7",
+        "title": "Data engineer",
+    }
     assert post_task(Document("x", id="a"), text_key="body") == {"body": "x", POST_ID_KEY: "a"}
 
 
@@ -81,8 +84,16 @@ def test_cli_registers_studio_and_project_commands():
 
     parser = argparse.ArgumentParser()
     commands_studio.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["project", "connect", "--project", "projects/linkedin-skills",
-                              "--backend-url", "http://127.0.0.1:9191"])  # fmt: skip
+    args = parser.parse_args(
+        [
+            "project",
+            "connect",
+            "--project",
+            "projects/linkedin-skills",
+            "--backend-url",
+            "http://127.0.0.1:9191",
+        ]
+    )
     assert args.backend_url == "http://127.0.0.1:9191" and callable(args.func)
     args = parser.parse_args(["studio", "status", "--port", "8123"])
     assert args.port == 8123
@@ -90,9 +101,22 @@ def test_cli_registers_studio_and_project_commands():
 
 def test_cli_reports_a_missing_label_studio_as_a_user_error(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "backend.cli", "project", "create", "--project",
-         "projects/linkedin-skills", "--url", "http://127.0.0.1:9", "--api-key", "whatever"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "backend.cli",
+            "project",
+            "create",
+            "--project",
+            "projects/linkedin-skills",
+            "--url",
+            "http://127.0.0.1:9",
+            "--api-key",
+            "whatever",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "Label Studio does not answer at http://127.0.0.1:9" in result.stderr

@@ -114,8 +114,9 @@ def test_transitions_survive_json_and_follow_a_new_tag_order():
 def test_a_tagger_trained_with_a_crf_saves_loads_and_decodes_with_it(tiny_encoder, tmp_path):
     config = TrainConfig(**{**FAST.__dict__, "crf": True})
     out = tmp_path / "crf"
-    result = train(tiny_encoder, corpus(), LABELS, out, dev_docs=corpus(), config=config,
-                   progress=False)  # fmt: skip
+    result = train(
+        tiny_encoder, corpus(), LABELS, out, dev_docs=corpus(), config=config, progress=False
+    )
     assert result.losses[-1] < result.losses[0]
     tagger = Tagger.load(out, LABELS, quantize=False)
     assert read_metadata(out)["crf"]["tags"] == tagger.tags
@@ -131,8 +132,9 @@ def test_a_tagger_trained_with_a_crf_saves_loads_and_decodes_with_it(tiny_encode
     b0, i0 = tagger.tags.index("B-Technology"), tagger.tags.index("I-Technology")
     assert swapped.transitions.matrix[b, i] == tagger.transitions.matrix[b0, i0]
     # under a label map the scores follow the renamed tags
-    renamed = Tagger.load(out, ["Tech", "People"], {"Technology": "Tech", "Soft": "People"},
-                          quantize=False)  # fmt: skip
+    renamed = Tagger.load(
+        out, ["Tech", "People"], {"Technology": "Tech", "Soft": "People"}, quantize=False
+    )
     b, i = renamed.tags.index("B-Tech"), renamed.tags.index("I-Tech")
     assert renamed.transitions.matrix[b, i] == tagger.transitions.matrix[b0, i0]
     # a plain model has no scores; warm starting without a CRF drops them

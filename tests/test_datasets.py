@@ -19,17 +19,42 @@ from training.datasets import (
 from training.text import Document, Span
 
 SKILLSPAN_ROWS = [
-    {"idx": 1, "source": "tech", "tokens": ["Senior", "Python", "developer"],
-     "tags_skill": ["O", "O", "O"], "tags_knowledge": ["O", "B", "O"]},
-    {"idx": 1, "source": "tech", "tokens": ["design", "scalable", "Python", "services", "."],
-     "tags_skill": ["B", "I", "I", "I", "O"], "tags_knowledge": ["O", "O", "B", "O", "O"]},
-    {"idx": 1, "source": "house", "tokens": ["Team", "player"],
-     "tags_skill": ["B", "I"], "tags_knowledge": ["O", "O"]},
-    {"idx": 2, "source": "tech", "tokens": ["Know", "AWS", "Lambda", "well"],
-     "tags_skill": ["O", "O", "O", "O"], "tags_knowledge": ["O", "B", "I", "O"]},
-    {"idx": 1, "source": "tech", "tokens": ["Apply", "now"],
-     "tags_skill": ["O", "O"], "tags_knowledge": ["O", "O"]},
-]  # fmt: skip
+    {
+        "idx": 1,
+        "source": "tech",
+        "tokens": ["Senior", "Python", "developer"],
+        "tags_skill": ["O", "O", "O"],
+        "tags_knowledge": ["O", "B", "O"],
+    },
+    {
+        "idx": 1,
+        "source": "tech",
+        "tokens": ["design", "scalable", "Python", "services", "."],
+        "tags_skill": ["B", "I", "I", "I", "O"],
+        "tags_knowledge": ["O", "O", "B", "O", "O"],
+    },
+    {
+        "idx": 1,
+        "source": "house",
+        "tokens": ["Team", "player"],
+        "tags_skill": ["B", "I"],
+        "tags_knowledge": ["O", "O"],
+    },
+    {
+        "idx": 2,
+        "source": "tech",
+        "tokens": ["Know", "AWS", "Lambda", "well"],
+        "tags_skill": ["O", "O", "O", "O"],
+        "tags_knowledge": ["O", "B", "I", "O"],
+    },
+    {
+        "idx": 1,
+        "source": "tech",
+        "tokens": ["Apply", "now"],
+        "tags_skill": ["O", "O"],
+        "tags_knowledge": ["O", "O"],
+    },
+]
 
 
 @pytest.fixture
@@ -96,10 +121,12 @@ def test_conll_without_docstart_makes_one_document_per_sentence(tmp_path):
 
 def test_conll_round_trip(tmp_path):
     docs = [
-        Document("We need machine learning and Docker\nApply now", [
-            Span(8, 24, "Technology"), Span(29, 35, "Technology")]),
+        Document(
+            "We need machine learning and Docker\nApply now",
+            [Span(8, 24, "Technology"), Span(29, 35, "Technology")],
+        ),
         Document("Soft skills : communication", [Span(14, 27, "Soft")]),
-    ]  # fmt: skip
+    ]
     path = tmp_path / "out.conll"
     write_conll(docs, path)
     again = read_conll(path)

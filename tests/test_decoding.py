@@ -54,8 +54,9 @@ def test_viterbi_finds_the_best_valid_path(seed):
 
 
 @settings(max_examples=60, deadline=None)
-@given(arrays(np.float64, st.tuples(st.integers(0, 30), st.just(len(TAGS))),
-              elements=st.floats(0, 1)))  # fmt: skip
+@given(
+    arrays(np.float64, st.tuples(st.integers(0, 30), st.just(len(TAGS))), elements=st.floats(0, 1))
+)
 def test_viterbi_output_is_always_valid_iob2(raw):
     probs = (raw + 1e-9) / (raw + 1e-9).sum(axis=1, keepdims=True) if raw.size else raw
     tags = decode(probs, TAGS, "viterbi")

@@ -38,21 +38,50 @@ def free_port() -> int:
 
 
 def start_service(kind: str, project: Path, state: Path, port: int, log: Path):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               SKILLLOOP_PROJECT=str(project), SKILLLOOP_STATE_DIR=str(state))  # fmt: skip
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        SKILLLOOP_PROJECT=str(project),
+        SKILLLOOP_STATE_DIR=str(state),
+    )
     if kind == "cli":
-        command = [sys.executable, "-m", "backend.cli", "serve", "--project", str(project),
-                   "--state-dir", str(state), "--port", str(port), "--threads", "1"]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "backend.cli",
+            "serve",
+            "--project",
+            str(project),
+            "--state-dir",
+            str(state),
+            "--port",
+            str(port),
+            "--threads",
+            "1",
+        ]
     else:
         gunicorn = Path(sys.executable).with_name("gunicorn")
         if not gunicorn.exists():
             pytest.skip("gunicorn is not installed")
-        command = [str(gunicorn), "-w", "1", "--threads", "4", "-b", f"127.0.0.1:{port}",
-                   "backend.wsgi:app"]  # fmt: skip
+        command = [
+            str(gunicorn),
+            "-w",
+            "1",
+            "--threads",
+            "4",
+            "-b",
+            f"127.0.0.1:{port}",
+            "backend.wsgi:app",
+        ]
     process = subprocess.Popen(
-        command, cwd=REPO, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        command,
+        cwd=REPO,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group: kill -9 takes every process of it
-    )  # fmt: skip
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -96,8 +125,12 @@ def test_kill_9_loses_no_acknowledged_annotation(tmp_path, tiny_reference_model,
                 annotation_id = next(ids, None)
             if annotation_id is None:
                 return
-            event = annotation_event(annotation_id, 10_000 + annotation_id, TEXT,
-                                     [(22, 28, "Technology"), (30, 33, "Technology")])  # fmt: skip
+            event = annotation_event(
+                annotation_id,
+                10_000 + annotation_id,
+                TEXT,
+                [(22, 28, "Technology"), (30, 33, "Technology")],
+            )
             try:
                 reply = session.post(f"{url}/webhook", json=event, timeout=10)
             except requests.RequestException:

@@ -61,8 +61,12 @@ def test_table_and_dict():
     assert len({len(line) for line in lines}) == 1  # aligned columns
     d = report.to_dict()
     assert d["char_span"]["Tech"] == {
-        "precision": 1.0, "recall": 0.5, "f1": 0.6667, "support": 2, "predicted": 1,
-    }  # fmt: skip
+        "precision": 1.0,
+        "recall": 0.5,
+        "f1": 0.6667,
+        "support": 2,
+        "predicted": 1,
+    }
     assert d["entity_strict"][OVERALL]["support"] == 3
 
 

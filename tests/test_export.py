@@ -34,15 +34,18 @@ def span(text: str, part: str, label: str) -> Span:
 
 def rec(aid, task, text, spans, who="ann", at=None, **extra) -> AnnotationRecord:
     at = at or f"2026-01-01T00:{aid // 60:02d}:{aid % 60:02d}"
-    return AnnotationRecord(aid, task, "1", text, spans, annotator=who, created_at=at,
-                            updated_at=at, **extra)  # fmt: skip
+    return AnnotationRecord(
+        aid, task, "1", text, spans, annotator=who, created_at=at, updated_at=at, **extra
+    )
 
 
 def post_text(n: int) -> tuple[str, list[tuple[str, str]]]:
     tool, method = TOOLS[n % len(TOOLS)], METHODS[n % len(METHODS)]
     parts = [(tool, "Technology"), (method, "Technical")]
-    text = (f"Job {n}: the {['Berlin', 'Paris', 'Oslo'][n % 3]} team {n * 17} wants {tool} "
-            f"and {method} for project {n * 31}.")  # fmt: skip
+    text = (
+        f"Job {n}: the {['Berlin', 'Paris', 'Oslo'][n % 3]} team {n * 17} wants {tool} "
+        f"and {method} for project {n * 31}."
+    )
     if n % 4 == 0:  # Soft is the rare label
         text += f" You enjoy {SOFT[n % 3]}."
         parts.append((SOFT[n % 3], "Soft"))
@@ -55,8 +58,17 @@ def records() -> list[AnnotationRecord]:
     for n in range(40):
         text, parts = post_text(n)
         spans = [span(text, p, label) for p, label in parts]
-        out.append(rec(n + 1, n + 1, text, spans, who=["ann", "bob"][n % 2],
-                       prediction_model_version="v0001", selected_by="mnlp"))  # fmt: skip
+        out.append(
+            rec(
+                n + 1,
+                n + 1,
+                text,
+                spans,
+                who=["ann", "bob"][n % 2],
+                prediction_model_version="v0001",
+                selected_by="mnlp",
+            )
+        )
     # an exact repost (other case and spacing) and a near-duplicate of post 1
     text1, _ = post_text(1)
     out.append(rec(100, 100, "  " + text1.upper().replace(" ", "  "), [], who="cat"))
@@ -69,8 +81,11 @@ def records() -> list[AnnotationRecord]:
 
 
 def spans_by_id(splits) -> dict[str, set]:
-    return {doc.id: {(s.start, s.end, s.label) for s in doc.spans}
-            for docs in splits.values() for doc in docs}  # fmt: skip
+    return {
+        doc.id: {(s.start, s.end, s.label) for s in doc.spans}
+        for docs in splits.values()
+        for doc in docs
+    }
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "hf", "conll"])
@@ -103,8 +118,15 @@ def test_hf_export_has_tokens_classlabel_tags_and_provenance(records, tmp_path):
     export_dataset(records, tmp_path, ExportSettings("hf", LABELS))
     dataset = load_from_disk(str(tmp_path / "hf"))
     tags = dataset["train"].features["ner_tags"].feature
-    assert tags.names == ["O", "B-Technology", "I-Technology", "B-Technical", "I-Technical",
-                          "B-Soft", "I-Soft"]  # fmt: skip
+    assert tags.names == [
+        "O",
+        "B-Technology",
+        "I-Technology",
+        "B-Technical",
+        "I-Technical",
+        "B-Soft",
+        "I-Soft",
+    ]
     row = dataset["train"][0]
     assert len(row["tokens"]) == len(row["ner_tags"]) == len(words(row["text"]))
     assert row["prediction_model_version"] == "v0001" and row["selected_by"] == "mnlp"
@@ -121,8 +143,9 @@ def test_splits_never_share_a_post_and_cover_every_label(records, tmp_path):
     sizes = {name: len(posts) for name, posts in result.splits.items()}
     assert sizes["train"] > sizes["dev"] > 0 and sizes["test"] > 0
     again = export_dataset(records, tmp_path / "again", ExportSettings("jsonl", LABELS, seed=5))
-    assert {k: [p.id for p in v] for k, v in again.splits.items()} == \
-        {k: [p.id for p in v] for k, v in result.splits.items()}  # fmt: skip
+    assert {k: [p.id for p in v] for k, v in again.splits.items()} == {
+        k: [p.id for p in v] for k, v in result.splits.items()
+    }
     other = export_dataset(records, tmp_path / "other", ExportSettings("jsonl", LABELS, seed=6))
     assert [p.id for p in other.splits["test"]] != [p.id for p in result.splits["test"]]
 
@@ -143,8 +166,11 @@ def test_duplicates_are_collapsed(records, tmp_path):
 
 def test_near_duplicate_threshold_keeps_different_posts():
     base = " ".join(f"word{i}" for i in range(60))
-    posts = [CuratedPost("1", base, []), CuratedPost("2", base + " extra tail here", []),
-             CuratedPost("3", " ".join(f"other{i}" for i in range(60)), [])]  # fmt: skip
+    posts = [
+        CuratedPost("1", base, []),
+        CuratedPost("2", base + " extra tail here", []),
+        CuratedPost("3", " ".join(f"other{i}" for i in range(60)), []),
+    ]
     kept, dups = deduplicate(posts, threshold=0.9)
     assert [p.id for p in kept] == ["1", "3"] and dups[0].id == "2"
     kept, dups = deduplicate(posts, threshold=1.0)
@@ -154,9 +180,11 @@ def test_near_duplicate_threshold_keeps_different_posts():
 def test_policies_and_conflicts():
     text = "Python and SQL and Excel"
     py, sql, xl = (span(text, w, "Technology") for w in ("Python", "SQL", "Excel"))
-    group = [rec(1, 9, text, [py, sql], who="ann", ground_truth=True),
-             rec(2, 9, text, [py], who="bob"),
-             rec(3, 9, text, [py, xl], who="cat")]  # fmt: skip
+    group = [
+        rec(1, 9, text, [py, sql], who="ann", ground_truth=True),
+        rec(2, 9, text, [py], who="bob"),
+        rec(3, 9, text, [py, xl], who="cat"),
+    ]
     latest, conflicts = resolve(group, "latest")
     assert latest[0].spans == [py, xl] and latest[0].provenance["annotator"] == "cat"
     reviewed, _ = resolve(group, "reviewed")
@@ -183,22 +211,68 @@ def test_stratified_split_puts_a_rare_label_in_every_split():
 def test_studio_export_file_is_read_into_records(tmp_path):
     project = load_project("projects/linkedin-skills")
     text = "Strong Python and communication 🙂 skills"
-    tasks = [{
-        "id": 5, "data": {"text": text}, "project": 2,
-        "predictions": [{"id": 11, "model_version": "v0002", "result": [
-            {"from_name": "label", "to_name": "text", "type": "labels",
-             "value": {"start": 7, "end": 13, "text": "Python", "labels": ["Technology"]}}]}],
-        "annotations": [{
-            "id": 21, "completed_by": {"id": 1, "email": "ann@example.com"},
-            "created_at": "2026-01-02T10:00:00Z", "updated_at": "2026-01-02T10:05:00Z",
-            "was_cancelled": False, "ground_truth": False, "parent_prediction": 11,
-            "lead_time": 12.5, "result": [
-                {"from_name": "label", "to_name": "text", "type": "labels",
-                 "value": {"start": 7, "end": 13, "text": "Python", "labels": ["Technology"]}},
-                {"from_name": "label", "to_name": "text", "type": "labels",
-                 "value": {"start": 18, "end": 31, "text": "communication",
-                           "labels": ["Soft"]}}]}],
-    }]  # fmt: skip
+    tasks = [
+        {
+            "id": 5,
+            "data": {"text": text},
+            "project": 2,
+            "predictions": [
+                {
+                    "id": 11,
+                    "model_version": "v0002",
+                    "result": [
+                        {
+                            "from_name": "label",
+                            "to_name": "text",
+                            "type": "labels",
+                            "value": {
+                                "start": 7,
+                                "end": 13,
+                                "text": "Python",
+                                "labels": ["Technology"],
+                            },
+                        }
+                    ],
+                }
+            ],
+            "annotations": [
+                {
+                    "id": 21,
+                    "completed_by": {"id": 1, "email": "ann@example.com"},
+                    "created_at": "2026-01-02T10:00:00Z",
+                    "updated_at": "2026-01-02T10:05:00Z",
+                    "was_cancelled": False,
+                    "ground_truth": False,
+                    "parent_prediction": 11,
+                    "lead_time": 12.5,
+                    "result": [
+                        {
+                            "from_name": "label",
+                            "to_name": "text",
+                            "type": "labels",
+                            "value": {
+                                "start": 7,
+                                "end": 13,
+                                "text": "Python",
+                                "labels": ["Technology"],
+                            },
+                        },
+                        {
+                            "from_name": "label",
+                            "to_name": "text",
+                            "type": "labels",
+                            "value": {
+                                "start": 18,
+                                "end": 31,
+                                "text": "communication",
+                                "labels": ["Soft"],
+                            },
+                        },
+                    ],
+                }
+            ],
+        }
+    ]
     path = tmp_path / "export.json"
     path.write_text(json.dumps(tasks))
     (record,) = read_studio_export(path, project.config)
@@ -209,9 +283,15 @@ def test_studio_export_file_is_read_into_records(tmp_path):
     ]
     assert record.prediction_model_version == "v0002"
     assert [s.text for s in record.prediction_spans] == ["Python"]
-    minimal = [{"id": 6, "text": text, "annotator": 3, "annotation_id": 40,
-                "label": [{"start": 7, "end": 13, "text": "Python",
-                           "labels": ["Technology"]}]}]  # fmt: skip
+    minimal = [
+        {
+            "id": 6,
+            "text": text,
+            "annotator": 3,
+            "annotation_id": 40,
+            "label": [{"start": 7, "end": 13, "text": "Python", "labels": ["Technology"]}],
+        }
+    ]
     path.write_text(json.dumps(minimal))
     (row,) = read_studio_export(path, project.config)
     assert (row.annotation_id, row.annotator, row.spans[0].text) == (40, "3", "Python")

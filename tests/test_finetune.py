@@ -25,11 +25,13 @@ def corpus() -> list[Document]:
     lines = [
         ("we need python and sql", [("python", "Technology"), ("sql", "Technology")]),
         ("communication skills and team work", [("communication skills", "Soft")]),
-        ("experience with docker and kubernetes", [("docker", "Technology"),
-                                                   ("kubernetes", "Technology")]),
+        (
+            "experience with docker and kubernetes",
+            [("docker", "Technology"), ("kubernetes", "Technology")],
+        ),
         ("a senior data engineer for the team", []),
         ("java or scala on cloud", [("java", "Technology"), ("scala", "Technology")]),
-    ]  # fmt: skip
+    ]
     docs = []
     for text, found in lines:
         spans = [Span(text.index(w), text.index(w) + len(w), label) for w, label in found]
@@ -43,8 +45,15 @@ LONG = Document(
     [Span(8 + 36 * k, 14 + 36 * k, "Technology") for k in range(6)],
 )
 
-FAST = TrainConfig(epochs=4, learning_rate=3e-3, batch_size=4, max_tokens=16, stride=4,
-                   warmup_ratio=0.0, patience=10)  # fmt: skip
+FAST = TrainConfig(
+    epochs=4,
+    learning_rate=3e-3,
+    batch_size=4,
+    max_tokens=16,
+    stride=4,
+    warmup_ratio=0.0,
+    patience=10,
+)
 
 
 def test_examples_label_first_subwords_through_windows(tiny_encoder):
@@ -117,19 +126,32 @@ def test_training_precision_is_recorded_and_both_learn(tiny_encoder, tmp_path, p
 def test_new_label_on_a_trained_checkpoint_gets_a_head_row(
     tiny_reference_model, reference_label_map, tmp_path
 ):
-    docs = [Document("python and communication", [Span(0, 6, "Technology"),
-                                                   Span(11, 24, "Soft")])]  # fmt: skip
+    docs = [Document("python and communication", [Span(0, 6, "Technology"), Span(11, 24, "Soft")])]
     labels = ["Technology", "Soft", "Tool"]
     config = TrainConfig(epochs=1, max_tokens=16, stride=4)
-    train(tiny_reference_model, docs, labels, tmp_path / "m", config=config,
-          label_map=reference_label_map, progress=False)  # fmt: skip
+    train(
+        tiny_reference_model,
+        docs,
+        labels,
+        tmp_path / "m",
+        config=config,
+        label_map=reference_label_map,
+        progress=False,
+    )
     assert checkpoint.load(tmp_path / "m", labels).labels == labels
 
 
 def test_cancellation_and_bad_input(tiny_encoder, tmp_path):
     with pytest.raises(TrainingCancelled):
-        train(tiny_encoder, corpus(), LABELS, tmp_path / "x", config=FAST, progress=False,
-              should_stop=lambda: True)  # fmt: skip
+        train(
+            tiny_encoder,
+            corpus(),
+            LABELS,
+            tmp_path / "x",
+            config=FAST,
+            progress=False,
+            should_stop=lambda: True,
+        )
     assert not (tmp_path / "x").exists()
     with pytest.raises(ValueError, match="not in"):
         train(tiny_encoder, corpus(), ["Technology"], tmp_path / "x", config=FAST, progress=False)

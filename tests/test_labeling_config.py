@@ -24,10 +24,14 @@ def test_parse_reads_names_field_and_predicted_values():
 
 @pytest.mark.parametrize(
     "xml",
-    ["", "<View>", "<View><Text name='t' value='$t'/></View>",
-     "<View><Labels name='l' toName='x'><Label value='A'/></Labels>"
-     "<Text name='t' value='$t'/></View>"],
-)  # fmt: skip
+    [
+        "",
+        "<View>",
+        "<View><Text name='t' value='$t'/></View>",
+        "<View><Labels name='l' toName='x'><Label value='A'/></Labels>"
+        "<Text name='t' value='$t'/></View>",
+    ],
+)
 def test_configs_without_a_labels_text_pair_are_refused(xml):
     with pytest.raises(ConfigError):
         parse_config(xml)

@@ -69,9 +69,16 @@ def test_project_folder(tmp_path, monkeypatch):
     posts = project.posts()
     assert posts[0].id == "p1" and posts[0].meta["title"] == "Data engineer"
     assert project.gold() == []  # no gold file yet: no seed data
-    (folder / "gold.jsonl").write_text(json.dumps(
-        {"id": "g1", "text": "we need python", "spans": [{"start": 8, "end": 14, "label": "Tech"}]}
-    ) + "\n")  # fmt: skip
+    (folder / "gold.jsonl").write_text(
+        json.dumps(
+            {
+                "id": "g1",
+                "text": "we need python",
+                "spans": [{"start": 8, "end": 14, "label": "Tech"}],
+            }
+        )
+        + "\n"
+    )
     assert [s.key() for s in project.gold()[0].spans] == [(8, 14, "Tech")]
 
     monkeypatch.setenv("SKILLLOOP_STATE_DIR", str(tmp_path / "st"))

@@ -28,8 +28,9 @@ def span(text: str, part: str, label: str, nth: int = 0) -> Span:
 
 def rec(aid, task, spans, who="a", text=TEXT, at=None, **extra) -> AnnotationRecord:
     at = at or f"2026-01-01T00:00:{aid:02d}"
-    return AnnotationRecord(aid, task, "1", text, spans, annotator=who, created_at=at,
-                            updated_at=at, **extra)  # fmt: skip
+    return AnnotationRecord(
+        aid, task, "1", text, spans, annotator=who, created_at=at, updated_at=at, **extra
+    )
 
 
 def test_agreement_matches_hand_computed_figures():
@@ -80,10 +81,18 @@ def test_partial_matching_is_one_to_one():
 
 def test_preannotation_edits_per_label():
     text = "Python, Excel and teamwork plus communication"
-    predicted = [span(text, "Python", "Technology"), span(text, "Excel", "Technology"),
-                 span(text, "teamwork", "Soft"), span(text, "plus", "Soft")]  # fmt: skip
-    final = [span(text, "Python", "Technology"), span(text, "Excel", "Technical"),
-             span(text, "teamwork plus", "Soft"), span(text, "communication", "Soft")]  # fmt: skip
+    predicted = [
+        span(text, "Python", "Technology"),
+        span(text, "Excel", "Technology"),
+        span(text, "teamwork", "Soft"),
+        span(text, "plus", "Soft"),
+    ]
+    final = [
+        span(text, "Python", "Technology"),
+        span(text, "Excel", "Technical"),
+        span(text, "teamwork plus", "Soft"),
+        span(text, "communication", "Soft"),
+    ]
     r = rec(1, 1, final, text=text, prediction_spans=predicted, prediction_model_version="v0002")
     scratch = rec(2, 2, [span(text, "Python", "Technology")], text=text)  # no pre-annotation
     edits = preannotation_edits([r, scratch], ["Technology", "Technical", "Soft"])
@@ -127,10 +136,14 @@ class FakeTagger:
 
 def test_likely_label_errors_lists_confident_contradictions():
     text = "We need Python and SQL and empathy"
-    doc = Document(text, [span(text, "Python", "Tech"), span(text, "We", "Soft"),
-                          span(text, "empathy", "Tech")], id="3")  # fmt: skip
-    tagger = FakeTagger({"Python": ("B-Tech", 0.99), "SQL": ("B-Tech", 0.95),
-                         "empathy": ("B-Soft", 0.6)})  # fmt: skip
+    doc = Document(
+        text,
+        [span(text, "Python", "Tech"), span(text, "We", "Soft"), span(text, "empathy", "Tech")],
+        id="3",
+    )
+    tagger = FakeTagger(
+        {"Python": ("B-Tech", 0.99), "SQL": ("B-Tech", 0.95), "empathy": ("B-Soft", 0.6)}
+    )
     issues = likely_label_errors(tagger, [doc], threshold=0.9)
     found = {(i.kind, i.span.text, i.model_label) for i in issues}
     # "We" as Soft: the model says O with 0.97; SQL unlabelled but the model is sure
@@ -139,5 +152,4 @@ def test_likely_label_errors_lists_confident_contradictions():
     assert "[[SQL]]" in next(i for i in issues if i.kind == "missing").context
     # a lower threshold also catches the unsure disagreement on "empathy"
     lower = likely_label_errors(tagger, [doc], threshold=0.55)
-    assert ("disputed", "empathy", "Soft") in {(i.kind, i.span.text, i.model_label)
-                                               for i in lower}  # fmt: skip
+    assert ("disputed", "empathy", "Soft") in {(i.kind, i.span.text, i.model_label) for i in lower}

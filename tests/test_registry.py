@@ -22,9 +22,13 @@ def test_add_promote_refuse_rollback_persist(tmp_path):
     assert registry.versions() == [] and registry.serving() is None
     assert registry.index_mtime() == 0.0
 
-    v1 = registry.add(fake_checkpoint(root / ".incoming" / "a"), heldout_f1=0.5, trigger="cli",
-                      snapshot={"annotation_ids": [1, 2], "sha256": "ab", "documents": 2},
-                      labels=["Tech"])  # fmt: skip
+    v1 = registry.add(
+        fake_checkpoint(root / ".incoming" / "a"),
+        heldout_f1=0.5,
+        trigger="cli",
+        snapshot={"annotation_ids": [1, 2], "sha256": "ab", "documents": 2},
+        labels=["Tech"],
+    )
     assert v1.version == "v0001" and v1.status == "candidate"
     assert (root / "v0001" / "model.safetensors").is_file()
     assert not (root / ".incoming" / "a").exists()

@@ -17,8 +17,10 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def metrics(f1: float, per_label: dict[str, float]) -> dict:
     """The shape of training.evaluate.EvalReport.to_dict()."""
-    block = {label: {"precision": f, "recall": f, "f1": f, "support": 10, "predicted": 10}
-             for label, f in per_label.items()}  # fmt: skip
+    block = {
+        label: {"precision": f, "recall": f, "f1": f, "support": 10, "predicted": 10}
+        for label, f in per_label.items()
+    }
     block["overall"] = {"precision": f1, "recall": f1, "f1": f1, "support": 40, "predicted": 40}
     return {"documents": 8, "labels": list(per_label), "entity_strict": block}
 
@@ -27,11 +29,22 @@ def add_round(registry: Registry, n_docs: int, f1: float, baseline, parent, per_
     incoming = registry.root / ".incoming" / f"r{n_docs}"
     incoming.mkdir(parents=True)
     (incoming / "config.json").write_text("{}")
-    snapshot = {"annotation_ids": list(range(1, n_docs + 1)), "sha256": "ab" * 32,
-                "documents": n_docs}  # fmt: skip
-    return registry.add(incoming, parent=parent, heldout_f1=f1, baseline_f1=baseline,
-                        snapshot=snapshot, metrics=metrics(f1, per_label), labels=LABELS,
-                        trigger="auto", **kw)  # fmt: skip
+    snapshot = {
+        "annotation_ids": list(range(1, n_docs + 1)),
+        "sha256": "ab" * 32,
+        "documents": n_docs,
+    }
+    return registry.add(
+        incoming,
+        parent=parent,
+        heldout_f1=f1,
+        baseline_f1=baseline,
+        snapshot=snapshot,
+        metrics=metrics(f1, per_label),
+        labels=LABELS,
+        trigger="auto",
+        **kw,
+    )
 
 
 def three_rounds(root: Path) -> Registry:
@@ -63,7 +76,7 @@ def three_rounds(root: Path) -> Registry:
         v2.version,
         {"Technology": 0.72, "Technical": 0.44, "Business": 0.28, "Soft": 0.2},
     )
-    registry.refuse(v3.version, "held-out F1 0.515 < 0.52 - tolerance 0.01")  # fmt: skip
+    registry.refuse(v3.version, "held-out F1 0.515 < 0.52 - tolerance 0.01")
     return registry
 
 
@@ -71,13 +84,21 @@ def three_rounds(root: Path) -> Registry:
 def test_report_for_three_recorded_rounds(tmp_path, fmt):
     registry = three_rounds(tmp_path / "models")
     versions = registry.versions()
-    out = write_report("demo", versions, tmp_path / "reports" / f"report.{fmt}", fmt, LABELS,
-                       {"annotations": 100})  # fmt: skip
+    out = write_report(
+        "demo", versions, tmp_path / "reports" / f"report.{fmt}", fmt, LABELS, {"annotations": 100}
+    )
     text = out.read_text()
     for png in ("report-learning-curve.png", "report-label-f1.png"):
         assert (out.parent / png).read_bytes().startswith(PNG_MAGIC)
-    for needle in ("v0001", "v0002", "v0003", "refused", "0.515 &lt; 0.52" if fmt == "html"
-                   else "0.515 < 0.52", "Stopping hint", "per 100 annotations"):  # fmt: skip
+    for needle in (
+        "v0001",
+        "v0002",
+        "v0003",
+        "refused",
+        "0.515 &lt; 0.52" if fmt == "html" else "0.515 < 0.52",
+        "Stopping hint",
+        "per 100 annotations",
+    ):
         assert needle in text, needle
     if fmt == "html":
         images = re.findall(r'src="data:image/png;base64,([^"]+)"', text)

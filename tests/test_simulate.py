@@ -56,12 +56,35 @@ def test_simulate_fast_mode_end_to_end(tmp_path, tiny_encoder):
     write_jsonl(tmp_path / "train.jsonl", synthetic_posts(30, 1))
     write_jsonl(tmp_path / "dev.jsonl", synthetic_posts(10, 2))
     out = tmp_path / "sim"
-    code = main([
-        "simulate", "--data", str(tmp_path / "train.jsonl"), "--eval", str(tmp_path / "dev.jsonl"),
-        "--strategy", "mnlp", "--strategy", "span", "--strategy", "bald", "--seeds", "2",
-        "--init", "8", "--step", "10", "--rounds", "3", "--base", str(tiny_encoder),
-        "--cache-dir", str(tmp_path / "cache"), "--out", str(out),
-    ])  # fmt: skip
+    code = main(
+        [
+            "simulate",
+            "--data",
+            str(tmp_path / "train.jsonl"),
+            "--eval",
+            str(tmp_path / "dev.jsonl"),
+            "--strategy",
+            "mnlp",
+            "--strategy",
+            "span",
+            "--strategy",
+            "bald",
+            "--seeds",
+            "2",
+            "--init",
+            "8",
+            "--step",
+            "10",
+            "--rounds",
+            "3",
+            "--base",
+            str(tiny_encoder),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     result = json.loads((out / "curves.json").read_text())
     assert (out / "curves.png").stat().st_size > 10_000
@@ -84,9 +107,16 @@ def test_simulate_fast_mode_end_to_end(tmp_path, tiny_encoder):
 def test_a_token_step_buys_the_same_words_per_round_for_every_strategy(tmp_path, tiny_encoder):
     write_jsonl(tmp_path / "train.jsonl", synthetic_posts(30, 1))
     write_jsonl(tmp_path / "dev.jsonl", synthetic_posts(6, 2))
-    config = SimConfig(strategies=["mnlp", "mnlp+balanced"], seeds=1, init=5, step_tokens=60,
-                       rounds=2, base=str(tiny_encoder), full_reference=False,
-                       cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    config = SimConfig(
+        strategies=["mnlp", "mnlp+balanced"],
+        seeds=1,
+        init=5,
+        step_tokens=60,
+        rounds=2,
+        base=str(tiny_encoder),
+        full_reference=False,
+        cache_dir=str(tmp_path / "cache"),
+    )
     result = simulate(tmp_path / "train.jsonl", tmp_path / "dev.jsonl", config, lambda m: None)
     longest = max(len(words(d.text)) for d in load_units(tmp_path / "train.jsonl", "sentence"))
     for runs in result["curves"].values():
@@ -99,8 +129,15 @@ def test_a_token_step_buys_the_same_words_per_round_for_every_strategy(tmp_path,
 
 
 def test_summary_numbers_on_a_hand_made_result():
-    run = lambda f1, tokens: {"seed": 0, "items": [10, 20, 30], "tokens": tokens,  # noqa: E731
-                              "f1": f1, "batch_mean_tokens": [5.0, 5.0]}  # fmt: skip
+    def run(f1, tokens):
+        return {
+            "seed": 0,
+            "items": [10, 20, 30],
+            "tokens": tokens,
+            "f1": f1,
+            "batch_mean_tokens": [5.0, 5.0],
+        }
+
     result = {
         "full_f1": [0.8],
         "data": {"pool_items": 100, "pool_tokens": 1000},
@@ -132,8 +169,20 @@ def test_simulate_rejects_bad_settings(tmp_path):
     write_jsonl(tmp_path / "t.jsonl", synthetic_posts(3, 0))
     with pytest.raises(ValueError, match="smaller than the pool"):
         simulate(tmp_path / "t.jsonl", tmp_path / "t.jsonl", SimConfig(init=500), lambda m: None)
-    assert main(["simulate", "--data", str(tmp_path / "missing.json"), "--eval", "x",
-                 "--out", str(tmp_path / "o")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "simulate",
+                "--data",
+                str(tmp_path / "missing.json"),
+                "--eval",
+                "x",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
 
 
 PROJECT_TOML = """
@@ -162,14 +211,23 @@ def test_select_prints_the_next_batch(tmp_path, tiny_reference_model, capsys):
     folder = tmp_path / "projects" / "tiny"
     folder.mkdir(parents=True)
     (folder / "project.toml").write_text(PROJECT_TOML)
-    posts = [{"id": p["id"], "title": f"post {p['id']}", "text": p["text"]}
-             for p in synthetic_posts(6, 5)]  # fmt: skip
+    posts = [
+        {"id": p["id"], "title": f"post {p['id']}", "text": p["text"]}
+        for p in synthetic_posts(6, 5)
+    ]
     posts.append({"id": "blank", "title": "", "text": "   "})
     write_jsonl(folder / "posts.jsonl", posts)
     write_jsonl(folder / "gold.jsonl", [{"id": "p0", "text": posts[0]["text"], "spans": []}])
     state = tmp_path / "state"
-    args = ["select", "--project", str(folder), "--model", str(tiny_reference_model),
-            "--state-dir", str(state)]  # fmt: skip
+    args = [
+        "select",
+        "--project",
+        str(folder),
+        "--model",
+        str(tiny_reference_model),
+        "--state-dir",
+        str(state),
+    ]
     assert main([*args, "--json", "-n", "10"]) == 0
     batch = json.loads(capsys.readouterr().out)["batch"]
     ids = [row["id"] for row in batch]

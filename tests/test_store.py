@@ -31,32 +31,72 @@ TEXT = "we need python and communication skills"
 CREATED = {
     "action": "ANNOTATION_CREATED",
     "annotation": {
-        "id": 71, "result": [
-            {"id": "a1", "from_name": "label", "to_name": "text", "type": "labels",
-             "origin": "manual", "value": {"start": 8, "end": 14, "text": "python",
-                                           "labels": ["Tech"]}},
-            {"id": "a2", "from_name": "label", "to_name": "text", "type": "labels",
-             "value": {"start": 19, "end": 32, "text": "communication", "labels": ["Soft"]}},
+        "id": 71,
+        "result": [
+            {
+                "id": "a1",
+                "from_name": "label",
+                "to_name": "text",
+                "type": "labels",
+                "origin": "manual",
+                "value": {"start": 8, "end": 14, "text": "python", "labels": ["Tech"]},
+            },
+            {
+                "id": "a2",
+                "from_name": "label",
+                "to_name": "text",
+                "type": "labels",
+                "value": {"start": 19, "end": 32, "text": "communication", "labels": ["Soft"]},
+            },
         ],
-        "task": 12, "project": 3, "completed_by": 1, "updated_by": 1, "was_cancelled": False,
-        "ground_truth": False, "created_at": "2026-11-25T17:00:00.123456Z",
-        "updated_at": "2026-11-25T17:00:00.123456Z", "draft_created_at": None,
-        "lead_time": 12.5, "result_count": 2, "parent_prediction": 40,
-        "parent_annotation": None, "unique_id": "3f1b", "import_id": None,
-        "last_action": None, "last_created_by": None, "bulk_created": False,
-        "prediction": {"result": [
-            {"from_name": "label", "to_name": "text", "type": "labels", "score": 0.8,
-             "value": {"start": 8, "end": 14, "text": "python", "labels": ["Tech"]}}],
-            "model_version": "v0002", "score": 0.4},
+        "task": 12,
+        "project": 3,
+        "completed_by": 1,
+        "updated_by": 1,
+        "was_cancelled": False,
+        "ground_truth": False,
+        "created_at": "2026-11-25T17:00:00.123456Z",
+        "updated_at": "2026-11-25T17:00:00.123456Z",
+        "draft_created_at": None,
+        "lead_time": 12.5,
+        "result_count": 2,
+        "parent_prediction": 40,
+        "parent_annotation": None,
+        "unique_id": "3f1b",
+        "import_id": None,
+        "last_action": None,
+        "last_created_by": None,
+        "bulk_created": False,
+        "prediction": {
+            "result": [
+                {
+                    "from_name": "label",
+                    "to_name": "text",
+                    "type": "labels",
+                    "score": 0.8,
+                    "value": {"start": 8, "end": 14, "text": "python", "labels": ["Tech"]},
+                }
+            ],
+            "model_version": "v0002",
+            "score": 0.4,
+        },
     },
     "task": {
-        "id": 12, "data": {"text": TEXT}, "meta": {"selected_by": "mnlp"},
-        "created_at": "2026-11-25T16:00:00Z", "updated_at": "2026-11-25T17:00:00Z",
-        "is_labeled": True, "overlap": 1, "project": 3, "file_upload": None,
-        "total_annotations": 1, "cancelled_annotations": 0, "total_predictions": 1,
+        "id": 12,
+        "data": {"text": TEXT},
+        "meta": {"selected_by": "mnlp"},
+        "created_at": "2026-11-25T16:00:00Z",
+        "updated_at": "2026-11-25T17:00:00Z",
+        "is_labeled": True,
+        "overlap": 1,
+        "project": 3,
+        "file_upload": None,
+        "total_annotations": 1,
+        "cancelled_annotations": 0,
+        "total_predictions": 1,
     },
     "project": {"id": 3, "title": "skills", "label_config": "<View/>"},
-}  # fmt: skip
+}
 
 
 def record(annotation_id=1, task_id=1, text=TEXT, spans=None, **kw) -> AnnotationRecord:
@@ -69,7 +109,9 @@ def test_webhook_created_payload(tmp_path):
     rec = record_from_webhook(CREATED, CONFIG)
     assert (rec.annotation_id, rec.task_id, rec.project) == (71, 12, "3")
     assert [(s.start, s.end, s.label, s.text) for s in rec.spans] == [
-        (8, 14, "Tech", "python"), (19, 32, "Soft", "communication")]  # fmt: skip
+        (8, 14, "Tech", "python"),
+        (19, 32, "Soft", "communication"),
+    ]
     assert rec.annotator == "1" and rec.lead_time == 12.5 and not rec.cancelled
     assert rec.prediction_model_version == "v0002"
     assert [s.key() for s in rec.prediction_spans] == [(8, 14, "Tech")]
@@ -94,11 +136,18 @@ def test_webhook_variants():
     assert rec.annotator == "ann@example.com" and rec.cancelled and rec.spans == []
     assert rec.prediction_model_version is None and rec.prediction_spans == []
 
-    bulk = {"action": "ANNOTATIONS_CREATED", "annotation": [CREATED["annotation"]],
-            "task": [CREATED["task"]], "project": CREATED["project"]}  # fmt: skip
+    bulk = {
+        "action": "ANNOTATIONS_CREATED",
+        "annotation": [CREATED["annotation"]],
+        "task": [CREATED["task"]],
+        "project": CREATED["project"],
+    }
     assert [r.annotation_id for r in records_from_webhook(bulk, CONFIG)] == [71]
-    deleted = {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 71}, {"id": 72}],
-               "project": {"id": 3}}  # fmt: skip
+    deleted = {
+        "action": "ANNOTATIONS_DELETED",
+        "annotations": [{"id": 71}, {"id": 72}],
+        "project": {"id": 3},
+    }
     assert deleted_ids_from_webhook(deleted) == [71, 72]
 
 
@@ -134,15 +183,18 @@ def test_upsert_replaces_tombstone_and_cancelled(tmp_path):
     assert store.upsert(record(1, task_id=1, spans=[Span(19, 32, "Soft")]))  # update
     store.upsert(record(2, task_id=2))
     store.upsert(record(3, task_id=3, cancelled=True, spans=[]))  # skipped
-    store.upsert(record(4, task_id=2, updated_at="2026-11-25T18:00:00Z",
-                        spans=[Span(0, 2, "Soft")]))  # a newer annotation of task 2  # fmt: skip
+    store.upsert(
+        record(4, task_id=2, updated_at="2026-11-25T18:00:00Z", spans=[Span(0, 2, "Soft")])
+    )  # a newer annotation of task 2
     assert store.change_counter() == 5 and store.changes_since(2) == 3
 
     assert [r.annotation_id for r in store.records()] == [1, 2, 4]
     assert len(store.records(include_cancelled=True)) == 4
     docs = store.training_documents()
     assert [(d.id, [s.key() for s in d.spans]) for d in docs] == [
-        ("1", [(19, 32, "Soft")]), ("2", [(0, 2, "Soft")])]  # fmt: skip
+        ("1", [(19, 32, "Soft")]),
+        ("2", [(0, 2, "Soft")]),
+    ]
     assert docs[1].meta["annotation_id"] == 4
 
     assert store.tombstone([4, 4, 999]) == 1
@@ -183,8 +235,9 @@ def test_acknowledged_upserts_survive_kill_9(tmp_path):
         os.kill(os.getpid(), signal.SIGKILL)
     """)
     env = dict(os.environ, PYTHONPATH=os.getcwd())
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+    )
     assert proc.returncode == -9
     acknowledged = [int(x) for x in proc.stdout.split()]
     assert acknowledged == list(range(1, 21))

@@ -123,8 +123,10 @@ def test_edge_cases_empty_pool_small_pool_and_posts_without_words():
 
 def test_token_budget_is_respected_and_shorter_posts_fill_it():
     rng = np.random.default_rng(3)
-    pool = [item(f"p{i}", [word(rng.uniform(0.4, 0.99)) for _ in range(rng.integers(1, 30))])
-            for i in range(40)]  # fmt: skip
+    pool = [
+        item(f"p{i}", [word(rng.uniform(0.4, 0.99)) for _ in range(rng.integers(1, 30))])
+        for i in range(40)
+    ]
     for name in ["mnlp", "least_confidence", "random", "span"]:
         picks = get_strategy(name).query(pool, 100, budget_tokens=57, rng=0)
         assert picks and sum(p.cost for p in picks) <= 57
@@ -147,8 +149,13 @@ def test_diversity_avoids_near_duplicates():
     base = rng.normal(size=16)
     pool = []
     for i in range(6):  # six near-copies of one post, the most uncertain of all
-        pool.append(item(f"dup{i}", [word(0.5 + 0.001 * i)] * 5,
-                         embedding=base + rng.normal(scale=1e-3, size=16)))  # fmt: skip
+        pool.append(
+            item(
+                f"dup{i}",
+                [word(0.5 + 0.001 * i)] * 5,
+                embedding=base + rng.normal(scale=1e-3, size=16),
+            )
+        )
     for i in range(6):  # distinct posts, a little less uncertain
         pool.append(item(f"other{i}", [word(0.6)] * 5, embedding=rng.normal(size=16)))
     plain = ids(get_strategy("mnlp").query(pool, 4))

@@ -30,23 +30,43 @@ pytestmark = [pytest.mark.studio, pytest.mark.slow]
 LABELS = ["Technology", "Technical", "Business", "Soft"]
 # Short posts in the tiny model's vocabulary; gold spans as (phrase, label).
 POSTS = [
-    ("p1", "we need python and sql experience for the data team",
-     [("python", "Technology"), ("sql", "Technology")]),
-    ("p2", "senior data engineer with spark and aws in the cloud",
-     [("spark", "Technology"), ("aws", "Technology")]),
-    ("p3", "communication skills and work with the team",
-     [("communication skills", "Soft")]),
-    ("p4", "machine learning experience with python or scala",
-     [("machine learning", "Technical"), ("python", "Technology"), ("scala", "Technology")]),
-    ("p5", "junior analyst for excel analysis",
-     [("excel", "Technology"), ("analysis", "Technical")]),
-    ("p6", "docker and kubernetes for the data scientist team with java",
-     [("docker", "Technology"), ("kubernetes", "Technology"), ("java", "Technology")]),
-    ("p7", "we need react and node js in the cloud team",
-     [("react", "Technology"), ("node js", "Technology")]),
-    ("p8", "a data scientist with communication skills and machine learning",
-     [("communication skills", "Soft"), ("machine learning", "Technical")]),
-]  # fmt: skip
+    (
+        "p1",
+        "we need python and sql experience for the data team",
+        [("python", "Technology"), ("sql", "Technology")],
+    ),
+    (
+        "p2",
+        "senior data engineer with spark and aws in the cloud",
+        [("spark", "Technology"), ("aws", "Technology")],
+    ),
+    ("p3", "communication skills and work with the team", [("communication skills", "Soft")]),
+    (
+        "p4",
+        "machine learning experience with python or scala",
+        [("machine learning", "Technical"), ("python", "Technology"), ("scala", "Technology")],
+    ),
+    (
+        "p5",
+        "junior analyst for excel analysis",
+        [("excel", "Technology"), ("analysis", "Technical")],
+    ),
+    (
+        "p6",
+        "docker and kubernetes for the data scientist team with java",
+        [("docker", "Technology"), ("kubernetes", "Technology"), ("java", "Technology")],
+    ),
+    (
+        "p7",
+        "we need react and node js in the cloud team",
+        [("react", "Technology"), ("node js", "Technology")],
+    ),
+    (
+        "p8",
+        "a data scientist with communication skills and machine learning",
+        [("communication skills", "Soft"), ("machine learning", "Technical")],
+    ),
+]
 
 
 def _spans(text: str, phrases) -> list[dict]:
@@ -151,8 +171,10 @@ gold = "gold.jsonl"
             out.write(json.dumps({"id": post_id, "title": post_id, "text": text}) + "\n")
     with (folder / "gold.jsonl").open("w") as out:
         for post_id, text, phrases in POSTS[-2:]:
-            out.write(json.dumps({"id": f"gold-{post_id}", "text": text,
-                                  "spans": _spans(text, phrases)}) + "\n")  # fmt: skip
+            out.write(
+                json.dumps({"id": f"gold-{post_id}", "text": text, "spans": _spans(text, phrases)})
+                + "\n"
+            )
     return folder
 
 
@@ -165,14 +187,25 @@ def backend(project_dir, tmp_path, studio):
     port = _free_port()
     state = tmp_path / "state"
     token = create_personal_access_token(studio.url, studio.username, studio.password)
-    env = dict(os.environ, SKILLLOOP_STATE_DIR=str(state), SKILLLOOP_PORT=str(port),
-               LABEL_STUDIO_URL=studio.url, LABEL_STUDIO_API_KEY=token, HF_HUB_OFFLINE="1",
-               SKILLLOOP_THREADS="1", SKILLLOOP_WATCH_INTERVAL="1")  # fmt: skip
+    env = dict(
+        os.environ,
+        SKILLLOOP_STATE_DIR=str(state),
+        SKILLLOOP_PORT=str(port),
+        LABEL_STUDIO_URL=studio.url,
+        LABEL_STUDIO_API_KEY=token,
+        HF_HUB_OFFLINE="1",
+        SKILLLOOP_THREADS="1",
+        SKILLLOOP_WATCH_INTERVAL="1",
+    )
     log = (tmp_path / "backend.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "backend.cli", "serve", "--project", str(project_dir)],
-        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
 
     def ready():
@@ -261,8 +294,10 @@ def test_the_whole_loop_on_a_real_label_studio(studio, project_dir, backend):
         assert len(predictions) == 1, f"task {task['id']}: {task['predictions']}"
         _check_regions(task, predictions[0])
         # Label Studio stored exactly what the backend answers for this task
-        body = {"tasks": [{"id": task["id"], "data": task["data"]}],
-                "label_config": project.labeling_config}  # fmt: skip
+        body = {
+            "tasks": [{"id": task["id"], "data": task["data"]}],
+            "label_config": project.labeling_config,
+        }
         direct = _post(f"{backend_url}/predict", body)
         assert _region_keys(direct["results"][0]["result"]) == _region_keys(
             predictions[0]["result"]
@@ -274,11 +309,19 @@ def test_the_whole_loop_on_a_real_label_studio(studio, project_dir, backend):
     annotated = {}
     for post_id, text, phrases in POSTS[:4]:
         regions = [
-            {"from_name": "label", "to_name": "text", "type": "labels",
-             "value": {"start": s["start"], "end": s["end"], "text": text[s["start"]:s["end"]],
-                       "labels": [s["label"]]}}
+            {
+                "from_name": "label",
+                "to_name": "text",
+                "type": "labels",
+                "value": {
+                    "start": s["start"],
+                    "end": s["end"],
+                    "text": text[s["start"] : s["end"]],
+                    "labels": [s["label"]],
+                },
+            }
             for s in _spans(text, phrases)
-        ]  # fmt: skip
+        ]
         client.annotate(by_post[post_id]["id"], regions, lead_time=3.5)
         annotated[post_id] = [(phrase, label) for phrase, label in phrases]
 

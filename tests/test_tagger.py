@@ -20,9 +20,13 @@ PROJECT_LABELS = ["Business", "Technology", "Technical", "Soft"]
 def reference_tagger(tiny_reference_model, reference_label_map) -> Tagger:
     # small windows, so that ordinary test texts are read in several windows
     return Tagger.load(
-        tiny_reference_model, PROJECT_LABELS, reference_label_map, max_tokens=12, stride=4,
+        tiny_reference_model,
+        PROJECT_LABELS,
+        reference_label_map,
+        max_tokens=12,
+        stride=4,
         quantize=False,
-    )  # fmt: skip
+    )
 
 
 def check_prediction(prediction: Prediction, text: str, tags: list[str]) -> None:
@@ -97,9 +101,13 @@ def test_every_window_seam_position_gives_the_same_spans(rule_tagger):
     expected = None
     for max_tokens in range(4, 20):
         tagger = Tagger(
-            rule_tagger.tokenizer, rule_tagger.model, ["Skill"], "rules",
-            max_tokens=max_tokens, stride=max_tokens // 3,
-        )  # fmt: skip
+            rule_tagger.tokenizer,
+            rule_tagger.model,
+            ["Skill"],
+            "rules",
+            max_tokens=max_tokens,
+            stride=max_tokens // 3,
+        )
         spans = [s.key() for s in tagger.predict([text])[0].spans]
         expected = expected or spans
         assert spans == expected, max_tokens
@@ -125,8 +133,9 @@ def test_reference_model_tags_map_to_project_labels(tiny_reference_model, refere
     encoded = tokenizer(text, return_tensors="pt")
     with torch.inference_mode():
         raw_probs = torch.softmax(raw(**encoded).logits[0], dim=-1).numpy()
-    model_tag = {f"{p}-{label}": f"{p}-{t}" for t, label in reference_label_map.items()
-                 for p in "BI"} | {"O": "O"}  # fmt: skip
+    model_tag = {
+        f"{p}-{label}": f"{p}-{t}" for t, label in reference_label_map.items() for p in "BI"
+    } | {"O": "O"}
     columns = [REFERENCE_TAGS.index(model_tag[t]) for t in tagger.tags]
     first_subwords = [encoded.word_ids().index(i) for i in range(len(prediction.words))]
     np.testing.assert_allclose(prediction.probs, raw_probs[first_subwords][:, columns], atol=1e-5)
@@ -200,8 +209,27 @@ def test_reduced_precision_stays_close_to_fp32(
 # ------------------------------------------------------------------ any text
 
 
-SNIPPETS = WORDS + [" ", "  ", "\n", "\t", "\u00a0", ",", ".", "-", "C++", "é", "\u0301",
-                    "ß", "😀", "中文", "İ", "ﬁ", "\u200b", "Ⅻ", "١٢٣"]  # fmt: skip
+SNIPPETS = WORDS + [
+    " ",
+    "  ",
+    "\n",
+    "\t",
+    "\u00a0",
+    ",",
+    ".",
+    "-",
+    "C++",
+    "é",
+    "\u0301",
+    "ß",
+    "😀",
+    "中文",
+    "İ",
+    "ﬁ",
+    "\u200b",
+    "Ⅻ",
+    "١٢٣",
+]
 
 
 @settings(max_examples=60, deadline=None)
@@ -217,9 +245,13 @@ def test_batching_gives_the_same_result_as_one_by_one(
     tiny_reference_model, reference_label_map, precision, tolerance
 ):
     tagger = Tagger.load(
-        tiny_reference_model, PROJECT_LABELS, reference_label_map, max_tokens=12, stride=4,
+        tiny_reference_model,
+        PROJECT_LABELS,
+        reference_label_map,
+        max_tokens=12,
+        stride=4,
         precision=precision,
-    )  # fmt: skip
+    )
     texts = [
         "we need a senior data engineer with python and sql",
         "machine learning",

@@ -37,8 +37,19 @@ def test_random_spans_survive_text_to_tags_and_back(parts, separator):
 def test_words_split_punctuation_but_never_inside_a_word():
     text = "Python, C++ and Node.js; café 日本語"
     assert [text[a:b] for a, b in words(text)] == [
-        "Python", ",", "C", "+", "+", "and", "Node", ".", "js", ";", "café", "日本語",
-    ]  # fmt: skip
+        "Python",
+        ",",
+        "C",
+        "+",
+        "+",
+        "and",
+        "Node",
+        ".",
+        "js",
+        ";",
+        "café",
+        "日本語",
+    ]
 
 
 def test_an_annotator_span_drawn_short_snaps_to_whole_words():

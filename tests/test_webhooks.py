@@ -41,13 +41,15 @@ def test_annotation_created_is_stored_before_the_answer(client, store, app):
 
 def test_annotation_updated_replaces(client, store):
     client.post("/webhook", json=annotation_event(5, 50, TEXT, [(8, 14, "Technology")]))
-    updated = annotation_event(5, 50, TEXT, [(19, 22, "Technology"), (0, 2, "Soft")],
-                               action="ANNOTATION_UPDATED")  # fmt: skip
+    updated = annotation_event(
+        5, 50, TEXT, [(19, 22, "Technology"), (0, 2, "Soft")], action="ANNOTATION_UPDATED"
+    )
     assert client.post("/webhook", json=updated).status_code == 200
     (record,) = store.records()
     assert [(s.start, s.end, s.label) for s in record.spans] == [
-        (0, 2, "Soft"), (19, 22, "Technology"),
-    ]  # fmt: skip
+        (0, 2, "Soft"),
+        (19, 22, "Technology"),
+    ]
 
 
 def test_annotations_deleted_tombstones(client, store):
@@ -106,8 +108,9 @@ def test_webhooks_answer_well_under_a_second(client, store):
     slowest = 0.0
     for i in range(30):
         started = time.perf_counter()
-        reply = client.post("/webhook", json=annotation_event(1000 + i, 2000 + i, TEXT,
-                                                              [(8, 14, "Technology")]))  # fmt: skip
+        reply = client.post(
+            "/webhook", json=annotation_event(1000 + i, 2000 + i, TEXT, [(8, 14, "Technology")])
+        )
         slowest = max(slowest, time.perf_counter() - started)
         assert reply.status_code == 200
     assert len(store.records()) == 30
@@ -128,8 +131,13 @@ def test_start_training_runs_a_round_and_serves_the_promoted_version(client, app
     assert reply.get_json()["accepted"] is True
     again = client.post("/train").get_json()  # a trigger during a round queues one follow-up
     assert again["accepted"] is True and again["queued"] is True
-    assert wait_for(lambda: (services.worker.status()["last_round"] or {}).get("status")
-                    in ("promoted", "refused", "failed"), timeout=240)  # fmt: skip
+    assert wait_for(
+        lambda: (
+            (services.worker.status()["last_round"] or {}).get("status")
+            in ("promoted", "refused", "failed")
+        ),
+        timeout=240,
+    )
     last = services.worker.status()["last_round"]
     assert last["status"] == "promoted", last
     assert wait_for(lambda: services.holder.current().version == "v0001", timeout=30)

@@ -103,10 +103,12 @@ def test_heldout_split_is_stable_and_never_trained_on(tmp_path):
     with AnnotationStore(state / "annotations.sqlite") as store:
         store.upsert(AnnotationRecord(60, 5000, "1", "skipped post", [], cancelled=True))
     plan = rounds.plan_round(project, state, "test")
-    train = [json.loads(x)["text"] for x in (plan.folder / "train.jsonl").read_text().split("\n")
-             if x]  # fmt: skip
-    held = [json.loads(x)["text"] for x in (plan.folder / "heldout.jsonl").read_text().split("\n")
-            if x]  # fmt: skip
+    train = [
+        json.loads(x)["text"] for x in (plan.folder / "train.jsonl").read_text().split("\n") if x
+    ]
+    held = [
+        json.loads(x)["text"] for x in (plan.folder / "heldout.jsonl").read_text().split("\n") if x
+    ]
     assert not set(train) & set(held) and "skipped post" not in train + held
     assert all(rounds.is_heldout(t, 0.4) for t in held)
     assert not any(rounds.is_heldout(t, 0.4) for t in train)
@@ -127,13 +129,36 @@ def test_heldout_split_is_stable_and_never_trained_on(tmp_path):
 def test_rounds_promote_warm_start_and_refuse(tmp_path, tiny_encoder, capsys):
     project = make_project(tmp_path, tiny_encoder)
     state = tmp_path / "state"
-    assert main(["retrain", "--project", str(project.folder), "--state-dir", str(state),
-                 "--no-progress", "--threads", "1"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "retrain",
+                "--project",
+                str(project.folder),
+                "--state-dir",
+                str(state),
+                "--no-progress",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "round skipped: nothing to train on" in capsys.readouterr().out
 
     annotate(state / "tiny", posts(2, 4))  # the CLI's state folder is <state-dir>/<name>
-    code = main(["retrain", "--project", str(project.folder), "--state-dir", str(state),
-                 "--no-progress", "--threads", "1"])  # fmt: skip
+    code = main(
+        [
+            "retrain",
+            "--project",
+            str(project.folder),
+            "--state-dir",
+            str(state),
+            "--no-progress",
+            "--threads",
+            "1",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "v0001 promoted: first model" in out
     registry = Registry(state / "tiny" / "models")
@@ -154,12 +179,16 @@ def test_rounds_promote_warm_start_and_refuse(tmp_path, tiny_encoder, capsys):
     log = rounds.read_rounds(state / "tiny")
     assert [r["status"] for r in log] == ["skipped", "promoted", "refused"]
 
-    assert main(["rollback", "v0002", "--project", str(project.folder),
-                 "--state-dir", str(state)]) == 0  # fmt: skip
+    assert (
+        main(["rollback", "v0002", "--project", str(project.folder), "--state-dir", str(state)])
+        == 0
+    )
     assert "v0002 is serving now (was v0001)" in capsys.readouterr().out
     assert Registry(state / "tiny" / "models").serving().version == "v0002"
-    assert main(["rollback", "v0009", "--project", str(project.folder),
-                 "--state-dir", str(state)]) == 2  # fmt: skip
+    assert (
+        main(["rollback", "v0009", "--project", str(project.folder), "--state-dir", str(state)])
+        == 2
+    )
     assert "unknown model version 'v0009'" in capsys.readouterr().err
     assert main(["rollback", "v0001", "--project", str(tmp_path / "none")]) == 2
     assert "project not found" in capsys.readouterr().err
@@ -206,8 +235,12 @@ def test_trigger_during_training_queues_one_follow_up(tmp_path):
     fake = FakeRounds(worker)
     worker.start()
     try:
-        assert worker.request("studio") == {"accepted": True, "queued": False, "running": True,
-                                            "message": "training round starting"}  # fmt: skip
+        assert worker.request("studio") == {
+            "accepted": True,
+            "queued": False,
+            "running": True,
+            "message": "training round starting",
+        }
         assert fake.started.wait(5)
         replies = [worker.request(f"api{i}") for i in range(5)]
         assert all(r["accepted"] and r["queued"] and r["running"] for r in replies)
@@ -255,8 +288,13 @@ def test_worker_trains_in_a_child_process(tmp_path, tiny_encoder):
     worker.start()
     try:
         assert worker.request("studio")["accepted"]
-        wait_for(lambda: worker.status()["last_round"] is not None
-                 and worker.status()["last_round"]["round_id"] != "?", timeout=120)  # fmt: skip
+        wait_for(
+            lambda: (
+                worker.status()["last_round"] is not None
+                and worker.status()["last_round"]["round_id"] != "?"
+            ),
+            timeout=120,
+        )
         status = worker.status()
         assert status["last_round"]["status"] == "promoted", status
         assert [v.version for v in promoted] == ["v0001"] and status["serving"] == "v0001"

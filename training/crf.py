@@ -75,8 +75,9 @@ class CRF(torch.nn.Module):
         self.register_buffer("allowed", torch.tensor(allowed))
         # for each tag, the tag that opens its span (I-X -> B-X; others map to themselves)
         index = {t: i for i, t in enumerate(self.tags)}
-        opening = [index.get("B" + t[1:], i) if t.startswith("I-") else i
-                   for i, t in enumerate(self.tags)]  # fmt: skip
+        opening = [
+            index.get("B" + t[1:], i) if t.startswith("I-") else i for i, t in enumerate(self.tags)
+        ]
         self.register_buffer("opening", torch.tensor(opening))
         self.register_buffer("mask", torch.tensor(np.where(allowed, 0.0, FORBIDDEN)))
         init = init.reorder(self.tags) if init is not None else None

@@ -150,9 +150,10 @@ def read_skillspan(path: str | Path) -> list[Document]:
             span
             for row, sentence_offsets in zip(rows, offsets, strict=True)
             for column, label in SKILLSPAN_LAYERS.items()
-            for span in bio_spans(row.get(column) or ["O"] * len(row["tokens"]),
-                                  sentence_offsets, label)
-        ]  # fmt: skip
+            for span in bio_spans(
+                row.get(column) or ["O"] * len(row["tokens"]), sentence_offsets, label
+            )
+        ]
         doc = flatten(text, spans, source=source, idx=idx)
         doc.id = f"{source}-{idx}"
         docs.append(doc)

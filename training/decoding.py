@@ -97,9 +97,10 @@ def no_span_across_lines(
     """
     inside = [j for j, tag in enumerate(tags) if split_tag(tag)[0] == "I"]
     starts_line = [
-        i for i in range(1, len(word_offsets))
+        i
+        for i in range(1, len(word_offsets))
         if "\n" in text[word_offsets[i - 1][1] : word_offsets[i][0]]
-    ]  # fmt: skip
+    ]
     if not inside or not starts_line:
         return probs
     fixed = probs.copy()

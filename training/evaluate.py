@@ -76,23 +76,31 @@ class EvalReport:
         for name in [*self.labels, OVERALL]:
             e, d, c = self.entity[name], self.entity_default[name], self.char[name]
             rows.append(
-                (name, *(f"{x:.3f}" for x in (e.precision, e.recall, e.f1, d.f1)),
-                 *(f"{x:.3f}" for x in (c.precision, c.recall, c.f1)), str(e.support))
-            )  # fmt: skip
+                (
+                    name,
+                    *(f"{x:.3f}" for x in (e.precision, e.recall, e.f1, d.f1)),
+                    *(f"{x:.3f}" for x in (c.precision, c.recall, c.f1)),
+                    str(e.support),
+                )
+            )
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = [
-            "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
-                      enumerate(zip(row, widths, strict=True)))
+            "  ".join(
+                cell.ljust(w) if i == 0 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
             for row in rows
-        ]  # fmt: skip
+        ]
         lines.insert(1, "-" * len(lines[0]))
         return "\n".join(lines)
 
 
 def seqeval_scores(
-    gold_tags: Sequence[Sequence[str]], predicted_tags: Sequence[Sequence[str]],
-    labels: Sequence[str], strict: bool,
-) -> dict[str, Score]:  # fmt: skip
+    gold_tags: Sequence[Sequence[str]],
+    predicted_tags: Sequence[Sequence[str]],
+    labels: Sequence[str],
+    strict: bool,
+) -> dict[str, Score]:
     """Entity scores per label and overall from seqeval's classification report."""
     from seqeval.metrics import classification_report
     from seqeval.metrics.sequence_labeling import get_entities
@@ -118,9 +126,12 @@ def seqeval_scores(
             scores[name] = Score(0.0, 0.0, 0.0, 0, predicted)
             continue
         scores[name] = Score(
-            float(row["precision"]), float(row["recall"]), float(row["f1-score"]),
-            int(row["support"]), predicted,
-        )  # fmt: skip
+            float(row["precision"]),
+            float(row["recall"]),
+            float(row["f1-score"]),
+            int(row["support"]),
+            predicted,
+        )
     return scores
 
 
@@ -141,9 +152,10 @@ def span_scores(
         label: Score.from_counts(correct[label], n_pred[label], n_gold[label]) for label in labels
     }
     scores[OVERALL] = Score.from_counts(
-        sum(correct[x] for x in labels), sum(n_pred[x] for x in labels),
+        sum(correct[x] for x in labels),
+        sum(n_pred[x] for x in labels),
         sum(n_gold[x] for x in labels),
-    )  # fmt: skip
+    )
     return scores
 
 
@@ -201,6 +213,8 @@ def evaluate(
             predictions += tagger.predict([doc.text for doc in chunk], decoding=decoding)
             bar.update(len(chunk))
     return evaluate_predictions(
-        docs, [p.spans for p in predictions], labels=tagger.labels,
+        docs,
+        [p.spans for p in predictions],
+        labels=tagger.labels,
         predicted_tag_lists=[p.word_tags for p in predictions],
-    )  # fmt: skip
+    )

@@ -199,9 +199,12 @@ def train(
     # dev predictions go through the same code as serving, on the model being trained; it
     # also caps the window at what the model's position embeddings allow
     dev_tagger = Tagger.from_loaded(
-        loaded, str(base), max_tokens=config.max_tokens, stride=config.stride,
+        loaded,
+        str(base),
+        max_tokens=config.max_tokens,
+        stride=config.stride,
         decoding=config.decoding,
-    )  # fmt: skip
+    )
     max_tokens, stride = dev_tagger.max_tokens, dev_tagger.stride
     crf = CRF(dev_tagger.tags, init=loaded.transitions) if config.crf else None
     examples = make_examples(tokenizer, train_docs, labels, max_tokens, stride)

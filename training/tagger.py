@@ -159,10 +159,15 @@ class Tagger:
         loaded = checkpoint.load(source, labels, label_map, allow_new_labels=allow_new_labels)
         resolved = checkpoint.resolve_source(source)
         tagger = cls.from_loaded(
-            loaded, resolved, max_tokens=max_tokens, stride=stride,
-            precision=resolve_precision(precision, quantize), num_threads=num_threads,
-            decoding=decoding, version=_version(resolved, source),
-        )  # fmt: skip
+            loaded,
+            resolved,
+            max_tokens=max_tokens,
+            stride=stride,
+            precision=resolve_precision(precision, quantize),
+            num_threads=num_threads,
+            decoding=decoding,
+            version=_version(resolved, source),
+        )
         if tagger.precision != "fp32":
             tagger.warm_up()
         return tagger

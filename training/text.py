@@ -153,4 +153,3 @@ def tags_to_spans(
         current, current_label = (None, None) if prefix == OUTSIDE else ([i, i], label)
     close()
     return spans
-
