@@ -23,8 +23,8 @@ from werkzeug.exceptions import HTTPException
 from backend.metrics import Gauge, Metrics
 from backend.serving import ModelHolder, ServingModel, StudioLink
 from backend.settings import ServiceConfig
-from labeling.config import ConfigError, LabelingConfig, map_model_labels, parse_config
-from labeling.tasks import TaskError, spans_to_regions, task_text
+from labeling.studio.config import ConfigError, LabelingConfig, map_model_labels, parse_config
+from labeling.studio.tasks import TaskError, spans_to_regions, task_text
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +70,15 @@ def build_services(config: ServiceConfig, make_worker=None) -> Services:
     `make_worker(project, state_dir, on_promoted)` defaults to backend.worker.TrainingWorker.
     """
     from labeling.project import load_project
-    from labeling.store import AnnotationStore
-    from training.registry import Registry
+    from labeling.state import ProjectState
 
     project = load_project(config.project)
-    state_dir = project.state_dir(config.state_dir)
+    state = ProjectState.of(project, config.state_dir)
+    state_dir = state.root
     state_dir.mkdir(parents=True, exist_ok=True)
-    store = AnnotationStore(state_dir / "annotations.sqlite")
-    registry = Registry(state_dir / "models")
-    studio = StudioLink(state_dir, config.label_studio_url, config.label_studio_api_key)
+    store = state.store()
+    registry = state.registry()
+    studio = StudioLink(state.studio_file, config.label_studio_url, config.label_studio_api_key)
     holder = ModelHolder(
         project,
         registry,

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from backend.report import FORMATS as REPORT_FORMATS
 from backend.report import round_rows, version_labels, write_report
+from backend.settings import auth_from_env
+from labeling.state import ProjectState
 
 PROJECT_ENV = "SKILLLOOP_PROJECT"
-STORE_FILE = "annotations.sqlite"
 
 
 def register(subparsers) -> None:
@@ -119,10 +120,10 @@ def _records(project, state: Path, studio_export: Path | None = None) -> list:
     """Annotation records (skipped and deleted ones included) from a Label Studio export
     file or the project's store; [] when the store does not exist yet."""
     if studio_export is not None:
-        from labeling.studio_export import read_studio_export
+        from labeling.studio.export_file import read_studio_export
 
         return read_studio_export(studio_export, project.config)
-    path = state / STORE_FILE
+    path = ProjectState(state).store_path
     if not path.is_file():
         return []
     from labeling.store import AnnotationStore
@@ -135,17 +136,14 @@ def _records(project, state: Path, studio_export: Path | None = None) -> list:
 
 
 def _versions(state: Path) -> list:
-    from training.registry import Registry
 
-    return Registry(state / "models").versions()
+    return ProjectState(state).registry().versions()
 
 
 def _service_status(url: str) -> dict:
     import requests
 
-    auth = None  # the same variables the service reads for its basic auth
-    if os.environ.get("BASIC_AUTH_USER"):
-        auth = (os.environ["BASIC_AUTH_USER"], os.environ.get("BASIC_AUTH_PASS", ""))
+    auth = auth_from_env()
     try:
         reply = requests.get(url.rstrip("/") + "/status", auth=auth, timeout=5)
         reply.raise_for_status()
@@ -239,7 +237,7 @@ def report_command(args) -> int:
     project = _project(args)
     state = project.state_dir(args.state_dir)
     versions = _versions(state)
-    out = args.out or state / "reports" / f"report.{fmt}"
+    out = args.out or ProjectState(state).reports / f"report.{fmt}"
     live = [r for r in _records(project, state) if not r.cancelled and not r.deleted]
     serving = next((v.version for v in versions if v.status == "serving"), None)
     summary = {
@@ -258,7 +256,13 @@ def report_command(args) -> int:
 
 
 def export_command(args) -> int:
-    from labeling.export import FORMATS, POLICIES, ExportSettings, export_dataset, gold_posts
+    from labeling.curation.export import (
+        FORMATS,
+        POLICIES,
+        ExportSettings,
+        export_dataset,
+        gold_posts,
+    )
 
     if not args.format or args.format not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)} (got {args.format!r})")
@@ -273,7 +277,7 @@ def export_command(args) -> int:
     gold = gold_posts(project.gold()) if args.include_gold else []
     if not records and not gold:
         raise ValueError(
-            f"no annotations in {state / STORE_FILE}: nothing to export "
+            f"no annotations in {ProjectState(state).store_path}: nothing to export "
             "(or pass --from-studio-export FILE, --include-gold)"
         )
     source = (
@@ -320,7 +324,7 @@ def quality_command(args) -> int:
     gold = project.gold() if args.include_gold else []
     if not records and not gold:
         raise ValueError(
-            f"no annotations in {state / STORE_FILE} "
+            f"no annotations in {ProjectState(state).store_path} "
             "(or pass --from-studio-export FILE, --include-gold)"
         )
     tagger = _tagger(project, state, args.model or "serving")
@@ -336,10 +340,9 @@ def _tagger(project, state: Path, model: str):
     """The model to look for label errors with, or None ('none', or no model yet)."""
     if model == "none":
         return None
-    from training.registry import Registry
     from training.tagger import Tagger
 
-    registry = Registry(state / "models")
+    registry = ProjectState(state).registry()
     if model == "serving":
         serving = registry.serving()
         if serving is None:

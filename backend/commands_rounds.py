@@ -8,6 +8,9 @@ import os
 import sys
 from pathlib import Path
 
+from backend.settings import auth_from_env
+from labeling.state import ProjectState
+
 URL_ENV = "SKILLLOOP_URL"
 
 
@@ -67,9 +70,7 @@ def retrain_command(args) -> int:
 def _retrain_remote(url: str) -> int:
     import requests
 
-    auth = None
-    if os.environ.get("BASIC_AUTH_USER"):
-        auth = (os.environ["BASIC_AUTH_USER"], os.environ.get("BASIC_AUTH_PASS", ""))
+    auth = auth_from_env()
     try:
         reply = requests.post(f"{url}/train", json={}, auth=auth, timeout=30)
     except requests.RequestException as err:
@@ -93,10 +94,9 @@ def _retrain_remote(url: str) -> int:
 
 def rollback_command(args) -> int:
     from labeling.project import load_project
-    from training.registry import Registry
 
     project = load_project(args.project)
-    registry = Registry(project.state_dir(args.state_dir) / "models")
+    registry = ProjectState.of(project, args.state_dir).registry()
     if not registry.versions():
         raise ValueError(f"project {project.name} has no model versions in {registry.root}")
     previous = registry.serving()

@@ -8,13 +8,14 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from labeling.strategies import (
+from labeling.active.strategies import (
     candidate_spans,
     check_strategy_name,
     get_strategy,
     item_from_prediction,
     strategy_names,
 )
+from labeling.state import ProjectState
 
 
 def register(sub) -> None:
@@ -71,10 +72,10 @@ def register(sub) -> None:
 
 
 def _labelled_documents(project, state_dir: Path):
-    from labeling.store import STORE_FILE, AnnotationStore
+    from labeling.store import AnnotationStore
 
     docs = list(project.gold())
-    store_path = state_dir / STORE_FILE
+    store_path = ProjectState(state_dir).store_path
     if store_path.is_file():
         with AnnotationStore(store_path) as store:
             docs += store.training_documents()
@@ -101,20 +102,19 @@ def _strategy(name: str, tagger, labelled):
 def _serving_model(project, state_dir: Path, model: str | None) -> str:
     if model:
         return model
-    from training.registry import Registry
 
-    serving = Registry(state_dir / "models").serving()
+    serving = ProjectState(state_dir).registry().serving()
     if serving is None:
         raise ValueError(
-            f"project {project.name} has no serving model in {state_dir / 'models'}: "
+            f"project {project.name} has no serving model in {ProjectState(state_dir).models}: "
             "train a round first or pass --model DIR"
         )
     return str(serving.path)
 
 
 def select_command(args) -> int:
+    from labeling.active.strategies import task_score
     from labeling.project import load_project
-    from labeling.strategies import task_score
     from training.tagger import Tagger
 
     project = load_project(args.project)
@@ -195,7 +195,7 @@ def select_command(args) -> int:
 def simulate_command(args) -> int:
     import torch
 
-    from labeling.simulate import SimConfig, simulate
+    from labeling.active.simulate import SimConfig, simulate
 
     torch.set_num_threads(2)
     config = SimConfig(
@@ -231,7 +231,7 @@ def _sizes(text: str) -> list[int]:
 
 def write_outputs(result: dict, out: Path) -> dict:
     """curves.json (curves + summary), curves.png and summary.md in `out`; prints the table."""
-    from labeling.curves import plot, summarize, table
+    from labeling.active.curves import plot, summarize, table
 
     summary = summarize(result)
     out.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,9 @@ import json
 import os
 from pathlib import Path
 
-from labeling.client import StudioClient
-from labeling.studio_server import StudioSettings, is_up, start, status, stop
+from backend.settings import auth_from_env
+from labeling.studio.client import StudioClient
+from labeling.studio.server import StudioSettings, is_up, start, status, stop
 
 
 def register(subparsers) -> None:
@@ -130,9 +131,7 @@ def _project_import(args) -> int:
 
 def _project_connect(args) -> int:
     _, client, ref = _ensure_project(args)
-    auth = None
-    if os.environ.get("BASIC_AUTH_USER"):
-        auth = (os.environ["BASIC_AUTH_USER"], os.environ.get("BASIC_AUTH_PASS", ""))
+    auth = auth_from_env()
     backend_id = client.connect_backend(ref.id, args.backend_url, args.title, basic_auth=auth)
     print(f"project {ref.id}: backend {args.backend_url} connected (ML backend {backend_id})")
     if args.predict:

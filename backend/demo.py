@@ -20,10 +20,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-from labeling.client import StudioClient
+from backend.settings import auth_from_env
 from labeling.project import load_project
-from labeling.studio_server import REPO_ROOT, StudioSettings, start, stop
-from labeling.studio_server import status as studio_status
+from labeling.state import ProjectState
+from labeling.studio.client import StudioClient
+from labeling.studio.server import REPO_ROOT, StudioSettings, start, stop
+from labeling.studio.server import status as studio_status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,10 +74,10 @@ def run(args) -> int:
                 f"something already answers on {backend_url}; stop it or pass --backend-port"
             )
         backend = start_backend(project.folder, state_root, args.backend_port, settings)
-        health = wait_backend(backend, backend_url, state_root / project.name / "backend.log")
-        auth = None
-        if os.environ.get("BASIC_AUTH_USER"):
-            auth = (os.environ["BASIC_AUTH_USER"], os.environ.get("BASIC_AUTH_PASS", ""))
+        health = wait_backend(
+            backend, backend_url, ProjectState.of(project, state_root).backend_log
+        )
+        auth = auth_from_env()
         client.connect_backend(ref.id, backend_url, "skillloop", basic_auth=auth)
         print(f"  connected {backend_url} to project {ref.id}")
 
@@ -122,9 +124,8 @@ def step(title: str) -> None:
 
 def ensure_first_model(project, state_root: Path) -> None:
     """Train one round on the gold posts when the project has no serving model yet."""
-    from training.registry import Registry
 
-    registry = Registry(project.state_dir(state_root) / "models")
+    registry = ProjectState.of(project, state_root).registry()
     serving = registry.serving()
     if serving is not None:
         print(f"  serving model {serving.version} (F1 {serving.heldout_f1}), reused")
@@ -163,7 +164,7 @@ def start_backend(folder: Path, state_root: Path, port: int, settings: StudioSet
         HF_HUB_OFFLINE="1",
         TOKENIZERS_PARALLELISM="false",
     )
-    log_path = state_root / folder.name / "backend.log"
+    log_path = ProjectState.of(load_project(folder), state_root).backend_log
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(

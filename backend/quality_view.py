@@ -1,13 +1,13 @@
 """`skillloop quality`'s figures and their printout: agreement between annotators, edits
-of the pre-annotations, likely label errors (labeling.quality does the counting)."""
+of the pre-annotations, likely label errors (labeling.curation.quality does the counting)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TextIO
 
-from labeling.export import normalise, resolve
-from labeling.quality import (
+from labeling.curation.export import normalise, resolve
+from labeling.curation.quality import (
     EDIT_KINDS,
     OVERALL,
     agreement,

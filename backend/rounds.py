@@ -36,16 +36,14 @@ from pathlib import Path
 
 from backend.train_round import write_json
 from labeling.project import Project
-from labeling.store import STORE_FILE, AnnotationStore, documents_sha256
+from labeling.state import ProjectState
+from labeling.store import AnnotationStore, documents_sha256
 from training.registry import ModelVersion, Registry
 from training.text import Document
 
 log = logging.getLogger(__name__)
 
 MIN_HELDOUT = 2
-HELDOUT_FILE = "heldout.json"
-ROUNDS_LOG = "rounds.jsonl"
-LOCK_FILE = "training.lock"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -91,11 +89,11 @@ def _now() -> str:
 
 
 def store_for(state_dir: Path) -> AnnotationStore:
-    return AnnotationStore(Path(state_dir) / STORE_FILE)
+    return ProjectState(Path(state_dir)).store()
 
 
 def registry_for(state_dir: Path) -> Registry:
-    return Registry(Path(state_dir) / "models")
+    return ProjectState(Path(state_dir)).registry()
 
 
 # ---------------------------------------------------------------------- held-out split
@@ -103,7 +101,7 @@ def registry_for(state_dir: Path) -> Registry:
 
 def frozen_share(state_dir: Path, share: float) -> float:
     """The held-out share fixed by the first round (later config edits do not move posts)."""
-    path = Path(state_dir) / HELDOUT_FILE
+    path = ProjectState(Path(state_dir)).heldout_file
     if path.is_file():
         return float(json.loads(path.read_text())["share"])
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,7 +157,7 @@ def split_heldout(docs: list[Document], share: float) -> tuple[list[Document], l
 def training_lock(state_dir: Path, wait: Callable[[], bool] | None = None):
     """One round at a time per project across processes. Without `wait`, raises
     TrainingBusy when held; with it, polls until `wait()` returns False (then raises)."""
-    path = Path(state_dir) / LOCK_FILE
+    path = ProjectState(Path(state_dir)).training_lock
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         while True:
@@ -216,7 +214,7 @@ def plan_round(
 
     # leftovers of rounds killed with their service (this round holds the training lock)
     shutil.rmtree(registry.root / ".incoming", ignore_errors=True)
-    folder = state_dir / "rounds" / round_id
+    folder = ProjectState(Path(state_dir)).rounds_dir / round_id
     folder.mkdir(parents=True)
     write_jsonl(train_docs, folder / "train.jsonl")
     write_jsonl(heldout, folder / "heldout.jsonl")
@@ -386,7 +384,7 @@ def _error(plan: RoundPlan) -> str:
 
 def append_round(state_dir: Path, outcome: RoundOutcome) -> None:
     """Every round, failed ones included, one JSON line, fsynced."""
-    path = Path(state_dir) / ROUNDS_LOG
+    path = ProjectState(Path(state_dir)).rounds_log
     with open(path, "a", encoding="utf-8") as out:
         out.write(json.dumps(outcome.to_dict(), ensure_ascii=False) + "\n")
         out.flush()
@@ -394,7 +392,7 @@ def append_round(state_dir: Path, outcome: RoundOutcome) -> None:
 
 
 def read_rounds(state_dir: Path) -> list[dict]:
-    path = Path(state_dir) / ROUNDS_LOG
+    path = ProjectState(Path(state_dir)).rounds_log
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -223,7 +223,7 @@ class ModelHolder:
         """The task-level score Label Studio sorts by (lower = served first)."""
         if self._strategy is not None:
             try:
-                from labeling.strategies import task_score
+                from labeling.active.strategies import task_score
 
                 return task_score(prediction, self._strategy)
             except Exception:  # a strategy bug must not fail a prediction batch
@@ -245,9 +245,9 @@ def mean_span_confidence(prediction) -> float:
 
 def _resolve_strategy(name: str):
     try:
-        from labeling.strategies import get_strategy
+        from labeling.active.strategies import get_strategy
     except ImportError:
-        log.warning("labeling.strategies is missing: task scores are mean span confidence")
+        log.warning("labeling.active.strategies is missing: task scores are mean span confidence")
         return None
     try:
         return get_strategy(name or "mnlp")
@@ -263,8 +263,8 @@ class StudioLink:
     swapped model: project model_version + uncertainty sampling, then refreshed predictions.
     """
 
-    def __init__(self, state_dir: Path, url: str | None = None, api_key: str | None = None):
-        self.path = Path(state_dir) / "studio.json"
+    def __init__(self, studio_file: Path, url: str | None = None, api_key: str | None = None):
+        self.path = Path(studio_file)
         self._url, self._api_key = url, api_key
         self._client = None
         self._lock = threading.Lock()
@@ -312,7 +312,7 @@ class StudioLink:
         thread.start()
 
     def refresh(self, model: ServingModel) -> None:
-        from labeling.client import StudioClient
+        from labeling.studio.client import StudioClient
 
         with self._lock:
             if self._client is None:

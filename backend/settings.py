@@ -12,6 +12,14 @@ from pathlib import Path
 DEFAULT_MAX_CONTENT_LENGTH = 32 * 1024 * 1024  # a few thousand full Label Studio tasks
 
 
+def auth_from_env(env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """The service's HTTP basic auth pair (`BASIC_AUTH_USER`/`_PASS`), for the commands that
+    call it or register it with Label Studio; None when auth is off."""
+    env = os.environ if env is None else env
+    user = env.get(ENV["basic_auth_user"])
+    return (user, env.get(ENV["basic_auth_pass"], "")) if user else None
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     """How `create_app` builds the service. Environment variable names are in `ENV`."""

@@ -15,12 +15,13 @@ from collections import Counter
 from pathlib import Path
 
 from backend.report import round_rows, stopping_hint
+from labeling.state import ProjectState
 
 
 def changes_since_last_round(state: Path, versions: list) -> int | None:
     """Annotations added, edited or deleted since the latest version's data snapshot."""
     counter = (versions[-1].snapshot or {}).get("change_counter") if versions else 0
-    path = state / "annotations.sqlite"
+    path = ProjectState(state).store_path
     if counter is None or not path.is_file():
         return None
     from labeling.store import AnnotationStore
@@ -43,7 +44,7 @@ def local_training(state: Path) -> dict:
     """The round in progress, from the newest round folder (read-only)."""
     from backend.rounds import read_rounds
 
-    folder = state / "rounds"
+    folder = ProjectState(state).rounds_dir
     rounds = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
     idle = {"running": False, "progress": None, "queued": None, "_source": "state folder"}
     if not rounds or rounds[-1].name in {r.get("round_id") for r in read_rounds(state)}:

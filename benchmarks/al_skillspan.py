@@ -36,9 +36,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # imported before the long run starts: a module first imported at the end would be read
 # from a working tree that may have changed meanwhile (that lost a 15-minute run once)
-import labeling.curves  # noqa: E402, F401  (write_outputs imports it late)
+import labeling.active.curves  # noqa: E402, F401  (write_outputs imports it late)
 from backend.commands_select import write_outputs  # noqa: E402
-from labeling.simulate import SimConfig, simulate  # noqa: E402
+from labeling.active.simulate import SimConfig, simulate  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "skillspan"
 DOCS = ROOT / "docs" / "al"
@@ -121,7 +121,7 @@ def run_compare(args) -> None:
 
 def run_levels(args) -> None:
     """Words each strategy needs to reach fixed F1 levels, from a saved result."""
-    from labeling.curves import tokens_to_reach
+    from labeling.active.curves import tokens_to_reach
 
     result = json.loads(Path(args.result).read_text())
     levels = [0.25, 0.28, 0.29]

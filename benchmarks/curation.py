@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from labeling.export import (
+from labeling.curation.export import (
     CuratedPost,
     ExportSettings,
     deduplicate,

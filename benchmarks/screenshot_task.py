@@ -9,7 +9,7 @@ the project's current model version's predictions). Without it, it creates (or r
 project "skillloop screenshot" holding one post from projects/linkedin-skills/gold.jsonl,
 imported with its gold spans as a prediction: what an annotator sees when a post arrives
 pre-annotated. Logging in is the form login of
-labeling.client; the session cookie reaches Chromium over its DevTools protocol, spoken
+labeling.studio.client; the session cookie reaches Chromium over its DevTools protocol, spoken
 here with a minimal WebSocket client, so nothing beyond Debian's chromium is needed.
 
 Checks (exit code 1 if one fails): Label Studio drew one highlight per region; inside each
@@ -35,9 +35,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from labeling.client import StudioClient, login_session  # noqa: E402
-from labeling.config import parse_config  # noqa: E402
-from labeling.tasks import spans_to_regions  # noqa: E402
+from labeling.studio.client import StudioClient, login_session  # noqa: E402
+from labeling.studio.config import parse_config  # noqa: E402
+from labeling.studio.tasks import spans_to_regions  # noqa: E402
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -343,7 +343,7 @@ def main() -> int:
     args = parser.parse_args()
     if not args.start_studio:
         return run(args)
-    from labeling.studio_server import StudioSettings, start, status, stop
+    from labeling.studio.server import StudioSettings, start, status, stop
 
     settings = StudioSettings.from_env()
     started = not status(settings)["running"]

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from labeling.config import parse_config
 from labeling.store import AnnotationStore, record_from_webhook
+from labeling.studio.config import parse_config
 
 CONFIG = parse_config(
     '<View><Labels name="label" toName="text"><Label value="Technology"/><Label value="Soft"/>'

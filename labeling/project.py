@@ -12,7 +12,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from labeling.config import LabelingConfig, LabelSpec, build_config, parse_config
+from labeling.studio.config import LabelingConfig, LabelSpec, build_config, parse_config
 from training.text import Document
 
 PROJECT_FILE = "project.toml"

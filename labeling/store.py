@@ -22,11 +22,10 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
-from labeling.config import LabelingConfig
-from labeling.tasks import regions_to_spans, task_text
+from labeling.studio.config import LabelingConfig
+from labeling.studio.tasks import regions_to_spans, task_text
 from training.text import Document, Span
 
-STORE_FILE = "annotations.sqlite"  # inside a project's state folder
 COUNTER_SQL = "SELECT value FROM counters WHERE name = 'changes'"
 SINGLE_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
 

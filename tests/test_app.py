@@ -315,7 +315,7 @@ def test_settings_from_env_and_flags(tmp_path):
 def test_a_swap_points_label_studio_at_the_new_version(tmp_path, spanful_model, monkeypatch):
     """With LABEL_STUDIO_URL/_API_KEY set, a promotion sets the Label Studio project's
     model_version (+ uncertainty sampling) and refreshes its predictions."""
-    import labeling.client
+    import labeling.studio.client
 
     calls = []
 
@@ -329,7 +329,7 @@ def test_a_swap_points_label_studio_at_the_new_version(tmp_path, spanful_model, 
         def refresh_predictions(self, project_id):
             calls.append(("refresh", project_id))
 
-    monkeypatch.setattr(labeling.client, "StudioClient", RecordingStudio)
+    monkeypatch.setattr(labeling.studio.client, "StudioClient", RecordingStudio)
     app = make_app(
         tmp_path, spanful_model, label_studio_url="http://ls.test", label_studio_api_key="token-123"
     )

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from labeling.client import POST_ID_KEY, StudioClient, post_task
-from labeling.studio_server import StudioSettings, is_up, start, status, stop
+from labeling.studio.client import POST_ID_KEY, StudioClient, post_task
+from labeling.studio.server import StudioSettings, is_up, start, status, stop
 from training.text import Document
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from labeling.export import (
+from labeling.curation.export import (
     CuratedPost,
     ExportSettings,
     deduplicate,
@@ -15,10 +15,10 @@ from labeling.export import (
     resolve,
     stratified_split,
 )
-from labeling.export_formats import read_export
+from labeling.curation.formats import read_export
 from labeling.project import load_project
 from labeling.store import AnnotationRecord
-from labeling.studio_export import read_studio_export
+from labeling.studio.export_file import read_studio_export
 from training.text import Span, words
 
 LABELS = ["Technology", "Technical", "Soft"]
@@ -304,7 +304,7 @@ def test_minhash_signatures_estimate_jaccard():
     """Each permutation must order shingles differently: signature agreement ~ Jaccard."""
     import numpy as np
 
-    from labeling.export import _PRIME, _minhash
+    from labeling.curation.export import _PRIME, _minhash
 
     rng = np.random.default_rng(0)
     a = rng.integers(1, _PRIME, 256, dtype=np.uint64)

@@ -2,8 +2,19 @@
 
 import pytest
 
-from labeling.config import ConfigError, LabelSpec, build_config, map_model_labels, parse_config
-from labeling.tasks import TaskError, annotation_to_document, regions_to_spans, spans_to_regions
+from labeling.studio.config import (
+    ConfigError,
+    LabelSpec,
+    build_config,
+    map_model_labels,
+    parse_config,
+)
+from labeling.studio.tasks import (
+    TaskError,
+    annotation_to_document,
+    regions_to_spans,
+    spans_to_regions,
+)
 from training.text import Span
 
 CONFIG = """<View>
@@ -53,19 +64,40 @@ def test_build_config_round_trips():
     assert config.labels == labels and config.value_key == "text"
 
 
-def test_regions_round_trip_with_emoji_offsets_in_utf16():
+def test_regions_carry_code_point_offsets_as_the_editor_counts_them():
     config = parse_config(CONFIG)
     text = "🚀 Rocket team wants SQL and budgeting"
     sql, budget = text.index("SQL"), text.index("budgeting")
     spans = [Span(sql, sql + 3, "Technology", "SQL", 0.9), Span(budget, len(text), "Business")]
     regions = spans_to_regions(spans, config, text)
-    assert regions[0]["value"]["start"] == sql + 1  # the rocket is two UTF-16 units
+    # Label Studio draws [...text].slice(start, end): code points, the rocket counts once
+    assert regions[0]["value"]["start"] == sql == 20
+    assert [*text][regions[0]["value"]["start"] : regions[0]["value"]["end"]] == list("SQL")
     assert regions[0]["from_name"] == "skills" and regions[0]["to_name"] == "post"
     back = regions_to_spans(regions, config, text)
     assert [(s.start, s.end, s.label, s.text) for s in back] == [
         (sql, sql + 3, "Technology", "SQL"),
         (budget, len(text), "Business", "budgeting"),
     ]
+
+
+def test_legacy_utf16_regions_are_read_only_where_their_text_proves_it():
+    config = parse_config(CONFIG)
+    text = "🚀🚀 SQL and Python"
+    sql = text.index("SQL")  # 3 code points, 5 UTF-16 units
+
+    def region(start, end, claimed):
+        value = {"start": start, "end": end, "text": claimed, "labels": ["Technology"]}
+        return {"from_name": "skills", "value": value}
+
+    legacy = regions_to_spans([region(sql + 2, sql + 5, "SQL")], config, text)
+    assert [(s.start, s.end, s.text) for s in legacy] == [(sql, sql + 3, "SQL")]
+    # a code-point region whose text matches stays as it is
+    exact = regions_to_spans([region(sql, sql + 3, "SQL")], config, text)
+    assert [(s.start, s.end) for s in exact] == [(sql, sql + 3)]
+    # text that neither reading proves: the code points are trusted, not shifted
+    unproven = regions_to_spans([region(sql, sql + 3, "Python")], config, text)
+    assert [(s.start, s.end, s.text) for s in unproven] == [(sql, sql + 3, "SQL")]
 
 
 def test_regions_with_unknown_labels_are_left_out_and_other_tags_ignored():

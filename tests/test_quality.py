@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from labeling.quality import (
+from labeling.curation.quality import (
     OVERALL,
     agreement,
     likely_label_errors,

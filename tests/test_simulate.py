@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from backend.cli import main
-from labeling.curves import summarize, tokens_to_reach
-from labeling.simulate import SimConfig, load_units, sentence_units, simulate
+from labeling.active.curves import summarize, tokens_to_reach
+from labeling.active.simulate import SimConfig, load_units, sentence_units, simulate
 from training.text import Document, Span, words
 
 SKILLS = ["python", "sql", "aws", "spark", "docker", "kubernetes", "excel", "java", "scala"]

@@ -10,7 +10,6 @@ import textwrap
 
 import pytest
 
-from labeling.config import parse_config
 from labeling.store import (
     AnnotationRecord,
     AnnotationStore,
@@ -18,6 +17,7 @@ from labeling.store import (
     record_from_webhook,
     records_from_webhook,
 )
+from labeling.studio.config import parse_config
 from training.text import Span
 
 CONFIG = parse_config(

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from labeling.strategies import (
+from labeling.active.strategies import (
     BALD,
     ClassBalanced,
     DiverseBatch,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from labeling.studio_server import REPO_ROOT, StudioSettings
+from labeling.studio.server import REPO_ROOT, StudioSettings
 
 pytestmark = [pytest.mark.studio, pytest.mark.slow]
 
@@ -107,7 +107,7 @@ def studio(tmp_path_factory):
     settings = StudioSettings.from_env(tmp_path_factory.mktemp("studio-state"), _free_port())
     if not settings.executable.is_file():
         pytest.skip(f"Label Studio not installed at {settings.executable}: run make studio-install")
-    from labeling.studio_server import is_up, start, status, stop
+    from labeling.studio.server import is_up, start, status, stop
 
     try:
         info = start(settings, timeout=600, quiet=True)
@@ -182,7 +182,7 @@ gold = "gold.jsonl"
 def backend(project_dir, tmp_path, studio):
     """`skillloop serve` for the test project as a subprocess, told about Label Studio with
     a personal access token (the test's own client uses the legacy token: both kinds)."""
-    from labeling.client import create_personal_access_token
+    from labeling.studio.client import create_personal_access_token
 
     port = _free_port()
     state = tmp_path / "state"
@@ -265,8 +265,8 @@ def _conll_entities(conll: str) -> dict[tuple[str, ...], list[tuple[str, str]]]:
 
 
 def test_the_whole_loop_on_a_real_label_studio(studio, project_dir, backend):
-    from labeling.client import StudioClient
     from labeling.project import load_project
+    from labeling.studio.client import StudioClient
 
     backend_url, state = backend
     project = load_project(project_dir)

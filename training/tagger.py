@@ -253,7 +253,7 @@ class Tagger:
 
     def classifier_head(self) -> dict:
         """The linear head as numpy (`weight` (n_tags, hidden), `bias`) and the dropout
-        rate it was trained with: what MC-dropout BALD samples (labeling.strategies)."""
+        rate it was trained with: what MC-dropout BALD samples (labeling.active.strategies)."""
         head = getattr(self.model, "classifier", None)
         if not isinstance(head, torch.nn.Linear):
             raise ValueError(f"{self.version} has no linear classifier head")

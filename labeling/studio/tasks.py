@@ -1,9 +1,14 @@
 """Label Studio tasks, annotations and prediction regions <-> skillloop documents and spans.
 
-Label Studio's editor measures text offsets in JavaScript string indices (UTF-16 code
-units); Python indexes code points. They differ only after a character outside the
-Basic Multilingual Plane (emoji, some CJK), and this module is the one place that
-converts, so every span that leaves or enters skillloop indexes the text exactly.
+Label Studio 1.23's editor counts region offsets in Unicode code points, the same as
+Python string indices: it converts a selection "to code points count instead of chars
+count" and draws a region as `[...text].slice(start, end)` (libs/editor's
+selection-tools.js). So spans leave and enter skillloop with Python offsets, unchanged.
+
+Regions written by older skillloop versions (and by other tools) in JavaScript's UTF-16
+units differ from code points after a character outside the Basic Multilingual Plane
+(emoji, some CJK). They are still read, but only where the region's own `text` proves it:
+the code-point slice does not match that text and the UTF-16 reading does.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
-from labeling.config import LabelingConfig
+from labeling.studio.config import LabelingConfig
 from training.text import Document, Span
 
 
@@ -44,8 +49,15 @@ def _utf16_to_python(text: str) -> list[int]:
     return table
 
 
-def _python_to_utf16(text: str, offset: int) -> int:
-    return offset + sum(1 for char in text[:offset] if ord(char) > 0xFFFF)
+def _read_legacy_utf16(
+    text: str, table: list[int], start: int, end: int, claimed: object
+) -> tuple[int, int]:
+    """`(start, end)` in code points: a UTF-16 reading only where the region's text proves it."""
+    if not isinstance(claimed, str) or text[start:end] == claimed:
+        return start, end
+    if 0 <= start <= end < len(table) and text[table[start] : table[end]] == claimed:
+        return table[start], table[end]
+    return start, end
 
 
 def _is_astral_free(text: str) -> bool:
@@ -56,7 +68,7 @@ def regions_to_spans(result: Iterable[Mapping], config: LabelingConfig, text: st
     """Spans from an annotation's or prediction's `result` list.
 
     Regions of other tags (relations, choices, other label sets) are ignored. Offsets are
-    read as UTF-16 units unless the region's own `text` shows they are Python offsets.
+    code points; a region whose `text` only matches its UTF-16 reading is read as UTF-16.
     """
     astral_free = _is_astral_free(text)
     table = None if astral_free else _utf16_to_python(text)
@@ -69,10 +81,8 @@ def regions_to_spans(result: Iterable[Mapping], config: LabelingConfig, text: st
         start, end = value.get("start"), value.get("end")
         if not labels or not isinstance(start, int) or not isinstance(end, int):
             continue
-        if table is not None and text[start:end] != value.get("text"):
-            if not 0 <= start <= end < len(table):
-                raise TaskError(f"region [{start}, {end}) lies outside the text")
-            start, end = table[start], table[end]
+        if table is not None:
+            start, end = _read_legacy_utf16(text, table, start, end, value.get("text"))
         if not 0 <= start < end <= len(text):
             raise TaskError(f"region [{start}, {end}) lies outside a text of {len(text)} chars")
         score = region.get("score")
@@ -92,23 +102,19 @@ def spans_to_regions(
     label the config does not have are left out rather than sent as invalid regions.
     """
     allowed = set(config.label_values)
-    astral_free = _is_astral_free(text)
     regions = []
     for span in spans:
         label = (label_names or {}).get(span.label, span.label)
         if label not in allowed:
             continue
-        start, end = span.start, span.end
-        if not astral_free:
-            start, end = _python_to_utf16(text, start), _python_to_utf16(text, end)
         region = {
             "id": uuid.uuid4().hex[:10],
             "from_name": config.from_name,
             "to_name": config.to_name,
             "type": "labels",
             "value": {
-                "start": start,
-                "end": end,
+                "start": span.start,
+                "end": span.end,
                 "text": text[span.start : span.end],
                 "labels": [label],
             },

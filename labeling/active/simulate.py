@@ -7,7 +7,7 @@ seed set.
 
 Two learners:
 - fast: every pool and held-out unit is encoded once by the frozen backbone
-  (`labeling.features`); each round trains only a small MLP head on those word vectors
+  (`labeling.active.features`); each round trains only a small MLP head on those word vectors
   (seconds per round on CPU), decoded with IOB2-constrained Viterbi.
 - full: each round fine-tunes the whole tagger (`training.finetune.train`) from the
   backbone and predicts the pool with `training.tagger.Tagger`: the real thing, minutes per
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from labeling.strategies import (
+from labeling.active.strategies import (
     PoolItem,
     QueryStrategy,
     check_strategy_name,
@@ -126,7 +126,7 @@ class FastLearner:
     def __init__(
         self, pool: Sequence[Document], held_out: Sequence[Document], labels, config: SimConfig
     ):
-        from labeling.features import encode_words
+        from labeling.active.features import encode_words
 
         self.tags = tag_names(labels)
         self.config = config

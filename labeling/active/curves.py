@@ -1,4 +1,4 @@
-"""Learning-curve summaries and plots for the simulator's results (`labeling.simulate`).
+"""Learning-curve summaries and plots for the simulator's results (`labeling.active.simulate`).
 
 Area under the learning curve (AULC) is normalised by the width of the x range, so it
 reads as the mean F1 over that range. Strategies buy different numbers of tokens with the

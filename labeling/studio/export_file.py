@@ -3,7 +3,7 @@ and its quality measured without the backend running.
 
 Reads Label Studio's JSON export (a list of tasks, each with `annotations` and
 `predictions`) through the same conversion the webhook uses
-(`labeling.store.record_from_annotation`, offsets via `labeling.tasks`), and the JSON_MIN
+(`labeling.store.record_from_annotation`, offsets via `labeling.studio.tasks`), and the JSON_MIN
 export (one flat object per annotation).
 """
 
@@ -13,8 +13,8 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from labeling.config import LabelingConfig
 from labeling.store import AnnotationRecord, record_from_annotation
+from labeling.studio.config import LabelingConfig
 
 
 def read_studio_export(path: str | Path, config: LabelingConfig) -> list[AnnotationRecord]:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from labeling.quality import latest_per_annotator
-from labeling.splits import DEFAULT_SHARES, post_order, stratified_split
+from labeling.curation.quality import latest_per_annotator
+from labeling.curation.splits import DEFAULT_SHARES, post_order, stratified_split
 from training.text import Document, Span, spans_to_tags, tags_to_spans, words
 
 POLICIES = ("latest", "reviewed", "majority")
@@ -345,8 +345,8 @@ def export_dataset(
     A gold post that was also annotated in Label Studio is left out: the annotation there
     is the later word, as in training (backend.rounds.annotated_documents).
     """
-    from labeling.dataset_card import write_card
-    from labeling.export_formats import write_format
+    from labeling.curation.card import write_card
+    from labeling.curation.formats import write_format
 
     if settings.format not in FORMATS:
         raise ValueError(f"unknown format {settings.format!r}: choose one of {', '.join(FORMATS)}")

@@ -1,0 +1,1 @@
+"""Active learning: query strategies, the labelling simulator, its features and curves."""

@@ -1,0 +1,86 @@
+"""A project's state folder: the one place that knows its layout.
+
+Everything a project produces at run time lives under `<state base>/<project name>/`,
+never in the source tree (the base is `$SKILLLOOP_STATE_DIR` or `./state`). The service,
+the worker, the CLI and the demo all find files here through `ProjectState`, so a file's
+name is written once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from labeling.project import Project
+    from labeling.store import AnnotationStore
+    from training.registry import Registry
+
+STORE_FILE = "annotations.sqlite"
+
+
+@dataclass(frozen=True)
+class ProjectState:
+    """Paths (and openers) for one project's runtime state; nothing is created until used."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, project: Project, base: str | Path | None = None) -> ProjectState:
+        return cls(project.state_dir(base))
+
+    @property
+    def store_path(self) -> Path:
+        """The annotation store (SQLite)."""
+        return self.root / STORE_FILE
+
+    @property
+    def models(self) -> Path:
+        """The model registry's folder: one sub-folder per version."""
+        return self.root / "models"
+
+    @property
+    def rounds_log(self) -> Path:
+        """One JSON line per finished (or skipped) retraining round."""
+        return self.root / "rounds.jsonl"
+
+    @property
+    def rounds_dir(self) -> Path:
+        """One working folder per round: spec, progress, result."""
+        return self.root / "rounds"
+
+    @property
+    def heldout_file(self) -> Path:
+        return self.root / "heldout.json"
+
+    @property
+    def training_lock(self) -> Path:
+        return self.root / "training.lock"
+
+    @property
+    def studio_file(self) -> Path:
+        """The connected Label Studio project, as last seen in /setup or a webhook."""
+        return self.root / "studio.json"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def backend_log(self) -> Path:
+        return self.root / "backend.log"
+
+    def has_store(self) -> bool:
+        return self.store_path.is_file()
+
+    def store(self) -> AnnotationStore:
+        """A new connection to the annotation store (created on first use)."""
+        from labeling.store import AnnotationStore
+
+        return AnnotationStore(self.store_path)
+
+    def registry(self) -> Registry:
+        from training.registry import Registry
+
+        return Registry(self.models)
