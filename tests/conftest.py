@@ -160,3 +160,23 @@ def app(tmp_path, spanful_model):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def studio(tmp_path_factory):
+    """A real Label Studio (from .venv-studio) on a free port with a temp data dir, shared
+    by the `studio` tests of a run; stopped afterwards."""
+    from studio_helpers import free_port
+
+    from labeling.studio.server import StudioSettings, is_up, start, status, stop
+
+    settings = StudioSettings.from_env(tmp_path_factory.mktemp("studio-state"), free_port())
+    if not settings.executable.is_file():
+        pytest.skip(f"Label Studio not installed at {settings.executable}: run make studio-install")
+    try:
+        info = start(settings, timeout=600, quiet=True)
+        assert info["running"] and info["up"] and settings.pid_file.is_file()
+        yield settings
+    finally:
+        stopped = stop(settings)
+    assert stopped and not is_up(settings.url) and not status(settings)["running"]

@@ -7,7 +7,7 @@ import copy
 import json
 from pathlib import Path
 
-from conftest import REFERENCE_TAGS, save_tiny_model
+from conftest import REFERENCE_TAGS, save_tiny_model, tiny_vocab
 
 from backend.app import create_app
 from backend.settings import ServiceConfig
@@ -35,6 +35,54 @@ def biased_model(folder: Path, tag: str) -> Path:
         model.classifier.bias.fill_(-10.0)
         model.classifier.bias[REFERENCE_TAGS.index(tag)] = 10.0
     model.save_pretrained(folder)
+    return folder
+
+
+def keyword_model(folder: Path, tags: dict[str, str]) -> Path:
+    """A tiny reference-tagged DistilBERT that tags each word by its token alone: a word in
+    `tags` (its own vocabulary entry, added when missing) gets that tag, every other word O.
+
+    The transformer layers are made the identity (their output projections zeroed, so the
+    residuals carry the embeddings through) and positions are zeroed, so a token's hidden
+    state is its word embedding, which points at its tag's classifier row. Predictions are
+    exact and real: they go through the same checkpoint loading, windows and decoding as
+    any model."""
+    import torch
+    from transformers import AutoModelForTokenClassification, BertTokenizer, DistilBertConfig
+
+    vocab = {t: i for i, t in enumerate(dict.fromkeys([*tiny_vocab(), *tags]))}
+    tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True)
+    tokenizer.model_max_length = 64
+    config = DistilBertConfig(
+        vocab_size=len(vocab),
+        max_position_embeddings=64,
+        dim=32,
+        hidden_dim=64,
+        n_layers=2,
+        n_heads=2,
+        id2label=dict(enumerate(REFERENCE_TAGS)),
+        label2id={t: i for i, t in enumerate(REFERENCE_TAGS)},
+    )
+    model = AutoModelForTokenClassification.from_config(config)
+    with torch.no_grad():
+        for layer in model.distilbert.transformer.layer:
+            for projection in (layer.attention.out_lin, layer.ffn.lin2):
+                projection.weight.zero_()
+                projection.bias.zero_()
+        model.distilbert.embeddings.position_embeddings.weight.zero_()
+        embeddings = model.distilbert.embeddings.word_embeddings.weight
+        embeddings.zero_()
+        embeddings[:, REFERENCE_TAGS.index("O")] = 1.0
+        for word, tag in tags.items():
+            embeddings[vocab[word]] = 0.0
+            embeddings[vocab[word], REFERENCE_TAGS.index(tag)] = 1.0
+        model.classifier.weight.zero_()
+        model.classifier.bias.zero_()
+        for k in range(len(REFERENCE_TAGS)):
+            model.classifier.weight[k, k] = 10.0
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     return folder
 
 

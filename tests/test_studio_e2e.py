@@ -13,17 +13,12 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from studio_helpers import get_json, post_json, serve_backend, wait_for
 
-from labeling.studio.server import REPO_ROOT, StudioSettings
+from labeling.studio.server import REPO_ROOT
 
 pytestmark = [pytest.mark.studio, pytest.mark.slow]
 
@@ -75,47 +70,6 @@ def _spans(text: str, phrases) -> list[dict]:
         match = re.search(rf"\b{re.escape(phrase)}\b", text)
         spans.append({"start": match.start(), "end": match.end(), "label": label})
     return spans
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _get(url: str, timeout: float = 5.0) -> dict | None:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as reply:
-            return json.loads(reply.read() or b"{}")
-    except (OSError, ValueError):
-        return None
-
-
-def _wait_for(what: str, check, timeout: float, every: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-@pytest.fixture(scope="module")
-def studio(tmp_path_factory):
-    """A real Label Studio on a free port with a temp data dir; stopped afterwards."""
-    settings = StudioSettings.from_env(tmp_path_factory.mktemp("studio-state"), _free_port())
-    if not settings.executable.is_file():
-        pytest.skip(f"Label Studio not installed at {settings.executable}: run make studio-install")
-    from labeling.studio.server import is_up, start, status, stop
-
-    try:
-        info = start(settings, timeout=600, quiet=True)
-        assert info["running"] and info["up"] and settings.pid_file.is_file()
-        yield settings
-    finally:
-        stopped = stop(settings)
-    assert stopped and not is_up(settings.url) and not status(settings)["running"]
 
 
 @pytest.fixture
@@ -180,52 +134,11 @@ gold = "gold.jsonl"
 
 @pytest.fixture
 def backend(project_dir, tmp_path, studio):
-    """`skillloop serve` for the test project as a subprocess, told about Label Studio with
-    a personal access token (the test's own client uses the legacy token: both kinds)."""
-    from labeling.studio.client import create_personal_access_token
-
-    port = _free_port()
+    """`skillloop serve` for the test project (the test's own client uses the legacy token,
+    the backend a personal access token: both kinds)."""
     state = tmp_path / "state"
-    token = create_personal_access_token(studio.url, studio.username, studio.password)
-    env = dict(
-        os.environ,
-        SKILLLOOP_STATE_DIR=str(state),
-        SKILLLOOP_PORT=str(port),
-        LABEL_STUDIO_URL=studio.url,
-        LABEL_STUDIO_API_KEY=token,
-        HF_HUB_OFFLINE="1",
-        SKILLLOOP_THREADS="1",
-        SKILLLOOP_WATCH_INTERVAL="1",
-    )
-    log = (tmp_path / "backend.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", "serve", "--project", str(project_dir)],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def ready():
-        if process.poll() is not None:
-            pytest.fail(f"backend exited:\n{(tmp_path / 'backend.log').read_text()[-3000:]}")
-        health = _get(f"{url}/health")
-        return health if health and health.get("model_loaded") else None
-
-    try:
-        _wait_for("the backend's model", ready, 180)
+    with serve_backend(project_dir, state, studio) as url:
         yield url, state / "e2e-skills"
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        log.close()
 
 
 def _check_regions(task: dict, prediction: dict) -> None:
@@ -285,7 +198,7 @@ def test_the_whole_loop_on_a_real_label_studio(studio, project_dir, backend):
     backend_id = client.connect_backend(ref.id, backend_url, "skillloop")
     assert client.connect_backend(ref.id, backend_url, "skillloop") == backend_id
     assert len(client.backends(ref.id)) == 1
-    initial = _get(f"{backend_url}/health")["model_version"]
+    initial = get_json(f"{backend_url}/health")["model_version"]
     client.refresh_predictions(ref.id)
     tasks = client.tasks(ref.id)
     assert len(tasks) == len(POSTS)
@@ -298,7 +211,7 @@ def test_the_whole_loop_on_a_real_label_studio(studio, project_dir, backend):
             "tasks": [{"id": task["id"], "data": task["data"]}],
             "label_config": project.labeling_config,
         }
-        direct = _post(f"{backend_url}/predict", body)
+        direct = post_json(f"{backend_url}/predict", body)
         assert _region_keys(direct["results"][0]["result"]) == _region_keys(
             predictions[0]["result"]
         )
@@ -328,17 +241,17 @@ def test_the_whole_loop_on_a_real_label_studio(studio, project_dir, backend):
     from labeling.store import AnnotationStore
 
     store = AnnotationStore(state / "annotations.sqlite")
-    _wait_for("the webhook's annotations in the store", lambda: len(store.records()) >= 4, 30)
+    wait_for("the webhook's annotations in the store", lambda: len(store.records()) >= 4, 30)
 
     # Start Training: a new model version, promoted, whose predictions reach Label Studio
     client.train(ref.id)
 
     def promoted():
-        versions = _get(f"{backend_url}/versions") or {}
+        versions = get_json(f"{backend_url}/versions") or {}
         serving = versions.get("serving")
         return serving if serving and serving != initial else None
 
-    version = _wait_for("a promoted model version", promoted, 300, every=2)
+    version = wait_for("a promoted model version", promoted, 300, every=2)
 
     def refreshed():
         current = client.tasks(ref.id)
@@ -346,7 +259,7 @@ def test_the_whole_loop_on_a_real_label_studio(studio, project_dir, backend):
         info = client.project(ref.id)
         return current if done and info["model_version"] == version else None
 
-    tasks = _wait_for(f"Label Studio's predictions from {version}", refreshed, 180, every=2)
+    tasks = wait_for(f"Label Studio's predictions from {version}", refreshed, 180, every=2)
     assert client.project(ref.id)["sampling"] == "Uncertainty sampling"
     for task in tasks:
         (prediction,) = [p for p in task["predictions"] if p["model_version"] == version]
@@ -370,14 +283,6 @@ def test_the_whole_loop_on_a_real_label_studio(studio, project_dir, backend):
         text = by_post[post_id]["data"]["text"]
         tokens = tuple(text.split())
         assert sorted(exported[tokens]) == sorted(expected), post_id
-
-
-def _post(url: str, body: dict) -> dict:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=60) as reply:
-        return json.loads(reply.read())
 
 
 def _region_keys(result: list[dict]) -> list[tuple]:

@@ -1,0 +1,108 @@
+"""Helpers for the tests that run against a real Label Studio (marker `studio`): free
+ports, polling, and a real `skillloop serve` subprocess told about that Label Studio.
+The Label Studio itself is the session fixture `studio` in conftest.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from labeling.studio.server import REPO_ROOT, StudioSettings
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(url: str, timeout: float = 5.0) -> Any:
+    """The JSON body at `url`, or None when it does not answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as reply:
+            return json.loads(reply.read() or b"{}")
+    except (OSError, ValueError):
+        return None
+
+
+def post_json(url: str, body: dict) -> Any:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        return json.loads(reply.read())
+
+
+def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: float = 1.0) -> T:
+    """Poll `check` until it returns something truthy; fail the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@contextmanager
+def serve_backend(project_dir: Path, state: Path, studio: StudioSettings) -> Iterator[str]:
+    """`skillloop serve` for `project_dir` as a subprocess (log: state/../backend.log), told
+    about Label Studio with a personal access token; its URL once the model is loaded."""
+    from labeling.studio.client import create_personal_access_token
+
+    port = free_port()
+    token = create_personal_access_token(studio.url, studio.username, studio.password)
+    env = dict(
+        os.environ,
+        SKILLLOOP_STATE_DIR=str(state),
+        SKILLLOOP_PORT=str(port),
+        LABEL_STUDIO_URL=studio.url,
+        LABEL_STUDIO_API_KEY=token,
+        HF_HUB_OFFLINE="1",
+        SKILLLOOP_THREADS="1",
+        SKILLLOOP_WATCH_INTERVAL="1",
+    )
+    log_path = state.parent / f"{state.name}-backend.log"
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "backend.cli", "serve", "--project", str(project_dir)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def ready():
+        if process.poll() is not None:
+            pytest.fail(f"backend exited:\n{log_path.read_text()[-3000:]}")
+        health = get_json(f"{url}/health")
+        return health if health and health.get("model_loaded") else None
+
+    try:
+        wait_for("the backend's model", ready, 180)
+        yield url
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        log.close()
