@@ -6,7 +6,7 @@ STATE_DIR   ?= $(CURDIR)/state
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install studio-install test lint demo screenshot clean
+.PHONY: install studio-install chromium test lint demo screenshot clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -25,7 +25,14 @@ $(STUDIO_VENV)/.installed:
 	$(STUDIO_VENV)/bin/pip install -q label-studio==1.23.2
 	touch $@
 
-test: install studio-install
+# Debian's chromium, for the browser test (tests/test_studio_browser.py) and `make
+# screenshot`: installed when missing (sudo only when not root).
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
+
+test: install studio-install chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q -rs
@@ -42,12 +49,16 @@ demo: install studio-install
 	$(PY) -m backend.demo --project $(DEMO_PROJECT) --state-dir $(STATE_DIR) \
 		--studio-port $(STUDIO_PORT) --backend-port $(BACKEND_PORT)
 
-# A headless Chromium screenshot of a pre-annotated task, checked for drawn spans.
-screenshot: install studio-install
-	@command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		$$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
+# A headless Chromium screenshot of a pre-annotated task, checked for spans drawn on their
+# own text. By default a throwaway Label Studio (temp data dir, free port) holds the task;
+# PROJECT_ID=N [TASK_ID=M] shoots an existing task of the state folder's Label Studio
+# instead (started if needed). Creates nothing in your Label Studio; writes only OUT.
+OUT ?= $(STATE_DIR)/screenshots/studio-task.png
+screenshot: install studio-install chromium
 	SKILLLOOP_STATE_DIR=$(STATE_DIR) SKILLLOOP_STUDIO_PORT=$(STUDIO_PORT) \
-		$(PY) benchmarks/screenshot_task.py --start-studio --out docs/studio-task.png
+		$(PY) benchmarks/screenshot_task.py --out $(OUT) \
+		$(if $(PROJECT_ID),--start-studio --project-id $(PROJECT_ID)) \
+		$(if $(TASK_ID),--task-id $(TASK_ID))
 
 clean:
 	rm -rf $(VENV) $(STUDIO_VENV) .pytest_cache .ruff_cache

@@ -166,9 +166,7 @@ def client(app):
 def studio(tmp_path_factory):
     """A real Label Studio (from .venv-studio) on a free port with a temp data dir, shared
     by the `studio` tests of a run; stopped afterwards."""
-    from studio_helpers import free_port
-
-    from labeling.studio.server import StudioSettings, is_up, start, status, stop
+    from labeling.studio.server import StudioSettings, free_port, is_up, start, status, stop
 
     settings = StudioSettings.from_env(tmp_path_factory.mktemp("studio-state"), free_port())
     if not settings.executable.is_file():

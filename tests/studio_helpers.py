@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,15 +18,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from labeling.studio.server import REPO_ROOT, StudioSettings
+from labeling.studio.server import REPO_ROOT, StudioSettings, free_port
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def get_json(url: str, timeout: float = 5.0) -> Any:

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from labeling.studio.server import free_port
+
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -149,7 +151,7 @@ def chromium(
     executable = find_chromium()
     if not executable:
         raise FileNotFoundError(f"chromium not found: {INSTALL_HINT}")
-    port = _free_port()
+    port = free_port()
     profile = tempfile.mkdtemp(prefix="skillloop-chromium-")
     process = subprocess.Popen(
         [
@@ -296,12 +298,6 @@ HIGHLIGHTS_JS = """(() => {
   }
   return [...regions.values()];
 })()"""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _page_socket(port: int, process: subprocess.Popen, timeout: float = 30.0) -> str:

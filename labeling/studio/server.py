@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -96,6 +97,13 @@ class StudioSettings:
         env.pop("VIRTUAL_ENV", None)
         env.pop("PYTHONPATH", None)
         return env
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (for a throwaway server)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def is_up(url: str, timeout: float = 2.0) -> bool:
