@@ -200,7 +200,7 @@ def _hue_distance(tint, colour) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--url", default=os.environ.get("LABEL_STUDIO_URL"))
+    parser.add_argument("--url", help="with --project-id (default $LABEL_STUDIO_URL or :8081)")
     parser.add_argument("--username", default="admin@example.com")
     parser.add_argument("--password", default="skillloop-admin")
     token = os.environ.get("LABEL_STUDIO_API_KEY", "skillloop-demo-token")
@@ -223,7 +223,7 @@ def main() -> int:
         with throwaway_studio() as settings:
             return run(args, settings)
     if not args.start_studio:
-        args.url = args.url or "http://127.0.0.1:8081"
+        args.url = args.url or os.environ.get("LABEL_STUDIO_URL") or "http://127.0.0.1:8081"
         return run(args, None)
     from labeling.studio.server import start, status, stop
 
