@@ -51,14 +51,27 @@ def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: fl
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+_TOKENS: dict[str, str] = {}
+
+
+def personal_access_token(studio: StudioSettings) -> str:
+    """The admin's personal access token, made once per Label Studio: it holds one at a time
+    (a second POST /api/token/ answers 409), and the `studio` tests share one server."""
+    from labeling.studio.client import create_personal_access_token
+
+    if studio.url not in _TOKENS:
+        _TOKENS[studio.url] = create_personal_access_token(
+            studio.url, studio.username, studio.password
+        )
+    return _TOKENS[studio.url]
+
+
 @contextmanager
 def serve_backend(project_dir: Path, state: Path, studio: StudioSettings) -> Iterator[str]:
     """`skillloop serve` for `project_dir` as a subprocess (log: state/../backend.log), told
     about Label Studio with a personal access token; its URL once the model is loaded."""
-    from labeling.studio.client import create_personal_access_token
-
     port = free_port()
-    token = create_personal_access_token(studio.url, studio.username, studio.password)
+    token = personal_access_token(studio)
     env = dict(
         os.environ,
         SKILLLOOP_STATE_DIR=str(state),
