@@ -1,7 +1,9 @@
 """Subword alignment and windowing, shared by prediction and training.
 
 A document is tokenized once, without truncation; each subword is tied to the word (see
-`training.text.words`) it starts in, and a word is read from its first subword. Texts
+`training.text.words`) it starts in, and a word is read from its first subword. A word may
+cover several of the tokenizer's pieces (`T-SQL` is `t`, `-`, `sql`): all of them belong to
+it, the word is read from `t`, and a window never starts inside it. Texts
 longer than the model's limit are cut into overlapping windows that start on word
 boundaries. Every word is *owned* by exactly one window (the one where it sits furthest
 from an edge), so a span crossing a seam is decoded once, from one set of word tags.
@@ -102,8 +104,17 @@ def make_windows(encoding: Encoding, max_tokens: int, stride: int) -> list[Windo
         previous = starts[-1]
         target = previous + max_tokens - stride
         nxt = word_start_at_or_before(target, previous)
-        if nxt <= previous:  # a single word longer than the window: cut it
+        if nxt <= previous:  # no word starts in the overlap: take the next word's start
             nxt = target
+            limit = previous + max_tokens
+            while (
+                nxt < limit
+                and word_of_token[nxt] >= 0
+                and word_of_token[nxt] == word_of_token[nxt - 1]
+            ):
+                nxt += 1
+            if nxt >= limit:  # a single word longer than the window: cut it
+                nxt = target
         starts.append(nxt)
     ends = [min(s + max_tokens, n) for s in starts]
 

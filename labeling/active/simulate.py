@@ -35,7 +35,7 @@ from labeling.active.strategies import (
     item_from_prediction,
 )
 from training.decoding import decode
-from training.text import Document, Span, spans_to_tags, split_tag, tag_names, words
+from training.text import Document, Span, spans_to_tags, tag_names, tag_runs, words
 
 log = logging.getLogger(__name__)
 
@@ -282,15 +282,8 @@ def _entity_f1(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]
 
 
 def _entities(tags: Sequence[str]) -> set[tuple[int, int, str]]:
-    found, start, label = set(), None, None
-    for i, tag in enumerate([*tags, "O"]):
-        prefix, tag_label = split_tag(tag)
-        if start is not None and not (prefix == "I" and tag_label == label):
-            found.add((start, i, label))
-            start = None
-        if prefix == "B" or (prefix == "I" and start is None):
-            start, label = i, tag_label
-    return found
+    """`(first word, end word, label)` of each entity, by the one decoder."""
+    return {(first, last + 1, label) for first, last, label in tag_runs(tags)}
 
 
 def simulate(pool_path, eval_path, config: SimConfig, progress=print) -> dict:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from training.text import OUTSIDE, split_tag
+from training.text import OUTSIDE, split_tag, tag_runs
 
 EPS = 1e-12
 
@@ -243,36 +243,18 @@ def candidate_spans(item: PoolItem, near_miss: float = 0.2) -> list[SpanDoubt]:
     p_best = _max_probs(item)
     outside = tags.index(OUTSIDE) if OUTSIDE in tags else None
     p_entity = 1.0 - item.probs[:, outside] if outside is not None else np.ones(item.cost)
+    # near misses decode as runs of their own pseudo-label, apart from predicted spans
+    near = "\0near-miss"
+    run_tags = [
+        f"I-{near}" if split_tag(tags[b])[0] == OUTSIDE and p_entity[i] >= near_miss else tags[b]
+        for i, b in enumerate(best)
+    ]
     spans: list[SpanDoubt] = []
-    run: list[int] = []
-    run_label, run_predicted = "", True
-
-    def close() -> None:
-        if run:
-            # a near miss's words are argmax O, so this is 1 - P(all O) for it
-            p_span = float(np.exp(np.log(p_best[run]).sum()))
-            spans.append(SpanDoubt(run[0], run[-1], run_label, 1.0 - p_span, run_predicted))
-
-    for i in range(item.cost):
-        prefix, label = split_tag(tags[best[i]])
-        if prefix == OUTSIDE:
-            if p_entity[i] >= near_miss:
-                if run and run_predicted:
-                    close()
-                    run = []
-                if not run:
-                    run_label, run_predicted = "?", False
-                run.append(i)
-                continue
-            close()
-            run = []
-            continue
-        if prefix == "I" and run and run_predicted and label == run_label:
-            run.append(i)
-            continue
-        close()
-        run, run_label, run_predicted = [i], label or "", True
-    close()
+    for first, last, label in tag_runs(run_tags):
+        # a near miss's words are argmax O, so this is 1 - P(all O) for it
+        p_span = float(np.exp(np.log(p_best[first : last + 1]).sum()))
+        predicted = label != near
+        spans.append(SpanDoubt(first, last, label if predicted else "?", 1.0 - p_span, predicted))
     return spans
 
 
