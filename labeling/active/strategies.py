@@ -379,13 +379,25 @@ class ClassBalanced(QueryStrategy):
         top = max(raw.values(), default=1.0)
         self.rarity = {label: r / top for label, r in raw.items()}
 
-    def uncertainty(self, item):
+    def weight(self, item: PoolItem) -> float:
+        """1 + `strength` * the expected number of rare-label spans (capped at 3)."""
         expected = 0.0
         for column, tag in enumerate(item.tags):
             prefix, label = split_tag(tag)
             if prefix == "B":
                 expected += self.rarity.get(label, 1.0) * float(item.probs[:, column].sum())
-        return self.base.uncertainty(item) * (1.0 + self.strength * min(expected, 3.0))
+        return 1.0 + self.strength * min(expected, 3.0)
+
+    def uncertainty(self, item):
+        return self.base.uncertainty(item) * self.weight(item)
+
+    def scores(self, pool, rng):
+        # the base's own scores (random's draws, BALD's samples), not its uncertainty:
+        # random's uncertainty is 0 for every post, which left the pool in its own order
+        base = self.base.scores(pool, rng)
+        return np.array(
+            [s * self.weight(it) if it.cost else s for s, it in zip(base, pool, strict=True)]
+        )
 
     def confidence(self, u):
         return self.base.confidence(u)
