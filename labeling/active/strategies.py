@@ -14,7 +14,8 @@ first. Posts without words carry nothing to label: they are never picked (score 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -453,6 +454,17 @@ def get_strategy(name: str, **options) -> QueryStrategy:
             raise ValueError(f"{name!r} needs the labelled spans' counts per label")
         return ClassBalanced(strategy, label_counts)
     return strategy
+
+
+def build_strategy(name: str, head: Callable[[], dict], labelled: Iterable[str]) -> QueryStrategy:
+    """The named strategy with what it needs: BALD the model's classification head (`head`
+    is called for BALD only), +balanced the counts per label of `labelled` (the labels of
+    the labelled spans; a label not seen yet counts as rarest)."""
+    base_name, _, wrapper = name.partition("+")
+    options = dict(head()) if base_name == "bald" else {}
+    if wrapper == "balanced":
+        options["label_counts"] = Counter(labelled)
+    return get_strategy(name, **options)
 
 
 def task_score(prediction, strategy: str | QueryStrategy = "mnlp") -> float:
