@@ -260,3 +260,11 @@ def test_select_prints_the_next_batch(tmp_path, tiny_reference_model, capsys):
     assert main(["select", "--project", str(folder), "--state-dir", str(state)]) == 2
     assert "no serving model" in capsys.readouterr().err
     assert np.isfinite(scores).all()
+
+
+def test_select_counts_a_post_as_labelled_when_only_its_spacing_differs():
+    from backend.commands_select import _unlabelled_posts
+
+    labelled = [Document("Python  and SQL\n", id="42")]  # a Label Studio task id
+    posts = [Document("Python and SQL", id="post-1"), Document("Java", id="post-2")]
+    assert [p.id for p in _unlabelled_posts(posts, labelled)] == ["post-2"]
