@@ -18,7 +18,7 @@ from labeling.active.strategies import (
     task_score,
 )
 from training.tagger import Prediction
-from training.text import tag_names
+from training.text import tag_names, words
 
 TAGS = tag_names(["Skill"])  # O, B-Skill, I-Skill
 
@@ -227,3 +227,14 @@ def test_task_score_lower_means_more_useful():
     # random's task score carries no information: it varies from call to call, in [0, 1]
     draws = [task_score(sure, "random") for _ in range(20)]
     assert all(0.0 <= d <= 1.0 for d in draws) and len(set(draws)) > 1
+
+
+def test_doubtful_spans_never_start_or_end_on_a_dangling_joiner():
+    # the demo's select showed "real-" and "-time systems" as doubtful spans
+    text = "real- and -time systems."
+    offsets = words(text)  # real - and - time systems .
+    rows = [word(0.3), word(0.3, 0.0, 0.7), word(0.99), word(0.6), word(0.3, 0.0, 0.7)]
+    rows += [word(0.3, 0.0, 0.7), word(0.6)]
+    pool_item = PoolItem("p", np.array(rows), TAGS, text=text, words=offsets)
+    shown = [text[offsets[s.first][0] : offsets[s.last][1]] for s in candidate_spans(pool_item)]
+    assert shown == ["real", "time systems"]

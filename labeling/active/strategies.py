@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from training.text import OUTSIDE, split_tag, tag_runs
+from training.text import OUTSIDE, is_joiner, split_tag, tag_runs
 
 EPS = 1e-12
 
@@ -250,8 +250,18 @@ def candidate_spans(item: PoolItem, near_miss: float = 0.2) -> list[SpanDoubt]:
         f"I-{near}" if split_tag(tags[b])[0] == OUTSIDE and p_entity[i] >= near_miss else tags[b]
         for i, b in enumerate(best)
     ]
+    # a span never starts or ends on a lone joiner ("real-", "-time", "Python."), as decoded
+    # spans do not (training.text.tags_to_spans); needs the item's text and words
+    readable = bool(item.text) and len(item.words) == item.cost
     spans: list[SpanDoubt] = []
     for first, last, label in tag_runs(run_tags):
+        if readable:
+            while first <= last and is_joiner(item.text, item.words[first]):
+                first += 1
+            while last >= first and is_joiner(item.text, item.words[last]):
+                last -= 1
+            if first > last:
+                continue
         # a near miss's words are argmax O, so this is 1 - P(all O) for it
         p_span = float(np.exp(np.log(p_best[first : last + 1]).sum()))
         predicted = label != near
