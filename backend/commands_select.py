@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import Counter
 from pathlib import Path
 
 from labeling.active.strategies import (
+    build_strategy,
     candidate_spans,
     check_strategy_name,
-    get_strategy,
     item_from_prediction,
     strategy_names,
 )
 from labeling.state import ProjectState
+from training.text import Document, post_key
 
 
 def register(sub) -> None:
@@ -71,32 +71,21 @@ def register(sub) -> None:
     s.set_defaults(func=simulate_command)
 
 
-def _labelled_documents(project, state_dir: Path):
+def _labelled_documents(project, state_dir: Path) -> list[Document]:
+    """What training reads (`backend.rounds.annotated_documents`); a project without an
+    annotation store yet is read with an empty one, and `select` creates no file."""
+    from backend.rounds import annotated_documents
     from labeling.store import AnnotationStore
 
-    docs = list(project.gold())
-    store_path = ProjectState(state_dir).store_path
-    if store_path.is_file():
-        with AnnotationStore(store_path) as store:
-            docs += store.training_documents()
-    return docs
+    state = ProjectState(state_dir)
+    with state.store() if state.has_store() else AnnotationStore(":memory:") as store:
+        return annotated_documents(project, store)
 
 
 def _unlabelled_posts(posts, labelled):
-    done_texts = {doc.text for doc in labelled}
+    done_texts = {post_key(doc.text) for doc in labelled}
     done_ids = {doc.id for doc in labelled if doc.id}
-    return [p for p in posts if p.text not in done_texts and p.id not in done_ids]
-
-
-def _strategy(name: str, tagger, labelled):
-    """The named strategy, given what it needs: BALD the tagger's head, +balanced the
-    labelled spans' counts per label."""
-    options = {}
-    if name.partition("+")[0] == "bald":
-        options.update(tagger.classifier_head())
-    if name.partition("+")[2] == "balanced":
-        options["label_counts"] = Counter(span.label for doc in labelled for span in doc.spans)
-    return get_strategy(name, **options)
+    return [p for p in posts if post_key(p.text) not in done_texts and p.id not in done_ids]
 
 
 def _serving_model(project, state_dir: Path, model: str | None) -> str:
@@ -135,7 +124,8 @@ def select_command(args) -> int:
         max_tokens=project.model.max_tokens,
         stride=project.model.stride,
     )
-    strategy = _strategy(name, tagger, labelled)
+    labels = [span.label for doc in labelled for span in doc.spans]
+    strategy = build_strategy(name, tagger.classifier_head, labels)
     print(f"scoring {len(posts)} unlabelled posts with {tagger.version} ...", file=sys.stderr)
     bald = name.partition("+")[0] == "bald"
     predictions = tagger.predict([p.text for p in posts], hidden=bald)

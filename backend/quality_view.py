@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TextIO
 
-from labeling.curation.export import normalise, resolve
+from labeling.curation.export import resolve
 from labeling.curation.quality import (
     EDIT_KINDS,
     OVERALL,
@@ -14,7 +14,7 @@ from labeling.curation.quality import (
     likely_label_errors,
     preannotation_edits,
 )
-from training.text import Document
+from training.text import Document, post_key
 
 
 def quality_figures(
@@ -34,11 +34,11 @@ def quality_figures(
         # the training data as training sees it: the reviewed annotation, else the latest
         posts, _ = resolve(records, "reviewed")
         docs = [Document(p.text, p.spans, id=p.id) for p in posts]
-        annotated = {normalise(d.text) for d in docs}
+        annotated = {post_key(d.text) for d in docs}
         docs += [
             Document(d.text, d.spans, id=f"gold-{d.id}")
             for d in gold
-            if normalise(d.text) not in annotated
+            if post_key(d.text) not in annotated
         ]
         issues = likely_label_errors(tagger, docs, threshold)
         figures["label_errors"] = {

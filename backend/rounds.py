@@ -39,7 +39,7 @@ from labeling.project import Project
 from labeling.state import ProjectState
 from labeling.store import AnnotationStore, documents_sha256
 from training.registry import ModelVersion, Registry
-from training.text import Document
+from training.text import Document, post_key
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +112,9 @@ def frozen_share(state_dir: Path, share: float) -> float:
     return share
 
 
-def text_key(text: str) -> str:
-    return " ".join(text.split())
-
-
 def is_heldout(text: str, share: float) -> bool:
     """Stable across runs, machines and Python versions (unlike hash())."""
-    digest = hashlib.sha256(text_key(text).encode("utf-8")).hexdigest()
+    digest = hashlib.sha256(post_key(text).encode("utf-8")).hexdigest()
     return int(digest[:15], 16) / 16**15 < share
 
 
@@ -129,10 +125,10 @@ def annotated_documents(project: Project, store: AnnotationStore) -> list[Docume
     by_text: dict[str, Document] = {}
     for doc in project.gold():
         doc.meta["source"] = "gold"
-        by_text[text_key(doc.text)] = doc
+        by_text[post_key(doc.text)] = doc
     for doc in store.training_documents():
         doc.meta["source"] = "label-studio"
-        by_text[text_key(doc.text)] = doc
+        by_text[post_key(doc.text)] = doc
     labels = set(project.label_values)
     docs = list(by_text.values())
     for doc in docs:

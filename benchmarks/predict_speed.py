@@ -148,8 +148,7 @@ def run_pipeline(loaded, texts, stride: int | None, repeat: int):
 
 def padding_waste(tagger: Tagger, texts: list[str]) -> tuple[float, float]:
     """Padded share of model input with length-sorted batches, and with batches in post order."""
-    from training.tagger import _batches
-    from training.windows import encode, make_windows
+    from training.windows import batches_under_budget, encode, make_windows
 
     lengths = []
     for text in texts:
@@ -161,9 +160,9 @@ def padding_waste(tagger: Tagger, texts: list[str]) -> tuple[float, float]:
     def waste(jobs):
         real = padded = 0
         specials = tagger.max_width - tagger.max_tokens
-        for batch in _batches([(n,) for n in jobs], tagger.batch_tokens):
-            width = tagger.input_width(max(n for (n,) in batch) + specials)
-            real += sum(n + specials for (n,) in batch)
+        for batch in batches_under_budget(jobs, tagger.batch_tokens, length=lambda n: n):
+            width = tagger.input_width(max(batch) + specials)
+            real += sum(n + specials for n in batch)
             padded += width * len(batch)
         return 1 - real / padded
 

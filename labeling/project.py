@@ -14,6 +14,7 @@ from pathlib import Path
 
 from labeling.studio.config import LabelingConfig, LabelSpec, build_config, parse_config
 from training.text import Document
+from training.windows import WINDOWS
 
 PROJECT_FILE = "project.toml"
 CONFIG_FILE = "labeling_config.xml"
@@ -38,8 +39,8 @@ class ProjectLabel:
 class ModelSettings:
     base: str = "backbone"  # "backbone", a checkpoint folder (relative to the project) or hub name
     label_map: dict[str, str] = field(default_factory=dict)  # model tag type -> project label
-    max_tokens: int = 256
-    stride: int = 64
+    max_tokens: int = WINDOWS.max_tokens  # special tokens excluded (training.windows)
+    stride: int = WINDOWS.stride
 
 
 @dataclass(slots=True)

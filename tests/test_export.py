@@ -112,6 +112,21 @@ def test_export_round_trips(records, tmp_path, fmt):
     assert (tmp_path / "provenance.jsonl").is_file()
 
 
+def test_exports_keep_the_tasks_own_post_id(tmp_path):
+    text, parts = post_text(5)
+    spans = [span(text, p, label) for p, label in parts]
+    with_id = rec(
+        1, 41, text, spans, raw={"task": {"id": 41, "data": {"text": text, "post_id": "post-005"}}}
+    )
+    other, _ = post_text(6)
+    without = rec(2, 42, other, [], raw={"task": {"id": 42, "data": {"text": other}}})
+    posts, _ = resolve([with_id, without])
+    assert {p.id for p in posts} == {"post-005", "42"}
+    export_dataset([with_id, without], tmp_path, ExportSettings("jsonl", LABELS, shares=(1, 0, 0)))
+    back = read_export(tmp_path, "jsonl")
+    assert {d.id for docs in back.values() for d in docs} == {"post-005", "42"}
+
+
 def test_hf_export_has_tokens_classlabel_tags_and_provenance(records, tmp_path):
     from datasets import load_dataset, load_from_disk
 

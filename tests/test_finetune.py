@@ -1,6 +1,7 @@
 """Fine-tuning the tiny model: loss goes down, the checkpoint loads back, runs repeat."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -96,6 +97,22 @@ def test_training_lowers_loss_and_writes_a_loadable_checkpoint(tiny_encoder, tmp
     assert loaded.new_tags == []
     tagger = Tagger.load(out, LABELS, quantize=False)
     assert len(tagger.predict(["we need python"])[0].words) == 3
+
+
+def test_plain_cross_entropy_training_learns_and_saves_no_crf(tiny_encoder, tmp_path):
+    # FAST inherits crf=True: this is the --no-crf path, the per-subword cross-entropy loss
+    docs = corpus() + [LONG]
+    config = TrainConfig(**{**FAST.__dict__, "crf": False, "epochs": 12})
+    out = tmp_path / "ce"
+    result = train(tiny_encoder, docs, LABELS, out, dev_docs=docs, config=config, progress=False)
+    # cross-entropy starts near log(5 tags) per word, and falls well below it
+    assert result.losses[0] == pytest.approx(math.log(5), abs=0.5)
+    assert result.losses[-1] < 0.5 * result.losses[0]
+    assert "crf" not in read_metadata(out)
+    assert checkpoint.load(out, LABELS).transitions is None
+    tagger = Tagger.load(out, LABELS, quantize=False)
+    assert tagger.transitions is None
+    assert result.best_dev_f1 > 0.5  # it learned the training posts' skills
 
 
 def test_seeded_runs_repeat_and_warm_start_from_a_checkpoint(tiny_encoder, tmp_path):

@@ -18,7 +18,7 @@ from labeling.active.strategies import (
     task_score,
 )
 from training.tagger import Prediction
-from training.text import tag_names
+from training.text import tag_names, words
 
 TAGS = tag_names(["Skill"])  # O, B-Skill, I-Skill
 
@@ -49,8 +49,13 @@ def test_mnlp_prefers_the_uncertain_short_post_where_least_confidence_takes_the_
     pool = [LONG, SHORT]
     assert ids(get_strategy("least_confidence").query(pool, 1)) == ["long"]
     assert ids(get_strategy("mnlp").query(pool, 1)) == ["short"]
-    # the reason: P(best sequence) of 60 words at 0.97 is lower than of 3 words at ~0.65
-    assert 0.97**60 < 0.6 * 0.7 * 0.65
+    # the reason: P(best sequence) of 60 words at 0.97 (0.16) is lower than of 3 words at
+    # ~0.65 (0.27); MNLP's per-word mean says the opposite
+    least, mnlp = get_strategy("least_confidence"), get_strategy("mnlp")
+    assert least.uncertainty(LONG) == pytest.approx(1 - 0.97**60)
+    assert least.uncertainty(SHORT) == pytest.approx(1 - 0.6 * 0.7 * 0.65)
+    assert mnlp.uncertainty(LONG) == pytest.approx(-math.log(0.97))
+    assert mnlp.uncertainty(SHORT) == pytest.approx(-math.log(0.6 * 0.7 * 0.65) / 3)
 
 
 def test_entropy_mean_and_max_and_margin():
@@ -183,6 +188,28 @@ def test_class_balancing_favours_rare_labels():
     assert ids(balanced.query([common, rare], 1)) == ["rare"]
 
 
+def test_random_balanced_draws_at_random_leaning_to_rare_labels():
+    # it used to return the pool's first posts: ClassBalanced scaled random's uncertainty,
+    # which is 0 for every post, so every post tied and the pool order decided
+    tags = tag_names(["Common", "Rare"])
+
+    def post(id, label):
+        probs = np.full((4, len(tags)), 0.02)
+        probs[:, 0] = 0.6
+        probs[1, tags.index(f"B-{label}")] = 0.3
+        return PoolItem(id, probs / probs.sum(axis=1, keepdims=True), tags)
+
+    pool = [post(f"common{i}", "Common") for i in range(10)]
+    pool += [post(f"rare{i}", "Rare") for i in range(10)]
+    strategy = get_strategy("random+balanced", label_counts={"Common": 500, "Rare": 3})
+    batches = [ids(strategy.query(pool, 5, rng=seed)) for seed in range(40)]
+    assert len({tuple(b) for b in batches}) > 30  # different seeds, different batches
+    assert batches[0] != [f"common{i}" for i in range(5)]
+    picked = [i for b in batches for i in b]
+    rare_share = sum(i.startswith("rare") for i in picked) / len(picked)
+    assert rare_share > 0.6  # weight 1 + 3 * 0.3 vs about 1: rare posts win most draws
+
+
 def test_task_score_lower_means_more_useful():
     def prediction(rows) -> Prediction:
         probs = np.array(rows, dtype=np.float32).reshape(-1, 3)
@@ -197,4 +224,17 @@ def test_task_score_lower_means_more_useful():
     assert task_score(prediction([])) == 1.0  # nothing to label: served last
     ranked = sorted([sure, unsure], key=task_score)
     assert ranked[0] is unsure
-    assert math.isfinite(task_score(sure, "random"))
+    # random's task score carries no information: it varies from call to call, in [0, 1]
+    draws = [task_score(sure, "random") for _ in range(20)]
+    assert all(0.0 <= d <= 1.0 for d in draws) and len(set(draws)) > 1
+
+
+def test_doubtful_spans_never_start_or_end_on_a_dangling_joiner():
+    # the demo's select showed "real-" and "-time systems" as doubtful spans
+    text = "real- and -time systems."
+    offsets = words(text)  # real - and - time systems .
+    rows = [word(0.3), word(0.3, 0.0, 0.7), word(0.99), word(0.6), word(0.3, 0.0, 0.7)]
+    rows += [word(0.3, 0.0, 0.7), word(0.6)]
+    pool_item = PoolItem("p", np.array(rows), TAGS, text=text, words=offsets)
+    shown = [text[offsets[s.first][0] : offsets[s.last][1]] for s in candidate_spans(pool_item)]
+    assert shown == ["real", "time systems"]

@@ -96,6 +96,31 @@ def test_a_span_across_a_window_seam_is_found_once(rule_tagger):
     assert prediction.spans[0].start == first
 
 
+def test_a_compound_of_several_pieces_is_one_word_read_from_its_first_subword(rule_tagger):
+    # BERT's pre-tokenizer cuts "machine-learning" into machine / - / learning; the word is
+    # the whole compound, tagged from "machine" (B-Skill), so the span is never "machine-"
+    text = "machine-learning and machine/learning, then machine.learning."
+    for max_tokens in range(4, 14):
+        tagger = Tagger(
+            rule_tagger.tokenizer, rule_tagger.model, ["Skill"], "rules", max_tokens=max_tokens
+        )
+        prediction = tagger.predict([text])[0]
+        check_prediction(prediction, text, tag_names(["Skill"]))
+        assert [s.text for s in prediction.spans] == [
+            "machine-learning",
+            "machine/learning",
+            "machine.learning",
+        ]
+        encoding = encode(tagger.tokenizer, text, prediction.words)
+        first = int(encoding.first_token[0])
+        assert tagger.tokenizer.convert_ids_to_tokens(encoding.input_ids[first]) == "machine"
+        assert list(encoding.word_of_token[:3]) == [0, 0, 0]  # machine - learning
+        for window in make_windows(encoding, tagger.max_tokens, tagger.stride)[1:]:
+            # windows start on a word's first subword, never inside a compound
+            start = window.start
+            assert encoding.word_of_token[start] != encoding.word_of_token[start - 1]
+
+
 def test_every_window_seam_position_gives_the_same_spans(rule_tagger):
     text = "we need machine learning and machine learning learning , data machine " * 3
     expected = None

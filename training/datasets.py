@@ -19,11 +19,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from training.text import (
-    OUTSIDE,
     Document,
     Span,
     resolve_overlaps,
-    split_tag,
+    spans_to_tags,
+    tags_to_spans,
     with_text,
     words,
 )
@@ -57,46 +57,20 @@ def join_tokens(sentences: Sequence[Sequence[str]]) -> tuple[str, list[list[tupl
     return "".join(parts), offsets
 
 
-def bio_spans(
-    tags: Sequence[str], offsets: Sequence[tuple[int, int]], label: str | None
+def column_spans(
+    text: str, tags: Sequence[str], offsets: Sequence[tuple[int, int]], label: str | None
 ) -> list[Span]:
-    """Spans of one BIO column; bare `B`/`I` tags take `label`, an orphan I- opens a span."""
-    spans: list[Span] = []
-    current: list = []  # [start, end, label]
-    for tag, (start, end) in zip(tags, offsets, strict=True):
-        prefix, tag_label = split_tag(tag)
-        tag_label = tag_label or label
-        if prefix != OUTSIDE and tag_label is None:
-            raise ValueError(f"bare tag {tag!r} needs a label for its column")
-        if prefix == "I" and current and current[2] == tag_label:
-            current[1] = end
-            continue
-        if current:
-            spans.append(Span(*current))
-        current = [] if prefix == OUTSIDE else [start, end, tag_label]
-    if current:
-        spans.append(Span(*current))
-    return spans
-
-
-def token_tags(spans: Iterable[Span], offsets: Sequence[tuple[int, int]], bare: bool) -> list[str]:
-    """BIO tags of tokens for non-overlapping spans (a token inside a span is tagged)."""
-    tags = [OUTSIDE] * len(offsets)
-    for span in spans:
-        first = True
-        for i, (start, end) in enumerate(offsets):
-            if start < span.end and span.start < end:
-                prefix = "B" if first else "I"
-                tags[i] = prefix if bare else f"{prefix}-{span.label}"
-                first = False
-    return tags
+    """Spans of one BIO column of tokens (`training.text.tags_to_spans`, the one decoder):
+    bare `B`/`I` tags take `label`, an orphan I- opens a span, and the spans are kept as
+    the file gives them (a gold span ending on a lone "." token keeps it)."""
+    return tags_to_spans(tags, offsets, text, label=label, trim_joiners=False)
 
 
 def flatten(text: str, spans: Iterable[Span], **meta) -> Document:
     """A document whose overlapping spans are resolved by the nesting policy."""
     kept, dropped = resolve_overlaps(spans)
     if dropped:
-        meta["dropped"] = [span_dict(s) for s in dropped]
+        meta["dropped"] = [{"start": s.start, "end": s.end, "label": s.label} for s in dropped]
     return Document(text, with_text(kept, text), meta=meta)
 
 
@@ -150,8 +124,8 @@ def read_skillspan(path: str | Path) -> list[Document]:
             span
             for row, sentence_offsets in zip(rows, offsets, strict=True)
             for column, label in SKILLSPAN_LAYERS.items()
-            for span in bio_spans(
-                row.get(column) or ["O"] * len(row["tokens"]), sentence_offsets, label
+            for span in column_spans(
+                text, row.get(column) or ["O"] * len(row["tokens"]), sentence_offsets, label
             )
         ]
         doc = flatten(text, spans, source=source, idx=idx)
@@ -181,7 +155,7 @@ def write_skillspan(docs: Iterable[Document], path: str | Path) -> None:
                 row = {"idx": doc.meta.get("idx", n), "tokens": tokens}
                 for label, column in layer_of.items():
                     layer = [s for s in spans if s.label == label]
-                    row[column] = token_tags(layer, offsets, bare=True)
+                    row[column] = spans_to_tags(layer, offsets, bare=True)
                 row["source"] = doc.meta.get("source", "")
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
 
@@ -245,7 +219,7 @@ def _conll_document(sentences, column_labels, path, n) -> Document:
         for s, sentence_offsets in zip(sentences, offsets, strict=True):
             tags = [row[column + 1] for row in s]
             try:
-                spans += bio_spans(tags, sentence_offsets, label)
+                spans += column_spans(text, tags, sentence_offsets, label)
             except ValueError as err:
                 raise ValueError(f"{path}: {err} (pass column labels)") from None
     doc = flatten(text, spans)
@@ -265,7 +239,7 @@ def write_conll(docs: Iterable[Document], path: str | Path) -> None:
                 position += len(sentence) + 1
                 if not offsets:
                     continue
-                tags = token_tags(doc.spans, offsets, bare=False)
+                tags = spans_to_tags(doc.spans, offsets)
                 for (start, end), tag in zip(offsets, tags, strict=True):
                     out.write(f"{doc.text[start:end]}\t{tag}\n")
                 out.write("\n")

@@ -28,7 +28,7 @@ import torch
 from training import checkpoint
 from training.crf import CRF, word_emissions
 from training.text import Document, spans_to_tags, tag_names, words
-from training.windows import encode, make_windows, special_tokens, window_inputs
+from training.windows import WINDOWS, encode, make_windows, special_tokens, window_inputs
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ class TrainConfig:
     epochs: int = 8
     learning_rate: float = 2e-4
     batch_size: int = 4  # windows per step: more, smaller steps beat 16 (docs/training.md)
-    max_tokens: int = 256  # subwords per window, special tokens excluded
-    stride: int = 32  # subwords shared by consecutive windows of a long document
+    max_tokens: int = WINDOWS.max_tokens  # subwords per window, special tokens excluded
+    stride: int = WINDOWS.stride  # subwords shared by consecutive windows of a long document
     seed: int = 13
     patience: int = 2  # epochs without dev improvement before stopping
     warmup_ratio: float = 0.1

@@ -27,20 +27,22 @@ from training.decoding import DECODINGS, decode_many, no_span_across_lines
 from training.precision import resolve_precision, set_precision
 from training.text import Span, Word, tag_names, tags_to_spans, words
 from training.windows import (
+    WINDOWS,
     Encoding,
     Window,
     encode,
+    forward_windows,
     make_windows,
-    owned_words,
     special_tokens,
-    window_inputs,
+    usable_max_tokens,
+    window_jobs,
 )
 
 log = logging.getLogger(__name__)
 
 # Defaults measured by benchmarks/predict_speed.py (see docs/tagger.md).
-DEFAULT_MAX_TOKENS = 254  # 256 with [CLS] and [SEP], the windows the trainer uses
-DEFAULT_STRIDE = 32
+DEFAULT_MAX_TOKENS = WINDOWS.max_tokens  # special tokens excluded (training.windows)
+DEFAULT_STRIDE = WINDOWS.stride
 DEFAULT_DECODING = "viterbi"
 # Windows per forward pass are limited by total padded subwords, not by count: short and
 # long windows then cost about the same memory and time per batch. int8 runs one window
@@ -122,10 +124,11 @@ class Tagger:
         self.precision = "fp32"  # as far as this class knows; from_loaded sets it
         self.batch_tokens = batch_tokens
         self.specials = special_tokens(tokenizer)
-        limit = _position_limit(tokenizer, model) - sum(map(len, self.specials))
-        if max_tokens > limit:
-            log.info("max_tokens %d exceeds the model's limit; using %d", max_tokens, limit)
-        self.max_tokens = min(max_tokens, limit)
+        self.max_tokens = usable_max_tokens(max_tokens, tokenizer, model, self.specials)
+        if self.max_tokens < max_tokens:
+            log.info(
+                "max_tokens %d exceeds the model's limit; using %d", max_tokens, self.max_tokens
+            )
         self.stride = min(stride, self.max_tokens // 2)
         self.max_width = self.max_tokens + sum(map(len, self.specials))
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -266,36 +269,32 @@ class Tagger:
         }
 
     def _fill_probs(self, docs: list[_Doc], hidden: bool = False) -> None:
-        """Run every window of every document through the model, in length-sorted batches."""
-        jobs = []  # (length, doc, window, owned words)
-        for doc in docs:
-            for window in doc.windows:
-                owned = owned_words(doc.encoding, window)
-                if owned.size:
-                    jobs.append((window.end - window.start, doc, window, owned))
-        jobs.sort(key=lambda job: job[0], reverse=True)
-        offset = len(self.specials[0])
-        self.model.eval()  # a trainer's dev evaluation hands over a model in train mode
-        with torch.inference_mode():
-            for batch in _batches(jobs, self.batch_tokens):
-                inputs = [window_inputs(d.encoding, w, self.specials) for _, d, w, _ in batch]
-                width = self.input_width(len(inputs[0]))
-                ids = torch.full((len(inputs), width), self.pad_id, dtype=torch.long)
-                mask = torch.zeros((len(inputs), width), dtype=torch.long)
-                for row, seq in enumerate(inputs):
-                    ids[row, : len(seq)] = torch.tensor(seq)
-                    mask[row, : len(seq)] = 1
-                extra = {"output_hidden_states": True} if hidden else {}
-                out = self.model(input_ids=ids, attention_mask=mask, **extra)
-                probs = torch.softmax(out.logits.float(), dim=-1).numpy()
-                states = out.hidden_states[-1].float().numpy() if hidden else None
-                for row, (_, doc, window, owned) in enumerate(batch):
-                    positions = doc.encoding.first_token[owned] - window.start + offset
-                    doc.probs[owned] = probs[row, positions]
-                    if states is not None:
-                        if doc.hidden is None:
-                            doc.hidden = np.zeros((len(doc.words), states.shape[-1]), np.float32)
-                        doc.hidden[owned] = states[row, positions]
+        """Run every window of every document through the model (`forward_windows`)."""
+        jobs = [
+            job
+            for d, doc in enumerate(docs)
+            for job in window_jobs(d, doc.encoding, doc.windows, self.specials)
+        ]
+
+        def read(out) -> list:
+            probs = torch.softmax(out.logits.float(), dim=-1)
+            return [probs, out.hidden_states[-1]] if hidden else [probs]
+
+        for job, rows in forward_windows(
+            self.model,
+            jobs,
+            read,
+            pad_id=self.pad_id,
+            batch_tokens=self.batch_tokens,
+            width=self.input_width,
+            hidden_states=hidden,
+        ):
+            doc = docs[job.doc]
+            doc.probs[job.owned] = rows[0]
+            if hidden:
+                if doc.hidden is None:
+                    doc.hidden = np.zeros((len(doc.words), rows[1].shape[-1]), np.float32)
+                doc.hidden[job.owned] = rows[1]
 
     def _prediction(self, doc: _Doc, word_tags: list[str]) -> Prediction:
         column = {tag: j for j, tag in enumerate(self.tags)}
@@ -319,19 +318,6 @@ def _continue_orphans(doc: _Doc) -> None:
             doc.probs[i] = row
 
 
-def _batches(jobs: list, budget: int):
-    """Consecutive runs of length-sorted (longest first) jobs whose padded size fits `budget`."""
-    batch: list = []
-    for job in jobs:
-        width = batch[0][0] if batch else job[0]
-        if batch and width * (len(batch) + 1) > budget:
-            yield batch
-            batch = []
-        batch.append(job)
-    if batch:
-        yield batch
-
-
 def _check_texts(texts) -> list[str]:
     if isinstance(texts, str):
         raise TypeError("predict takes a list of texts, not a single string: use predict([text])")
@@ -343,14 +329,6 @@ def _check_texts(texts) -> list[str]:
         if not isinstance(text, str):
             raise TypeError(f"text {i} is {type(text).__name__}, not str")
     return texts
-
-
-def _position_limit(tokenizer, model: torch.nn.Module) -> int:
-    """Longest input (special tokens included) the model and tokenizer accept."""
-    limits = [getattr(model.config, "max_position_embeddings", None)]
-    limits.append(getattr(tokenizer, "model_max_length", None))
-    usable = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]
-    return min(usable) if usable else 512
 
 
 def _version(resolved: str, source) -> str:

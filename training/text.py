@@ -4,9 +4,14 @@ character spans and word-level BIO tags.
 Every other module (training, prediction, Label Studio conversion, export) goes through
 `spans_to_tags` and `tags_to_spans`, so offsets are computed in exactly one place.
 
-Words are what a span may start or end on: runs of word characters, or single
-punctuation marks (`\\w+|[^\\w\\s]`, the same cut BERT's pre-tokenizer makes). A span
-never cuts a word in half and never carries leading or trailing whitespace.
+Words are what a span may start or end on, cut the way a reader sees them (`words`):
+letters and digits joined by `-`, `/` or `.` are one word (`T-SQL`, `CI/CD`, `Node.js`,
+`model-based`, `3.5`), a trailing `+` or `#` belongs to its word (`C++`, `C#`), and every
+other mark is a word of its own, so a sentence's final period or a dangling hyphen
+(`real- and near-time`) is never part of a word. A span never cuts a word in half, never
+ends on a joiner and never carries leading or trailing whitespace. This is coarser than
+BERT's pre-tokenizer (which splits at every mark): a word may span several of its pieces,
+and it is read from its first subword (`training.windows`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,12 @@ from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-WORD_PATTERN = re.compile(r"\w+|[^\w\s]")
+# Joiners inside a word: hyphen (ASCII and the Unicode hyphens U+2010, U+2011), slash,
+# dot. Only between word characters: a joiner at a word's edge is a word of its own.
+JOINERS = "-/.\u2010\u2011"
+# A trailing run of `+`/`#` belongs to its word unless more word characters follow
+# (`C++`, `C#`; but `Python+SQL` is three words).
+WORD_PATTERN = re.compile(rf"\w+(?:[{re.escape(JOINERS)}]\w+)*(?:[+#]+(?![\w+#]))?|[^\w\s]")
 
 OUTSIDE = "O"
 
@@ -50,7 +60,8 @@ Word = tuple[int, int]
 
 
 def words(text: str) -> list[Word]:
-    """Character offsets `(start, end)` of the words of `text`."""
+    """Character offsets `(start, end)` of the words of `text`, in order (see the module
+    docstring for what a word is)."""
     return [m.span() for m in WORD_PATTERN.finditer(text)]
 
 
@@ -94,12 +105,15 @@ def resolve_overlaps(spans: Iterable[Span]) -> tuple[list[Span], list[Span]]:
     return sorted(kept, key=order), sorted(dropped, key=order)
 
 
-def spans_to_tags(spans: Iterable[Span], word_offsets: Sequence[Word]) -> list[str]:
-    """IOB2 tags, one per word, for character spans.
+def spans_to_tags(
+    spans: Iterable[Span], word_offsets: Sequence[Word], bare: bool = False
+) -> list[str]:
+    """IOB2 tags, one per word, for character spans: the one encoder.
 
     A word belongs to a span when they share at least one character, so a span drawn a
     little short or long by an annotator snaps to whole words. Overlapping spans are
-    resolved first by `resolve_overlaps`.
+    resolved first by `resolve_overlaps`. `bare` writes `B`/`I` without the label (one
+    column per label, as SkillSpan files hold them).
     """
     kept, _ = resolve_overlaps(spans)
     tags = [OUTSIDE] * len(word_offsets)
@@ -111,10 +125,43 @@ def spans_to_tags(spans: Iterable[Span], word_offsets: Sequence[Word]) -> list[s
         while i < len(word_offsets) and word_offsets[i][0] < span.end:
             w_start, w_end = word_offsets[i]
             if w_end > span.start and tags[i] == OUTSIDE:
-                tags[i] = f"{'B' if first else 'I'}-{span.label}"
+                prefix = "B" if first else "I"
+                tags[i] = prefix if bare else f"{prefix}-{span.label}"
                 first = False
             i += 1
     return tags
+
+
+def tag_runs(tags: Sequence[str], label: str | None = None) -> list[tuple[int, int, str]]:
+    """`(first, last, label)` word runs of IOB2 tags (`last` inclusive): the one decoder.
+
+    Lenient: an I- tag that does not continue a run of the same label opens a new one; a
+    B- tag always opens a new one, so adjacent entities stay apart. Bare `B`/`I` tags take
+    `label` (a ValueError without one).
+    """
+    runs: list[tuple[int, int, str]] = []
+    current: list | None = None  # [first, last, label]
+    for i, tag in enumerate(tags):
+        prefix, tag_label = split_tag(tag)
+        if prefix != OUTSIDE:
+            tag_label = tag_label or label
+            if tag_label is None:
+                raise ValueError(f"bare tag {tag!r} needs a label for its column")
+        if prefix == "I" and current is not None and current[2] == tag_label:
+            current[1] = i
+            continue
+        if current is not None:
+            runs.append((current[0], current[1], current[2]))
+        current = None if prefix == OUTSIDE else [i, i, tag_label]
+    if current is not None:
+        runs.append((current[0], current[1], current[2]))
+    return runs
+
+
+def is_joiner(text: str, word: Word) -> bool:
+    """A word that is a lone joiner (`-`, `/`, `.`): a dangling hyphen or a final period."""
+    start, end = word
+    return end - start == 1 and text[start] in JOINERS
 
 
 def tags_to_spans(
@@ -122,34 +169,40 @@ def tags_to_spans(
     word_offsets: Sequence[Word],
     text: str,
     word_scores: Sequence[float] | None = None,
+    *,
+    label: str | None = None,
+    trim_joiners: bool = True,
 ) -> list[Span]:
-    """Character spans from IOB2 word tags.
+    """Character spans from IOB2 word tags (decoded by `tag_runs`).
 
-    Lenient decoding: an I- tag that does not continue a span of the same label opens a
-    new one; a B- tag always opens a new one, so adjacent entities stay apart. A span's
-    score is the lowest score of its words: it is only as sure as its least sure word.
+    With `trim_joiners` (the default, for everything shown to a user) a span never starts
+    or ends on a lone joiner word (`real-`, `-time`, `Python.` become `real`, `time`,
+    `Python`); a span of nothing but joiners is dropped. Readers of tokenised gold files
+    pass False to keep the spans as the file gives them. A span's score is the lowest score
+    of its words: it is only as sure as its least sure word.
     """
     if len(tags) != len(word_offsets):
         raise ValueError(f"{len(tags)} tags for {len(word_offsets)} words")
     spans: list[Span] = []
-    current: list[int] | None = None  # [first word, last word]
-    current_label: str | None = None
-
-    def close() -> None:
-        if current is None:
-            return
-        start, end = word_offsets[current[0]][0], word_offsets[current[1]][1]
+    for first, last, run_label in tag_runs(tags, label):
+        if trim_joiners:
+            while first <= last and is_joiner(text, word_offsets[first]):
+                first += 1
+            while last >= first and is_joiner(text, word_offsets[last]):
+                last -= 1
+            if first > last:
+                continue
+        start, end = word_offsets[first][0], word_offsets[last][1]
         score = None
         if word_scores is not None:
-            score = float(min(word_scores[current[0] : current[1] + 1]))
-        spans.append(Span(start, end, current_label or "", text[start:end], score))
-
-    for i, tag in enumerate(tags):
-        prefix, label = split_tag(tag)
-        if prefix == "I" and current is not None and label == current_label:
-            current[1] = i
-            continue
-        close()
-        current, current_label = (None, None) if prefix == OUTSIDE else ([i, i], label)
-    close()
+            score = float(min(word_scores[first : last + 1]))
+        spans.append(Span(start, end, run_label, text[start:end], score))
     return spans
+
+
+def post_key(text: str) -> str:
+    """A post's identity: its text with runs of whitespace made one space and the ends
+    stripped. Training (which annotation replaces a gold post), the frozen held-out hash,
+    selection (which posts are labelled) and export (gold vs annotated, exact duplicates)
+    all compare posts by this key, so they agree on "the same post"."""
+    return " ".join(text.split())

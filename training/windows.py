@@ -1,7 +1,9 @@
 """Subword alignment and windowing, shared by prediction and training.
 
 A document is tokenized once, without truncation; each subword is tied to the word (see
-`training.text.words`) it starts in, and a word is read from its first subword. Texts
+`training.text.words`) it starts in, and a word is read from its first subword. A word may
+cover several of the tokenizer's pieces (`T-SQL` is `t`, `-`, `sql`): all of them belong to
+it, the word is read from `t`, and a window never starts inside it. Texts
 longer than the model's limit are cut into overlapping windows that start on word
 boundaries. Every word is *owned* by exactly one window (the one where it sits furthest
 from an edge), so a span crossing a seam is decoded once, from one set of word tags.
@@ -9,12 +11,30 @@ from an edge), so a span crossing a seam is decoded once, from one set of word t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from training.text import Word
+
+
+@dataclass(frozen=True, slots=True)
+class WindowConfig:
+    """How a long document is cut: the one default for prediction, training and the
+    simulator's feature extractor (measured by benchmarks/predict_speed.py, docs/tagger.md).
+
+    `max_tokens` counts the document's own subwords only: special tokens ([CLS] and [SEP]
+    for BERT) come on top, so 254 fills a 256-position input. `stride` is how many subwords
+    consecutive windows of a long document share. A model whose position embeddings are
+    shorter caps `max_tokens` (`usable_max_tokens`).
+    """
+
+    max_tokens: int = 254
+    stride: int = 32
+
+
+WINDOWS = WindowConfig()
 
 
 @dataclass(slots=True)
@@ -102,8 +122,17 @@ def make_windows(encoding: Encoding, max_tokens: int, stride: int) -> list[Windo
         previous = starts[-1]
         target = previous + max_tokens - stride
         nxt = word_start_at_or_before(target, previous)
-        if nxt <= previous:  # a single word longer than the window: cut it
+        if nxt <= previous:  # no word starts in the overlap: take the next word's start
             nxt = target
+            limit = previous + max_tokens
+            while (
+                nxt < limit
+                and word_of_token[nxt] >= 0
+                and word_of_token[nxt] == word_of_token[nxt - 1]
+            ):
+                nxt += 1
+            if nxt >= limit:  # a single word longer than the window: cut it
+                nxt = target
         starts.append(nxt)
     ends = [min(s + max_tokens, n) for s in starts]
 
@@ -143,3 +172,100 @@ def window_inputs(
     The window's first subword sits at position `len(specials[0])`."""
     prefix, suffix = specials
     return prefix + encoding.input_ids[window.start : window.end] + suffix
+
+
+def position_limit(tokenizer, model) -> int:
+    """Longest input (special tokens included) the model and tokenizer accept."""
+    limits = [getattr(model.config, "max_position_embeddings", None)]
+    limits.append(getattr(tokenizer, "model_max_length", None))
+    usable = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]
+    return min(usable) if usable else 512
+
+
+def usable_max_tokens(
+    max_tokens: int, tokenizer, model, specials: tuple[list[int], list[int]]
+) -> int:
+    """`max_tokens` capped so that a window plus its special tokens fits the model."""
+    return min(max_tokens, position_limit(tokenizer, model) - sum(map(len, specials)))
+
+
+# ---------------------------------------------------------------- running windows
+
+
+@dataclass(slots=True)
+class WindowJob:
+    """One window of one document, ready for the model."""
+
+    doc: int  # the caller's index of the document
+    inputs: list[int]  # model input ids, special tokens included
+    owned: np.ndarray  # indices of the words read from this window
+    positions: np.ndarray  # where those words' first subwords sit in `inputs`
+
+
+def window_jobs(
+    doc: int,
+    encoding: Encoding,
+    windows: Sequence[Window],
+    specials: tuple[list[int], list[int]],
+) -> list[WindowJob]:
+    """The jobs for a document's windows; windows that own no word are left out."""
+    jobs = []
+    for window in windows:
+        owned = owned_words(encoding, window)
+        if owned.size:
+            positions = encoding.first_token[owned] - window.start + len(specials[0])
+            jobs.append(WindowJob(doc, window_inputs(encoding, window, specials), owned, positions))
+    return jobs
+
+
+def forward_windows(
+    model,
+    jobs: Sequence[WindowJob],
+    read: Callable[[object], Sequence],
+    *,
+    pad_id: int,
+    batch_tokens: int,
+    width: Callable[[int], int] | None = None,
+    hidden_states: bool = False,
+) -> Iterator[tuple[WindowJob, list[np.ndarray]]]:
+    """Run `jobs` through `model` and yield, per job, `read(output)`'s rows at its words.
+
+    Jobs are sorted by length (longest first) and batched while the batch's padded size
+    stays within `batch_tokens` subwords (0: one window per pass), so little compute goes
+    to padding. `width(n)` pads a batch whose longest input is `n` (default: to `n`).
+    `read` takes the model's output and returns tensors of shape (batch, width, ...);
+    each is handed back as a float32 array (n_owned, ...). `hidden_states` asks the model
+    for every layer's hidden states. Runs under inference mode.
+    """
+    import torch
+
+    ordered = sorted(jobs, key=lambda job: len(job.inputs), reverse=True)
+    model.eval()  # a trainer's dev evaluation hands over a model in train mode
+    with torch.inference_mode():
+        for batch in batches_under_budget(ordered, batch_tokens):
+            n = len(batch[0].inputs)
+            padded = width(n) if width else n
+            ids = torch.full((len(batch), padded), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), padded), dtype=torch.long)
+            for row, job in enumerate(batch):
+                ids[row, : len(job.inputs)] = torch.tensor(job.inputs)
+                mask[row, : len(job.inputs)] = 1
+            extra = {"output_hidden_states": True} if hidden_states else {}
+            output = model(input_ids=ids, attention_mask=mask, **extra)
+            outputs = [t.float().numpy() for t in read(output)]
+            for row, job in enumerate(batch):
+                yield job, [out[row, job.positions] for out in outputs]
+
+
+def batches_under_budget(jobs: Sequence, budget: int, length=lambda job: len(job.inputs)):
+    """Consecutive runs of length-sorted (longest first) jobs whose padded size (the first
+    job's `length` times the run's size) fits `budget`; 0 gives one job per run."""
+    batch: list = []
+    for job in jobs:
+        width = length(batch[0]) if batch else length(job)
+        if batch and width * (len(batch) + 1) > budget:
+            yield batch
+            batch = []
+        batch.append(job)
+    if batch:
+        yield batch

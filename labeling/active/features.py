@@ -17,7 +17,15 @@ import numpy as np
 
 from training.checkpoint import resolve_source
 from training.text import words
-from training.windows import encode, make_windows, owned_words, special_tokens, window_inputs
+from training.windows import (
+    WINDOWS,
+    encode,
+    forward_windows,
+    make_windows,
+    special_tokens,
+    usable_max_tokens,
+    window_jobs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +33,16 @@ log = logging.getLogger(__name__)
 def encode_words(
     texts: Sequence[str],
     source: str | Path | None = None,
-    max_tokens: int = 256,
-    stride: int = 32,
+    max_tokens: int = WINDOWS.max_tokens,
+    stride: int = WINDOWS.stride,
     batch_size: int = 32,
     cache_dir: str | Path | None = None,
     layers: Sequence[int] = (-1,),
 ) -> list[np.ndarray]:
     """For each text, a float32 array (n_words, hidden * len(layers)) of its words' encoder
     vectors: the hidden states of `layers` (0 = embeddings, -1 = last), concatenated.
-    A word without subwords (rare: characters the tokenizer drops) gets zeros."""
+    A word without subwords (rare: characters the tokenizer drops) gets zeros. Batches
+    hold up to `batch_size` full windows' worth of subwords (`training.windows`)."""
     name = resolve_source(source)
     cache = _cache_path(cache_dir, f"{name}|{list(layers)}", texts, max_tokens, stride)
     if cache is not None and cache.is_file():
@@ -65,11 +74,8 @@ def _encode(texts, name, max_tokens, stride, batch_size, layers) -> list[np.ndar
 
     tokenizer = AutoTokenizer.from_pretrained(name)
     model = AutoModel.from_pretrained(name).eval()
-    limit = getattr(model.config, "max_position_embeddings", 512) - 2
-    max_tokens = min(max_tokens, limit)
-    prefix, suffix = special_tokens(tokenizer)
-    specials = (prefix, suffix)
-    pad = tokenizer.pad_token_id or 0
+    specials = special_tokens(tokenizer)
+    max_tokens = usable_max_tokens(max_tokens, tokenizer, model, specials)
     depth = model.config.num_hidden_layers
     # absolute indices; a layer beyond a shallow model's depth falls back to its last
     layers = list(
@@ -78,32 +84,27 @@ def _encode(texts, name, max_tokens, stride, batch_size, layers) -> list[np.ndar
     hidden_size = model.config.hidden_size * len(layers)
 
     out = []
-    jobs = []  # (doc index, input ids, word indices, positions of their first subwords)
+    jobs = []
     for d, text in enumerate(texts):
         offsets = words(text)
         out.append(np.zeros((len(offsets), hidden_size), dtype=np.float32))
         if not offsets:
             continue
         enc = encode(tokenizer, text, offsets)
-        for window in make_windows(enc, max_tokens, stride):
-            owned = owned_words(enc, window)
-            if owned.size == 0:
-                continue
-            positions = enc.first_token[owned] - window.start + len(prefix)
-            jobs.append((d, window_inputs(enc, window, specials), owned, positions))
-    jobs.sort(key=lambda job: len(job[1]))  # similar lengths together: less padding
-    with torch.inference_mode():
-        for b in range(0, len(jobs), batch_size):
-            batch = jobs[b : b + batch_size]
-            width = max(len(job[1]) for job in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, (_, inputs, _, _) in enumerate(batch):
-                ids[row, : len(inputs)] = torch.tensor(inputs)
-                mask[row, : len(inputs)] = 1
-            output = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-            states = torch.cat([output.hidden_states[k] for k in layers], dim=-1).numpy()
-            for row, (d, _, owned, positions) in enumerate(batch):
-                out[d][owned] = states[row, positions]
+        jobs += window_jobs(d, enc, make_windows(enc, max_tokens, stride), specials)
+
+    def read(output) -> list:
+        return [torch.cat([output.hidden_states[k] for k in layers], dim=-1)]
+
+    budget = batch_size * (max_tokens + sum(map(len, specials)))
+    for job, (vectors,) in forward_windows(
+        model,
+        jobs,
+        read,
+        pad_id=tokenizer.pad_token_id or 0,
+        batch_tokens=budget,
+        hidden_states=True,
+    ):
+        out[job.doc][job.owned] = vectors
     log.info("encoded %d texts (%d windows) with %s", len(texts), len(jobs), name)
     return out

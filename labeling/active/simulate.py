@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -29,13 +28,12 @@ import numpy as np
 
 from labeling.active.strategies import (
     PoolItem,
-    QueryStrategy,
+    build_strategy,
     check_strategy_name,
-    get_strategy,
     item_from_prediction,
 )
 from training.decoding import decode
-from training.text import Document, Span, spans_to_tags, split_tag, tag_names, words
+from training.text import Document, Span, spans_to_tags, tag_names, tag_runs, words
 
 log = logging.getLogger(__name__)
 
@@ -282,15 +280,8 @@ def _entity_f1(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]
 
 
 def _entities(tags: Sequence[str]) -> set[tuple[int, int, str]]:
-    found, start, label = set(), None, None
-    for i, tag in enumerate([*tags, "O"]):
-        prefix, tag_label = split_tag(tag)
-        if start is not None and not (prefix == "I" and tag_label == label):
-            found.add((start, i, label))
-            start = None
-        if prefix == "B" or (prefix == "I" and start is None):
-            start, label = i, tag_label
-    return found
+    """`(first word, end word, label)` of each entity, by the one decoder."""
+    return {(first, last + 1, label) for first, last, label in tag_runs(tags)}
 
 
 def simulate(pool_path, eval_path, config: SimConfig, progress=print) -> dict:
@@ -365,7 +356,8 @@ def _run_curve(
         if round_ == config.rounds or rest.size == 0:
             curve["seconds"].append(time.perf_counter() - t0)
             break
-        strategy = _strategy(name, learner, [span_labels[i] for i in labelled])
+        labels = [label for i in labelled for label in span_labels[i]]
+        strategy = build_strategy(name, lambda: learner.head_weights(), labels)
         items = learner.pool_items(rest, with_hidden=name.startswith("bald"))
         rng = np.random.default_rng([seed, round_])
         if config.step_tokens:
@@ -397,12 +389,3 @@ def _extend_random(learner, curve: dict, cost, seed: int, sizes: Sequence[int]) 
         curve["items"].append(len(current))
         curve["tokens"].append(int(cost[current].sum()))
         curve["f1"].append(learner.evaluate())
-
-
-def _strategy(name: str, learner, labelled_spans: list[list[str]]) -> QueryStrategy:
-    """The named strategy with what it needs: BALD the head, +balanced the labelled spans'
-    counts per label (a label not seen yet counts as rarest)."""
-    options = learner.head_weights() if name.startswith("bald") else {}
-    if name.endswith("+balanced"):
-        options["label_counts"] = Counter(label for unit in labelled_spans for label in unit)
-    return get_strategy(name, **options)

@@ -14,12 +14,13 @@ first. Posts without words carry nothing to label: they are never picked (score 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from training.text import OUTSIDE, split_tag
+from training.text import OUTSIDE, is_joiner, split_tag, tag_runs
 
 EPS = 1e-12
 
@@ -243,36 +244,28 @@ def candidate_spans(item: PoolItem, near_miss: float = 0.2) -> list[SpanDoubt]:
     p_best = _max_probs(item)
     outside = tags.index(OUTSIDE) if OUTSIDE in tags else None
     p_entity = 1.0 - item.probs[:, outside] if outside is not None else np.ones(item.cost)
+    # near misses decode as runs of their own pseudo-label, apart from predicted spans
+    near = "\0near-miss"
+    run_tags = [
+        f"I-{near}" if split_tag(tags[b])[0] == OUTSIDE and p_entity[i] >= near_miss else tags[b]
+        for i, b in enumerate(best)
+    ]
+    # a span never starts or ends on a lone joiner ("real-", "-time", "Python."), as decoded
+    # spans do not (training.text.tags_to_spans); needs the item's text and words
+    readable = bool(item.text) and len(item.words) == item.cost
     spans: list[SpanDoubt] = []
-    run: list[int] = []
-    run_label, run_predicted = "", True
-
-    def close() -> None:
-        if run:
-            # a near miss's words are argmax O, so this is 1 - P(all O) for it
-            p_span = float(np.exp(np.log(p_best[run]).sum()))
-            spans.append(SpanDoubt(run[0], run[-1], run_label, 1.0 - p_span, run_predicted))
-
-    for i in range(item.cost):
-        prefix, label = split_tag(tags[best[i]])
-        if prefix == OUTSIDE:
-            if p_entity[i] >= near_miss:
-                if run and run_predicted:
-                    close()
-                    run = []
-                if not run:
-                    run_label, run_predicted = "?", False
-                run.append(i)
+    for first, last, label in tag_runs(run_tags):
+        if readable:
+            while first <= last and is_joiner(item.text, item.words[first]):
+                first += 1
+            while last >= first and is_joiner(item.text, item.words[last]):
+                last -= 1
+            if first > last:
                 continue
-            close()
-            run = []
-            continue
-        if prefix == "I" and run and run_predicted and label == run_label:
-            run.append(i)
-            continue
-        close()
-        run, run_label, run_predicted = [i], label or "", True
-    close()
+        # a near miss's words are argmax O, so this is 1 - P(all O) for it
+        p_span = float(np.exp(np.log(p_best[first : last + 1]).sum()))
+        predicted = label != near
+        spans.append(SpanDoubt(first, last, label if predicted else "?", 1.0 - p_span, predicted))
     return spans
 
 
@@ -397,13 +390,25 @@ class ClassBalanced(QueryStrategy):
         top = max(raw.values(), default=1.0)
         self.rarity = {label: r / top for label, r in raw.items()}
 
-    def uncertainty(self, item):
+    def weight(self, item: PoolItem) -> float:
+        """1 + `strength` * the expected number of rare-label spans (capped at 3)."""
         expected = 0.0
         for column, tag in enumerate(item.tags):
             prefix, label = split_tag(tag)
             if prefix == "B":
                 expected += self.rarity.get(label, 1.0) * float(item.probs[:, column].sum())
-        return self.base.uncertainty(item) * (1.0 + self.strength * min(expected, 3.0))
+        return 1.0 + self.strength * min(expected, 3.0)
+
+    def uncertainty(self, item):
+        return self.base.uncertainty(item) * self.weight(item)
+
+    def scores(self, pool, rng):
+        # the base's own scores (random's draws, BALD's samples), not its uncertainty:
+        # random's uncertainty is 0 for every post, which left the pool in its own order
+        base = self.base.scores(pool, rng)
+        return np.array(
+            [s * self.weight(it) if it.cost else s for s, it in zip(base, pool, strict=True)]
+        )
 
     def confidence(self, u):
         return self.base.confidence(u)
@@ -459,6 +464,17 @@ def get_strategy(name: str, **options) -> QueryStrategy:
             raise ValueError(f"{name!r} needs the labelled spans' counts per label")
         return ClassBalanced(strategy, label_counts)
     return strategy
+
+
+def build_strategy(name: str, head: Callable[[], dict], labelled: Iterable[str]) -> QueryStrategy:
+    """The named strategy with what it needs: BALD the model's classification head (`head`
+    is called for BALD only), +balanced the counts per label of `labelled` (the labels of
+    the labelled spans; a label not seen yet counts as rarest)."""
+    base_name, _, wrapper = name.partition("+")
+    options = dict(head()) if base_name == "bald" else {}
+    if wrapper == "balanced":
+        options["label_counts"] = Counter(labelled)
+    return get_strategy(name, **options)
 
 
 def task_score(prediction, strategy: str | QueryStrategy = "mnlp") -> float:

@@ -22,7 +22,8 @@ import numpy as np
 
 from labeling.curation.quality import latest_per_annotator
 from labeling.curation.splits import DEFAULT_SHARES, post_order, stratified_split
-from training.text import Document, Span, spans_to_tags, tags_to_spans, words
+from labeling.studio.client import POST_ID_KEY
+from training.text import Document, Span, post_key, spans_to_tags, tags_to_spans, words
 
 POLICIES = ("latest", "reviewed", "majority")
 FORMATS = ("conll", "jsonl", "hf")
@@ -101,7 +102,7 @@ def resolve(records: Iterable, policy: str = "latest") -> tuple[list[CuratedPost
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}: choose one of {', '.join(POLICIES)}")
     posts, conflicts = [], []
-    for task_id, group in sorted(latest_per_annotator(records).items(), key=lambda kv: kv[0]):
+    for _task_id, group in sorted(latest_per_annotator(records).items(), key=lambda kv: kv[0]):
         latest = group[-1]
         if policy == "reviewed":
             reviewed = [r for r in group if getattr(r, "ground_truth", False)]
@@ -118,12 +119,23 @@ def resolve(records: Iterable, policy: str = "latest") -> tuple[list[CuratedPost
         else:
             spans = snapped[id(chosen)]
             chosen_name = str(chosen.annotator)
-        post_id = str(task_id)
+        post_id = _post_id(latest)
         posts.append(CuratedPost(post_id, latest.text, spans, _provenance(group, chosen, policy)))
         conflict = _conflict(post_id, group, snapped, chosen_name)
         if conflict:
             conflicts.append(conflict)
     return posts, conflicts
+
+
+def _post_id(record) -> str:
+    """The task's own `post_id` (the id skillloop imported it with) when it has one, else
+    the Label Studio task id: an export names posts as the project's posts file does."""
+    task = record.raw.get("task") if isinstance(getattr(record, "raw", None), dict) else None
+    data = task.get("data") if isinstance(task, dict) else None
+    post_id = data.get(POST_ID_KEY) if isinstance(data, dict) else None
+    if isinstance(post_id, str | int) and not isinstance(post_id, bool) and str(post_id).strip():
+        return str(post_id)
+    return str(record.task_id)
 
 
 def _provenance(group: list, chosen, policy: str) -> dict:
@@ -168,13 +180,14 @@ def _conflict(post_id: str, group: list, snapped: dict, chosen: str) -> Conflict
 _PRIME = 4_294_967_291  # the largest prime below 2^32
 
 
-def normalise(text: str) -> str:
-    """Case, accents' composition, punctuation and spacing do not make a post different."""
+def comparable_text(text: str) -> str:
+    """What duplicate detection compares: case, accents' composition, punctuation and
+    spacing do not make a repost different. Not a post's identity (`post_key` is)."""
     return " ".join(re.findall(r"\w+", unicodedata.normalize("NFKC", text).casefold()))
 
 
 def shingles(text: str, size: int = 3) -> set[str]:
-    tokens = normalise(text).split()
+    tokens = comparable_text(text).split()
     if len(tokens) <= size:
         return {" ".join(tokens)}
     return {" ".join(tokens[i : i + size]) for i in range(len(tokens) - size + 1)}
@@ -216,7 +229,7 @@ def deduplicate(
 
     by_hash: dict[str, int] = {}
     for i, post in enumerate(posts):
-        digest = hashlib.sha256(normalise(post.text).encode()).hexdigest()
+        digest = hashlib.sha256(comparable_text(post.text).encode()).hexdigest()
         if digest in by_hash:
             parent[find(i)] = find(by_hash[digest])
         else:
@@ -252,7 +265,7 @@ def deduplicate(
         for i in members[1:]:
             other = posts[i]
             similarity = jaccard(shingle_sets[members[0]], shingle_sets[i])
-            exact = normalise(other.text) == normalise(keep.text)
+            exact = comparable_text(other.text) == comparable_text(keep.text)
             same = {s.key() for s in other.spans} == {s.key() for s in keep.spans} and exact
             duplicates.append(
                 Duplicate(
@@ -352,8 +365,8 @@ def export_dataset(
         raise ValueError(f"unknown format {settings.format!r}: choose one of {', '.join(FORMATS)}")
     records = list(records)
     posts, conflicts = resolve(records, settings.policy)
-    annotated = {normalise(p.text) for p in posts}
-    posts += [p for p in gold if normalise(p.text) not in annotated]
+    annotated = {post_key(p.text) for p in posts}
+    posts += [p for p in gold if post_key(p.text) not in annotated]
     if not posts:
         raise ValueError("nothing to export: no usable (non-skipped, non-deleted) annotations")
     posts, duplicates = deduplicate(posts, settings.duplicate_threshold)
