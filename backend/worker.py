@@ -40,7 +40,7 @@ from training.registry import ModelVersion
 
 log = logging.getLogger(__name__)
 
-REQUEST_WAIT_SECONDS = 0.5  # how long request() waits to say "started" or "skipped"
+REQUEST_WAIT_SECONDS = 0.3  # how long request() waits to say "started" or "skipped"
 
 
 class TrainingWorker:

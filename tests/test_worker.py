@@ -343,6 +343,15 @@ def test_retrain_url_asks_the_service(monkeypatch, capsys):
     assert calls == [("http://svc:9090/train", ("ann", "pw"))]
     assert "queued after the current round" in capsys.readouterr().out
 
+    Reply.json = lambda self: {
+        "accepted": True,
+        "queued": False,
+        "state": "skipped",
+        "message": "same training data as the serving version v0002",
+    }
+    assert main(["retrain", "--project", "unused", "--url", "http://svc:9090"]) == 0
+    assert "training round skipped: same training data as the serving" in capsys.readouterr().out
+
     Reply.status_code = 409
     Reply.json = lambda self: {"error": "training is disabled"}
     assert main(["retrain", "--project", "unused", "--url", "http://svc:9090"]) == 2
