@@ -287,10 +287,16 @@ class TrainingWorker:
                     log.exception("on_promoted(%s) failed", promoted.version)
 
     def _last_counter(self, rounds: list[dict]) -> int:
-        """The store's change counter at the latest snapshot a round took (run or skipped)."""
+        """The store's change counter at the latest snapshot a version was trained on or a
+        round was skipped on (the data of a failed, cancelled or interrupted round is tried
+        again after a restart)."""
         versions = self.registry.versions()
         counters = [int(v.snapshot.get("change_counter", 0)) for v in versions[-1:]]
-        counters += [int(r["change_counter"]) for r in rounds if r.get("change_counter")]
+        counters += [
+            int(r["change_counter"])
+            for r in rounds
+            if r.get("status") == "skipped" and r.get("change_counter") is not None
+        ]
         return max(counters, default=0)
 
 

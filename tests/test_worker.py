@@ -424,3 +424,32 @@ def test_a_round_on_the_serving_snapshot_is_skipped_and_consumed(tmp_path):
         assert len(rounds.read_rounds(state)) == 2
     finally:
         worker.stop()
+
+
+def test_training_progress_reaches_progress_json_through_on_step(tmp_path, monkeypatch):
+    """The round's child reports training steps with finetune.train's on_step callback."""
+    import itertools
+
+    import training.finetune
+    from backend import train_round
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(*args, on_step=None, **kwargs):
+        for done in (1, 2, 3):
+            on_step(done, 4)
+        raise Stop
+
+    monkeypatch.setattr(training.finetune, "train", fake_train)
+    clock = itertools.count(start=100.0, step=1.0)  # a second between reports: no throttling
+    monkeypatch.setattr(train_round.time, "monotonic", lambda: next(clock))
+    (tmp_path / "train.jsonl").write_text("")
+    (tmp_path / "heldout.jsonl").write_text("")
+    spec = {"folder": str(tmp_path), "config": {}, "base": None, "labels": ["Tech"]}
+    spec["out_dir"] = str(tmp_path / "out")
+    with pytest.raises(Stop):
+        train_round.run(spec)
+    written = json.loads((tmp_path / "progress.json").read_text())
+    assert written["phase"] == "training"
+    assert written["progress"] == pytest.approx(train_round.TRAIN_SHARE * 3 / 4, abs=1e-4)
