@@ -62,14 +62,21 @@ def recover_interrupted(
         if folder.name in logged:
             continue
         plan = load_plan(folder)
+        result = read_json(folder / "result.json")
+        compared = (result.get("baseline") or {}).get("version")
         if plan is None:
             outcome = RoundOutcome(folder.name, "?", "interrupted", "an incomplete round folder")
-        elif (folder / "result.json").is_file() and (
-            Path(plan.spec["out_dir"]) / "config.json"
-        ).is_file():
-            outcome, promoted = conclude_round(project, state_dir, plan, 0, recovering=True)
-            recovered.append((outcome, promoted))
-            continue  # conclude_round logged it
+        elif result and (Path(plan.spec["out_dir"]) / "config.json").is_file():
+            if compared in (None, _champion(registry)):
+                outcome, promoted = conclude_round(project, state_dir, plan, 0, recovering=True)
+                recovered.append((outcome, promoted))
+                continue  # conclude_round logged it
+            outcome = outcome_of(
+                plan,
+                "interrupted",
+                f"interrupted before the gate; its candidate was compared with {compared}, "
+                f"and {_champion(registry)} serves now: not gated",
+            )
         else:
             phase = read_json(folder / "progress.json").get("phase", "starting")
             outcome = outcome_of(
@@ -88,8 +95,7 @@ def _recover_candidate(
     folder = rounds_dir / (version.round_id or "?")
     plan = load_plan(folder) if version.round_id else None
     result = read_json(folder / "result.json") if plan is not None else {}
-    serving = registry.serving()
-    champion = serving.version if serving is not None else "base"
+    champion = _champion(registry)
     compared = (result.get("baseline") or {}).get("version")
     if plan is not None and result and compared in (None, champion):
         outcome = outcome_of(plan, "failed", "")
@@ -114,3 +120,9 @@ def _recover_candidate(
         finished_at=utc_now(),
     )
     return outcome, None
+
+
+def _champion(registry: Registry) -> str:
+    """The model a candidate is compared with now (as plan_round names it)."""
+    serving = registry.serving()
+    return serving.version if serving is not None else "base"

@@ -239,30 +239,64 @@ def trainable_parameters(model: torch.nn.Module, crf: CRF | None) -> list[torch.
     return list(model.parameters()) + (list(crf.parameters()) if crf is not None else [])
 
 
-def make_optimizer(run: Prepared, config: TrainConfig, total_steps: int):
-    """AdamW with weight decay on matrices only; the CRF's scores at their own rate."""
-    from transformers import get_linear_schedule_with_warmup
+class Optimizer:
+    """AdamW with weight decay on matrices only and the CRF's scores at their own rate, a
+    linear warm-up schedule, and the gradient clip over everything it updates."""
 
-    decay, no_decay = [], []
-    for name, param in run.model.named_parameters():
-        (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    if run.crf is not None:
-        groups.append(
-            {
-                "params": list(run.crf.parameters()),
-                "weight_decay": 0.0,
-                "lr": config.crf_learning_rate,
-            }
+    def __init__(
+        self, run: Prepared, config: TrainConfig, total_steps: int, on_step: StepCallback | None
+    ):
+        from transformers import get_linear_schedule_with_warmup
+
+        decay, no_decay = [], []
+        for name, param in run.model.named_parameters():
+            (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
+        groups = [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        if run.crf is not None:
+            groups.append(
+                {
+                    "params": list(run.crf.parameters()),
+                    "weight_decay": 0.0,
+                    "lr": config.crf_learning_rate,
+                }
+            )
+        self.optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
+        self.scheduler = get_linear_schedule_with_warmup(
+            self.optimizer, int(config.warmup_ratio * total_steps), total_steps
         )
-    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, int(config.warmup_ratio * total_steps), total_steps
-    )
-    return optimizer, scheduler
+        self.clipped = trainable_parameters(run.model, run.crf)
+        self.max_grad_norm = config.max_grad_norm
+        self.total_steps, self.done, self.on_step = total_steps, 0, on_step
+
+    def epoch(
+        self,
+        run: Prepared,
+        epoch_batches: list[list[int]],
+        bar,
+        epoch: int,
+        should_stop: Callable[[], bool] | None,
+    ) -> float:
+        """One pass over `epoch_batches`; the mean training loss."""
+        run.model.train()
+        total = 0.0
+        for count, batch_ids in enumerate(epoch_batches, start=1):
+            if should_stop is not None and should_stop():
+                raise TrainingCancelled("training cancelled")
+            loss = batch_loss(run, [run.examples[k] for k in batch_ids])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.clipped, self.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            total, self.done = total + loss.item(), self.done + 1
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{total / count:.4f}")
+            if self.on_step is not None:
+                self.on_step(self.done, self.total_steps)
+        return total / len(epoch_batches)
 
 
 def batch_loss(run: Prepared, batch: list[Example]) -> torch.Tensor:
@@ -319,33 +353,16 @@ def train(
 
     rng = random.Random(config.seed)
     total_steps = math.ceil(len(run.examples) / config.batch_size) * config.epochs
-    optimizer, scheduler = make_optimizer(run, config, total_steps)
-    clipped = trainable_parameters(run.model, run.crf)
+    optimizer = Optimizer(run, config, total_steps, on_step)
     stopping = EarlyStopping(config.patience)
     losses: list[float] = []
     dev_scores: list[float] = []
-    eval_seconds, done = 0.0, 0
+    eval_seconds = 0.0
     bar = tqdm(total=total_steps, disable=not progress, desc="training", unit="step")
     try:
         for epoch in range(1, config.epochs + 1):
-            run.model.train()
-            total = 0.0
             epoch_batches = batches(run.examples, config.batch_size, rng)
-            for count, batch_ids in enumerate(epoch_batches, start=1):
-                if should_stop is not None and should_stop():
-                    raise TrainingCancelled("training cancelled")
-                loss = batch_loss(run, [run.examples[k] for k in batch_ids])
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(clipped, config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                total, done = total + loss.item(), done + 1
-                bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{total / count:.4f}")
-                if on_step is not None:
-                    on_step(done, total_steps)
-            losses.append(total / len(epoch_batches))
+            losses.append(optimizer.epoch(run, epoch_batches, bar, epoch, should_stop))
             f1 = None
             if dev_docs:
                 eval_started = time.perf_counter()
