@@ -242,3 +242,21 @@ def test_progress_callbacks_and_crf_gradients_are_clipped(tiny_encoder, tmp_path
         list(checkpoint.load(tiny_encoder, LABELS, allow_new_labels=True).model.parameters())
     )
     assert sizes == {model_params + len(crf_ids)}
+
+
+def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience():
+    from training.finetune import EarlyStopping
+
+    model = torch.nn.Linear(2, 1)
+    stopping = EarlyStopping(patience=2)
+    decisions = []
+    for epoch, f1 in enumerate([0.2, 0.5, 0.4, 0.45, 0.9], start=1):
+        with torch.no_grad():
+            model.weight.fill_(float(epoch))  # the weights of epoch n are all n
+        decisions.append(stopping.update(epoch, f1, model, None))
+        if decisions[-1]:
+            break
+    assert decisions == [False, False, False, True]  # two epochs without beating 0.5
+    assert (stopping.best_epoch, stopping.best_f1) == (2, 0.5)
+    stopping.restore(model)
+    assert model.weight.eq(2.0).all()
