@@ -156,7 +156,7 @@ def decide(result: dict, margin: float, heldout: int) -> Decision:
     details.update(measured=True, confidence=CONFIDENCE, **comparison.to_dict())
     interval = (
         f"paired bootstrap over posts ({comparison.resamples} resamples): difference "
-        f"{comparison.difference:+.4f}, {int(2 * CONFIDENCE * 100 - 100)}% interval "
+        f"{comparison.difference:+.4f}, {round(200 * CONFIDENCE - 100)}% interval "
         f"[{comparison.low:+.4f}, {comparison.high:+.4f}]"
     )
     if comparison.low >= -margin:
