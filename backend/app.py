@@ -92,7 +92,7 @@ def build_services(config: ServiceConfig, make_worker=None) -> Services:
         if make_worker is None:
             from backend.worker import TrainingWorker as make_worker
         worker = make_worker(project, state_dir, on_promoted=holder.promoted)
-        holder.training_running = lambda: bool(worker.status().get("running"))
+        holder.training_running = worker.is_running  # an Event: no I/O per /predict
     return Services(
         config, project, state_dir, store, registry, worker, holder, studio, _make_metrics()
     )

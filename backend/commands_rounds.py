@@ -85,6 +85,8 @@ def _retrain_remote(url: str) -> int:
             f"{body.get('message') or body.get('error') or body}"
         )
     state = "queued after the current round" if body.get("queued") else "started"
+    if body.get("state") == "skipped":
+        state = f"skipped: {body.get('message', '')}"
     if not body.get("accepted", True):
         state = f"not accepted: {body.get('message', '')}"
     print(f"training round {state} ({url})")

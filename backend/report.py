@@ -4,7 +4,8 @@ to share) or Markdown (plots as PNG files beside it).
 
 Each round's held-out F1 is measured on the project's frozen held-out posts annotated by
 then; the held-out set grows with the data, so the paired figure (`baseline_f1`: the serving
-model on the same set at that time) is the fairest gain of a single round.
+model on the same set at that time) is the fairest gain of a single round, and the gate's
+paired bootstrap interval (backend.gate) says whether that gain is more than noise.
 """
 
 from __future__ import annotations
@@ -15,9 +16,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from backend.gate import summary as gate_summary
+
 FORMATS = ("html", "md")
 WINDOW = 3  # rounds the stopping hint looks back over
 MIN_GAIN = 0.005  # F1 per 100 annotations below which the curve counts as flat
+GAIN_NOTE = (
+    "gain [80% interval]: a version's held-out F1 minus that of the model it had to beat, "
+    "on the same posts, with the 10th and 90th percentiles of a paired bootstrap over posts "
+    "(1,000 resamples). A version is promoted when the 10th percentile is at least minus "
+    "the project's tolerance; 'not measured' when there were too few held-out posts."
+)
 
 
 def annotations_of(version) -> int | None:
@@ -124,6 +133,8 @@ def round_rows(versions, labels: list[str]) -> list[dict]:
                 "snapshot": (snapshot.get("sha256") or "")[:12],
                 "heldout_f1": _r(v.heldout_f1),
                 "baseline_f1": _r(v.baseline_f1),
+                # F1(version) - F1(the model it had to beat) [80% bootstrap interval]
+                "gate": gate_summary(v.gate),
                 "per_label_f1": {label: _r(label_f1(v, label)) for label in labels},
                 "status": v.status,
                 "reason": v.reason,
@@ -239,6 +250,7 @@ def write_report(
         "snapshot",
         "held-out F1",
         "baseline F1",
+        "gain [80% interval]",
         *labels,
         "status",
         "reason",
@@ -252,6 +264,7 @@ def write_report(
             r["snapshot"],
             r["heldout_f1"],
             r["baseline_f1"],
+            r["gate"],
             *r["per_label_f1"].values(),
             r["status"],
             r["reason"],
@@ -271,6 +284,7 @@ def _markdown(facts, hint, curve, per_label, header, table) -> str:
     lines = [f"# Rounds report: {facts['project']}", ""]
     lines += [f"- {key}: {_cell(value)}" for key, value in facts.items() if key != "project"]
     lines += ["", "## Stopping hint", "", hint.message]
+    lines += ["", GAIN_NOTE]
     if hint.last_round_gain is not None:
         lines += [
             "",
@@ -308,7 +322,7 @@ def _html(facts, hint, curve, per_label, header, table) -> str:
 table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 6px}}
 </style></head><body>
 <h1>Rounds report: {e(facts["project"])}</h1><ul>{items}</ul>
-<h2>Stopping hint</h2><p>{e(hint.message)}</p>{paired}
+<h2>Stopping hint</h2><p>{e(hint.message)}</p>{paired}<p>{e(GAIN_NOTE)}</p>
 <h2>Learning curve</h2>{image(curve, "learning curve")}
 <h2>Per-label F1 over rounds</h2>{image(per_label, "per-label F1")}
 <h2>Rounds</h2><table><tr>{head}</tr>{body}</table>

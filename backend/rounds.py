@@ -9,11 +9,14 @@ the project's gold posts), chosen by a stable hash of the post's text, so a post
 held out in every round or in none and is never trained on. The share is frozen in
 `heldout.json` the first time a round runs (delete the file to change it).
 
-Gate policy: a candidate is promoted when its held-out F1 >= the serving model's F1 on
-the same posts minus `[retrain] tolerance`. With no model to compare with (the first
-version, or a base without a head for the labels) it is promoted if it trained. With no
-held-out post yet it is promoted with that reason; with fewer than MIN_HELDOUT posts it
-is gated on the ones there are and the reason says the gate is weak.
+A round whose training data equals the serving version's (same documents sha256, same
+labels) is skipped: it could only re-roll the same model. Every skipped round records the
+store's change counter it looked at, so the auto trigger does not fire again for it.
+
+Gate policy: backend.gate (a paired bootstrap over the held-out posts, both models scored
+in the same round). A round interrupted with its process (kill -9, power loss) is found
+by `recover_interrupted` at the next start: recorded as interrupted, or, when its
+candidate was complete, gated then.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from backend.gate import decide
 from backend.train_round import write_json
 from labeling.project import Project
 from labeling.state import ProjectState
@@ -43,8 +47,8 @@ from training.text import Document, post_key
 
 log = logging.getLogger(__name__)
 
-MIN_HELDOUT = 2
 REPO_ROOT = Path(__file__).resolve().parents[1]
+PLAN_FILE = "plan.json"
 
 
 class TrainingBusy(ValueError):
@@ -68,7 +72,7 @@ class RoundPlan:
 class RoundOutcome:
     round_id: str
     trigger: str
-    status: str  # "promoted" | "refused" | "failed" | "skipped" | "cancelled"
+    status: str  # "promoted" | "refused" | "failed" | "skipped" | "cancelled" | "interrupted"
     reason: str
     version: str | None = None
     heldout_f1: float | None = None
@@ -79,6 +83,8 @@ class RoundOutcome:
     started_at: str = ""
     finished_at: str = ""
     timings: dict = field(default_factory=dict)
+    change_counter: int | None = None  # the store's, read when the round took its snapshot
+    gate: dict | None = None  # backend.gate.decide's details: interval, margin, decision
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -194,11 +200,30 @@ def plan_round(
             started_at=started,
             finished_at=_now(),
             heldout_documents=len(heldout),
+            change_counter=counter,
         )
 
     registry = registry_for(state_dir)
     serving = registry.serving()
     labels = project.label_values
+    sha256 = documents_sha256(train_docs)
+    if (
+        serving is not None
+        and serving.labels == labels
+        and serving.snapshot.get("sha256") == sha256
+    ):
+        return RoundOutcome(
+            round_id,
+            trigger,
+            "skipped",
+            f"same training data as the serving version {serving.version} ({len(train_docs)} "
+            f"posts, sha256 {sha256[:12]}): nothing new to learn",
+            started_at=started,
+            finished_at=_now(),
+            train_documents=len(train_docs),
+            heldout_documents=len(heldout),
+            change_counter=counter,
+        )
     if serving is not None and serving.labels == labels:
         base, label_map, parent = str(serving.path), None, serving.version
     else:
@@ -219,7 +244,7 @@ def plan_round(
             d.meta["annotation_id"] for d in train_docs if "annotation_id" in d.meta
         ),
         "gold_ids": sorted(str(d.id) for d in train_docs if d.meta.get("source") == "gold"),
-        "sha256": documents_sha256(train_docs),
+        "sha256": sha256,
         "documents": len(train_docs),
         "heldout_documents": len(heldout),
         "heldout_sha256": documents_sha256(heldout),
@@ -240,9 +265,25 @@ def plan_round(
         "parent_pid": os.getpid(),
     }
     write_json(folder / "spec.json", spec)
-    return RoundPlan(
+    plan = RoundPlan(
         round_id, folder, trigger, spec, snapshot, parent, started, len(train_docs), len(heldout)
     )
+    write_json(folder / PLAN_FILE, _plan_fields(plan))  # what recovery needs after a kill
+    return plan
+
+
+def _plan_fields(plan: RoundPlan) -> dict:
+    return {k: v for k, v in asdict(plan).items() if k not in ("folder", "spec")}
+
+
+def load_plan(folder: Path) -> RoundPlan | None:
+    """A round folder's plan (None for a folder without spec.json and plan.json)."""
+    try:
+        spec = json.loads((folder / "spec.json").read_text(encoding="utf-8"))
+        fields = json.loads((folder / PLAN_FILE).read_text(encoding="utf-8"))
+        return RoundPlan(folder=folder, spec=spec, **fields)
+    except (OSError, json.JSONDecodeError, TypeError):
+        return None
 
 
 def launch(plan: RoundPlan) -> subprocess.Popen:
@@ -275,20 +316,17 @@ def read_progress(plan: RoundPlan) -> dict:
 
 
 def conclude_round(
-    project: Project, state_dir: Path, plan: RoundPlan, returncode: int, cancelled: bool = False
+    project: Project,
+    state_dir: Path,
+    plan: RoundPlan,
+    returncode: int,
+    cancelled: bool = False,
+    recovering: bool = False,
 ) -> tuple[RoundOutcome, ModelVersion | None]:
     """Register and gate the candidate (or record why there is none); logs the round."""
     registry = registry_for(state_dir)
     incoming = Path(plan.spec["out_dir"])
-    outcome = RoundOutcome(
-        plan.round_id,
-        plan.trigger,
-        "failed",
-        "",
-        started_at=plan.started_at,
-        train_documents=plan.train_documents,
-        heldout_documents=plan.heldout_documents,
-    )
+    outcome = outcome_of(plan, "failed", "")
     result_path = plan.folder / "result.json"
     version = None
     if cancelled:
@@ -297,7 +335,6 @@ def conclude_round(
         outcome.reason = f"training failed (exit code {returncode}): {_error(plan)}"
     else:
         result = json.loads(result_path.read_text())
-        promote, reason = gate(result, project.retrain.tolerance, plan.heldout_documents)
         candidate, baseline = result.get("candidate") or {}, result.get("baseline") or {}
         version = registry.add(
             incoming,
@@ -311,17 +348,12 @@ def conclude_round(
             trigger=plan.trigger,
             labels=plan.spec["labels"],
             base=plan.spec["base"],
-            reason=reason,
+            round_id=plan.round_id,
         )
-        version = (
-            registry.promote(version.version, reason)
-            if promote
-            else registry.refuse(version.version, reason)
-        )
-        outcome.status, outcome.reason = ("promoted" if promote else "refused"), reason
-        outcome.version, outcome.heldout_f1 = version.version, version.heldout_f1
-        outcome.baseline_f1, outcome.baseline_version = version.baseline_f1, baseline.get("version")
-        outcome.timings = result.get("timings", {})
+        # (a kill here leaves a registered candidate: recover_interrupted gates it)
+        version = judge(project, registry, version, result, plan, outcome)
+        if recovering:
+            outcome.reason = f"gated after a restart (the round was interrupted): {outcome.reason}"
     shutil.rmtree(incoming, ignore_errors=True)
     shutil.rmtree(incoming.with_name(incoming.name + ".partial"), ignore_errors=True)
     outcome.finished_at = _now()
@@ -329,46 +361,50 @@ def conclude_round(
     return outcome, version if outcome.status == "promoted" else None
 
 
-def gate(result: dict, tolerance: float, heldout: int) -> tuple[bool, str]:
-    """(promote?, why) for a trained candidate; the policy is in the module docstring."""
-    candidate, baseline = result.get("candidate") or {}, result.get("baseline") or {}
-    if heldout == 0:
-        return (
-            True,
-            f"no held-out posts yet (a gate needs at least {MIN_HELDOUT}): promoted "
-            "without comparison",
-        )
-    f1 = candidate.get("f1")
-    if f1 is None:
-        return False, f"the candidate could not be scored: {candidate.get('error', 'no result')}"
-    weak = (
-        f"; only {heldout} held-out post(s), fewer than {MIN_HELDOUT}: a weak gate"
-        if heldout < MIN_HELDOUT
-        else ""
+def outcome_of(plan: RoundPlan, status: str, reason: str) -> RoundOutcome:
+    return RoundOutcome(
+        plan.round_id,
+        plan.trigger,
+        status,
+        reason,
+        started_at=plan.started_at,
+        train_documents=plan.train_documents,
+        heldout_documents=plan.heldout_documents,
+        change_counter=plan.snapshot.get("change_counter"),
     )
-    if not baseline or baseline.get("f1") is None:
-        name, error = baseline.get("version"), str(baseline.get("error") or "")
-        why = ""
-        if error:  # the full error is in the round's result.json
-            why = (
-                " (the project base has no head for these labels)"
-                if name == "base"
-                else f" ({name} cannot be scored: {error.split(':')[0][:100]})"
-            )
-        return True, (
-            f"first model: nothing to compare with{why}; held-out F1 {f1:.4f} on "
-            f"{heldout} posts{weak}"
-        )
-    name, base_f1 = baseline["version"], baseline["f1"]
-    if f1 >= base_f1 - tolerance:
-        return True, (
-            f"held-out F1 {f1:.4f} >= {name} {base_f1:.4f} - tolerance {tolerance} "
-            f"on {heldout} posts{weak}"
-        )
-    return False, (
-        f"held-out F1 {f1:.4f} < {name} {base_f1:.4f} - tolerance {tolerance} on "
-        f"{heldout} posts{weak}"
-    )
+
+
+def judge(
+    project: Project,
+    registry: Registry,
+    version: ModelVersion,
+    result: dict,
+    plan: RoundPlan,
+    outcome: RoundOutcome,
+) -> ModelVersion:
+    """Promote or refuse a registered candidate by the gate; fills `outcome` in."""
+    decision = decide(result, project.retrain.tolerance, plan.heldout_documents)
+    details = {**decision.details, "decision": "promoted" if decision.promote else "refused"}
+    registry.set_gate(version.version, details)
+    if decision.promote:
+        version = registry.promote(version.version, decision.reason)
+    else:
+        version = registry.refuse(version.version, decision.reason)
+    outcome.status = "promoted" if decision.promote else "refused"
+    outcome.reason, outcome.gate = decision.reason, details
+    outcome.version, outcome.heldout_f1 = version.version, version.heldout_f1
+    outcome.baseline_f1 = version.baseline_f1
+    outcome.baseline_version = (result.get("baseline") or {}).get("version")
+    outcome.timings = result.get("timings", {})
+    return version
+
+
+def read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _error(plan: RoundPlan) -> str:
@@ -405,9 +441,11 @@ def run_round(
 ) -> tuple[RoundOutcome, ModelVersion | None]:
     """A whole round in the foreground (the CLI): returns the outcome and, when one was
     promoted, the new serving version. Raises TrainingBusy if a round is running."""
+    from backend.recovery import recover_interrupted
     from backend.train_round import run
 
     with training_lock(state_dir):
+        recover_interrupted(project, Path(state_dir))
         plan = plan_round(project, Path(state_dir), trigger, num_threads=num_threads)
         if isinstance(plan, RoundOutcome):
             append_round(state_dir, plan)

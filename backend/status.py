@@ -14,6 +14,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
+from backend.gate import summary as gate_summary
 from backend.report import round_rows, stopping_hint
 from labeling.state import ProjectState
 
@@ -123,8 +124,11 @@ def status_figures(
             "promoted": sum(v.status in ("serving", "retired") for v in versions),
             "refused": sum(v.status == "refused" for v in versions),
             "failed": outcomes.get("failed", 0),
+            "skipped": outcomes.get("skipped", 0),
+            "interrupted": outcomes.get("interrupted", 0),
             "last": None if not versions else versions[-1].version,
         },
+        "gate": None if not versions else last_gate(versions[-1]),
         "training": {
             "running": bool(training.get("running")),
             "phase": training.get("phase"),
@@ -133,6 +137,17 @@ def status_figures(
             "source": training.get("_source", "none"),
         },
         "stopping_hint": stopping_hint(versions).message if versions else None,
+    }
+
+
+def last_gate(version) -> dict:
+    """How the gate judged the latest version: its decision and the measured interval."""
+    return {
+        "version": version.version,
+        "status": version.status,
+        "summary": gate_summary(version.gate),
+        "reason": version.reason,
+        **(version.gate or {}),
     }
 
 
@@ -152,8 +167,15 @@ def format_status(figures: dict, state: Path) -> str:
         lines.append(f"serving: {s['version']} held-out F1 {_f(s['heldout_f1'])} ({labels})")
     lines.append(
         f"rounds: {r['run']} run, {r['promoted']} promoted, {r['refused']} refused, "
-        f"{r['failed']} failed" + (f" (latest version {r['last']})" if r["last"] else "")
+        f"{r['failed']} failed, {r['interrupted']} interrupted; {r['skipped']} skipped"
+        + (f" (latest version {r['last']})" if r["last"] else "")
     )
+    gate = figures.get("gate")
+    if gate is not None:
+        lines.append(
+            f"last gate: {gate['version']} {gate['status']}, gain [80% interval] "
+            f"{gate['summary']}: {gate['reason']}"
+        )
     progress = "" if t["progress"] is None else f" {100 * float(t['progress']):.0f}%"
     phase = f" ({t['phase']})" if t.get("phase") else ""
     state_text = f"running{progress}{phase}" if t["running"] else "idle"

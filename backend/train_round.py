@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 import traceback
-from contextlib import contextmanager
 from pathlib import Path
 
 TRAIN_SHARE = 0.85  # of the progress bar; evaluation takes the rest
@@ -50,39 +49,31 @@ class Progress:
         )
 
 
-@contextmanager
-def reporting_tqdm(progress: Progress):
-    """Training reports its steps through tqdm (training.finetune); count them, bar or not."""
-    import tqdm.auto
-
-    original = tqdm.auto.tqdm
-
-    class Reporting(original):
-        def update(self, n=1):
-            self._skillloop_done = getattr(self, "_skillloop_done", 0) + (n or 0)
-            if self.total:
-                progress.report("training", TRAIN_SHARE * self._skillloop_done / self.total)
-            return super().update(n)
-
-    tqdm.auto.tqdm = Reporting
-    try:
-        yield
-    finally:
-        tqdm.auto.tqdm = original
-
-
 def score(source: str | None, spec: dict, docs, label_map=None) -> dict:
-    """Held-out report of one model; {"error": ...} when it cannot tag the project labels."""
+    """Held-out report of one model, with each post's strict-entity counts (`per_post`,
+    in the order of `docs`) for the gate's paired bootstrap; {"error": ...} when the model
+    cannot tag the project labels."""
+    from backend.gate import post_counts
     from training.checkpoint import CheckpointError
-    from training.evaluate import evaluate
+    from training.evaluate import evaluate_predictions
     from training.tagger import Tagger
+    from training.text import spans_to_tags, words
 
     try:
         tagger = Tagger.load(source, spec["labels"], label_map, **spec.get("tagger", {}))
     except CheckpointError as err:
         return {"error": str(err)}
-    report = evaluate(tagger, docs)
-    return {"f1": report.f1, "metrics": report.to_dict()}
+    predictions = tagger.predict([doc.text for doc in docs])
+    predicted_tags = [p.word_tags for p in predictions]
+    report = evaluate_predictions(
+        docs, [p.spans for p in predictions], tagger.labels, predicted_tags
+    )
+    gold_tags = [spans_to_tags(doc.spans, words(doc.text)) for doc in docs]
+    return {
+        "f1": report.f1,
+        "metrics": report.to_dict(),
+        "per_post": post_counts(gold_tags, predicted_tags),
+    }
 
 
 def run(spec: dict, progress_bar: bool = False) -> dict:
@@ -101,18 +92,21 @@ def run(spec: dict, progress_bar: bool = False) -> dict:
     heldout = read_jsonl(folder / "heldout.jsonl")
     config = TrainConfig(**{**spec["config"], "num_threads": threads})
 
+    def on_step(done: int, total: int) -> None:
+        progress.report("training", TRAIN_SHARE * done / max(total, 1))
+
     started = time.perf_counter()
-    with reporting_tqdm(progress):
-        trained = train(
-            spec["base"],
-            train_docs,
-            spec["labels"],
-            spec["out_dir"],
-            dev_docs=None,
-            config=config,
-            label_map=spec.get("label_map"),
-            progress=progress_bar,
-        )
+    trained = train(
+        spec["base"],
+        train_docs,
+        spec["labels"],
+        spec["out_dir"],
+        dev_docs=None,
+        config=config,
+        label_map=spec.get("label_map"),
+        progress=progress_bar,
+        on_step=on_step,
+    )
     train_s = time.perf_counter() - started
 
     result: dict = {

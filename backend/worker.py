@@ -3,12 +3,12 @@ one at a time, each in a niced child process (backend.train_round), so the web
 process keeps answering /predict and webhooks while a model trains.
 
 Triggers: `request(reason)` (Start Training, POST /train, `skillloop retrain --url`) and
-`annotation_changed()` after each stored change: once `[retrain] every_n_annotations`
-changes have accumulated since the last round's snapshot, a round starts after
-`debounce_seconds` without further changes (or at most MAX_WAIT_FACTOR x debounce after
-the first of them, so a steady stream of annotations still gets rounds). A trigger while
-a round runs queues exactly one follow-up round; more triggers join that one.
-A child that crashes is a failed round in the log; the worker carries on.
+`annotation_changed()` after each stored change, which feeds the auto trigger
+(backend.trigger.AutoTrigger: every_n_annotations changes, debounced). A trigger while a
+round runs queues exactly one follow-up round; more triggers join that one. Every round
+(run, skipped or failed) consumes its trigger. A child that crashes is a failed round in
+the log; the worker carries on. On start, rounds interrupted with an earlier process are
+recorded (backend.recovery).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from backend.recovery import recover_interrupted
 from backend.rounds import (
     RoundOutcome,
     RoundPlan,
@@ -33,12 +34,13 @@ from backend.rounds import (
     store_for,
     training_lock,
 )
+from backend.trigger import AutoTrigger
 from labeling.project import Project
 from training.registry import ModelVersion
 
 log = logging.getLogger(__name__)
 
-MAX_WAIT_FACTOR = 4
+REQUEST_WAIT_SECONDS = 0.3  # how long request() waits to say "started" or "skipped"
 
 
 class TrainingWorker:
@@ -49,6 +51,8 @@ class TrainingWorker:
         on_promoted: Callable[[ModelVersion], None] | None = None,
         *,
         poll_seconds: float = 0.5,
+        request_wait: float = REQUEST_WAIT_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ):
         """`state_dir` is the project's state folder (`project.state_dir()`): the one that
         holds annotations.sqlite and models/."""
@@ -56,7 +60,11 @@ class TrainingWorker:
         self.state_dir = Path(state_dir)
         self.on_promoted = on_promoted
         self.poll_seconds = poll_seconds
+        self.request_wait = request_wait
+        self.clock = clock
         self.registry = registry_for(self.state_dir)
+        # set while a round runs: cheap for the model holder to ask on every /predict
+        self.running = threading.Event()
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -64,9 +72,10 @@ class TrainingWorker:
         self._running: str | None = None  # trigger of the round in progress
         self._plan: RoundPlan | None = None
         self._last_round: dict | None = None
-        self._first_change: float | None = None  # of the changes not yet checked
-        self._last_change: float | None = None
-        self._counter = 0  # store change counter at the last round's snapshot
+        self._requests = 0  # request() calls so far ...
+        self._decided: tuple[int, str, str] = (0, "", "")  # ... how far rounds answered them
+        retrain = project.retrain
+        self._auto = AutoTrigger(retrain.every_n_annotations, retrain.debounce_seconds)
         self._store = None  # the worker thread's own connection, for counting changes
 
     # ------------------------------------------------------------------ control
@@ -75,12 +84,12 @@ class TrainingWorker:
         if self._thread is not None and self._thread.is_alive():
             return
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._recover()
         rounds = read_rounds(self.state_dir)
         self._last_round = rounds[-1] if rounds else None
-        self._counter = self._last_counter()
+        self._auto.consumed = self._last_counter(rounds)
         self._stop.clear()
-        now = time.monotonic()  # changes made while the service was down count after a debounce
-        self._first_change = self._last_change = now
+        self._auto.observe(None, self.clock())  # changes made while down count after a debounce
         self._thread = threading.Thread(target=self._loop, name="training-worker", daemon=True)
         self._thread.start()
 
@@ -95,45 +104,51 @@ class TrainingWorker:
             self._store.close()
             self._store = None
 
+    def is_running(self) -> bool:
+        """Whether a round runs now (no I/O, no lock)."""
+        return self.running.is_set()
+
     def request(self, reason: str = "request") -> dict:
-        """Ask for a round. While one runs, one follow-up is queued; more requests join it."""
+        """Ask for a round. While one runs, one follow-up is queued; more requests join it.
+        Otherwise waits up to `request_wait` seconds for the round's plan, to say whether
+        it started or was skipped (`state`: "started", "skipped", "starting", "queued",
+        "joined" or "refused")."""
         with self._cond:
             if self._thread is None or not self._thread.is_alive():
-                return {
-                    "accepted": False,
-                    "queued": False,
-                    "running": False,
-                    "message": "the training worker is not running",
-                }
+                return _reply(False, False, "refused", "the training worker is not running")
             if self._running is not None or self._pending is not None:
                 joined = self._pending is not None
                 self._pending = self._pending or reason
-                message = (
-                    "a follow-up round is already queued"
-                    if joined
-                    else "queued: starts when the current round ends"
+                if joined:
+                    return _reply(
+                        True,
+                        True,
+                        "joined",
+                        "a follow-up round is already queued",
+                        running=self._running is not None,
+                    )
+                return _reply(
+                    True,
+                    True,
+                    "queued",
+                    "queued: starts when the current round ends (and is skipped if the "
+                    "training data is then the serving model's)",
+                    running=self._running is not None,
                 )
-                return {
-                    "accepted": True,
-                    "queued": True,
-                    "running": self._running is not None,
-                    "message": message,
-                }
             self._pending = reason
+            self._requests += 1
+            mine = self._requests
             self._cond.notify_all()
-            return {
-                "accepted": True,
-                "queued": False,
-                "running": True,
-                "message": "training round starting",
-            }
+            self._cond.wait_for(lambda: self._decided[0] >= mine, timeout=self.request_wait)
+            seen, state, message = self._decided
+        if seen < mine:
+            return _reply(True, False, "starting", "training round starting")
+        return _reply(True, False, state, message, running=state == "started")
 
     def annotation_changed(self) -> None:
         """Called after each stored annotation change; cheap (no I/O)."""
         with self._cond:
-            now = time.monotonic()
-            self._first_change = self._first_change or now
-            self._last_change = now
+            self._auto.observe(None, self.clock())
             self._cond.notify_all()
 
     def status(self) -> dict:
@@ -143,7 +158,7 @@ class TrainingWorker:
         serving = self.registry.serving()
         progress = read_progress(plan) if plan is not None else None
         return {
-            "running": running is not None,
+            "running": self.running.is_set(),
             "trigger": running,
             "round": plan.round_id if plan is not None else None,
             "phase": progress.get("phase") if progress else None,
@@ -167,23 +182,24 @@ class TrainingWorker:
                 )
                 if self._stop.is_set():
                     return
-                trigger = self._pending
-                seen = self._last_change if trigger is None and self._auto_ready() else None
-            if seen is not None:  # the store is read outside the lock webhooks wait on
-                if self._enough_changes():
-                    trigger = "auto"
-                else:
-                    with self._cond:
-                        if self._last_change == seen:  # no change arrived meanwhile
-                            self._first_change = self._last_change = None
-            if trigger is None:
-                continue
+                now = self.clock()
+                count = self._pending is None and self._auto.needs_count(now)
+            if count:  # the store is read outside the lock webhooks wait on
+                changes = self._changes_since(self._auto.consumed)
+                with self._cond:
+                    self._auto.observe(changes, now)
             with self._cond:
-                trigger = self._pending or trigger  # a request that came meanwhile is this round
+                trigger = self._pending
+                if trigger is None and self._auto.due(self.clock()):
+                    trigger = "auto"
+                if trigger is None:
+                    continue
                 self._pending, self._running = None, trigger
+                answering = self._requests
+                self.running.set()
             outcome = None
             try:
-                outcome = self._run_one(trigger)
+                outcome = self._run_one(trigger, answering)
             except TrainingBusy:  # stopped while another process held the training lock
                 log.info("stopped before the %s round could start", trigger)
             except Exception as err:  # a bug here must not end the worker
@@ -193,27 +209,27 @@ class TrainingWorker:
             finally:
                 with self._cond:
                     self._running, self._plan = None, None
+                    self.running.clear()
                     if outcome is not None:
                         self._last_round = outcome.to_dict()
+                        self._auto.consume(outcome.change_counter)  # even a skipped round
+                    if self._decided[0] < answering:
+                        state = outcome.status if outcome is not None else "stopped"
+                        self._answer(answering, state, outcome.reason if outcome else "")
 
-    def _auto_ready(self) -> bool:
-        """Changes have come and are quiet (or overdue) enough to count them (under lock)."""
-        every = self.project.retrain.every_n_annotations
-        if every <= 0 or self._last_change is None:
-            return False
-        now, debounce = time.monotonic(), self.project.retrain.debounce_seconds
-        quiet = now - self._last_change >= debounce
-        overdue = now - (self._first_change or now) >= MAX_WAIT_FACTOR * max(debounce, 1.0)
-        return quiet or overdue
+    def _answer(self, upto: int, state: str, message: str) -> None:
+        """Tell request() callers up to number `upto` what their round became (under lock)."""
+        self._decided = (upto, state, message)
+        self._cond.notify_all()
 
-    def _enough_changes(self) -> bool:
+    def _changes_since(self, counter: int) -> int:
         if self._store is None:
             self._store = store_for(self.state_dir)
-        changes = self._store.changes_since(self._counter)
-        return changes >= self.project.retrain.every_n_annotations
+        return self._store.changes_since(counter)
 
-    def _run_one(self, trigger: str) -> RoundOutcome:
+    def _run_one(self, trigger: str, answering: int = 0) -> RoundOutcome:
         with training_lock(self.state_dir, wait=lambda: not self._stop.is_set()):
+            self._announce(recover_interrupted(self.project, self.state_dir))
             plan = plan_round(self.project, self.state_dir, trigger)
             if isinstance(plan, RoundOutcome):
                 append_round(self.state_dir, plan)
@@ -221,7 +237,12 @@ class TrainingWorker:
                 return plan
             with self._cond:
                 self._plan = plan
-                self._counter = plan.snapshot["change_counter"]
+                self._answer(
+                    answering,
+                    "started",
+                    f"training round {plan.round_id} started: {plan.train_documents} "
+                    f"training posts, {plan.heldout_documents} held out",
+                )
             log.info(
                 "round %s (%s): %d training posts, %d held out",
                 plan.round_id,
@@ -238,13 +259,53 @@ class TrainingWorker:
                     return outcome
             outcome, promoted = conclude_round(self.project, self.state_dir, plan, child.returncode)
         log.info("round %s %s: %s", plan.round_id, outcome.status, outcome.reason)
-        if promoted is not None and self.on_promoted is not None:
-            try:
-                self.on_promoted(promoted)
-            except Exception:  # the registry already serves it; the swap can be retried
-                log.exception("on_promoted(%s) failed", promoted.version)
+        self._announce([(outcome, promoted)], recovered=False)
         return outcome
 
-    def _last_counter(self) -> int:
+    def _recover(self) -> None:
+        """Record rounds an earlier process left half done (skipped while another process
+        trains: that one holds the lock, and the next round here recovers them)."""
+        try:
+            with training_lock(self.state_dir):
+                recovered = recover_interrupted(self.project, self.state_dir)
+        except TrainingBusy:
+            return
+        self._announce(recovered)
+
+    def _announce(
+        self, outcomes: list[tuple[RoundOutcome, ModelVersion | None]], recovered: bool = True
+    ) -> None:
+        for outcome, promoted in outcomes:
+            if recovered:
+                log.info(
+                    "earlier round %s %s: %s", outcome.round_id, outcome.status, outcome.reason
+                )
+            if promoted is not None and self.on_promoted is not None:
+                try:
+                    self.on_promoted(promoted)
+                except Exception:  # the registry already serves it; the swap can be retried
+                    log.exception("on_promoted(%s) failed", promoted.version)
+
+    def _last_counter(self, rounds: list[dict]) -> int:
+        """The store's change counter at the latest snapshot a version was trained on or a
+        round was skipped on (the data of a failed, cancelled or interrupted round is tried
+        again after a restart)."""
         versions = self.registry.versions()
-        return int(versions[-1].snapshot.get("change_counter", 0)) if versions else 0
+        counters = [int(v.snapshot.get("change_counter", 0)) for v in versions[-1:]]
+        counters += [
+            int(r["change_counter"])
+            for r in rounds
+            if r.get("status") == "skipped" and r.get("change_counter") is not None
+        ]
+        return max(counters, default=0)
+
+
+def _reply(accepted: bool, queued: bool, state: str, message: str, running: bool = True) -> dict:
+    return {
+        "accepted": accepted,
+        "queued": queued,
+        "running": running if accepted else False,
+        "started": state == "started",
+        "state": state,
+        "message": message,
+    }

@@ -74,12 +74,17 @@ def test_status_json_and_text(state, capsys):
         "promoted": 2,
         "refused": 1,
         "failed": 0,
+        "skipped": 0,
+        "interrupted": 0,
         "last": "v0003",
     }
+    gate = figures["gate"]
+    assert gate == {**gate, "version": "v0003", "status": "refused", "low": -0.031}
     assert figures["training"]["running"] is False
     code, out, _ = run(capsys, "status", "--project", PROJECT, "--state-dir", str(state))
     assert code == 0 and "serving: v0002 held-out F1 0.520" in out
     assert "rounds: 3 run, 2 promoted, 1 refused, 0 failed" in out
+    assert "last gate: v0003 refused, gain [80% interval] -0.005 [-0.031, +0.018] on 40" in out
     assert "training: idle, queue unknown" in out
 
 

@@ -176,3 +176,24 @@ def test_predict_with_a_reference_model_and_label_map(tiny_reference_model, tmp_
     assert code == 0
     row = json.loads(out.read_text())
     assert {s["label"] for s in row["spans"]} <= {"Business", "Technology", "Technical", "Soft"}
+
+
+def test_train_refuses_an_out_folder_that_is_not_a_checkpoint(trained, data, tmp_path, capsys):
+    """`--out` pointing at a folder of other files used to delete the whole folder."""
+    precious = tmp_path / "work"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("a week of notes")
+    args = ["train", "--data", str(data), "--out", str(precious), *FAST]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "is not empty and is not a skillloop checkpoint" in err and "Traceback" not in err
+    assert (precious / "notes.txt").read_text() == "a week of notes"
+
+    # a skillloop checkpoint is replaced, in place, by the new one
+    before = read_metadata(trained)
+    base = str(trained)
+    out = ["train", "--data", str(data), "--out", str(trained), "--base", base, *FAST]
+    assert main([*out, "--epochs", "1"]) == 0
+    after = read_metadata(trained)
+    assert after["config"]["epochs"] == 1 != before["config"]["epochs"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("model")) == ["model"]

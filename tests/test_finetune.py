@@ -178,3 +178,102 @@ def test_cancellation_and_bad_input(tiny_encoder, tmp_path):
         TrainConfig(epochs=0)
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(precision="fp16")
+
+
+def test_a_checkpoint_is_replaced_in_one_swap(tiny_encoder, tmp_path, monkeypatch):
+    """Saving over a checkpoint: the folder always holds a whole model (the new one is
+    written beside it and exchanged with it in one rename), and nothing is left over."""
+    from training import saving
+
+    out = tmp_path / "model"
+    train(tiny_encoder, corpus(), LABELS, out, config=FAST, progress=False)
+    first = (out / METADATA_FILE).read_text()
+    seen = []
+    exchange = saving._exchange
+
+    def watched(a, b):
+        seen.append(((b / "config.json").is_file(), (a / "config.json").is_file()))
+        swapped = exchange(a, b)
+        seen.append(((b / "config.json").is_file(), read_metadata(b)["epochs_run"]))
+        return swapped
+
+    monkeypatch.setattr(saving, "_exchange", watched)
+    config = TrainConfig(**{**FAST.__dict__, "epochs": 1})
+    train(out, corpus(), LABELS, out, config=config, progress=False)
+    if seen[-1][1] != 1:  # this file system cannot exchange: the fallback ran
+        pytest.skip("renameat2(RENAME_EXCHANGE) is not supported here")
+    assert seen == [(True, True), (True, 1)]
+    assert (out / METADATA_FILE).read_text() != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_training_refuses_to_overwrite_a_folder_that_is_not_a_checkpoint(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "keep.csv").write_text("1,2,3")
+    with pytest.raises(ValueError, match="not a skillloop checkpoint"):
+        train(None, corpus(), LABELS, folder, config=FAST, progress=False)
+    assert (folder / "keep.csv").read_text() == "1,2,3"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="not a folder"):
+        train(None, corpus(), LABELS, tmp_path / "file", config=FAST, progress=False)
+
+
+def test_progress_callbacks_and_crf_gradients_are_clipped(tiny_encoder, tmp_path, monkeypatch):
+    """on_step / on_epoch report progress (no tqdm patching), and the gradient clip bounds
+    every parameter the optimizer updates, the CRF's transition scores included."""
+    clipped = []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def spy(parameters, max_norm, *args, **kwargs):
+        parameters = list(parameters)
+        clipped.append({id(p) for p in parameters})
+        return clip(parameters, max_norm, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    steps, epochs = [], []
+    config = TrainConfig(**{**FAST.__dict__, "epochs": 2, "crf": True})
+    result = train(
+        tiny_encoder,
+        corpus(),
+        LABELS,
+        tmp_path / "m",
+        dev_docs=corpus()[:2],
+        config=config,
+        progress=False,
+        on_step=lambda done, total: steps.append((done, total)),
+        on_epoch=lambda epoch, loss, f1: epochs.append((epoch, loss, f1)),
+    )
+    total = steps[-1][1]
+    assert steps == [(n, total) for n in range(1, total + 1)] and total == 4  # 5 docs / 4, x2
+    assert [e[0] for e in epochs] == [1, 2] and [e[1] for e in epochs] == result.losses
+    assert [e[2] for e in epochs] == result.dev_f1
+
+    from training.crf import CRF
+
+    crf_ids = {id(p) for p in CRF(["O", "B-X", "I-X"]).parameters()}
+    assert crf_ids and len(clipped) == total
+    # each clip saw the model's parameters plus the CRF's (3 tensors: start, transitions, end)
+    sizes = {len(c) for c in clipped}
+    model_params = len(
+        list(checkpoint.load(tiny_encoder, LABELS, allow_new_labels=True).model.parameters())
+    )
+    assert sizes == {model_params + len(crf_ids)}
+
+
+def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience():
+    from training.finetune import EarlyStopping
+
+    model = torch.nn.Linear(2, 1)
+    stopping = EarlyStopping(patience=2)
+    decisions = []
+    for epoch, f1 in enumerate([0.2, 0.5, 0.4, 0.45, 0.9], start=1):
+        with torch.no_grad():
+            model.weight.fill_(float(epoch))  # the weights of epoch n are all n
+        decisions.append(stopping.update(epoch, f1, model, None))
+        if decisions[-1]:
+            break
+    assert decisions == [False, False, False, True]  # two epochs without beating 0.5
+    assert (stopping.best_epoch, stopping.best_f1) == (2, 0.5)
+    stopping.restore(model)
+    assert model.weight.eq(2.0).all()

@@ -76,8 +76,22 @@ def three_rounds(root: Path) -> Registry:
         v2.version,
         {"Technology": 0.72, "Technical": 0.44, "Business": 0.28, "Soft": 0.2},
     )
+    registry.set_gate(v3.version, GATE)
     registry.refuse(v3.version, "held-out F1 0.515 < 0.52 - tolerance 0.01")
     return registry
+
+
+# how backend.gate.decide records a measured refusal
+GATE = {
+    "rule": "paired-bootstrap",
+    "margin": 0.01,
+    "posts": 40,
+    "measured": True,
+    "difference": -0.005,
+    "low": -0.031,
+    "high": 0.018,
+    "decision": "refused",
+}
 
 
 @pytest.mark.parametrize("fmt", ["html", "md"])
@@ -98,6 +112,8 @@ def test_report_for_three_recorded_rounds(tmp_path, fmt):
         "0.515 &lt; 0.52" if fmt == "html" else "0.515 < 0.52",
         "Stopping hint",
         "per 100 annotations",
+        "gain [80% interval]",
+        "-0.005 [-0.031, +0.018] on 40 posts",
     ):
         assert needle in text, needle
     if fmt == "html":
@@ -132,6 +148,7 @@ def test_round_rows_and_errors(tmp_path):
     assert [r["parent"] for r in rows] == ["base", "v0001", "v0002"]
     assert [r["status"] for r in rows] == ["retired", "serving", "refused"]
     assert rows[1]["per_label_f1"]["Technical"] == 0.45 and rows[2]["annotations"] == 100
+    assert [r["gate"] for r in rows] == ["-", "-", "-0.005 [-0.031, +0.018] on 40 posts"]
     with pytest.raises(ValueError, match="no recorded rounds"):
         write_report("demo", [], tmp_path / "r.html")
     with pytest.raises(ValueError, match="html or md"):

@@ -120,6 +120,8 @@ def test_webhooks_answer_well_under_a_second(client, store):
 def test_start_training_runs_a_round_and_serves_the_promoted_version(client, app):
     """The whole loop: annotations in, Start Training, a round in a child process, the
     gate promotes, the service swaps models and /predict answers with the new version."""
+    from backend.rounds import read_rounds
+
     services = app.extensions["skillloop"]
     first_version = client.get("/health").get_json()["model_version"]
     for i in range(8):
@@ -128,18 +130,16 @@ def test_start_training_runs_a_round_and_serves_the_promoted_version(client, app
         assert client.post("/webhook", json=event).status_code == 200
     reply = client.post("/webhook", json=payload("start_training"))
     assert reply.status_code == 200
-    assert reply.get_json()["accepted"] is True
+    started = reply.get_json()  # the reply says what became of the request
+    assert started["accepted"] is True and started["state"] in ("started", "starting"), started
     again = client.post("/train").get_json()  # a trigger during a round queues one follow-up
-    assert again["accepted"] is True and again["queued"] is True
-    assert wait_for(
-        lambda: (
-            (services.worker.status()["last_round"] or {}).get("status")
-            in ("promoted", "refused", "failed")
-        ),
-        timeout=240,
-    )
-    last = services.worker.status()["last_round"]
+    assert again["accepted"] is True and again["queued"] is True and again["state"] == "queued"
+    # the follow-up would train on the same snapshot as the promoted round: skipped
+    assert wait_for(lambda: len(read_rounds(services.state_dir)) == 2, timeout=240)
+    last, follow_up = read_rounds(services.state_dir)
     assert last["status"] == "promoted", last
+    assert follow_up["status"] == "skipped", follow_up
+    assert follow_up["reason"].startswith("same training data as the serving version v0001")
     assert wait_for(lambda: services.holder.current().version == "v0001", timeout=30)
     result = client.post("/predict", json=predict_body(["python"])).get_json()
     assert result["model_version"] == "v0001" != first_version
@@ -154,21 +154,29 @@ def test_start_training_runs_a_round_and_serves_the_promoted_version(client, app
 
 
 def test_every_n_annotations_triggers_a_round(tmp_path, spanful_model):
+    """Three annotations with every_n_annotations = 3: exactly one automatic round, on a
+    snapshot of those three posts, that trains and registers v0001 (and no second one)."""
+    from backend.rounds import read_rounds
+
     app = make_app(tmp_path, spanful_model, every_n=3)
     services = app.extensions["skillloop"]
     try:
         client = app.test_client()
-        for i in range(3):
+        for i in range(2):
             event = annotation_event(10 + i, 100 + i, f"python job {i}", [(0, 6, "Technology")])
             client.post("/webhook", json=event)
+        time.sleep(0.5)
+        assert not services.worker.is_running() and read_rounds(services.state_dir) == []
+        event = annotation_event(12, 102, "python job 2", [(0, 6, "Technology")])
+        client.post("/webhook", json=event)
 
-        def round_started():
-            status = services.worker.status()
-            return status["running"] or status["last_round"] is not None
-
-        assert wait_for(round_started, timeout=30)
-        status = client.get("/status").get_json()
-        assert status["running"] or status["last_round"]["trigger"] == "auto"
+        assert wait_for(lambda: services.worker.status()["last_round"] is not None, timeout=180)
+        last = client.get("/status").get_json()["last_round"]
+        assert last["trigger"] == "auto" and last["status"] in ("promoted", "refused"), last
+        assert last["change_counter"] == 3 and last["version"] == "v0001"
+        assert last["train_documents"] + last["heldout_documents"] == 3
+        time.sleep(0.5)  # no change since: no second round
+        assert [r["round_id"] for r in read_rounds(services.state_dir)] == [last["round_id"]]
     finally:
         services.close()
 

@@ -168,6 +168,14 @@ def test_rounds_promote_warm_start_and_refuse(tmp_path, tiny_encoder, capsys):
     assert first.snapshot["annotation_ids"] == [3, 4, 5, 6] and len(first.snapshot["sha256"]) == 64
     assert first.timings["train_s"] > 0 and first.labels == ["Tech", "Soft"]
 
+    # the same training data as the serving version: nothing to learn, no round run
+    outcome, promoted = rounds.run_round(project, state / "tiny", "test")
+    assert outcome.status == "skipped" and promoted is None and outcome.version is None
+    assert outcome.reason.startswith("same training data as the serving version v0001")
+    assert outcome.change_counter == first.snapshot["change_counter"]
+    assert [v.version for v in registry.versions()] == ["v0001"]
+
+    annotate(state / "tiny", posts(0, 5)[4:], first_id=7)  # one more training post
     project.retrain.tolerance = -2.0  # no candidate can beat the serving model by 2 F1
     outcome, promoted = rounds.run_round(project, state / "tiny", "test")
     assert outcome.status == "refused" and promoted is None
@@ -175,9 +183,12 @@ def test_rounds_promote_warm_start_and_refuse(tmp_path, tiny_encoder, capsys):
     assert second.status == "refused" and second.parent == "v0001"  # warm start
     assert second.base == str(first.path) and second.baseline_version == "v0001"
     assert second.baseline_f1 == pytest.approx(first.heldout_f1)  # same posts, same model
-    assert "< v0001" in second.reason and registry.serving().version == "v0001"
+    assert "too few to tell a gain from noise" in second.reason
+    assert second.gate == {**second.gate, "measured": False, "posts": 2, "decision": "refused"}
+    assert second.round_id == outcome.round_id and outcome.gate == second.gate
+    assert registry.serving().version == "v0001"
     log = rounds.read_rounds(state / "tiny")
-    assert [r["status"] for r in log] == ["skipped", "promoted", "refused"]
+    assert [r["status"] for r in log] == ["skipped", "promoted", "skipped", "refused"]
 
     assert (
         main(["rollback", "v0002", "--project", str(project.folder), "--state-dir", str(state)])
@@ -194,17 +205,6 @@ def test_rounds_promote_warm_start_and_refuse(tmp_path, tiny_encoder, capsys):
     assert "project not found" in capsys.readouterr().err
 
 
-def test_gate_policy():
-    scored = {"candidate": {"f1": 0.5}, "baseline": {"version": "v0001", "f1": 0.505}}
-    assert rounds.gate(scored, 0.01, 10)[0]
-    assert not rounds.gate(scored, 0.001, 10)[0]
-    assert "weak gate" in rounds.gate(scored, 0.01, 1)[1]
-    ok, reason = rounds.gate({"candidate": None, "baseline": None}, 0.01, 0)
-    assert ok and "no held-out posts" in reason
-    ok, reason = rounds.gate({"candidate": {"f1": 0.2}, "baseline": {"error": "no head"}}, 0, 3)
-    assert ok and "first model" in reason and "no head" in reason
-
-
 class FakeRounds:
     """Replaces the round itself: each one blocks until released."""
 
@@ -214,7 +214,7 @@ class FakeRounds:
         self.started = threading.Event()
         worker._run_one = self.run
 
-    def run(self, trigger: str):
+    def run(self, trigger: str, answering: int = 0):
         self.triggers.append(trigger)
         self.started.set()
         assert self.release.acquire(timeout=10)
@@ -230,7 +230,7 @@ def wait_for(condition, timeout=10.0) -> None:
 
 def test_trigger_during_training_queues_one_follow_up(tmp_path):
     project = make_project(tmp_path, tmp_path)
-    worker = TrainingWorker(project, tmp_path / "state", poll_seconds=0.02)
+    worker = TrainingWorker(project, tmp_path / "state", poll_seconds=0.02, request_wait=0.05)
     assert worker.request("early")["accepted"] is False  # not started
     fake = FakeRounds(worker)
     worker.start()
@@ -239,11 +239,14 @@ def test_trigger_during_training_queues_one_follow_up(tmp_path):
             "accepted": True,
             "queued": False,
             "running": True,
+            "started": False,
+            "state": "starting",  # the fake round never says it started
             "message": "training round starting",
         }
         assert fake.started.wait(5)
         replies = [worker.request(f"api{i}") for i in range(5)]
         assert all(r["accepted"] and r["queued"] and r["running"] for r in replies)
+        assert [r["state"] for r in replies] == ["queued", *["joined"] * 4]
         assert worker.status()["queued"] and worker.status()["running"]
         fake.release.release()  # first round ends, the single follow-up starts
         wait_for(lambda: len(fake.triggers) == 2)
@@ -284,10 +287,14 @@ def test_worker_trains_in_a_child_process(tmp_path, tiny_encoder):
     state = tmp_path / "state"
     annotate(state, posts(2, 3))
     promoted = []
-    worker = TrainingWorker(project, state, on_promoted=promoted.append, poll_seconds=0.1)
+    worker = TrainingWorker(
+        project, state, on_promoted=promoted.append, poll_seconds=0.1, request_wait=10
+    )
     worker.start()
     try:
-        assert worker.request("studio")["accepted"]
+        reply = worker.request("studio")  # Start Training is told the round started
+        assert reply["accepted"] and reply["started"] and reply["state"] == "started", reply
+        assert "training posts" in reply["message"]
         wait_for(
             lambda: (
                 worker.status()["last_round"] is not None
@@ -304,6 +311,7 @@ def test_worker_trains_in_a_child_process(tmp_path, tiny_encoder):
 
         # the next round warm-starts from v0001: a broken checkpoint crashes the child
         (state / "models" / "v0001" / "config.json").rename(state / "models" / "cfg")
+        annotate(state, posts(0, 4)[3:], first_id=10)  # new data, or the round is skipped
         assert worker.request("api")["accepted"]
         wait_for(lambda: len(rounds.read_rounds(state)) == 2, timeout=120)
         last = rounds.read_rounds(state)[-1]
@@ -335,23 +343,113 @@ def test_retrain_url_asks_the_service(monkeypatch, capsys):
     assert calls == [("http://svc:9090/train", ("ann", "pw"))]
     assert "queued after the current round" in capsys.readouterr().out
 
+    Reply.json = lambda self: {
+        "accepted": True,
+        "queued": False,
+        "state": "skipped",
+        "message": "same training data as the serving version v0002",
+    }
+    assert main(["retrain", "--project", "unused", "--url", "http://svc:9090"]) == 0
+    assert "training round skipped: same training data as the serving" in capsys.readouterr().out
+
     Reply.status_code = 409
     Reply.json = lambda self: {"error": "training is disabled"}
     assert main(["retrain", "--project", "unused", "--url", "http://svc:9090"]) == 2
     assert "answered 409: training is disabled" in capsys.readouterr().err
 
 
-def test_training_progress_is_reported_without_a_bar(tmp_path):
-    from backend.train_round import TRAIN_SHARE, Progress, reporting_tqdm
+def serve_fake_version(state: Path, project, numbers) -> None:
+    """A serving version whose snapshot is the training data of posts `numbers` (the
+    checkpoint is a stub: a skipped round never loads it)."""
+    from labeling.store import documents_sha256
 
-    progress = Progress(tmp_path / "progress.json")
-    with reporting_tqdm(progress):
-        from tqdm.auto import tqdm  # what training.finetune does inside train()
+    with AnnotationStore(state / "annotations.sqlite") as store:
+        docs = rounds.annotated_documents(project, store)
+        counter = store.change_counter()
+    train, _ = rounds.split_heldout(docs, project.retrain.heldout_share)
+    stub = state / "models" / ".incoming" / "stub"
+    stub.mkdir(parents=True)
+    (stub / "config.json").write_text("{}")
+    registry = Registry(state / "models")
+    version = registry.add(
+        stub,
+        snapshot={"sha256": documents_sha256(train), "change_counter": counter - 1},
+        labels=project.label_values,
+    )
+    registry.promote(version.version, "test")
 
-        bar = tqdm(total=4, disable=True)
-        for _ in range(3):
-            progress.last = 0.0  # no throttling in the test
-            bar.update(1)
+
+def test_a_skipped_round_consumes_its_auto_trigger(tmp_path):
+    """Only cancelled annotations changed: nothing to train on. The round is skipped once,
+    not at every poll (it was 34 skipped rounds in 2 s at a 0.05 s poll)."""
+    project = make_project(tmp_path, tmp_path, every=1, debounce=0.0)
+    state = tmp_path / "state"
+    with AnnotationStore(state / "annotations.sqlite") as store:
+        for i in range(3):
+            store.upsert(AnnotationRecord(i + 1, 10 + i, "1", f"skipped {i}", [], cancelled=True))
+    worker = TrainingWorker(project, state, poll_seconds=0.02)
+    worker.start()
+    try:
+        wait_for(lambda: len(rounds.read_rounds(state)) >= 1)
+        time.sleep(1.0)  # 50 polls
+        log = rounds.read_rounds(state)
+        assert [r["status"] for r in log] == ["skipped"], log
+        assert log[0]["reason"].startswith("nothing to train on")
+        assert log[0]["change_counter"] == 3 and log[0]["trigger"] == "auto"
+    finally:
+        worker.stop()
+
+
+def test_a_round_on_the_serving_snapshot_is_skipped_and_consumed(tmp_path):
+    project = make_project(tmp_path, tmp_path, every=2, debounce=0.0)
+    state = tmp_path / "state"
+    annotate(state, posts(2, 3))
+    serve_fake_version(state, project, posts(2, 3))
+    with AnnotationStore(state / "annotations.sqlite") as store:  # a change, same data
+        store.upsert(AnnotationRecord(90, 900, "1", "skipped post", [], cancelled=True))
+        store.upsert(AnnotationRecord(91, 901, "1", "another skipped post", [], cancelled=True))
+    worker = TrainingWorker(project, state, poll_seconds=0.02, request_wait=10)
+    worker.start()
+    try:
+        wait_for(lambda: len(rounds.read_rounds(state)) >= 1)
+        time.sleep(0.5)
+        log = rounds.read_rounds(state)
+        assert [(r["status"], r["trigger"]) for r in log] == [("skipped", "auto")], log
+        assert log[0]["reason"].startswith("same training data as the serving version v0001")
+        assert not (state / "rounds").exists()  # nothing was prepared for training
+
+        reply = worker.request("studio")  # Start Training says so at once
+        assert reply == {**reply, "accepted": True, "started": False, "state": "skipped"}
+        assert reply["message"].startswith("same training data as the serving version v0001")
+        assert len(rounds.read_rounds(state)) == 2
+    finally:
+        worker.stop()
+
+
+def test_training_progress_reaches_progress_json_through_on_step(tmp_path, monkeypatch):
+    """The round's child reports training steps with finetune.train's on_step callback."""
+    import itertools
+
+    import training.finetune
+    from backend import train_round
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(*args, on_step=None, **kwargs):
+        for done in (1, 2, 3):
+            on_step(done, 4)
+        raise Stop
+
+    monkeypatch.setattr(training.finetune, "train", fake_train)
+    clock = itertools.count(start=100.0, step=1.0)  # a second between reports: no throttling
+    monkeypatch.setattr(train_round.time, "monotonic", lambda: next(clock))
+    (tmp_path / "train.jsonl").write_text("")
+    (tmp_path / "heldout.jsonl").write_text("")
+    spec = {"folder": str(tmp_path), "config": {}, "base": None, "labels": ["Tech"]}
+    spec["out_dir"] = str(tmp_path / "out")
+    with pytest.raises(Stop):
+        train_round.run(spec)
     written = json.loads((tmp_path / "progress.json").read_text())
     assert written["phase"] == "training"
-    assert written["progress"] == pytest.approx(TRAIN_SHARE * 3 / 4, abs=1e-4)
+    assert written["progress"] == pytest.approx(train_round.TRAIN_SHARE * 3 / 4, abs=1e-4)

@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import random
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ import torch
 
 from training import checkpoint
 from training.crf import CRF, word_emissions
+from training.saving import check_out_dir, save
 from training.text import Document, spans_to_tags, tag_names, words
 from training.windows import WINDOWS, encode, make_windows, special_tokens, window_inputs
 
@@ -34,18 +34,6 @@ log = logging.getLogger(__name__)
 
 METADATA_FILE = checkpoint.METADATA_FILE
 IGNORE = -100
-# written into a CRF checkpoint's folder, for whoever takes the model elsewhere
-CRF_NOTE = """# A skillloop checkpoint trained with a CRF
-
-The model folder is a plain transformers token-classification checkpoint, but its tag
-scores were trained together with a CRF whose transition scores are in `skillloop.json`
-under `"crf"` (`start`, `transitions`, `end`, in the order of `tags`). Decode it with
-skillloop (`training.tagger.Tagger.load(folder, labels)`), or add those scores in a
-Viterbi pass over the per-word log-softmax. A plain `transformers.pipeline(
-"token-classification")` reads the emissions alone and finds far fewer spans (measured on
-SkillSpan dev: span F1 0.22 against 0.51 with the CRF, docs/tagger.md). For a checkpoint
-that works with argmax alone, train with `skillloop train --no-crf`.
-"""
 TRAIN_PRECISIONS = ("auto", "bf16", "fp32")
 
 
@@ -162,6 +150,174 @@ def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]
     return {"input_ids": ids, "attention_mask": mask, "labels": targets}
 
 
+StepCallback = Callable[[int, int], None]  # (steps done, total steps)
+EpochCallback = Callable[[int, float, float | None], None]  # (epoch, mean loss, dev F1)
+
+
+class EarlyStopping:
+    """Keeps the weights (and CRF scores) of the best epoch by dev F1, and says when
+    `patience` epochs have passed without improvement."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.best_f1 = -1.0
+        self.best_epoch = 0
+        self.since_best = 0
+        self.state: dict | None = None
+        self.crf_scores = None
+
+    def update(self, epoch: int, f1: float, model, crf: CRF | None) -> bool:
+        """Record epoch `epoch`'s dev F1; True when training should stop."""
+        if f1 > self.best_f1:
+            self.best_f1, self.best_epoch, self.since_best = float(f1), epoch, 0
+            self.state = copy.deepcopy(model.state_dict())
+            self.crf_scores = crf.transitions() if crf else None
+            return False
+        self.since_best += 1
+        return self.since_best >= self.patience
+
+    def restore(self, model) -> None:
+        if self.state is not None:
+            model.load_state_dict(self.state)
+
+
+@dataclass
+class Prepared:
+    """What one training run works on, built once before the first step."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    dev_tagger: object  # training.tagger.Tagger on `model`
+    crf: CRF | None
+    examples: list[Example]
+    bf16: bool
+    pad_id: int
+
+
+def prepare(
+    base: str | Path | None,
+    train_docs: Sequence[Document],
+    labels: list[str],
+    config: TrainConfig,
+    label_map: Mapping[str, str] | None,
+) -> Prepared:
+    from training.precision import native_bf16
+    from training.tagger import Tagger
+
+    torch.set_num_threads(config.num_threads)
+    torch.manual_seed(config.seed)  # the fresh head rows are drawn here
+    loaded = checkpoint.load(base, labels, label_map, allow_new_labels=True)
+    # dev predictions go through the same code as serving, on the model being trained; it
+    # also caps the window at what the model's position embeddings allow
+    dev_tagger = Tagger.from_loaded(
+        loaded,
+        str(base),
+        max_tokens=config.max_tokens,
+        stride=config.stride,
+        decoding=config.decoding,
+    )
+    crf = CRF(dev_tagger.tags, init=loaded.transitions) if config.crf else None
+    examples = make_examples(
+        loaded.tokenizer, train_docs, labels, dev_tagger.max_tokens, dev_tagger.stride
+    )
+    if not examples:
+        raise ValueError("the training documents hold no words")
+    pad = loaded.tokenizer.pad_token_id
+    return Prepared(
+        model=loaded.model,
+        tokenizer=loaded.tokenizer,
+        dev_tagger=dev_tagger,
+        crf=crf,
+        examples=examples,
+        bf16=config.precision == "bf16" or (config.precision == "auto" and native_bf16()),
+        pad_id=pad if pad is not None else 0,
+    )
+
+
+def trainable_parameters(model: torch.nn.Module, crf: CRF | None) -> list[torch.nn.Parameter]:
+    """Everything the optimizer updates, and so everything the gradient clip bounds."""
+    return list(model.parameters()) + (list(crf.parameters()) if crf is not None else [])
+
+
+class Optimizer:
+    """AdamW with weight decay on matrices only and the CRF's scores at their own rate, a
+    linear warm-up schedule, and the gradient clip over everything it updates."""
+
+    def __init__(
+        self, run: Prepared, config: TrainConfig, total_steps: int, on_step: StepCallback | None
+    ):
+        from transformers import get_linear_schedule_with_warmup
+
+        decay, no_decay = [], []
+        for name, param in run.model.named_parameters():
+            (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
+        groups = [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        if run.crf is not None:
+            groups.append(
+                {
+                    "params": list(run.crf.parameters()),
+                    "weight_decay": 0.0,
+                    "lr": config.crf_learning_rate,
+                }
+            )
+        self.optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
+        self.scheduler = get_linear_schedule_with_warmup(
+            self.optimizer, int(config.warmup_ratio * total_steps), total_steps
+        )
+        self.clipped = trainable_parameters(run.model, run.crf)
+        self.max_grad_norm = config.max_grad_norm
+        self.total_steps, self.done, self.on_step = total_steps, 0, on_step
+
+    def epoch(
+        self,
+        run: Prepared,
+        epoch_batches: list[list[int]],
+        bar,
+        epoch: int,
+        should_stop: Callable[[], bool] | None,
+    ) -> float:
+        """One pass over `epoch_batches`; the mean training loss."""
+        run.model.train()
+        total = 0.0
+        for count, batch_ids in enumerate(epoch_batches, start=1):
+            if should_stop is not None and should_stop():
+                raise TrainingCancelled("training cancelled")
+            loss = batch_loss(run, [run.examples[k] for k in batch_ids])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.clipped, self.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            total, self.done = total + loss.item(), self.done + 1
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{total / count:.4f}")
+            if self.on_step is not None:
+                self.on_step(self.done, self.total_steps)
+        return total / len(epoch_batches)
+
+
+def batch_loss(run: Prepared, batch: list[Example]) -> torch.Tensor:
+    inputs = collate(batch, run.pad_id)
+    targets = inputs.pop("labels") if run.crf else None
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=run.bf16):
+        out = run.model(**inputs)
+    if run.crf is None:
+        return out.loss
+    emissions, tags, mask = word_emissions(out.logits.float(), targets, IGNORE)
+    return run.crf.nll(emissions, tags, mask) / mask.sum().clamp(min=1)
+
+
+def dev_f1(run: Prepared, dev_docs: Sequence[Document]) -> float:
+    from training.evaluate import evaluate
+
+    run.dev_tagger.transitions = run.crf.transitions() if run.crf else None
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=run.bf16):
+        return float(evaluate(run.dev_tagger, dev_docs).f1)
+
+
 def train(
     base: str | Path | None,
     train_docs: Sequence[Document],
@@ -172,173 +328,115 @@ def train(
     label_map: Mapping[str, str] | None = None,
     progress: bool = True,
     should_stop: Callable[[], bool] | None = None,
+    on_step: StepCallback | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
     """Fine-tune `base` (checkpoint folder, hub name, or None for the backbone) on
     `train_docs` and save the best epoch (by dev entity F1, else the last) to `out_dir`.
 
-    Raises TrainingCancelled when `should_stop()` turns true; nothing is saved then.
+    `on_step(done, total)` after every optimizer step and `on_epoch(epoch, loss, dev_f1)`
+    after every epoch report progress. Raises TrainingCancelled when `should_stop()` turns
+    true (nothing is saved then), and ValueError before any work when `out_dir` is a
+    non-empty folder that is not a skillloop checkpoint (it would be replaced).
     """
     from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
-
-    from training.evaluate import evaluate
-    from training.precision import native_bf16
-    from training.tagger import Tagger
 
     config = config or TrainConfig()
-    bf16 = config.precision == "bf16" or (config.precision == "auto" and native_bf16())
     labels = list(labels)
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir)
     if not train_docs:
         raise ValueError("no training documents")
     started = time.perf_counter()
-    torch.set_num_threads(config.num_threads)
-    torch.manual_seed(config.seed)  # the fresh head rows are drawn here
-    rng = random.Random(config.seed)
-    loaded = checkpoint.load(base, labels, label_map, allow_new_labels=True)
-    model, tokenizer = loaded.model, loaded.tokenizer
-    # dev predictions go through the same code as serving, on the model being trained; it
-    # also caps the window at what the model's position embeddings allow
-    dev_tagger = Tagger.from_loaded(
-        loaded,
-        str(base),
-        max_tokens=config.max_tokens,
-        stride=config.stride,
-        decoding=config.decoding,
-    )
-    max_tokens, stride = dev_tagger.max_tokens, dev_tagger.stride
-    crf = CRF(dev_tagger.tags, init=loaded.transitions) if config.crf else None
-    examples = make_examples(tokenizer, train_docs, labels, max_tokens, stride)
-    if not examples:
-        raise ValueError("the training documents hold no words")
+    run = prepare(base, train_docs, labels, config, label_map)
     prepared = time.perf_counter()
 
-    steps_per_epoch = math.ceil(len(examples) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    if crf is not None:
-        groups.append(
-            {"params": list(crf.parameters()), "weight_decay": 0.0, "lr": config.crf_learning_rate}
-        )
-    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, int(config.warmup_ratio * total_steps), total_steps
-    )
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-
+    rng = random.Random(config.seed)
+    total_steps = math.ceil(len(run.examples) / config.batch_size) * config.epochs
+    optimizer = Optimizer(run, config, total_steps, on_step)
+    stopping = EarlyStopping(config.patience)
     losses: list[float] = []
-    dev_f1: list[float] = []
-    best_state, best_epoch, best_f1, since_best = None, 0, -1.0, 0
-    best_crf = None
+    dev_scores: list[float] = []
     eval_seconds = 0.0
     bar = tqdm(total=total_steps, disable=not progress, desc="training", unit="step")
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        total, count = 0.0, 0
-        for batch_ids in batches(examples, config.batch_size, rng):
-            if should_stop is not None and should_stop():
-                bar.close()
-                raise TrainingCancelled("training cancelled")
-            inputs = collate([examples[k] for k in batch_ids], pad_id)
-            targets = inputs.pop("labels") if crf else None
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                out = model(**inputs)
-            if crf is None:
-                loss = out.loss
-            else:
-                emissions, tags, mask = word_emissions(out.logits.float(), targets, IGNORE)
-                loss = crf.nll(emissions, tags, mask) / mask.sum().clamp(min=1)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            total, count = total + loss.item(), count + 1
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{total / count:.4f}")
-        losses.append(total / count)
-        if dev_docs:
-            eval_started = time.perf_counter()
-            dev_tagger.transitions = crf.transitions() if crf else None
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                f1 = evaluate(dev_tagger, dev_docs).f1
-            eval_seconds += time.perf_counter() - eval_started
-            dev_f1.append(float(f1))
-            log.info("epoch %d: loss %.4f, dev entity F1 %.4f", epoch, losses[-1], f1)
-            if f1 > best_f1:
-                best_f1, best_epoch, since_best = float(f1), epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-                best_crf = crf.transitions() if crf else None
-            else:
-                since_best += 1
-                if since_best >= config.patience:
-                    break
-        else:
-            best_epoch = epoch
-    bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    elif crf is not None:
-        best_crf = crf.transitions()
+    try:
+        for epoch in range(1, config.epochs + 1):
+            epoch_batches = batches(run.examples, config.batch_size, rng)
+            losses.append(optimizer.epoch(run, epoch_batches, bar, epoch, should_stop))
+            f1 = None
+            if dev_docs:
+                eval_started = time.perf_counter()
+                f1 = dev_f1(run, dev_docs)
+                eval_seconds += time.perf_counter() - eval_started
+                dev_scores.append(f1)
+                log.info("epoch %d: loss %.4f, dev entity F1 %.4f", epoch, losses[-1], f1)
+            if on_epoch is not None:
+                on_epoch(epoch, losses[-1], f1)
+            if f1 is None:
+                stopping.best_epoch = epoch  # without a dev set the last epoch is kept
+            elif stopping.update(epoch, f1, run.model, run.crf):
+                break
+    finally:
+        bar.close()
+    stopping.restore(run.model)
+    crf_scores = stopping.crf_scores if dev_docs else None
+    if crf_scores is None and run.crf is not None:
+        crf_scores = run.crf.transitions()
     trained = time.perf_counter()
 
     timings = {
-        "precision": "bf16" if bf16 else "fp32",
+        "precision": "bf16" if run.bf16 else "fp32",
         "prepare_seconds": round(prepared - started, 2),
         "train_seconds": round(trained - prepared - eval_seconds, 2),
         "dev_eval_seconds": round(eval_seconds, 2),
         "total_seconds": round(trained - started, 2),
     }
     result = TrainResult(
-        path=Path(out_dir),
+        path=out_dir,
         epochs_run=len(losses),
-        best_epoch=best_epoch,
-        best_dev_f1=best_f1 if dev_docs else None,
+        best_epoch=stopping.best_epoch,
+        best_dev_f1=stopping.best_f1 if dev_docs else None,
         losses=losses,
-        dev_f1=dev_f1,
+        dev_f1=dev_scores,
         seconds=round(trained - started, 2),
-        n_windows=len(examples),
+        n_windows=len(run.examples),
         timings=timings,
     )
-    metadata = {
+    metadata = checkpoint_metadata(base, labels, label_map, config, result, train_docs, dev_docs)
+    if crf_scores is not None:
+        metadata["crf"] = crf_scores.to_json()
+    save(run.model, run.tokenizer, out_dir, metadata)
+    return result
+
+
+def checkpoint_metadata(
+    base: str | Path | None,
+    labels: list[str],
+    label_map: Mapping[str, str] | None,
+    config: TrainConfig,
+    result: TrainResult,
+    train_docs: Sequence[Document],
+    dev_docs: Sequence[Document] | None,
+) -> dict:
+    """What `skillloop.json` records of how the checkpoint was made."""
+    return {
         "labels": labels,
         "tags": tag_names(labels),
         "base": None if base is None else str(base),
         "label_map": dict(label_map or {}),
         "config": asdict(config),
-        "metrics": {"best_dev_f1": result.best_dev_f1, "dev_f1": dev_f1, "losses": losses},
-        "timings": timings,
+        "metrics": {
+            "best_dev_f1": result.best_dev_f1,
+            "dev_f1": result.dev_f1,
+            "losses": result.losses,
+        },
+        "timings": result.timings,
         "epochs_run": result.epochs_run,
-        "best_epoch": best_epoch,
+        "best_epoch": result.best_epoch,
         "train_documents": len(train_docs),
         "dev_documents": len(dev_docs or []),
-        "windows": len(examples),
+        "windows": result.n_windows,
     }
-    if best_crf is not None:
-        metadata["crf"] = best_crf.to_json()
-    save(model, tokenizer, Path(out_dir), metadata)
-    return result
-
-
-def save(model, tokenizer, out_dir: Path, metadata: dict) -> None:
-    """Write the checkpoint beside `out_dir` and move it into place when complete, so a
-    reader never sees half a model."""
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    (partial / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-    if metadata.get("crf"):
-        (partial / "README.md").write_text(CRF_NOTE)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    partial.rename(out_dir)
 
 
 def read_metadata(folder: str | Path) -> dict:

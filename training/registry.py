@@ -47,6 +47,8 @@ class ModelVersion:
     trigger: str = ""  # what started the round: "auto", "Start Training", "cli", ...
     labels: list[str] = field(default_factory=list)
     base: str | None = None  # what training started from (a version's path or the base)
+    round_id: str = ""  # the round that trained it (state/rounds/<round_id>/)
+    gate: dict = field(default_factory=dict)  # the gate's measurement (backend.gate)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -137,6 +139,12 @@ class Registry:
                 raise ValueError(f"{version} is serving: roll back to another version first")
             entry["status"], entry["reason"] = "refused", reason
             self._event(index, "refuse", version, reason)
+        return self.get(version)
+
+    def set_gate(self, version: str, details: dict) -> ModelVersion:
+        """Record how the gate measured `version` (before promoting or refusing it)."""
+        with self._locked() as index:
+            self._entry(index, version)["gate"] = details
         return self.get(version)
 
     # ------------------------------------------------------------------ internals
