@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,48 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 UNTRAINED = "untrained"
+# characters of text per turn on the model (a few job posts): a waiting request waits for
+# at most one such turn of each request ahead of it (docs/service.md, "Limits")
+CHUNK_CHARS = 6000
+
+
+class FairLock:
+    """A mutex granted in arrival order (threading.Lock is not: a thread that releases and
+    re-acquires at once usually wins again, which starves the others)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: deque[object] = deque()
+        self._held = False
+
+    def __enter__(self) -> FairLock:
+        ticket = object()
+        with self._cond:
+            self._queue.append(ticket)
+            while self._held or self._queue[0] is not ticket:
+                self._cond.wait()
+            self._queue.popleft()
+            self._held = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._held = False
+            self._cond.notify_all()
+
+
+def _chunks(lengths: Sequence[int], budget: int) -> list[tuple[int, int]]:
+    """`[first, last)` index ranges of consecutive texts totalling about `budget` characters
+    (at least one text each)."""
+    ranges, first, total = [], 0, 0
+    for i, length in enumerate(lengths):
+        if i > first and total + length > budget:
+            ranges.append((first, i))
+            first, total = i, 0
+        total += length
+    if first < len(lengths):
+        ranges.append((first, len(lengths)))
+    return ranges
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +97,7 @@ class ModelHolder:
         watch_interval: float = 5.0,
         threads: int | None = None,
         training_threads: int = 1,
+        chunk_chars: int = CHUNK_CHARS,
     ):
         self.project = project
         self.registry = registry
@@ -64,8 +108,10 @@ class ModelHolder:
         self._model = ServingModel(None, UNTRAINED)
         self._ready = threading.Event()
         self._load_lock = threading.Lock()  # one load at a time (worker vs watcher)
-        # one forward pass at a time: on two cores, parallel passes only slow each other
-        self._predict_lock = threading.Lock()
+        # one forward pass at a time (on two cores, parallel passes only slow each other),
+        # handed out in arrival order, one chunk of a request per turn
+        self._predict_lock = FairLock()
+        self.chunk_chars = chunk_chars
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._strategy = _resolve_strategy(getattr(project.selection, "strategy", "mnlp"))
@@ -190,19 +236,38 @@ class ModelHolder:
         )
 
     # --- prediction ----------------------------------------------------------------------
-    def predict(self, texts: Sequence[str], model: ServingModel | None = None):
-        """Predictions for `texts` in one batched call, with the model that made them.
+    def predict(
+        self,
+        texts: Sequence[str],
+        model: ServingModel | None = None,
+        deadline: float | None = None,
+    ) -> tuple[list | None, ServingModel]:
+        """Predictions for `texts`, with the model that made them.
 
-        Returns `(predictions, model)`; predictions is None when no model is loaded.
+        Returns `(predictions, model)`; predictions is None when no model is loaded, else
+        one entry per text, None for the texts not reached by `deadline` (a
+        `time.monotonic()` value) or before the holder stopped. The texts go to the model
+        in chunks of about `chunk_chars` characters, and the model is taken for one chunk
+        at a time, in arrival order: a huge request cannot starve the others, it only
+        takes its turn once per chunk. The first chunk is always predicted.
         """
         model = model or self._model
-        if model.tagger is None or not texts:
-            return (None if model.tagger is None else []), model
-        with self._predict_lock:
-            training = self.training_threads and self.training_running()
-            self._set_threads(self.training_threads if training else self.threads)
-            predictions = model.tagger.predict(list(texts))
+        if model.tagger is None:
+            return None, model
+        predictions: list = [None] * len(texts)
+        for first, last in _chunks([len(t) for t in texts], self.chunk_chars):
+            if first and self._out_of_time(deadline):
+                break
+            with self._predict_lock:
+                if first and self._out_of_time(deadline):
+                    break
+                training = self.training_threads and self.training_running()
+                self._set_threads(self.training_threads if training else self.threads)
+                predictions[first:last] = model.tagger.predict(list(texts[first:last]))
         return predictions, model
+
+    def _out_of_time(self, deadline: float | None) -> bool:
+        return self._stop.is_set() or (deadline is not None and time.monotonic() >= deadline)
 
     def _set_threads(self, wanted: int | None) -> None:
         """Predict with fewer torch threads (default one) while a round trains.
