@@ -18,6 +18,7 @@ from pathlib import Path
 
 from flask import Flask, Response, g, jsonify, request
 
+from backend.inbox import SYNC_BYTES, Inbox
 from backend.metrics import Gauge, Metrics
 from backend.predictions import (
     Limits,
@@ -63,8 +64,11 @@ class Services:
     metrics: Metrics
     # the config Label Studio last sent to /setup: how webhooks without one are read
     connected_config: str | None = None
+    inbox: Inbox | None = None  # bulk webhooks stored first, read after (backend/inbox.py)
 
     def close(self) -> None:
+        if self.inbox is not None:
+            self.inbox.stop()
         if self.worker is not None:
             self.worker.stop()
         self.holder.stop()
@@ -119,6 +123,12 @@ def create_app(config: ServiceConfig, services: Services | None = None) -> Flask
     services.holder.start(background=config.background_load)
     if services.worker is not None:
         services.worker.start()
+    services.inbox = Inbox(
+        services.store,
+        lambda body: _read_queued(services, body),
+        on_stored=lambda n: _stored(services, n),
+    )
+    services.inbox.start()
     log.info(
         "serving project %s from %s (auth %s, Label Studio refresh %s)",
         services.project.name,
@@ -223,10 +233,15 @@ def _register(app: Flask, s: Services) -> None:  # the route table
 
     @app.post("/webhook")
     def webhook():
-        req = WebhookRequest.parse(_json_object())
+        raw = request.get_data(cache=True)  # 413 past MAX_CONTENT_LENGTH
+        if len(raw) > SYNC_BYTES and s.inbox is not None:
+            inbox_id = s.store.enqueue(raw)  # durable (fsynced) before we acknowledge
+            s.inbox.wake()
+            return jsonify(status="queued", inbox_id=inbox_id, bytes=len(raw))
+        req = WebhookRequest.parse(json_object(raw))
         s.metrics.inc("webhook_events_total", action=req.metrics_action)
         if req.action in ANNOTATION_EVENTS:
-            reply = _store_annotations(s, req)  # before remember(): a refused one leaves no trace
+            reply = _store_annotations(s, req)  # before remember(): a refusal leaves no trace
             s.studio.remember(req.project)
             return jsonify(reply)
         if req.project is not None:
@@ -277,20 +292,44 @@ def _annotation_config(s: Services, req: WebhookRequest) -> tuple[LabelingConfig
     return labeling, project_labels(labeling, s.project)
 
 
-def _store_annotations(s: Services, req: WebhookRequest) -> dict:
-    """All the webhook's annotations in one transaction, or (422) none of them."""
+def _records(s: Services, req: WebhookRequest) -> list:
     from labeling.store import records_from_webhook
 
     labeling, names = _annotation_config(s, req)
     try:
-        records = records_from_webhook(req.body, labeling, names)
+        return records_from_webhook(req.body, labeling, names)
     except ValueError as err:  # TaskError and ConfigError are ValueErrors too
         raise BadRequest(f"cannot read the annotation: {err}", 422) from None
+
+
+def _store_annotations(s: Services, req: WebhookRequest) -> dict:
+    """All the webhook's annotations in one transaction, or (422) none of them."""
+    records = _records(s, req)
     s.store.upsert_many(records)  # durable (committed, fsynced) before we acknowledge
-    s.metrics.inc("annotations_stored_total", len(records))
-    _notify_worker(s)
+    _stored(s, len(records))
     ids = [r.annotation_id for r in records]
     return {"status": "stored", "annotation_ids": ids}
+
+
+def _read_queued(s: Services, body: bytes) -> tuple[list, list[int]]:
+    """What a queued webhook body stores or deletes (ValueError: refused, nothing done)."""
+    from labeling.store import deleted_ids_from_webhook
+
+    try:
+        req = WebhookRequest.parse(json_object(body))
+        s.metrics.inc("webhook_events_total", action=req.metrics_action)
+        if req.action in ANNOTATION_EVENTS:
+            return _records(s, req), []
+        if req.action == "ANNOTATIONS_DELETED":
+            return [], deleted_ids_from_webhook(req.body)
+    except BadRequest as err:
+        raise ValueError(str(err)) from None
+    raise ValueError(f"only annotation events are read from the inbox, not {req.action}")
+
+
+def _stored(s: Services, count: int) -> None:
+    s.metrics.inc("annotations_stored_total", count)
+    _notify_worker(s)
 
 
 def _delete_annotations(s: Services, body: dict) -> dict:
@@ -335,6 +374,7 @@ def _status(s: Services) -> dict:
         "model_source": model.source,
         "studio_project": s.studio.project_id,
         "studio_refresh": s.studio.last_refresh,
+        "webhook_inbox": {**s.store.inbox(), "refused_last": s.store.inbox_errors()},
     }
 
 
@@ -349,6 +389,10 @@ def _gauges(s: Services) -> list[Gauge]:
             (("model_version", model.version),),
         ),
     ]
+    inbox = s.store.inbox()
+    pending = float(inbox["pending"])
+    gauges.append(Gauge("webhook_inbox_pending", "bulk webhooks not read yet", pending))
+    gauges.append(Gauge("webhook_inbox_refused", "bulk webhooks refused", float(inbox["refused"])))
     events: dict[str, int] = {}
     for event in s.registry.events():
         events[event["action"]] = events.get(event["action"], 0) + 1
