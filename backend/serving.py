@@ -129,6 +129,11 @@ class ModelHolder:
             self._initial_load()
         self._spawn(self._watch, "skillloop-model-watch")
 
+    def stop_predicting(self) -> None:
+        """Shutting down: predictions in flight end after their current chunk (safe in a
+        signal handler: one flag set, no join)."""
+        self._stop.set()
+
     def stop(self) -> None:
         self._stop.set()
         for thread in self._threads:
