@@ -293,7 +293,7 @@ def _annotation_config(s: Services, req: WebhookRequest) -> tuple[LabelingConfig
 
 
 def _records(s: Services, req: WebhookRequest) -> list:
-    from labeling.store import records_from_webhook
+    from labeling.studio.payloads import records_from_webhook
 
     labeling, names = _annotation_config(s, req)
     try:
@@ -313,7 +313,7 @@ def _store_annotations(s: Services, req: WebhookRequest) -> dict:
 
 def _read_queued(s: Services, body: bytes) -> tuple[list, list[int]]:
     """What a queued webhook body stores or deletes (ValueError: refused, nothing done)."""
-    from labeling.store import deleted_ids_from_webhook
+    from labeling.studio.payloads import deleted_ids_from_webhook
 
     try:
         req = WebhookRequest.parse(json_object(body))
@@ -333,7 +333,7 @@ def _stored(s: Services, count: int) -> None:
 
 
 def _delete_annotations(s: Services, body: dict) -> dict:
-    from labeling.store import deleted_ids_from_webhook
+    from labeling.studio.payloads import deleted_ids_from_webhook
 
     try:
         ids = deleted_ids_from_webhook(body)

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import math
 import sqlite3
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,21 +22,10 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
-from labeling.studio.config import LabelingConfig
-from labeling.studio.tasks import (
-    lone_surrogates,
-    read_annotation_regions,
-    regions_to_spans,
-    relabel,
-    replace_surrogates,
-    task_text,
-)
+from labeling.studio.tasks import replace_surrogates
 from training.text import Document, Span
 
-log = logging.getLogger(__name__)
-
 COUNTER_SQL = "SELECT value FROM counters WHERE name = 'changes'"
-SINGLE_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS annotations (
@@ -122,7 +109,7 @@ class AnnotationRecord:
         return Document(self.text, list(self.spans), id=str(self.task_id), meta=meta)
 
 
-def _now() -> str:
+def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
@@ -213,7 +200,7 @@ class AnnotationStore:
     def tombstone(self, annotation_ids: Iterable[int]) -> int:
         """Mark annotations deleted; returns how many were live before. Unknown ids are
         ignored (nothing of them was stored, so nothing is trained on)."""
-        ids = sorted({_int(i, "annotation id") for i in annotation_ids})
+        ids = sorted({check_id(i, "annotation id") for i in annotation_ids})
         if not ids:
             return 0
         with self._lock, self._transaction():
@@ -247,7 +234,7 @@ class AnnotationStore:
         """Keep a request body for later; committed and fsynced before returning its id."""
         with self._lock, self._transaction():
             cursor = self._db.execute(
-                "INSERT INTO inbox (received_at, body) VALUES (?, ?)", (_now(), body)
+                "INSERT INTO inbox (received_at, body) VALUES (?, ?)", (now(), body)
             )
             return int(cursor.lastrowid or 0)
 
@@ -392,8 +379,8 @@ def _to_row(record: AnnotationRecord) -> dict:
         "text": record.text,
         "spans": json.dumps(spans_to_json(record.spans), ensure_ascii=False),
         "annotator": record.annotator,
-        "created_at": record.created_at or _now(),
-        "updated_at": record.updated_at or record.created_at or _now(),
+        "created_at": record.created_at or now(),
+        "updated_at": record.updated_at or record.created_at or now(),
         "lead_time": record.lead_time,
         "cancelled": int(record.cancelled),
         "ground_truth": int(record.ground_truth),
@@ -423,199 +410,29 @@ def _from_row(row: tuple) -> AnnotationRecord:
     return AnnotationRecord(**{k: v for k, v in values.items() if k in known})
 
 
-# ---------------------------------------------------------------------- webhooks
+# ---------------------------------------------------------------------- ids
 
 
 MAX_ID = 2**63 - 1  # SQLite's INTEGER
 
 
-def _int(value, what: str) -> int:
+def check_id(value, what: str) -> int:
     """An id as Label Studio sends it: a non-negative integer that fits SQLite's INTEGER
     (an all-digits string is read as one)."""
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{what} must be an integer, got {_short(value)}")
+        raise ValueError(f"{what} must be an integer, got {short_repr(value)}")
     if not 0 <= value <= MAX_ID:
-        raise ValueError(f"{what} must be between 0 and 2**63-1, got {_short(value)}")
+        raise ValueError(f"{what} must be between 0 and 2**63-1, got {short_repr(value)}")
     return value
 
 
-def _short(value) -> str:
+def short_repr(value) -> str:
     text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "a huge integer"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _text(value) -> str:
+def store_text(value) -> str:
     """A string field for the store (lone surrogates replaced: SQLite takes UTF-8 only)."""
     return replace_surrogates(value if isinstance(value, str) else str(value))
-
-
-def _object(value, what: str) -> Mapping:
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{what} must be a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _annotator(annotation: Mapping) -> str | None:
-    """Who annotated: the e-mail where Label Studio sends one. Its webhooks carry
-    `completed_by` as the user id and `created_username` as "<e-mail>, <id>"; an expanded
-    `completed_by` object gives email, then username, then id."""
-    completed_by = annotation.get("completed_by")
-    if isinstance(completed_by, Mapping):
-        for key in ("email", "username", "id"):
-            if completed_by.get(key) not in (None, ""):
-                return _text(completed_by[key])
-        return None
-    created = annotation.get("created_username")
-    if isinstance(created, str) and "@" in created:
-        email = created.rsplit(",", 1)[0].strip()
-        if email:
-            return _text(email)
-    return None if completed_by is None else _text(completed_by)
-
-
-def _project_id(payload: Mapping, annotation: Mapping) -> str:
-    project = payload.get("project", annotation.get("project"))
-    if isinstance(project, Mapping):
-        project = project.get("id")
-    return "" if project is None else str(project)
-
-
-def record_from_annotation(
-    annotation: Mapping,
-    task: Mapping,
-    config: LabelingConfig,
-    project: str = "",
-    label_names: Mapping[str, str] | None = None,
-) -> AnnotationRecord:
-    """A record from one Label Studio annotation object and the task it belongs to.
-
-    `config` is the config the annotation was made with and `label_names` maps its label
-    values to the project's (None: the same). Every region is checked
-    (tasks.read_annotation_regions): a malformed one raises ValueError naming it. A lone
-    surrogate in the text is replaced by U+FFFD (offsets unchanged) and the repair noted in
-    `raw["repairs"]`; the raw payload keeps the original.
-    """
-    annotation = _object(annotation, "annotation")
-    task = _object(task, "task")
-    annotation_id = _int(annotation.get("id"), "annotation.id")
-    task_id = _int(task.get("id", annotation.get("task")), "task.id")
-    owner = annotation.get("task")
-    if owner is not None and _int(owner, "annotation.task") != task_id:
-        raise ValueError(f"annotation {annotation_id} is of task {owner}, not of task {task_id}")
-    original = task_text(task, config)
-    text = replace_surrogates(original)
-    repairs = []
-    if text is not original:
-        count = lone_surrogates(original)
-        repairs.append(f"text: {count} lone surrogate(s) replaced by U+FFFD")
-        log.warning("annotation %d: %s", annotation_id, repairs[-1])
-    try:
-        spans = read_annotation_regions(annotation.get("result"), config, text, label_names)
-    except ValueError as err:
-        raise ValueError(f"annotation {annotation_id}: {err}") from None
-    prediction = annotation.get("prediction")
-    prediction_spans: list[Span] = []
-    model_version = None
-    if isinstance(prediction, Mapping) and prediction:
-        model_version = prediction.get("model_version")
-        try:
-            result = prediction.get("result") or []
-            prediction_spans = relabel(regions_to_spans(result, config, text), label_names or {})
-        except (ValueError, TypeError, AttributeError):
-            prediction_spans = []  # a stale prediction on edited text is not worth a 4xx
-    meta = task.get("meta") if isinstance(task.get("meta"), Mapping) else {}
-    data = task.get("data") if isinstance(task.get("data"), Mapping) else {}
-    selected_by = meta.get("selected_by") or data.get("selected_by")
-    created = annotation.get("created_at")
-    raw: dict = {"annotation": dict(annotation), "task": dict(task)}
-    if repairs:
-        raw["repairs"] = repairs
-    return AnnotationRecord(
-        annotation_id=annotation_id,
-        task_id=task_id,
-        project=_text(project),
-        text=text,
-        spans=spans,
-        annotator=_annotator(annotation),
-        created_at=_text(created) if created else _now(),
-        updated_at=_text(annotation.get("updated_at") or created or _now()),
-        lead_time=_seconds(annotation.get("lead_time")),
-        cancelled=bool(annotation.get("was_cancelled")),
-        ground_truth=bool(annotation.get("ground_truth")),
-        prediction_model_version=None if model_version is None else _text(model_version),
-        prediction_spans=prediction_spans,
-        selected_by=None if selected_by is None else _text(selected_by),
-        raw=raw,
-    )
-
-
-def _seconds(value) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        seconds = float(value)
-    except OverflowError:
-        return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
-
-
-def record_from_webhook(
-    payload: Mapping, config: LabelingConfig, label_names: Mapping[str, str] | None = None
-) -> AnnotationRecord:
-    """The record an ANNOTATION_CREATED / ANNOTATION_UPDATED webhook describes
-    (`{action, annotation, task, project}`); ValueError naming what is malformed."""
-    payload = _object(payload, "the webhook body")
-    action = payload.get("action")
-    if action not in SINGLE_ACTIONS:
-        raise ValueError(f"expected action {' or '.join(SINGLE_ACTIONS)}, got {_short(action)}")
-    annotation = _object(payload.get("annotation"), f"{action} 'annotation'")
-    task = _object(payload.get("task"), f"{action} 'task'")
-    project = _project_id(payload, annotation)
-    return record_from_annotation(annotation, task, config, project, label_names)
-
-
-def records_from_webhook(
-    payload: Mapping, config: LabelingConfig, label_names: Mapping[str, str] | None = None
-) -> list[AnnotationRecord]:
-    """Records of ANNOTATION_CREATED/UPDATED and of the bulk ANNOTATIONS_CREATED (whose
-    `annotation` and `task` are lists). All or nothing: any bad item raises ValueError
-    naming it (`item 2 of 3: ...`), and the caller stores none."""
-    payload = _object(payload, "the webhook body")
-    if payload.get("action") != "ANNOTATIONS_CREATED":
-        return [record_from_webhook(payload, config, label_names)]
-    annotations, tasks = payload.get("annotation"), payload.get("task")
-    if not isinstance(annotations, list) or not isinstance(tasks, list):
-        raise ValueError("ANNOTATIONS_CREATED needs 'annotation' and 'task' lists")
-    by_id = {}
-    for index, task in enumerate(tasks):
-        try:
-            by_id[_int(_object(task, "task").get("id"), "task.id")] = task
-        except ValueError as err:
-            raise ValueError(f"task {index + 1} of {len(tasks)}: {err}") from None
-    records = []
-    for index, annotation in enumerate(annotations):
-        try:
-            annotation = _object(annotation, "annotation")
-            task_id = _int(annotation.get("task"), "annotation.task")
-            if task_id not in by_id:
-                who = _short(annotation.get("id"))
-                raise ValueError(f"annotation {who}: task {task_id} not sent")
-            project = _project_id(payload, annotation)
-            record = record_from_annotation(
-                annotation, by_id[task_id], config, project, label_names
-            )
-        except ValueError as err:
-            raise ValueError(f"item {index + 1} of {len(annotations)}: {err}") from None
-        records.append(record)
-    return records
-
-
-def deleted_ids_from_webhook(payload: Mapping) -> list[int]:
-    """Annotation ids of an ANNOTATIONS_DELETED webhook (`{annotations: [{id}], ...}`)."""
-    payload = _object(payload, "the webhook body")
-    items = payload.get("annotations")
-    if not isinstance(items, list):
-        raise ValueError("ANNOTATIONS_DELETED needs an 'annotations' list")
-    return [_int(_object(item, "annotation").get("id"), "annotation.id") for item in items]
