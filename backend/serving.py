@@ -14,56 +14,15 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backend.chunks import CHUNK_CHARS, FairLock, chunks, joined, pieces
+
 log = logging.getLogger(__name__)
 
 UNTRAINED = "untrained"
-# characters of text per turn on the model (a few job posts): a waiting request waits for
-# at most one such turn of each request ahead of it (docs/service.md, "Limits")
-CHUNK_CHARS = 6000
-
-
-class FairLock:
-    """A mutex granted in arrival order (threading.Lock is not: a thread that releases and
-    re-acquires at once usually wins again, which starves the others)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._queue: deque[object] = deque()
-        self._held = False
-
-    def __enter__(self) -> FairLock:
-        ticket = object()
-        with self._cond:
-            self._queue.append(ticket)
-            while self._held or self._queue[0] is not ticket:
-                self._cond.wait()
-            self._queue.popleft()
-            self._held = True
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        with self._cond:
-            self._held = False
-            self._cond.notify_all()
-
-
-def _chunks(lengths: Sequence[int], budget: int) -> list[tuple[int, int]]:
-    """`[first, last)` index ranges of consecutive texts totalling about `budget` characters
-    (at least one text each)."""
-    ranges, first, total = [], 0, 0
-    for i, length in enumerate(lengths):
-        if i > first and total + length > budget:
-            ranges.append((first, i))
-            first, total = i, 0
-        total += length
-    if first < len(lengths):
-        ranges.append((first, len(lengths)))
-    return ranges
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,15 +211,21 @@ class ModelHolder:
         Returns `(predictions, model)`; predictions is None when no model is loaded, else
         one entry per text, None for the texts not reached by `deadline` (a
         `time.monotonic()` value) or before the holder stopped. The texts go to the model
-        in chunks of about `chunk_chars` characters, and the model is taken for one chunk
-        at a time, in arrival order: a huge request cannot starve the others, it only
-        takes its turn once per chunk. The first chunk is always predicted.
+        in chunks of about `chunk_chars` characters (a longer text in pieces cut at a line,
+        sentence or word boundary, predicted apart and joined), and the model is taken for
+        one chunk at a time, in arrival order: a huge request cannot starve the others, it
+        only takes its turn once per chunk. The first chunk is always predicted.
         """
         model = model or self._model
         if model.tagger is None:
             return None, model
-        predictions: list = [None] * len(texts)
-        for first, last in _chunks([len(t) for t in texts], self.chunk_chars):
+        parts = [
+            (i, offset, piece)
+            for i, t in enumerate(texts)
+            for offset, piece in pieces(t, self.chunk_chars)
+        ]
+        done: list = [None] * len(parts)
+        for first, last in chunks([len(p[2]) for p in parts], self.chunk_chars):
             if first and self._out_of_time(deadline):
                 break
             with self._predict_lock:
@@ -268,7 +233,11 @@ class ModelHolder:
                     break
                 training = self.training_threads and self.training_running()
                 self._set_threads(self.training_threads if training else self.threads)
-                predictions[first:last] = model.tagger.predict(list(texts[first:last]))
+                done[first:last] = model.tagger.predict([p[2] for p in parts[first:last]])
+        by_text: dict[int, list] = {}
+        for (i, offset, _), prediction in zip(parts, done, strict=True):
+            by_text.setdefault(i, []).append((offset, prediction))
+        predictions = [joined(texts[i], by_text.get(i, [])) for i in range(len(texts))]
         return predictions, model
 
     def _out_of_time(self, deadline: float | None) -> bool:

@@ -274,7 +274,7 @@ def test_five_thousand_tasks_answer_within_the_budget(tmp_path, spanful_model, c
 
 def test_a_huge_request_cannot_starve_a_small_one(app, services):
     slow = slow_down(services, 0.1, chunk_chars=100)
-    big = predict_body(["python " * 14] * 40)  # 40 chunks of 0.1 s: about 4 s
+    big = predict_body(["python " * 600])  # one post, 42 pieces of 0.1 s each: about 4 s
     answers: dict[str, float] = {}
 
     def send(name, body):
@@ -291,6 +291,18 @@ def test_a_huge_request_cannot_starve_a_small_one(app, services):
     for thread in threads:
         thread.join(30)
     assert answers["small"] < 1.0 < answers["big"]
+
+
+def test_a_long_text_predicted_in_pieces_equals_it_predicted_whole(services):
+    text = "we need python and sql\nwith aws. " * 40 + "spark " * 30
+    model = services.holder.current()
+    services.holder.chunk_chars = 10**6
+    (whole,), _ = services.holder.predict([text], model)
+    services.holder.chunk_chars = 50
+    (pieces,), _ = services.holder.predict([text], model)
+    assert [s.key() for s in pieces.spans] == [s.key() for s in whole.spans]
+    assert all(text[s.start : s.end] == s.text for s in pieces.spans)
+    assert pieces.words == whole.words and pieces.probs.shape == whole.probs.shape
 
 
 def test_a_20_mb_post_is_refused_by_default(client):
