@@ -8,6 +8,10 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from training.tagger import Prediction
 
 # characters of text per turn on the model (about one job post): a waiting request waits for
 # at most one such turn of each request ahead of it (docs/service.md, "Limits")
@@ -58,29 +62,32 @@ def pieces(text: str, budget: int) -> list[tuple[int, str]]:
     return pieces
 
 
-def joined(text: str, parts: list[tuple[int, object]]):
+def joined(text: str, parts: list[tuple[int, Prediction | None]]) -> Prediction | None:
     """One Prediction for `text` from its pieces' (None when a piece was not reached): word
     and span offsets shifted back, word rows stacked. A span crossing a cut is two spans."""
-    if not parts or any(p is None for _, p in parts):
+    done = [(offset, p) for offset, p in parts if p is not None]
+    if not parts or len(done) < len(parts):
         return None
-    if len(parts) == 1:
-        return parts[0][1]
+    if len(done) == 1:
+        return done[0][1]
     import numpy as np
 
-    first = parts[0][1]
-    hidden = [p.hidden for _, p in parts]
-    return type(first)(
+    from training.tagger import Prediction
+
+    first = done[0][1]
+    hidden = [p.hidden for _, p in done if p.hidden is not None]
+    return Prediction(
         text=text,
-        words=[(s + o, e + o) for o, p in parts for s, e in p.words],
+        words=[(s + o, e + o) for o, p in done for s, e in p.words],
         tags=first.tags,
-        probs=np.concatenate([p.probs.reshape(-1, len(first.tags)) for _, p in parts]),
+        probs=np.concatenate([p.probs.reshape(-1, len(first.tags)) for _, p in done]),
         spans=[
             replace(span, start=span.start + o, end=span.end + o)
-            for o, p in parts
+            for o, p in done
             for span in p.spans
         ],
-        word_tags=[t for _, p in parts for t in p.word_tags],
-        hidden=None if any(h is None for h in hidden) else np.concatenate(hidden),
+        word_tags=[t for _, p in done for t in p.word_tags],
+        hidden=np.concatenate(hidden) if len(hidden) == len(done) else None,
     )
 
 

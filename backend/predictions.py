@@ -21,10 +21,16 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from backend.validation import BadRequest
 from labeling.studio.config import ConfigError, LabelingConfig, map_model_labels, parse_config
 from labeling.studio.tasks import TaskError, lone_surrogates, spans_to_regions, task_text
+
+if TYPE_CHECKING:
+    from backend.app import Services
+    from backend.serving import ServingModel
+    from labeling.project import Project
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +42,7 @@ def parse_labeling(schema: str) -> LabelingConfig:
         raise BadRequest(str(err), 422) from None
 
 
-def label_names(labeling: LabelingConfig, project) -> dict[str, str]:
+def label_names(labeling: LabelingConfig, project: Project) -> dict[str, str]:
     """The model's (project) label -> the request config's label value.
 
     Configs written for other backends name the checkpoint's tag types instead
@@ -59,7 +65,7 @@ def label_names(labeling: LabelingConfig, project) -> dict[str, str]:
         return {aliases[alias]: value for alias, value in by_alias.items()}
 
 
-def project_labels(labeling: LabelingConfig, project) -> dict[str, str]:
+def project_labels(labeling: LabelingConfig, project: Project) -> dict[str, str]:
     """The request config's label value -> the project's label: `label_names` read
     backwards, so annotations from a Label Studio project that names its labels (or its
     `<Labels>` tag) differently are stored under the project's labels. 422 when the config
@@ -94,14 +100,22 @@ def _read(task: object, labeling: LabelingConfig, max_chars: int) -> _Read:
     return _Read(text, cut=cut)
 
 
-def predict_tasks(s, tasks: list, labeling: LabelingConfig, names: dict, model, limits: Limits):
+def predict_tasks(
+    s: Services,
+    tasks: list,
+    labeling: LabelingConfig,
+    names: dict[str, str],
+    model: ServingModel,
+    limits: Limits,
+) -> list[dict]:
     """One entry per task, in order (module docstring); `s` is the app's Services."""
     reads = [_read(task, labeling, limits.max_text_chars) for task in tasks[: limits.max_tasks]]
     if reads and all(r.error is not None for r in reads):
         # nothing readable at all: a config/data mismatch the user must see, not empty results
         raise BadRequest(f"no task has a readable text: {reads[0].error}", 422)
-    order = [i for i, r in enumerate(reads) if r.text is not None]
-    predictions, model = s.holder.predict([reads[i].text for i in order], model, limits.deadline)
+    texts = {i: r.text for i, r in enumerate(reads) if r.text is not None}
+    order = list(texts)
+    predictions, model = s.holder.predict(list(texts.values()), model, limits.deadline)
     by_task = dict(zip(order, predictions, strict=True)) if predictions is not None else {}
     results: list[dict] = []
     not_reached = 0
@@ -116,12 +130,12 @@ def predict_tasks(s, tasks: list, labeling: LabelingConfig, names: dict, model, 
             results.append({"result": [], "model_version": model.version})
             continue
         prediction = by_task.get(i)
-        if prediction is None:
+        if prediction is None or read is None:
             not_reached += 1
             reason = "time budget spent" if read is not None else "past the tasks limit"
             results.append({"model_version": model.version, "not_reached": reason})
             continue
-        regions = spans_to_regions(prediction.spans, labeling, read.text, names)
+        regions = spans_to_regions(prediction.spans, labeling, texts[i], names)
         entry = {
             "result": regions,
             "score": round(float(s.holder.task_score(prediction)), 6),

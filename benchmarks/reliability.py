@@ -301,6 +301,12 @@ def concurrency_probe(service: Service, rng: random.Random, seconds: float, writ
             seconds_taken, _ = timed_post(session, "/webhook", annotation(annotation_id))
             acks.append(seconds_taken)
 
+    alone_session = requests.Session()
+    alone = [timed_post(alone_session, "/predict", predict_body([post_text(rng, 60)]))[0]]
+    alone += [
+        timed_post(alone_session, "/predict", predict_body([post_text(rng, 60)]))[0]
+        for _ in range(19)
+    ]
     threads = [threading.Thread(target=big_client), threading.Thread(target=small_client)]
     threads += [threading.Thread(target=writer) for _ in range(writers)]
     for thread in threads:
@@ -309,7 +315,13 @@ def concurrency_probe(service: Service, rng: random.Random, seconds: float, writ
     stop.set()
     for thread in threads:
         thread.join(timeout=180)
-    return {"small_predict": small, "big_predict": big, "big_cut_at": big_cut, "webhook": acks}
+    return {
+        "small_alone": alone[1:],  # the first is a warm-up
+        "small_predict": small,
+        "big_predict": big,
+        "big_cut_at": big_cut,
+        "webhook": acks,
+    }
 
 
 def many_tasks_probe(service: Service, rng: random.Random, tasks: int) -> dict:
@@ -427,6 +439,7 @@ def main() -> int:
             report["concurrency"] = {
                 "writers": args.writers,
                 "webhook_ack": percentiles(found["webhook"]),
+                "small_predict_alone": percentiles(found["small_alone"]),
                 "small_predict": percentiles(found["small_predict"]),
                 "one_mb_predict": percentiles(found["big_predict"]),
                 "one_mb_cut_at": sorted(set(found["big_cut_at"])),
@@ -459,10 +472,11 @@ def print_report(r: dict) -> None:
     print(f"concurrency ({c['writers']} webhook writers + a 1 MB /predict loop + small /predict):")
     print(f"  webhook ack:        {fmt(c['webhook_ack'])}")
     print(f"  small /predict:     {fmt(c['small_predict'])}")
+    print(f"  (small, alone:      {fmt(c['small_predict_alone'])})")
     print(f"  1 MB /predict:      {fmt(c['one_mb_predict'])} (cut at {c['one_mb_cut_at']} chars)")
     m = r["many_tasks"]
     print(
-        f"{m['tasks']} tasks in one /predict: {m['status']} in {m['seconds']} s, "
+        f"{m['tasks']} tasks in one /predict: HTTP {m['status']} in {m['seconds']} s, "
         f"{m['results']} entries, {m['reached']} predicted (the rest: asked again later)"
     )
     b = r["bulk_webhook"]

@@ -103,8 +103,10 @@ def record_from_annotation(
             prediction_spans = relabel(regions_to_spans(result, config, text), label_names or {})
         except (ValueError, TypeError, AttributeError):
             prediction_spans = []  # a stale prediction on edited text is not worth a 4xx
-    meta = task.get("meta") if isinstance(task.get("meta"), Mapping) else {}
-    data = task.get("data") if isinstance(task.get("data"), Mapping) else {}
+    meta = task.get("meta")
+    meta = meta if isinstance(meta, Mapping) else {}
+    data = task.get("data")
+    data = data if isinstance(data, Mapping) else {}
     selected_by = meta.get("selected_by") or data.get("selected_by")
     created = annotation.get("created_at")
     raw: dict = {"annotation": dict(annotation), "task": dict(task)}

@@ -95,7 +95,9 @@ def regions_to_spans(result: Iterable[Mapping], config: LabelingConfig, text: st
         if not isinstance(region, Mapping) or region.get("from_name") != config.from_name:
             continue
         value = region.get("value")
-        labels = value.get("labels") if isinstance(value, Mapping) else None
+        if not isinstance(value, Mapping):
+            continue
+        labels = value.get("labels")
         if not labels or not isinstance(labels, list) or not isinstance(labels[0], str):
             continue
         start, end = value.get("start"), value.get("end")
