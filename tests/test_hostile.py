@@ -349,6 +349,15 @@ def test_a_queued_bulk_with_a_bad_item_stores_none_and_says_why(client, services
     assert "skillloop_webhook_inbox_refused 1" in client.get("/metrics").get_data(as_text=True)
 
 
+def test_a_big_deletion_is_queued_and_applied(client, services):
+    client.post("/webhook", json=bulk(3, first=10))
+    ids = [{"id": i} for i in range(10, 30_010)]  # ~400 kB: over the in-request limit
+    reply = client.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "annotations": ids})
+    assert reply.get_json()["status"] == "queued"
+    assert services.inbox.wait_idle(60)
+    assert services.store.records() == [] and len(everything(services.store)) == 3
+
+
 def test_a_pending_inbox_row_is_read_at_the_next_start(tmp_path, spanful_model):
     """What kill -9 leaves: a row enqueued (acknowledged) but not read yet."""
     from labeling.project import load_project
