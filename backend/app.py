@@ -11,36 +11,42 @@ model or trains one. The facts behind these choices: ../shared/notes/label-studi
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 
 from flask import Flask, Response, g, jsonify, request
-from werkzeug.exceptions import HTTPException
 
+from backend.inbox import SYNC_BYTES, Inbox
 from backend.metrics import Gauge, Metrics
-from backend.serving import ModelHolder, ServingModel, StudioLink
+from backend.predictions import (
+    Limits,
+    deadline_from,
+    label_names,
+    parse_labeling,
+    predict_tasks,
+    project_labels,
+)
+from backend.serving import ModelHolder, StudioLink
 from backend.settings import ServiceConfig
-from labeling.studio.config import ConfigError, LabelingConfig, map_model_labels, parse_config
-from labeling.studio.tasks import TaskError, spans_to_regions, task_text
+from backend.validation import (
+    ANNOTATION_EVENTS,
+    BadRequest,
+    PredictRequest,
+    SetupRequest,
+    WebhookRequest,
+    json_object,
+    register_error_handlers,
+)
+from labeling.studio.config import LabelingConfig
 
 log = logging.getLogger(__name__)
 
 UNAUTHENTICATED = ("health",)  # Label Studio checks /health before anything else
 SETUP_WAIT_S = 2.0  # Label Studio gives /setup 3 s
 PREDICT_WAIT_S = 60.0  # ... and /predict 100 s: wait for a model still loading
-# ANNOTATIONS_CREATED (plural) is Label Studio's bulk form, e.g. an import with annotations
-ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED")
-
-
-class BadRequest(Exception):
-    """A request the service cannot serve: answered as JSON {"error": message}."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
+__all__ = ["BadRequest", "Services", "build_services", "create_app"]
 
 
 @dataclass
@@ -56,8 +62,13 @@ class Services:
     holder: ModelHolder
     studio: StudioLink
     metrics: Metrics
+    # the config Label Studio last sent to /setup: how webhooks without one are read
+    connected_config: str | None = None
+    inbox: Inbox | None = None  # bulk webhooks stored first, read after (backend/inbox.py)
 
     def close(self) -> None:
+        if self.inbox is not None:
+            self.inbox.stop()
         if self.worker is not None:
             self.worker.stop()
         self.holder.stop()
@@ -112,6 +123,12 @@ def create_app(config: ServiceConfig, services: Services | None = None) -> Flask
     services.holder.start(background=config.background_load)
     if services.worker is not None:
         services.worker.start()
+    services.inbox = Inbox(
+        services.store,
+        lambda body: _read_queued(services, body),
+        on_stored=lambda n: _stored(services, n),
+    )
+    services.inbox.start()
     log.info(
         "serving project %s from %s (auth %s, Label Studio refresh %s)",
         services.project.name,
@@ -128,9 +145,12 @@ def _make_metrics() -> Metrics:
     metrics.histogram("http_request_duration_seconds", "request latency by route")
     metrics.counter("predictions_total", "tasks predicted, by model version")
     metrics.counter("prediction_task_errors_total", "tasks answered empty: unreadable")
+    metrics.counter(
+        "prediction_tasks_not_reached_total", "tasks past the time budget or the tasks limit"
+    )
     metrics.counter("annotations_stored_total", "annotations written by webhooks")
     metrics.counter("annotations_deleted_total", "annotations tombstoned by webhooks")
-    metrics.counter("webhook_events_total", "webhook events by action")
+    metrics.counter("webhook_events_total", "webhook events by action (unknown: other)")
     metrics.counter("training_requests_total", "training triggers by source and outcome")
     return metrics
 
@@ -170,22 +190,7 @@ def _register(app: Flask, s: Services) -> None:  # the route table
         s.metrics.observe("http_request_duration_seconds", seconds, route=route)
         return response
 
-    @app.errorhandler(BadRequest)
-    def _bad_request(err: BadRequest):
-        log.info("%s %s -> %d: %s", request.method, request.path, err.status, err)
-        return jsonify(error=str(err)), err.status
-
-    @app.errorhandler(HTTPException)
-    def _http_error(err: HTTPException):
-        message = err.description or err.name
-        if err.code == 413:
-            message = f"request body larger than {config.max_content_length} bytes"
-        return jsonify(error=message), err.code
-
-    @app.errorhandler(Exception)
-    def _unexpected(err: Exception):
-        log.exception("%s %s failed", request.method, request.path)
-        return jsonify(error=f"internal error: {type(err).__name__}"), 500
+    register_error_handlers(app, config.max_content_length)
 
     @app.get("/health")
     def health():
@@ -202,49 +207,50 @@ def _register(app: Flask, s: Services) -> None:  # the route table
 
     @app.post("/setup")
     def setup():
-        body = _json_object()
-        s.studio.remember(body.get("project"))
-        schema = body.get("schema")
-        if schema not in (None, ""):
-            if not isinstance(schema, str):
-                raise BadRequest("'schema' must be the labeling config XML as a string")
-            _label_names(_parse(schema), s.project)  # a config we cannot serve: say so now
+        req = SetupRequest.parse(_json_object())
+        s.studio.remember(req.project)
+        if req.schema is not None:
+            label_names(parse_labeling(req.schema), s.project)  # one we cannot serve: say so
+            s.connected_config = req.schema
         s.holder.wait_ready(SETUP_WAIT_S)
         return jsonify(model_version=s.holder.current().version)
 
     @app.post("/predict")
     def predict():
-        body = _json_object()
-        tasks = body.get("tasks")
-        if tasks is None:
-            raise BadRequest("missing 'tasks': expected {\"tasks\": [task, ...]}")
-        if not isinstance(tasks, list):
-            raise BadRequest(f"'tasks' must be a list, got {type(tasks).__name__}")
-        schema = body.get("label_config")
-        labeling = _parse(schema) if schema else s.project.config
-        names = _label_names(labeling, s.project)
-        if not s.holder.wait_ready(PREDICT_WAIT_S):
+        req = PredictRequest.parse(_json_object())
+        labeling = parse_labeling(req.label_config) if req.label_config else s.project.config
+        names = label_names(labeling, s.project)
+        limits = Limits(
+            config.max_text_chars,
+            config.max_tasks,
+            deadline_from(g.started, config.predict_budget_s),
+        )
+        if not s.holder.wait_ready(min(PREDICT_WAIT_S, config.predict_budget_s)):
             raise BadRequest("the model is still loading; retry shortly", 503)
         model = s.holder.current()  # this request's model, even if a swap happens now
-        results = predict_tasks(s, tasks, labeling, names, model)
+        results = predict_tasks(s, req.tasks, labeling, names, model, limits)
         return jsonify(results=results, model_version=model.version)
 
     @app.post("/webhook")
     def webhook():
-        body = _json_object()
-        action = body.get("action")
-        if not isinstance(action, str) or not action:
-            raise BadRequest("missing 'action': not a Label Studio webhook payload")
-        s.metrics.inc("webhook_events_total", action=action)
-        if body.get("project") is not None:
-            s.studio.remember(body["project"])
-        if action in ANNOTATION_EVENTS:
-            return jsonify(_store_annotations(s, body))
-        if action == "ANNOTATIONS_DELETED":
-            return jsonify(_delete_annotations(s, body))
-        if action == "START_TRAINING":
+        raw = request.get_data(cache=True)  # 413 past MAX_CONTENT_LENGTH
+        if len(raw) > SYNC_BYTES and s.inbox is not None:
+            inbox_id = s.store.enqueue(raw)  # durable (fsynced) before we acknowledge
+            s.inbox.wake()
+            return jsonify(status="queued", inbox_id=inbox_id, bytes=len(raw))
+        req = WebhookRequest.parse(json_object(raw))
+        s.metrics.inc("webhook_events_total", action=req.metrics_action)
+        if req.action in ANNOTATION_EVENTS:
+            reply = _store_annotations(s, req)  # before remember(): a refusal leaves no trace
+            s.studio.remember(req.project)
+            return jsonify(reply)
+        if req.project is not None:
+            s.studio.remember(req.project)
+        if req.action == "ANNOTATIONS_DELETED":
+            return jsonify(_delete_annotations(s, req.body))
+        if req.action == "START_TRAINING":
             return jsonify(_request_training(s, "studio"))
-        return jsonify(status="ignored", action=action)
+        return jsonify(status="ignored", action=req.action)
 
     @app.post("/train")
     def train():
@@ -273,107 +279,66 @@ def _register(app: Flask, s: Services) -> None:  # the route table
 
 # --- request helpers ---------------------------------------------------------------------
 def _json_object() -> dict:
-    raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
-    if not raw:
-        raise BadRequest("empty request body: expected a JSON object")
+    return json_object(request.get_data(cache=True))  # get_data: 413 past MAX_CONTENT_LENGTH
+
+
+def _annotation_config(s: Services, req: WebhookRequest) -> tuple[LabelingConfig, dict | None]:
+    """The config an annotation was made with (the webhook's project's own, else the one
+    /setup last sent, else the project folder's) and its labels -> the project's."""
+    xml = req.label_config or s.connected_config
+    if xml is None:
+        return s.project.config, None
+    labeling = parse_labeling(xml)
+    return labeling, project_labels(labeling, s.project)
+
+
+def _records(s: Services, req: WebhookRequest) -> list:
+    from labeling.studio.payloads import records_from_webhook
+
+    labeling, names = _annotation_config(s, req)
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise BadRequest(f"request body is not valid JSON: {err}") from None
-    if not isinstance(body, dict):
-        raise BadRequest(f"request body must be a JSON object, got {type(body).__name__}")
-    return body
-
-
-def _parse(schema) -> LabelingConfig:
-    if not isinstance(schema, str):
-        raise BadRequest("'label_config' must be the labeling config XML as a string")
-    try:
-        return parse_config(schema)
-    except ConfigError as err:
-        raise BadRequest(str(err), 422) from None
-
-
-def _label_names(labeling: LabelingConfig, project) -> dict[str, str]:
-    """The model's (project) label -> the request config's label value.
-
-    Configs written for other backends name the checkpoint's tag types instead
-    (`predicted_values="BUS"`); those are read through the project's label map.
-    """
-    labels = [label.value for label in project.labels]
-    try:
-        return map_model_labels(labeling, labels)
-    except ConfigError as first:
-        aliases: dict[str, str] = {}
-        for label in project.labels:
-            for alias in getattr(label, "predicted_values", ()) or ():
-                aliases.setdefault(alias, label.value)
-        for tag_type, label in (getattr(project.model, "label_map", None) or {}).items():
-            aliases.setdefault(tag_type, label)
-        try:
-            by_alias = map_model_labels(labeling, list(aliases))
-        except ConfigError:
-            raise BadRequest(str(first), 422) from None
-        return {aliases[alias]: value for alias, value in by_alias.items()}
-
-
-def predict_tasks(
-    s: Services, tasks: list, labeling: LabelingConfig, names: dict, model: ServingModel
-) -> list[dict]:
-    """One result per task, in order; all readable tasks go to the model in one call."""
-    texts: dict[int, str] = {}
-    errors: dict[int, str] = {}
-    for i, task in enumerate(tasks):
-        try:
-            texts[i] = task_text(task, labeling)
-        except TaskError as err:
-            errors[i] = str(err)
-    if tasks and not texts:
-        # nothing readable at all: a config/data mismatch the user must see, not empty results
-        raise BadRequest(f"no task has a readable text: {errors[0]}", 422)
-    order = sorted(texts)
-    predictions, model = s.holder.predict([texts[i] for i in order], model)
-    by_task = dict(zip(order, predictions or [], strict=False))
-    results = []
-    for i in range(len(tasks)):
-        if i in errors:
-            log.warning("predict: task %d of %d answered empty: %s", i + 1, len(tasks), errors[i])
-            s.metrics.inc("prediction_task_errors_total")
-            results.append({"result": [], "score": 1.0, "model_version": model.version})
-            continue
-        prediction = by_task.get(i)
-        if prediction is None:  # no model yet
-            results.append({"result": [], "model_version": model.version})
-            continue
-        regions = spans_to_regions(prediction.spans, labeling, texts[i], names)
-        score = round(float(s.holder.task_score(prediction)), 6)
-        results.append({"result": regions, "score": score, "model_version": model.version})
-    s.metrics.inc("predictions_total", len(tasks), model_version=model.version)
-    return results
-
-
-def _store_annotations(s: Services, body: dict) -> dict:
-    from labeling.store import records_from_webhook
-
-    try:
-        records = records_from_webhook(body, s.project.config)
+        return records_from_webhook(req.body, labeling, names)
     except ValueError as err:  # TaskError and ConfigError are ValueErrors too
         raise BadRequest(f"cannot read the annotation: {err}", 422) from None
-    for record in records:
-        s.store.upsert(record)  # durable (committed, fsynced) before we acknowledge
-    s.metrics.inc("annotations_stored_total", len(records))
-    _notify_worker(s)
+
+
+def _store_annotations(s: Services, req: WebhookRequest) -> dict:
+    """All the webhook's annotations in one transaction, or (422) none of them."""
+    records = _records(s, req)
+    s.store.upsert_many(records)  # durable (committed, fsynced) before we acknowledge
+    _stored(s, len(records))
     ids = [r.annotation_id for r in records]
     return {"status": "stored", "annotation_ids": ids}
 
 
+def _read_queued(s: Services, body: bytes) -> tuple[list, list[int]]:
+    """What a queued webhook body stores or deletes (ValueError: refused, nothing done)."""
+    from labeling.studio.payloads import deleted_ids_from_webhook
+
+    try:
+        req = WebhookRequest.parse(json_object(body))
+        s.metrics.inc("webhook_events_total", action=req.metrics_action)
+        if req.action in ANNOTATION_EVENTS:
+            return _records(s, req), []
+        if req.action == "ANNOTATIONS_DELETED":
+            return [], deleted_ids_from_webhook(req.body)
+    except BadRequest as err:
+        raise ValueError(str(err)) from None
+    raise ValueError(f"only annotation events are read from the inbox, not {req.action}")
+
+
+def _stored(s: Services, count: int) -> None:
+    s.metrics.inc("annotations_stored_total", count)
+    _notify_worker(s)
+
+
 def _delete_annotations(s: Services, body: dict) -> dict:
-    from labeling.store import deleted_ids_from_webhook
+    from labeling.studio.payloads import deleted_ids_from_webhook
 
     try:
         ids = deleted_ids_from_webhook(body)
     except ValueError as err:
-        raise BadRequest(str(err)) from None
+        raise BadRequest(f"cannot read the deletion: {err}", 422) from None
     deleted = s.store.tombstone(ids)
     s.metrics.inc("annotations_deleted_total", deleted)
     _notify_worker(s)
@@ -409,6 +374,7 @@ def _status(s: Services) -> dict:
         "model_source": model.source,
         "studio_project": s.studio.project_id,
         "studio_refresh": s.studio.last_refresh,
+        "webhook_inbox": {**s.store.inbox(), "refused_last": s.store.inbox_errors()},
     }
 
 
@@ -423,6 +389,10 @@ def _gauges(s: Services) -> list[Gauge]:
             (("model_version", model.version),),
         ),
     ]
+    inbox = s.store.inbox()
+    pending = float(inbox["pending"])
+    gauges.append(Gauge("webhook_inbox_pending", "bulk webhooks not read yet", pending))
+    gauges.append(Gauge("webhook_inbox_refused", "bulk webhooks refused", float(inbox["refused"])))
     events: dict[str, int] = {}
     for event in s.registry.events():
         events[event["action"]] = events.get(event["action"], 0) + 1

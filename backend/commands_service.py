@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from backend.settings import ENV, ServiceConfig
 
 log = logging.getLogger(__name__)
+
+STOP_S = 4.0  # SIGTERM to exit: systemd and docker wait 10 s, the issue asks for 5
 
 
 def register(subparsers) -> None:
@@ -56,10 +60,27 @@ def serve(args: argparse.Namespace) -> int:
     )
     app = create_app(config)
     services = app.extensions["skillloop"]
-    # SIGTERM (docker stop, systemd) stops the worker and its training child cleanly
+    # SIGTERM (docker stop, systemd): stop serving, stop the worker (its training child is
+    # killed) and the model threads, and be gone within STOP_S whatever a request is doing
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         app.run(host=config.host, port=config.port, threaded=True, use_reloader=False)
+    except SystemExit:
+        stop_within(services, STOP_S)
+        logging.shutdown()
+        os._exit(0)  # request threads still predicting do not hold the process up
     finally:
-        services.close()
+        stop_within(services, STOP_S)
     return 0
+
+
+def stop_within(services, seconds: float) -> bool:
+    """`services.close()`, given at most `seconds`; False when it did not finish (what is
+    left is in-memory work: every acknowledged write is already durable)."""
+    closer = threading.Thread(target=services.close, name="skillloop-stop", daemon=True)
+    closer.start()
+    closer.join(seconds)
+    if closer.is_alive():
+        log.warning("stopping took over %.0f s; exiting anyway", seconds)
+        return False
+    return True

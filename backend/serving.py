@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backend.chunks import CHUNK_CHARS, FairLock, chunks, joined, pieces
+
 log = logging.getLogger(__name__)
 
 UNTRAINED = "untrained"
@@ -54,6 +56,7 @@ class ModelHolder:
         watch_interval: float = 5.0,
         threads: int | None = None,
         training_threads: int = 1,
+        chunk_chars: int = CHUNK_CHARS,
     ):
         self.project = project
         self.registry = registry
@@ -64,8 +67,10 @@ class ModelHolder:
         self._model = ServingModel(None, UNTRAINED)
         self._ready = threading.Event()
         self._load_lock = threading.Lock()  # one load at a time (worker vs watcher)
-        # one forward pass at a time: on two cores, parallel passes only slow each other
-        self._predict_lock = threading.Lock()
+        # one forward pass at a time (on two cores, parallel passes only slow each other),
+        # handed out in arrival order, one chunk of a request per turn
+        self._predict_lock = FairLock()
+        self.chunk_chars = chunk_chars
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._strategy = _resolve_strategy(getattr(project.selection, "strategy", "mnlp"))
@@ -82,6 +87,11 @@ class ModelHolder:
         else:
             self._initial_load()
         self._spawn(self._watch, "skillloop-model-watch")
+
+    def stop_predicting(self) -> None:
+        """Shutting down: predictions in flight end after their current chunk (safe in a
+        signal handler: one flag set, no join)."""
+        self._stop.set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -190,19 +200,48 @@ class ModelHolder:
         )
 
     # --- prediction ----------------------------------------------------------------------
-    def predict(self, texts: Sequence[str], model: ServingModel | None = None):
-        """Predictions for `texts` in one batched call, with the model that made them.
+    def predict(
+        self,
+        texts: Sequence[str],
+        model: ServingModel | None = None,
+        deadline: float | None = None,
+    ) -> tuple[list | None, ServingModel]:
+        """Predictions for `texts`, with the model that made them.
 
-        Returns `(predictions, model)`; predictions is None when no model is loaded.
+        Returns `(predictions, model)`; predictions is None when no model is loaded, else
+        one entry per text, None for the texts not reached by `deadline` (a
+        `time.monotonic()` value) or before the holder stopped. The texts go to the model
+        in chunks of about `chunk_chars` characters (a longer text in pieces cut at a line,
+        sentence or word boundary, predicted apart and joined), and the model is taken for
+        one chunk at a time, in arrival order: a huge request cannot starve the others, it
+        only takes its turn once per chunk. The first chunk is always predicted.
         """
         model = model or self._model
-        if model.tagger is None or not texts:
-            return (None if model.tagger is None else []), model
-        with self._predict_lock:
-            training = self.training_threads and self.training_running()
-            self._set_threads(self.training_threads if training else self.threads)
-            predictions = model.tagger.predict(list(texts))
+        if model.tagger is None:
+            return None, model
+        parts = [
+            (i, offset, piece)
+            for i, t in enumerate(texts)
+            for offset, piece in pieces(t, self.chunk_chars)
+        ]
+        done: list = [None] * len(parts)
+        for first, last in chunks([len(p[2]) for p in parts], self.chunk_chars):
+            if first and self._out_of_time(deadline):
+                break
+            with self._predict_lock:
+                if first and self._out_of_time(deadline):
+                    break
+                training = self.training_threads and self.training_running()
+                self._set_threads(self.training_threads if training else self.threads)
+                done[first:last] = model.tagger.predict([p[2] for p in parts[first:last]])
+        by_text: dict[int, list] = {}
+        for (i, offset, _), prediction in zip(parts, done, strict=True):
+            by_text.setdefault(i, []).append((offset, prediction))
+        predictions = [joined(texts[i], by_text.get(i, [])) for i in range(len(texts))]
         return predictions, model
+
+    def _out_of_time(self, deadline: float | None) -> bool:
+        return self._stop.is_set() or (deadline is not None and time.monotonic() >= deadline)
 
     def _set_threads(self, wanted: int | None) -> None:
         """Predict with fewer torch threads (default one) while a round trains.

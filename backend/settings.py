@@ -9,7 +9,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-DEFAULT_MAX_CONTENT_LENGTH = 32 * 1024 * 1024  # a few thousand full Label Studio tasks
+# The limits on one request; their reasons are in docs/service.md ("Limits").
+DEFAULT_MAX_CONTENT_LENGTH = 16 * 1024 * 1024  # 5,000 Label Studio tasks of 3 kB each
+DEFAULT_MAX_TEXT_CHARS = 20_000  # twice a long job post; the rest of a task is not read
+DEFAULT_MAX_TASKS = 1_000  # tasks predicted per /predict; the rest answered "not reached"
+DEFAULT_PREDICT_BUDGET_S = 60.0  # Label Studio gives /predict 100 s
 
 
 def auth_from_env(env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
@@ -31,6 +35,12 @@ class ServiceConfig:
     basic_auth_user: str | None = None
     basic_auth_pass: str | None = field(default=None, repr=False)
     max_content_length: int = DEFAULT_MAX_CONTENT_LENGTH
+    # characters of a task's text /predict reads (the rest is not predicted, and it says so)
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
+    # tasks one /predict predicts; later ones get an entry Label Studio stores nothing for
+    max_tasks: int = DEFAULT_MAX_TASKS
+    # seconds one /predict may spend (waiting for the model included) before it answers
+    predict_budget_s: float = DEFAULT_PREDICT_BUDGET_S
     label_studio_url: str | None = None
     label_studio_api_key: str | None = field(default=None, repr=False)
     # torch intra-op threads for serving (None: torch's default)
@@ -63,6 +73,12 @@ class ServiceConfig:
             raise ValueError(
                 f"MAX_CONTENT_LENGTH must be at least 1024, got {self.max_content_length}"
             )
+        if self.max_text_chars < 1:
+            raise ValueError(f"max text chars must be at least 1, got {self.max_text_chars}")
+        if self.max_tasks < 1:
+            raise ValueError(f"max tasks must be at least 1, got {self.max_tasks}")
+        if not 0 < self.predict_budget_s <= 3600:
+            raise ValueError(f"predict budget must be in (0, 3600] s, got {self.predict_budget_s}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
         if self.training_threads < 0:
@@ -102,6 +118,9 @@ ENV = {
     "basic_auth_user": "BASIC_AUTH_USER",
     "basic_auth_pass": "BASIC_AUTH_PASS",
     "max_content_length": "MAX_CONTENT_LENGTH",
+    "max_text_chars": "SKILLLOOP_MAX_TEXT_CHARS",
+    "max_tasks": "SKILLLOOP_MAX_TASKS",
+    "predict_budget_s": "SKILLLOOP_PREDICT_BUDGET_S",
     "label_studio_url": "LABEL_STUDIO_URL",
     "label_studio_api_key": "LABEL_STUDIO_API_KEY",
     "threads": "SKILLLOOP_THREADS",

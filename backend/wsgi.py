@@ -1,7 +1,7 @@
 """The WSGI entry point for gunicorn, configured by environment variables:
 
     SKILLLOOP_PROJECT=projects/linkedin-skills \\
-    gunicorn -w 1 --threads 4 -b 127.0.0.1:9090 'backend.wsgi:app'
+    gunicorn -w 1 --threads 4 --graceful-timeout 3 -b 127.0.0.1:9090 'backend.wsgi:app'
 
 Exactly one worker process (-w 1): the warm model, the training worker thread and the one
 training round at a time live in that process; a second worker would load a second model,
@@ -10,11 +10,17 @@ run a second training worker racing on the same registry, and split the metrics.
 them. Do not use --preload: the background threads would be lost when gunicorn forks.
 
 `app` is built on first access, not at import: importing this module does no work.
+
+SIGTERM: gunicorn lets requests in flight finish for `--graceful-timeout` seconds (30 by
+default: pass 3 to be gone within 5 s). The application adds to gunicorn's SIGTERM
+handler: predictions in flight stop after their current chunk (the tasks not reached are
+answered as such), so the worker usually exits before the graceful timeout.
 """
 
 from __future__ import annotations
 
 import atexit
+import signal
 import threading
 
 _lock = threading.Lock()
@@ -30,8 +36,28 @@ def application():
             from backend.settings import ServiceConfig
 
             _app = create_app(ServiceConfig.from_env())
-            atexit.register(_app.extensions["skillloop"].close)
+            services = _app.extensions["skillloop"]
+            atexit.register(services.close)
+            _stop_predicting_on_sigterm(services.holder)
     return _app
+
+
+def _stop_predicting_on_sigterm(holder) -> None:
+    """Chain onto the server's SIGTERM handler (gunicorn builds the app in the worker's
+    main thread, after installing its own): stop predictions, then do what it did."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals can only be set from the main thread
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handler(signum, frame):
+        holder.stop_predicting()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.raise_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def __getattr__(name: str):

@@ -17,8 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from labeling.store import AnnotationStore, record_from_webhook
+from labeling.store import AnnotationStore
 from labeling.studio.config import parse_config
+from labeling.studio.payloads import record_from_webhook
 
 CONFIG = parse_config(
     '<View><Labels name="label" toName="text"><Label value="Technology"/><Label value="Soft"/>'

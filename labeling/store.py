@@ -22,12 +22,10 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
-from labeling.studio.config import LabelingConfig
-from labeling.studio.tasks import regions_to_spans, task_text
+from labeling.studio.tasks import replace_surrogates
 from training.text import Document, Span
 
 COUNTER_SQL = "SELECT value FROM counters WHERE name = 'changes'"
-SINGLE_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS annotations (
@@ -53,6 +51,15 @@ CREATE INDEX IF NOT EXISTS annotations_task ON annotations(task_id);
 CREATE INDEX IF NOT EXISTS annotations_change ON annotations(change);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO counters VALUES ('changes', 0);
+CREATE TABLE IF NOT EXISTS inbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at TEXT NOT NULL,
+    body BLOB NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    error TEXT,
+    stored INTEGER
+);
+CREATE INDEX IF NOT EXISTS inbox_state ON inbox(state);
 """
 COLUMNS = (
     "annotation_id",
@@ -102,7 +109,7 @@ class AnnotationRecord:
         return Document(self.text, list(self.spans), id=str(self.task_id), meta=meta)
 
 
-def _now() -> str:
+def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
@@ -161,46 +168,125 @@ class AnnotationStore:
         Returns whether anything changed (a replayed identical webhook changes nothing).
         An annotation already deleted stays deleted.
         """
-        row = _to_row(record)
+        return self.upsert_many([record]) == 1
+
+    def upsert_many(self, records: Sequence[AnnotationRecord]) -> int:
+        """`upsert` for many records in ONE transaction (one fsync): all are stored or,
+        should any write fail, none. Returns how many changed something."""
+        rows = [_to_row(record) for record in records]
         with self._lock, self._transaction():
-            old = self._db.execute(
-                f"SELECT {', '.join(COLUMNS)} FROM annotations WHERE annotation_id = ?",
-                (record.annotation_id,),
-            ).fetchone()
-            if old is not None:
-                row["deleted"] = int(bool(old[COLUMNS.index("deleted")]) or row["deleted"])
-                if _same(old, row):
-                    return False
-            row["change"] = self._bump()
-            names = list(row)
-            self._db.execute(
-                f"INSERT OR REPLACE INTO annotations ({', '.join(names)}) "
-                f"VALUES ({', '.join('?' * len(names))})",
-                [row[n] for n in names],
-            )
-            return True
+            return sum(self._upsert_row(row) for row in rows)
+
+    def _upsert_row(self, row: dict, keep_newer: bool = False) -> bool:
+        old = self._db.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM annotations WHERE annotation_id = ?",
+            (row["annotation_id"],),
+        ).fetchone()
+        if old is not None:
+            row["deleted"] = int(bool(old[COLUMNS.index("deleted")]) or row["deleted"])
+            if _same(old, row):
+                return False
+            if keep_newer and old[COLUMNS.index("updated_at")] > row["updated_at"]:
+                return False  # a queued payload older than what a later webhook stored
+        row["change"] = self._bump()
+        names = list(row)
+        self._db.execute(
+            f"INSERT OR REPLACE INTO annotations ({', '.join(names)}) "
+            f"VALUES ({', '.join('?' * len(names))})",
+            [row[n] for n in names],
+        )
+        return True
 
     def tombstone(self, annotation_ids: Iterable[int]) -> int:
         """Mark annotations deleted; returns how many were live before. Unknown ids are
         ignored (nothing of them was stored, so nothing is trained on)."""
-        ids = sorted({_int(i, "annotation id") for i in annotation_ids})
+        ids = sorted({check_id(i, "annotation id") for i in annotation_ids})
         if not ids:
             return 0
         with self._lock, self._transaction():
-            live = [
+            return self._tombstone(ids)
+
+    def _tombstone(self, ids: list[int]) -> int:
+        live: list[int] = []
+        for first in range(0, len(ids), 500):  # SQLite's bound on parameters per statement
+            chunk = ids[first : first + 500]
+            live += [
                 r[0]
                 for r in self._db.execute(
                     f"SELECT annotation_id FROM annotations WHERE deleted = 0 AND "
-                    f"annotation_id IN ({', '.join('?' * len(ids))})",
-                    ids,
+                    f"annotation_id IN ({', '.join('?' * len(chunk))})",
+                    chunk,
                 )
             ]
-            for annotation_id in live:
+        for annotation_id in live:
+            self._db.execute(
+                "UPDATE annotations SET deleted = 1, change = ? WHERE annotation_id = ?",
+                (self._bump(), annotation_id),
+            )
+        return len(live)
+
+    # ------------------------------------------------------------------ the inbox
+    # Webhooks too big to read inside Label Studio's 1 s are kept here as sent (one
+    # fsynced write) and read afterwards by backend.inbox.Inbox; a row still "pending"
+    # after a crash is read at the next start, so an acknowledged payload is never lost.
+
+    def enqueue(self, body: bytes) -> int:
+        """Keep a request body for later; committed and fsynced before returning its id."""
+        with self._lock, self._transaction():
+            cursor = self._db.execute(
+                "INSERT INTO inbox (received_at, body) VALUES (?, ?)", (now(), body)
+            )
+            return int(cursor.lastrowid or 0)
+
+    def pending(self) -> list[tuple[int, bytes]]:
+        """Inbox rows not read yet, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, body FROM inbox WHERE state = 'pending' ORDER BY id"
+            ).fetchall()
+        return [(int(i), bytes(body)) for i, body in rows]
+
+    def settle(
+        self,
+        inbox_id: int,
+        records: Sequence[AnnotationRecord] = (),
+        deleted: Sequence[int] = (),
+        error: str | None = None,
+    ) -> int:
+        """Store an inbox row's records (or tombstone its `deleted` ids) and mark it read,
+        in one transaction; with `error`, change nothing and mark it refused (its body kept
+        for a look). Records older than what is stored for their id (a later webhook won
+        the race) are left out. Returns how many annotations changed."""
+        rows = [_to_row(record) for record in records] if error is None else []
+        with self._lock, self._transaction():
+            changed = sum(self._upsert_row(row, keep_newer=True) for row in rows)
+            if error is None:
+                changed += self._tombstone(sorted(set(deleted))) if deleted else 0
                 self._db.execute(
-                    "UPDATE annotations SET deleted = 1, change = ? WHERE annotation_id = ?",
-                    (self._bump(), annotation_id),
+                    "UPDATE inbox SET state = 'stored', stored = ?, body = x'' WHERE id = ?",
+                    (changed, inbox_id),
                 )
-            return len(live)
+            else:
+                self._db.execute(
+                    "UPDATE inbox SET state = 'refused', error = ? WHERE id = ?",
+                    (replace_surrogates(error)[:2000], inbox_id),
+                )
+        return changed
+
+    def inbox(self) -> dict[str, int]:
+        """Inbox rows by state: pending, stored, refused."""
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM inbox GROUP BY state").fetchall()
+        return {"pending": 0, "stored": 0, "refused": 0, **{str(k): int(n) for k, n in rows}}
+
+    def inbox_errors(self, limit: int = 5) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, received_at, error FROM inbox WHERE state = 'refused' "
+                "ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [{"id": i, "received_at": at, "error": e} for i, at, e in rows]
 
     # ------------------------------------------------------------------ reads
 
@@ -293,8 +379,8 @@ def _to_row(record: AnnotationRecord) -> dict:
         "text": record.text,
         "spans": json.dumps(spans_to_json(record.spans), ensure_ascii=False),
         "annotator": record.annotator,
-        "created_at": record.created_at or _now(),
-        "updated_at": record.updated_at or record.created_at or _now(),
+        "created_at": record.created_at or now(),
+        "updated_at": record.updated_at or record.created_at or now(),
         "lead_time": record.lead_time,
         "cancelled": int(record.cancelled),
         "ground_truth": int(record.ground_truth),
@@ -302,7 +388,9 @@ def _to_row(record: AnnotationRecord) -> dict:
         "prediction_spans": json.dumps(spans_to_json(record.prediction_spans), ensure_ascii=False),
         "selected_by": record.selected_by,
         "deleted": int(record.deleted),
-        "raw": json.dumps(record.raw, ensure_ascii=False, default=str),
+        # ASCII-escaped: the raw payload keeps a lone surrogate exactly as it came (the text
+        # columns hold it replaced), and SQLite would refuse it unescaped
+        "raw": json.dumps(record.raw, ensure_ascii=True, default=str),
     }
 
 
@@ -322,129 +410,29 @@ def _from_row(row: tuple) -> AnnotationRecord:
     return AnnotationRecord(**{k: v for k, v in values.items() if k in known})
 
 
-# ---------------------------------------------------------------------- webhooks
+# ---------------------------------------------------------------------- ids
 
 
-def _int(value, what: str) -> int:
+MAX_ID = 2**63 - 1  # SQLite's INTEGER
+
+
+def check_id(value, what: str) -> int:
+    """An id as Label Studio sends it: a non-negative integer that fits SQLite's INTEGER
+    (an all-digits string is read as one)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.strip().isdigit():
-            return int(value)
-        raise ValueError(f"{what} must be an integer, got {value!r}")
+        raise ValueError(f"{what} must be an integer, got {short_repr(value)}")
+    if not 0 <= value <= MAX_ID:
+        raise ValueError(f"{what} must be between 0 and 2**63-1, got {short_repr(value)}")
     return value
 
 
-def _object(value, what: str) -> Mapping:
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{what} must be a JSON object, got {type(value).__name__}")
-    return value
+def short_repr(value) -> str:
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "a huge integer"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _annotator(completed_by) -> str | None:
-    if completed_by is None:
-        return None
-    if isinstance(completed_by, Mapping):
-        for key in ("email", "username", "id"):
-            if completed_by.get(key) not in (None, ""):
-                return str(completed_by[key])
-        return None
-    return str(completed_by)
-
-
-def _project_id(payload: Mapping, annotation: Mapping) -> str:
-    project = payload.get("project", annotation.get("project"))
-    if isinstance(project, Mapping):
-        project = project.get("id")
-    return "" if project is None else str(project)
-
-
-def record_from_annotation(
-    annotation: Mapping, task: Mapping, config: LabelingConfig, project: str = ""
-) -> AnnotationRecord:
-    """A record from one Label Studio annotation object and the task it belongs to."""
-    annotation = _object(annotation, "annotation")
-    task = _object(task, "task")
-    annotation_id = _int(annotation.get("id"), "annotation.id")
-    task_id = _int(task.get("id", annotation.get("task")), "task.id")
-    owner = annotation.get("task")
-    if owner is not None and _int(owner, "annotation.task") != task_id:
-        raise ValueError(f"annotation {annotation_id} is of task {owner}, not of task {task_id}")
-    text = task_text(task, config)
-    result = annotation.get("result")
-    if result is None:
-        result = []
-    if not isinstance(result, list):
-        raise ValueError(f"annotation {annotation_id}: result must be a list")
-    spans = regions_to_spans(result, config, text)
-    prediction = annotation.get("prediction")
-    prediction_spans: list[Span] = []
-    model_version = None
-    if isinstance(prediction, Mapping) and prediction:
-        model_version = prediction.get("model_version")
-        try:
-            prediction_spans = regions_to_spans(prediction.get("result") or [], config, text)
-        except ValueError:
-            prediction_spans = []  # a stale prediction on edited text is not worth a 4xx
-    lead_time = annotation.get("lead_time")
-    meta = task.get("meta") if isinstance(task.get("meta"), Mapping) else {}
-    data = task.get("data") if isinstance(task.get("data"), Mapping) else {}
-    selected_by = meta.get("selected_by") or data.get("selected_by")
-    created = annotation.get("created_at")
-    return AnnotationRecord(
-        annotation_id=annotation_id,
-        task_id=task_id,
-        project=project,
-        text=text,
-        spans=spans,
-        annotator=_annotator(annotation.get("completed_by")),
-        created_at=str(created) if created else _now(),
-        updated_at=str(annotation.get("updated_at") or created or _now()),
-        lead_time=float(lead_time) if isinstance(lead_time, int | float) else None,
-        cancelled=bool(annotation.get("was_cancelled")),
-        ground_truth=bool(annotation.get("ground_truth")),
-        prediction_model_version=None if model_version is None else str(model_version),
-        prediction_spans=prediction_spans,
-        selected_by=None if selected_by is None else str(selected_by),
-        raw={"annotation": dict(annotation), "task": dict(task)},
-    )
-
-
-def record_from_webhook(payload: Mapping, config: LabelingConfig) -> AnnotationRecord:
-    """The record an ANNOTATION_CREATED / ANNOTATION_UPDATED webhook describes
-    (`{action, annotation, task, project}`); ValueError naming what is malformed."""
-    payload = _object(payload, "the webhook body")
-    action = payload.get("action")
-    if action not in SINGLE_ACTIONS:
-        raise ValueError(f"expected action {' or '.join(SINGLE_ACTIONS)}, got {action!r}")
-    annotation = _object(payload.get("annotation"), f"{action} 'annotation'")
-    task = _object(payload.get("task"), f"{action} 'task'")
-    return record_from_annotation(annotation, task, config, _project_id(payload, annotation))
-
-
-def records_from_webhook(payload: Mapping, config: LabelingConfig) -> list[AnnotationRecord]:
-    """Records of ANNOTATION_CREATED/UPDATED and of the bulk ANNOTATIONS_CREATED (whose
-    `annotation` and `task` are lists)."""
-    payload = _object(payload, "the webhook body")
-    if payload.get("action") != "ANNOTATIONS_CREATED":
-        return [record_from_webhook(payload, config)]
-    annotations, tasks = payload.get("annotation"), payload.get("task")
-    if not isinstance(annotations, list) or not isinstance(tasks, list):
-        raise ValueError("ANNOTATIONS_CREATED needs 'annotation' and 'task' lists")
-    by_id = {_int(_object(t, "task").get("id"), "task.id"): t for t in tasks}
-    records = []
-    for annotation in annotations:
-        annotation = _object(annotation, "annotation")
-        task_id = _int(annotation.get("task"), "annotation.task")
-        if task_id not in by_id:
-            raise ValueError(f"annotation {annotation.get('id')}: task {task_id} not sent")
-        project = _project_id(payload, annotation)
-        records.append(record_from_annotation(annotation, by_id[task_id], config, project))
-    return records
-
-
-def deleted_ids_from_webhook(payload: Mapping) -> list[int]:
-    """Annotation ids of an ANNOTATIONS_DELETED webhook (`{annotations: [{id}], ...}`)."""
-    payload = _object(payload, "the webhook body")
-    items = payload.get("annotations")
-    if not isinstance(items, list):
-        raise ValueError("ANNOTATIONS_DELETED needs an 'annotations' list")
-    return [_int(_object(item, "annotation").get("id"), "annotation.id") for item in items]
+def store_text(value) -> str:
+    """A string field for the store (lone surrogates replaced: SQLite takes UTF-8 only)."""
+    return replace_surrogates(value if isinstance(value, str) else str(value))

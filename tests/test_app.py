@@ -98,7 +98,7 @@ def test_predict_many_tasks_one_result_each_in_order(client, app):
     calls = []
     holder = app.extensions["skillloop"].holder
     original = holder.predict
-    holder.predict = lambda batch, model=None: (calls.append(len(batch)), original(batch, model))[1]
+    holder.predict = lambda batch, *a, **k: (calls.append(len(batch)), original(batch, *a, **k))[1]
     reply = client.post("/predict", json=predict_body(texts))
     results = reply.get_json()["results"]
     assert calls == [len(texts)]  # one batched model call for the whole request

@@ -90,7 +90,7 @@ def start_service(kind: str, project: Path, state: Path, port: int, log: Path):
         try:
             if requests.get(f"{url}/health", timeout=1).status_code == 200:
                 return process, url
-        except requests.ConnectionError:
+        except requests.RequestException:  # refused, or slow while torch loads on busy cores
             pass
         time.sleep(0.2)
     kill(process)

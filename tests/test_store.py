@@ -10,14 +10,13 @@ import textwrap
 
 import pytest
 
-from labeling.store import (
-    AnnotationRecord,
-    AnnotationStore,
+from labeling.store import AnnotationRecord, AnnotationStore
+from labeling.studio.config import parse_config
+from labeling.studio.payloads import (
     deleted_ids_from_webhook,
     record_from_webhook,
     records_from_webhook,
 )
-from labeling.studio.config import parse_config
 from training.text import Span
 
 CONFIG = parse_config(

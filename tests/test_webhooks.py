@@ -85,8 +85,8 @@ def test_other_events_are_acknowledged_and_ignored(client, store, name):
     [
         ({"annotation": {}}, 400, "missing 'action'"),
         ({"action": "ANNOTATION_CREATED", "task": {"id": 1}}, 422, "'annotation' must be"),
-        ({"action": "ANNOTATIONS_DELETED", "annotations": "501"}, 400, "'annotations' list"),
-        ({"action": "ANNOTATIONS_DELETED", "annotations": [{"id": "x"}]}, 400, "integer"),
+        ({"action": "ANNOTATIONS_DELETED", "annotations": "501"}, 422, "'annotations' list"),
+        ({"action": "ANNOTATIONS_DELETED", "annotations": [{"id": "x"}]}, 422, "integer"),
     ],
 )
 def test_malformed_webhooks_get_4xx_json(client, body, status, message):

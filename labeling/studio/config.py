@@ -32,6 +32,9 @@ class LabelingConfig:
     to_name: str  # the <Text> tag's name
     value_key: str  # the task data field holding the text ("text" for value="$text")
     labels: list[LabelSpec] = field(default_factory=list)
+    # every control tag's name (tags with a toName): a region naming none of them is not
+    # from this config, while one naming another tag (a Choices, a relation) is ignored
+    control_names: tuple[str, ...] = ()
 
     @property
     def label_values(self) -> list[str]:
@@ -61,7 +64,10 @@ def parse_config(xml: str) -> LabelingConfig:
             labels = [label for label in labels if label.value]
             if not labels:
                 raise ConfigError(f'<Labels name="{el.get("name")}"> has no <Label> values')
-            return LabelingConfig(el.get("name"), to_name, value[1:], labels)
+            controls = tuple(
+                c.get("name") for c in root.iter() if c.get("toName") and c.get("name")
+            )
+            return LabelingConfig(el.get("name"), to_name, value[1:], labels, controls)
     raise ConfigError("the labeling config has no <Labels> bound to a <Text> tag (toName)")
 
 

@@ -3,8 +3,8 @@ and its quality measured without the backend running.
 
 Reads Label Studio's JSON export (a list of tasks, each with `annotations` and
 `predictions`) through the same conversion the webhook uses
-(`labeling.store.record_from_annotation`, offsets via `labeling.studio.tasks`), and the JSON_MIN
-export (one flat object per annotation).
+(`labeling.studio.payloads.record_from_annotation`, offsets via `labeling.studio.tasks`),
+and the JSON_MIN export (one flat object per annotation).
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from labeling.store import AnnotationRecord, record_from_annotation
+from labeling.store import AnnotationRecord
 from labeling.studio.config import LabelingConfig
+from labeling.studio.payloads import record_from_annotation
 
 
 def read_studio_export(path: str | Path, config: LabelingConfig) -> list[AnnotationRecord]:

@@ -38,6 +38,24 @@ def task_text(task: Mapping, config: LabelingConfig) -> str:
     return text
 
 
+def lone_surrogates(text: str) -> int:
+    """How many lone UTF-16 surrogates (`"\\ud800"` in JSON) `text` holds: JSON lets a client
+    send them, but no tokenizer or UTF-8 store can take them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return sum(1 for char in text if 0xD800 <= ord(char) <= 0xDFFF)
+    return 0
+
+
+def replace_surrogates(text: str) -> str:
+    """`text` with each lone surrogate replaced by U+FFFD: one code point for one, so every
+    region offset into the text still points at the same characters."""
+    if not lone_surrogates(text):
+        return text
+    return "".join("\ufffd" if 0xD800 <= ord(char) <= 0xDFFF else char for char in text)
+
+
 def _utf16_to_python(text: str) -> list[int]:
     """For each UTF-16 offset 0..len16, the Python offset (astral chars take 2 units)."""
     table = []
@@ -76,17 +94,93 @@ def regions_to_spans(result: Iterable[Mapping], config: LabelingConfig, text: st
     for region in result or []:
         if not isinstance(region, Mapping) or region.get("from_name") != config.from_name:
             continue
-        value = region.get("value") or {}
-        labels = value.get("labels") or []
+        value = region.get("value")
+        if not isinstance(value, Mapping):
+            continue
+        labels = value.get("labels")
+        if not labels or not isinstance(labels, list) or not isinstance(labels[0], str):
+            continue
         start, end = value.get("start"), value.get("end")
-        if not labels or not isinstance(start, int) or not isinstance(end, int):
+        if not isinstance(start, int) or not isinstance(end, int):
             continue
         if table is not None:
             start, end = _read_legacy_utf16(text, table, start, end, value.get("text"))
         if not 0 <= start < end <= len(text):
             raise TaskError(f"region [{start}, {end}) lies outside a text of {len(text)} chars")
         score = region.get("score")
-        spans.append(Span(start, end, str(labels[0]), text[start:end], score))
+        score = score if isinstance(score, int | float) else None
+        spans.append(Span(start, end, labels[0], text[start:end], score))
+    return sorted(spans, key=lambda s: (s.start, s.end))
+
+
+def _region_name(index: int, region: Mapping) -> str:
+    region_id = region.get("id")
+    return f"region {index}" + (f" (id {region_id!r})" if isinstance(region_id, str) else "")
+
+
+def _offset(value: Mapping, key: str, where: str) -> int:
+    offset = value.get(key)
+    if isinstance(offset, bool) or not isinstance(offset, int):
+        raise TaskError(f"{where}: value.{key} must be an integer, got {offset!r}")
+    return offset
+
+
+def read_annotation_regions(
+    result: object,
+    config: LabelingConfig,
+    text: str,
+    label_names: Mapping[str, str] | None = None,
+) -> list[Span]:
+    """Spans of an annotator's `result`, every region checked: unlike `regions_to_spans`
+    (lenient, for predictions and exports), anything Label Studio could not have sent for
+    this config raises TaskError naming the region, so nothing is half-read.
+
+    `label_names` maps the config's label values to the project's labels (a Label Studio
+    project that names its labels differently); without it the config's values are kept.
+    Regions of the config's other tags (choices, relations) are ignored.
+    """
+    if result is None:
+        return []
+    if not isinstance(result, list):
+        raise TaskError(f"result must be a list of regions, got {type(result).__name__}")
+    names = dict(label_names) if label_names is not None else {v: v for v in config.label_values}
+    astral_free = _is_astral_free(text)
+    table = None if astral_free else _utf16_to_python(text)
+    spans = []
+    for index, region in enumerate(result):
+        if not isinstance(region, Mapping):
+            raise TaskError(f"region {index} must be a JSON object, got {type(region).__name__}")
+        where = _region_name(index, region)
+        from_name = region.get("from_name")
+        if from_name != config.from_name:
+            if region.get("type") == "relation" or from_name in config.control_names:
+                continue
+            raise TaskError(
+                f"{where}: from_name {from_name!r} is not a tag of the labeling config "
+                f"(its labels tag is {config.from_name!r})"
+            )
+        value = region.get("value")
+        if not isinstance(value, Mapping):
+            raise TaskError(f"{where}: value must be a JSON object, got {type(value).__name__}")
+        labels = value.get("labels")
+        if not isinstance(labels, list) or not all(isinstance(v, str) for v in labels):
+            raise TaskError(f"{where}: value.labels must be a list of label names, got {labels!r}")
+        unknown = [v for v in labels if v not in names]
+        if unknown:
+            raise TaskError(
+                f"{where}: labels {unknown} are not in the labeling config ({sorted(names)})"
+            )
+        if not labels:
+            continue  # a region whose label was taken off: no span
+        start, end = _offset(value, "start", where), _offset(value, "end", where)
+        if table is not None:
+            start, end = _read_legacy_utf16(text, table, start, end, value.get("text"))
+        if not 0 <= start < end <= len(text):
+            raise TaskError(f"{where}: [{start}, {end}) lies outside a text of {len(text)} chars")
+        score = region.get("score")
+        if isinstance(score, bool) or not isinstance(score, int | float):
+            score = None
+        spans.append(Span(start, end, names[labels[0]], text[start:end], score))
     return sorted(spans, key=lambda s: (s.start, s.end))
 
 

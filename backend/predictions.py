@@ -1,0 +1,161 @@
+"""/predict's work: tasks read, cut and checked one by one, predicted within the request's
+budget, and answered one entry per task, in order.
+
+Label Studio 1.23 drops a whole batch whose answer has a wrong number of entries, stores
+each entry that has a `result` (an empty one included: the task then counts as predicted
+by that model version and is not asked for again), and skips, with a logged error, an
+entry without `result` (ml/models.py, `_get_predictions_from_ml_backend`). So:
+
+- a task it cannot read (no text field, a lone surrogate in its text) gets an empty
+  result with score 1.0 (served last), and a warning in the log;
+- a task the budget did not reach (or past `max_tasks`) gets an entry WITHOUT `result`:
+  Label Studio stores nothing for it and asks again later (the next "Retrieve
+  predictions", or when an annotator opens it), instead of keeping an empty prediction;
+- a text longer than `max_text_chars` is predicted up to the limit; its entry says
+  `"text_cut_at": N`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from backend.validation import BadRequest
+from labeling.studio.config import ConfigError, LabelingConfig, map_model_labels, parse_config
+from labeling.studio.tasks import TaskError, lone_surrogates, spans_to_regions, task_text
+
+if TYPE_CHECKING:
+    from backend.app import Services
+    from backend.serving import ServingModel
+    from labeling.project import Project
+
+log = logging.getLogger(__name__)
+
+
+def parse_labeling(schema: str) -> LabelingConfig:
+    try:
+        return parse_config(schema)
+    except ConfigError as err:
+        raise BadRequest(str(err), 422) from None
+
+
+def label_names(labeling: LabelingConfig, project: Project) -> dict[str, str]:
+    """The model's (project) label -> the request config's label value.
+
+    Configs written for other backends name the checkpoint's tag types instead
+    (`predicted_values="BUS"`); those are read through the project's label map.
+    """
+    labels = [label.value for label in project.labels]
+    try:
+        return map_model_labels(labeling, labels)
+    except ConfigError as first:
+        aliases: dict[str, str] = {}
+        for label in project.labels:
+            for alias in getattr(label, "predicted_values", ()) or ():
+                aliases.setdefault(alias, label.value)
+        for tag_type, label in (getattr(project.model, "label_map", None) or {}).items():
+            aliases.setdefault(tag_type, label)
+        try:
+            by_alias = map_model_labels(labeling, list(aliases))
+        except ConfigError:
+            raise BadRequest(str(first), 422) from None
+        return {aliases[alias]: value for alias, value in by_alias.items()}
+
+
+def project_labels(labeling: LabelingConfig, project: Project) -> dict[str, str]:
+    """The request config's label value -> the project's label: `label_names` read
+    backwards, so annotations from a Label Studio project that names its labels (or its
+    `<Labels>` tag) differently are stored under the project's labels. 422 when the config
+    has labels the project does not know."""
+    return {value: label for label, value in label_names(labeling, project).items()}
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_text_chars: int
+    max_tasks: int
+    deadline: float  # time.monotonic() by which the answer must be under way
+
+
+@dataclass
+class _Read:
+    text: str | None = None
+    error: str | None = None
+    cut: bool = False
+
+
+def _read(task: object, labeling: LabelingConfig, max_chars: int) -> _Read:
+    try:
+        text = task_text(task, labeling)  # type: ignore[arg-type]
+    except TaskError as err:
+        return _Read(error=str(err))
+    cut = len(text) > max_chars
+    text = text[:max_chars]
+    if lone_surrogates(text):
+        task_id = task.get("id", "?") if isinstance(task, Mapping) else "?"
+        return _Read(error=f"task {task_id}: the text holds a lone UTF-16 surrogate")
+    return _Read(text, cut=cut)
+
+
+def predict_tasks(
+    s: Services,
+    tasks: list,
+    labeling: LabelingConfig,
+    names: dict[str, str],
+    model: ServingModel,
+    limits: Limits,
+) -> list[dict]:
+    """One entry per task, in order (module docstring); `s` is the app's Services."""
+    reads = [_read(task, labeling, limits.max_text_chars) for task in tasks[: limits.max_tasks]]
+    if reads and all(r.error is not None for r in reads):
+        # nothing readable at all: a config/data mismatch the user must see, not empty results
+        raise BadRequest(f"no task has a readable text: {reads[0].error}", 422)
+    texts = {i: r.text for i, r in enumerate(reads) if r.text is not None}
+    order = list(texts)
+    predictions, model = s.holder.predict(list(texts.values()), model, limits.deadline)
+    by_task = dict(zip(order, predictions, strict=True)) if predictions is not None else {}
+    results: list[dict] = []
+    not_reached = 0
+    for i in range(len(tasks)):
+        read = reads[i] if i < len(reads) else None
+        if read is not None and read.error is not None:
+            log.warning("predict: task %d of %d answered empty: %s", i + 1, len(tasks), read.error)
+            s.metrics.inc("prediction_task_errors_total")
+            results.append({"result": [], "score": 1.0, "model_version": model.version})
+            continue
+        if read is not None and predictions is None:  # no model yet
+            results.append({"result": [], "model_version": model.version})
+            continue
+        prediction = by_task.get(i)
+        if prediction is None or read is None:
+            not_reached += 1
+            reason = "time budget spent" if read is not None else "past the tasks limit"
+            results.append({"model_version": model.version, "not_reached": reason})
+            continue
+        regions = spans_to_regions(prediction.spans, labeling, texts[i], names)
+        entry = {
+            "result": regions,
+            "score": round(float(s.holder.task_score(prediction)), 6),
+            "model_version": model.version,
+        }
+        if read.cut:
+            entry["text_cut_at"] = limits.max_text_chars
+        results.append(entry)
+    if not_reached:
+        log.warning(
+            "predict: %d of %d tasks not reached (budget or max tasks); answered without a "
+            "result so Label Studio asks for them again",
+            not_reached,
+            len(tasks),
+        )
+        s.metrics.inc("prediction_tasks_not_reached_total", not_reached)
+    s.metrics.inc("predictions_total", len(tasks) - not_reached, model_version=model.version)
+    return results
+
+
+def deadline_from(started: float, budget_s: float) -> float:
+    """`started` is a time.perf_counter() value; the deadline is on time.monotonic()."""
+    return time.monotonic() + budget_s - (time.perf_counter() - started)
