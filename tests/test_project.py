@@ -53,7 +53,7 @@ def test_committed_projects_load():
     assert project.config.from_name == "label" and project.model.label_map["BUS"] == "Business"
     assert project.model_base() is None  # the backbone
     config = project.train_config()
-    assert (config.max_tokens, config.epochs) == (project.model.max_tokens, 15)
+    assert (config.max_tokens, config.epochs) == (project.model.max_tokens, 5)
     assert load_project(REPO / "projects" / "skillspan").label_values == ["Skill", "Knowledge"]
 
 
