@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--train-threads",
         type=int,
-        default=min(2, os.cpu_count() or 1),
-        help="torch threads for the first round (default: 2, or 1 on a one-core machine)",
+        default=1,
+        help="torch threads for the first round (default 1: beside Label Studio and the "
+        "backend, or on cores other jobs use, two threads ran 2-3x slower per step)",
     )
     parser.add_argument(
         "--no-wait",
