@@ -89,7 +89,12 @@ def build_services(config: ServiceConfig, make_worker=None) -> Services:
     state_dir.mkdir(parents=True, exist_ok=True)
     store = state.store()
     registry = state.registry()
-    studio = StudioLink(state.studio_file, config.label_studio_url, config.label_studio_api_key)
+    studio = StudioLink(
+        state.studio_file,
+        config.label_studio_url,
+        config.label_studio_api_key,
+        remove_older=config.remove_older_predictions,
+    )
     holder = ModelHolder(
         project,
         registry,

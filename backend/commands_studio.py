@@ -122,9 +122,9 @@ def _project_import(args) -> int:
         from training.datasets import read_documents
 
         docs = read_documents(args.file)
-    else:
-        docs = project.posts()
-    result = client.import_documents(ref.id, docs, project.config.value_key)
+        result = client.import_documents(ref.id, docs, project.config.value_key)
+    else:  # the project's posts, its gold posts as completed ground-truth annotations
+        result = client.import_project_posts(ref.id, project)
     print(f"project {ref.id}: imported {result.imported} posts, {result.skipped} already there")
     return 0
 

@@ -1,11 +1,13 @@
 """`make demo`: the whole loop on a real Label Studio, from one command.
 
-Label Studio (own environment, loopback, SQLite under the state dir, known admin login) ->
-the Label Studio project from the project folder -> its sample posts -> a first model
-trained on the project's gold posts when none is serving yet (annotators never meet an
-untrained model's noise) -> the skillloop backend -> connected -> predictions fetched and
-the project's model version set, so Uncertainty sampling serves the most useful post
-first. Then it waits for Ctrl-C and stops both servers. A second run reuses all of it.
+Label Studio (own environment, loopback, SQLite under the state dir, known admin login)
+-> its URL and login, printed as soon as it answers -> the Label Studio project from the
+project folder -> its sample posts, the gold ones as completed ground-truth annotations
+(annotators are never served what the first model trains or is gated on) -> the skillloop
+backend, connected -> when no model serves yet, a first round trained on the gold posts in
+the background (`skillloop status` shows its progress; when it is promoted the backend's
+swap hook puts its predictions into Label Studio). Then it waits for Ctrl-C and stops
+both servers (and a round still training). A second run reuses all of it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from labeling.studio.client import StudioClient
 from labeling.studio.server import REPO_ROOT, StudioSettings, start, stop
 from labeling.studio.server import status as studio_status
 
+CLI = ".venv/bin/skillloop"  # how the printed commands are run from the checkout
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="skillloop-demo", description=__doc__.split("\n")[0])
@@ -36,7 +40,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--backend-port", type=int, default=int(os.environ.get("SKILLLOOP_PORT") or 9090)
     )
-    parser.add_argument("--no-wait", action="store_true", help="set up, then stop at once")
+    parser.add_argument(
+        "--train-threads",
+        type=int,
+        default=1,
+        help="torch threads for the first round (default 1: beside Label Studio and the "
+        "backend, or on cores other jobs use, two threads ran 2-3x slower per step)",
+    )
+    parser.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="set up, then stop at once (a first round is started only with --wait-model)",
+    )
+    parser.add_argument(
+        "--wait-model",
+        action="store_true",
+        help="with --no-wait: train the first model and wait for its predictions first",
+    )
     args = parser.parse_args(argv)
     try:
         return run(args)
@@ -48,25 +68,31 @@ def main(argv: list[str] | None = None) -> int:
 def run(args) -> int:
     project = load_project(args.project)
     state_root = Path(args.state_dir or os.environ.get("SKILLLOOP_STATE_DIR") or "state").resolve()
+    state = ProjectState.of(project, state_root)
     settings = StudioSettings.from_env(state_root, args.studio_port)
     backend_url = f"http://127.0.0.1:{args.backend_port}"
+    commands = Commands(project.name, state_root)
     started_studio = not studio_status(settings)["running"]
     backend: subprocess.Popen | None = None
+    first_round: FirstRound | None = None
     # Ctrl-C even when started in the background (where SIGINT arrives ignored), and
     # SIGTERM (e.g. from a supervisor), stop the demo cleanly
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    began = time.monotonic()
     try:
         step("Label Studio")
         start(settings)
         client = StudioClient(settings.url, settings.token)
         ref = client.ensure_project(project.title, project.labeling_config, project.description)
+        print_login(settings, ref.id, time.monotonic() - began)
         print(f"  project {ref.id} {'created' if ref.created else 'reused'}: {ref.title}")
-        result = client.import_documents(ref.id, project.posts(), project.config.value_key)
-        print(f"  posts: {result.imported} imported, {result.skipped} already there")
-
-        step("first model")
-        ensure_first_model(project, state_root)
+        result = client.import_project_posts(ref.id, project)
+        gold = len(project.gold())
+        print(
+            f"  posts: {result.imported} imported, {result.skipped} already there; "
+            f"{gold} of them are gold posts, shown as completed ground-truth annotations"
+        )
 
         step("skillloop backend")
         if is_up_backend(backend_url):
@@ -74,40 +100,46 @@ def run(args) -> int:
                 f"something already answers on {backend_url}; stop it or pass --backend-port"
             )
         backend = start_backend(project.folder, state_root, args.backend_port, settings)
-        health = wait_backend(
-            backend, backend_url, ProjectState.of(project, state_root).backend_log
-        )
-        auth = auth_from_env()
-        client.connect_backend(ref.id, backend_url, "skillloop", basic_auth=auth)
+        health = wait_backend(backend, backend_url, state.backend_log)
+        client.connect_backend(ref.id, backend_url, "skillloop", basic_auth=auth_from_env())
         print(f"  connected {backend_url} to project {ref.id}")
 
-        step("predictions")
-        started = time.monotonic()
-        version = health.get("model_version") or "?"
-        if health.get("model_loaded"):
-            client.publish_model(ref.id, version, sampling=True)
-        else:
-            print("  the backend has no model: posts arrive without pre-annotations")
-        tasks = client.tasks(ref.id)
-        with_predictions = sum(
-            1 for t in tasks if any(p.get("model_version") == version for p in t["predictions"])
-        )
-        print(
-            f"  {with_predictions}/{len(tasks)} posts pre-annotated by model {version} "
-            f"in {time.monotonic() - started:.0f} s"
-        )
+        step("model")
+        serving = state.registry().serving()
+        if serving is not None:
+            print(f"  serving model {serving.version} (held-out F1 {f1(serving.heldout_f1)})")
+            if health.get("model_loaded"):
+                publish(client, ref.id, str(health.get("model_version")))
+        elif not project.gold():
+            print("  no gold posts and no model: posts arrive without pre-annotations")
+        elif not args.no_wait or args.wait_model:
+            first_round = FirstRound.start(project, state_root, args.train_threads)
+            print(
+                f"  no trained model yet: training one on the gold posts in the background "
+                f"({args.train_threads} thread(s); log {state.first_round_log})\n"
+                f"  follow it: {commands.status}\n"
+                "  posts show the model's suggestions once it is promoted"
+            )
 
-        print_next_steps(settings, ref.id, backend_url, project)
-        if args.no_wait:
+        print_next_steps(project, commands, backend_url)
+        if args.no_wait and first_round is None:
             return 0
         while backend.poll() is None:
+            if first_round is not None and first_round.finished():
+                first_round.report(state, time.monotonic() - began)
+                first_round = None
+                if args.no_wait:
+                    wait_predictions(client, ref.id, state)
+                    return 0
             time.sleep(1.0)
-        print(f"the backend exited with code {backend.returncode}; see its log", file=sys.stderr)
+        print(f"the backend exited with code {backend.returncode}; see {state.backend_log}")
         return 1
     except KeyboardInterrupt:
         print("\nstopping...")
         return 0
     finally:
+        if first_round is not None:
+            first_round.stop()
         if backend is not None:
             stop_backend(backend)
         if started_studio:
@@ -122,36 +154,115 @@ def step(title: str) -> None:
     print(f"== {title}", flush=True)
 
 
-def ensure_first_model(project, state_root: Path) -> None:
-    """Train one round on the gold posts when the project has no serving model yet."""
+def f1(value) -> str:
+    """An F1 for people: three decimals (the registry keeps the full value)."""
+    return "n/a" if value is None else f"{float(value):.3f}"
 
-    registry = ProjectState.of(project, state_root).registry()
-    serving = registry.serving()
-    if serving is not None:
-        print(f"  serving model {serving.version} (F1 {serving.heldout_f1}), reused")
-        return
-    if not project.gold():
-        print("  no gold posts and no model: the backend starts from the project's base model")
-        return
-    print(
-        f"  no trained model yet: training one on {len(project.gold())} gold posts "
-        "(a few minutes on CPU)"
+
+class Commands:
+    """The CLI lines the demo prints, with the state folder when it is not the default."""
+
+    def __init__(self, name: str, state_root: Path):
+        default = Path(os.environ.get("SKILLLOOP_STATE_DIR") or "state").resolve()
+        where = "" if state_root == default else f" --state-dir {state_root}"
+        self.status = f"{CLI} status --project {name}{where}"
+        self.rounds = f"{CLI} rounds --project {name}{where}"
+        self.select = f"{CLI} select --project {name}{where}"
+
+
+def publish(client: StudioClient, project_id: int, version: str) -> None:
+    started = time.monotonic()
+    removed = client.publish_model(project_id, version, sampling=True)
+    tasks = client.tasks(project_id)
+    with_predictions = sum(
+        1 for t in tasks if any(p.get("model_version") == version for p in t["predictions"])
     )
-    command = [
-        sys.executable,
-        "-m",
-        "backend.cli",
-        "retrain",
-        "--project",
-        str(project.folder),
-        "--state-dir",
-        str(state_root),
-    ]
-    code = subprocess.call(command, cwd=REPO_ROOT)
-    serving = registry.serving() if code == 0 else None
-    if serving is None:
-        raise RuntimeError(f"the first training round did not give a model (exit code {code})")
-    print(f"  model {serving.version} serving (held-out F1 {serving.heldout_f1})")
+    print(
+        f"  {with_predictions}/{len(tasks)} posts pre-annotated by model {version} in "
+        f"{time.monotonic() - started:.0f} s ({removed} older predictions removed)"
+    )
+
+
+class FirstRound:
+    """`skillloop retrain` in a child process beside the backend: the round writes its
+    progress to the state folder (what `skillloop status` reads), and the backend's
+    registry watcher serves the version it promotes and refreshes Label Studio."""
+
+    def __init__(self, process: subprocess.Popen, log: Path):
+        self.process, self.log, self.began = process, log, time.monotonic()
+
+    @classmethod
+    def start(cls, project, state_root: Path, threads: int) -> FirstRound:
+        log_path = ProjectState.of(project, state_root).first_round_log
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable,
+            "-m",
+            "backend.cli",
+            "retrain",
+            "--project",
+            str(project.folder),
+            "--state-dir",
+            str(state_root),
+            "--threads",
+            str(threads),
+            "--no-progress",
+        ]
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+        env["OMP_NUM_THREADS"] = str(threads)
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                command,
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        return cls(process, log_path)
+
+    def finished(self) -> bool:
+        return self.process.poll() is not None
+
+    def report(self, state: ProjectState, since_start: float) -> None:
+        seconds = time.monotonic() - self.began
+        serving = state.registry().serving()
+        if self.process.returncode != 0 or serving is None:
+            print(
+                f"== the first round gave no model (exit code {self.process.returncode}); "
+                f"see {self.log}",
+                flush=True,
+            )
+            return
+        print(
+            f"== first model {serving.version} promoted after {seconds:.0f} s "
+            f"({since_start:.0f} s after the demo started), held-out F1 "
+            f"{f1(serving.heldout_f1)}: the backend loads it and Label Studio's posts get "
+            "its suggestions",
+            flush=True,
+        )
+
+    def stop(self) -> None:
+        stop_backend(self.process)  # the same: its process group, TERM then KILL
+
+
+def wait_predictions(client: StudioClient, project_id: int, state, timeout: float = 300) -> None:
+    """Until the project's model version is the serving one and its predictions are in."""
+    serving = state.registry().serving()
+    deadline = time.monotonic() + timeout
+    while serving is not None and time.monotonic() < deadline:
+        if client.project(project_id).get("model_version") == serving.version:
+            tasks = client.tasks(project_id)
+            done = sum(
+                1
+                for t in tasks
+                if any(p.get("model_version") == serving.version for p in t["predictions"])
+            )
+            print(f"  {done}/{len(tasks)} posts pre-annotated by model {serving.version}")
+            return
+        time.sleep(2.0)
+    raise RuntimeError("Label Studio did not get the first model's predictions in time")
 
 
 def start_backend(folder: Path, state_root: Path, port: int, settings: StudioSettings):
@@ -215,23 +326,36 @@ def stop_backend(process: subprocess.Popen, timeout: float = 30) -> None:
         process.wait()
 
 
-def print_next_steps(settings: StudioSettings, project_id: int, backend_url: str, project):
-    name, every = project.name, project.retrain.every_n_annotations
-    print(f"""
-Label Studio is ready: {settings.url}/projects/{project_id}/data
-  login:    {settings.username}
-  password: {settings.password}
+def print_login(settings: StudioSettings, project_id: int, seconds: float) -> None:
+    print(
+        f"""
+Label Studio is up ({seconds:.0f} s): {settings.url}/projects/{project_id}/data
+  login:     {settings.username}
+  password:  {settings.password}
   API token: {settings.token}
-  backend:  {backend_url} (skillloop serve --project {name})
+""",
+        flush=True,
+    )
 
+
+def print_next_steps(project, commands: Commands, backend_url: str) -> None:
+    every = project.retrain.every_n_annotations
+    print(
+        f"""
 Next:
-  1. Open the URL, log in, press "Label All Tasks": posts arrive pre-annotated, the most
-     uncertain first (Uncertainty sampling on the model's scores).
+  1. Open the URL above, log in, press "Label All Tasks": posts arrive pre-annotated once
+     a model serves, the most uncertain first (Uncertainty sampling on its scores); the
+     gold posts are there already, completed (ground truth).
   2. Fix the spans and submit; every {every} annotations a retraining round starts in the
      background; or press Settings > Model > Start Training.
-  3. Follow the rounds: skillloop rounds --project {name}
-Ctrl-C stops both servers; `make demo` again reuses the project, posts and models.
-""")
+  3. Follow the model and the rounds: {commands.status}
+                                      {commands.rounds}
+The backend: {backend_url}. Ctrl-C stops both servers; `make demo` again reuses the
+project, posts and models. The commands above run from the checkout (or activate
+.venv: `source .venv/bin/activate`, then `skillloop ...` from anywhere).
+""",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -299,12 +299,21 @@ def _resolve_strategy(name: str):
 class StudioLink:
     """Remembers the Label Studio project id (from /setup or webhooks, persisted in the
     state dir) and, when a URL and API key are configured, points Label Studio at a newly
-    swapped model: project model_version + uncertainty sampling, then refreshed predictions.
+    swapped model with `StudioClient.publish_model`: its predictions fetched, the project's
+    model_version + uncertainty sampling set, and (`remove_older`, on by default) older
+    versions' predictions removed from tasks nobody has annotated yet.
     """
 
-    def __init__(self, studio_file: Path, url: str | None = None, api_key: str | None = None):
+    def __init__(
+        self,
+        studio_file: Path,
+        url: str | None = None,
+        api_key: str | None = None,
+        remove_older: bool = True,
+    ):
         self.path = Path(studio_file)
         self._url, self._api_key = url, api_key
+        self.remove_older = remove_older
         self._client = None
         self._lock = threading.Lock()
         self.project_id: int | None = self._read()
@@ -359,11 +368,22 @@ class StudioLink:
             client = self._client
         started = time.time()
         try:
-            client.set_model_version(self.project_id, model.version, sampling=True)
-            client.refresh_predictions(self.project_id)
+            removed = client.publish_model(
+                self.project_id, model.version, sampling=True, remove_older=self.remove_older
+            )
         except Exception as err:  # reported in /status, never raised
             self.last_refresh = {"version": model.version, "ok": False, "error": str(err)[:300]}
             log.warning("Label Studio refresh for %s failed: %s", model.version, err)
             return
-        self.last_refresh = {"version": model.version, "ok": True, "at": started}
-        log.info("Label Studio project %s now on model_version %s", self.project_id, model.version)
+        self.last_refresh = {
+            "version": model.version,
+            "ok": True,
+            "at": started,
+            "older_predictions_removed": removed,
+        }
+        log.info(
+            "Label Studio project %s now on model_version %s (%d older predictions removed)",
+            self.project_id,
+            model.version,
+            removed,
+        )

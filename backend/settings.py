@@ -53,6 +53,9 @@ class ServiceConfig:
     background_load: bool = True
     # how often (s) the registry is checked for a promotion or rollback made elsewhere
     watch_interval: float = 5.0
+    # after a promotion, delete older versions' predictions from tasks nobody annotated
+    # (once the new ones are stored), so the editor shows annotators one suggestion
+    remove_older_predictions: bool = True
 
     @property
     def auth_enabled(self) -> bool:
@@ -128,6 +131,7 @@ ENV = {
     "training": "SKILLLOOP_TRAINING",
     "background_load": "SKILLLOOP_BACKGROUND_LOAD",
     "watch_interval": "SKILLLOOP_WATCH_INTERVAL",
+    "remove_older_predictions": "SKILLLOOP_REMOVE_OLDER_PREDICTIONS",
 }
 
 _TYPES = {f.name: f.type for f in fields(ServiceConfig)}

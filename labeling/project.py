@@ -19,6 +19,8 @@ from training.windows import WINDOWS
 PROJECT_FILE = "project.toml"
 CONFIG_FILE = "labeling_config.xml"
 PROJECTS_DIR = Path("projects")
+# the checkout skillloop runs from: its projects/ are found from any working directory
+REPO_ROOT = Path(__file__).resolve().parents[1]
 STATE_ENV = "SKILLLOOP_STATE_DIR"
 
 
@@ -135,18 +137,24 @@ class Project:
 
 
 def find_project_folder(folder_or_name: str | Path) -> Path:
-    """`projects/NAME`, a path to any project folder, or a bare NAME under ./projects."""
-    path = Path(folder_or_name)
-    if path.is_file() and path.name == PROJECT_FILE:
+    """The project folder for a path (absolute, or relative to the working directory, or
+    to the repository as the README writes it: `projects/NAME`), a folder's project.toml,
+    or a bare NAME under ./projects or the repository's projects/. So `--project
+    linkedin-skills` works from any working directory."""
+    path = Path(folder_or_name).expanduser()
+    if path.name == PROJECT_FILE:
         path = path.parent
-    if (path / PROJECT_FILE).is_file():
-        return path
-    candidate = PROJECTS_DIR / str(folder_or_name)
-    if len(path.parts) == 1 and (candidate / PROJECT_FILE).is_file():
-        return candidate
+    candidates = [path]
+    if not path.is_absolute():
+        if len(path.parts) == 1:
+            candidates += [PROJECTS_DIR / path, REPO_ROOT / PROJECTS_DIR / path]
+        candidates.append(REPO_ROOT / path)
+    for candidate in candidates:
+        if (candidate / PROJECT_FILE).is_file():
+            return candidate
     raise FileNotFoundError(
         f"project not found: {folder_or_name} (expected a folder with {PROJECT_FILE}, "
-        f"or a name under {PROJECTS_DIR}/)"
+        f"or a name under ./{PROJECTS_DIR}/ or {REPO_ROOT / PROJECTS_DIR}/)"
     )
 
 

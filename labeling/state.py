@@ -71,6 +71,11 @@ class ProjectState:
     def backend_log(self) -> Path:
         return self.root / "backend.log"
 
+    @property
+    def first_round_log(self) -> Path:
+        """The output of the demo's first training round (run beside the backend)."""
+        return self.root / "first-round.log"
+
     def has_store(self) -> bool:
         return self.store_path.is_file()
 

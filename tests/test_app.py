@@ -310,11 +310,16 @@ def test_settings_from_env_and_flags(tmp_path):
         ServiceConfig.from_env({"SKILLLOOP_PROJECT": "x", "BASIC_AUTH_USER": "u"})
     with pytest.raises(ValueError, match="no project"):
         ServiceConfig.from_env({})
+    assert config.remove_older_predictions  # one suggestion per task unless asked otherwise
+    kept = ServiceConfig.from_env({**env, "SKILLLOOP_REMOVE_OLDER_PREDICTIONS": "0"})
+    assert not kept.remove_older_predictions
 
 
 def test_a_swap_points_label_studio_at_the_new_version(tmp_path, spanful_model, monkeypatch):
-    """With LABEL_STUDIO_URL/_API_KEY set, a promotion sets the Label Studio project's
-    model_version (+ uncertainty sampling) and refreshes its predictions."""
+    """With LABEL_STUDIO_URL/_API_KEY set, a promotion publishes the new version in Label
+    Studio: its predictions fetched, the project's model_version (+ uncertainty sampling)
+    set, older versions' predictions removed from unannotated tasks (one sequence, the
+    demo's too)."""
     import labeling.studio.client
 
     calls = []
@@ -323,11 +328,9 @@ def test_a_swap_points_label_studio_at_the_new_version(tmp_path, spanful_model, 
         def __init__(self, url, api_key):
             calls.append(("init", url, api_key))
 
-        def set_model_version(self, project_id, version, sampling=True):
-            calls.append(("model_version", project_id, version, sampling))
-
-        def refresh_predictions(self, project_id):
-            calls.append(("refresh", project_id))
+        def publish_model(self, project_id, version, sampling=True, remove_older=True):
+            calls.append(("publish", project_id, version, sampling, remove_older))
+            return 3
 
     monkeypatch.setattr(labeling.studio.client, "StudioClient", RecordingStudio)
     app = make_app(
@@ -343,16 +346,16 @@ def test_a_swap_points_label_studio_at_the_new_version(tmp_path, spanful_model, 
         registry.promote(version, "test")
         services.holder.promoted(registry.get(version))
         deadline = time.time() + 10
-        while len(calls) < 3 and time.time() < deadline:
+        while len(calls) < 2 and time.time() < deadline:
             time.sleep(0.05)
         assert calls == [
             ("init", "http://ls.test", "token-123"),
-            ("model_version", 7, version, True),
-            ("refresh", 7),
+            ("publish", 7, version, True, True),
         ]
         status = client.get("/status").get_json()
         assert status["studio_project"] == 7
         assert status["studio_refresh"]["ok"] and status["studio_refresh"]["version"] == version
+        assert status["studio_refresh"]["older_predictions_removed"] == 3
     finally:
         services.close()
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,7 +53,7 @@ def test_committed_projects_load():
     assert project.config.from_name == "label" and project.model.label_map["BUS"] == "Business"
     assert project.model_base() is None  # the backbone
     config = project.train_config()
-    assert (config.max_tokens, config.epochs) == (project.model.max_tokens, 15)
+    assert (config.max_tokens, config.epochs) == (project.model.max_tokens, 5)
     assert load_project(REPO / "projects" / "skillspan").label_values == ["Skill", "Knowledge"]
 
 
@@ -119,3 +122,35 @@ def test_missing_and_mismatched(tmp_path):
     (tmp_path / "labeling_config.xml").unlink()
     with pytest.raises(FileNotFoundError, match="posts file not found"):
         load_project(tmp_path).posts()
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["linkedin-skills", "projects/linkedin-skills", "projects/linkedin-skills/project.toml"],
+)
+def test_the_cli_finds_sample_projects_from_any_working_directory(tmp_path, given):
+    """The README's `skillloop ... --project NAME` run from outside the checkout."""
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SKILLLOOP_STATE_DIR": str(tmp_path / "st")}
+    done = subprocess.run(
+        [sys.executable, "-m", "backend.cli", "status", "--project", given],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("project linkedin-skills")
+    assert not (cwd / "state").exists()  # the state folder setting was honoured
+
+
+def test_a_project_in_the_working_directory_wins_over_the_sample(tmp_path, monkeypatch):
+    (tmp_path / "projects" / "linkedin-skills").mkdir(parents=True)
+    (tmp_path / "projects" / "linkedin-skills" / "project.toml").write_text(TOML)
+    (tmp_path / "projects" / "linkedin-skills" / "posts.jsonl").write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert load_project("linkedin-skills").name == "demo"  # the local one, not the repo's
+    with pytest.raises(FileNotFoundError, match="project not found: no-such-project"):
+        load_project("no-such-project")

@@ -261,6 +261,16 @@ def test_the_whole_loop_on_a_real_label_studio(studio, project_dir, backend):
 
     tasks = wait_for(f"Label Studio's predictions from {version}", refreshed, 180, every=2)
     assert client.project(ref.id)["sampling"] == "Uncertainty sampling"
+
+    def one_suggestion():  # the swap hook's last step: older versions' predictions removed
+        current = client.tasks(ref.id)
+        pending = [t for t in current if not t["annotations"] and len(t["predictions"]) > 1]
+        return current if not pending else None
+
+    tasks = _wait_for("one suggestion per unannotated task", one_suggestion, 60, every=2)
+    for task in tasks:
+        kept = sorted(p["model_version"] for p in task["predictions"])
+        assert kept == ([initial, version] if task["annotations"] else [version]), task["id"]
     for task in tasks:
         (prediction,) = [p for p in task["predictions"] if p["model_version"] == version]
         _check_regions(task, prediction)
@@ -287,3 +297,76 @@ def test_the_whole_loop_on_a_real_label_studio(studio, project_dir, backend):
 
 def _region_keys(result: list[dict]) -> list[tuple]:
     return sorted((r["value"]["start"], r["value"]["end"], r["value"]["labels"][0]) for r in result)
+
+
+def test_gold_posts_arrive_completed_and_the_unlabelled_pool_is_selects(studio, tmp_path):
+    """The sample project in a real Label Studio: the gold posts as completed ground-truth
+    annotations (also over an older import that had them as plain tasks), the posts left
+    to annotate exactly the ones `skillloop select` ranks."""
+    from backend.commands_select import _labelled_documents, _unlabelled_posts
+    from labeling.project import load_project
+    from labeling.studio.client import StudioClient
+
+    project = load_project("linkedin-skills")
+    client = StudioClient(studio.url, studio.token)
+    ref = client.ensure_project("gold " + project.title, project.labeling_config)
+    client.import_documents(ref.id, project.posts()[:40])  # as the demo did before
+    first = client.import_project_posts(ref.id, project)
+    assert (first.imported, first.skipped) == (len(project.posts()) - 4, 4)
+    again = client.import_project_posts(ref.id, project)
+    assert (again.imported, again.skipped) == (0, len(project.posts()))
+
+    tasks = client.tasks(ref.id)
+    assert len(tasks) == len(project.posts())
+    gold = {doc.id: doc for doc in project.gold()}
+    for task in tasks:
+        post_id = task["data"]["post_id"]
+        if post_id not in gold:
+            assert task["annotations"] == [], post_id
+            continue
+        (annotation,) = task["annotations"]
+        assert annotation["ground_truth"] and not annotation["was_cancelled"]
+        doc = gold[post_id]
+        stored = sorted(
+            (r["value"]["start"], r["value"]["end"], r["value"]["labels"][0])
+            for r in annotation["result"]
+        )
+        assert stored == sorted(s.key() for s in doc.spans), post_id
+    in_studio = {t["data"]["post_id"] for t in tasks if not t["annotations"]}
+    labelled = _labelled_documents(project, tmp_path / "state" / project.name)
+    in_select = {post.id for post in _unlabelled_posts(project.posts(), labelled)}
+    assert in_studio == in_select and len(in_studio) >= 60
+
+
+def test_a_published_model_leaves_one_suggestion_on_unannotated_tasks(studio):
+    """publish_model's last step on a real Label Studio: older versions' predictions go
+    from tasks nobody annotated once the new version's are stored; annotated tasks, and a
+    task the new version has not answered for, keep theirs."""
+    from labeling.studio.client import StudioClient
+
+    client = StudioClient(studio.url, studio.token)
+    config = (REPO_ROOT / "projects/linkedin-skills/labeling_config.xml").read_text()
+    ref = client.ensure_project("suggestions", config)
+    texts = ["python and sql", "docker for data", "excel reports", "aws and spark"]
+    ids = client.import_tasks(ref.id, [{"text": t} for t in texts]).task_ids
+    region = {
+        "from_name": "label",
+        "to_name": "text",
+        "type": "labels",
+        "value": {"start": 0, "end": 2, "text": texts[0][:2], "labels": ["Technology"]},
+    }
+    for version in ("v0001", "v0002", "v0003"):
+        for task_id in ids[:3] if version == "v0003" else ids:
+            client.ls.predictions.create(
+                task=task_id, result=[region], score=0.5, model_version=version
+            )
+    client.annotate(ids[1], [region])
+
+    assert client.remove_older_predictions(ref.id, "v0003") == 4
+    versions = {
+        t["id"]: sorted(p["model_version"] for p in t["predictions"]) for t in client.tasks(ref.id)
+    }
+    assert versions[ids[0]] == versions[ids[2]] == ["v0003"]
+    assert versions[ids[1]] == ["v0001", "v0002", "v0003"]  # annotated: what was shown stays
+    assert versions[ids[3]] == ["v0001", "v0002"]  # v0003 has not answered for it yet
+    assert client.remove_older_predictions(ref.id, "v0003") == 0

@@ -129,11 +129,25 @@ class StudioClient:
             self.refresh_predictions(project_id)
             self.request("PATCH", f"/api/projects/{project_id}", json=fields)
 
-    def publish_model(self, project_id: int, version: str, sampling: bool = True) -> None:
-        """After a promotion: fetch the new model's predictions (and task scores) for every
-        task, then make it the project's model version so the queue follows its scores."""
+    def publish_model(
+        self, project_id: int, version: str, sampling: bool = True, remove_older: bool = True
+    ) -> int:
+        """After a promotion (the demo and the backend's swap hook do the same): fetch the
+        new model's predictions for every task, make it the project's model version so the
+        queue follows its scores, then (with `remove_older`) delete older versions'
+        predictions from tasks nobody has annotated, so annotators see one suggestion.
+        Returns the number of predictions removed."""
         self.refresh_predictions(project_id)
         self.set_model_version(project_id, version, sampling=sampling)
+        return self.remove_older_predictions(project_id, version) if remove_older else 0
+
+    def remove_older_predictions(self, project_id: int, version: str) -> int:
+        """Delete other versions' predictions from unannotated tasks that already hold one
+        of `version` (a task the new model has not answered for keeps what it has)."""
+        stale = stale_prediction_ids(self.tasks(project_id), version)
+        for prediction_id in stale:
+            self.ls.predictions.delete(id=prediction_id)
+        return len(stale)
 
     # --- tasks ---------------------------------------------------------------------------
     def tasks(self, project_id: int) -> list[dict]:
@@ -143,35 +157,81 @@ class StudioClient:
 
     def imported_post_ids(self, project_id: int) -> dict[str, int]:
         """Stable post id -> task id, for the project's tasks that carry one."""
+        return {post_id: task_id for post_id, (task_id, _) in self._imported(project_id).items()}
+
+    def _imported(self, project_id: int) -> dict[str, tuple[int, int]]:
+        """Stable post id -> (task id, number of annotations)."""
         known = {}
         for task in self.ls.tasks.list(project=project_id, fields="task_only", page_size=100):
             post_id = (task.data or {}).get(POST_ID_KEY)
             if post_id is not None:
-                known[str(post_id)] = task.id
+                known[str(post_id)] = (task.id, int(task.total_annotations or 0))
         return known
 
     def import_tasks(self, project_id: int, tasks: Iterable[Mapping]) -> ImportResult:
-        """Import task data dicts, skipping those whose `post_id` the project already holds."""
-        seen = set(self.imported_post_ids(project_id))
-        fresh, skipped = [], 0
-        for data in tasks:
-            post_id = data.get(POST_ID_KEY)
-            if post_id is not None and str(post_id) in seen:
+        """Import tasks, skipping those whose `post_id` the project already holds.
+
+        A task is a data dict, or `{"data": ..., "annotations": [...]}` (Label Studio's
+        import format). One with annotations replaces a task of the same post that has
+        none yet (imported before its gold existed): nothing anyone did is lost, and an
+        import sends no annotation webhooks, so the backend does not count it as new work.
+        """
+        seen = self._imported(project_id)
+        fresh, skipped, replaced, batch = [], 0, [], set()
+        for task in tasks:
+            task = dict(task) if "data" in task else {"data": dict(task)}
+            post_id = task["data"].get(POST_ID_KEY)
+            key = None if post_id is None else str(post_id)
+            if key in batch or (key in seen and (seen[key][1] or not task.get("annotations"))):
                 skipped += 1
                 continue
-            if post_id is not None:
-                seen.add(str(post_id))
-            fresh.append(dict(data))
+            if key in seen:
+                replaced.append(seen[key][0])
+            if key is not None:
+                batch.add(key)
+            fresh.append(task)
         if not fresh:
             return ImportResult(0, skipped, [])
+        for task_id in replaced:
+            self.ls.tasks.delete(id=task_id)
         reply = self.ls.projects.import_tasks(id=project_id, request=fresh, return_task_ids=True)
         task_ids = list(getattr(reply, "task_ids", None) or [])
         return ImportResult(len(fresh), skipped, task_ids)
 
     def import_documents(
-        self, project_id: int, docs: Iterable[Document], text_key: str = "text"
+        self,
+        project_id: int,
+        docs: Iterable[Document],
+        text_key: str = "text",
+        ground_truth: Mapping[str, list[dict]] | None = None,
     ) -> ImportResult:
-        return self.import_tasks(project_id, (post_task(doc, text_key) for doc in docs))
+        """Import posts; those in `ground_truth` (post id -> regions) come with that
+        annotation, completed and marked as ground truth."""
+        ground_truth = ground_truth or {}
+        tasks = []
+        for doc in docs:
+            task: dict[str, Any] = {"data": post_task(doc, text_key)}
+            regions = ground_truth.get(str(doc.id))
+            if regions is not None:
+                task["annotations"] = [{"result": regions, "ground_truth": True}]
+            tasks.append(task)
+        return self.import_tasks(project_id, tasks)
+
+    def import_project_posts(self, project_id: int, project) -> ImportResult:
+        """A project's posts (`labeling.project.Project`), those with gold spans imported
+        with them as a completed ground-truth annotation: annotators are never served the
+        posts the first model was trained or gated on, and Label Studio's unlabelled tasks
+        are the posts `skillloop select` ranks."""
+        from labeling.studio.tasks import spans_to_regions
+
+        regions = {
+            str(doc.id): spans_to_regions(doc.spans, project.config, doc.text)
+            for doc in project.gold()
+            if doc.id is not None
+        }
+        return self.import_documents(
+            project_id, project.posts(), project.config.value_key, ground_truth=regions
+        )
 
     def annotate(self, task_id: int, result: list[dict], lead_time: float | None = None) -> int:
         """Submit an annotation (regions as Label Studio stores them); its id."""
@@ -271,6 +331,21 @@ class StudioClient:
 
     def export_json(self, project_id: int) -> list[dict]:
         return json.loads(self.export(project_id, "JSON"))
+
+
+def stale_prediction_ids(tasks: Iterable[Mapping], version: str) -> list[int]:
+    """Predictions of other versions on tasks without annotations that hold a prediction
+    of `version`: what remove_older_predictions deletes (annotated tasks keep theirs, as
+    the record of what the annotator was shown)."""
+    stale = []
+    for task in tasks:
+        if task.get("annotations") or task.get("total_annotations"):
+            continue
+        predictions = task.get("predictions") or []
+        if not any(p.get("model_version") == version for p in predictions):
+            continue
+        stale += [p["id"] for p in predictions if p.get("model_version") != version]
+    return stale
 
 
 def _normalise_xml(xml: str) -> str:

@@ -1,0 +1,116 @@
+"""`make demo`'s order of events, with Label Studio, the backend and the first round faked:
+the URL and login come first, the first model trains behind them (it never holds the
+demo up), and the commands it prints find the demo's state folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from backend import demo
+
+
+class FakeClient:
+    def __init__(self, url: str, token: str, events: list[str]):
+        self.events = events
+
+    def ensure_project(self, title, config, description=""):
+        return SimpleNamespace(id=7, title=title, created=True)
+
+    def import_project_posts(self, project_id, project):
+        self.events.append("import")
+        return SimpleNamespace(imported=len(project.posts()), skipped=0)
+
+    def connect_backend(self, project_id, url, title, basic_auth=None):
+        self.events.append("connect")
+
+    def publish_model(self, project_id, version, sampling=True):
+        self.events.append(f"publish {version}")
+        return 0
+
+    def tasks(self, project_id):
+        return []
+
+
+class FakeProcess:
+    returncode = 0
+
+    def poll(self):
+        return None
+
+
+class FakeRound:
+    def __init__(self, events: list[str]):
+        self.events = events
+
+    def finished(self) -> bool:
+        return True
+
+    def report(self, state, since_start: float) -> None:
+        self.events.append("first round finished")
+
+    def stop(self) -> None:
+        self.events.append("first round stopped")
+
+
+@pytest.fixture
+def faked(monkeypatch, capsys):
+    events: list[str] = []
+    monkeypatch.setattr(demo, "studio_status", lambda settings: {"running": True})
+    monkeypatch.setattr(demo, "start", lambda settings: events.append("studio up"))
+    monkeypatch.setattr(demo, "StudioClient", lambda url, token: FakeClient(url, token, events))
+    monkeypatch.setattr(demo, "is_up_backend", lambda url: False)
+    monkeypatch.setattr(demo, "start_backend", lambda *a: FakeProcess())
+    monkeypatch.setattr(demo, "wait_backend", lambda *a: {"model_loaded": False})
+    monkeypatch.setattr(demo, "stop_backend", lambda process: events.append("backend stopped"))
+    monkeypatch.setattr(demo, "wait_predictions", lambda *a: events.append("predictions"))
+
+    def first_round(project, state_root, threads):
+        events.append(f"first round started ({threads} threads)")
+        return FakeRound(events)
+
+    monkeypatch.setattr(demo.FirstRound, "start", staticmethod(first_round))
+    return events
+
+
+def test_the_url_comes_first_and_the_first_model_trains_behind_it(faked, tmp_path, capsys):
+    code = demo.main(
+        ["--state-dir", str(tmp_path), "--no-wait", "--wait-model", "--train-threads", "1"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.index("login:") < out.index("training one on the gold posts in the background")
+    assert faked.index("studio up") < faked.index("import") < faked.index("connect")
+    assert faked.index("connect") < faked.index("first round started (1 threads)")
+    assert faked[-3:] == ["first round finished", "predictions", "backend stopped"]
+    # the printed commands look where the demo's state is, and run from the checkout
+    assert f".venv/bin/skillloop status --project linkedin-skills --state-dir {tmp_path}" in out
+    assert "gold posts, shown as completed ground-truth annotations" in out
+
+
+def test_a_serving_model_is_published_and_no_round_starts(faked, tmp_path, monkeypatch, capsys):
+    serving = SimpleNamespace(version="v0002", heldout_f1=0.6168421052631579)
+    monkeypatch.setattr(
+        demo.ProjectState, "registry", lambda self: SimpleNamespace(serving=lambda: serving)
+    )
+    monkeypatch.setattr(
+        demo, "wait_backend", lambda *a: {"model_loaded": True, "model_version": "v0002"}
+    )
+    assert demo.main(["--state-dir", str(tmp_path), "--no-wait"]) == 0
+    out = capsys.readouterr().out
+    assert "serving model v0002 (held-out F1 0.617)" in out  # rounded where printed
+    assert "publish v0002" in faked
+    assert not any(event.startswith("first round") for event in faked)
+
+
+def test_f1_for_people():
+    assert demo.f1(0.58139534) == "0.581" and demo.f1(None) == "n/a"
+
+
+def test_commands_leave_out_the_default_state_folder(monkeypatch, tmp_path):
+    monkeypatch.delenv("SKILLLOOP_STATE_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    commands = demo.Commands("linkedin-skills", Path("state").resolve())
+    assert commands.status == ".venv/bin/skillloop status --project linkedin-skills"
