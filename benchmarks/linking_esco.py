@@ -152,7 +152,7 @@ def decision_accuracy(scored: list[tuple[float, bool | None]], threshold: float)
 
 
 def best_threshold(scored: list[tuple[float, bool | None]]) -> float:
-    grid = np.round(np.arange(0.2, 0.95, 0.01), 2)
+    grid = np.round(np.arange(0.2, 1.0, 0.01), 2)
     return float(max(grid, key=lambda t: (decision_accuracy(scored, t), -t)))
 
 
