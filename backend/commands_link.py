@@ -42,40 +42,72 @@ def add_link_options(p) -> None:
 
 def open_linker(args):
     """The linker the options name: --project's [linking] section, overridden by flags."""
+    if args.project:
+        from labeling.project import load_project
+
+        return project_linker(
+            load_project(args.project),
+            None,
+            taxonomy=args.taxonomy,
+            linker=args.linker,
+            top_k=args.top_k,
+            threshold=args.threshold,
+            progress=not getattr(args, "no_progress", False),
+        )
+    if not args.taxonomy:
+        raise ValueError("name a taxonomy: --taxonomy esco, --taxonomy FILE.csv or --project NAME")
+    cache = Path(os.environ.get(STATE_ENV) or "state") / "linking"
+    return _linker(
+        args.taxonomy,
+        None,
+        args.linker,
+        cache,
+        args.top_k,
+        args.threshold,
+        not getattr(args, "no_progress", False),
+    )
+
+
+def project_linker(
+    project,
+    state_base: str | Path | None,
+    taxonomy: str | None = None,
+    linker: str | None = None,
+    top_k: int | None = None,
+    threshold: float | None = None,
+    progress: bool = True,
+):
+    """(linker, top_k) from a project's `[linking]` section; label embeddings cached in its
+    state folder."""
+    from labeling.state import ProjectState
+
+    settings = project.linking
+    spec = taxonomy or settings.taxonomy
+    if not spec:
+        raise ValueError(
+            f'project {project.name} names no taxonomy: add [linking] taxonomy = "esco"'
+        )
+    if not linker and settings.linker not in ("", "backbone"):
+        linker = str(project.folder / settings.linker)
+    cache = ProjectState.of(project, state_base).linking_cache
+    return _linker(
+        spec, project.folder, linker, cache, top_k or settings.top_k, threshold, progress
+    )
+
+
+def _linker(spec, base, folder, cache, top_k, threshold, progress):
     from training.linker import Linker
     from training.taxonomy import load_taxonomy
 
-    spec, linker_folder, top_k, base, cache = args.taxonomy, args.linker, args.top_k, None, None
-    if args.project:
-        from labeling.project import load_project
-        from labeling.state import ProjectState
-
-        project = load_project(args.project)
-        settings = project.linking
-        base = project.folder
-        spec = spec or settings.taxonomy
-        if not linker_folder and settings.linker not in ("", "backbone"):
-            linker_folder = str(project.folder / settings.linker)
-        top_k = top_k or settings.top_k
-        cache = ProjectState.of(project).linking_cache
-        if not spec:
-            raise ValueError(
-                f'project {project.name} names no taxonomy: add [linking] taxonomy = "esco"'
-            )
-    if not spec:
-        raise ValueError("name a taxonomy: --taxonomy esco, --taxonomy FILE.csv or --project NAME")
     if top_k is not None and top_k < 1:
         raise ValueError("--top-k must be at least 1")
-    if cache is None:
-        cache = Path(os.environ.get(STATE_ENV) or "state") / "linking"
     taxonomy = load_taxonomy(spec, base)
     print(taxonomy.summary(), file=sys.stderr)
     if taxonomy.attribution:
         print(taxonomy.attribution, file=sys.stderr)
-    progress = not getattr(args, "no_progress", False)
-    linker = Linker.load(taxonomy, linker_folder, cache_dir=cache, progress=progress)
-    if args.threshold is not None:
-        linker.settings.threshold = args.threshold
+    linker = Linker.load(taxonomy, folder, cache_dir=cache, progress=progress)
+    if threshold is not None:
+        linker.settings.threshold = threshold
     return linker, top_k or 5
 
 
@@ -161,3 +193,77 @@ def tag_rows(args, rows: list[dict]) -> None:
     tagger = Tagger.load(args.model, model_labels(args.model, {}), {})
     for row, prediction in zip(rows, tagger.predict([r["text"] for r in rows]), strict=True):
         row["spans"] = [span_dict(s) for s in prediction.spans]
+
+
+# ---------------------------------------------------------------- exports with links
+
+LINKS_FILE = "links.jsonl"
+
+
+def link_export(result, linker, top_k: int) -> list[Path]:
+    """Link every span of an export (labeling.curation.export.ExportResult): `links.jsonl`
+    (one row per span, any format), the fields added to each span of JSONL splits, and a
+    section in the card counting spans per taxonomy entry, with the taxonomy's attribution."""
+    from collections import Counter
+
+    from training.linker import link_fields, link_spans
+    from training.text import Document
+
+    out = Path(result.out_dir)
+    rows, by_post = [], {}
+    for split, posts in result.splits.items():
+        docs = [Document(p.text, list(p.spans), id=p.id) for p in posts]
+        for post, links in zip(posts, link_spans(linker, docs, top_k), strict=True):
+            for span, link in zip(post.spans, links, strict=True):
+                fields = link_fields(link)
+                by_post[(post.id, span.start, span.end, span.label)] = fields
+                text = span.text or post.text[span.start : span.end]
+                rows.append(
+                    {"id": post.id, "split": split, "start": span.start, "end": span.end}
+                    | {"label": span.label, "text": text}
+                    | fields
+                )
+    links_path = out / LINKS_FILE
+    with open(links_path, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    for split in result.splits:
+        path = out / f"{split}.jsonl"
+        if path.is_file():
+            _add_link_fields(path, by_post)
+    counts = Counter((r["taxonomy_id"], r["taxonomy_label"]) for r in rows if r["taxonomy_id"])
+    unmatched = sum(r["taxonomy_id"] is None for r in rows)
+    card = out / "README.md"
+    lines = [
+        "",
+        "## Taxonomy links",
+        "",
+        f"Each span linked to {linker.taxonomy.name} by the skillloop linker "
+        f"(threshold {linker.threshold:g}): `taxonomy_id`, `taxonomy_label`, `link_score` and "
+        f"the top {top_k} `link_candidates` in `{LINKS_FILE}`"
+        + (" and in each JSONL span." if any(out.glob("*.jsonl")) else "."),
+        f"{len(rows)} spans, {len(rows) - unmatched} linked to {len(counts)} entries, "
+        f"{unmatched} with no match.",
+    ]
+    if linker.taxonomy.attribution:
+        lines += ["", f"Taxonomy: {linker.taxonomy.attribution}."]
+    lines += ["", "| entry | label | spans |", "|---|---|---:|"]
+    lines += [f"| {i} | {label} | {n} |" for (i, label), n in counts.most_common(30)]
+    with open(card, "a", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return [links_path]
+
+
+def _add_link_fields(path: Path, by_post: dict) -> None:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    for row in rows:
+        for span in row.get("spans", []):
+            key = (row.get("id"), span["start"], span["end"], span["label"])
+            fields = by_post.get(key)
+            if fields:
+                span |= {k: v for k, v in fields.items() if k != "link_candidates"}
+    partial = path.with_suffix(".jsonl.partial")
+    partial.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+    )
+    partial.replace(path)

@@ -232,3 +232,66 @@ def test_contrastive_training_pulls_alt_labels_to_their_entry(
     assert [taxonomy.entries[i].id for i in scores.argmax(1)] == ["k8s", "talk"]
     with pytest.raises(ValueError, match="no such taxonomy entry"):
         train_linker(taxonomy, tmp_path / "x", tiny_encoder, config, [("a", "nope")])
+
+
+def test_predict_link_adds_taxonomy_fields_to_each_span(taxonomy_file, tiny_encoder, tmp_path):
+    from backend.cli import main
+    from training.datasets import write_jsonl
+
+    text = "we need python and sql"
+    train = tmp_path / "train.jsonl"
+    write_jsonl([Document(text, [Span(8, 14, "Tech"), Span(19, 22, "Tech")])] * 4, train)
+    model = tmp_path / "tagger"
+    fast = ["--epochs", "12", "--lr", "5e-3", "--batch-size", "2", "--max-tokens", "16"]
+    args = ["train", "--data", str(train), "--out", str(model), "--base", str(tiny_encoder)]
+    assert main([*args, *fast, "--no-crf", "--no-progress"]) == 0
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text(json.dumps({"text": text}) + "\n")
+    args = ["predict", "--model", str(model), "--input", str(source), "--output", str(out)]
+    assert main([*args, "--fp32", "--no-progress", "--taxonomy", str(taxonomy_file)]) == 2
+    linker = tmp_path / "linker"
+    LinkerSettings(encoder=str(tiny_encoder), threshold=0.99).save(linker)
+    link = ["--link", "--taxonomy", str(taxonomy_file), "--linker", str(linker), "--top-k", "2"]
+    assert main([*args, "--fp32", "--no-progress", *link]) == 0
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    spans = {s["text"]: s for s in row["spans"]}
+    assert set(spans) == {"python", "sql"}
+    assert spans["sql"]["taxonomy_id"] == "sql" and spans["python"]["taxonomy_label"] == "python"
+    assert all(len(s["link_candidates"]) == 2 for s in spans.values())
+
+
+def test_project_names_its_taxonomy_and_exports_carry_links(taxonomy_file, tiny_encoder, tmp_path):
+    from types import SimpleNamespace
+
+    from backend.commands_link import link_export, project_linker
+    from labeling.curation.export import CuratedPost
+    from labeling.project import load_project
+    from training.datasets import write_jsonl
+
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    (folder / "skills.csv").write_text(taxonomy_file.read_text())
+    LinkerSettings(encoder=str(tiny_encoder), threshold=0.99).save(folder / "linker")
+    (folder / "project.toml").write_text(
+        '[project]\nname = "p"\n[[labels]]\nvalue = "Skill"\n'
+        '[linking]\ntaxonomy = "skills.csv"\nlinker = "linker"\ntop_k = 3\n'
+    )
+    project = load_project(folder)
+    assert (project.linking.taxonomy, project.linking.top_k) == ("skills.csv", 3)
+    linker, top_k = project_linker(project, tmp_path / "state", progress=False)
+    assert top_k == 3 and len(linker.taxonomy) == 4
+    assert list((tmp_path / "state" / "p" / "linking").glob("labels-*.npy"))
+
+    post = CuratedPost("1", "You know sql. And zzz.", [Span(9, 12, "Skill"), Span(18, 21, "Skill")])
+    out = tmp_path / "export"
+    out.mkdir()
+    write_jsonl([Document(post.text, post.spans, id=post.id)], out / "train.jsonl")
+    (out / "README.md").write_text("# card\n")
+    link_export(SimpleNamespace(out_dir=out, splits={"train": [post]}), linker, top_k)
+    rows = [json.loads(line) for line in (out / "links.jsonl").read_text().splitlines()]
+    assert [(r["text"], r["taxonomy_id"]) for r in rows] == [("sql", "sql"), ("zzz", None)]
+    (exported,) = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert exported["spans"][0]["taxonomy_label"] == "sql"
+    assert exported["spans"][1]["taxonomy_id"] is None
+    card = (out / "README.md").read_text()
+    assert "## Taxonomy links" in card and "1 with no match" in card and "| sql | sql | 1 |" in card
