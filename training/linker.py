@@ -29,7 +29,9 @@ from training.taxonomy import Taxonomy
 log = logging.getLogger(__name__)
 
 LINKER_FILE = "linker.json"
-DEFAULT_THRESHOLD = 0.5  # the plain backbone's; a tuned linker stores its own
+# The plain backbone's no-match threshold, tuned on the ESCO linking validation sets
+# (benchmarks/linking_esco.py, docs/linking.md); a linker folder stores its own.
+DEFAULT_THRESHOLD = 0.77
 EMBED_BATCH = 256
 MAX_LABEL_TOKENS = 32
 MAX_CONTEXT_TOKENS = 128
