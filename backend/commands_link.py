@@ -12,17 +12,24 @@ Output: the same rows, each span with taxonomy_id, taxonomy_label, link_score (n
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from backend.commands_model import _open
+
+if TYPE_CHECKING:
+    from labeling.curation.export import ExportResult
+    from labeling.project import Project
+    from training.linker import Linker
 
 STATE_ENV = "SKILLLOOP_STATE_DIR"
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("link", help="link spans to a skills taxonomy (JSONL in and out)")
     p.add_argument("--input", default="-", help="JSONL: span, or text [+ spans] (- = stdin)")
     p.add_argument("--output", default="-", help="JSONL output (- = stdout)")
@@ -32,7 +39,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=link_command)
 
 
-def add_link_options(p) -> None:
+def add_link_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--project", help="take the taxonomy, linker and state folder from a project")
     p.add_argument("--taxonomy", help='"esco" or a CSV (id, preferred_label, alt_labels, ...)')
     p.add_argument("--linker", help="a linker folder (default: the plain MiniLM backbone)")
@@ -40,7 +47,7 @@ def add_link_options(p) -> None:
     p.add_argument("--threshold", type=float, help="no match below this (default: the linker's)")
 
 
-def open_linker(args):
+def open_linker(args: argparse.Namespace) -> tuple[Linker, int]:
     """The linker the options name: --project's [linking] section, overridden by flags."""
     if args.project:
         from labeling.project import load_project
@@ -69,14 +76,14 @@ def open_linker(args):
 
 
 def project_linker(
-    project,
+    project: Project,
     state_base: str | Path | None,
     taxonomy: str | None = None,
     linker: str | None = None,
     top_k: int | None = None,
     threshold: float | None = None,
     progress: bool = True,
-):
+) -> tuple[Linker, int]:
     """(linker, top_k) from a project's `[linking]` section; label embeddings cached in its
     state folder."""
     from labeling.state import ProjectState
@@ -95,7 +102,15 @@ def project_linker(
     )
 
 
-def _linker(spec, base, folder, cache, top_k, threshold, progress):
+def _linker(
+    spec: str,
+    base: Path | None,
+    folder: str | None,
+    cache: Path,
+    top_k: int | None,
+    threshold: float | None,
+    progress: bool,
+) -> tuple[Linker, int]:
     from training.linker import Linker
     from training.taxonomy import load_taxonomy
 
@@ -148,7 +163,7 @@ def _valid_span(span, length: int) -> bool:
     return isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= length
 
 
-def link_command(args) -> int:
+def link_command(args: argparse.Namespace) -> int:
     from training.linker import link_fields, link_spans
     from training.text import Document, Span
 
@@ -184,7 +199,7 @@ def link_command(args) -> int:
     return 0
 
 
-def tag_rows(args, rows: list[dict]) -> None:
+def tag_rows(args: argparse.Namespace, rows: list[dict]) -> None:
     """Spans for rows with text only, from the tagger --model names (labels as it knows)."""
     from backend.commands_model import model_labels
     from training.datasets import span_dict
@@ -200,7 +215,7 @@ def tag_rows(args, rows: list[dict]) -> None:
 LINKS_FILE = "links.jsonl"
 
 
-def link_export(result, linker, top_k: int) -> list[Path]:
+def link_export(result: ExportResult, linker: Linker, top_k: int) -> list[Path]:
     """Link every span of an export (labeling.curation.export.ExportResult): `links.jsonl`
     (one row per span, any format), the fields added to each span of JSONL splits, and a
     section in the card counting spans per taxonomy entry, with the taxonomy's attribution."""
