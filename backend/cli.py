@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "backend.commands_studio",  # studio, project
     "backend.commands_select",  # select, simulate
     "backend.commands_data",  # status, rounds, report, export, quality
+    "backend.commands_link",  # link
 ]
 
 

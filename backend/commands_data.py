@@ -60,6 +60,7 @@ def register(subparsers) -> None:
     p.add_argument("--license", default="unspecified", help="licence for the dataset card")
     p.add_argument("--name", help="dataset name for the card (default: the project name)")
     _gold(p, "also export the project's gold file ([data] gold) posts")
+    p.add_argument("--link", action="store_true", help="link spans to the project's taxonomy")
     p.set_defaults(func=export_command)
 
     p = subparsers.add_parser("quality", help="agreement, pre-annotation edits, label errors")
@@ -299,6 +300,10 @@ def export_command(args) -> int:
         name=args.name or project.name,
     )
     result = export_dataset(records, args.out, settings, gold)
+    if args.link:
+        from backend.commands_link import link_export, project_linker
+
+        link_export(result, *project_linker(project, args.state_dir))
     print(result.summary())
     return 0
 

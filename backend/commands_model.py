@@ -43,6 +43,10 @@ def register(subparsers) -> None:
     _label_options(p)
     p.add_argument("--fp32", action="store_true", help="full fp32 precision (no int8/bf16)")
     p.add_argument("--max-tokens", type=int, help="window length (default: the tagger's)")
+    p.add_argument("--link", action="store_true", help="link each span to a taxonomy entry")
+    from backend.commands_link import add_link_options
+
+    add_link_options(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=predict_command)
 
@@ -196,6 +200,7 @@ def predict_command(args) -> int:
     with _open(args.input, "r") as handle:
         rows = read_texts(handle, args.input)
     tagger = _load_tagger(args)
+    linker, top_k = _linker_if_asked(args)
     with (
         _open(args.output, "w") as out,
         tqdm(
@@ -208,14 +213,36 @@ def predict_command(args) -> int:
     ):
         for i in range(0, len(rows), PREDICT_CHUNK):
             chunk = rows[i : i + PREDICT_CHUNK]
-            for row, prediction in zip(
-                chunk, tagger.predict([r["text"] for r in chunk]), strict=True
-            ):
+            predictions = tagger.predict([r["text"] for r in chunk])
+            links = _links(linker, predictions, top_k)
+            for row, prediction, span_links in zip(chunk, predictions, links, strict=True):
+                spans = [span_dict(s) for s in prediction.spans]
+                for span, link in zip(spans, span_links, strict=True):
+                    span |= link
                 result = {"id": row["id"]} if "id" in row else {}
-                result |= {"text": row["text"], "spans": [span_dict(s) for s in prediction.spans]}
+                result |= {"text": row["text"], "spans": spans}
                 out.write(json.dumps(result, ensure_ascii=False) + "\n")
             bar.update(len(chunk))
     return 0
+
+
+def _linker_if_asked(args):
+    if not args.link:
+        if args.taxonomy or args.linker or args.project:
+            raise ValueError("--taxonomy, --linker and --project take effect with --link")
+        return None, 0
+    from backend.commands_link import open_linker
+
+    return open_linker(args)
+
+
+def _links(linker, predictions, top_k: int) -> list[list[dict]]:
+    """Per prediction, per span: the link fields (empty dicts when not linking)."""
+    if linker is None:
+        return [[{} for _ in p.spans] for p in predictions]
+    from training.linker import link_fields, link_spans
+
+    return [[link_fields(x) for x in doc] for doc in link_spans(linker, predictions, top_k)]
 
 
 def evaluate_command(args) -> int:

@@ -59,6 +59,13 @@ class SelectionSettings:
     batch_size: int = 10
 
 
+@dataclass(slots=True)
+class LinkingSettings:
+    taxonomy: str = ""  # "esco", or a CSV path relative to the project ("" = no linking)
+    linker: str = "backbone"  # "backbone", or a linker folder relative to the project
+    top_k: int = 5
+
+
 @dataclass
 class Project:
     folder: Path
@@ -73,6 +80,7 @@ class Project:
     retrain: RetrainSettings
     selection: SelectionSettings
     data: dict = field(default_factory=dict)  # posts, gold, import: paths relative to folder
+    linking: LinkingSettings = field(default_factory=LinkingSettings)
 
     @property
     def label_values(self) -> list[str]:
@@ -203,6 +211,7 @@ def load_project(folder_or_name: str | Path) -> Project:
         retrain=_checked_retrain(retrain, toml_path),
         selection=_section(SelectionSettings, raw.get("selection"), toml_path, "selection"),
         data=dict(raw.get("data") or {}),
+        linking=_section(LinkingSettings, raw.get("linking"), toml_path, "linking"),
     )
 
 

@@ -68,6 +68,11 @@ class ProjectState:
         return self.root / "reports"
 
     @property
+    def linking_cache(self) -> Path:
+        """Label embeddings, one file per (encoder, taxonomy) pair."""
+        return self.root / "linking"
+
+    @property
     def backend_log(self) -> Path:
         return self.root / "backend.log"
 

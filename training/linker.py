@@ -1,0 +1,317 @@
+"""Linking spans to taxonomy entries with a sentence-embedding model.
+
+Every label of the taxonomy (preferred and alternative) is embedded once per linker
+version and cached; a span is embedded (optionally mixed with a little of its sentence),
+ranked against all labels by cosine, and each entry scores its best label. Brute-force
+NumPy over ~96.5k labels x 384 dimensions is ~37M multiply-adds per span: milliseconds.
+Beyond a few million labels an approximate index (FAISS, hnswlib) would take its place.
+
+A linker version is a folder with `linker.json` (the encoder, the no-match threshold and
+the context weight, tuned on validation data) and, for a fine-tuned linker, the encoder's
+weights beside it. The plain linker is the offline MiniLM backbone with defaults.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from training.taxonomy import Taxonomy
+
+log = logging.getLogger(__name__)
+
+LINKER_FILE = "linker.json"
+# The plain backbone's no-match threshold, tuned on the ESCO linking validation sets
+# (benchmarks/linking_esco.py, docs/linking.md); a linker folder stores its own.
+DEFAULT_THRESHOLD = 0.77
+EMBED_BATCH = 256
+MAX_LABEL_TOKENS = 32
+MAX_CONTEXT_TOKENS = 128
+SENTENCE_END = re.compile(r"[.!?;\n]")
+
+
+@dataclass(slots=True)
+class Candidate:
+    id: str
+    label: str  # the entry's preferred label
+    score: float  # cosine of the span and the entry's best-matching label
+    matched_label: str = ""  # that label (an alternative label when it was one)
+
+    def to_dict(self) -> dict:
+        out = {"id": self.id, "label": self.label, "score": round(self.score, 4)}
+        if self.matched_label and self.matched_label != self.label:
+            out["matched_label"] = self.matched_label
+        return out
+
+
+@dataclass(slots=True)
+class Link:
+    """One span's top-k candidates; `best` is None when the top score is below threshold."""
+
+    candidates: list[Candidate]
+    threshold: float
+
+    @property
+    def best(self) -> Candidate | None:
+        if self.candidates and self.candidates[0].score >= self.threshold:
+            return self.candidates[0]
+        return None
+
+
+@dataclass(slots=True)
+class LinkerSettings:
+    """What `linker.json` holds: everything a linker version needs besides the taxonomy."""
+
+    encoder: str = "backbone"  # "backbone", or "." for weights in the linker's own folder
+    threshold: float = DEFAULT_THRESHOLD
+    context_weight: float = 0.0  # share of the sentence's embedding mixed into the span's
+    details: dict = field(default_factory=dict)  # how it was trained / tuned, figures
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / LINKER_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def read(cls, folder: str | Path) -> LinkerSettings:
+        path = Path(folder) / LINKER_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"not a linker folder (no {LINKER_FILE}): {folder}")
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+class SentenceEncoder:
+    """all-MiniLM-L6-v2 as sentence-transformers runs it: mean pooling over the attention
+    mask, then L2 normalisation. Loads any BERT-like folder (the tiny test model too)."""
+
+    def __init__(self, folder: str | Path | None = None):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        from training.checkpoint import resolve_source
+
+        self.folder = Path(resolve_source(None if folder in (None, "backbone") else str(folder)))
+        self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+        self.model = AutoModel.from_pretrained(self.folder)
+        self.model.eval()
+        self._torch = torch
+
+    def key(self) -> str:
+        """A hash of the weights: label embeddings are only reused for the same encoder."""
+        digest = hashlib.sha256()
+        for name in ("model.safetensors", "pytorch_model.bin", "config.json"):
+            path = self.folder / name
+            if path.is_file():
+                with open(path, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+        return digest.hexdigest()[:16]
+
+    def forward(self, texts: Sequence[str], max_tokens: int):
+        """Normalised embeddings as a torch tensor, with gradients if enabled (training)."""
+        limit = min(max_tokens, self.tokenizer.model_max_length)
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=limit, return_tensors="pt"
+        )
+        hidden = self.model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return self._torch.nn.functional.normalize(pooled, dim=-1)
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        max_tokens: int = MAX_LABEL_TOKENS,
+        batch_size: int = EMBED_BATCH,
+        progress: bool = False,
+        desc: str = "embedding",
+    ) -> np.ndarray:
+        from tqdm.auto import tqdm
+
+        # Sorted by length so that each batch pads little; results put back in order.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
+        with (
+            self._torch.inference_mode(),
+            tqdm(total=len(texts), disable=not progress, desc=desc, file=sys.stderr) as bar,
+        ):
+            for i in range(0, len(order), batch_size):
+                idx = order[i : i + batch_size]
+                out[idx] = self.forward([texts[j] for j in idx], max_tokens).float().numpy()
+                bar.update(len(idx))
+        return out
+
+
+@dataclass
+class LabelIndex:
+    """All labels' embeddings, grouped by entry: rows `offsets[e]:offsets[e+1]` are entry e's."""
+
+    vectors: np.ndarray  # (n_labels, dim), L2-normalised
+    offsets: np.ndarray  # (n_entries,), the first row of each entry
+    texts: list[str]
+
+    @classmethod
+    def build(
+        cls,
+        taxonomy: Taxonomy,
+        encoder: SentenceEncoder,
+        cache_dir: str | Path | None = None,
+        progress: bool = False,
+        preferred_only: bool = False,
+    ) -> LabelIndex:
+        texts, offsets = [], []
+        for entry in taxonomy.entries:
+            offsets.append(len(texts))
+            texts.extend(entry.labels[:1] if preferred_only else entry.labels)
+        cache = None
+        if cache_dir is not None:
+            name = f"labels-{encoder.key()}-{taxonomy.fingerprint()}"
+            cache = Path(cache_dir) / f"{name}{'-preferred' if preferred_only else ''}.npy"
+            if cache.is_file():
+                vectors = np.load(cache)
+                if vectors.shape[0] == len(texts):
+                    log.info("label embeddings from %s", cache)
+                    return cls(vectors, np.asarray(offsets), texts)
+        log.info("embedding %d labels of %s", len(texts), taxonomy.name)
+        vectors = encoder.encode(texts, progress=progress, desc=f"embedding {taxonomy.name}")
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            partial = cache.with_suffix(".tmp.npy")
+            np.save(partial, vectors)
+            partial.replace(cache)  # a killed run never leaves a half-written cache
+        return cls(vectors, np.asarray(offsets), texts)
+
+    def entry_scores(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n_queries, n_entries) best cosine per entry, and the label cosines behind it."""
+        sims = queries @ self.vectors.T
+        return np.maximum.reduceat(sims, self.offsets, axis=1), sims
+
+    def best_row(self, sims: np.ndarray, entry: int) -> int:
+        """The row of entry's best-matching label, given one query's label cosines."""
+        start = int(self.offsets[entry])
+        end = int(self.offsets[entry + 1]) if entry + 1 < len(self.offsets) else len(sims)
+        return start + int(sims[start:end].argmax())
+
+
+def sentence_around(text: str, start: int, end: int, limit: int = 300) -> str:
+    """The sentence holding text[start:end] (bounded by . ! ? ; or a newline), at most
+    `limit` characters on each side: the context a span is embedded with."""
+    left = max(0, start - limit)
+    ends = [m.end() for m in SENTENCE_END.finditer(text, left, start)]
+    begin = ends[-1] if ends else left
+    match = SENTENCE_END.search(text, end, min(len(text), end + limit))
+    stop = match.end() if match else min(len(text), end + limit)
+    return text[begin:stop].strip()
+
+
+class Linker:
+    def __init__(
+        self,
+        taxonomy: Taxonomy,
+        encoder: SentenceEncoder,
+        settings: LinkerSettings | None = None,
+        cache_dir: str | Path | None = None,
+        progress: bool = False,
+        preferred_only: bool = False,
+    ):
+        self.taxonomy = taxonomy
+        self.encoder = encoder
+        self.settings = settings or LinkerSettings()
+        self.index = LabelIndex.build(taxonomy, encoder, cache_dir, progress, preferred_only)
+
+    @classmethod
+    def load(
+        cls,
+        taxonomy: Taxonomy,
+        folder: str | Path | None = None,
+        cache_dir: str | Path | None = None,
+        progress: bool = False,
+    ) -> Linker:
+        """A linker version's folder, or None for the plain backbone with defaults."""
+        if folder is None or str(folder) == "backbone":
+            settings = LinkerSettings()
+            encoder = SentenceEncoder(None)
+        else:
+            settings = LinkerSettings.read(folder)
+            source = folder if settings.encoder == "." else settings.encoder
+            encoder = SentenceEncoder(source)
+        return cls(taxonomy, encoder, settings, cache_dir, progress)
+
+    @property
+    def threshold(self) -> float:
+        return self.settings.threshold
+
+    def embed(self, spans: Sequence[str], contexts: Sequence[str] | None = None) -> np.ndarray:
+        vectors = self.encoder.encode(list(spans))
+        weight = self.settings.context_weight
+        if contexts is not None and weight > 0:
+            context = self.encoder.encode(list(contexts), max_tokens=MAX_CONTEXT_TOKENS)
+            vectors = (1 - weight) * vectors + weight * context
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-9)
+        return vectors
+
+    def rank(self, queries: np.ndarray, k: int = 5) -> list[list[Candidate]]:
+        out = []
+        for start in range(0, len(queries), 64):  # bounds the (queries x labels) matrix
+            scores, sims = self.index.entry_scores(queries[start : start + 64])
+            for q_scores, q_sims in zip(scores, sims, strict=True):
+                top = np.argpartition(-q_scores, min(k, len(q_scores) - 1))[:k]
+                top = top[np.argsort(-q_scores[top])]
+                out.append(
+                    [
+                        Candidate(
+                            self.taxonomy.entries[e].id,
+                            self.taxonomy.entries[e].preferred_label,
+                            float(q_scores[e]),
+                            self.index.texts[self.index.best_row(q_sims, e)],
+                        )
+                        for e in top
+                    ]
+                )
+        return out
+
+    def link(
+        self, spans: Sequence[str], contexts: Sequence[str] | None = None, k: int = 5
+    ) -> list[Link]:
+        if not spans:
+            return []
+        ranked = self.rank(self.embed(spans, contexts), k)
+        return [Link(candidates, self.threshold) for candidates in ranked]
+
+
+def link_spans(linker: Linker, docs: Sequence, k: int = 5) -> list[list[Link]]:
+    """Links for every span of every document (training.text.Document), each span embedded
+    with its sentence as context (used when the linker's context weight is above 0)."""
+    spans, contexts, sizes = [], [], []
+    for doc in docs:
+        sizes.append(len(doc.spans))
+        for span in doc.spans:
+            spans.append(span.text or doc.text[span.start : span.end])
+            contexts.append(sentence_around(doc.text, span.start, span.end))
+    links = linker.link(spans, contexts, k)
+    out, at = [], 0
+    for size in sizes:
+        out.append(links[at : at + size])
+        at += size
+    return out
+
+
+def link_fields(link: Link) -> dict:
+    """The fields a linked span carries in JSON (CLI output, predictions, exports):
+    taxonomy_id/taxonomy_label/link_score are None for "no match"; candidates always."""
+    best = link.best
+    return {
+        "taxonomy_id": best.id if best else None,
+        "taxonomy_label": best.label if best else None,
+        "link_score": round(best.score, 4) if best else None,
+        "link_candidates": [c.to_dict() for c in link.candidates],
+    }
