@@ -13,10 +13,13 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flask import Flask, Response, g, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 
 from backend.inbox import SYNC_BYTES, Inbox
 from backend.metrics import Gauge, Metrics
@@ -41,6 +44,12 @@ from backend.validation import (
 )
 from labeling.studio.config import LabelingConfig
 
+if TYPE_CHECKING:
+    from backend.worker import TrainingWorker
+    from labeling.project import Project
+    from labeling.store import AnnotationStore
+    from training.registry import Registry
+
 log = logging.getLogger(__name__)
 
 UNAUTHENTICATED = ("health",)  # Label Studio checks /health before anything else
@@ -54,11 +63,11 @@ class Services:
     """Everything the routes use, built once per application."""
 
     config: ServiceConfig
-    project: object  # labeling.project.Project
+    project: Project
     state_dir: Path
-    store: object  # labeling.store.AnnotationStore
-    registry: object  # training.registry.Registry
-    worker: object | None  # backend.worker.TrainingWorker (None: training disabled)
+    store: AnnotationStore
+    registry: Registry
+    worker: TrainingWorker | None  # None: training disabled
     holder: ModelHolder
     studio: StudioLink
     metrics: Metrics
@@ -75,7 +84,10 @@ class Services:
         self.store.close()
 
 
-def build_services(config: ServiceConfig, make_worker=None) -> Services:
+MakeWorker = Callable[..., "TrainingWorker"]
+
+
+def build_services(config: ServiceConfig, make_worker: MakeWorker | None = None) -> Services:
     """The project, store, registry, model holder and training worker for `config`.
 
     `make_worker(project, state_dir, on_promoted)` defaults to backend.worker.TrainingWorker.
@@ -103,10 +115,12 @@ def build_services(config: ServiceConfig, make_worker=None) -> Services:
         threads=config.threads,
         training_threads=config.training_threads,
     )
-    worker = None
+    worker: TrainingWorker | None = None
     if config.training:
         if make_worker is None:
-            from backend.worker import TrainingWorker as make_worker
+            from backend.worker import TrainingWorker
+
+            make_worker = TrainingWorker
         worker = make_worker(project, state_dir, on_promoted=holder.promoted)
         holder.training_running = worker.is_running  # an Event: no I/O per /predict
     return Services(
@@ -122,7 +136,8 @@ def create_app(config: ServiceConfig, services: Services | None = None) -> Flask
     services = services or build_services(config)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_content_length
-    app.json.sort_keys = False
+    if isinstance(app.json, DefaultJSONProvider):
+        app.json.sort_keys = False  # keys in the order Label Studio's docs show them
     app.extensions["skillloop"] = services
     _register(app, services)
     services.holder.start(background=config.background_load)

@@ -68,9 +68,9 @@ class Metrics:
                 full = self._head(lines, name, "counter")
                 for key, value in sorted(series.items()):
                     lines.append(f"{full}{_fmt_labels(key)} {_num(value)}")
-            for name, series in sorted(self._histograms.items()):
+            for name, histogram in sorted(self._histograms.items()):
                 full = self._head(lines, name, "histogram")
-                for key, values in sorted(series.items()):
+                for key, values in sorted(histogram.items()):
                     for bound, count in zip(LATENCY_BUCKETS, values, strict=False):
                         le = _fmt_labels(key + (("le", _num(bound)),))
                         lines.append(f"{full}_bucket{le} {_num(count)}")

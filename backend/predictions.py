@@ -54,10 +54,10 @@ def label_names(labeling: LabelingConfig, project: Project) -> dict[str, str]:
     except ConfigError as first:
         aliases: dict[str, str] = {}
         for label in project.labels:
-            for alias in getattr(label, "predicted_values", ()) or ():
+            for alias in label.predicted_values:
                 aliases.setdefault(alias, label.value)
-        for tag_type, label in (getattr(project.model, "label_map", None) or {}).items():
-            aliases.setdefault(tag_type, label)
+        for tag_type, mapped in project.model.label_map.items():
+            aliases.setdefault(tag_type, mapped)
         try:
             by_alias = map_model_labels(labeling, list(aliases))
         except ConfigError:

@@ -15,8 +15,12 @@ import html
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from backend.gate import summary as gate_summary
+
+if TYPE_CHECKING:
+    from training.registry import ModelVersion
 
 FORMATS = ("html", "md")
 WINDOW = 3  # rounds the stopping hint looks back over
@@ -49,7 +53,7 @@ def label_f1(version, label: str) -> float | None:
 def version_labels(versions) -> list[str]:
     labels: dict[str, None] = {}
     for v in versions:
-        for label in getattr(v, "labels", None) or (v.metrics or {}).get("labels") or []:
+        for label in v.labels or (v.metrics or {}).get("labels") or []:
             labels[label] = None
     return list(labels)
 
@@ -82,8 +86,11 @@ def stopping_hint(versions, window: int = WINDOW, min_gain: float = MIN_GAIN) ->
     """Held-out F1 gained per 100 annotations over the last `window` rounds (first to last
     of them), and whether the curve has flattened: that gain below `min_gain`. A single
     weak round is reported but is not yet a plateau."""
-    points = [(annotations_of(v), v.heldout_f1) for v in versions]
-    points = [(n, f1) for n, f1 in points if n is not None and f1 is not None]
+    points: list[tuple[int, float]] = []
+    for v in versions:
+        n, f1 = annotations_of(v), v.heldout_f1
+        if n is not None and f1 is not None:
+            points.append((n, f1))
     last = versions[-1] if versions else None
     paired = None
     if last is not None and last.heldout_f1 is not None and last.baseline_f1 is not None:
@@ -128,7 +135,7 @@ def round_rows(versions, labels: list[str]) -> list[dict]:
                 "version": v.version,
                 "parent": v.parent or "base",
                 "created_at": v.created_at,
-                "trigger": getattr(v, "trigger", "") or "",
+                "trigger": v.trigger or "",
                 "annotations": annotations_of(v),
                 "snapshot": (snapshot.get("sha256") or "")[:12],
                 "heldout_f1": _r(v.heldout_f1),
@@ -153,8 +160,11 @@ def plot_learning_curve(versions, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    points = [(annotations_of(v), v.heldout_f1, v) for v in versions]
-    points = [p for p in points if p[0] is not None and p[1] is not None]
+    points: list[tuple[int, float, ModelVersion]] = []
+    for v in versions:
+        n, f1 = annotations_of(v), v.heldout_f1
+        if n is not None and f1 is not None:
+            points.append((n, f1, v))
     if points:
         ax.plot([p[0] for p in points], [p[1] for p in points], color="#999", lw=1, zorder=1)
     styles = {

@@ -224,10 +224,14 @@ def plan_round(
             heldout_documents=len(heldout),
             change_counter=counter,
         )
+    base: str | None
+    label_map: dict[str, str] | None
+    parent: str | None
     if serving is not None and serving.labels == labels:
         base, label_map, parent = str(serving.path), None, serving.version
     else:
         base, label_map, parent = project.model_base(), project.model.label_map or None, None
+    baseline: dict[str, object]
     if serving is not None:
         baseline = {"version": serving.version, "path": str(serving.path), "label_map": None}
     else:  # the service serves the project base when it has a head for the labels

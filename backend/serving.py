@@ -17,8 +17,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from backend.chunks import CHUNK_CHARS, FairLock, chunks, joined, pieces
+
+if TYPE_CHECKING:
+    from labeling.studio.client import StudioClient
+    from training.tagger import Tagger
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +34,7 @@ UNTRAINED = "untrained"
 class ServingModel:
     """A loaded tagger and the model_version it answers with (`tagger` None: no model yet)."""
 
-    tagger: object | None
+    tagger: Tagger | None
     version: str
     source: str | None = None
     from_registry: bool = False  # False: the project's base model (or none)
@@ -73,7 +78,7 @@ class ModelHolder:
         self.chunk_chars = chunk_chars
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._strategy = _resolve_strategy(getattr(project.selection, "strategy", "mnlp"))
+        self._strategy = _resolve_strategy(project.selection.strategy)
         self.threads = threads  # torch threads when no round trains (None: torch's default)
         self.training_threads = training_threads  # ... and while one trains (0: the same)
         # whether a training round runs now (set by the app once the worker exists)
@@ -169,16 +174,12 @@ class ModelHolder:
 
         labels = [label.value for label in self.project.labels]
         model_options = self.project.model
-        options = {}
-        for name in ("max_tokens", "stride"):
-            value = getattr(model_options, name, None)
-            if value:
-                options[name] = value
+        options = {"max_tokens": model_options.max_tokens, "stride": model_options.stride}
         if wanted is not None:
             source, version = str(wanted.path), wanted.version
         else:
             source, version = self.project.model_base(), None
-        label_map = dict(getattr(model_options, "label_map", None) or {}) or None
+        label_map = dict(model_options.label_map) or None
         started = time.perf_counter()
         try:
             tagger = Tagger.load(source, labels, label_map, **options)
@@ -233,6 +234,7 @@ class ModelHolder:
                     break
                 training = self.training_threads and self.training_running()
                 self._set_threads(self.training_threads if training else self.threads)
+                assert model.tagger is not None  # predict() returns early without a model
                 done[first:last] = model.tagger.predict([p[2] for p in parts[first:last]])
         by_text: dict[int, list] = {}
         for (i, offset, _), prediction in zip(parts, done, strict=True):
@@ -314,7 +316,7 @@ class StudioLink:
         self.path = Path(studio_file)
         self._url, self._api_key = url, api_key
         self.remove_older = remove_older
-        self._client = None
+        self._client: StudioClient | None = None
         self._lock = threading.Lock()
         self.project_id: int | None = self._read()
         self.last_refresh: dict | None = None
@@ -362,6 +364,8 @@ class StudioLink:
     def refresh(self, model: ServingModel) -> None:
         from labeling.studio.client import StudioClient
 
+        if self._url is None or self._api_key is None or self.project_id is None:
+            return  # not configured (model_swapped checks it first)
         with self._lock:
             if self._client is None:
                 self._client = StudioClient(self._url, self._api_key)

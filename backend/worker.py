@@ -36,6 +36,7 @@ from backend.rounds import (
 )
 from backend.trigger import AutoTrigger
 from labeling.project import Project
+from labeling.store import AnnotationStore
 from training.registry import ModelVersion
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ class TrainingWorker:
         self._decided: tuple[int, str, str] = (0, "", "")  # ... how far rounds answered them
         retrain = project.retrain
         self._auto = AutoTrigger(retrain.every_n_annotations, retrain.debounce_seconds)
-        self._store = None  # the worker thread's own connection, for counting changes
+        # the worker thread's own connection, for counting changes
+        self._store: AnnotationStore | None = None
 
     # ------------------------------------------------------------------ control
 

@@ -267,7 +267,7 @@ def test_the_whole_loop_on_a_real_label_studio(studio, project_dir, backend):
         pending = [t for t in current if not t["annotations"] and len(t["predictions"]) > 1]
         return current if not pending else None
 
-    tasks = _wait_for("one suggestion per unannotated task", one_suggestion, 60, every=2)
+    tasks = wait_for("one suggestion per unannotated task", one_suggestion, 60, every=2)
     for task in tasks:
         kept = sorted(p["model_version"] for p in task["predictions"])
         assert kept == ([initial, version] if task["annotations"] else [version]), task["id"]

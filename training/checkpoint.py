@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -38,7 +39,7 @@ class CheckpointError(ValueError):
 
 @dataclass(slots=True)
 class Loaded:
-    tokenizer: object
+    tokenizer: Any  # a transformers fast tokenizer (offsets needed)
     model: torch.nn.Module
     labels: list[str]  # project labels, in tag order
     new_tags: list[str]  # project tags the checkpoint did not know (fresh head rows)
@@ -137,7 +138,7 @@ def load(
             f"{name} has no BIO tagging head (tags {model_tags[:4]}...): train it first"
         )
     if not allow_new_labels and missing:
-        unknown = sorted({split_tag(t)[1] for t in missing if t != OUTSIDE})
+        unknown = sorted({split_tag(t)[1] or t for t in missing if t != OUTSIDE})
         raise CheckpointError(
             f"the model does not know the labels {unknown}; its tags are {model_tags}. "
             "Map them with label_map (model tag type -> project label) or train a new head."
@@ -209,4 +210,5 @@ def _rebuild_head(model: torch.nn.Module, columns: Mapping[str, int], wanted: Se
                 new.weight[i] = old.weight[columns[tag]]
                 new.bias[i] = old.bias[columns[tag]]
     model.classifier = new
-    model.num_labels = len(wanted)
+    # transformers' heads read num_labels off the model in forward (the loss's view)
+    model.num_labels = len(wanted)  # type: ignore[assignment]

@@ -111,7 +111,7 @@ def labels_of(docs: Iterable[Document]) -> list[str]:
 
 def read_skillspan(path: str | Path) -> list[Document]:
     """SkillSpan JSON lines: sentences regroup into postings by (source, idx) in file order."""
-    groups: dict[tuple[str, int], list[dict]] = {}
+    groups: dict[tuple[str, object], list[dict]] = {}
     for number, line in enumerate(_lines(path), 1):
         row = _json(line, path, number)
         if "tokens" not in row:

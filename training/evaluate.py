@@ -72,7 +72,9 @@ class EvalReport:
         }
 
     def table(self) -> str:
-        rows = [("", "strict P", "R", "F1", "default F1", "char P", "R", "F1", "support")]
+        rows: list[tuple[str, ...]] = [
+            ("", "strict P", "R", "F1", "default F1", "char P", "R", "F1", "support")
+        ]
         for name in [*self.labels, OVERALL]:
             e, d, c = self.entity[name], self.entity_default[name], self.char[name]
             rows.append(
@@ -139,7 +141,9 @@ def span_scores(
     gold: Iterable[Iterable[Span]], predicted: Iterable[Iterable[Span]], labels: Sequence[str]
 ) -> dict[str, Score]:
     """Exact character-span scores: a prediction counts when start, end and label match."""
-    correct, n_pred, n_gold = Counter(), Counter(), Counter()
+    correct: Counter[str] = Counter()
+    n_pred: Counter[str] = Counter()
+    n_gold: Counter[str] = Counter()
     for gold_spans, predicted_spans in zip(gold, predicted, strict=True):
         g = {s.key() for s in gold_spans}
         p = {s.key() for s in predicted_spans}

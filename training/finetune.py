@@ -20,15 +20,19 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from training import checkpoint
-from training.crf import CRF, word_emissions
+from training.crf import CRF, Transitions, word_emissions
 from training.saving import check_out_dir, save
 from training.text import Document, spans_to_tags, tag_names, words
 from training.windows import WINDOWS, encode, make_windows, special_tokens, window_inputs
+
+if TYPE_CHECKING:
+    from training.tagger import Tagger
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +168,7 @@ class EarlyStopping:
         self.best_epoch = 0
         self.since_best = 0
         self.state: dict | None = None
-        self.crf_scores = None
+        self.crf_scores: Transitions | None = None
 
     def update(self, epoch: int, f1: float, model, crf: CRF | None) -> bool:
         """Record epoch `epoch`'s dev F1; True when training should stop."""
@@ -186,8 +190,8 @@ class Prepared:
     """What one training run works on, built once before the first step."""
 
     model: torch.nn.Module
-    tokenizer: object
-    dev_tagger: object  # training.tagger.Tagger on `model`
+    tokenizer: Any  # a transformers fast tokenizer
+    dev_tagger: Tagger  # on `model`
     crf: CRF | None
     examples: list[Example]
     bf16: bool
@@ -248,7 +252,8 @@ class Optimizer:
     ):
         from transformers import get_linear_schedule_with_warmup
 
-        decay, no_decay = [], []
+        decay: list[torch.nn.Parameter] = []
+        no_decay: list[torch.nn.Parameter] = []
         for name, param in run.model.named_parameters():
             (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
         groups = [
@@ -306,6 +311,7 @@ def batch_loss(run: Prepared, batch: list[Example]) -> torch.Tensor:
         out = run.model(**inputs)
     if run.crf is None:
         return out.loss
+    assert targets is not None  # popped above whenever there is a CRF
     emissions, tags, mask = word_emissions(out.logits.float(), targets, IGNORE)
     return run.crf.nll(emissions, tags, mask) / mask.sum().clamp(min=1)
 

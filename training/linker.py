@@ -168,7 +168,8 @@ class LabelIndex:
         progress: bool = False,
         preferred_only: bool = False,
     ) -> LabelIndex:
-        texts, offsets = [], []
+        texts: list[str] = []
+        offsets: list[int] = []
         for entry in taxonomy.entries:
             offsets.append(len(texts))
             texts.extend(entry.labels[:1] if preferred_only else entry.labels)

@@ -89,7 +89,8 @@ def train_linker(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / max(1, config.warmup_steps))
     )
-    started, step, loss_value, order = time.time(), 0, float("nan"), []
+    started, step, loss_value = time.time(), 0, float("nan")
+    order: list[int] = []
     bar = tqdm(disable=not progress, desc="training linker", unit="step", file=sys.stderr)
     while step < config.max_steps and time.time() - started < config.max_seconds:
         if len(order) < batch_size:

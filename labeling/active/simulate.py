@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -137,7 +138,7 @@ class FastLearner:
         self.pool_y = [np.array([index[t] for t in _gold_tags(d)]) for d in pool]
         self.eval_gold = [_gold_tags(d) for d in held_out]
         self.embeddings = np.stack([x.mean(axis=0) for x in self.pool_x])
-        self.head = None
+        self.head: Any = None  # torch.nn.Sequential once fitted (torch imported lazily)
 
     def fit(self, indices: Sequence[int], seed: int) -> None:
         with _one_thread():
@@ -336,7 +337,7 @@ def simulate(pool_path, eval_path, config: SimConfig, progress=print) -> dict:
 def _run_curve(
     learner, name: str, labelled: list[int], cost, seed: int, config, span_labels
 ) -> dict:
-    curve = {
+    curve: dict[str, Any] = {
         "seed": seed,
         "items": [],
         "tokens": [],
@@ -375,9 +376,9 @@ def _run_curve(
 
 def _extend_random(learner, curve: dict, cost, seed: int, sizes: Sequence[int]) -> None:
     """Random's curve continued to larger labelled sets, for its 95%-of-full-data point."""
-    order = np.random.default_rng([seed, 99]).permutation(len(cost))
     labelled = set(curve.pop("labelled"))
-    order = [i for i in order if i not in labelled]
+    permuted = np.random.default_rng([seed, 99]).permutation(len(cost))
+    order = [int(i) for i in permuted if i not in labelled]
     current = sorted(labelled)
     for size in sorted(sizes):
         extra = size - len(current)

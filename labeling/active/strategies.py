@@ -395,7 +395,7 @@ class ClassBalanced(QueryStrategy):
         expected = 0.0
         for column, tag in enumerate(item.tags):
             prefix, label = split_tag(tag)
-            if prefix == "B":
+            if prefix == "B" and label is not None:
                 expected += self.rarity.get(label, 1.0) * float(item.probs[:, column].sum())
         return 1.0 + self.strength * min(expected, 3.0)
 

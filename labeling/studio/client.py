@@ -94,7 +94,8 @@ class StudioClient:
     # --- projects ------------------------------------------------------------------------
     def find_project(self, title: str) -> int | None:
         """The id of the project with exactly this title (the oldest when several)."""
-        ids = [p.id for p in self.ls.projects.list(title=title) if p.title == title]
+        listed: Iterable[Any] = self.ls.projects.list(title=title)
+        ids: list[int] = [p.id for p in listed if p.title == title and p.id is not None]
         return min(ids) if ids else None
 
     def ensure_project(self, title: str, label_config: str, description: str = "") -> ProjectRef:
@@ -104,6 +105,8 @@ class StudioClient:
             project = self.ls.projects.create(
                 title=title, label_config=label_config, description=description
             )
+            if project.id is None:
+                raise StudioError(f"Label Studio created project {title!r} without an id")
             return ProjectRef(project.id, title, created=True)
         current = self.ls.projects.get(id=project_id)
         if _normalise_xml(current.label_config or "") != _normalise_xml(label_config):
@@ -152,7 +155,7 @@ class StudioClient:
     # --- tasks ---------------------------------------------------------------------------
     def tasks(self, project_id: int) -> list[dict]:
         """All tasks with their data, annotations and predictions, as plain dicts."""
-        tasks = self.ls.tasks.list(project=project_id, fields="all", page_size=100)
+        tasks: Iterable[Any] = self.ls.tasks.list(project=project_id, fields="all", page_size=100)
         return [t.model_dump(mode="json") if hasattr(t, "model_dump") else dict(t) for t in tasks]
 
     def imported_post_ids(self, project_id: int) -> dict[str, int]:
@@ -161,8 +164,11 @@ class StudioClient:
 
     def _imported(self, project_id: int) -> dict[str, tuple[int, int]]:
         """Stable post id -> (task id, number of annotations)."""
-        known = {}
-        for task in self.ls.tasks.list(project=project_id, fields="task_only", page_size=100):
+        known: dict[str, tuple[int, int]] = {}
+        listed: Iterable[Any] = self.ls.tasks.list(
+            project=project_id, fields="task_only", page_size=100
+        )
+        for task in listed:
             post_id = (task.data or {}).get(POST_ID_KEY)
             if post_id is not None:
                 known[str(post_id)] = (task.id, int(task.total_annotations or 0))
@@ -193,8 +199,9 @@ class StudioClient:
         if not fresh:
             return ImportResult(0, skipped, [])
         for task_id in replaced:
-            self.ls.tasks.delete(id=task_id)
-        reply = self.ls.projects.import_tasks(id=project_id, request=fresh, return_task_ids=True)
+            self.ls.tasks.delete(id=str(task_id))
+        request: Any = fresh  # plain dicts: the SDK's request models accept their JSON form
+        reply = self.ls.projects.import_tasks(id=project_id, request=request, return_task_ids=True)
         task_ids = list(getattr(reply, "task_ids", None) or [])
         return ImportResult(len(fresh), skipped, task_ids)
 

@@ -65,9 +65,9 @@ def parse_config(xml: str) -> LabelingConfig:
             if not labels:
                 raise ConfigError(f'<Labels name="{el.get("name")}"> has no <Label> values')
             controls = tuple(
-                c.get("name") for c in root.iter() if c.get("toName") and c.get("name")
+                name for c in root.iter() if c.get("toName") and (name := c.get("name"))
             )
-            return LabelingConfig(el.get("name"), to_name, value[1:], labels, controls)
+            return LabelingConfig(el.get("name") or "", to_name, value[1:], labels, controls)
     raise ConfigError("the labeling config has no <Labels> bound to a <Text> tag (toName)")
 
 

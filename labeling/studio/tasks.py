@@ -201,7 +201,7 @@ def spans_to_regions(
         label = (label_names or {}).get(span.label, span.label)
         if label not in allowed:
             continue
-        region = {
+        region: dict[str, object] = {
             "id": uuid.uuid4().hex[:10],
             "from_name": config.from_name,
             "to_name": config.to_name,
