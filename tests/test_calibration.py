@@ -200,3 +200,32 @@ def test_an_invalid_stored_temperature_is_ignored_and_a_diagram_is_written(crf_f
         {"raw": (scores, rng.random(200) < scores**2)}, tmp_path / "r.png", "test"
     )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_round_fits_the_temperature_on_its_held_out_posts_before_the_gate(tiny_encoder, tmp_path):
+    from dataclasses import asdict
+
+    from backend.train_round import run
+    from tests.test_finetune import FAST, corpus
+    from tests.test_finetune import LABELS as ROUND_LABELS
+    from training.datasets import write_jsonl
+    from training.finetune import read_metadata
+
+    folder = tmp_path / "round"
+    folder.mkdir()
+    docs = corpus()
+    write_jsonl(docs[:4], folder / "train.jsonl")
+    write_jsonl(docs[4:] or docs[:2], folder / "heldout.jsonl")
+    config = {**asdict(FAST), "epochs": 1, "crf": True}
+    spec = {
+        "folder": str(folder),
+        "base": str(tiny_encoder),
+        "labels": ROUND_LABELS,
+        "out_dir": str(tmp_path / "candidate"),
+        "config": config,
+        "tagger": {"quantize": False},
+    }
+    result = run(spec)
+    stored = read_metadata(tmp_path / "candidate")["calibration"]
+    assert result["calibration"] == stored and stored["temperature"] > 0
+    assert stored["objective"] == "span_nll" and result["candidate"]["f1"] is not None

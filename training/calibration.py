@@ -226,3 +226,24 @@ def reliability_diagram(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def calibrate_checkpoint(
+    folder: str | Path,
+    labels: Sequence[str],
+    documents: Sequence[Document],
+    label_map: Mapping[str, str] | None = None,
+    **tagger_options,
+) -> dict:
+    """Fit the temperature of the checkpoint in `folder` on held-out `documents` and store
+    it there (what a retraining round does before its gate). Returns the fit as JSON.
+
+    The gate may score the same documents: the decoded spans, hence F1, do not depend
+    on the temperature, so fitting on them leaks nothing into the decision."""
+    from training.tagger import Tagger
+
+    tagger = Tagger.load(folder, labels, label_map, **tagger_options)
+    tagger.set_temperature(1.0)  # fit from the model as trained, not a stale temperature
+    fit = fit_temperature(tagger, documents)
+    write_calibration(folder, fit)
+    return fit.to_json()
