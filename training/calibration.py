@@ -125,11 +125,15 @@ def span_nll(scores: np.ndarray, correct: np.ndarray) -> float:
     return float(-np.where(c, np.log(s), np.log1p(-s)).mean())
 
 
-def fit_temperature(tagger, documents: Sequence[Document], steps: int = 40) -> Calibration:
+def fit_temperature(
+    tagger, documents: Sequence[Document], steps: int = 40, readings: Sequence | None = None
+) -> Calibration:
     """The temperature minimising the span NLL of `tagger` on `documents` (held out from
-    its training). The model runs once; each candidate T only re-reads the lattice.
-    The tagger itself is left unchanged: apply the result with `set_temperature`."""
-    readings = tagger.read([doc.text for doc in documents])
+    its training). The model runs once (or not at all, given its `readings` of the
+    documents, `Tagger.read`); each candidate T only re-reads the lattice. The tagger
+    itself is left unchanged: apply the result with `set_temperature`."""
+    if readings is None:
+        readings = tagger.read([doc.text for doc in documents])
 
     def outcomes(t: float) -> tuple[np.ndarray, np.ndarray]:
         return span_outcomes(tagger.score(readings, temperature=t), documents)
