@@ -21,11 +21,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from training.crf import Lattice
 from training.text import OUTSIDE, split_tag
+
+if TYPE_CHECKING:  # training.crf imports torch, which this numpy-only module avoids
+    from training.crf import Lattice
 
 EPS = 1e-12
 
