@@ -80,6 +80,7 @@ def run(spec: dict, progress_bar: bool = False) -> dict:
     """Train and score as `spec` says; returns (and writes) the result."""
     import torch
 
+    from training.calibration import calibrate_checkpoint
     from training.datasets import read_jsonl
     from training.finetune import TrainConfig, train
 
@@ -123,6 +124,10 @@ def run(spec: dict, progress_bar: bool = False) -> dict:
     started = time.perf_counter()
     if heldout:
         progress.report("evaluating", TRAIN_SHARE, force=True)
+        # span scores calibrated on the held-out posts (training.calibration); F1 is unchanged
+        result["calibration"] = calibrate_checkpoint(
+            spec["out_dir"], spec["labels"], heldout, **spec.get("tagger", {})
+        )
         result["candidate"] = score(spec["out_dir"], spec, heldout)
         baseline = spec.get("baseline")
         if baseline:

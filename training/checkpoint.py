@@ -44,6 +44,9 @@ class Loaded:
     labels: list[str]  # project labels, in tag order
     new_tags: list[str]  # project tags the checkpoint did not know (fresh head rows)
     transitions: Transitions | None = None  # a CRF's learned scores, in project tag order
+    # divides the emissions (and a CRF's scores) when probabilities are reported: the
+    # temperature fitted on held-out posts (`training.calibration`), 1.0 when none was
+    temperature: float = 1.0
 
 
 def backbone_path() -> Path:
@@ -155,7 +158,30 @@ def load(
     fresh = [t for t in wanted if t not in columns]
     if fresh:
         log.info("new head rows (to be trained) for %s", ", ".join(fresh))
-    return Loaded(tokenizer, model, list(labels), fresh, _crf_scores(name, columns, wanted))
+    return Loaded(
+        tokenizer,
+        model,
+        list(labels),
+        fresh,
+        _crf_scores(name, columns, wanted),
+        _temperature(name),
+    )
+
+
+def read_metadata(folder: str | Path) -> dict:
+    """A checkpoint folder's `skillloop.json` ({} for checkpoints trained elsewhere)."""
+    path = Path(folder) / METADATA_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _temperature(name: str) -> float:
+    """The fitted temperature a checkpoint's metadata stores ("calibration"), else 1.0."""
+    calibration = read_metadata(name).get("calibration") or {}
+    temperature = calibration.get("temperature", 1.0)
+    if not isinstance(temperature, int | float) or not 0 < temperature < float("inf"):
+        log.warning("ignoring the invalid temperature %r in %s", temperature, name)
+        return 1.0
+    return float(temperature)
 
 
 def _crf_scores(name: str, columns: Mapping[str, int], wanted: Sequence[str]):

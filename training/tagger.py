@@ -3,26 +3,35 @@
 A text is tokenized once (`training.windows.encode`), cut into overlapping windows of at
 most `max_tokens` subwords, and every word takes its probabilities from the one window
 that owns it, so a post of any length is read whole and a span crossing a seam is decoded
-once. A word's probabilities are the softmax of its first subword's logits. Windows from
-all texts are sorted by length and batched under a token budget, so little compute goes
-to padding. Spans come from one decoding per document (`training.decoding`, then
-`training.text.tags_to_spans`); a span's score is the lowest probability of its words'
-assigned tags.
+once. A word's emission probabilities are the softmax of its first subword's logits.
+Windows from all texts are sorted by length and batched under a token budget, so little
+compute goes to padding. Spans come from one decoding per document (`training.decoding`,
+then `training.text.tags_to_spans`).
+
+What a prediction reports is the probability under the model that decoded it
+(`training.crf.Lattice`): for a CRF checkpoint decoded by viterbi, the CRF's marginals
+(forward-backward over the same constrained lattice, line rule included) per word, and
+per span the exact probability that its words carry exactly its B-/I- tags and the next
+word does not continue it; for a plain checkpoint (or argmax decoding), the emission
+probabilities, and per span the same event under independent words. Both are divided by
+the checkpoint's fitted temperature (`training.calibration`), which leaves the decoded
+tags unchanged: every path score is divided alike.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from training import checkpoint
-from training.crf import Transitions
+from training.crf import Lattice, Posterior, Transitions
 from training.decoding import DECODINGS, decode_many, no_span_across_lines
 from training.precision import resolve_precision, set_precision
 from training.text import Span, Word, tag_names, tags_to_spans, words
@@ -61,9 +70,13 @@ _DROPOUT_KEYS = ("classifier_dropout", "hidden_dropout_prob", "dropout")
 class Prediction:
     """What the tagger says about one text.
 
-    `probs[i, j]` is the probability that word `words[i]` has tag `tags[j]`; `tags` is
-    `tag_names(labels)`, the same for every prediction of a tagger. `word_tags` is the
-    decoded tag of each word, and `spans` the decoded spans (text and score filled).
+    `probs[i, j]` is the probability that word `words[i]` has tag `tags[j]` under the
+    model that decoded it (a CRF's marginals, or the emission softmax of a plain model;
+    see the module docstring); `tags` is `tag_names(labels)`, the same for every
+    prediction of a tagger. `word_tags` is the decoded tag of each word, and `spans` the
+    decoded spans (text filled; score: the span's probability). `path_log_prob` is
+    log P(word_tags) under a CRF lattice (None for independent words, where it is the
+    sum of the words' own log-probabilities).
     """
 
     text: str
@@ -74,6 +87,7 @@ class Prediction:
     word_tags: list[str] = field(default_factory=list)
     # (n_words, hidden) float32: what the classifier reads per word (`predict(hidden=True)`)
     hidden: np.ndarray | None = None
+    path_log_prob: float | None = None
 
 
 @dataclass(slots=True)
@@ -84,6 +98,17 @@ class _Doc:
     windows: list[Window]
     probs: np.ndarray
     hidden: np.ndarray | None = None
+
+
+@dataclass(slots=True)
+class Reading:
+    """A text run through the model and decoded (`Tagger.read`): the emission
+    probabilities and line rule in `doc.probs` / `decode_probs`, and the decoded tags."""
+
+    doc: _Doc
+    decode_probs: np.ndarray  # what the decoder read: doc.probs with the line rule
+    word_tags: list[str]
+    decoding: str
 
 
 class Tagger:
@@ -105,6 +130,7 @@ class Tagger:
         version: str | None = None,
         batch_tokens: int = BATCH_TOKENS,
         transitions: Transitions | None = None,
+        temperature: float = 1.0,
     ):
         if decoding not in DECODINGS:
             raise ValueError(f"unknown decoding {decoding!r}: choose one of {DECODINGS}")
@@ -121,6 +147,8 @@ class Tagger:
         self.decoding = decoding
         # a CRF's learned scores, which viterbi decoding adds (None: constraints only)
         self.transitions = transitions.reorder(self.tags) if transitions else None
+        self.temperature = 1.0
+        self.set_temperature(temperature)
         self.precision = "fp32"  # as far as this class knows; from_loaded sets it
         self.batch_tokens = batch_tokens
         self.specials = special_tokens(tokenizer)
@@ -198,6 +226,7 @@ class Tagger:
         if precision in ("int8", "bf16"):
             options.setdefault("batch_tokens", 0)  # one window per pass, see BATCH_TOKENS
         options.setdefault("transitions", loaded.transitions)
+        options.setdefault("temperature", loaded.temperature)
         tagger = cls(loaded.tokenizer, loaded.model, loaded.labels, source, **options)
         tagger.precision = precision
         if precision != "fp32":
@@ -208,8 +237,23 @@ class Tagger:
         return (
             f"Tagger({self.version!r}, labels={self.labels}, max_tokens={self.max_tokens}, "
             f"stride={self.stride}, precision={self.precision!r}, decoding={self.decoding!r}"
-            f"{', crf' if self.transitions else ''})"
+            f"{', crf' if self.transitions else ''}"
+            f"{f', temperature={self.temperature:g}' if self.temperature != 1.0 else ''})"
         )
+
+    def set_temperature(self, temperature: float) -> None:
+        """Divide emissions (and CRF scores) by `temperature` from now on (1.0: as trained)."""
+        Lattice.free_words(self.tags, temperature)  # validates it
+        self.temperature = float(temperature)
+
+    def lattice(self, decoding: str | None = None, temperature: float | None = None) -> Lattice:
+        """The lattice whose probabilities this tagger reports for `decoding`: the CRF's
+        for a CRF checkpoint decoded by viterbi, independent words otherwise; at
+        `temperature` (None: the tagger's own)."""
+        t = self.temperature if temperature is None else temperature
+        if self.transitions is not None and (decoding or self.decoding) == "viterbi":
+            return Lattice.crf(self.tags, self.transitions, t)
+        return Lattice.free_words(self.tags, t)
 
     def predict(
         self, texts: Sequence[str], decoding: str | None = None, hidden: bool = False
@@ -219,7 +263,16 @@ class Tagger:
 
         An empty (or whitespace-only) text gets an empty prediction.
         """
+        return self.score(self.read(texts, decoding, hidden))
+
+    def read(
+        self, texts: Sequence[str], decoding: str | None = None, hidden: bool = False
+    ) -> list[Reading]:
+        """Run the model and decode: everything `predict` does but reading probabilities
+        off the lattice, which `score` does (calibration scores one reading at many
+        temperatures without running the model again)."""
         texts = _check_texts(texts)
+        decoding = decoding or self.decoding
         docs = [self._prepare(text) for text in texts]
         self._fill_probs(docs, hidden)
         for doc in docs:
@@ -228,8 +281,30 @@ class Tagger:
         scores = self.transitions
         if scores is not None:
             scores = (scores.start, scores.matrix, scores.end)
-        word_tags = decode_many(line_aware, self.tags, decoding or self.decoding, scores)
-        return [self._prediction(doc, tags) for doc, tags in zip(docs, word_tags, strict=True)]
+        word_tags = decode_many(line_aware, self.tags, decoding, scores)
+        return [
+            Reading(doc, probs, tags, decoding)
+            for doc, probs, tags in zip(docs, line_aware, word_tags, strict=True)
+        ]
+
+    def score(
+        self, readings: Sequence[Reading], temperature: float | None = None
+    ) -> list[Prediction]:
+        """Predictions from `read`'s readings, probabilities under `self.lattice` at
+        `temperature` (None: the tagger's own)."""
+        out: list[Prediction | None] = [None] * len(readings)
+        for decoding in {r.decoding for r in readings}:
+            lattice = self.lattice(decoding, temperature)
+            which = [i for i, r in enumerate(readings) if r.decoding == decoding]
+            # a CRF's probabilities come from the very lattice viterbi decoded; a plain
+            # model's are its own emissions (the line rule is a decoding device, not its
+            # claim)
+            probs = [
+                readings[i].doc.probs if lattice.free else readings[i].decode_probs for i in which
+            ]
+            for i, posterior in zip(which, lattice.posteriors(probs), strict=True):
+                out[i] = self._prediction(readings[i].doc, readings[i].word_tags, posterior)
+        return [p for p in out if p is not None]
 
     def input_width(self, length: int) -> int:
         """Padded width of a batch whose longest input (specials included) is `length`."""
@@ -256,7 +331,8 @@ class Tagger:
 
     def classifier_head(self) -> dict:
         """The linear head as numpy (`weight` (n_tags, hidden), `bias`) and the dropout
-        rate it was trained with: what MC-dropout BALD samples (labeling.active.strategies)."""
+        rate it was trained with, and the lattice whose marginals the tagger reports: what
+        MC-dropout BALD samples (labeling.active.strategies)."""
         head = getattr(self.model, "classifier", None)
         if not isinstance(head, torch.nn.Linear):
             raise ValueError(f"{self.version} has no linear classifier head")
@@ -266,6 +342,7 @@ class Tagger:
             "weight": head.weight.detach().float().numpy().copy(),
             "bias": head.bias.detach().float().numpy().copy(),
             "dropout": float(dropout),
+            "lattice": self.lattice(),
         }
 
     def _fill_probs(self, docs: list[_Doc], hidden: bool = False) -> None:
@@ -296,13 +373,35 @@ class Tagger:
                     doc.hidden = np.zeros((len(doc.words), rows[1].shape[-1]), np.float32)
                 doc.hidden[job.owned] = rows[1]
 
-    def _prediction(self, doc: _Doc, word_tags: list[str]) -> Prediction:
-        column = {tag: j for j, tag in enumerate(self.tags)}
-        chosen = [float(doc.probs[i, column[t]]) for i, t in enumerate(word_tags)]
-        spans = tags_to_spans(word_tags, doc.words, doc.text, chosen)
+    def _prediction(self, doc: _Doc, word_tags: list[str], posterior: Posterior) -> Prediction:
+        spans = [
+            replace(span, score=_span_probability(posterior, doc.words, span))
+            for span in tags_to_spans(word_tags, doc.words, doc.text)
+        ]
+        path_log_prob = None
+        if not posterior.lattice.free:
+            column = {tag: j for j, tag in enumerate(self.tags)}
+            path_log_prob = posterior.path_log_probability([column[t] for t in word_tags])
+        probs = posterior.marginals.astype(np.float32)
         return Prediction(
-            doc.text, doc.words, list(self.tags), doc.probs, spans, word_tags, doc.hidden
+            doc.text,
+            doc.words,
+            list(self.tags),
+            probs,
+            spans,
+            word_tags,
+            doc.hidden,
+            path_log_prob,
         )
+
+
+def _span_probability(posterior: Posterior, offsets: Sequence[Word], span: Span) -> float:
+    """The probability of `span` (whose offsets are its first word's start and its last
+    word's end) as exactly that span, B- opening it (`Posterior.span_probability`)."""
+    starts = [start for start, _ in offsets]
+    first = bisect_left(starts, span.start)
+    last = bisect_left(starts, span.end, lo=first) - 1  # the last word starting inside
+    return posterior.span_probability(first, last, span.label)
 
 
 def _continue_orphans(doc: _Doc) -> None:

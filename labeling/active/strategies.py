@@ -6,6 +6,11 @@ encoder's last hidden states) and `query` returns the next batch as `Pick`s, mos
 first. They never call a model themselves, so they work with any tagger and in the
 simulator alike.
 
+The probabilities are the tagger's reported ones (`training.tagger.Prediction.probs`):
+for a CRF checkpoint the CRF's marginals, for a plain one the emission softmax, both
+after the checkpoint's temperature, so the ranking and the editor's span scores come from
+one model.
+
 Conventions: a strategy's `uncertainty(item)` is HIGHER for a more useful post.
 `task_score` turns it into Label Studio's task-level prediction score, where LOWER is served
 first. Posts without words carry nothing to label: they are never picked (score -inf).
@@ -17,10 +22,14 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from training.text import OUTSIDE, is_joiner, split_tag, tag_runs
+
+if TYPE_CHECKING:  # training.crf imports torch, which this numpy-only module avoids
+    from training.crf import Lattice
 
 EPS = 1e-12
 
@@ -36,6 +45,9 @@ class PoolItem:
     words: Sequence[tuple[int, int]] = ()  # character offsets, for readable reasons
     embedding: np.ndarray | None = None  # (d,) post vector, for diversity
     hidden: np.ndarray | None = None  # (n_words, d) encoder states, for BALD
+    # log P(best tag sequence) where words are not independent (a CRF); None: the sum of
+    # the words' best log-probabilities, which is that for independent words
+    path_log_prob: float | None = None
 
     @property
     def cost(self) -> int:
@@ -66,11 +78,20 @@ def item_from_prediction(prediction, id: str = "") -> PoolItem:
         text=getattr(prediction, "text", ""),
         words=list(getattr(prediction, "words", [])),
         hidden=getattr(prediction, "hidden", None),
+        path_log_prob=getattr(prediction, "path_log_prob", None),
     )
 
 
 def _max_probs(item: PoolItem) -> np.ndarray:
     return np.clip(item.probs.max(axis=1), EPS, 1.0)
+
+
+def _best_path_log_prob(item: PoolItem) -> float:
+    """log P(y*): the CRF's own value where the tagger gave it, else (independent words)
+    the sum of each word's best log-probability."""
+    if item.path_log_prob is not None:
+        return float(item.path_log_prob)
+    return float(np.log(_max_probs(item)).sum())
 
 
 def _entropy(probs: np.ndarray) -> np.ndarray:
@@ -171,13 +192,13 @@ class RandomSampling(QueryStrategy):
 class LeastConfidence(QueryStrategy):
     """Least confidence of the best tag sequence, 1 - P(y*) (Culotta & McCallum, 2005; as
     compared in Shen et al., 2017, "Deep Active Learning for Named Entity Recognition").
-    With per-word softmax outputs P(y*) is the product of per-word maxima; summed over the
-    words, it favours long posts."""
+    With per-word softmax outputs P(y*) is the product of per-word maxima; with a CRF it
+    is the decoded path's probability under the CRF. It favours long posts."""
 
     name = "least_confidence"
 
     def uncertainty(self, item):
-        return float(1.0 - np.exp(np.log(_max_probs(item)).sum()))
+        return float(1.0 - np.exp(_best_path_log_prob(item)))
 
     def confidence(self, u):
         return 1.0 - u
@@ -190,7 +211,7 @@ class MNLP(QueryStrategy):
     name = "mnlp"
 
     def uncertainty(self, item):
-        return float(-np.log(_max_probs(item)).mean())
+        return float(-_best_path_log_prob(item) / max(item.cost, 1))
 
 
 class TokenEntropy(QueryStrategy):
@@ -301,18 +322,28 @@ class BALD(QueryStrategy):
     (Shelmanov et al., 2021, "Active Learning for Sequence Tagging with Deep Pre-trained
     Models and Bayesian Uncertainty Estimates"): the encoder runs once, dropout masks on its
     last hidden states feed the linear head `samples` times; the mutual information between
-    tags and head weights is averaged over the words."""
+    tags and head weights is averaged over the words.
+
+    With a `lattice` (the tagger's, `Tagger.lattice()`), each sample's tag probabilities
+    are that lattice's marginals (a CRF's, after the temperature), the same probabilities
+    the tagger reports; without one, the sample's softmax."""
 
     name = "bald"
 
     def __init__(
-        self, weight: np.ndarray, bias: np.ndarray, dropout: float = 0.1, samples: int = 10
+        self,
+        weight: np.ndarray,
+        bias: np.ndarray,
+        dropout: float = 0.1,
+        samples: int = 10,
+        lattice: Lattice | None = None,
     ):
         if not 0.0 < dropout < 1.0:
             raise ValueError(f"dropout must be in (0, 1), got {dropout}")
         self.weight = np.asarray(weight, dtype=np.float64)  # (n_tags, d)
         self.bias = np.asarray(bias, dtype=np.float64)
         self.dropout, self.samples = dropout, samples
+        self.lattice = lattice
         self._rng = np.random.default_rng(0)
 
     def uncertainty(self, item):
@@ -324,6 +355,8 @@ class BALD(QueryStrategy):
         logits -= logits.max(axis=-1, keepdims=True)
         p = np.exp(logits)
         p /= p.sum(axis=-1, keepdims=True)  # (samples, n_words, n_tags)
+        if self.lattice is not None:
+            p = np.stack([post.marginals for post in self.lattice.posteriors(list(p))])
         mutual = _entropy(p.mean(axis=0)) - _entropy(p).mean(axis=0)
         return float(mutual.mean())
 
