@@ -85,8 +85,7 @@ def parse_label_map(items: list[str]) -> dict[str, str]:
 
 def model_labels(folder: str, label_map: dict[str, str]) -> list[str]:
     """A checkpoint's labels: from skillloop.json, else its tag types through `label_map`."""
-    from training.checkpoint import resolve_source
-    from training.finetune import read_metadata
+    from training.checkpoint import read_metadata, resolve_source
     from training.text import split_tag
 
     path = Path(resolve_source(folder))

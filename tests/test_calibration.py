@@ -208,8 +208,8 @@ def test_a_round_fits_the_temperature_on_its_held_out_posts_before_the_gate(tiny
     from backend.train_round import run
     from tests.test_finetune import FAST, corpus
     from tests.test_finetune import LABELS as ROUND_LABELS
+    from training.checkpoint import read_metadata
     from training.datasets import write_jsonl
-    from training.finetune import read_metadata
 
     folder = tmp_path / "round"
     folder.mkdir()

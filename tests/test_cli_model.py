@@ -5,8 +5,8 @@ import json
 import pytest
 
 from backend.cli import main
+from training.checkpoint import read_metadata
 from training.datasets import write_jsonl
-from training.finetune import read_metadata
 from training.text import Document, Span
 
 

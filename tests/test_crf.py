@@ -10,9 +10,10 @@ import torch
 from tests.test_decoding import TAGS, random_probs, valid
 from tests.test_finetune import FAST, LABELS, corpus
 from training import checkpoint
+from training.checkpoint import read_metadata
 from training.crf import CRF, Transitions, word_emissions
 from training.decoding import decode, decode_many, transitions, viterbi
-from training.finetune import TrainConfig, read_metadata, train
+from training.finetune import TrainConfig, train
 from training.tagger import Tagger
 
 

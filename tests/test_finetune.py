@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from training import checkpoint
+from training.checkpoint import read_metadata
 from training.finetune import (
     METADATA_FILE,
     TrainConfig,
     TrainingCancelled,
     batches,
     make_examples,
-    read_metadata,
     train,
 )
 from training.tagger import Tagger

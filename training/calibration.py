@@ -76,7 +76,9 @@ class Calibration:
         }
 
 
-def span_outcomes(predictions: Sequence, documents: Sequence[Document]) -> tuple[np.ndarray, ...]:
+def span_outcomes(
+    predictions: Sequence, documents: Sequence[Document]
+) -> tuple[np.ndarray, np.ndarray]:
     """`(scores, correct)` over every predicted span: correct = a gold span of the same
     document has exactly its start, end and label."""
     scores, correct = [], []

@@ -67,6 +67,11 @@ class Transitions:
 class CRF(torch.nn.Module):
     """Trainable transition scores with IOB2's impossible moves masked."""
 
+    # buffers (moved with the module, saved in its state, never trained)
+    allowed: torch.Tensor
+    opening: torch.Tensor
+    mask: torch.Tensor
+
     def __init__(self, tags: Sequence[str], init: Transitions | None = None):
         super().__init__()
         self.tags = tuple(tags)

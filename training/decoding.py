@@ -134,4 +134,4 @@ def decode_many(
         best = viterbi_many(log_probs, start, allowed, scores)
     else:
         raise ValueError(f"unknown decoding {method!r}: choose one of {', '.join(DECODINGS)}")
-    return [[tags[i] for i in path] for path in best]
+    return [[tags[int(i)] for i in path] for path in best]

@@ -12,7 +12,6 @@ The result is a checkpoint folder (model, tokenizer, `skillloop.json`) that
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import random
@@ -443,9 +442,3 @@ def checkpoint_metadata(
         "dev_documents": len(dev_docs or []),
         "windows": result.n_windows,
     }
-
-
-def read_metadata(folder: str | Path) -> dict:
-    """The `skillloop.json` of a checkpoint folder ({} for checkpoints trained elsewhere)."""
-    path = Path(folder) / METADATA_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}

@@ -278,9 +278,8 @@ class Tagger:
         for doc in docs:
             _continue_orphans(doc)
         line_aware = [no_span_across_lines(d.probs, d.words, d.text, self.tags) for d in docs]
-        scores = self.transitions
-        if scores is not None:
-            scores = (scores.start, scores.matrix, scores.end)
+        learned = self.transitions
+        scores = None if learned is None else (learned.start, learned.matrix, learned.end)
         word_tags = decode_many(line_aware, self.tags, decoding, scores)
         return [
             Reading(doc, probs, tags, decoding)
