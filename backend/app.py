@@ -14,7 +14,7 @@ import hmac
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +25,7 @@ from backend.inbox import SYNC_BYTES, Inbox
 from backend.metrics import Gauge, Metrics
 from backend.predictions import (
     Limits,
+    TaskScorer,
     deadline_from,
     label_names,
     parse_labeling,
@@ -74,6 +75,7 @@ class Services:
     # the config Label Studio last sent to /setup: how webhooks without one are read
     connected_config: str | None = None
     inbox: Inbox | None = None  # bulk webhooks stored first, read after (backend/inbox.py)
+    scorer: TaskScorer = field(default_factory=TaskScorer)  # the project's selection strategy
 
     def close(self) -> None:
         if self.inbox is not None:
@@ -124,7 +126,16 @@ def build_services(config: ServiceConfig, make_worker: MakeWorker | None = None)
         worker = make_worker(project, state_dir, on_promoted=holder.promoted)
         holder.training_running = worker.is_running  # an Event: no I/O per /predict
     return Services(
-        config, project, state_dir, store, registry, worker, holder, studio, _make_metrics()
+        config,
+        project,
+        state_dir,
+        store,
+        registry,
+        worker,
+        holder,
+        studio,
+        _make_metrics(),
+        scorer=TaskScorer(project.selection.strategy),
     )
 
 

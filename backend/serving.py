@@ -78,7 +78,6 @@ class ModelHolder:
         self.chunk_chars = chunk_chars
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._strategy = _resolve_strategy(project.selection.strategy)
         self.threads = threads  # torch threads when no round trains (None: torch's default)
         self.training_threads = training_threads  # ... and while one trains (0: the same)
         # whether a training round runs now (set by the app once the worker exists)
@@ -259,42 +258,6 @@ class ModelHolder:
             wanted = wanted or self.threads
         if wanted and torch.get_num_threads() != wanted:
             torch.set_num_threads(wanted)
-
-    def task_score(self, prediction) -> float:
-        """The task-level score Label Studio sorts by (lower = served first)."""
-        if self._strategy is not None:
-            try:
-                from labeling.active.strategies import task_score
-
-                return task_score(prediction, self._strategy)
-            except Exception:  # a strategy bug must not fail a prediction batch
-                log.exception("task_score failed; using mean span confidence")
-        return mean_span_confidence(prediction)
-
-
-def mean_span_confidence(prediction) -> float:
-    """Fallback task score: the mean score of the predicted spans; with no spans, the
-    mean confidence of the words' most likely tags (1.0 for a post without words)."""
-    scores = [s.score for s in prediction.spans if s.score is not None]
-    if scores:
-        return float(sum(scores) / len(scores))
-    probs = getattr(prediction, "probs", None)
-    if probs is None or len(probs) == 0:
-        return 1.0
-    return float(probs.max(axis=1).mean())
-
-
-def _resolve_strategy(name: str):
-    try:
-        from labeling.active.strategies import get_strategy
-    except ImportError:
-        log.warning("labeling.active.strategies is missing: task scores are mean span confidence")
-        return None
-    try:
-        return get_strategy(name or "mnlp")
-    except ValueError as err:
-        log.warning("%s; task scores use 'mnlp'", err)
-        return get_strategy("mnlp")
 
 
 # --- the Label Studio project the backend is connected to --------------------------------
