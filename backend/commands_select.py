@@ -208,6 +208,8 @@ def simulate_command(args) -> int:
         if not Path(path).is_file():
             raise FileNotFoundError(f"data file not found: {path}")
     result = simulate(args.data, args.eval, config, progress=lambda m: print(m, file=sys.stderr))
+    from labeling.active.curves import write_outputs
+
     write_outputs(result, args.out)
     return 0
 
@@ -217,19 +219,3 @@ def _sizes(text: str) -> list[int]:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError as err:
         raise ValueError(f"--random-extra takes comma-separated numbers, got {text!r}") from err
-
-
-def write_outputs(result: dict, out: Path) -> dict:
-    """curves.json (curves + summary), curves.png and summary.md in `out`; prints the table."""
-    from labeling.active.curves import plot, summarize, table
-
-    summary = summarize(result)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "curves.json").write_text(json.dumps({**result, "summary": summary}, indent=1))
-    plot(result, summary, out / "curves.png")
-    text = table(summary)
-    (out / "summary.md").write_text(text + "\n")
-    print(text)
-    full = "n/a" if summary["full_f1"] is None else f"{summary['full_f1']:.4f}"
-    print(f"full-data F1 {full}; wrote {out / 'curves.json'} and {out / 'curves.png'}")
-    return summary

@@ -36,8 +36,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # imported before the long run starts: a module first imported at the end would be read
 # from a working tree that may have changed meanwhile (that lost a 15-minute run once)
-import labeling.active.curves  # noqa: E402, F401  (write_outputs imports it late)
-from backend.commands_select import write_outputs  # noqa: E402
+from labeling.active.curves import write_outputs  # noqa: E402
 from labeling.active.simulate import SimConfig, simulate  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "skillspan"

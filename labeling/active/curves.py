@@ -8,6 +8,7 @@ token range both of them (every seed) cover.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -197,3 +198,17 @@ def plot(result: dict, summary: dict, path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def write_outputs(result: dict, out: Path) -> dict:
+    """curves.json (curves + summary), curves.png and summary.md in `out`; prints the table."""
+    summary = summarize(result)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "curves.json").write_text(json.dumps({**result, "summary": summary}, indent=1))
+    plot(result, summary, out / "curves.png")
+    text = table(summary)
+    (out / "summary.md").write_text(text + "\n")
+    print(text)
+    full = "n/a" if summary["full_f1"] is None else f"{summary['full_f1']:.4f}"
+    print(f"full-data F1 {full}; wrote {out / 'curves.json'} and {out / 'curves.png'}")
+    return summary
