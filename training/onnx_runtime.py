@@ -1,0 +1,138 @@
+"""The tagger's encoder and head through ONNX Runtime: the fast path on CPUs without bf16.
+
+`torch.onnx.export` (the TorchScript exporter, `dynamo=False`: it needs no extra package and
+works offline with transformers 5) writes the token-classification model, inputs
+`input_ids` and `attention_mask` of any batch and length, outputs `logits` and the last
+hidden state (what the classifier reads, for BALD). For "onnx-int8" the graph then goes
+through `onnxruntime.quantization.quantize_dynamic`: int8 weights, activations quantized
+per tensor at run time (so, as with torch's int8, one window per pass keeps a post's
+result independent of its batchmates). Export and quantization take a few seconds at load
+(docs/tagger.md) and happen in a temporary folder: nothing is written beside the checkpoint.
+
+Only the forward pass moves to ONNX Runtime: tokenization, windows, softmax and the CRF's
+Viterbi decoding are the tagger's own, the same for every precision.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+ONNX_PRECISIONS = ("onnx", "onnx-int8")
+OPSET = 17
+# onnxruntime.quantization.quantize_dynamic settings (measured in docs/tagger.md)
+INT8_OPTIONS: dict = {"weight_type": "QInt8", "per_channel": False, "reduce_range": False}
+
+
+def available() -> bool:
+    """Whether onnxruntime (and onnx, for int8 quantization) can be imported."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class _Logits(torch.nn.Module):
+    """What is exported: logits and the last hidden state as plain outputs."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        out = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True
+        )
+        return out.logits, out.hidden_states[-1]
+
+
+class OnnxForward:
+    """A model's forward pass in an ONNX Runtime session: `(ids, mask, hidden) -> (logits,
+    last hidden state or None)` as numpy arrays. Threads: torch's intra-op thread count
+    when the session is made, unless `threads` says otherwise."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        precision: str,
+        threads: int | None = None,
+        int8_options: dict | None = None,
+    ):
+        if precision not in ONNX_PRECISIONS:
+            raise ValueError(f"not an ONNX precision: {precision!r}")
+        import onnxruntime as ort
+
+        self.precision = precision
+        with tempfile.TemporaryDirectory(prefix="skillloop-onnx-") as folder:
+            path = export(model, Path(folder) / "model.onnx")
+            if precision == "onnx-int8":
+                path = quantize(path, Path(folder) / "model-int8.onnx", int8_options)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads or torch.get_num_threads()
+            options.inter_op_num_threads = 1
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            self.session = ort.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+
+    def __call__(
+        self, ids: torch.Tensor, mask: torch.Tensor, hidden: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+        outputs = self.session.run(["logits", "hidden"] if hidden else ["logits"], feeds)
+        return outputs[0], outputs[1] if hidden else None
+
+
+def export(model: torch.nn.Module, path: Path) -> Path:
+    """Write `model` (a transformers token classifier) as ONNX; the model is not changed
+    (the exporter leaves modules in train mode, so a copy is exported)."""
+    wrapped = _Logits(copy.deepcopy(model).float()).eval()
+    ids = torch.ones((1, 8), dtype=torch.long)
+    dynamic = {0: "batch", 1: "length"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapped,
+            (ids, torch.ones_like(ids)),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits", "hidden"],
+            dynamic_axes={
+                name: dynamic for name in ("input_ids", "attention_mask", "logits", "hidden")
+            },
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    return path
+
+
+def quantize(source: Path, target: Path, options: dict | None = None) -> Path:
+    """Dynamic int8 quantization of the graph's matrix products (`INT8_OPTIONS` unless
+    `options` says otherwise: benchmarks compare settings)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    settings = {**INT8_OPTIONS, **(options or {})}
+    settings["weight_type"] = getattr(QuantType, settings["weight_type"])
+    # it logs a hint through the root logger, which configures logging for the whole
+    # process when nothing has: keep the root logger as it was
+    root = logging.getLogger()
+    handlers, disabled = list(root.handlers), root.disabled
+    root.disabled = True
+    try:
+        quantize_dynamic(str(source), str(target), **settings)
+    finally:
+        root.disabled = disabled
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+    return target
