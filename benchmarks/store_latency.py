@@ -19,6 +19,7 @@ from pathlib import Path
 
 from labeling.store import AnnotationStore, record_from_webhook
 from labeling.studio.config import parse_config
+from training.cpu import cpu_info
 
 CONFIG = parse_config(
     '<View><Labels name="label" toName="text"><Label value="Technology"/><Label value="Soft"/>'
@@ -77,6 +78,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--dir", type=Path, default=None, help="where the database goes")
     args = parser.parse_args()
+    print(cpu_info().line())
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
         store = AnnotationStore(Path(folder) / "annotations.sqlite")
         new = [

@@ -142,3 +142,12 @@ def test_crf_scores_decode_the_same_in_every_precision(tiny_reference_model, ref
         t = tagger.transitions
         [expected] = decode_many([line_aware], tagger.tags, "viterbi", (t.start, t.matrix, t.end))
         assert prediction.word_tags == expected
+
+
+def test_every_benchmark_prints_the_cpu_it_ran_on():
+    """Speed figures differ by CPU class: each benchmark script names the CPU (README)."""
+    from pathlib import Path
+
+    scripts = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py"))
+    missing = [p.name for p in scripts if "cpu_info()" not in p.read_text()]
+    assert scripts and missing == []
