@@ -78,22 +78,35 @@ def predict_chunks(
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
     context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, initializer=_start_worker, initargs=(spec,)) as pool:
+    ready = context.Queue()
+    with context.Pool(workers, initializer=_start_worker, initargs=(spec, ready)) as pool:
+        for _ in range(workers):  # each worker says once that its model is loaded (or not)
+            problem = ready.get(timeout=LOAD_TIMEOUT)
+            if problem:
+                raise ValueError(f"a worker could not load the model: {problem}")
         if on_load:
             on_load(f"{workers} worker process(es), one torch thread each")
         yield from pool.imap(_tag_in_worker, chunks)
 
 
+LOAD_TIMEOUT = 900  # seconds for a worker to load the model (ONNX export included)
 _worker_tagger = None
 
 
-def _start_worker(spec: TaggerSpec) -> None:
+def _start_worker(spec: TaggerSpec, ready) -> None:
+    """Pool initializer: one torch thread, the model loaded once. A failure is reported
+    through `ready`, not raised (a raising initializer makes Pool respawn it forever)."""
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
     torch.set_num_threads(1)
     global _worker_tagger
-    _worker_tagger = spec.load()
+    try:
+        _worker_tagger = spec.load()
+    except Exception as err:  # reported to the parent, which raises it
+        ready.put(f"{type(err).__name__}: {err}")
+        return
+    ready.put("")
 
 
 def _tag_in_worker(texts: Sequence[str]) -> Batch:

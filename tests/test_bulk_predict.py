@@ -104,3 +104,18 @@ def test_bad_worker_counts_and_configs_are_clear_errors(
     missing = ["--format", "label-studio", "--labeling-config", str(tmp_path / "nope.xml")]
     assert predict(tiny_reference_model, source, out, *missing) == 2
     assert "labeling config not found" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_worker_that_cannot_load_the_model_is_a_clear_error(
+    tiny_reference_model, posts, tmp_path, capsys
+):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_reference_model, broken)
+    for weights in broken.glob("*.safetensors"):
+        weights.write_bytes(b"not weights")
+    source, _ = posts
+    assert predict(broken, source, tmp_path / "out", "--workers", "2") == 2
+    assert "a worker could not load the model" in capsys.readouterr().err
