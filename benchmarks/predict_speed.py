@@ -42,8 +42,9 @@ from training.text import Span, split_tag, tags_to_spans, words  # noqa: E402
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "skillspan" / "dev.json"
 # name: (max_tokens, stride, precision, threads[, extra]); max_tokens excludes [CLS] and
-# [SEP]; extra: {"int8": onnx_runtime.quantize options} or {"ffn_outputs": True} (torch int8
-# of every encoder Linear layer, the feed-forward outputs too)
+# [SEP]; extra: {"int8": onnx_runtime.quantize options}, {"ffn_outputs": True} (torch int8
+# of every encoder Linear layer, the feed-forward outputs too) or {"concurrent": False}
+# (ONNX Runtime: one window at a time on all threads, not one window per thread)
 VARIANTS: dict[str, tuple] = {
     "fp32-510": (510, 64, "fp32", 2),
     "fp32-254": (254, 32, "fp32", 2),
@@ -64,6 +65,8 @@ VARIANTS: dict[str, tuple] = {
     "onnx-int8-126": (126, 32, "onnx-int8", 2),
     "onnx-int8-510": (510, 64, "onnx-int8", 2),
     "onnx-int8-254-1thread": (254, 32, "onnx-int8", 1),
+    "onnx-int8-254-seq": (254, 32, "onnx-int8", 2, {"concurrent": False}),
+    "onnx-254-seq": (254, 32, "onnx", 2, {"concurrent": False}),
     "onnx-int8pc-254": (254, 32, "onnx-int8", 2, {"int8": {"per_channel": True}}),
     "onnx-int8rr-254": (254, 32, "onnx-int8", 2, {"int8": {"reduce_range": True}}),
     "onnx-uint8-254": (254, 32, "onnx-int8", 2, {"int8": {"weight_type": "QUInt8"}}),
@@ -81,6 +84,7 @@ def make_tagger(loaded, source: str, name: str) -> Tagger:
         precision, options["batch_tokens"] = "fp32", 0  # already int8: run it as it is
     saved = dict(onnx_runtime.INT8_OPTIONS)
     onnx_runtime.INT8_OPTIONS.update(extra.get("int8", {}))
+    onnx_runtime.CONCURRENT = extra.get("concurrent", True)
     try:
         fresh = checkpoint.Loaded(loaded.tokenizer, model, loaded.labels, [], loaded.transitions)
         tagger = Tagger.from_loaded(
@@ -89,6 +93,7 @@ def make_tagger(loaded, source: str, name: str) -> Tagger:
     finally:
         onnx_runtime.INT8_OPTIONS.clear()
         onnx_runtime.INT8_OPTIONS.update(saved)
+        onnx_runtime.CONCURRENT = True
     if extra.get("ffn_outputs"):
         tagger.precision = "int8-full"
     return tagger

@@ -19,6 +19,8 @@ import copy
 import logging
 import tempfile
 import warnings
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 
 ONNX_PRECISIONS = ("onnx", "onnx-int8")
 OPSET = 17
+# windows run concurrently, one thread each, rather than one at a time on all threads
+CONCURRENT = True
 # onnxruntime.quantization.quantize_dynamic settings (measured in docs/tagger.md)
 INT8_OPTIONS: dict = {"weight_type": "QInt8", "per_channel": False, "reduce_range": False}
 
@@ -67,18 +71,25 @@ class OnnxForward:
         precision: str,
         threads: int | None = None,
         int8_options: dict | None = None,
+        concurrent: bool | None = None,
     ):
         if precision not in ONNX_PRECISIONS:
             raise ValueError(f"not an ONNX precision: {precision!r}")
         import onnxruntime as ort
 
         self.precision = precision
+        concurrent = CONCURRENT if concurrent is None else concurrent
+        self._pool: ThreadPoolExecutor | None = None
         with tempfile.TemporaryDirectory(prefix="skillloop-onnx-") as folder:
             path = export(model, Path(folder) / "model.onnx")
             if precision == "onnx-int8":
                 path = quantize(path, Path(folder) / "model-int8.onnx", int8_options)
             options = ort.SessionOptions()
-            options.intra_op_num_threads = threads or torch.get_num_threads()
+            threads = threads or torch.get_num_threads()
+            # `concurrent`: one intra-op thread per run and `threads` runs at once, each
+            # window on its own core; else one run at a time on `threads` threads
+            self.concurrency = threads if concurrent else 1
+            options.intra_op_num_threads = 1 if concurrent else threads
             options.inter_op_num_threads = 1
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             self.session = ort.InferenceSession(
@@ -91,6 +102,17 @@ class OnnxForward:
         feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
         outputs = self.session.run(["logits", "hidden"] if hidden else ["logits"], feeds)
         return outputs[0], outputs[1] if hidden else None
+
+    def map(
+        self, inputs: Sequence[tuple[torch.Tensor, torch.Tensor]], hidden: bool = False
+    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """`self(ids, mask, hidden)` for each input, in order, `concurrency` at a time
+        (ONNX Runtime releases the GIL while it runs)."""
+        if self.concurrency == 1:
+            return (self(ids, mask, hidden) for ids, mask in inputs)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="onnx")
+        return self._pool.map(lambda pair: self(*pair, hidden), inputs)
 
 
 def export(model: torch.nn.Module, path: Path) -> Path:

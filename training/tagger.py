@@ -288,15 +288,15 @@ class Tagger:
         offset = len(self.specials[0])
         self.model.eval()  # a trainer's dev evaluation hands over a model in train mode
         with torch.inference_mode():
-            for batch in _batches(jobs, self.batch_tokens):
-                inputs = [window_inputs(d.encoding, w, self.specials) for _, d, w, _ in batch]
-                width = self.input_width(len(inputs[0]))
-                ids = torch.full((len(inputs), width), self.pad_id, dtype=torch.long)
-                mask = torch.zeros((len(inputs), width), dtype=torch.long)
-                for row, seq in enumerate(inputs):
-                    ids[row, : len(seq)] = torch.tensor(seq)
-                    mask[row, : len(seq)] = 1
-                logits, states = self._forward(ids, mask, hidden)
+            batches = list(_batches(jobs, self.batch_tokens))
+            tensors = [self._batch_tensors(batch) for batch in batches]
+            if self.runtime is not None and self.runtime.concurrency > 1:
+                # ONNX Runtime: several windows at once, one core each (docs/tagger.md)
+                outputs = self.runtime.map(tensors, hidden)
+                outputs = ((torch.from_numpy(logits), states) for logits, states in outputs)
+            else:
+                outputs = (self._forward(ids, mask, hidden) for ids, mask in tensors)
+            for batch, (logits, states) in zip(batches, outputs, strict=True):
                 probs = torch.softmax(logits, dim=-1).numpy()
                 for row, (_, doc, window, owned) in enumerate(batch):
                     positions = doc.encoding.first_token[owned] - window.start + offset
@@ -305,6 +305,17 @@ class Tagger:
                         if doc.hidden is None:
                             doc.hidden = np.zeros((len(doc.words), states.shape[-1]), np.float32)
                         doc.hidden[owned] = states[row, positions]
+
+    def _batch_tensors(self, batch: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded `input_ids` and `attention_mask` of a batch of jobs."""
+        inputs = [window_inputs(d.encoding, w, self.specials) for _, d, w, _ in batch]
+        width = self.input_width(len(inputs[0]))
+        ids = torch.full((len(inputs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(inputs), width), dtype=torch.long)
+        for row, seq in enumerate(inputs):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+        return ids, mask
 
     def _forward(
         self, ids: torch.Tensor, mask: torch.Tensor, hidden: bool
