@@ -67,9 +67,17 @@ VARIANTS: dict[str, tuple] = {
     "onnx-int8-254-1thread": (254, 32, "onnx-int8", 1),
     "onnx-int8-254-seq": (254, 32, "onnx-int8", 2, {"concurrent": False}),
     "onnx-254-seq": (254, 32, "onnx", 2, {"concurrent": False}),
-    "onnx-int8pc-254": (254, 32, "onnx-int8", 2, {"int8": {"per_channel": True}}),
+    "onnx-int8pt-254": (254, 32, "onnx-int8", 2, {"int8": {"per_channel": False}}),
     "onnx-int8rr-254": (254, 32, "onnx-int8", 2, {"int8": {"reduce_range": True}}),
     "onnx-uint8-254": (254, 32, "onnx-int8", 2, {"int8": {"weight_type": "QUInt8"}}),
+    "onnx-int8ffn-254": (254, 32, "onnx-int8", 2, {"int8": {"fp32_ffn_outputs": True}}),
+    "onnx-uint8ffn-254": (
+        254,
+        32,
+        "onnx-int8",
+        2,
+        {"int8": {"fp32_ffn_outputs": True, "weight_type": "QUInt8"}},
+    ),
 }
 
 
