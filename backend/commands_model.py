@@ -39,9 +39,33 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("predict", help="tag texts: JSONL {text, id?} in, spans out")
     p.add_argument("--model", required=True, help="checkpoint folder")
     p.add_argument("--input", default="-", help="JSONL file with a 'text' per line (- = stdin)")
-    p.add_argument("--output", default="-", help="JSONL output (- = stdout)")
+    p.add_argument("--output", default="-", help="output file (- = stdout)")
+    p.add_argument(
+        "--format",
+        choices=["jsonl", "label-studio"],
+        default="jsonl",
+        help="jsonl: {id?, text, spans} per line; label-studio: a task import JSON list "
+        "with predictions",
+    )
+    p.add_argument(
+        "--labeling-config",
+        help="label-studio format: the project's labeling config XML, whose names the "
+        "regions use (default: one built for the model's labels, text in data.text)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="N spawned worker processes, one torch thread each, input order kept "
+        "(default: this process)",
+    )
     _label_options(p)
     p.add_argument("--fp32", action="store_true", help="full fp32 precision (no int8/bf16)")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "int8", "onnx", "onnx-int8"],
+        default="auto",
+        help="auto: the fastest measured for this CPU class (docs/tagger.md)",
+    )
     p.add_argument("--max-tokens", type=int, help="window length (default: the tagger's)")
     p.add_argument("--link", action="store_true", help="link each span to a taxonomy entry")
     from backend.commands_link import add_link_options
@@ -149,8 +173,8 @@ def train_command(args) -> int:
     return 0
 
 
-def _load_tagger(args):
-    from training.tagger import Tagger
+def _tagger_spec(args):
+    from backend.bulk_predict import TaggerSpec
 
     label_map = parse_label_map(args.label_map)
     known = model_labels(args.model, label_map)
@@ -162,7 +186,12 @@ def _load_tagger(args):
             "(map its tag types with --label-map TAG=LABEL)"
         )
     options = {} if args.max_tokens is None else {"max_tokens": args.max_tokens}
-    return Tagger.load(args.model, labels, label_map, quantize=not args.fp32, **options)
+    options["precision"] = "fp32" if args.fp32 else getattr(args, "precision", "auto")
+    return TaggerSpec(args.model, labels, label_map, options)
+
+
+def _load_tagger(args):
+    return _tagger_spec(args).load()
 
 
 @contextmanager
@@ -192,14 +221,33 @@ def read_texts(handle, name: str) -> list[dict]:
 
 
 def predict_command(args) -> int:
+    import time
+
     from tqdm.auto import tqdm
 
-    from training.datasets import span_dict
+    from backend.bulk_predict import StudioWriter, jsonl_row, predict_chunks, studio_config
+    from training.text import Document
 
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
     with _open(args.input, "r") as handle:
         rows = read_texts(handle, args.input)
-    tagger = _load_tagger(args)
+    spec = _tagger_spec(args)
     linker, top_k = _linker_if_asked(args)
+    if linker is not None and args.format != "jsonl":
+        raise ValueError("--link writes its fields into JSONL spans: use --format jsonl")
+    studio_format = args.format == "label-studio"
+    config = studio_config(args.labeling_config, spec.labels) if studio_format else None
+    chunks = [rows[i : i + PREDICT_CHUNK] for i in range(0, len(rows), PREDICT_CHUNK)]
+    texts = [[r["text"] for r in chunk] for chunk in chunks]
+    started = time.perf_counter()
+    loaded_at: list[float] = []
+
+    def on_load(message: str) -> None:
+        loaded_at.append(time.perf_counter())
+        print(f"predicting with {message}", file=sys.stderr, flush=True)
+
+    version = precision = "?"
     with (
         _open(args.output, "w") as out,
         tqdm(
@@ -210,18 +258,27 @@ def predict_command(args) -> int:
             file=sys.stderr,
         ) as bar,
     ):
-        for i in range(0, len(rows), PREDICT_CHUNK):
-            chunk = rows[i : i + PREDICT_CHUNK]
-            predictions = tagger.predict([r["text"] for r in chunk])
-            links = _links(linker, predictions, top_k)
-            for row, prediction, span_links in zip(chunk, predictions, links, strict=True):
-                spans = [span_dict(s) for s in prediction.spans]
-                for span, link in zip(spans, span_links, strict=True):
-                    span |= link
-                result = {"id": row["id"]} if "id" in row else {}
-                result |= {"text": row["text"], "spans": spans}
-                out.write(json.dumps(result, ensure_ascii=False) + "\n")
+        studio = StudioWriter(out, config, spec.labels) if studio_format else None
+        batches = predict_chunks(spec, texts, args.workers, on_load)
+        for chunk, batch in zip(chunks, batches, strict=True):
+            version, precision = batch.version, batch.precision
+            docs = [Document(r["text"], t.spans) for r, t in zip(chunk, batch.results, strict=True)]
+            links = _links(linker, docs, top_k)
+            for row, tagged, span_links in zip(chunk, batch.results, links, strict=True):
+                if studio is None:
+                    out.write(jsonl_row(row, tagged, span_links) + "\n")
+                else:
+                    studio.write(row, tagged, batch.version)
             bar.update(len(chunk))
+        if studio is not None:
+            studio.close()
+    seconds = time.perf_counter() - started
+    since_load = time.perf_counter() - (loaded_at[0] if loaded_at else started)
+    print(
+        f"predicted {len(rows)} texts in {seconds:.1f} s ({since_load:.1f} s after loading): "
+        f"model_version {version}, precision {precision}",
+        file=sys.stderr,
+    )
     return 0
 
 

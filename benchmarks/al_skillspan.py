@@ -38,6 +38,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # from a working tree that may have changed meanwhile (that lost a 15-minute run once)
 from labeling.active.curves import write_outputs  # noqa: E402
 from labeling.active.simulate import SimConfig, simulate  # noqa: E402
+from training.cpu import cpu_info  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "skillspan"
 DOCS = ROOT / "docs" / "al"
@@ -94,6 +95,7 @@ def run_compare(args) -> None:
     for mode in ("fast", "full"):
         config = SimConfig(mode=mode, full_epochs=args.full_epochs, **common)
         results[mode] = simulate(DATA / "train.json", DATA / "dev.json", config, progress=_log)
+        results[mode]["cpu"] = cpu_info().as_dict()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "skillspan-compare.json").write_text(json.dumps(results, indent=1))
@@ -139,6 +141,7 @@ def run_levels(args) -> None:
 
 
 def _publish(result: dict, name: str, out: str) -> None:
+    result["cpu"] = cpu_info().as_dict()
     # the raw curves first: a failure while summarising must not lose a long run
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / f"{name}.json").write_text(json.dumps(result, indent=1))
@@ -184,6 +187,7 @@ def main() -> int:
         print(f"SkillSpan not found at {DATA} (see ../shared/data/README.md)", file=sys.stderr)
         return 2
     torch.set_num_threads(2)
+    print(cpu_info().line(), flush=True)
     if args.preset == "levels":
         run_levels(args)
     elif args.preset == "main":

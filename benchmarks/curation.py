@@ -25,6 +25,7 @@ from labeling.curation.export import (
     snap,
 )
 from labeling.store import AnnotationRecord
+from training.cpu import cpu_info
 from training.datasets import read_skillspan
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "skillspan"
@@ -43,6 +44,7 @@ def main() -> int:
     parser.add_argument("--copies", type=int, default=300, help="planted near-duplicates")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    print(cpu_info().line())
     if not (DATA / "train.json").is_file():
         print(f"SkillSpan not found at {DATA}", file=sys.stderr)
         return 1

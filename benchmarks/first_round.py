@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import sys
 import tempfile
@@ -63,28 +62,6 @@ VARIANTS: dict[str, dict] = {
     },
     "e8-t256-freeze3": {"epochs": 8, "max_tokens": 256, "stride": 64, "freeze_layers": 3},
 }
-
-
-def cpu_info(threads: int) -> dict:
-    import torch
-
-    from training.precision import native_bf16
-
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": model,
-        "capability": torch.backends.cpu.get_cpu_capability(),
-        "native_bf16": native_bf16(),
-        "threads": threads,
-        "torch": torch.__version__,
-    }
 
 
 def frozen_lower_layers(n_layers: int):
@@ -202,13 +179,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
+    import torch
+
     from backend.rounds import split_heldout
     from labeling.project import load_project
+    from training.cpu import cpu_info
 
     project = load_project(args.project)
     train_docs, heldout = split_heldout(project.gold(), project.retrain.heldout_share)
-    cpu = cpu_info(args.threads)
-    print(json.dumps(cpu), flush=True)
+    torch.set_num_threads(args.threads)
+    info = cpu_info()
+    print(info.line(), flush=True)
+    cpu = info.as_dict()
     print(f"{len(train_docs)} training posts, {len(heldout)} held out", flush=True)
     output = {"cpu": cpu, "train_posts": len(train_docs), "heldout_posts": len(heldout)}
     output["variants"] = {}

@@ -37,6 +37,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from training.cpu import cpu_info  # noqa: E402
+
 SKILLSPAN = REPO.parent / "shared" / "data" / "skillspan"
 
 
@@ -55,6 +57,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=1, help="epochs of the training round")
     parser.add_argument("--out", type=Path, help="write the numbers as JSON here")
     args = parser.parse_args()
+    print(cpu_info().line(), flush=True)
     if not (SKILLSPAN / "train.json").is_file():
         print(f"SkillSpan data not found at {SKILLSPAN}", file=sys.stderr)
         return 2
@@ -127,6 +130,7 @@ def main() -> int:
             service.wait(timeout=60)
 
     result = {
+        "cpu": cpu_info().as_dict(),
         "device": f"{os.cpu_count()} CPU cores (shared machine)",
         "model": "MiniLM-L6 backbone + random head, int8, max_tokens 256",
         "service_threads": args.threads,

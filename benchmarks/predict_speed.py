@@ -31,16 +31,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from training import checkpoint  # noqa: E402
+from training import checkpoint, onnx_runtime  # noqa: E402
+from training.cpu import cpu_info  # noqa: E402
 from training.datasets import read_skillspan  # noqa: E402
 from training.decoding import decode_many  # noqa: E402
 from training.evaluate import OVERALL, evaluate_predictions, span_scores  # noqa: E402
+from training.precision import quantize_encoder  # noqa: E402
 from training.tagger import BATCH_TOKENS, Tagger  # noqa: E402
 from training.text import Span, split_tag, tags_to_spans, words  # noqa: E402
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "skillspan" / "dev.json"
-# name: (max_tokens, stride, precision, threads); max_tokens excludes [CLS] and [SEP]
-VARIANTS = {
+# name: (max_tokens, stride, precision, threads[, extra]); max_tokens excludes [CLS] and
+# [SEP]; extra: {"int8": onnx_runtime.quantize options}, {"ffn_outputs": True} (torch int8
+# of every encoder Linear layer, the feed-forward outputs too) or {"concurrent": False}
+# (ONNX Runtime: one window at a time on all threads, not one window per thread)
+VARIANTS: dict[str, tuple] = {
     "fp32-510": (510, 64, "fp32", 2),
     "fp32-254": (254, 32, "fp32", 2),
     "fp32-126": (126, 32, "fp32", 2),
@@ -54,7 +59,52 @@ VARIANTS = {
     "bf16-254-s16": (254, 16, "bf16", 2),
     "int8-254": (254, 32, "int8", 2),
     "int8-126": (126, 32, "int8", 2),
+    "int8full-254": (254, 32, "int8", 2, {"ffn_outputs": True}),
+    "onnx-254": (254, 32, "onnx", 2),
+    "onnx-int8-254": (254, 32, "onnx-int8", 2),
+    "onnx-int8-126": (126, 32, "onnx-int8", 2),
+    "onnx-int8-510": (510, 64, "onnx-int8", 2),
+    "onnx-int8-254-1thread": (254, 32, "onnx-int8", 1),
+    "onnx-int8-254-seq": (254, 32, "onnx-int8", 2, {"concurrent": False}),
+    "onnx-254-seq": (254, 32, "onnx", 2, {"concurrent": False}),
+    "onnx-int8pt-254": (254, 32, "onnx-int8", 2, {"int8": {"per_channel": False}}),
+    "onnx-int8rr-254": (254, 32, "onnx-int8", 2, {"int8": {"reduce_range": True}}),
+    "onnx-uint8-254": (254, 32, "onnx-int8", 2, {"int8": {"weight_type": "QUInt8"}}),
+    "onnx-int8ffn-254": (254, 32, "onnx-int8", 2, {"int8": {"fp32_ffn_outputs": True}}),
+    "onnx-uint8ffn-254": (
+        254,
+        32,
+        "onnx-int8",
+        2,
+        {"int8": {"fp32_ffn_outputs": True, "weight_type": "QUInt8"}},
+    ),
 }
+
+
+def make_tagger(loaded, source: str, name: str) -> Tagger:
+    """A tagger for variant `name` on a copy of `loaded`'s model."""
+    max_tokens, stride, precision, _threads, *rest = VARIANTS[name]
+    extra = rest[0] if rest else {}
+    model = copy.deepcopy(loaded.model)
+    options = {"batch_tokens": BATCH_TOKENS} if "batched" in name else {}
+    if extra.get("ffn_outputs"):
+        quantize_encoder(model, ffn_outputs=True)
+        precision, options["batch_tokens"] = "fp32", 0  # already int8: run it as it is
+    saved = dict(onnx_runtime.INT8_OPTIONS)
+    onnx_runtime.INT8_OPTIONS.update(extra.get("int8", {}))
+    onnx_runtime.CONCURRENT = extra.get("concurrent", True)
+    try:
+        fresh = checkpoint.Loaded(loaded.tokenizer, model, loaded.labels, [], loaded.transitions)
+        tagger = Tagger.from_loaded(
+            fresh, source, max_tokens=max_tokens, stride=stride, precision=precision, **options
+        )
+    finally:
+        onnx_runtime.INT8_OPTIONS.clear()
+        onnx_runtime.INT8_OPTIONS.update(saved)
+        onnx_runtime.CONCURRENT = True
+    if extra.get("ffn_outputs"):
+        tagger.precision = "int8-full"
+    return tagger
 
 
 def agreement(reference: list[list[Span]], other: list[list[Span]], labels) -> float:
@@ -199,6 +249,8 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     loaded = checkpoint.load(args.model, labels, allow_new_labels=not args.model)
     lengths = [len(loaded.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    cpu = cpu_info()
+    print(cpu.line())
     print(f"model: {args.model or 'backbone + random head'}; labels {labels}")
     print(
         f"{len(texts)} posts from {args.data}; subwords per post: median "
@@ -240,17 +292,11 @@ def main(argv=None) -> int:
         print(line, flush=True)
 
     for name in args.variants:
-        max_tokens, stride, precision, threads = VARIANTS[name]
+        max_tokens, stride, precision, threads, *_ = VARIANTS[name]
         torch.set_num_threads(threads)
-        fresh = checkpoint.Loaded(loaded.tokenizer, copy.deepcopy(loaded.model), labels, [])
-        tagger = Tagger.from_loaded(
-            fresh,
-            args.model or "backbone",
-            max_tokens=max_tokens,
-            stride=stride,
-            precision=precision,
-            **({"batch_tokens": BATCH_TOKENS} if "batched" in name else {}),
-        )
+        begin = time.perf_counter()
+        tagger = make_tagger(loaded, args.model or "backbone", name)
+        setup = time.perf_counter() - begin
         tagger.warm_up()  # as Tagger.load does for bf16 and int8
         tagger.predict(texts[:2])
         predictions, seconds = timed(lambda: tagger.predict(texts), args.repeat)  # noqa: B023
@@ -265,6 +311,7 @@ def main(argv=None) -> int:
             "stride": stride,
             "precision": tagger.precision,
             "threads": threads,
+            "setup_s": setup,
             "posts_per_s": rate,
             "ratio": rate / pipe_rate,
             "share_read": tagger_share(tagger, texts),
@@ -305,8 +352,11 @@ def main(argv=None) -> int:
         for name, row in results.items():
             per_label = ", ".join(f"{k} {v:.3f}" for k, v in row["f1_by_label"].items())
             print(f"F1 by label, {name}: {per_label}")
+    end_cpu = cpu_info()
+    print(f"load average at the end: {end_cpu.load_average:.1f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        report = {"cpu": cpu.as_dict(), "load_average_end": end_cpu.load_average}
+        Path(args.json).write_text(json.dumps(report | {"variants": results}, indent=2))
     return 0
 
 

@@ -43,6 +43,7 @@ from labeling.studio.client import StudioClient, login_session  # noqa: E402
 from labeling.studio.config import parse_config  # noqa: E402
 from labeling.studio.server import StudioSettings  # noqa: E402
 from labeling.studio.tasks import spans_to_regions  # noqa: E402
+from training.cpu import cpu_info  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1] / "projects" / "linkedin-skills"
 TITLE = "skillloop screenshot"
@@ -252,6 +253,7 @@ def run(args, settings: StudioSettings | None) -> int:
     colours = {label.value: label.background for label in parse_config(xml).labels}
     session = login_session(url, args.username, args.password)
     page = f"{url}/projects/{project_id}/data?task={task_id}"
+    print(cpu_info().line())
     started = time.monotonic()
     with chromium(session.cookies.get_dict(), url) as tools:
         drawn = open_task(tools, page, args.wait)

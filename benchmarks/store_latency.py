@@ -20,6 +20,7 @@ from pathlib import Path
 from labeling.store import AnnotationStore
 from labeling.studio.config import parse_config
 from labeling.studio.payloads import record_from_webhook
+from training.cpu import cpu_info
 
 CONFIG = parse_config(
     '<View><Labels name="label" toName="text"><Label value="Technology"/><Label value="Soft"/>'
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--dir", type=Path, default=None, help="where the database goes")
     args = parser.parse_args()
+    print(cpu_info().line())
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
         store = AnnotationStore(Path(folder) / "annotations.sqlite")
         new = [

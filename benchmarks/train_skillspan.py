@@ -30,6 +30,7 @@ LABELS = ["Skill", "Knowledge"]
 
 
 def main() -> int:
+    from training.cpu import cpu_info
     from training.datasets import all_spans, dropped_by_label, read_documents
     from training.evaluate import evaluate, span_scores
     from training.finetune import TrainConfig, train
@@ -52,6 +53,8 @@ def main() -> int:
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
 
+    cpu = cpu_info()
+    print(cpu.line())
     train_docs = read_documents(args.data / "train.json")[: args.train_limit]
     dev_docs = read_documents(args.data / "dev.json")
     print(f"train {len(train_docs)} postings, dev {len(dev_docs)} postings")
@@ -83,7 +86,8 @@ def main() -> int:
 
     from training.tagger import Tagger
 
-    figures: dict = {"config": vars(config), "train": vars(result) | {"path": str(args.out)}}
+    figures: dict = {"cpu": cpu.as_dict(), "config": vars(config)}
+    figures["train"] = vars(result) | {"path": str(args.out)}
     # fp32 with the training windows, then the tagger's serving defaults (int8, its windows)
     setups = {
         "fp32": {"quantize": False, "max_tokens": config.max_tokens, "stride": config.stride},

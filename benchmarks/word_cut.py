@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
 import sys
 from collections import Counter
 from pathlib import Path
 
-import torch
-
+from training.cpu import cpu_info
 from training.datasets import all_spans, read_documents
 from training.text import Document, Span, Word, spans_to_tags, tags_to_spans, words
 
@@ -88,12 +86,9 @@ def main() -> int:
     corpora = {"linkedin-skills gold": ROOT / "projects" / "linkedin-skills" / "gold.jsonl"}
     for name in ("train", "dev"):
         corpora[f"SkillSpan {name}"] = args.data / f"{name}.json"
-    cpu = {
-        "cpu": platform.processor() or platform.machine(),
-        "capability": torch.backends.cpu.get_cpu_capability(),
-        "threads": torch.get_num_threads(),
-    }
-    print(f"CPU {cpu} (model-free: no timings)")
+    info = cpu_info()
+    print(f"{info.line()} (model-free: no timings)")
+    cpu = info.as_dict()
     result: dict = {"cpu": cpu, "corpora": {}}
     for name, path in corpora.items():
         if not path.is_file():

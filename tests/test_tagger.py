@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import REFERENCE_TAGS, WORDS
 from training.checkpoint import CheckpointError
-from training.precision import native_bf16
+from training.precision import resolve_precision
 from training.tagger import Prediction, Tagger
 from training.text import tag_names, words
 from training.windows import encode, make_windows, owned_words
@@ -210,7 +210,7 @@ def test_version_names_the_checkpoint_weights_and_precision(
     assert fp32.precision == "fp32"
     assert load(precision="int8").version == fp32.version + "+int8"
     assert load(precision="bf16").version == fp32.version + "+bf16"
-    expected = "bf16" if native_bf16() else "fp32"
+    expected = resolve_precision("auto")  # per CPU class: tests/test_precision.py
     assert load().precision == expected and load(quantize=True).precision == expected
     with pytest.raises(ValueError, match="unknown precision 'fp8'"):
         load(precision="fp8")

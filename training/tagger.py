@@ -33,6 +33,7 @@ import torch
 from training import checkpoint
 from training.crf import Lattice, Posterior, Transitions
 from training.decoding import DECODINGS, decode_many, no_span_across_lines
+from training.onnx_runtime import OnnxForward
 from training.precision import resolve_precision, set_precision
 from training.text import Span, Word, tag_names, tags_to_spans, words
 from training.windows import (
@@ -54,13 +55,15 @@ DEFAULT_MAX_TOKENS = WINDOWS.max_tokens  # special tokens excluded (training.win
 DEFAULT_STRIDE = WINDOWS.stride
 DEFAULT_DECODING = "viterbi"
 # Windows per forward pass are limited by total padded subwords, not by count: short and
-# long windows then cost about the same memory and time per batch. int8 runs one window
-# per pass: dynamic quantization scales activations per tensor, so batching would make a
-# post's prediction depend on the posts it happens to share a batch with.
+# long windows then cost about the same memory and time per batch. int8 (torch or ONNX
+# Runtime) runs one window per pass: dynamic quantization scales activations per tensor,
+# so batching would make a post's prediction depend on the posts it happens to share a
+# batch with.
 BATCH_TOKENS = 4096
 # Inputs are padded to a multiple of WIDTH_STEP (at most the longest window): bf16 kernels
 # are compiled per input shape on first use (a noticeable stall), so bf16 runs one window
-# per pass, and `warm_up` compiles every width once at load, outside any request.
+# per pass, and `warm_up` compiles every width once at load, outside any request. ONNX
+# Runtime compiles nothing per shape: its inputs are not padded at all.
 WIDTH_STEP = 32
 # where a transformers config keeps the dropout in front of its token classifier
 _DROPOUT_KEYS = ("classifier_dropout", "hidden_dropout_prob", "dropout")
@@ -150,6 +153,9 @@ class Tagger:
         self.temperature = 1.0
         self.set_temperature(temperature)
         self.precision = "fp32"  # as far as this class knows; from_loaded sets it
+        # the forward pass in ONNX Runtime (training.onnx_runtime), else None: the torch model
+        self.runtime: OnnxForward | None = None
+        self.width_step = WIDTH_STEP
         self.batch_tokens = batch_tokens
         self.specials = special_tokens(tokenizer)
         self.max_tokens = usable_max_tokens(max_tokens, tokenizer, model, self.specials)
@@ -189,16 +195,18 @@ class Tagger:
         """
         loaded = checkpoint.load(source, labels, label_map, allow_new_labels=allow_new_labels)
         resolved = checkpoint.resolve_source(source)
+        chosen = resolve_precision(precision, quantize)
         tagger = cls.from_loaded(
             loaded,
             resolved,
             max_tokens=max_tokens,
             stride=stride,
-            precision=resolve_precision(precision, quantize),
+            precision=chosen,
             num_threads=num_threads,
             decoding=decoding,
             version=_version(resolved, source),
         )
+        log.info("tagger %s: precision %s (asked %s)", tagger.version, tagger.precision, precision)
         if tagger.precision != "fp32":
             tagger.warm_up()
         return tagger
@@ -222,13 +230,16 @@ class Tagger:
             if num_threads < 1:
                 raise ValueError(f"num_threads must be at least 1, got {num_threads}")
             torch.set_num_threads(num_threads)
-        precision = set_precision(loaded.model, resolve_precision(precision, None))
-        if precision in ("int8", "bf16"):
+        precision, runtime = set_precision(loaded.model, resolve_precision(precision, None))
+        if precision in ("int8", "bf16", "onnx-int8"):
             options.setdefault("batch_tokens", 0)  # one window per pass, see BATCH_TOKENS
         options.setdefault("transitions", loaded.transitions)
         options.setdefault("temperature", loaded.temperature)
         tagger = cls(loaded.tokenizer, loaded.model, loaded.labels, source, **options)
         tagger.precision = precision
+        if runtime is not None:
+            tagger.runtime = runtime
+            tagger.width_step = 1  # ONNX Runtime compiles nothing per shape: no padding
         if precision != "fp32":
             tagger.version += f"+{precision}"
         return tagger
@@ -307,16 +318,16 @@ class Tagger:
 
     def input_width(self, length: int) -> int:
         """Padded width of a batch whose longest input (specials included) is `length`."""
-        return min(-(-length // WIDTH_STEP) * WIDTH_STEP, self.max_width)
+        return min(-(-length // self.width_step) * self.width_step, self.max_width)
 
     def warm_up(self) -> None:
         """Run one window of each input width once, so first requests are not slow."""
         widths = sorted({*range(WIDTH_STEP, self.max_width, WIDTH_STEP), self.max_width})
         self.model.eval()
         with torch.inference_mode():
-            for width in widths:
+            for width in widths if self.runtime is None else widths[-1:]:
                 ids = torch.full((1, width), self.pad_id, dtype=torch.long)
-                self.model(input_ids=ids, attention_mask=torch.ones_like(ids))
+                self._forward(ids, torch.ones_like(ids), hidden=False)
 
     def _prepare(self, text: str) -> _Doc:
         offsets = words(text)
@@ -356,21 +367,43 @@ class Tagger:
             probs = torch.softmax(out.logits.float(), dim=-1)
             return [probs, out.hidden_states[-1]] if hidden else [probs]
 
-        for job, rows in forward_windows(
-            self.model,
-            jobs,
-            read,
-            pad_id=self.pad_id,
-            batch_tokens=self.batch_tokens,
-            width=self.input_width,
-            hidden_states=hidden,
-        ):
+        if self.runtime is None:
+            results = forward_windows(
+                self.model,
+                jobs,
+                read,
+                pad_id=self.pad_id,
+                batch_tokens=self.batch_tokens,
+                width=self.input_width,
+                hidden_states=hidden,
+            )
+        else:  # ONNX Runtime: the same jobs and batches, run by its session
+            results = self.runtime.forward_windows(
+                jobs,
+                hidden,
+                pad_id=self.pad_id,
+                batch_tokens=self.batch_tokens,
+                width=self.input_width,
+            )
+        for job, rows in results:
             doc = docs[job.doc]
             doc.probs[job.owned] = rows[0]
             if hidden:
                 if doc.hidden is None:
                     doc.hidden = np.zeros((len(doc.words), rows[1].shape[-1]), np.float32)
                 doc.hidden[job.owned] = rows[1]
+
+    def _forward(
+        self, ids: torch.Tensor, mask: torch.Tensor, hidden: bool
+    ) -> tuple[torch.Tensor, np.ndarray | None]:
+        """fp32 logits (batch, width, n_tags) and, with `hidden`, the last hidden states."""
+        if self.runtime is not None:
+            logits, states = self.runtime(ids, mask, hidden)
+            return torch.from_numpy(logits), states
+        extra = {"output_hidden_states": True} if hidden else {}
+        out = self.model(input_ids=ids, attention_mask=mask, **extra)
+        states = out.hidden_states[-1].float().numpy() if hidden else None
+        return out.logits.float(), states
 
     def _prediction(self, doc: _Doc, word_tags: list[str], posterior: Posterior) -> Prediction:
         spans = [

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from training.text import Word
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,22 +243,36 @@ def forward_windows(
     """
     import torch
 
-    ordered = sorted(jobs, key=lambda job: len(job.inputs), reverse=True)
     model.eval()  # a trainer's dev evaluation hands over a model in train mode
     with torch.inference_mode():
-        for batch in batches_under_budget(ordered, batch_tokens):
-            n = len(batch[0].inputs)
-            padded = width(n) if width else n
-            ids = torch.full((len(batch), padded), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), padded), dtype=torch.long)
-            for row, job in enumerate(batch):
-                ids[row, : len(job.inputs)] = torch.tensor(job.inputs)
-                mask[row, : len(job.inputs)] = 1
+        for batch, ids, mask in padded_batches(jobs, pad_id, batch_tokens, width):
             extra = {"output_hidden_states": True} if hidden_states else {}
             output = model(input_ids=ids, attention_mask=mask, **extra)
             outputs = [t.float().numpy() for t in read(output)]
             for row, job in enumerate(batch):
                 yield job, [out[row, job.positions] for out in outputs]
+
+
+def padded_batches(
+    jobs: Sequence[WindowJob],
+    pad_id: int,
+    batch_tokens: int,
+    width: Callable[[int], int] | None = None,
+) -> Iterator[tuple[list[WindowJob], torch.Tensor, torch.Tensor]]:
+    """`(batch, input_ids, attention_mask)` for `jobs` sorted by length (longest first) and
+    cut into batches under `batch_tokens` (see `forward_windows`)."""
+    import torch
+
+    ordered = sorted(jobs, key=lambda job: len(job.inputs), reverse=True)
+    for batch in batches_under_budget(ordered, batch_tokens):
+        n = len(batch[0].inputs)
+        padded = width(n) if width else n
+        ids = torch.full((len(batch), padded), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), padded), dtype=torch.long)
+        for row, job in enumerate(batch):
+            ids[row, : len(job.inputs)] = torch.tensor(job.inputs)
+            mask[row, : len(job.inputs)] = 1
+        yield batch, ids, mask
 
 
 def batches_under_budget(jobs: Sequence, budget: int, length=lambda job: len(job.inputs)):
