@@ -34,14 +34,14 @@ chromium:
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
 
-test: install studio-install chromium
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+test: install studio-install chromium lint
 	$(PY) -m pytest -q -rs
 
+# ruff (lint and layout) and mypy over backend, labeling and training (pyproject.toml)
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # Label Studio on 127.0.0.1:$(STUDIO_PORT), the backend on :$(BACKEND_PORT), until Ctrl-C.
 STUDIO_PORT  ?= 8081
