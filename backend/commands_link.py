@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from backend.commands_model import _open
+from backend.commands_model import _open, jsonl_objects
 
 if TYPE_CHECKING:
     from labeling.curation.export import ExportResult
@@ -128,15 +128,7 @@ def _linker(
 
 def read_link_rows(handle, name: str) -> list[dict]:
     rows = []
-    for number, line in enumerate(handle, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{name}:{number}: not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{name}:{number}: each line must be a JSON object")
+    for number, row in jsonl_objects(handle, name):
         if isinstance(row.get("span"), str):
             rows.append(row)
             continue

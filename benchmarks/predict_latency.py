@@ -37,6 +37,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from service_project import skillspan_backbone_project  # noqa: E402
+
 from training.cpu import cpu_info  # noqa: E402
 
 SKILLSPAN = REPO.parent / "shared" / "data" / "skillspan"
@@ -166,28 +168,12 @@ def main() -> int:
 
 def make_project(tmp: Path, epochs: int) -> Path:
     """A copy of projects/skillspan served by the backbone with a seeded random head."""
-    import torch
-
-    from training import checkpoint
-
-    torch.manual_seed(0)
-    base = tmp / "base"
-    loaded = checkpoint.load(None, ["Skill", "Knowledge"], allow_new_labels=True)
-    loaded.model.save_pretrained(base)
-    loaded.tokenizer.save_pretrained(base)
-    project = tmp / "project"
-    project.mkdir()
-    source = REPO / "projects" / "skillspan"
-    (project / "labeling_config.xml").write_text((source / "labeling_config.xml").read_text())
-    toml = (source / "project.toml").read_text()
-    head, _, _ = toml.partition("[model]")
-    (project / "project.toml").write_text(
-        head + f'[model]\nbase = "{base}"\nmax_tokens = 256\nstride = 64\n\n'
+    return skillspan_backbone_project(
+        tmp,
         f"[training]\nepochs = {epochs}\nlearning_rate = 5e-5\nbatch_size = 8\nseed = 13\n\n"
         "[retrain]\nevery_n_annotations = 0\ndebounce_seconds = 0\nheldout_share = 0.2\n"
-        "tolerance = 1.0\n"
+        "tolerance = 1.0\n",
     )
-    return project
 
 
 def annotation(annotation_id: int, doc) -> dict:

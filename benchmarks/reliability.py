@@ -28,7 +28,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import random
 import signal
 import socket
@@ -44,6 +43,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from service_project import skillspan_backbone_project  # noqa: E402
+
+from training.cpu import cpu_info  # noqa: E402
+
 TEXT = "Senior data engineer: Python, SQL and stakeholder management in a cloud team."
 WORDS = [
     "python",
@@ -58,54 +61,9 @@ WORDS = [
 ]
 
 
-def cpu_info() -> dict:
-    import torch
-
-    model = platform.processor()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "capability": torch.backends.cpu.get_cpu_capability(),
-        "bf16": any(flag in _cpu_flags() for flag in ("avx512_bf16", "amx_bf16")),
-        "torch_threads": torch.get_num_threads(),
-        "load_average": os.getloadavg(),
-    }
-
-
-def _cpu_flags() -> set[str]:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    return set()
-
-
 # --- the service ---------------------------------------------------------------------------
 def make_project(tmp: Path) -> Path:
-    import torch
-
-    from training import checkpoint
-
-    torch.manual_seed(0)
-    base = tmp / "base"
-    loaded = checkpoint.load(None, ["Skill", "Knowledge"], allow_new_labels=True)
-    loaded.model.save_pretrained(base)
-    loaded.tokenizer.save_pretrained(base)
-    project = tmp / "project"
-    project.mkdir()
-    source = REPO / "projects" / "skillspan"
-    (project / "labeling_config.xml").write_text((source / "labeling_config.xml").read_text())
-    head, _, _ = (source / "project.toml").read_text().partition("[model]")
-    (project / "project.toml").write_text(
-        head + f'[model]\nbase = "{base}"\nmax_tokens = 256\nstride = 64\n\n'
-        "[retrain]\nevery_n_annotations = 0\n"
-    )
-    return project
+    return skillspan_backbone_project(tmp, "[retrain]\nevery_n_annotations = 0\n")
 
 
 class Service:
@@ -421,7 +379,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="write the numbers as JSON here")
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    report: dict = {"cpu": cpu_info(), "args": {k: str(v) for k, v in vars(args).items()}}
+    report: dict = {"cpu": cpu_info().as_dict(), "args": {k: str(v) for k, v in vars(args).items()}}
     with tempfile.TemporaryDirectory(prefix="skillloop-reliability-") as tmp:
         tmp = Path(tmp)
         service = Service(make_project(tmp), tmp / "state", tmp / "service.log")
@@ -458,9 +416,9 @@ def main() -> int:
 def print_report(r: dict) -> None:
     cpu = r["cpu"]
     print(
-        f"CPU: {cpu['cpu']}, {cpu['cores']} cores, torch capability {cpu['capability']}, "
-        f"bf16 {cpu['bf16']}, {cpu['torch_threads']} torch threads here, service 1 thread; "
-        f"load average at start {tuple(round(x, 1) for x in cpu['load_average'])}"
+        f"CPU: {cpu['model']}; torch capability {cpu['capability']}; native bf16 "
+        f"{'yes' if cpu['native_bf16'] else 'no'}; class {cpu['cpu_class']}; "
+        f"{cpu['cores']} cores, service 1 thread; load average at start {cpu['load_average']:.1f}"
     )
     k = r["kill_9"]
     print(
