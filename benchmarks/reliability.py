@@ -106,9 +106,10 @@ class Service:
 
     def store_ids(self) -> set[int]:
         from labeling.project import load_project
+        from labeling.state import ProjectState
         from labeling.store import AnnotationStore
 
-        path = load_project(self.project).state_dir(self.state) / "annotations.sqlite"
+        path = ProjectState.of(load_project(self.project), self.state).store_path
         with AnnotationStore(path) as store:
             return {r.annotation_id for r in store.records()}
 

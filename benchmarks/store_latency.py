@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from labeling.store import AnnotationStore
+from labeling.state import ProjectState
 from labeling.studio.config import parse_config
 from labeling.studio.payloads import record_from_webhook
 from training.cpu import cpu_info
@@ -81,7 +81,7 @@ def main() -> None:
     args = parser.parse_args()
     print(cpu_info().line())
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
-        store = AnnotationStore(Path(folder) / "annotations.sqlite")
+        store = ProjectState(Path(folder)).store()
         new = [
             timed(lambda i=i: store.upsert(record_from_webhook(payload(i, i, 40), CONFIG)))
             for i in range(1, args.n + 1)
