@@ -387,7 +387,7 @@ class DiverseBatch(QueryStrategy):
     def scores(self, pool, rng):
         return self.base.scores(pool, rng)
 
-    def rank(self, pool, scores, n, budget_tokens, rng):
+    def rank(self, pool, scores, n, budget_tokens, rng) -> list[int]:
         order = [i for i in np.argsort(-scores, kind="stable") if np.isfinite(scores[i])]
         top = order[: n * self.factor]
         if len(top) <= n:
