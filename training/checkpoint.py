@@ -12,6 +12,7 @@ through `label_map={"BUS": "Business"}` or a case-insensitive name match.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -238,3 +239,21 @@ def _rebuild_head(model: torch.nn.Module, columns: Mapping[str, int], wanted: Se
     model.classifier = new
     # transformers' heads read num_labels off the model in forward (the loss's view)
     model.num_labels = len(wanted)  # type: ignore[assignment]
+
+
+def version_name(resolved: str, source) -> str:
+    """`folder-name@hash-of-weights` for a local checkpoint, else the source name."""
+    path = Path(resolved)
+    if source is None or str(source) in ("", "backbone"):
+        name = "backbone"
+    else:
+        name = path.name if path.exists() else str(source)
+    weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("pytorch_model*.bin"))
+    if not weights:
+        return name
+    digest = hashlib.sha1()
+    for file in weights:
+        with file.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return f"{name}@{digest.hexdigest()[:10]}"

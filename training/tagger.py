@@ -20,26 +20,29 @@ tags unchanged: every path score is divided alike.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from bisect import bisect_left
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from training import checkpoint
-from training.crf import Lattice, Posterior, Transitions
+from training.crf import Lattice, Transitions
 from training.decoding import DECODINGS, decode_many, no_span_across_lines
 from training.onnx_runtime import OnnxForward
 from training.precision import resolve_precision, set_precision
-from training.text import Span, Word, tag_names, tags_to_spans, words
+from training.reading import (
+    Prediction,
+    Reading,
+    WindowedText,
+    check_texts,
+    continue_orphans,
+    prediction_of,
+)
+from training.text import tag_names, words
 from training.windows import (
     WINDOWS,
-    Encoding,
-    Window,
     encode,
     forward_windows,
     make_windows,
@@ -67,51 +70,6 @@ BATCH_TOKENS = 4096
 WIDTH_STEP = 32
 # where a transformers config keeps the dropout in front of its token classifier
 _DROPOUT_KEYS = ("classifier_dropout", "hidden_dropout_prob", "dropout")
-
-
-@dataclass(slots=True)
-class Prediction:
-    """What the tagger says about one text.
-
-    `probs[i, j]` is the probability that word `words[i]` has tag `tags[j]` under the
-    model that decoded it (a CRF's marginals, or the emission softmax of a plain model;
-    see the module docstring); `tags` is `tag_names(labels)`, the same for every
-    prediction of a tagger. `word_tags` is the decoded tag of each word, and `spans` the
-    decoded spans (text filled; score: the span's probability). `path_log_prob` is
-    log P(word_tags) under a CRF lattice (None for independent words, where it is the
-    sum of the words' own log-probabilities).
-    """
-
-    text: str
-    words: list[Word]
-    tags: list[str]
-    probs: np.ndarray  # (n_words, n_tags) float32, rows sum to 1
-    spans: list[Span] = field(default_factory=list)
-    word_tags: list[str] = field(default_factory=list)
-    # (n_words, hidden) float32: what the classifier reads per word (`predict(hidden=True)`)
-    hidden: np.ndarray | None = None
-    path_log_prob: float | None = None
-
-
-@dataclass(slots=True)
-class _Doc:
-    text: str
-    words: list[Word]
-    encoding: Encoding
-    windows: list[Window]
-    probs: np.ndarray
-    hidden: np.ndarray | None = None
-
-
-@dataclass(slots=True)
-class Reading:
-    """A text run through the model and decoded (`Tagger.read`): the emission
-    probabilities and line rule in `doc.probs` / `decode_probs`, and the decoded tags."""
-
-    doc: _Doc
-    decode_probs: np.ndarray  # what the decoder read: doc.probs with the line rule
-    word_tags: list[str]
-    decoding: str
 
 
 class Tagger:
@@ -204,7 +162,7 @@ class Tagger:
             precision=chosen,
             num_threads=num_threads,
             decoding=decoding,
-            version=_version(resolved, source),
+            version=checkpoint.version_name(resolved, source),
         )
         log.info("tagger %s: precision %s (asked %s)", tagger.version, tagger.precision, precision)
         if tagger.precision != "fp32":
@@ -282,12 +240,12 @@ class Tagger:
         """Run the model and decode: everything `predict` does but reading probabilities
         off the lattice, which `score` does (calibration scores one reading at many
         temperatures without running the model again)."""
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         decoding = decoding or self.decoding
         docs = [self._prepare(text) for text in texts]
         self._fill_probs(docs, hidden)
         for doc in docs:
-            _continue_orphans(doc)
+            continue_orphans(doc)
         line_aware = [no_span_across_lines(d.probs, d.words, d.text, self.tags) for d in docs]
         learned = self.transitions
         scores = None if learned is None else (learned.start, learned.matrix, learned.end)
@@ -313,7 +271,7 @@ class Tagger:
                 readings[i].doc.probs if lattice.free else readings[i].decode_probs for i in which
             ]
             for i, posterior in zip(which, lattice.posteriors(probs), strict=True):
-                out[i] = self._prediction(readings[i].doc, readings[i].word_tags, posterior)
+                out[i] = prediction_of(readings[i].doc, readings[i].word_tags, posterior, self.tags)
         return [p for p in out if p is not None]
 
     def input_width(self, length: int) -> int:
@@ -329,15 +287,15 @@ class Tagger:
                 ids = torch.full((1, width), self.pad_id, dtype=torch.long)
                 self._forward(ids, torch.ones_like(ids), hidden=False)
 
-    def _prepare(self, text: str) -> _Doc:
+    def _prepare(self, text: str) -> WindowedText:
         offsets = words(text)
         encoding = encode(self.tokenizer, text, offsets)
         windows = make_windows(encoding, self.max_tokens, self.stride)
         # words no subword stands for (characters the tokenizer drops) are read as O,
-        # unless _continue_orphans ties them to the word before
+        # unless continue_orphans ties them to the word before
         probs = np.zeros((len(offsets), len(self.tags)), dtype=np.float32)
         probs[:, 0] = 1.0
-        return _Doc(text, offsets, encoding, windows, probs)
+        return WindowedText(text, offsets, encoding, windows, probs)
 
     def classifier_head(self) -> dict:
         """The linear head as numpy (`weight` (n_tags, hidden), `bias`) and the dropout
@@ -355,7 +313,7 @@ class Tagger:
             "lattice": self.lattice(),
         }
 
-    def _fill_probs(self, docs: list[_Doc], hidden: bool = False) -> None:
+    def _fill_probs(self, docs: list[WindowedText], hidden: bool = False) -> None:
         """Run every window of every document through the model (`forward_windows`)."""
         jobs = [
             job
@@ -404,77 +362,3 @@ class Tagger:
         out = self.model(input_ids=ids, attention_mask=mask, **extra)
         states = out.hidden_states[-1].float().numpy() if hidden else None
         return out.logits.float(), states
-
-    def _prediction(self, doc: _Doc, word_tags: list[str], posterior: Posterior) -> Prediction:
-        spans = [
-            replace(span, score=_span_probability(posterior, doc.words, span))
-            for span in tags_to_spans(word_tags, doc.words, doc.text)
-        ]
-        path_log_prob = None
-        if not posterior.lattice.free:
-            column = {tag: j for j, tag in enumerate(self.tags)}
-            path_log_prob = posterior.path_log_probability([column[t] for t in word_tags])
-        probs = posterior.marginals.astype(np.float32)
-        return Prediction(
-            doc.text,
-            doc.words,
-            list(self.tags),
-            probs,
-            spans,
-            word_tags,
-            doc.hidden,
-            path_log_prob,
-        )
-
-
-def _span_probability(posterior: Posterior, offsets: Sequence[Word], span: Span) -> float:
-    """The probability of `span` (whose offsets are its first word's start and its last
-    word's end) as exactly that span, B- opening it (`Posterior.span_probability`)."""
-    starts = [start for start, _ in offsets]
-    first = bisect_left(starts, span.start)
-    last = bisect_left(starts, span.end, lo=first) - 1  # the last word starting inside
-    return posterior.span_probability(first, last, span.label)
-
-
-def _continue_orphans(doc: _Doc) -> None:
-    """A word without a subword of its own that touches the previous word (a tokenizer
-    dropped the character between them, as in "ingre\u00addients") continues it: it takes
-    the previous word's probabilities with each B- share moved to the label's I-."""
-    orphans = np.flatnonzero(doc.encoding.first_token < 0)
-    for i in orphans[orphans > 0]:
-        if doc.words[i - 1][1] == doc.words[i][0]:
-            row = doc.probs[i - 1].copy()
-            row[2::2] += row[1::2]  # tags are O, B-a, I-a, B-b, I-b, ...
-            row[1::2] = 0.0
-            doc.probs[i] = row
-
-
-def _check_texts(texts) -> list[str]:
-    if isinstance(texts, str):
-        raise TypeError("predict takes a list of texts, not a single string: use predict([text])")
-    try:
-        texts = list(texts)
-    except TypeError:
-        raise TypeError(f"predict takes a list of texts, got {type(texts).__name__}") from None
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"text {i} is {type(text).__name__}, not str")
-    return texts
-
-
-def _version(resolved: str, source) -> str:
-    """`folder-name@hash-of-weights` for a local checkpoint, else the source name."""
-    path = Path(resolved)
-    if source is None or str(source) in ("", "backbone"):
-        name = "backbone"
-    else:
-        name = path.name if path.exists() else str(source)
-    weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("pytorch_model*.bin"))
-    if not weights:
-        return name
-    digest = hashlib.sha1()
-    for file in weights:
-        with file.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-    return f"{name}@{digest.hexdigest()[:10]}"
