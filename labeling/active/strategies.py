@@ -18,160 +18,27 @@ first. Posts without words carry nothing to label: they are never picked (score 
 
 from __future__ import annotations
 
-import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from labeling.active.base import (
+    PoolItem,
+    QueryStrategy,
+    best_path_log_prob,
+    entropy,
+    item_from_prediction,
+    max_probs,
+    word_text,
+)
+from labeling.active.modifiers import ClassBalanced, DiverseBatch
 from training.text import OUTSIDE, is_joiner, split_tag, tag_runs
 
 if TYPE_CHECKING:  # training.crf imports torch, which this numpy-only module avoids
     from training.crf import Lattice
-
-EPS = 1e-12
-
-
-@dataclass(slots=True)
-class PoolItem:
-    """One unlabelled post (or sentence) as the strategies see it."""
-
-    id: str
-    probs: np.ndarray  # (n_words, n_tags), rows sum to 1
-    tags: Sequence[str]  # column names of probs: tag_names(labels)
-    text: str = ""
-    words: Sequence[tuple[int, int]] = ()  # character offsets, for readable reasons
-    embedding: np.ndarray | None = None  # (d,) post vector, for diversity
-    hidden: np.ndarray | None = None  # (n_words, d) encoder states, for BALD
-    # log P(best tag sequence) where words are not independent (a CRF); None: the sum of
-    # the words' best log-probabilities, which is that for independent words
-    path_log_prob: float | None = None
-
-    @property
-    def cost(self) -> int:
-        """What labelling it costs: its number of words."""
-        return int(self.probs.shape[0])
-
-
-@dataclass(slots=True)
-class Pick:
-    """A selected post: `score` is the strategy's uncertainty (higher = more useful)."""
-
-    id: str
-    index: int  # position in the pool given to `query`
-    score: float
-    cost: int
-    reasons: list[str] = field(default_factory=list)
-
-
-def item_from_prediction(prediction, id: str = "") -> PoolItem:
-    """A `PoolItem` from a `training.tagger.Prediction` (duck-typed: probs, tags, words)."""
-    probs = np.asarray(prediction.probs, dtype=np.float64)
-    if probs.ndim != 2:
-        probs = probs.reshape(0, len(prediction.tags))
-    return PoolItem(
-        id=str(id),
-        probs=probs,
-        tags=list(prediction.tags),
-        text=getattr(prediction, "text", ""),
-        words=list(getattr(prediction, "words", [])),
-        hidden=getattr(prediction, "hidden", None),
-        path_log_prob=getattr(prediction, "path_log_prob", None),
-    )
-
-
-def _max_probs(item: PoolItem) -> np.ndarray:
-    return np.clip(item.probs.max(axis=1), EPS, 1.0)
-
-
-def _best_path_log_prob(item: PoolItem) -> float:
-    """log P(y*): the CRF's own value where the tagger gave it, else (independent words)
-    the sum of each word's best log-probability."""
-    if item.path_log_prob is not None:
-        return float(item.path_log_prob)
-    return float(np.log(_max_probs(item)).sum())
-
-
-def _entropy(probs: np.ndarray) -> np.ndarray:
-    p = np.clip(probs, EPS, 1.0)
-    return -(p * np.log(p)).sum(axis=-1)
-
-
-def _word_text(item: PoolItem, first: int, last: int) -> str:
-    if item.text and len(item.words) > last:
-        return item.text[item.words[first][0] : item.words[last][1]]
-    return f"words {first}-{last}"
-
-
-class QueryStrategy:
-    """Scores posts one by one; `query` takes the highest scores within count and budget."""
-
-    name = "base"
-
-    def uncertainty(self, item: PoolItem) -> float:
-        raise NotImplementedError
-
-    def confidence(self, u: float) -> float:
-        """Map an uncertainty onto (0, 1], higher = surer; used as Label Studio's score."""
-        return math.exp(-u)
-
-    def explain(self, item: PoolItem, score: float) -> list[str]:
-        return [f"{self.name}={score:.4f}"]
-
-    def scores(self, pool: Sequence[PoolItem], rng: np.random.Generator) -> np.ndarray:
-        return np.array(
-            [self.uncertainty(it) if it.cost else -np.inf for it in pool], dtype=np.float64
-        )
-
-    def query(
-        self,
-        pool: Sequence[PoolItem],
-        n: int,
-        budget_tokens: int | None = None,
-        rng: np.random.Generator | int | None = None,
-    ) -> list[Pick]:
-        """The next batch: at most `n` posts and, with a budget, at most `budget_tokens`
-        words in all. Posts too long for what is left of the budget are skipped for
-        shorter ones. An empty pool gives an empty batch; a pool smaller than `n` gives
-        all its posts that have words, ranked."""
-        _check_request(n, budget_tokens)
-        if not pool or n == 0:
-            return []
-        rng = np.random.default_rng(rng)
-        scores = self.scores(pool, rng)
-        order = self.rank(pool, scores, n, budget_tokens, rng)
-        return self._fill(pool, scores, order, n, budget_tokens)
-
-    def rank(self, pool, scores, n, budget_tokens, rng) -> list[int]:
-        """Candidate order; ties keep pool order."""
-        return [int(i) for i in np.argsort(-scores, kind="stable")]
-
-    def _fill(self, pool, scores, order, n, budget_tokens) -> list[Pick]:
-        picks: list[Pick] = []
-        left = budget_tokens
-        for i in order:
-            item = pool[i]
-            if not np.isfinite(scores[i]) or item.cost == 0:
-                continue
-            if left is not None:
-                if item.cost > left:
-                    continue
-                left -= item.cost
-            picks.append(
-                Pick(item.id, i, float(scores[i]), item.cost, self.explain(item, float(scores[i])))
-            )
-            if len(picks) >= n or (left is not None and left <= 0):
-                break
-        return picks
-
-
-def _check_request(n: int, budget_tokens: int | None) -> None:
-    if n < 0:
-        raise ValueError(f"batch size must be 0 or more, got {n}")
-    if budget_tokens is not None and budget_tokens < 0:
-        raise ValueError(f"token budget must be 0 or more, got {budget_tokens}")
 
 
 class RandomSampling(QueryStrategy):
@@ -198,7 +65,7 @@ class LeastConfidence(QueryStrategy):
     name = "least_confidence"
 
     def uncertainty(self, item):
-        return float(1.0 - np.exp(_best_path_log_prob(item)))
+        return float(1.0 - np.exp(best_path_log_prob(item)))
 
     def confidence(self, u):
         return 1.0 - u
@@ -211,7 +78,7 @@ class MNLP(QueryStrategy):
     name = "mnlp"
 
     def uncertainty(self, item):
-        return float(-_best_path_log_prob(item) / max(item.cost, 1))
+        return float(-best_path_log_prob(item) / max(item.cost, 1))
 
 
 class TokenEntropy(QueryStrategy):
@@ -226,7 +93,7 @@ class TokenEntropy(QueryStrategy):
         self.name = f"entropy_{aggregate}"
 
     def uncertainty(self, item):
-        h = _entropy(item.probs)
+        h = entropy(item.probs)
         return float(h.mean() if self.aggregate == "mean" else h.max())
 
 
@@ -262,7 +129,7 @@ def candidate_spans(item: PoolItem, near_miss: float = 0.2) -> list[SpanDoubt]:
         return []
     tags = list(item.tags)
     best = item.probs.argmax(axis=1)
-    p_best = _max_probs(item)
+    p_best = max_probs(item)
     outside = tags.index(OUTSIDE) if OUTSIDE in tags else None
     p_entity = 1.0 - item.probs[:, outside] if outside is not None else np.ones(item.cost)
     # near misses decode as runs of their own pseudo-label, apart from predicted spans
@@ -313,7 +180,7 @@ class SpanUncertainty(QueryStrategy):
         out = [f"{self.name}={score:.4f}"]
         for s in spans:
             kind = s.label if s.predicted else "near miss"
-            out.append(f"{kind} {_word_text(item, s.first, s.last)!r} doubt {s.doubt:.2f}")
+            out.append(f"{kind} {word_text(item, s.first, s.last)!r} doubt {s.doubt:.2f}")
         return out
 
 
@@ -357,94 +224,12 @@ class BALD(QueryStrategy):
         p /= p.sum(axis=-1, keepdims=True)  # (samples, n_words, n_tags)
         if self.lattice is not None:
             p = np.stack([post.marginals for post in self.lattice.posteriors(list(p))])
-        mutual = _entropy(p.mean(axis=0)) - _entropy(p).mean(axis=0)
+        mutual = entropy(p.mean(axis=0)) - entropy(p).mean(axis=0)
         return float(mutual.mean())
 
     def scores(self, pool, rng):
         self._rng = rng
         return super().scores(pool, rng)
-
-
-class DiverseBatch(QueryStrategy):
-    """Diversity in a batch: cluster the top `factor * n` candidates of `base` with k-means
-    on their post embeddings and take the most uncertain post of each cluster, so a batch
-    is not near-duplicates (cluster-margin style, cf. Zhdanov, 2019, "Diverse mini-batch
-    Active Learning"; BADGE, Ash et al., 2020, does the same on gradient embeddings)."""
-
-    def __init__(self, base: QueryStrategy, factor: int = 5):
-        self.base, self.factor = base, max(int(factor), 1)
-        self.name = f"{base.name}+diverse"
-
-    def uncertainty(self, item):
-        return self.base.uncertainty(item)
-
-    def confidence(self, u):
-        return self.base.confidence(u)
-
-    def explain(self, item, score):
-        return self.base.explain(item, score)
-
-    def scores(self, pool, rng):
-        return self.base.scores(pool, rng)
-
-    def rank(self, pool, scores, n, budget_tokens, rng) -> list[int]:
-        order = [i for i in np.argsort(-scores, kind="stable") if np.isfinite(scores[i])]
-        top = order[: n * self.factor]
-        if len(top) <= n:
-            return top
-        missing = [pool[i].id for i in top if pool[i].embedding is None]
-        if missing:
-            raise ValueError(f"diverse selection needs post embeddings; missing for {missing[0]!r}")
-        from sklearn.cluster import KMeans
-
-        x = np.stack([np.asarray(pool[i].embedding, dtype=np.float64) for i in top])
-        x /= np.linalg.norm(x, axis=1, keepdims=True) + EPS
-        seed = int(rng.integers(2**31))
-        clusters = KMeans(n_clusters=n, n_init=3, random_state=seed).fit_predict(x)
-        chosen: dict[int, int] = {}
-        for i, c in zip(top, clusters, strict=True):
-            chosen.setdefault(int(c), i)  # `top` is ranked: the first seen is the best
-        firsts = sorted(chosen.values(), key=lambda i: -scores[i])
-        # the rest stay available as fallbacks when the budget skips a cluster's best
-        chosen_set = set(firsts)
-        return firsts + [i for i in order if i not in chosen_set]
-
-
-class ClassBalanced(QueryStrategy):
-    """Class balancing toward rare labels: `base`'s score times 1 + `strength` * the
-    expected number of rare-label spans in the post, where a label's rarity is
-    1 / (1 + its count among the labelled spans), scaled so the rarest is 1 (cf. Kim et
-    al., 2006, MMR-based AL for NER)."""
-
-    def __init__(self, base: QueryStrategy, label_counts: dict[str, int], strength: float = 1.0):
-        self.base, self.strength = base, strength
-        self.name = f"{base.name}+balanced"
-        raw = {label: 1.0 / (1.0 + count) for label, count in label_counts.items()}
-        top = max(raw.values(), default=1.0)
-        self.rarity = {label: r / top for label, r in raw.items()}
-
-    def weight(self, item: PoolItem) -> float:
-        """1 + `strength` * the expected number of rare-label spans (capped at 3)."""
-        expected = 0.0
-        for column, tag in enumerate(item.tags):
-            prefix, label = split_tag(tag)
-            if prefix == "B" and label is not None:
-                expected += self.rarity.get(label, 1.0) * float(item.probs[:, column].sum())
-        return 1.0 + self.strength * min(expected, 3.0)
-
-    def uncertainty(self, item):
-        return self.base.uncertainty(item) * self.weight(item)
-
-    def scores(self, pool, rng):
-        # the base's own scores (random's draws, BALD's samples), not its uncertainty:
-        # random's uncertainty is 0 for every post, which left the pool in its own order
-        base = self.base.scores(pool, rng)
-        return np.array(
-            [s * self.weight(it) if it.cost else s for s, it in zip(base, pool, strict=True)]
-        )
-
-    def confidence(self, u):
-        return self.base.confidence(u)
 
 
 STRATEGIES: dict[str, Callable[[], QueryStrategy]] = {
