@@ -9,8 +9,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from training.reading import Prediction
 
 EPS = 1e-12
 
@@ -47,8 +51,8 @@ class Pick:
     reasons: list[str] = field(default_factory=list)
 
 
-def item_from_prediction(prediction, id: str = "") -> PoolItem:
-    """A `PoolItem` from a `training.tagger.Prediction` (duck-typed: probs, tags, words)."""
+def item_from_prediction(prediction: Prediction, id: str = "") -> PoolItem:
+    """A `PoolItem` from the tagger's `Prediction`."""
     probs = np.asarray(prediction.probs, dtype=np.float64)
     if probs.ndim != 2:
         probs = probs.reshape(0, len(prediction.tags))
@@ -56,10 +60,10 @@ def item_from_prediction(prediction, id: str = "") -> PoolItem:
         id=str(id),
         probs=probs,
         tags=list(prediction.tags),
-        text=getattr(prediction, "text", ""),
-        words=list(getattr(prediction, "words", [])),
-        hidden=getattr(prediction, "hidden", None),
-        path_log_prob=getattr(prediction, "path_log_prob", None),
+        text=prediction.text,
+        words=list(prediction.words),
+        hidden=prediction.hidden,
+        path_log_prob=prediction.path_log_prob,
     )
 
 

@@ -17,6 +17,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from labeling.curation.quality import latest_per_annotator
 from labeling.curation.splits import DEFAULT_SHARES, post_order, stratified_split
 from labeling.studio.client import POST_ID_KEY
 from training.text import Document, Span, post_key, spans_to_tags, tags_to_spans, words
+
+if TYPE_CHECKING:
+    from labeling.store import AnnotationRecord
 
 POLICIES = ("latest", "reviewed", "majority")
 FORMATS = ("conll", "jsonl", "hf")
@@ -90,7 +94,9 @@ def snap(text: str, spans: Iterable[Span]) -> list[Span]:
     return tags_to_spans(spans_to_tags(spans, offsets), offsets, text)
 
 
-def resolve(records: Iterable, policy: str = "latest") -> tuple[list[CuratedPost], list[Conflict]]:
+def resolve(
+    records: Iterable[AnnotationRecord], policy: str = "latest"
+) -> tuple[list[CuratedPost], list[Conflict]]:
     """One annotation per post (task).
 
     - latest: the most recently updated annotation;
@@ -105,7 +111,7 @@ def resolve(records: Iterable, policy: str = "latest") -> tuple[list[CuratedPost
     for _task_id, group in sorted(latest_per_annotator(records).items(), key=lambda kv: kv[0]):
         latest = group[-1]
         if policy == "reviewed":
-            reviewed = [r for r in group if getattr(r, "ground_truth", False)]
+            reviewed = [r for r in group if r.ground_truth]
             chosen = reviewed[-1] if reviewed else latest
         else:
             chosen = latest
@@ -127,10 +133,10 @@ def resolve(records: Iterable, policy: str = "latest") -> tuple[list[CuratedPost
     return posts, conflicts
 
 
-def _post_id(record) -> str:
+def _post_id(record: AnnotationRecord) -> str:
     """The task's own `post_id` (the id skillloop imported it with) when it has one, else
     the Label Studio task id: an export names posts as the project's posts file does."""
-    task = record.raw.get("task") if isinstance(getattr(record, "raw", None), dict) else None
+    task = record.raw.get("task") if isinstance(record.raw, dict) else None
     data = task.get("data") if isinstance(task, dict) else None
     post_id = data.get(POST_ID_KEY) if isinstance(data, dict) else None
     if isinstance(post_id, str | int) and not isinstance(post_id, bool) and str(post_id).strip():
@@ -138,7 +144,7 @@ def _post_id(record) -> str:
     return str(record.task_id)
 
 
-def _provenance(group: list, chosen, policy: str) -> dict:
+def _provenance(group: list[AnnotationRecord], chosen: AnnotationRecord, policy: str) -> dict:
     return {
         "task_id": chosen.task_id,
         "annotation_id": chosen.annotation_id,
@@ -147,7 +153,7 @@ def _provenance(group: list, chosen, policy: str) -> dict:
         "created_at": chosen.created_at,
         "prediction_model_version": chosen.prediction_model_version,
         "selected_by": chosen.selected_by,
-        "ground_truth": bool(getattr(chosen, "ground_truth", False)),
+        "ground_truth": bool(chosen.ground_truth),
         "annotators": [r.annotator for r in group],
         "annotation_ids": [r.annotation_id for r in group],
         "policy": policy,
