@@ -15,13 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from labeling.curation.duplicates import deduplicate, jaccard, shingles
 from labeling.curation.export import (
     CuratedPost,
     ExportSettings,
-    deduplicate,
     export_dataset,
-    jaccard,
-    shingles,
     snap,
 )
 from labeling.store import AnnotationRecord

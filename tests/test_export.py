@@ -6,12 +6,11 @@ import json
 
 import pytest
 
+from labeling.curation.duplicates import deduplicate, jaccard
 from labeling.curation.export import (
     CuratedPost,
     ExportSettings,
-    deduplicate,
     export_dataset,
-    jaccard,
     resolve,
     stratified_split,
 )
@@ -319,7 +318,7 @@ def test_minhash_signatures_estimate_jaccard():
     """Each permutation must order shingles differently: signature agreement ~ Jaccard."""
     import numpy as np
 
-    from labeling.curation.export import _PRIME, _minhash
+    from labeling.curation.duplicates import _PRIME, _minhash
 
     rng = np.random.default_rng(0)
     a = rng.integers(1, _PRIME, 256, dtype=np.uint64)
