@@ -34,3 +34,10 @@ class EarlyStopping:
     def restore(self, model: torch.nn.Module) -> None:
         if self.state is not None:
             model.load_state_dict(self.state)
+
+    def crf_scores_to_save(self, crf: CRF | None, had_dev: bool) -> Transitions | None:
+        """The CRF scores saved beside the weights: the best epoch's, else the last ones."""
+        scores = self.crf_scores if had_dev else None
+        if scores is None and crf is not None:
+            scores = crf.transitions()
+        return scores

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from training import checkpoint
-from training.crf import CRF, Transitions, word_emissions
+from training.crf import CRF, word_emissions
 from training.early_stopping import EarlyStopping
+from training.freezing import freeze_for_epoch
 from training.saving import check_out_dir, save
 from training.text import Document, tag_names
 from training.train_examples import IGNORE, Example, batches, collate, make_examples
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 METADATA_FILE = checkpoint.METADATA_FILE
 TRAIN_PRECISIONS = ("auto", "bf16", "fp32")
+SCHEDULES = ("linear", "cosine")
 
 
 @dataclass
@@ -64,10 +66,17 @@ class TrainConfig:
     # its transition scores learn at their own rate, as they start from zero
     crf: bool = True
     crf_learning_rate: float = 1e-2
+    # speed options for CPUs without native bf16 (training.freezing, docs/training.md)
+    freeze_embeddings: bool = False  # word embeddings stay as pretrained, all epochs
+    freeze_layers: int = 0  # embeddings and the lowest N blocks stay fixed ...
+    freeze_epochs: int = 0  # ... during the first N epochs
+    schedule: str = "linear"  # learning-rate decay after warm-up: "linear" or "cosine"
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ValueError("epochs, batch_size and learning_rate must be positive")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}: choose one of {SCHEDULES}")
         if self.precision not in TRAIN_PRECISIONS:
             raise ValueError(
                 f"unknown precision {self.precision!r}: choose one of {TRAIN_PRECISIONS}"
@@ -160,7 +169,7 @@ class Optimizer:
     def __init__(
         self, run: Prepared, config: TrainConfig, total_steps: int, on_step: StepCallback | None
     ):
-        from transformers import get_linear_schedule_with_warmup
+        from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
         decay: list[torch.nn.Parameter] = []
         no_decay: list[torch.nn.Parameter] = []
@@ -179,12 +188,25 @@ class Optimizer:
                 }
             )
         self.optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
-        self.scheduler = get_linear_schedule_with_warmup(
+        schedule = (
+            get_cosine_schedule_with_warmup
+            if config.schedule == "cosine"
+            else get_linear_schedule_with_warmup
+        )
+        self.scheduler = schedule(
             self.optimizer, int(config.warmup_ratio * total_steps), total_steps
         )
         self.clipped = trainable_parameters(run.model, run.crf)
         self.max_grad_norm = config.max_grad_norm
         self.total_steps, self.done, self.on_step = total_steps, 0, on_step
+
+    def step(self, loss: torch.Tensor) -> None:
+        """Backward, clip, update, advance the schedule."""
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.clipped, self.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
     def epoch(
         self,
@@ -201,11 +223,7 @@ class Optimizer:
             if should_stop is not None and should_stop():
                 raise TrainingCancelled("training cancelled")
             loss = batch_loss(run, [run.examples[k] for k in batch_ids])
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.clipped, self.max_grad_norm)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            self.step(loss)
             total, self.done = total + loss.item(), self.done + 1
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{total / count:.4f}")
@@ -288,7 +306,7 @@ def train(
         timings=timings,
     )
     metadata = checkpoint_metadata(base, labels, label_map, config, result, train_docs, dev_docs)
-    crf_scores = best_crf_scores(run, history.stopping, bool(dev_docs))
+    crf_scores = history.stopping.crf_scores_to_save(run.crf, bool(dev_docs))
     if crf_scores is not None:
         metadata["crf"] = crf_scores.to_json()
     save(run.model, run.tokenizer, out_dir, metadata)
@@ -326,6 +344,7 @@ def run_epochs(
     try:
         for epoch in range(1, config.epochs + 1):
             epoch_batches = batches(run.examples, config.batch_size, rng)
+            freeze_for_epoch(run.model, config, epoch)
             history.losses.append(optimizer.epoch(run, epoch_batches, bar, epoch, should_stop))
             f1 = None
             if dev_docs:
@@ -344,14 +363,6 @@ def run_epochs(
         bar.close()
     history.stopping.restore(run.model)
     return history
-
-
-def best_crf_scores(run: Prepared, stopping: EarlyStopping, had_dev: bool) -> Transitions | None:
-    """The CRF scores saved beside the weights: the best epoch's, else the last ones."""
-    scores = stopping.crf_scores if had_dev else None
-    if scores is None and run.crf is not None:
-        scores = run.crf.transitions()
-    return scores
 
 
 def checkpoint_metadata(
