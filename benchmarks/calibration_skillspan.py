@@ -20,10 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -32,28 +32,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 DATA = ROOT.parent / "shared" / "data" / "skillspan"
 LABELS = ["Skill", "Knowledge"]
-
-
-def cpu_info() -> dict:
-    """The CPU a figure was measured on (model name, torch's capability, bf16, threads)."""
-    import torch
-
-    name = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": name,
-        "capability": torch.backends.cpu.get_cpu_capability(),
-        "bf16_native": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
-        "threads": torch.get_num_threads(),
-        "cores": os.cpu_count(),
-        "load_average": os.getloadavg()[0],
-    }
 
 
 def old_scores(readings, tagger) -> list[list[float]]:
@@ -86,6 +64,7 @@ def main() -> int:
         span_nll,
         span_outcomes,
     )
+    from training.cpu import cpu_info
     from training.datasets import read_documents
     from training.tagger import Tagger
 
@@ -102,7 +81,9 @@ def main() -> int:
     tagger = Tagger.load(args.model, LABELS, num_threads=args.num_threads)
     stored = tagger.temperature
     tagger.set_temperature(1.0)  # measure from the model as trained
-    info = {"model": str(args.model), "tagger": repr(tagger), **cpu_info()}
+    cpu = cpu_info()
+    print(cpu.line(), flush=True)
+    info: dict[str, Any] = {"model": str(args.model), "tagger": repr(tagger), "cpu": cpu.as_dict()}
     print(json.dumps(info), flush=True)
     started = time.perf_counter()
     readings = tagger.read([d.text for d in dev])
@@ -125,7 +106,7 @@ def main() -> int:
             "span probability, T=1": raw,
             f"span probability, T={fit.temperature:.2f} (fitted on {fit_name} posts)": scaled,
         }
-        fold = {
+        fold: dict[str, Any] = {
             "fit_posts": len(fit_idx),
             "eval_posts": len(eval_idx),
             "temperature": round(fit.temperature, 4),

@@ -6,7 +6,7 @@ constrained (viterbi) decoding, and exact character-span F1 against the flattene
 against all gold spans (nested ones included).
 
 Run it under the heavy-job lock (see docs/training.md):
-    flock /tmp/skillloop-heavy.lock .venv/bin/python benchmarks/train_skillspan.py
+    flock /work/heavy.lock nice -n 5 .venv/bin/python benchmarks/train_skillspan.py
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -67,6 +68,7 @@ def main() -> int:
             )
     print(f"config: {config}")
 
+    load_before, cpu_started = os.getloadavg(), time.process_time()
     result = train(
         args.base,
         train_docs,
@@ -81,15 +83,27 @@ def main() -> int:
         f"{result.epochs_run} epochs run, best epoch {result.best_epoch}, "
         f"{result.n_windows} windows; torch threads {config.num_threads}"
     )
+    cpu_seconds = time.process_time() - cpu_started
+    load_after = os.getloadavg()
+    print(
+        f"training CPU time {cpu_seconds:.0f} s over {config.num_threads} threads; "
+        f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f} "
+        "(1-minute; above the thread count means other jobs shared the cores)"
+    )
     print("loss per epoch:", [round(x, 4) for x in result.losses])
     print("dev strict F1 per epoch:", [round(x, 4) for x in result.dev_f1])
 
     from training.tagger import Tagger
 
     figures: dict = {"cpu": cpu.as_dict(), "config": vars(config)}
-    figures["train"] = vars(result) | {"path": str(args.out)}
+    figures["train"] = vars(result) | {
+        "path": str(args.out),
+        "cpu_seconds": round(cpu_seconds, 1),
+        "load_before": load_before,
+        "load_after": load_after,
+    }
     # fp32 with the training windows, then the tagger's serving defaults (int8, its windows)
-    setups = {
+    setups: dict[str, dict[str, Any]] = {
         "fp32": {"quantize": False, "max_tokens": config.max_tokens, "stride": config.stride},
         "serving": {},
     }

@@ -1,0 +1,120 @@
+"""The promotion gate's decisions on real data: rounds on growing SkillSpan train subsets,
+each judged on one frozen set of held-out SkillSpan posts.
+
+Each round runs the backend's own round code: `backend.train_round.run` (train, calibrate
+and score the candidate and the champion on the held-out posts, per-post counts
+included) and `backend.gate.decide` (the paired bootstrap over posts and the rule), and
+prints the decision and the one-line interval as `skillloop status` and the report show
+them (`backend.gate.summary`). As in the service, a round warm-starts from the serving
+model (the champion), the first from the backbone; the held-out posts (the first
+`--heldout` SkillSpan dev posts) never change, the training posts grow.
+
+    flock /work/heavy.lock nice -n 5 .venv/bin/python benchmarks/gate_skillspan.py \\
+        --sizes 20 50 100 --epochs 3 --json state/logs/gate.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+DATA = ROOT.parent / "shared" / "data" / "skillspan"
+LABELS = ["Skill", "Knowledge"]
+
+
+def main() -> int:
+    from backend.gate import decide, summary
+    from backend.train_round import run
+    from labeling.project import RetrainSettings
+    from training.cpu import cpu_info
+    from training.datasets import read_documents, write_jsonl
+    from training.finetune import TrainConfig
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[20, 50, 100])
+    parser.add_argument("--heldout", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--margin", type=float, default=RetrainSettings().tolerance)
+    parser.add_argument("--out", type=Path, default=ROOT / "state" / "gate-skillspan")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    cpu = cpu_info()
+    print(cpu.line(), flush=True)
+    train_docs = read_documents(args.data / "train.json")
+    heldout = read_documents(args.data / "dev.json")[: args.heldout]
+    print(
+        f"held-out: the first {len(heldout)} SkillSpan dev posts (frozen); rounds on the "
+        f"first {args.sizes} train posts; {args.epochs} epochs; margin {args.margin}",
+        flush=True,
+    )
+    shutil.rmtree(args.out, ignore_errors=True)
+    config = asdict(TrainConfig(epochs=args.epochs, num_threads=args.threads))
+    champion: dict | None = None
+    rounds = []
+    for number, size in enumerate(args.sizes, start=1):
+        folder = args.out / f"round-{number:02d}"
+        folder.mkdir(parents=True)
+        write_jsonl(train_docs[:size], folder / "train.jsonl")
+        write_jsonl(heldout, folder / "heldout.jsonl")
+        spec = {
+            "folder": str(folder),
+            "base": champion["path"] if champion else None,
+            "labels": LABELS,
+            "out_dir": str(folder / "model"),
+            "config": config,
+            "num_threads": args.threads,
+            "baseline": champion,
+        }
+        started = time.perf_counter()
+        result = run(spec)
+        decision = decide(result, args.margin, len(heldout))
+        details = {**decision.details, "decision": "promoted" if decision.promote else "refused"}
+        row = {
+            "round": number,
+            "train_posts": size,
+            "heldout_posts": len(heldout),
+            "candidate_f1": round(result["candidate"]["f1"], 4),
+            "champion": champion["version"] if champion else None,
+            "champion_f1": (round(result["baseline"]["f1"], 4) if result.get("baseline") else None),
+            "decision": details["decision"],
+            "summary": summary(details),
+            "reason": decision.reason,
+            "gate": details,
+            "seconds": round(time.perf_counter() - started, 1),
+            "timings": result["timings"],
+        }
+        rounds.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "gate"}), flush=True)
+        if decision.promote:
+            champion = {"version": f"round-{number:02d}", "path": spec["out_dir"]}
+    print(
+        "\n| round | train posts | candidate F1 | champion (F1) | gain [80% interval] | decision |"
+    )
+    print("|---:|---:|---:|---|---|---|")
+    for row in rounds:
+        versus = f"{row['champion']} ({row['champion_f1']})" if row["champion"] else "none"
+        print(
+            f"| {row['round']} | {row['train_posts']} | {row['candidate_f1']} | {versus} | "
+            f"{row['summary']} | {row['decision']} |"
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"cpu": cpu.as_dict(), "rounds": rounds}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
