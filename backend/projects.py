@@ -7,8 +7,10 @@ Several projects (`serve --project-templates A,B`): each connected Label Studio 
 served from its own state, `<state base>/studio-<id>/` (labeling/state.py), made on the
 first request that names it (Label Studio sends /setup first, when the backend is
 connected) from a project template: the template `SKILLLOOP_STUDIO_PROJECTS` names for
-its id, else the one whose name or title is the Label Studio project's title, else the
-only template the labeling config's labels fit, else the only template there is. The
+its id, else the one whose name or title is the Label Studio project's title (from the
+webhook, or asked of Label Studio when LABEL_STUDIO_URL/API_KEY are set), else the only
+template the labeling config's labels fit (by name, then through the template's
+aliases), else the only template there is. The
 state remembers the template (`connection.json`), so a restart serves each project
 again from the same template and state, and /predict or a webhook for a project the
 backend has not met yet is set up by the same rule. Nothing here loads a model in the
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING
 from backend.predictions import label_names, parse_labeling
 from backend.services import MakeWorker, Services, build_services
 from backend.validation import BadRequest, StudioProjectKey
+from labeling.studio.config import ConfigError, LabelingConfig, map_model_labels
 
 if TYPE_CHECKING:
     from backend.metrics import Metrics
@@ -79,8 +82,16 @@ class SeveralProjects:
         self.metrics = metrics
         self.make_worker = make_worker
         # read at start, so a broken template fails the start, not a later /setup
-        self.templates = {name: load_project(name) for name in config.templates()}
-        self.by_id = config.template_for_id()
+        loaded = [(spec, load_project(spec)) for spec in config.templates()]
+        self.templates = {project.name: project for _, project in loaded}
+        names = {n: p for spec, p in loaded for n in (spec, p.folder.name, p.name)}
+        unknown = sorted(set(config.template_for_id().values()) - set(names))
+        if unknown:
+            raise ValueError(
+                f"SKILLLOOP_STUDIO_PROJECTS names templates {unknown} that are not among "
+                f"the project templates ({', '.join(sorted(self.templates))})"
+            )
+        self.by_id = {i: names[n] for i, n in config.template_for_id().items()}
         self._projects: dict[int, Services] = {}
         self._lock = threading.Lock()
         self._started = False
@@ -148,7 +159,7 @@ class SeveralProjects:
     def choose(self, studio_id: int, title: str | None, schema: str | None) -> Project:
         """The template for a newly connected Label Studio project (module docstring)."""
         if studio_id in self.by_id:
-            return self.templates[self.by_id[studio_id]]
+            return self.by_id[studio_id]
         if title is None and len(self.templates) > 1:
             title = self._title_from_studio(studio_id)
         if title is not None:
@@ -159,9 +170,10 @@ class SeveralProjects:
                     return template
         if schema is not None:
             labeling = parse_labeling(schema)
-            fits = [t for t in self.templates.values() if _fits(labeling, t)]
-            if len(fits) == 1:
-                return fits[0]
+            for direct in (True, False):  # its label names first, then through aliases
+                fits = [t for t in self.templates.values() if _fits(labeling, t, direct)]
+                if len(fits) == 1:
+                    return fits[0]
         if len(self.templates) == 1:
             return next(iter(self.templates.values()))
         raise BadRequest(
@@ -268,9 +280,14 @@ class SeveralProjects:
         return found[0] if found else None
 
 
-def _fits(labeling, template: Project) -> bool:
+def _fits(labeling: LabelingConfig, template: Project, direct: bool) -> bool:
+    """Whether the template serves a config: its labels by name (`direct`), or also
+    through the template's aliases (`predicted_values`, `[model] label_map`)."""
     try:
-        label_names(labeling, template)
-    except BadRequest:
+        if direct:
+            map_model_labels(labeling, template.label_values)
+        else:
+            label_names(labeling, template)
+    except (BadRequest, ConfigError):
         return False
     return True

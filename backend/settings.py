@@ -108,12 +108,7 @@ class ServiceConfig:
             )
         if self.studio_projects and not self.several_projects:
             raise ValueError(f"{ENV['studio_projects']} needs project templates to choose from")
-        unknown = sorted(set(self.template_for_id().values()) - set(self.templates()))
-        if unknown:
-            raise ValueError(
-                f"{ENV['studio_projects']} names templates {unknown} that are not in "
-                f"{ENV['project_templates']} ({', '.join(self.templates())})"
-            )
+        self.template_for_id()  # ID=TEMPLATE pairs; the names are checked when loaded
         if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
             raise ValueError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
         if not 0 < self.port < 65536:

@@ -158,9 +158,7 @@ def studio_project(studio_id: int, base: str | Path | None = None) -> tuple[Proj
     state = ProjectState.for_studio(studio_id, base)
     connection = state.read_connection()
     if connection is None:
-        known = ", ".join(
-            str(s.read_connection()["studio_project"]) for s in connected_states(base)
-        )
+        known = ", ".join(s.root.name.removeprefix(STUDIO_PREFIX) for s in connected_states(base))
         raise ValueError(
             f"Label Studio project {studio_id} has no state in {state.root} "
             f"(connected projects under {state_base(base)}: {known or 'none'})"
