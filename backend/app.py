@@ -134,7 +134,8 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
         if req.schema is not None:
             label_names(parse_labeling(req.schema), s.project)  # one we cannot serve: say so
             s.connected_config = req.schema
-        s.holder.wait_ready(SETUP_WAIT_S)
+        # what is left of SETUP_WAIT_S (a new project's set-up may have taken some)
+        s.holder.wait_ready(max(0.0, SETUP_WAIT_S - (time.perf_counter() - g.started)))
         return jsonify(model_version=s.holder.current().version)
 
     @app.post("/predict")

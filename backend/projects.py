@@ -158,8 +158,13 @@ class SeveralProjects:
 
     def choose(self, studio_id: int, title: str | None, schema: str | None) -> Project:
         """The template for a newly connected Label Studio project (module docstring)."""
+        template, rule = self._choose(studio_id, title, schema)
+        log.info("Label Studio project %d: template %s (by %s)", studio_id, template.name, rule)
+        return template
+
+    def _choose(self, studio_id: int, title: str | None, schema: str | None) -> tuple[Project, str]:
         if studio_id in self.by_id:
-            return self.by_id[studio_id]
+            return self.by_id[studio_id], "SKILLLOOP_STUDIO_PROJECTS"
         if title is None and len(self.templates) > 1:
             title = self._title_from_studio(studio_id)
         if title is not None:
@@ -167,15 +172,15 @@ class SeveralProjects:
             for template in self.templates.values():
                 names = {template.folder.name, template.name, template.title}
                 if wanted in {n.strip().casefold() for n in names}:
-                    return template
+                    return template, f"its title {title!r}"
         if schema is not None:
             labeling = parse_labeling(schema)
             for direct in (True, False):  # its label names first, then through aliases
                 fits = [t for t in self.templates.values() if _fits(labeling, t, direct)]
                 if len(fits) == 1:
-                    return fits[0]
+                    return fits[0], "its labeling config's labels"
         if len(self.templates) == 1:
-            return next(iter(self.templates.values()))
+            return next(iter(self.templates.values())), "the only template"
         raise BadRequest(
             f"no project template chosen for Label Studio project {studio_id}"
             + (f" ({title!r})" if title else "")

@@ -244,3 +244,72 @@ def test_commands_find_a_studio_projects_state(app, capsys):
     assert figures["project"] == "beta" and figures["annotations"]["total"] == 1
     assert main(["rounds", "--studio-project", "12", "--state-dir", state]) == 2
     assert "Label Studio project 12 has no state" in capsys.readouterr().err
+
+
+# --- end to end: two real Label Studio projects, one backend ------------------------------
+POSTS = ["we need python and sql", "docker and kubernetes for the team", "java or scala"]
+
+
+@pytest.mark.studio
+@pytest.mark.slow
+def test_two_label_studio_projects_on_one_backend(studio, templates, tmp_path):
+    """Project "alpha" (chosen by its title) and a second project chosen by its config
+    (titled after no template), connected to ONE backend: each gets predictions with its
+    own labels and tags, and each one's annotations land in its own state."""
+    from studio_helpers import serve_backend, wait_for
+
+    from labeling.store import AnnotationStore
+    from labeling.studio.client import StudioClient
+    from training.text import Document
+
+    alpha_xml = (templates[0] / "labeling_config.xml").read_text()
+    beta_xml = BETA_XML.replace("$body", "$text")  # the same tasks; other tags and labels
+    (templates[1] / "labeling_config.xml").write_text(beta_xml)
+    client = StudioClient(studio.url, studio.token)
+    a = client.ensure_project("alpha", alpha_xml).id
+    b = client.ensure_project("second project", beta_xml).id
+    docs = [Document(text=t, id=f"p{i}") for i, t in enumerate(POSTS)]
+    for project_id in (a, b):
+        client.import_documents(project_id, docs)
+    state = tmp_path / "state"
+    with serve_backend(None, state, studio, templates=list(templates)) as url:
+        for project_id in (a, b):
+            client.connect_backend(project_id, url, "skillloop")  # /health, /setup
+            client.refresh_predictions(project_id)
+        expected = {a: ("Technology", "label", "text"), b: ("Skill", "tags", "post")}
+        for project_id, (label, from_name, to_name) in expected.items():
+
+            def predicted(project_id=project_id):
+                tasks = client.tasks(project_id)
+                return tasks if all(t["predictions"] for t in tasks) else None
+
+            tasks = wait_for(f"predictions in project {project_id}", predicted, 120, every=2)
+            regions = [r for t in tasks for p in t["predictions"] for r in p["result"]]
+            assert len(regions) >= len(POSTS)  # the tiny model tags every word
+            assert {r["value"]["labels"][0] for r in regions} == {label}
+            assert {(r["from_name"], r["to_name"]) for r in regions} == {(from_name, to_name)}
+            text = tasks[0]["data"]["text"]
+            end = text.index(" ")
+            client.annotate(
+                tasks[0]["id"],
+                [
+                    {
+                        "from_name": from_name,
+                        "to_name": to_name,
+                        "type": "labels",
+                        "value": {"start": 0, "end": end, "text": text[:end], "labels": [label]},
+                    }
+                ],
+            )
+        for project_id, (label, _, _) in expected.items():
+            store = AnnotationStore(ProjectState.for_studio(project_id, state).store_path)
+            try:
+                records = wait_for(f"project {project_id}'s annotation", store.records, 30)
+                assert len(records) == 1
+                assert [s.label for s in records[0].spans] == [label]
+            finally:
+                store.close()
+        connections = {
+            i: ProjectState.for_studio(i, state).read_connection()["template_name"] for i in (a, b)
+        }
+        assert connections == {a: "alpha", b: "beta"}
