@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 UNAUTHENTICATED = ("health",)  # Label Studio checks /health before anything else
 SETUP_WAIT_S = 2.0  # Label Studio gives /setup 3 s
 PREDICT_WAIT_S = 60.0  # ... and /predict 100 s: wait for a model still loading
+# the webhooks that set up a project the backend has not met (serving several)
+SETS_UP = (*ANNOTATION_EVENTS, "START_TRAINING")
 __all__ = ["BadRequest", "Services", "build_services", "create_app"]
 Router = OneProject | SeveralProjects
 
@@ -168,6 +170,8 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
                 return jsonify(status="queued", inbox_id=inbox_id, bytes=len(raw))
         req = WebhookRequest.parse(json_object(raw))
         metrics.inc("webhook_events_total", action=req.metrics_action)
+        if req.action not in SETS_UP and not router.connected(req.project):
+            return jsonify(status="ignored", action=req.action)  # nothing of it to change
         s = router.for_request(req.project, req.label_config)
         if req.action in ANNOTATION_EVENTS:
             reply = webhooks.store_annotations(

@@ -55,6 +55,9 @@ class OneProject:
     ) -> Services:
         return self.services
 
+    def connected(self, project: ProjectField) -> bool:
+        return True
+
     def all(self) -> list[Services]:
         return [self.services]
 
@@ -112,6 +115,12 @@ class SeveralProjects:
                 continue
             self._open(key, project, connection.get("schema"))
         self._started = True
+
+    def connected(self, project: ProjectField) -> bool:
+        """Whether the backend serves this project already (no state is made here)."""
+        key = StudioProjectKey.of(project)
+        with self._lock:
+            return key is not None and key.id in self._projects
 
     def all(self) -> list[Services]:
         with self._lock:

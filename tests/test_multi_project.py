@@ -165,6 +165,10 @@ def test_a_request_without_a_project_or_for_no_template_is_refused(app, tmp_path
     assert refused.status_code == 422
     assert "no project template chosen for Label Studio project 12" in refused.get_json()["error"]
     assert not (tmp_path / "state/studio-12").exists()
+    # a settings change in a project never connected is nothing to this backend
+    updated = {**payload("project_updated"), "project": {"id": 13, "title": "x"}}
+    assert client.post("/webhook", json=updated).get_json()["status"] == "ignored"
+    assert not (tmp_path / "state/studio-13").exists()
 
 
 def test_the_id_map_names_known_templates(tmp_path, templates):
