@@ -5,7 +5,9 @@ reports a 500 as success with nothing stored, so /predict always answers one res
 task, in order, and a task it cannot read gets a logged empty result instead of failing
 its batch. Webhooks store the annotation (SQLite, durable) before answering and hand
 training to the worker, which runs it in another process. Nothing in a request loads a
-model or trains one. The facts behind these choices: ../shared/notes/label-studio.md.
+model or trains one. Every route answers through the services of the project the request
+is for (backend/projects.py: one project, or one of several Label Studio projects). The
+facts behind these choices: ../shared/notes/label-studio.md.
 """
 
 from __future__ import annotations
@@ -72,15 +74,11 @@ def create_app(
         app.json.sort_keys = False  # keys in the order Label Studio's docs show them
     app.extensions["skillloop"] = router if router.several else router.all()[0]
     app.extensions["skillloop.projects"] = router
-    metrics = router.metrics if isinstance(router, SeveralProjects) else router.services.metrics
-    _register(app, config, router, metrics)
+    _register(app, config, router, router.metrics)
     router.start()
     log.info(
-        "serving %s (state %s, auth %s, Label Studio refresh %s)",
-        f"templates {', '.join(config.templates())}"
-        if router.several
-        else f"project {router.all()[0].project.name} from {router.all()[0].state_dir}",
-        config.state_dir or "default",
+        "serving %s (auth %s, Label Studio refresh %s)",
+        router.describe(),
         "on" if config.auth_enabled else "off",
         "on" if config.studio_enabled else "off",
     )
@@ -131,13 +129,14 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
     @app.post("/setup")
     def setup():
         req = SetupRequest.parse(_json_object())
+        new = not router.connected(req.project)  # its model starts loading only now
         s = router.for_setup(req.project, req.schema)
         s.studio.remember(req.project)
         if req.schema is not None:
             label_names(parse_labeling(req.schema), s.project)  # one we cannot serve: say so
             s.connected_config = req.schema
-        # what is left of SETUP_WAIT_S (a new project's set-up may have taken some)
-        s.holder.wait_ready(max(0.0, SETUP_WAIT_S - (time.perf_counter() - g.started)))
+        if not new:  # a model that just started loading is not ready within Label Studio's 3 s
+            s.holder.wait_ready(max(0.0, SETUP_WAIT_S - (time.perf_counter() - g.started)))
         return jsonify(model_version=s.holder.current().version)
 
     @app.post("/predict")

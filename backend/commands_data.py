@@ -125,12 +125,13 @@ def _versions(state: Path) -> list:
     return ProjectState(state).registry().versions()
 
 
-def _service_status(url: str) -> dict:
+def _service_status(url: str, studio_project: int | None = None) -> dict:
     import requests
 
     auth = auth_from_env()
+    params = {} if studio_project is None else {"project": studio_project}  # several projects
     try:
-        reply = requests.get(url.rstrip("/") + "/status", auth=auth, timeout=5)
+        reply = requests.get(url.rstrip("/") + "/status", params=params, auth=auth, timeout=5)
         reply.raise_for_status()
         return {**reply.json(), "_source": url}
     except (requests.RequestException, ValueError) as err:
@@ -150,7 +151,8 @@ def status_command(args) -> int:
     )
 
     project, state = project_and_state(args)
-    training = _service_status(args.url) if args.url else local_training(state)
+    url, studio_project = args.url, args.studio_project
+    training = _service_status(url, studio_project) if url else local_training(state)
     versions = _versions(state)
     figures = status_figures(
         project,

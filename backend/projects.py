@@ -46,6 +46,7 @@ class OneProject:
 
     def __init__(self, services: Services):
         self.services = services
+        self.metrics = services.metrics
 
     def for_setup(self, project: ProjectField, schema: str | None) -> Services:
         return self.services
@@ -69,6 +70,9 @@ class OneProject:
 
     def close(self) -> None:
         self.services.close()
+
+    def describe(self) -> str:
+        return f"project {self.services.project.name} from {self.services.state_dir}"
 
 
 class SeveralProjects:
@@ -133,6 +137,10 @@ class SeveralProjects:
     def close(self) -> None:
         for services in self.all():
             services.close()
+
+    def describe(self) -> str:
+        served = ", ".join(str(s.studio_id) for s in self.all()) or "none yet"
+        return f"Label Studio projects from templates {', '.join(self.templates)} ({served})"
 
     # --- routing -------------------------------------------------------------------------
     def for_setup(self, project: ProjectField, schema: str | None) -> Services:
