@@ -9,16 +9,14 @@ for its live training progress instead.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
+from backend.cli_project import add_project_options, project_and_state
 from backend.report import FORMATS as REPORT_FORMATS
 from backend.report import round_rows, version_labels, write_report
 from backend.settings import auth_from_env
 from labeling.state import ProjectState
-
-PROJECT_ENV = "SKILLLOOP_PROJECT"
 
 
 def register(subparsers) -> None:
@@ -84,12 +82,7 @@ def register(subparsers) -> None:
 
 
 def _common(p) -> None:
-    p.add_argument("--project", help=f"project folder or name [{PROJECT_ENV}]")
-    p.add_argument(
-        "--state-dir",
-        type=Path,
-        help="base state folder (default: $SKILLLOOP_STATE_DIR or ./state)",
-    )
+    add_project_options(p)
 
 
 def _gold(p, text: str) -> None:
@@ -106,15 +99,6 @@ def _source(p) -> None:
 
 
 # ---------------------------------------------------------------- state
-
-
-def _project(args):
-    from labeling.project import load_project
-
-    name = args.project or os.environ.get(PROJECT_ENV)
-    if not name:
-        raise ValueError(f"no project: pass --project projects/NAME or set {PROJECT_ENV}")
-    return load_project(name)
 
 
 def _records(project, state: Path, studio_export: Path | None = None) -> list:
@@ -141,12 +125,13 @@ def _versions(state: Path) -> list:
     return ProjectState(state).registry().versions()
 
 
-def _service_status(url: str) -> dict:
+def _service_status(url: str, studio_project: int | None = None) -> dict:
     import requests
 
     auth = auth_from_env()
+    params = {} if studio_project is None else {"project": studio_project}  # several projects
     try:
-        reply = requests.get(url.rstrip("/") + "/status", auth=auth, timeout=5)
+        reply = requests.get(url.rstrip("/") + "/status", params=params, auth=auth, timeout=5)
         reply.raise_for_status()
         return {**reply.json(), "_source": url}
     except (requests.RequestException, ValueError) as err:
@@ -165,9 +150,9 @@ def status_command(args) -> int:
         status_figures,
     )
 
-    project = _project(args)
-    state = project.state_dir(args.state_dir)
-    training = _service_status(args.url) if args.url else local_training(state)
+    project, state = project_and_state(args)
+    url, studio_project = args.url, args.studio_project
+    training = _service_status(url, studio_project) if url else local_training(state)
     versions = _versions(state)
     figures = status_figures(
         project,
@@ -185,8 +170,8 @@ def status_command(args) -> int:
 
 
 def rounds_command(args) -> int:
-    project = _project(args)
-    versions = _versions(project.state_dir(args.state_dir))
+    project, state = project_and_state(args)
+    versions = _versions(state)
     labels = project.label_values
     rows = round_rows(versions, labels)
     if args.json:
@@ -235,8 +220,7 @@ def report_command(args) -> int:
     fmt = "md" if fmt == "markdown" else fmt
     if fmt not in REPORT_FORMATS:
         raise ValueError(f"unknown report format {args.format!r}: choose html or md")
-    project = _project(args)
-    state = project.state_dir(args.state_dir)
+    project, state = project_and_state(args)
     versions = _versions(state)
     out = args.out or ProjectState(state).reports / f"report.{fmt}"
     live = [r for r in _records(project, state) if not r.cancelled and not r.deleted]
@@ -272,8 +256,7 @@ def export_command(args) -> int:
     if args.policy not in POLICIES:
         raise ValueError(f"--policy must be one of {', '.join(POLICIES)} (got {args.policy!r})")
     shares = _shares(args.split)
-    project = _project(args)
-    state = project.state_dir(args.state_dir)
+    project, state = project_and_state(args)
     records = _records(project, state, args.from_studio_export)
     gold = gold_posts(project.gold()) if args.include_gold else []
     if not records and not gold:
@@ -323,8 +306,7 @@ def quality_command(args) -> int:
 
     if not 0 < args.threshold <= 1:
         raise ValueError(f"--threshold must be in (0, 1], got {args.threshold}")
-    project = _project(args)
-    state = project.state_dir(args.state_dir)
+    project, state = project_and_state(args)
     records = _records(project, state, args.from_studio_export)
     gold = project.gold() if args.include_gold else []
     if not records and not gold:

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from backend.cli_project import add_project_options, project_and_state
 from backend.settings import auth_from_env
 from labeling.state import ProjectState
 
@@ -19,7 +20,7 @@ def register(subparsers) -> None:
         "retrain",
         help="run a retraining round (asks the running service with --url, else runs here)",
     )
-    p.add_argument("--project", required=True, help="projects/NAME or NAME")
+    add_project_options(p, state_dir=False)
     p.add_argument(
         "--url",
         default=os.environ.get(URL_ENV),
@@ -35,22 +36,17 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("rollback", help="serve an earlier model version again")
     p.add_argument("version", help="a version id, e.g. v0002 (GET /versions)")
-    p.add_argument("--project", required=True, help="projects/NAME or NAME")
-    p.add_argument(
-        "--state-dir", type=Path, help="state folder (default $SKILLLOOP_STATE_DIR or ./state)"
-    )
+    add_project_options(p)
     p.add_argument("--reason", default="", help="why (recorded in the registry)")
     p.set_defaults(func=rollback_command)
 
 
 def retrain_command(args) -> int:
     if args.url:
-        return _retrain_remote(args.url.rstrip("/"))
+        return _retrain_remote(args.url.rstrip("/"), args.studio_project)
     from backend.rounds import run_round
-    from labeling.project import load_project
 
-    project = load_project(args.project)
-    state_dir = project.state_dir(args.state_dir)
+    project, state_dir = project_and_state(args)
     print(f"training a round for {project.name} in {state_dir} ...", file=sys.stderr)
     outcome, _ = run_round(
         project,
@@ -67,12 +63,13 @@ def retrain_command(args) -> int:
     return 1 if outcome.status == "failed" else 0
 
 
-def _retrain_remote(url: str) -> int:
+def _retrain_remote(url: str, studio_project: int | None = None) -> int:
     import requests
 
     auth = auth_from_env()
+    payload = {} if studio_project is None else {"project": studio_project}  # several projects
     try:
-        reply = requests.post(f"{url}/train", json={}, auth=auth, timeout=30)
+        reply = requests.post(f"{url}/train", json=payload, auth=auth, timeout=30)
     except requests.RequestException as err:
         raise ValueError(f"cannot reach the service at {url}: {err}") from None
     try:
@@ -95,10 +92,8 @@ def _retrain_remote(url: str) -> int:
 
 
 def rollback_command(args) -> int:
-    from labeling.project import load_project
-
-    project = load_project(args.project)
-    registry = ProjectState.of(project, args.state_dir).registry()
+    project, state_dir = project_and_state(args)
+    registry = ProjectState(state_dir).registry()
     if not registry.versions():
         raise ValueError(f"project {project.name} has no model versions in {registry.root}")
     previous = registry.serving()

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from backend.cli_project import add_project_options, project_and_state
 from labeling.active.strategies import (
     build_strategy,
     candidate_spans,
@@ -20,7 +21,7 @@ from training.text import Document, post_key
 
 def register(sub) -> None:
     p = sub.add_parser("select", help="the next posts to label, most useful first, with reasons")
-    p.add_argument("--project", required=True, help="project folder (projects/NAME) or NAME")
+    add_project_options(p, state_dir=False)
     p.add_argument("-n", type=int, default=None, help="batch size (default: [selection])")
     p.add_argument(
         "--strategy",
@@ -103,11 +104,9 @@ def _serving_model(project, state_dir: Path, model: str | None) -> str:
 
 def select_command(args) -> int:
     from labeling.active.strategies import task_score
-    from labeling.project import load_project
     from training.tagger import Tagger
 
-    project = load_project(args.project)
-    state_dir = project.state_dir(args.state_dir)
+    project, state_dir = project_and_state(args)
     n = project.selection.batch_size if args.n is None else args.n
     name = args.strategy or project.selection.strategy
     check_strategy_name(name)

@@ -29,6 +29,17 @@ def register(subparsers) -> None:
         "project. Every flag can also be set by the environment variable shown.",
     )
     parser.add_argument("--project", help=f"project folder or name [{ENV['project']}]")
+    parser.add_argument(
+        "--project-templates",
+        metavar="A,B",
+        help="serve several Label Studio projects, each from its own state made from one of "
+        f"these project templates (docs/service.md) [{ENV['project_templates']}]",
+    )
+    parser.add_argument(
+        "--studio-projects",
+        metavar="ID=TEMPLATE,...",
+        help=f"the template for each Label Studio project id [{ENV['studio_projects']}]",
+    )
     parser.add_argument("--host", help=f"address to bind (default 127.0.0.1) [{ENV['host']}]")
     parser.add_argument("--port", type=int, help=f"port (default 9090) [{ENV['port']}]")
     parser.add_argument(
@@ -57,6 +68,8 @@ def serve(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         threads=args.threads,
         training=args.training,
+        project_templates=args.project_templates,
+        studio_projects=args.studio_projects,
     )
     app = create_app(config)
     services = app.extensions["skillloop"]

@@ -28,7 +28,7 @@ def auth_from_env(env: Mapping[str, str] | None = None) -> tuple[str, str] | Non
 class ServiceConfig:
     """How `create_app` builds the service. Environment variable names are in `ENV`."""
 
-    project: str  # "projects/linkedin-skills" or a project name
+    project: str  # "projects/linkedin-skills" or a project name ("": several projects)
     state_dir: Path | None = None  # base state folder; None: $SKILLLOOP_STATE_DIR or ./state
     host: str = "127.0.0.1"
     port: int = 9090
@@ -56,6 +56,36 @@ class ServiceConfig:
     # after a promotion, delete older versions' predictions from tasks nobody annotated
     # (once the new ones are stored), so the editor shows annotators one suggestion
     remove_older_predictions: bool = True
+    # several Label Studio projects on one backend (docs/service.md): the project templates
+    # (folders or names, comma-separated) a newly connected project's state is made from
+    project_templates: str | None = None
+    # ... and which template each Label Studio project id takes: "7=linkedin-skills,9=x"
+    studio_projects: str | None = None
+
+    @property
+    def several_projects(self) -> bool:
+        return bool(self.project_templates)
+
+    def templates(self) -> list[str]:
+        return [t.strip() for t in (self.project_templates or "").split(",") if t.strip()]
+
+    def template_for_id(self) -> dict[int, str]:
+        """`studio_projects` read: Label Studio project id -> template."""
+        mapping: dict[int, str] = {}
+        for item in (self.studio_projects or "").split(","):
+            if not item.strip():
+                continue
+            key, sep, template = item.partition("=")
+            try:
+                mapping[int(key)] = template.strip()
+            except ValueError:
+                sep = ""
+            if not sep or not template.strip():
+                raise ValueError(
+                    f"{ENV['studio_projects']}: expected ID=TEMPLATE pairs like "
+                    f"'7=linkedin-skills,9=skillspan', got {item.strip()!r}"
+                )
+        return mapping
 
     @property
     def auth_enabled(self) -> bool:
@@ -66,8 +96,19 @@ class ServiceConfig:
         return bool(self.label_studio_url and self.label_studio_api_key)
 
     def validate(self) -> ServiceConfig:
-        if not self.project:
-            raise ValueError("no project: pass --project projects/NAME or set SKILLLOOP_PROJECT")
+        if not self.project and not self.several_projects:
+            raise ValueError(
+                "no project: pass --project projects/NAME or set SKILLLOOP_PROJECT (or "
+                "--project-templates / SKILLLOOP_PROJECT_TEMPLATES to serve several)"
+            )
+        if self.project and self.several_projects:
+            raise ValueError(
+                "set either a project (--project, SKILLLOOP_PROJECT) or project templates "
+                "(--project-templates, SKILLLOOP_PROJECT_TEMPLATES), not both"
+            )
+        if self.studio_projects and not self.several_projects:
+            raise ValueError(f"{ENV['studio_projects']} needs project templates to choose from")
+        self.template_for_id()  # ID=TEMPLATE pairs; the names are checked when loaded
         if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
             raise ValueError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
         if not 0 < self.port < 65536:
@@ -132,6 +173,8 @@ ENV = {
     "background_load": "SKILLLOOP_BACKGROUND_LOAD",
     "watch_interval": "SKILLLOOP_WATCH_INTERVAL",
     "remove_older_predictions": "SKILLLOOP_REMOVE_OLDER_PREDICTIONS",
+    "project_templates": "SKILLLOOP_PROJECT_TEMPLATES",
+    "studio_projects": "SKILLLOOP_STUDIO_PROJECTS",
 }
 
 _TYPES = {f.name: f.type for f in fields(ServiceConfig)}

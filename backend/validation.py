@@ -92,6 +92,30 @@ def project_field(body: dict) -> dict | str | int | None:
     return None
 
 
+@dataclass(frozen=True)
+class StudioProjectKey:
+    """A Label Studio project as requests name it: its id and, from /setup and /predict's
+    `"<id>.<created_ts>"`, its creation time (ids restart after a Label Studio reset)."""
+
+    id: int
+    created_ts: int | None = None
+
+    @classmethod
+    def of(cls, value: dict | str | int | None) -> StudioProjectKey | None:
+        """From "7.1764079200", "7", 7 or {"id": 7, ...}; None when there is no id."""
+        if isinstance(value, dict):
+            value = value.get("id")
+        if isinstance(value, bool) or value is None:
+            return None
+        head, _, tail = str(value).partition(".")
+        try:
+            studio_id = int(head)
+            created = int(tail) if tail else None
+        except ValueError:
+            return None
+        return cls(studio_id, created) if 0 < studio_id < 2**63 else None
+
+
 # --- typed requests ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class SetupRequest:
@@ -107,6 +131,7 @@ class SetupRequest:
 class PredictRequest:
     tasks: list  # each checked one by one: a bad task gets an empty result, not a 4xx
     label_config: str | None
+    project: dict | str | int | None = None
 
     @classmethod
     def parse(cls, body: dict) -> PredictRequest:
@@ -115,7 +140,8 @@ class PredictRequest:
             raise BadRequest("missing 'tasks': expected {\"tasks\": [task, ...]}")
         if not isinstance(tasks, list):
             raise BadRequest(f"'tasks' must be a list, got {type(tasks).__name__}")
-        return cls(tasks, optional_str(body, "label_config", "the labeling config XML"))
+        label_config = optional_str(body, "label_config", "the labeling config XML")
+        return cls(tasks, label_config, project_field(body))
 
 
 @dataclass(frozen=True)

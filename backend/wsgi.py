@@ -38,11 +38,11 @@ def application():
             _app = create_app(ServiceConfig.from_env())
             services = _app.extensions["skillloop"]
             atexit.register(services.close)
-            _stop_predicting_on_sigterm(services.holder)
+            _stop_predicting_on_sigterm(services)
     return _app
 
 
-def _stop_predicting_on_sigterm(holder) -> None:
+def _stop_predicting_on_sigterm(services) -> None:
     """Chain onto the server's SIGTERM handler (gunicorn builds the app in the worker's
     main thread, after installing its own): stop predictions, then do what it did."""
     if threading.current_thread() is not threading.main_thread():
@@ -50,7 +50,7 @@ def _stop_predicting_on_sigterm(holder) -> None:
     previous = signal.getsignal(signal.SIGTERM)
 
     def handler(signum, frame):
-        holder.stop_predicting()
+        services.stop_predicting()
         if callable(previous):
             previous(signum, frame)
         elif previous == signal.SIG_DFL:

@@ -8,9 +8,11 @@ name is written once.
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from labeling.project import Project
@@ -18,6 +20,9 @@ if TYPE_CHECKING:
     from training.registry import Registry
 
 STORE_FILE = "annotations.sqlite"
+# a Label Studio project connected to a backend that serves several: `<base>/studio-<id>/`
+STUDIO_PREFIX = "studio-"
+CONNECTION_FILE = "connection.json"
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,18 @@ class ProjectState:
     @classmethod
     def of(cls, project: Project, base: str | Path | None = None) -> ProjectState:
         return cls(project.state_dir(base))
+
+    @classmethod
+    def for_studio(cls, studio_id: int, base: str | Path | None = None) -> ProjectState:
+        """The state of Label Studio project `studio_id` on a backend serving several
+        projects: `<base>/studio-<id>/`, whichever template it was created from."""
+        return cls(state_base(base) / f"{STUDIO_PREFIX}{int(studio_id)}")
+
+    @property
+    def key(self) -> str:
+        """The project's name in shared storage (e.g. a database partition): the state
+        folder's name, unique under one state base ("linkedin-skills", "studio-7")."""
+        return self.root.name
 
     @property
     def store_path(self) -> Path:
@@ -81,6 +98,27 @@ class ProjectState:
         """The output of the demo's first training round (run beside the backend)."""
         return self.root / "first-round.log"
 
+    @property
+    def connection_file(self) -> Path:
+        """Which Label Studio project this state serves and the template it was made from
+        (several-projects mode only; see `read_connection`)."""
+        return self.root / CONNECTION_FILE
+
+    def read_connection(self) -> dict[str, Any] | None:
+        """`{"studio_project", "created_ts", "template", "title", "schema"}`, or None."""
+        try:
+            value = json.loads(self.connection_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return value if isinstance(value, dict) else None
+
+    def write_connection(self, connection: dict[str, Any]) -> None:
+        """Written whole and renamed into place: a crash leaves the old file or the new."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.connection_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(connection, indent=2), encoding="utf-8")
+        os.replace(tmp, self.connection_file)
+
     def has_store(self) -> bool:
         return self.store_path.is_file()
 
@@ -94,3 +132,35 @@ class ProjectState:
         from training.registry import Registry
 
         return Registry(self.models)
+
+
+def state_base(base: str | Path | None = None) -> Path:
+    """The state root: `base`, else `$SKILLLOOP_STATE_DIR`, else `./state`."""
+    from labeling.project import STATE_ENV
+
+    return Path(base) if base else Path(os.environ.get(STATE_ENV) or "state")
+
+
+def connected_states(base: str | Path | None = None) -> list[ProjectState]:
+    """Every Label Studio project's state under `base` (several-projects mode)."""
+    root = state_base(base)
+    if not root.is_dir():
+        return []
+    found = [ProjectState(p) for p in sorted(root.glob(f"{STUDIO_PREFIX}*")) if p.is_dir()]
+    return [state for state in found if state.read_connection() is not None]
+
+
+def studio_project(studio_id: int, base: str | Path | None = None) -> tuple[Project, ProjectState]:
+    """The project (its template) and state of a connected Label Studio project, for the
+    commands that take `--studio-project ID`. ValueError says what is missing."""
+    from labeling.project import load_project
+
+    state = ProjectState.for_studio(studio_id, base)
+    connection = state.read_connection()
+    if connection is None:
+        known = ", ".join(s.root.name.removeprefix(STUDIO_PREFIX) for s in connected_states(base))
+        raise ValueError(
+            f"Label Studio project {studio_id} has no state in {state.root} "
+            f"(connected projects under {state_base(base)}: {known or 'none'})"
+        )
+    return load_project(connection["template"]), state

@@ -67,9 +67,16 @@ def personal_access_token(studio: StudioSettings) -> str:
 
 
 @contextmanager
-def serve_backend(project_dir: Path, state: Path, studio: StudioSettings) -> Iterator[str]:
+def serve_backend(
+    project_dir: Path | None,
+    state: Path,
+    studio: StudioSettings,
+    templates: list[Path] | None = None,
+) -> Iterator[str]:
     """`skillloop serve` for `project_dir` as a subprocess (log: state/../backend.log), told
-    about Label Studio with a personal access token; its URL once the model is loaded."""
+    about Label Studio with a personal access token; its URL once the model is loaded.
+    With `templates` instead, a backend serving several Label Studio projects, made from
+    those templates; its URL once it answers /health."""
     port = free_port()
     token = personal_access_token(studio)
     env = dict(
@@ -84,8 +91,12 @@ def serve_backend(project_dir: Path, state: Path, studio: StudioSettings) -> Ite
     )
     log_path = state.parent / f"{state.name}-backend.log"
     log = log_path.open("wb")
+    if templates:
+        project_args = ["--project-templates", ",".join(str(t) for t in templates)]
+    else:
+        project_args = ["--project", str(project_dir)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", "serve", "--project", str(project_dir)],
+        [sys.executable, "-m", "backend.cli", "serve", *project_args],
         cwd=REPO_ROOT,
         env=env,
         stdout=log,
@@ -98,6 +109,8 @@ def serve_backend(project_dir: Path, state: Path, studio: StudioSettings) -> Ite
         if process.poll() is not None:
             pytest.fail(f"backend exited:\n{log_path.read_text()[-3000:]}")
         health = get_json(f"{url}/health")
+        if templates:  # no project yet: each loads its model once connected
+            return health if health and health.get("status") == "UP" else None
         return health if health and health.get("model_loaded") else None
 
     try:
