@@ -46,6 +46,7 @@ from backend.validation import (
 from labeling.studio.config import LabelingConfig
 
 if TYPE_CHECKING:
+    from backend.linking import LinkerHolder, TaskOptionsWriter
     from backend.worker import TrainingWorker
     from labeling.project import Project
     from labeling.store import AnnotationStore
@@ -76,6 +77,8 @@ class Services:
     connected_config: str | None = None
     inbox: Inbox | None = None  # bulk webhooks stored first, read after (backend/inbox.py)
     scorer: TaskScorer = field(default_factory=TaskScorer)  # the project's selection strategy
+    linker: LinkerHolder | None = None  # the project's taxonomy linker (backend/linking.py)
+    link_options: TaskOptionsWriter | None = None  # candidates into Label Studio's tasks
 
     def close(self) -> None:
         if self.inbox is not None:
@@ -125,6 +128,15 @@ def build_services(config: ServiceConfig, make_worker: MakeWorker | None = None)
             make_worker = TrainingWorker
         worker = make_worker(project, state_dir, on_promoted=holder.promoted)
         holder.training_running = worker.is_running  # an Event: no I/O per /predict
+    from backend.linking import LinkerHolder, TaskOptionsWriter
+    from labeling.studio.client import StudioClient
+
+    link_options = None
+    if studio.configured and project.linking.taxonomy and project.config.links:
+        url, key = config.label_studio_url or "", config.label_studio_api_key or ""
+        link_options = TaskOptionsWriter(
+            lambda: StudioClient(url, key), project.config.link_choices_key
+        )
     return Services(
         config,
         project,
@@ -136,6 +148,8 @@ def build_services(config: ServiceConfig, make_worker: MakeWorker | None = None)
         studio,
         _make_metrics(),
         scorer=TaskScorer(project.selection.strategy),
+        linker=LinkerHolder(project, config.state_dir),
+        link_options=link_options,
     )
 
 
@@ -152,6 +166,8 @@ def create_app(config: ServiceConfig, services: Services | None = None) -> Flask
     app.extensions["skillloop"] = services
     _register(app, services)
     services.holder.start(background=config.background_load)
+    if services.linker is not None:
+        services.linker.start(background=config.background_load)
     if services.worker is not None:
         services.worker.start()
     services.inbox = Inbox(
