@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from training.tagger import Prediction
 
 log = logging.getLogger(__name__)
+LINKER_WAIT_S = 30.0
 
 
 class TaskScorer:
@@ -206,7 +207,12 @@ def _links(
     has a link control, the linker is loaded and the budget is not spent (milliseconds per
     span with cached label embeddings). Never fails a prediction: links are an extra."""
     linker = s.linker
-    if linker is None or linker.linker is None or not labeling.links or not by_task:
+    if linker is None or not linker.enabled or not labeling.links or not by_task:
+        return {}
+    # a linker still loading (seconds, from cached label embeddings) is waited for like the
+    # model: Label Studio does not ask again for a task it holds a prediction of
+    linker.wait_ready(max(0.0, min(LINKER_WAIT_S, limits.deadline - time.monotonic() - 1.0)))
+    if linker.linker is None:
         return {}
     if time.monotonic() >= limits.deadline:
         log.warning("predict: no time left to link spans")
