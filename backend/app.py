@@ -167,7 +167,8 @@ def create_app(config: ServiceConfig, services: Services | None = None) -> Flask
     _register(app, services)
     services.holder.start(background=config.background_load)
     if services.linker is not None:
-        services.linker.start(background=config.background_load)
+        holder = services.holder
+        services.linker.start(config.background_load, after=lambda: holder.wait_ready(600))
     if services.worker is not None:
         services.worker.start()
     services.inbox = Inbox(

@@ -16,7 +16,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,17 +45,23 @@ class LinkerHolder:
         if not self.enabled:
             self._ready.set()
 
-    def start(self, background: bool = True) -> None:
+    def start(self, background: bool = True, after: Callable[[], object] | None = None) -> None:
+        """Load the linker; in the background, once `after()` returns (the model holder's
+        wait: two threads importing transformers at once can break its lazy imports)."""
         if not self.enabled:
             return
         if background:
-            threading.Thread(target=self._load, name="skillloop-linker", daemon=True).start()
+            threading.Thread(
+                target=self._load, args=(after,), name="skillloop-linker", daemon=True
+            ).start()
         else:
             self._load()
 
-    def _load(self) -> None:
+    def _load(self, after: Callable[[], object] | None = None) -> None:
         from backend.commands_link import project_linker
 
+        if after is not None:
+            after()
         started = time.perf_counter()
         try:
             self.linker, self.top_k = project_linker(self.project, self.state_base, progress=False)

@@ -176,3 +176,70 @@ def _link_xml() -> str:
     from labeling.studio.config import link_control_xml
 
     return link_control_xml().strip() + "\n"
+
+
+def _record(spans: list[Span], annotation_id: int = 1):
+    from labeling.store import AnnotationRecord
+
+    text = "You know sql. And k8s too."
+    return AnnotationRecord(
+        annotation_id=annotation_id, task_id=1, project="", text=text, spans=spans
+    )
+
+
+def test_the_linkers_next_round_gets_confirmed_and_corrected_pairs_only():
+    from labeling.link_pairs import link_pairs
+
+    spans = [
+        Span(9, 12, "Skill", "sql", None, "sql", "sql", 0.9, "confirmed"),
+        Span(18, 21, "Skill", "k8s", None, "k8s", "kubernetes", None, "corrected"),
+        Span(0, 3, "Skill", "You", None, None, None, None, "no_match"),
+        Span(4, 8, "Skill", "know", None, "py", "python", 0.8, "predicted"),
+    ]
+    pairs = list(link_pairs([_record(spans), _record(spans, 2)]))  # the same pair once
+    assert [(p.span, p.context, p.taxonomy_id, p.status) for p in pairs] == [
+        ("sql", "You know sql.", "sql", "confirmed"),
+        ("k8s", "And k8s too.", "k8s", "corrected"),
+    ]
+    assert pairs[1].pair() == ("k8s", "k8s")
+
+
+def test_snapping_a_span_to_its_words_keeps_its_link():
+    from labeling.curation.export import snap
+
+    drawn = Span(10, 12, "Skill", "ql", None, "sql", "sql", None, "corrected")  # half a word
+    (snapped,) = snap("You know sql.", [drawn])
+    assert (snapped.start, snapped.end, snapped.taxonomy_id) == (9, 12, "sql")
+    assert snapped.link_status == "corrected"
+
+
+def test_exports_carry_the_annotators_link_over_the_linkers(tmp_path, tiny_encoder):
+    from types import SimpleNamespace
+
+    from backend.commands_link import link_export
+    from labeling.curation.export import CuratedPost
+    from training.datasets import write_jsonl
+    from training.linker import Linker, SentenceEncoder
+    from training.taxonomy import load_csv
+    from training.text import Document
+
+    (tmp_path / "skills.csv").write_text(TAXONOMY_CSV)
+    linker = Linker(load_csv(tmp_path / "skills.csv"), SentenceEncoder(tiny_encoder))
+    text = "You know sql and python."
+    spans = [
+        Span(9, 12, "Skill", "sql", None, "k8s", "kubernetes", None, "corrected"),
+        Span(17, 23, "Skill", "python", None, None, None, None, "no_match"),
+    ]
+    post = CuratedPost("1", text, spans)
+    out = tmp_path / "export"
+    out.mkdir()
+    write_jsonl([Document(text, spans, id="1")], out / "train.jsonl")
+    (out / "README.md").write_text("# card\n")
+    link_export(SimpleNamespace(out_dir=out, splits={"train": [post]}), linker, 2)
+    rows = [json.loads(line) for line in (out / "links.jsonl").read_text().splitlines()]
+    # the linker alone would link both exactly (cosine 1); the annotator's decisions win
+    assert [(r["taxonomy_id"], r["link_status"]) for r in rows] == [
+        ("k8s", "corrected"),
+        (None, "no_match"),
+    ]
+    assert rows[0]["link_candidates"][0]["id"] == "sql"  # the linker's view stays beside it

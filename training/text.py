@@ -89,6 +89,34 @@ def span_from_json(row: Mapping) -> Span:
     )
 
 
+def carry_links(originals: Iterable[Span], spans: Iterable[Span]) -> list[Span]:
+    """`spans` (e.g. snapped to whole words) with the link fields of the original span of
+    the same label they overlap most: a span redrawn on its words keeps its link."""
+    linked = [o for o in originals if o.link_status is not None]
+    if not linked:
+        return list(spans)
+    out = []
+    for span in spans:
+        overlaps = [
+            (min(span.end, o.end) - max(span.start, o.start), o)
+            for o in linked
+            if o.label == span.label and o.start < span.end and span.start < o.end
+        ]
+        if overlaps:
+            source = max(overlaps, key=lambda pair: pair[0])[1]
+            span = replace(span, **{name: getattr(source, name) for name in LINK_FIELDS})
+        out.append(span)
+    return out
+
+
+def annotated_link_fields(span: Span) -> dict | None:
+    """An annotator's decision on a span's link as exports write it (None: nobody
+    decided, the linker's own link stands)."""
+    if span.link_status not in ("confirmed", "corrected", "no_match"):
+        return None
+    return {name: getattr(span, name) for name in LINK_FIELDS}
+
+
 def _text_or_none(value: object) -> str | None:
     return None if value is None else str(value)
 

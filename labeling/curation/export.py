@@ -23,7 +23,15 @@ import numpy as np
 from labeling.curation.quality import latest_per_annotator
 from labeling.curation.splits import DEFAULT_SHARES, post_order, stratified_split
 from labeling.studio.client import POST_ID_KEY
-from training.text import Document, Span, post_key, spans_to_tags, tags_to_spans, words
+from training.text import (
+    Document,
+    Span,
+    carry_links,
+    post_key,
+    spans_to_tags,
+    tags_to_spans,
+    words,
+)
 
 POLICIES = ("latest", "reviewed", "majority")
 FORMATS = ("conll", "jsonl", "hf")
@@ -86,8 +94,9 @@ class Duplicate:
 
 def snap(text: str, spans: Iterable[Span]) -> list[Span]:
     """Spans on whole words, overlaps resolved: what a word tagger can learn and return."""
+    spans = list(spans)
     offsets = words(text)
-    return tags_to_spans(spans_to_tags(spans, offsets), offsets, text)
+    return carry_links(spans, tags_to_spans(spans_to_tags(spans, offsets), offsets, text))
 
 
 def resolve(records: Iterable, policy: str = "latest") -> tuple[list[CuratedPost], list[Conflict]]:
