@@ -8,6 +8,7 @@ editor's own radio buttons, submitted, and arrives in the backend's store as exa
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -63,9 +64,11 @@ def _choices_of(tools, region_text: str) -> list[dict]:
     import json
 
     assert tools.evaluate(f"({SELECT_REGION_JS})({json.dumps(region_text)})")
-    return wait_for(
+    shown = wait_for(
         f"the link choices of {region_text!r}", lambda: tools.evaluate(CHOICES_JS), 10, 0.3
     )
+    # the editor appends each choice's hotkey hint ("[5]") to its text
+    return [{**c, "text": re.sub(r"\[\w+\]$", "", c["text"])} for c in shown]
 
 
 def _pick(tools, start: str) -> None:
