@@ -243,3 +243,21 @@ def test_exports_carry_the_annotators_link_over_the_linkers(tmp_path, tiny_encod
         (None, "no_match"),
     ]
     assert rows[0]["link_candidates"][0]["id"] == "sql"  # the linker's view stays beside it
+
+
+def test_webhooks_without_the_prediction_read_confirmation_from_the_editors_origin():
+    # Label Studio 1.23's webhooks send `prediction: {}`; the editor marks each result
+    # kept from the prediction with origin "prediction", a changed one "prediction-changed"
+    prediction = spans_to_regions(_predicted(), CONFIG, TEXT)
+    annotation, task = _annotation({"python": "py", "sql": "k8s"}, prediction)
+    annotation["prediction"] = {}
+    for region in annotation["result"]:
+        kept = region["value"]["text"] == "python"
+        region["origin"] = "prediction" if kept else "prediction-changed"
+    python, sql = record_from_annotation(annotation, task, CONFIG).spans
+    assert (python.taxonomy_id, python.link_status, python.link_score) == ("py", "confirmed", 0.95)
+    assert (sql.taxonomy_id, sql.taxonomy_label, sql.link_status) == (
+        "k8s",
+        "kubernetes",
+        "corrected",
+    )

@@ -113,8 +113,8 @@ class LinkChoices:
     per-region result to its region) or, for results without ids, by offsets."""
 
     def __init__(self, result: Iterable[object], config: LabelingConfig):
-        self.by_id: dict[str, tuple[str, float | None]] = {}
-        self.by_offsets: dict[tuple[int, int], tuple[str, float | None]] = {}
+        self.by_id: dict[str, tuple[str, float | None, bool]] = {}
+        self.by_offsets: dict[tuple[int, int], tuple[str, float | None, bool]] = {}
         if not config.links:
             return
         for region in result or []:
@@ -126,7 +126,8 @@ class LinkChoices:
                 continue  # a link choice taken off: the span stays unlinked
             score = region.get("score")
             score = float(score) if isinstance(score, int | float) and score is not True else None
-            chosen = (choices[0], score)
+            # the editor marks a result kept exactly as the prediction had it
+            chosen = (choices[0], score, region.get("origin") == "prediction")
             if isinstance(region.get("id"), str):
                 self.by_id[region["id"]] = chosen
             start, end = value.get("start"), value.get("end")  # type: ignore[union-attr]
@@ -140,16 +141,17 @@ class LinkChoices:
         labels: Mapping[str, str],
         raw: tuple[int, int] | None = None,
     ) -> Span:
-        """`span` (read from `region`) with its link as the result gives it, status
-        "predicted"/"no_match" (annotations settle theirs with `settle_link_status`).
-        `raw` is the region's offsets as written, when they were read as UTF-16."""
+        """`span` (read from `region`) with its link as the result gives it: status
+        "no_match", "confirmed" for an annotation's result the editor marks as kept from
+        the prediction (`origin: "prediction"`), else "predicted" (annotations settle
+        theirs with `settle_link_status`). `raw`: the region's offsets as written."""
         region_id = region.get("id")
         chosen = self.by_id.get(region_id) if isinstance(region_id, str) else None
         if chosen is None:
             chosen = self.by_offsets.get(raw or (span.start, span.end))
         if chosen is None:
             return span
-        choice, score = chosen
+        choice, score, kept = chosen
         if choice == NO_MATCH:
             return replace(span, link_status="no_match")
         return replace(
@@ -157,15 +159,17 @@ class LinkChoices:
             taxonomy_id=choice,
             taxonomy_label=labels.get(choice),
             link_score=score,
-            link_status="predicted",
+            link_status="confirmed" if kept else "predicted",
         )
 
 
 def settle_link_status(spans: Sequence[Span], predicted: Sequence[Span]) -> list[Span]:
     """An annotation's spans with who decided each link: "confirmed" when the annotator
-    kept the entry the prediction linked the same characters to, "corrected" for any other
-    entry (a span the model did not link included), "no_match" when they said so. The
-    score is kept only for a confirmed link (it is the linker's score of that entry)."""
+    kept the entry the prediction linked the same characters to (the editor's `origin:
+    "prediction"`, or the same entry in `predicted`: Label Studio's webhooks send the
+    annotation's `prediction` empty), "corrected" for any other entry (a span the model
+    did not link included), "no_match" when they said so. The score is kept only for a
+    confirmed link (it is the linker's score of that entry)."""
     by_offsets = {(p.start, p.end): p for p in predicted if p.link_status is not None}
     out = []
     for span in spans:
@@ -173,6 +177,8 @@ def settle_link_status(spans: Sequence[Span], predicted: Sequence[Span]) -> list
             out.append(span)
         elif span.link_status == "no_match":
             out.append(replace(span, taxonomy_id=None, taxonomy_label=None, link_score=None))
+        elif span.link_status == "confirmed":
+            out.append(span)
         else:
             before = by_offsets.get((span.start, span.end))
             confirmed = before is not None and before.taxonomy_id == span.taxonomy_id
