@@ -261,3 +261,26 @@ def test_webhooks_without_the_prediction_read_confirmation_from_the_editors_orig
         "kubernetes",
         "corrected",
     )
+
+
+def test_candidates_are_written_into_a_task_once_off_the_request_thread():
+    import time
+
+    from backend.linking import TaskOptionsWriter
+
+    calls: list[tuple[str, str, dict]] = []
+
+    class FakeClient:
+        def request(self, method: str, path: str, json: dict) -> None:
+            calls.append((method, path, json))
+
+    writer = TaskOptionsWriter(FakeClient, "link_choices")
+    task = {"id": 5, "data": {"text": TEXT, "link_choices": []}}
+    options = link_options(TEXT, _predicted(), _links())
+    writer.submit(task, options)
+    writer.submit(task, options)  # the same options again: not written twice
+    writer.submit({"id": 6, "data": {"text": TEXT, "link_choices": options}}, options)
+    deadline = time.monotonic() + 10
+    while writer.written < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert calls == [("PATCH", "/api/tasks/5", {"data": {"text": TEXT, "link_choices": options}})]
