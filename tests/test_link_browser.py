@@ -117,7 +117,7 @@ def test_the_editor_shows_each_spans_link_and_a_corrected_link_reaches_the_store
         session = login_session(studio.url, studio.username, studio.password)
         with chromium(session.cookies.get_dict(), studio.url) as tools:
             page = f"{studio.url}/projects/{ref.id}/data?task={task['id']}"
-            drawn = open_task(tools, page, wait_s=60)
+            drawn = open_task(tools, page, wait_s=120)  # a loaded machine draws slowly
             assert [h.text for h in drawn] == ["python", "sql", "docker"]
             # what the annotator sees on a selected region: "no match", the post's
             # candidates, and the linked entry chosen
