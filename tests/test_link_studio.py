@@ -63,6 +63,14 @@ def test_the_posts_options_name_every_candidate_once_with_its_span():
     options = link_options(TEXT, _predicted(), _links())
     assert [o["alias"] for o in options] == ["py", "k8s", "sql"]  # python listed once
     assert options[1]["value"] == "kubernetes" and "python" in options[1]["html"]
+    # an entry ranked for two spans names the one it scored best for
+    assert "for \u201cpython\u201d 0.95" in options[0]["html"]
+    both = [
+        Link([Candidate("py", "python", 0.95), Candidate("sql", "sql", 0.3)], 0.77),
+        Link([Candidate("sql", "sql", 0.9)], 0.77),
+    ]
+    sql = link_options(TEXT, _predicted(), both)[1]
+    assert sql["alias"] == "sql" and "for \u201csql\u201d 0.90" in sql["html"]
     evil = Link([Candidate("x", "<img src=x onerror=alert(1)>", 0.9)], 0.5)
     (option,) = link_options("a", [Span(0, 1, "T", "a")], [evil])
     assert "<img" not in option["html"]  # labels are escaped: the editor renders html

@@ -29,7 +29,7 @@ from labeling.studio.config import NO_MATCH, LabelingConfig
 from training.text import Span
 
 if TYPE_CHECKING:
-    from training.linker import Link
+    from training.linker import Candidate, Link
 
 LINK_SCORE_DIGITS = 4
 
@@ -50,26 +50,28 @@ def linked_span(span: Span, link: Link) -> Span:
 
 def link_options(text: str, spans: Sequence[Span], links: Sequence[Link]) -> list[dict]:
     """The task data field the link control reads: every candidate entry of the post
-    once (in span order, each span's candidates best first), naming the span it was
-    ranked for. "no match" is the control's own static choice, not an option here."""
-    options: list[dict] = []
-    seen: set[str] = set()
-    for span, link in zip(spans, links, strict=True):
-        phrase = span.text or text[span.start : span.end]
+    once, naming the span it scored best for (in that span's order, best first). "no
+    match" is the control's own static choice, not an option here."""
+    best: dict[str, tuple[int, Candidate]] = {}
+    for index, link in enumerate(links):
         for candidate in link.candidates:
-            if candidate.id in seen:
-                continue
-            seen.add(candidate.id)
-            where = f"for \u201c{phrase}\u201d {candidate.score:.2f}"
-            options.append(
-                {
-                    "value": candidate.label,
-                    "alias": candidate.id,
-                    "html": f"{html.escape(candidate.label)} <small>{html.escape(where)} "
-                    f"\u00b7 {html.escape(candidate.id)}</small>",
-                    "hint": f"{candidate.label} ({candidate.id}), ranked {where}",
-                }
-            )
+            held = best.get(candidate.id)
+            if held is None or candidate.score > held[1].score:
+                best[candidate.id] = (index, candidate)
+    options: list[dict] = []
+    for index, candidate in sorted(best.values(), key=lambda b: (b[0], -b[1].score)):
+        span = spans[index]
+        phrase = span.text or text[span.start : span.end]
+        where = f"for \u201c{phrase}\u201d {candidate.score:.2f}"
+        options.append(
+            {
+                "value": candidate.label,
+                "alias": candidate.id,
+                "html": f"{html.escape(candidate.label)} <small>{html.escape(where)} "
+                f"\u00b7 {html.escape(candidate.id)}</small>",
+                "hint": f"{candidate.label} ({candidate.id}), ranked {where}",
+            }
+        )
     return options
 
 
