@@ -214,7 +214,7 @@ def link_export(result: ExportResult, linker: Linker, top_k: int) -> list[Path]:
     from collections import Counter
 
     from training.linker import link_fields, link_spans
-    from training.text import Document
+    from training.text import Document, annotated_link_fields
 
     out = Path(result.out_dir)
     rows, by_post = [], {}
@@ -223,6 +223,7 @@ def link_export(result: ExportResult, linker: Linker, top_k: int) -> list[Path]:
         for post, links in zip(posts, link_spans(linker, docs, top_k), strict=True):
             for span, link in zip(post.spans, links, strict=True):
                 fields = link_fields(link)
+                fields |= annotated_link_fields(span) or {}  # an annotator's decision wins
                 by_post[(post.id, span.start, span.end, span.label)] = fields
                 text = span.text or post.text[span.start : span.end]
                 rows.append(

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from backend.validation import BadRequest
 from labeling.studio.config import ConfigError, LabelingConfig, map_model_labels, parse_config
+from labeling.studio.links import link_options, linked_span
 from labeling.studio.tasks import TaskError, lone_surrogates, spans_to_regions, task_text
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from training.tagger import Prediction
 
 log = logging.getLogger(__name__)
+LINKER_WAIT_S = 30.0
 
 
 class TaskScorer:
@@ -153,6 +155,7 @@ def predict_tasks(
     order = list(texts)
     predictions, model = s.holder.predict(list(texts.values()), model, limits.deadline)
     by_task = dict(zip(order, predictions, strict=True)) if predictions is not None else {}
+    links = _links(s, labeling, texts, by_task, limits)
     results: list[dict] = []
     not_reached = 0
     for i in range(len(tasks)):
@@ -171,7 +174,12 @@ def predict_tasks(
             reason = "time budget spent" if read is not None else "past the tasks limit"
             results.append({"model_version": model.version, "not_reached": reason})
             continue
-        regions = spans_to_regions(prediction.spans, labeling, texts[i], names)
+        spans = prediction.spans
+        if i in links:
+            spans = [linked_span(span, link) for span, link in zip(spans, links[i], strict=True)]
+            if s.link_options is not None and isinstance(tasks[i], dict):
+                s.link_options.submit(tasks[i], link_options(texts[i], spans, links[i]))
+        regions = spans_to_regions(spans, labeling, texts[i], names)
         entry = {
             "result": regions,
             "score": round(s.scorer(prediction), 6),
@@ -190,6 +198,33 @@ def predict_tasks(
         s.metrics.inc("prediction_tasks_not_reached_total", not_reached)
     s.metrics.inc("predictions_total", len(tasks) - not_reached, model_version=model.version)
     return results
+
+
+def _links(
+    s: Services, labeling: LabelingConfig, texts: dict, by_task: dict, limits: Limits
+) -> dict[int, list]:
+    """Task index -> the links of its predicted spans, when the project links, the config
+    has a link control, the linker is loaded and the budget is not spent (milliseconds per
+    span with cached label embeddings). Never fails a prediction: links are an extra."""
+    linker = s.linker
+    if linker is None or not linker.enabled or not labeling.links or not by_task:
+        return {}
+    # a linker still loading (seconds, from cached label embeddings) is waited for like the
+    # model: Label Studio does not ask again for a task it holds a prediction of
+    linker.wait_ready(max(0.0, min(LINKER_WAIT_S, limits.deadline - time.monotonic() - 1.0)))
+    if linker.linker is None:
+        return {}
+    if time.monotonic() >= limits.deadline:
+        log.warning("predict: no time left to link spans")
+        return {}
+    order = [i for i in by_task if by_task[i].spans]
+    try:
+        found = linker.link([texts[i] for i in order], [by_task[i].spans for i in order])
+    except Exception:
+        log.exception("linking failed; predictions go without links")
+        return {}
+    s.metrics.inc("linked_spans_total", sum(len(f) for f in found))
+    return dict(zip(order, found, strict=True))
 
 
 def deadline_from(started: float, budget_s: float) -> float:

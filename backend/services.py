@@ -22,6 +22,7 @@ from backend.settings import ServiceConfig
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from backend.linking import LinkerHolder, TaskOptionsWriter
     from backend.worker import TrainingWorker
     from labeling.project import Project
     from labeling.state import ProjectState
@@ -50,6 +51,8 @@ class Services:
     connected_config: str | None = None
     inbox: Inbox | None = None  # bulk webhooks stored first, read after (backend/inbox.py)
     scorer: TaskScorer = field(default_factory=TaskScorer)  # the project's selection strategy
+    linker: LinkerHolder | None = None  # the project's taxonomy linker (backend/linking.py)
+    link_options: TaskOptionsWriter | None = None  # candidates into Label Studio's tasks
 
     # the Label Studio project these services are for, on a backend serving several
     # (None: a backend serving one project answers every Label Studio project)
@@ -61,6 +64,9 @@ class Services:
         from backend.webhooks import read_queued, stored
 
         self.holder.start(background=self.config.background_load)
+        if self.linker is not None:
+            holder = self.holder  # the linker loads after the model: both at once broke imports
+            self.linker.start(self.config.background_load, after=lambda: holder.wait_ready(600))
         if self.worker is not None:
             self.worker.start()
         self.inbox = Inbox(
@@ -123,6 +129,15 @@ def build_services(
             make_worker = TrainingWorker
         worker = make_worker(project, state.root, on_promoted=holder.promoted)
         holder.training_running = worker.is_running  # an Event: no I/O per /predict
+    from backend.linking import LinkerHolder, TaskOptionsWriter
+    from labeling.studio.client import StudioClient
+
+    link_options = None
+    if studio.configured and project.linking.taxonomy and project.config.links:
+        url, key = config.label_studio_url or "", config.label_studio_api_key or ""
+        link_options = TaskOptionsWriter(
+            lambda: StudioClient(url, key), project.config.link_choices_key
+        )
     return Services(
         config,
         project,
@@ -134,6 +149,8 @@ def build_services(
         studio,
         metrics or make_metrics(),
         scorer=TaskScorer(project.selection.strategy),
+        linker=LinkerHolder(project, config.state_dir),
+        link_options=link_options,
     )
 
 

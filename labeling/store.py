@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from labeling.studio.tasks import replace_surrogates
-from training.text import Document, Span
+from training.text import Document, Span, span_from_json, span_to_json
 
 COUNTER_SQL = "SELECT value FROM counters WHERE name = 'changes'"
 
@@ -114,11 +114,12 @@ def now() -> str:
 
 
 def spans_to_json(spans: Iterable[Span]) -> list[dict]:
-    return [{"start": s.start, "end": s.end, "label": s.label, "text": s.text} for s in spans]
+    """Spans as the store keeps them (link fields ride along when set: training.text)."""
+    return [span_to_json(s) for s in spans]
 
 
 def spans_from_json(rows: Iterable[Mapping]) -> list[Span]:
-    return [Span(int(r["start"]), int(r["end"]), str(r["label"]), r.get("text", "")) for r in rows]
+    return [span_from_json(r) for r in rows]
 
 
 def documents_sha256(docs: Sequence[Document]) -> str:

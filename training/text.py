@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 # Joiners inside a word: hyphen (ASCII and the Unicode hyphens U+2010, U+2011), slash,
@@ -40,10 +40,85 @@ class Span:
     label: str
     text: str = ""
     score: float | None = None
+    # The taxonomy entry the span is linked to (docs/linking.md). None everywhere until a
+    # linker or an annotator sets them; `link_status` says who decided (LINK_STATUSES).
+    taxonomy_id: str | None = None
+    taxonomy_label: str | None = None
+    link_score: float | None = None
+    link_status: str | None = None
 
     def key(self) -> tuple[int, int, str]:
-        """Identity for comparing spans: offsets and label, not text or score."""
+        """Identity for comparing spans: offsets and label, not text, score or link."""
         return (self.start, self.end, self.label)
+
+    @property
+    def linked_by_annotator(self) -> bool:
+        """An annotator confirmed or corrected this span's link (not "no match")."""
+        return self.link_status in ("confirmed", "corrected") and bool(self.taxonomy_id)
+
+
+# Who decided a span's link: the linker ("predicted", or "no_match" below its threshold
+# on a prediction), or an annotator, who "confirmed" the predicted entry, "corrected" it
+# to another one, or said "no_match".
+LINK_STATUSES = ("predicted", "confirmed", "corrected", "no_match")
+LINK_FIELDS = ("taxonomy_id", "taxonomy_label", "link_score", "link_status")
+
+
+def span_to_json(span: Span) -> dict:
+    """A span as stored and exported: offsets, label, text, and its link fields when set
+    (a span without a link serialises exactly as before links existed)."""
+    row: dict = {"start": span.start, "end": span.end, "label": span.label, "text": span.text}
+    if span.link_status is not None:
+        row |= {name: getattr(span, name) for name in LINK_FIELDS}
+    return row
+
+
+def span_from_json(row: Mapping) -> Span:
+    """The inverse of `span_to_json` (rows without link fields read as unlinked spans)."""
+    score = row.get("link_score")
+    status = row.get("link_status")
+    return Span(
+        int(row["start"]),
+        int(row["end"]),
+        str(row["label"]),
+        str(row.get("text", "")),
+        taxonomy_id=_text_or_none(row.get("taxonomy_id")),
+        taxonomy_label=_text_or_none(row.get("taxonomy_label")),
+        link_score=float(score) if isinstance(score, int | float) else None,
+        link_status=status if status in LINK_STATUSES else None,
+    )
+
+
+def carry_links(originals: Iterable[Span], spans: Iterable[Span]) -> list[Span]:
+    """`spans` (e.g. snapped to whole words) with the link fields of the original span of
+    the same label they overlap most: a span redrawn on its words keeps its link."""
+    linked = [o for o in originals if o.link_status is not None]
+    if not linked:
+        return list(spans)
+    out = []
+    for span in spans:
+        overlaps = [
+            (min(span.end, o.end) - max(span.start, o.start), o)
+            for o in linked
+            if o.label == span.label and o.start < span.end and span.start < o.end
+        ]
+        if overlaps:
+            source = max(overlaps, key=lambda pair: pair[0])[1]
+            span = replace(span, **{name: getattr(source, name) for name in LINK_FIELDS})
+        out.append(span)
+    return out
+
+
+def annotated_link_fields(span: Span) -> dict | None:
+    """An annotator's decision on a span's link as exports write it (None: nobody
+    decided, the linker's own link stands)."""
+    if span.link_status not in ("confirmed", "corrected", "no_match"):
+        return None
+    return {name: getattr(span, name) for name in LINK_FIELDS}
+
+
+def _text_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 @dataclass(slots=True)

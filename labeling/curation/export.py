@@ -20,7 +20,15 @@ from labeling.curation.duplicates import Duplicate, deduplicate
 from labeling.curation.quality import latest_per_annotator
 from labeling.curation.splits import DEFAULT_SHARES, stratified_split
 from labeling.studio.client import POST_ID_KEY
-from training.text import Document, Span, post_key, spans_to_tags, tags_to_spans, words
+from training.text import (
+    Document,
+    Span,
+    carry_links,
+    post_key,
+    spans_to_tags,
+    tags_to_spans,
+    words,
+)
 
 if TYPE_CHECKING:
     from labeling.store import AnnotationRecord
@@ -66,8 +74,9 @@ class Conflict:
 
 def snap(text: str, spans: Iterable[Span]) -> list[Span]:
     """Spans on whole words, overlaps resolved: what a word tagger can learn and return."""
+    spans = list(spans)
     offsets = words(text)
-    return tags_to_spans(spans_to_tags(spans, offsets), offsets, text)
+    return carry_links(spans, tags_to_spans(spans_to_tags(spans, offsets), offsets, text))
 
 
 def resolve(

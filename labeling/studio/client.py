@@ -211,13 +211,18 @@ class StudioClient:
         docs: Iterable[Document],
         text_key: str = "text",
         ground_truth: Mapping[str, list[dict]] | None = None,
+        link_choices_key: str = "",
     ) -> ImportResult:
         """Import posts; those in `ground_truth` (post id -> regions) come with that
-        annotation, completed and marked as ground truth."""
+        annotation, completed and marked as ground truth. A config with a link control
+        (`link_choices_key`) needs the field in every task: Label Studio refuses tasks
+        without it; the backend fills it when it links the post's spans."""
         ground_truth = ground_truth or {}
         tasks = []
         for doc in docs:
             task: dict[str, Any] = {"data": post_task(doc, text_key)}
+            if link_choices_key:
+                task["data"][link_choices_key] = []
             regions = ground_truth.get(str(doc.id))
             if regions is not None:
                 task["annotations"] = [{"result": regions, "ground_truth": True}]
@@ -236,9 +241,14 @@ class StudioClient:
             for doc in project.gold()
             if doc.id is not None
         }
-        return self.import_documents(
-            project_id, project.posts(), project.config.value_key, ground_truth=regions
+        result = self.import_documents(
+            project_id,
+            project.posts(),
+            project.config.value_key,
+            ground_truth=regions,
+            link_choices_key=project.config.link_choices_key,
         )
+        return result
 
     def annotate(self, task_id: int, result: list[dict], lead_time: float | None = None) -> int:
         """Submit an annotation (regions as Label Studio stores them); its id."""

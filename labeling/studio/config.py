@@ -35,6 +35,15 @@ class LabelingConfig:
     # every control tag's name (tags with a toName): a region naming none of them is not
     # from this config, while one naming another tag (a Choices, a relation) is ignored
     control_names: tuple[str, ...] = ()
+    # the per-region link control (a `<Choices perRegion="true" value="$field">` on the
+    # text, docs/studio.md): its name and the task data field its candidates come from;
+    # "" when the config has none (links are then neither sent nor read)
+    link_from_name: str = ""
+    link_choices_key: str = ""
+
+    @property
+    def links(self) -> bool:
+        return bool(self.link_from_name)
 
     @property
     def label_values(self) -> list[str]:
@@ -67,8 +76,24 @@ def parse_config(xml: str) -> LabelingConfig:
             controls = tuple(
                 name for c in root.iter() if c.get("toName") and (name := c.get("name"))
             )
-            return LabelingConfig(el.get("name") or "", to_name, value[1:], labels, controls)
+            link_name, link_key = _link_control(root, to_name)
+            return LabelingConfig(
+                el.get("name") or "", to_name, value[1:], labels, controls, link_name, link_key
+            )
     raise ConfigError("the labeling config has no <Labels> bound to a <Text> tag (toName)")
+
+
+def _link_control(root: ET.Element, to_name: str) -> tuple[str, str]:
+    """(name, data field) of the first per-region Choices on the text whose options come
+    from the task's data (`value="$field"`): the control links are shown and read with."""
+    for el in root.iter("Choices"):
+        value = el.get("value", "")
+        per_region = el.get("perRegion", el.get("perregion", "")).lower() == "true"
+        if per_region and el.get("toName") == to_name and value.startswith("$") and el.get("name"):
+            if len(value) < 2:
+                raise ConfigError(f'<Choices name="{el.get("name")}"> needs value="$field"')
+            return el.get("name") or "", value[1:]
+    return "", ""
 
 
 def _label_spec(el: ET.Element) -> LabelSpec:
@@ -103,8 +128,38 @@ def map_model_labels(config: LabelingConfig, model_labels: Sequence[str]) -> dic
     return mapping
 
 
-def build_config(labels: Iterable[LabelSpec], from_name="label", to_name="text") -> str:
-    """A Labels/Text config for a project's labels (the inverse of `parse_config`)."""
+# The link control's defaults and the choice that says the span has no taxonomy entry.
+LINK_NAME = "link"
+LINK_CHOICES_KEY = "link_choices"
+NO_MATCH = "no match"
+
+
+def link_control_xml(
+    to_name: str = "text", name: str = LINK_NAME, key: str = LINK_CHOICES_KEY
+) -> str:
+    """The per-region link control: shown when a region is selected, one choice per
+    candidate entry of the post (task data `key`, written by the backend) plus "no match".
+
+    Label Studio 1.23's open-source editor has no per-region option lists: dynamic choices
+    come from the task, so every region of a post offers the post's candidates (each
+    naming the span it was ranked for). A Taxonomy of all 13,412 ESCO entries would put
+    them all in the config or behind a CORS-enabled apiUrl; the top-k of each span is what
+    an annotator can judge at a glance.
+    """
+    return (
+        f'  <Header value="Taxonomy link of the selected span" size="6"/>\n'
+        f'  <Choices name={quoteattr(name)} toName={quoteattr(to_name)} perRegion="true" '
+        f'value="${key}" choice="single-radio">\n'
+        f"    <Choice value={quoteattr(NO_MATCH)}/>\n"
+        "  </Choices>\n"
+    )
+
+
+def build_config(
+    labels: Iterable[LabelSpec], from_name="label", to_name="text", link: bool = False
+) -> str:
+    """A Labels/Text config for a project's labels (the inverse of `parse_config`), with
+    the per-region link control when `link` (the project links spans to a taxonomy)."""
     lines = ["<View>", f"  <Labels name={quoteattr(from_name)} toName={quoteattr(to_name)}>"]
     for label in labels:
         attrs = f"value={quoteattr(label.value)}"
@@ -113,5 +168,8 @@ def build_config(labels: Iterable[LabelSpec], from_name="label", to_name="text")
         if label.predicted_values:
             attrs += f" predicted_values={quoteattr(', '.join(label.predicted_values))}"
         lines.append(f"    <Label {attrs}/>")
-    lines += ["  </Labels>", f'  <Text name={quoteattr(to_name)} value="${to_name}"/>', "</View>"]
+    lines += ["  </Labels>", f'  <Text name={quoteattr(to_name)} value="${to_name}"/>']
+    if link:
+        lines.append(link_control_xml(to_name).rstrip("\n"))
+    lines.append("</View>")
     return "\n".join(lines) + "\n"

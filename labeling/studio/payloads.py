@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 from labeling.store import AnnotationRecord, check_id, now, short_repr, store_text
 from labeling.studio.config import LabelingConfig
+from labeling.studio.links import option_labels, settle_link_status
 from labeling.studio.tasks import (
     lone_surrogates,
     read_annotation_regions,
@@ -73,7 +74,8 @@ def record_from_annotation(
     values to the project's (None: the same). Every region is checked
     (tasks.read_annotation_regions): a malformed one raises ValueError naming it. A lone
     surrogate in the text is replaced by U+FFFD (offsets unchanged) and the repair noted in
-    `raw["repairs"]`; the raw payload keeps the original.
+    `raw["repairs"]`; the raw payload keeps the original. Links chosen with the config's
+    link control ride on the spans, "confirmed" or "corrected" against the prediction.
     """
     annotation = _object(annotation, "annotation")
     task = _object(task, "task")
@@ -89,8 +91,11 @@ def record_from_annotation(
         count = lone_surrogates(original)
         repairs.append(f"text: {count} lone surrogate(s) replaced by U+FFFD")
         log.warning("annotation %d: %s", annotation_id, repairs[-1])
+    link_labels = option_labels(task, config)
     try:
-        spans = read_annotation_regions(annotation.get("result"), config, text, label_names)
+        spans = read_annotation_regions(
+            annotation.get("result"), config, text, label_names, link_labels
+        )
     except ValueError as err:
         raise ValueError(f"annotation {annotation_id}: {err}") from None
     prediction = annotation.get("prediction")
@@ -100,9 +105,12 @@ def record_from_annotation(
         model_version = prediction.get("model_version")
         try:
             result = prediction.get("result") or []
-            prediction_spans = relabel(regions_to_spans(result, config, text), label_names or {})
+            prediction_spans = relabel(
+                regions_to_spans(result, config, text, link_labels), label_names or {}
+            )
         except (ValueError, TypeError, AttributeError):
             prediction_spans = []  # a stale prediction on edited text is not worth a 4xx
+    spans = settle_link_status(spans, prediction_spans)
     meta = task.get("meta")
     meta = meta if isinstance(meta, Mapping) else {}
     data = task.get("data")

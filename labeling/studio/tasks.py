@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from labeling.studio.config import LabelingConfig
+from labeling.studio.links import LinkChoices, link_result
 from training.text import Document, Span
 
 
@@ -82,14 +83,21 @@ def _is_astral_free(text: str) -> bool:
     return all(ord(char) <= 0xFFFF for char in text)
 
 
-def regions_to_spans(result: Iterable[Mapping], config: LabelingConfig, text: str) -> list[Span]:
-    """Spans from an annotation's or prediction's `result` list.
+def regions_to_spans(
+    result: Iterable[Mapping],
+    config: LabelingConfig,
+    text: str,
+    link_labels: Mapping[str, str] | None = None,
+) -> list[Span]:
+    """Spans from an annotation's or prediction's `result` list, with their links when
+    the config has a link control (`link_labels`: entry id -> label, links.option_labels).
 
     Regions of other tags (relations, choices, other label sets) are ignored. Offsets are
     code points; a region whose `text` only matches its UTF-16 reading is read as UTF-16.
     """
     astral_free = _is_astral_free(text)
     table = None if astral_free else _utf16_to_python(text)
+    links = LinkChoices(result, config)
     spans = []
     for region in result or []:
         if not isinstance(region, Mapping) or region.get("from_name") != config.from_name:
@@ -103,13 +111,15 @@ def regions_to_spans(result: Iterable[Mapping], config: LabelingConfig, text: st
         start, end = value.get("start"), value.get("end")
         if not isinstance(start, int) or not isinstance(end, int):
             continue
+        raw = (start, end)
         if table is not None:
             start, end = _read_legacy_utf16(text, table, start, end, value.get("text"))
         if not 0 <= start < end <= len(text):
             raise TaskError(f"region [{start}, {end}) lies outside a text of {len(text)} chars")
         score = region.get("score")
         score = score if isinstance(score, int | float) else None
-        spans.append(Span(start, end, labels[0], text[start:end], score))
+        span = Span(start, end, labels[0], text[start:end], score)
+        spans.append(links.apply(span, region, link_labels or {}, raw))
     return sorted(spans, key=lambda s: (s.start, s.end))
 
 
@@ -130,6 +140,7 @@ def read_annotation_regions(
     config: LabelingConfig,
     text: str,
     label_names: Mapping[str, str] | None = None,
+    link_labels: Mapping[str, str] | None = None,
 ) -> list[Span]:
     """Spans of an annotator's `result`, every region checked: unlike `regions_to_spans`
     (lenient, for predictions and exports), anything Label Studio could not have sent for
@@ -137,7 +148,9 @@ def read_annotation_regions(
 
     `label_names` maps the config's label values to the project's labels (a Label Studio
     project that names its labels differently); without it the config's values are kept.
-    Regions of the config's other tags (choices, relations) are ignored.
+    Regions of the config's other tags (choices, relations) are ignored, except the link
+    control's: each span carries the entry its region was linked to (status "predicted"
+    or "no_match" here; links.settle_link_status says who decided).
     """
     if result is None:
         return []
@@ -146,6 +159,7 @@ def read_annotation_regions(
     names = dict(label_names) if label_names is not None else {v: v for v in config.label_values}
     astral_free = _is_astral_free(text)
     table = None if astral_free else _utf16_to_python(text)
+    links = LinkChoices(result, config)
     spans = []
     for index, region in enumerate(result):
         if not isinstance(region, Mapping):
@@ -173,6 +187,7 @@ def read_annotation_regions(
         if not labels:
             continue  # a region whose label was taken off: no span
         start, end = _offset(value, "start", where), _offset(value, "end", where)
+        raw = (start, end)
         if table is not None:
             start, end = _read_legacy_utf16(text, table, start, end, value.get("text"))
         if not 0 <= start < end <= len(text):
@@ -180,7 +195,8 @@ def read_annotation_regions(
         score = region.get("score")
         if isinstance(score, bool) or not isinstance(score, int | float):
             score = None
-        spans.append(Span(start, end, names[labels[0]], text[start:end], score))
+        span = Span(start, end, names[labels[0]], text[start:end], score)
+        spans.append(links.apply(span, region, link_labels or {}, raw))
     return sorted(spans, key=lambda s: (s.start, s.end))
 
 
@@ -193,7 +209,9 @@ def spans_to_regions(
     """Prediction regions for Label Studio, names and labels taken from the config.
 
     `label_names` maps the model's labels to the config's label values; spans with a
-    label the config does not have are left out rather than sent as invalid regions.
+    label the config does not have are left out rather than sent as invalid regions. A
+    linked span (link fields set) also gets its link control's per-region choice, when the
+    config has one (labeling.studio.links).
     """
     allowed = set(config.label_values)
     regions = []
@@ -216,6 +234,9 @@ def spans_to_regions(
         if span.score is not None:
             region["score"] = round(float(span.score), 4)
         regions.append(region)
+        link = link_result(region, span, config)
+        if link is not None:
+            regions.append(link)
     return regions
 
 

@@ -1,0 +1,76 @@
+"""How long linking adds to /predict: the plain MiniLM linker over all ESCO labels (label
+embeddings read from the cache in the state folder), linking the spans of the sample
+project's gold posts the way backend/linking.py does (one `link_spans` call per batch).
+
+    .venv/bin/python benchmarks/link_predict_latency.py [--state state] [--posts 10] [--repeat 3]
+
+Prints the CPU it ran on, the linker's load time, and per batch: spans, seconds, ms/span.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> int:
+    from training.cpu import cpu_info
+    from training.linker import Linker, link_spans
+    from training.taxonomy import load_esco
+    from training.text import Document, Span
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--state", default="state", help="state folder holding linking/")
+    parser.add_argument("--posts", type=int, default=10, help="gold posts per /predict batch")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args()
+
+    cpu = cpu_info()
+    print(f"cpu: {cpu}")
+    started = time.perf_counter()
+    linker = Linker.load(load_esco(), None, cache_dir=Path(args.state) / "linking")
+    load_s = time.perf_counter() - started
+    print(f"linker loaded in {load_s:.1f} s ({linker.index.vectors.shape[0]} label vectors)")
+    gold = ROOT / "projects/linkedin-skills/gold.jsonl"
+    rows = [json.loads(line) for line in gold.read_text(encoding="utf-8").splitlines() if line]
+    docs = [
+        Document(r["text"], [Span(s["start"], s["end"], s["label"]) for s in r["spans"]])
+        for r in rows[: args.posts]
+    ]
+    n_spans = sum(len(d.spans) for d in docs)
+    runs = []
+    for _ in range(args.repeat):
+        started = time.perf_counter()
+        link_spans(linker, docs, 5)
+        seconds = time.perf_counter() - started
+        runs.append(seconds)
+        print(
+            f"{len(docs)} posts, {n_spans} spans: {seconds:.3f} s, "
+            f"{1000 * seconds / max(n_spans, 1):.1f} ms/span"
+        )
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "cpu": str(cpu),
+                    "load_s": load_s,
+                    "posts": len(docs),
+                    "spans": n_spans,
+                    "seconds": runs,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
