@@ -148,9 +148,13 @@ def spanful_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def app(tmp_path, spanful_model):
-    """The ML backend for a temp project and state folder, serving `spanful_model`."""
+def app(request, tmp_path, spanful_model):
+    """The ML backend for a temp project and state folder, serving `spanful_model`; on the
+    SQLite store, or on both stores for a test that also uses the `database_url` fixture."""
     from service_helpers import make_app
+
+    if "database_url" in request.fixturenames:
+        request.getfixturevalue("database_url")  # sets SKILLLOOP_DATABASE_URL first
 
     app = make_app(tmp_path, spanful_model)
     yield app
