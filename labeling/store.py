@@ -215,7 +215,7 @@ class AnnotationStore:
     def change_counter(self) -> int:
         """Bumped by every stored change (insert, real update, deletion)."""
         with self.db.read() as conn:
-            return int(conn.execute(self._counter_query()).scalar_one())
+            return int(conn.execute(_COUNTER, {"b_key": self.key}).scalar_one())
 
     def changes_since(self, counter: int) -> int:
         """How many annotations changed after `change_counter()` returned `counter`."""
@@ -229,16 +229,10 @@ class AnnotationStore:
 
     # ------------------------------------------------------------------ inside a write
 
-    def _counter_query(self, lock: bool = False) -> Any:
-        query = select(counter_table.c.value).where(
-            counter_table.c.project_key == self.key, counter_table.c.name == CHANGES
-        )
-        return query.with_for_update() if lock else query  # FOR UPDATE: ignored by SQLite
-
     def _write_rows(self, conn: Connection, rows: list[dict], keep_newer: bool = False) -> int:
         """Write the rows that change something, in order (a later row of the same id wins,
         as if written one after the other); each change takes the next counter value."""
-        counter = int(conn.execute(self._counter_query(lock=True)).scalar_one())
+        counter = int(conn.execute(_COUNTER_LOCKED, {"b_key": self.key}).scalar_one())
         stored = self._existing(conn, [row["annotation_id"] for row in rows])
         fresh = {i for i in {row["annotation_id"] for row in rows} if i not in stored}
         latest: dict[int, dict] = {}
@@ -264,40 +258,22 @@ class AnnotationStore:
         if inserts:
             conn.execute(insert(annotation_table), inserts)
         if updates:
-            names = [c.name for c in annotation_table.columns if c.name not in _KEY]
-            statement = (
-                update(annotation_table)
-                .where(
-                    annotation_table.c.project_key == bindparam("b_project_key"),
-                    annotation_table.c.annotation_id == bindparam("b_annotation_id"),
-                )
-                .values({name: bindparam(f"b_{name}") for name in names})
-            )
-            conn.execute(statement, [{f"b_{k}": v for k, v in row.items()} for row in updates])
+            conn.execute(_UPDATE_ROW, [{f"b_{k}": v for k, v in row.items()} for row in updates])
         self._set_counter(conn, counter)
         return changes
 
     def _tombstone(self, conn: Connection, ids: list[int]) -> int:
-        counter = int(conn.execute(self._counter_query(lock=True)).scalar_one())
+        counter = int(conn.execute(_COUNTER_LOCKED, {"b_key": self.key}).scalar_one())
         live: list[int] = []
         for first in range(0, len(ids), CHUNK):
-            query = select(annotation_table.c.annotation_id).where(
-                annotation_table.c.project_key == self.key,
-                annotation_table.c.deleted.is_(False),
-                annotation_table.c.annotation_id.in_(ids[first : first + CHUNK]),
-            )
-            live += [int(i) for i in conn.execute(query).scalars()]
+            chunk = {"b_key": self.key, "b_ids": ids[first : first + CHUNK]}
+            live += [int(i) for i in conn.execute(_LIVE, chunk).scalars()]
         if live:
-            statement = (
-                update(annotation_table)
-                .where(
-                    annotation_table.c.project_key == self.key,
-                    annotation_table.c.annotation_id == bindparam("b_id"),
-                )
-                .values(deleted=True, change=bindparam("b_change"))
-            )
-            changes = [{"b_id": i, "b_change": counter + n} for n, i in enumerate(live, 1)]
-            conn.execute(statement, changes)
+            changes = [
+                {"b_key": self.key, "b_id": i, "b_change": counter + n}
+                for n, i in enumerate(live, 1)
+            ]
+            conn.execute(_TOMBSTONE, changes)
             self._set_counter(conn, counter + len(live))
         return len(live)
 
@@ -305,20 +281,13 @@ class AnnotationStore:
         unique = sorted(set(ids))
         found: dict[int, dict] = {}
         for first in range(0, len(unique), CHUNK):
-            query = select(*[annotation_table.c[name] for name in COLUMNS]).where(
-                annotation_table.c.project_key == self.key,
-                annotation_table.c.annotation_id.in_(unique[first : first + CHUNK]),
-            )
-            for row in conn.execute(query).mappings():
+            chunk = {"b_key": self.key, "b_ids": unique[first : first + CHUNK]}
+            for row in conn.execute(_EXISTING, chunk).mappings():
                 found[int(row["annotation_id"])] = dict(row)
         return found
 
     def _set_counter(self, conn: Connection, value: int) -> None:
-        conn.execute(
-            update(counter_table)
-            .where(counter_table.c.project_key == self.key, counter_table.c.name == CHANGES)
-            .values(value=value)
-        )
+        conn.execute(_SET_COUNTER, {"b_key": self.key, "b_value": value})
 
     def _default_key(self, conn: Connection) -> str:
         if self.db.dialect != "sqlite":
@@ -332,7 +301,45 @@ class AnnotationStore:
         return self.path.parent.name if self.path is not None else ""
 
 
+# The statements of a write, built once (building one costs more than running it on
+# SQLite); b_key is the store's project key.
 _KEY = ("project_key", "annotation_id")
+_COUNTER = select(counter_table.c.value).where(
+    counter_table.c.project_key == bindparam("b_key"), counter_table.c.name == CHANGES
+)
+_COUNTER_LOCKED = _COUNTER.with_for_update()  # FOR UPDATE: SQLite leaves it out
+_SET_COUNTER = (
+    update(counter_table)
+    .where(counter_table.c.project_key == bindparam("b_key"), counter_table.c.name == CHANGES)
+    .values(value=bindparam("b_value"))
+)
+_EXISTING = select(*[annotation_table.c[name] for name in COLUMNS]).where(
+    annotation_table.c.project_key == bindparam("b_key"),
+    annotation_table.c.annotation_id.in_(bindparam("b_ids", expanding=True)),
+)
+_LIVE = select(annotation_table.c.annotation_id).where(
+    annotation_table.c.project_key == bindparam("b_key"),
+    annotation_table.c.deleted.is_(False),
+    annotation_table.c.annotation_id.in_(bindparam("b_ids", expanding=True)),
+)
+_TOMBSTONE = (
+    update(annotation_table)
+    .where(
+        annotation_table.c.project_key == bindparam("b_key"),
+        annotation_table.c.annotation_id == bindparam("b_id"),
+    )
+    .values(deleted=True, change=bindparam("b_change"))
+)
+_UPDATE_ROW = (
+    update(annotation_table)
+    .where(
+        annotation_table.c.project_key == bindparam("b_project_key"),
+        annotation_table.c.annotation_id == bindparam("b_annotation_id"),
+    )
+    .values(
+        {c.name: bindparam(f"b_{c.name}") for c in annotation_table.columns if c.name not in _KEY}
+    )
+)
 
 
 def _create_counter(conn: Connection, key: str) -> Any:
