@@ -3,7 +3,9 @@
 work done before the webhook answers Label Studio (timeout 1 s).
 
     .venv/bin/python benchmarks/store_latency.py [--n 500] [--dir /tmp]
-        [--database-url postgresql://...]   # default: $SKILLLOOP_DATABASE_URL, else SQLite
+        [--database-url postgresql://... | --postgres]   # default: the SQLite file
+`--postgres` starts a throwaway PostgreSQL server (tests/postgres.py: initdb, pg_ctl on a
+free loopback port, fsync and synchronous_commit on) and measures the store on it.
 
 Prints p50/p95/p99/max in milliseconds for new annotations, updates of existing ones,
 and tombstones. Results land in docs/rounds.md.
@@ -15,6 +17,7 @@ import argparse
 import copy
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -81,9 +84,21 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--dir", type=Path, default=None, help="where the database goes")
     parser.add_argument("--database-url", default=None, help="a PostgreSQL store instead")
+    parser.add_argument("--postgres", action="store_true", help="on a throwaway server")
     args = parser.parse_args()
-    if args.database_url:
-        os.environ["SKILLLOOP_DATABASE_URL"] = args.database_url
+    if args.postgres:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from postgres import PostgresServer
+
+        with PostgresServer() as server:
+            measure(args, server.create_database("bench"))
+    else:
+        measure(args, args.database_url)
+
+
+def measure(args: argparse.Namespace, database_url: str | None) -> None:
+    if database_url:
+        os.environ["SKILLLOOP_DATABASE_URL"] = database_url
     print(cpu_info().line())
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
         store = ProjectState(Path(folder)).store()
