@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import string
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -206,7 +207,7 @@ def postgres():
 
 
 @pytest.fixture
-def postgres_url(postgres) -> str:
+def postgres_url(postgres) -> Iterator[str]:
     """The URL of a fresh, empty database on the session's server (dropped after the test)."""
     url = postgres.create_database()
     yield url
