@@ -20,7 +20,6 @@ from labeling.studio.tasks import (
     read_annotation_regions,
     regions_to_spans,
     relabel,
-    replace_surrogates,
     task_text,
 )
 from training.text import Span
@@ -73,9 +72,9 @@ def record_from_annotation(
     `config` is the config the annotation was made with and `label_names` maps its label
     values to the project's (None: the same). Every region is checked
     (tasks.read_annotation_regions): a malformed one raises ValueError naming it. A lone
-    surrogate in the text is replaced by U+FFFD (offsets unchanged) and the repair noted in
-    `raw["repairs"]`; the raw payload keeps the original. Links chosen with the config's
-    link control ride on the spans, "confirmed" or "corrected" against the prediction.
+    surrogate or a NUL in the text is replaced by U+FFFD (offsets unchanged) and the repair
+    noted in `raw["repairs"]`; the raw payload keeps the original. Links chosen with the
+    config's link control ride on the spans, "confirmed" or "corrected" against the prediction.
     """
     annotation = _object(annotation, "annotation")
     task = _object(task, "task")
@@ -85,12 +84,14 @@ def record_from_annotation(
     if owner is not None and check_id(owner, "annotation.task") != task_id:
         raise ValueError(f"annotation {annotation_id} is of task {owner}, not of task {task_id}")
     original = task_text(task, config)
-    text = replace_surrogates(original)
+    text = store_text(original)
     repairs = []
-    if text is not original:
-        count = lone_surrogates(original)
-        repairs.append(f"text: {count} lone surrogate(s) replaced by U+FFFD")
-        log.warning("annotation %d: %s", annotation_id, repairs[-1])
+    if lone_surrogates(original):
+        repairs.append(f"text: {lone_surrogates(original)} lone surrogate(s) replaced by U+FFFD")
+    if "\x00" in original:  # PostgreSQL's text cannot hold NUL; stored alike on SQLite
+        repairs.append(f"text: {original.count(chr(0))} NUL character(s) replaced by U+FFFD")
+    for repair in repairs:
+        log.warning("annotation %d: %s", annotation_id, repair)
     link_labels = option_labels(task, config)
     try:
         spans = read_annotation_regions(
