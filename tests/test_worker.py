@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from backend import heldout as split
 from backend import rounds
 from backend.cli import main
 from backend.worker import TrainingWorker
@@ -60,8 +61,8 @@ def post(n: int) -> tuple[str, list[Span]]:
 
 def posts(held: int, train: int, share: float = 0.4) -> list[int]:
     """Post numbers: `held` of them in the held-out share, `train` not."""
-    inside = [n for n in range(200) if rounds.is_heldout(post(n)[0], share)]
-    outside = [n for n in range(200) if not rounds.is_heldout(post(n)[0], share)]
+    inside = [n for n in range(200) if split.is_heldout(post(n)[0], share)]
+    outside = [n for n in range(200) if not split.is_heldout(post(n)[0], share)]
     return inside[:held] + outside[:train]
 
 
@@ -110,12 +111,12 @@ def test_heldout_split_is_stable_and_never_trained_on(tmp_path):
         json.loads(x)["text"] for x in (plan.folder / "heldout.jsonl").read_text().split("\n") if x
     ]
     assert not set(train) & set(held) and "skipped post" not in train + held
-    assert all(rounds.is_heldout(t, 0.4) for t in held)
-    assert not any(rounds.is_heldout(t, 0.4) for t in train)
+    assert all(split.is_heldout(t, 0.4) for t in held)
+    assert not any(split.is_heldout(t, 0.4) for t in train)
     assert len(held) >= 3 and plan.snapshot["heldout_documents"] == len(held)
     assert plan.snapshot["documents"] == len(train) == plan.train_documents
     assert plan.snapshot["gold_ids"] == sorted(f"g{n}" for n in gold[1:])
-    extra = [] if rounds.is_heldout(post(999)[0], 0.4) else [50]
+    extra = [] if split.is_heldout(post(999)[0], 0.4) else [50]
     assert plan.snapshot["annotation_ids"] == [4, 5, 6, 7, *extra]
     assert plan.snapshot["change_counter"] == 9
 
@@ -364,9 +365,9 @@ def serve_fake_version(state: Path, project, numbers) -> None:
     from labeling.store import documents_sha256
 
     with AnnotationStore(state / "annotations.sqlite") as store:
-        docs = rounds.annotated_documents(project, store)
+        docs = split.annotated_documents(project, store)
         counter = store.change_counter()
-    train, _ = rounds.split_heldout(docs, project.retrain.heldout_share)
+    train, _ = split.split_heldout(docs, project.retrain.heldout_share)
     stub = state / "models" / ".incoming" / "stub"
     stub.mkdir(parents=True)
     (stub / "config.json").write_text("{}")
