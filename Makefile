@@ -6,7 +6,7 @@ STATE_DIR   ?= $(CURDIR)/state
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install studio-install chromium test lint demo screenshot clean
+.PHONY: install studio-install chromium postgres test lint demo screenshot clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -34,7 +34,15 @@ chromium:
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
 
-test: install studio-install chromium lint
+# Debian's PostgreSQL server binaries (initdb, pg_ctl under /usr/lib/postgresql/*/bin), for
+# the store tests on PostgreSQL: the test run starts its own throwaway server
+# (tests/postgres.py), never the system one. Installed when missing (sudo only when not root).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y postgresql; }
+
+test: install studio-install chromium postgres lint
 	$(PY) -m pytest -q -rs
 
 # ruff (lint and layout) and mypy over backend, labeling and training (pyproject.toml)

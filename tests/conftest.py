@@ -178,3 +178,44 @@ def studio(tmp_path_factory):
     finally:
         stopped = stop(settings)
     assert stopped and not is_up(settings.url) and not status(settings)["running"]
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server (tests/postgres.py) on a free loopback port with a temp data
+    folder, shared by the tests of a run; stopped and removed afterwards."""
+    from postgres import PostgresServer, bin_dir
+
+    if bin_dir() is None:
+        pytest.skip("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin): make postgres")
+    server = PostgresServer()
+    try:
+        server.start()
+    except Exception:
+        print(server.tail())
+        server.stop()
+        raise
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres) -> str:
+    """The URL of a fresh, empty database on the session's server (dropped after the test)."""
+    url = postgres.create_database()
+    yield url
+    postgres.drop_database(url.rsplit("/", 1)[1])
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, monkeypatch) -> str | None:
+    """Runs a test on both stores: None (the default SQLite file in the state folder) or a
+    fresh PostgreSQL database, also set as SKILLLOOP_DATABASE_URL for the code under test."""
+    if request.param == "sqlite":
+        monkeypatch.delenv("SKILLLOOP_DATABASE_URL", raising=False)
+        return None
+    url = request.getfixturevalue("postgres_url")
+    monkeypatch.setenv("SKILLLOOP_DATABASE_URL", url)
+    return url
