@@ -188,8 +188,15 @@ def test_rounds_promote_warm_start_and_refuse(tmp_path, tiny_encoder, capsys):
     assert second.gate == {**second.gate, "measured": False, "posts": 2, "decision": "refused"}
     assert second.round_id == outcome.round_id and outcome.gate == second.gate
     assert registry.serving().version == "v0001"
+    # the refused candidate's data from the same serving version: seeded, it would only be
+    # trained and refused again (a queued follow-up, or another worker's round)
+    outcome, _ = rounds.run_round(project, state / "tiny", "test")
+    assert outcome.status == "skipped"
+    assert f"same training data as {second.version}, refused when trained from v0001" in (
+        outcome.reason
+    )
     log = rounds.read_rounds(state / "tiny")
-    assert [r["status"] for r in log] == ["skipped", "promoted", "skipped", "refused"]
+    assert [r["status"] for r in log] == ["skipped", "promoted", "skipped", "refused", "skipped"]
 
     assert (
         main(["rollback", "v0002", "--project", str(project.folder), "--state-dir", str(state)])
