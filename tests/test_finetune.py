@@ -8,16 +8,10 @@ import torch
 
 from training import checkpoint
 from training.checkpoint import read_metadata
-from training.finetune import (
-    METADATA_FILE,
-    TrainConfig,
-    TrainingCancelled,
-    batches,
-    make_examples,
-    train,
-)
+from training.finetune import METADATA_FILE, TrainConfig, TrainingCancelled, train
 from training.tagger import Tagger
 from training.text import Document, Span
+from training.train_examples import batches, make_examples
 
 LABELS = ["Technology", "Soft"]
 
@@ -74,7 +68,7 @@ def test_examples_label_first_subwords_through_windows(tiny_encoder):
 def test_batches_group_similar_lengths_and_cover_everything():
     import random
 
-    from training.finetune import Example
+    from training.train_examples import Example
 
     examples = [Example([0] * n, [0] * n) for n in range(1, 41)]
     out = batches(examples, 4, random.Random(0))
@@ -262,7 +256,7 @@ def test_progress_callbacks_and_crf_gradients_are_clipped(tiny_encoder, tmp_path
 
 
 def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience():
-    from training.finetune import EarlyStopping
+    from training.early_stopping import EarlyStopping
 
     model = torch.nn.Linear(2, 1)
     stopping = EarlyStopping(patience=2)

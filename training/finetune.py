@@ -1,9 +1,10 @@
 """Fine-tuning a token-classification tagger on documents with gold character spans.
 
-Documents go through the same path as prediction: `training.text.words` and
-`spans_to_tags` for word tags, `training.windows.encode` / `make_windows` for subwords and
-windows. A word is trained on its first subword; other subwords are ignored (-100).
-Whole documents are windowed, never cut, so no word is silently left out of training.
+Documents go through the same path as prediction (`training.train_examples`: the words,
+tags and windows of `training.text` and `training.windows`). Whole documents are
+windowed, never cut, so no word is silently left out of training. `train` runs named
+steps: `prepare` (model, CRF, examples), `Optimizer.epoch` per epoch, `dev_f1` and
+`EarlyStopping` after it (all in `run_epochs`), then the best epoch is saved.
 
 The result is a checkpoint folder (model, tokenizer, `skillloop.json`) that
 `training.checkpoint.load` and `Tagger.load` read back.
@@ -11,7 +12,6 @@ The result is a checkpoint folder (model, tokenizer, `skillloop.json`) that
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import random
@@ -21,14 +21,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from training import checkpoint
-from training.crf import CRF, Transitions, word_emissions
+from training.crf import CRF, word_emissions
+from training.early_stopping import EarlyStopping
+from training.freezing import freeze_for_epoch
 from training.saving import check_out_dir, save
-from training.text import Document, spans_to_tags, tag_names, words
-from training.windows import WINDOWS, encode, make_windows, special_tokens, window_inputs
+from training.text import Document, tag_names
+from training.train_examples import IGNORE, Example, batches, collate, make_examples
+from training.windows import WINDOWS
 
 if TYPE_CHECKING:
     from training.tagger import Tagger
@@ -36,8 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 METADATA_FILE = checkpoint.METADATA_FILE
-IGNORE = -100
 TRAIN_PRECISIONS = ("auto", "bf16", "fp32")
+SCHEDULES = ("linear", "cosine")
 
 
 @dataclass
@@ -64,10 +66,17 @@ class TrainConfig:
     # its transition scores learn at their own rate, as they start from zero
     crf: bool = True
     crf_learning_rate: float = 1e-2
+    # speed options for CPUs without native bf16 (training.freezing, docs/training.md)
+    freeze_embeddings: bool = False  # word embeddings stay as pretrained, all epochs
+    freeze_layers: int = 0  # embeddings and the lowest N blocks stay fixed ...
+    freeze_epochs: int = 0  # ... during the first N epochs
+    schedule: str = "linear"  # learning-rate decay after warm-up: "linear" or "cosine"
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ValueError("epochs, batch_size and learning_rate must be positive")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}: choose one of {SCHEDULES}")
         if self.precision not in TRAIN_PRECISIONS:
             raise ValueError(
                 f"unknown precision {self.precision!r}: choose one of {TRAIN_PRECISIONS}"
@@ -91,97 +100,8 @@ class TrainingCancelled(Exception):
     """`should_stop` asked to stop; nothing was saved."""
 
 
-@dataclass(slots=True)
-class Example:
-    input_ids: list[int]
-    labels: list[int]
-
-
-def make_examples(
-    tokenizer, docs: Sequence[Document], labels: Sequence[str], max_tokens: int, stride: int
-) -> list[Example]:
-    """Model inputs and per-subword targets for every window of every document."""
-    tag_index = {t: i for i, t in enumerate(tag_names(labels))}
-    specials = special_tokens(tokenizer)
-    offset = len(specials[0])
-    examples = []
-    for doc in docs:
-        unknown = {s.label for s in doc.spans} - set(labels)
-        if unknown:
-            raise ValueError(
-                f"document {doc.id or ''} has labels {sorted(unknown)} not in {labels}"
-            )
-        word_offsets = words(doc.text)
-        if not word_offsets:
-            continue
-        tags = spans_to_tags(doc.spans, word_offsets)
-        enc = encode(tokenizer, doc.text, word_offsets)
-        first = enc.first_token
-        for window in make_windows(enc, max_tokens, stride):
-            ids = window_inputs(enc, window, specials)
-            targets = [IGNORE] * len(ids)
-            inside = np.flatnonzero((first >= window.start) & (first < window.end))
-            for w in inside:
-                targets[offset + first[w] - window.start] = tag_index[tags[w]]
-            examples.append(Example(ids, targets))
-    return examples
-
-
-def batches(examples: Sequence[Example], batch_size: int, rng: random.Random) -> list[list[int]]:
-    """Shuffled batches of similar lengths (little padding), in random order."""
-    order = list(range(len(examples)))
-    rng.shuffle(order)
-    pool = batch_size * 50
-    out = []
-    for i in range(0, len(order), pool):
-        chunk = sorted(order[i : i + pool], key=lambda k: len(examples[k].input_ids))
-        out += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
-    rng.shuffle(out)
-    return out
-
-
-def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(e.input_ids) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    targets = torch.full((len(examples), width), IGNORE, dtype=torch.long)
-    for row, e in enumerate(examples):
-        n = len(e.input_ids)
-        ids[row, :n] = torch.tensor(e.input_ids)
-        mask[row, :n] = 1
-        targets[row, :n] = torch.tensor(e.labels)
-    return {"input_ids": ids, "attention_mask": mask, "labels": targets}
-
-
 StepCallback = Callable[[int, int], None]  # (steps done, total steps)
 EpochCallback = Callable[[int, float, float | None], None]  # (epoch, mean loss, dev F1)
-
-
-class EarlyStopping:
-    """Keeps the weights (and CRF scores) of the best epoch by dev F1, and says when
-    `patience` epochs have passed without improvement."""
-
-    def __init__(self, patience: int):
-        self.patience = patience
-        self.best_f1 = -1.0
-        self.best_epoch = 0
-        self.since_best = 0
-        self.state: dict | None = None
-        self.crf_scores: Transitions | None = None
-
-    def update(self, epoch: int, f1: float, model, crf: CRF | None) -> bool:
-        """Record epoch `epoch`'s dev F1; True when training should stop."""
-        if f1 > self.best_f1:
-            self.best_f1, self.best_epoch, self.since_best = float(f1), epoch, 0
-            self.state = copy.deepcopy(model.state_dict())
-            self.crf_scores = crf.transitions() if crf else None
-            return False
-        self.since_best += 1
-        return self.since_best >= self.patience
-
-    def restore(self, model) -> None:
-        if self.state is not None:
-            model.load_state_dict(self.state)
 
 
 @dataclass
@@ -249,7 +169,7 @@ class Optimizer:
     def __init__(
         self, run: Prepared, config: TrainConfig, total_steps: int, on_step: StepCallback | None
     ):
-        from transformers import get_linear_schedule_with_warmup
+        from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
         decay: list[torch.nn.Parameter] = []
         no_decay: list[torch.nn.Parameter] = []
@@ -268,12 +188,25 @@ class Optimizer:
                 }
             )
         self.optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
-        self.scheduler = get_linear_schedule_with_warmup(
+        schedule = (
+            get_cosine_schedule_with_warmup
+            if config.schedule == "cosine"
+            else get_linear_schedule_with_warmup
+        )
+        self.scheduler = schedule(
             self.optimizer, int(config.warmup_ratio * total_steps), total_steps
         )
         self.clipped = trainable_parameters(run.model, run.crf)
         self.max_grad_norm = config.max_grad_norm
         self.total_steps, self.done, self.on_step = total_steps, 0, on_step
+
+    def step(self, loss: torch.Tensor) -> None:
+        """Backward, clip, update, advance the schedule."""
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.clipped, self.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
     def epoch(
         self,
@@ -290,11 +223,7 @@ class Optimizer:
             if should_stop is not None and should_stop():
                 raise TrainingCancelled("training cancelled")
             loss = batch_loss(run, [run.examples[k] for k in batch_ids])
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.clipped, self.max_grad_norm)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            self.step(loss)
             total, self.done = total + loss.item(), self.done + 1
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{total / count:.4f}")
@@ -304,6 +233,9 @@ class Optimizer:
 
 
 def batch_loss(run: Prepared, batch: list[Example]) -> torch.Tensor:
+    # not `windows.forward_windows`: that runs under inference mode, longest first, and
+    # reads only owned words; training needs gradients, the seeded shuffled batch order
+    # and every word of a window. The windows and the padding (`pad_rows`) are shared.
     inputs = collate(batch, run.pad_id)
     targets = inputs.pop("labels") if run.crf else None
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=run.bf16):
@@ -344,8 +276,6 @@ def train(
     true (nothing is saved then), and ValueError before any work when `out_dir` is a
     non-empty folder that is not a skillloop checkpoint (it would be replaced).
     """
-    from tqdm.auto import tqdm
-
     config = config or TrainConfig()
     labels = list(labels)
     out_dir = Path(out_dir)
@@ -355,63 +285,84 @@ def train(
     started = time.perf_counter()
     run = prepare(base, train_docs, labels, config, label_map)
     prepared = time.perf_counter()
-
-    rng = random.Random(config.seed)
-    total_steps = math.ceil(len(run.examples) / config.batch_size) * config.epochs
-    optimizer = Optimizer(run, config, total_steps, on_step)
-    stopping = EarlyStopping(config.patience)
-    losses: list[float] = []
-    dev_scores: list[float] = []
-    eval_seconds = 0.0
-    bar = tqdm(total=total_steps, disable=not progress, desc="training", unit="step")
-    try:
-        for epoch in range(1, config.epochs + 1):
-            epoch_batches = batches(run.examples, config.batch_size, rng)
-            losses.append(optimizer.epoch(run, epoch_batches, bar, epoch, should_stop))
-            f1 = None
-            if dev_docs:
-                eval_started = time.perf_counter()
-                f1 = dev_f1(run, dev_docs)
-                eval_seconds += time.perf_counter() - eval_started
-                dev_scores.append(f1)
-                log.info("epoch %d: loss %.4f, dev entity F1 %.4f", epoch, losses[-1], f1)
-            if on_epoch is not None:
-                on_epoch(epoch, losses[-1], f1)
-            if f1 is None:
-                stopping.best_epoch = epoch  # without a dev set the last epoch is kept
-            elif stopping.update(epoch, f1, run.model, run.crf):
-                break
-    finally:
-        bar.close()
-    stopping.restore(run.model)
-    crf_scores = stopping.crf_scores if dev_docs else None
-    if crf_scores is None and run.crf is not None:
-        crf_scores = run.crf.transitions()
+    history = run_epochs(run, config, dev_docs, progress, should_stop, on_step, on_epoch)
     trained = time.perf_counter()
-
     timings = {
         "precision": "bf16" if run.bf16 else "fp32",
         "prepare_seconds": round(prepared - started, 2),
-        "train_seconds": round(trained - prepared - eval_seconds, 2),
-        "dev_eval_seconds": round(eval_seconds, 2),
+        "train_seconds": round(trained - prepared - history.eval_seconds, 2),
+        "dev_eval_seconds": round(history.eval_seconds, 2),
         "total_seconds": round(trained - started, 2),
     }
     result = TrainResult(
         path=out_dir,
-        epochs_run=len(losses),
-        best_epoch=stopping.best_epoch,
-        best_dev_f1=stopping.best_f1 if dev_docs else None,
-        losses=losses,
-        dev_f1=dev_scores,
+        epochs_run=len(history.losses),
+        best_epoch=history.stopping.best_epoch,
+        best_dev_f1=history.stopping.best_f1 if dev_docs else None,
+        losses=history.losses,
+        dev_f1=history.dev_scores,
         seconds=round(trained - started, 2),
         n_windows=len(run.examples),
         timings=timings,
     )
     metadata = checkpoint_metadata(base, labels, label_map, config, result, train_docs, dev_docs)
+    crf_scores = history.stopping.crf_scores_to_save(run.crf, bool(dev_docs))
     if crf_scores is not None:
         metadata["crf"] = crf_scores.to_json()
     save(run.model, run.tokenizer, out_dir, metadata)
     return result
+
+
+@dataclass
+class EpochLog:
+    """What the epoch loop leaves behind: per-epoch figures and the best epoch's state."""
+
+    stopping: EarlyStopping
+    losses: list[float] = field(default_factory=list)
+    dev_scores: list[float] = field(default_factory=list)
+    eval_seconds: float = 0.0
+
+
+def run_epochs(
+    run: Prepared,
+    config: TrainConfig,
+    dev_docs: Sequence[Document] | None,
+    progress: bool,
+    should_stop: Callable[[], bool] | None,
+    on_step: StepCallback | None,
+    on_epoch: EpochCallback | None,
+) -> EpochLog:
+    """Train epoch by epoch until `config.epochs` or early stopping, then put the best
+    epoch's weights back into `run.model` (the last epoch's without a dev set)."""
+    from tqdm.auto import tqdm
+
+    rng = random.Random(config.seed)
+    total_steps = math.ceil(len(run.examples) / config.batch_size) * config.epochs
+    optimizer = Optimizer(run, config, total_steps, on_step)
+    history = EpochLog(EarlyStopping(config.patience))
+    bar = tqdm(total=total_steps, disable=not progress, desc="training", unit="step")
+    try:
+        for epoch in range(1, config.epochs + 1):
+            epoch_batches = batches(run.examples, config.batch_size, rng)
+            freeze_for_epoch(run.model, config, epoch)
+            history.losses.append(optimizer.epoch(run, epoch_batches, bar, epoch, should_stop))
+            f1 = None
+            if dev_docs:
+                eval_started = time.perf_counter()
+                f1 = dev_f1(run, dev_docs)
+                history.eval_seconds += time.perf_counter() - eval_started
+                history.dev_scores.append(f1)
+                log.info("epoch %d: loss %.4f, dev entity F1 %.4f", epoch, history.losses[-1], f1)
+            if on_epoch is not None:
+                on_epoch(epoch, history.losses[-1], f1)
+            if f1 is None:
+                history.stopping.best_epoch = epoch  # without a dev set the last epoch is kept
+            elif history.stopping.update(epoch, f1, run.model, run.crf):
+                break
+    finally:
+        bar.close()
+    history.stopping.restore(run.model)
+    return history
 
 
 def checkpoint_metadata(

@@ -261,18 +261,26 @@ def padded_batches(
 ) -> Iterator[tuple[list[WindowJob], torch.Tensor, torch.Tensor]]:
     """`(batch, input_ids, attention_mask)` for `jobs` sorted by length (longest first) and
     cut into batches under `batch_tokens` (see `forward_windows`)."""
-    import torch
-
     ordered = sorted(jobs, key=lambda job: len(job.inputs), reverse=True)
     for batch in batches_under_budget(ordered, batch_tokens):
         n = len(batch[0].inputs)
-        padded = width(n) if width else n
-        ids = torch.full((len(batch), padded), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), padded), dtype=torch.long)
-        for row, job in enumerate(batch):
-            ids[row, : len(job.inputs)] = torch.tensor(job.inputs)
-            mask[row, : len(job.inputs)] = 1
+        ids, mask = pad_rows([job.inputs for job in batch], pad_id, width(n) if width else n)
         yield batch, ids, mask
+
+
+def pad_rows(
+    rows: Sequence[Sequence[int]], pad_id: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`rows` as one (len(rows), width) tensor padded with `pad_id`, and its attention mask;
+    the one padding of prediction batches and training batches."""
+    import torch
+
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, values in enumerate(rows):
+        ids[row, : len(values)] = torch.tensor(values, dtype=torch.long)
+        mask[row, : len(values)] = 1
+    return ids, mask
 
 
 def batches_under_budget(jobs: Sequence, budget: int, length=lambda job: len(job.inputs)):
