@@ -57,6 +57,7 @@ class TrainingWorker:
         poll_seconds: float = 0.5,
         request_wait: float = REQUEST_WAIT_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        num_threads: int = 1,
     ):
         """`state_dir` is the project's state folder (`project.state_dir()`): the one that
         holds annotations.sqlite and models/."""
@@ -66,6 +67,7 @@ class TrainingWorker:
         self.poll_seconds = poll_seconds
         self.request_wait = request_wait
         self.clock = clock
+        self.num_threads = num_threads  # the child's torch threads (1 beside a service)
         self.registry = registry_for(self.state_dir)
         # set while a round runs: cheap for the model holder to ask on every /predict
         self.running = threading.Event()
@@ -247,7 +249,7 @@ class TrainingWorker:
             self._announce(recover_interrupted(self.project, self.state_dir))
             if trigger == "auto" and not self._still_due():
                 return None
-            plan = plan_round(self.project, self.state_dir, trigger)
+            plan = plan_round(self.project, self.state_dir, trigger, self.num_threads)
             if isinstance(plan, RoundOutcome):
                 append_round(self.state_dir, plan)
                 log.info("round skipped: %s", plan.reason)

@@ -147,3 +147,41 @@ def test_two_retrain_processes_train_one_round(tmp_path, tiny_encoder, database_
     )
     assert busy or repeat, other
     assert [v.version for v in Registry(state / "tiny" / "models").versions()] == ["v0001"]
+
+
+def test_the_worker_command_trains_promotes_and_stops_on_sigterm(
+    tmp_path, tiny_encoder, postgres_url
+):
+    """`skillloop worker` (a training host): annotations stored by the serving hosts start
+    a round under the advisory lock; the candidate is registered and gated here."""
+    from test_worker import annotate, make_project, posts
+
+    project = make_project(tmp_path, tiny_encoder, every=2, debounce=0.0)
+    state = tmp_path / "state"
+    command = [sys.executable, "-m", "backend.cli", "worker", "--project", str(project.folder)]
+    command += ["--state-dir", str(state), "--database-url", postgres_url, "--poll", "0.2"]
+    log = tmp_path / "worker.log"
+    worker = subprocess.Popen(
+        command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=child_env()
+    )
+    try:
+        time.sleep(1.0)
+        annotate(state / "tiny", posts(2, 4))  # as a serving host's webhooks would
+        registry = Registry(state / "tiny" / "models")
+        deadline = time.monotonic() + 180
+        while registry.serving() is None:
+            assert worker.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.5)
+        assert registry.serving().version == "v0001" and registry.serving().trigger == "auto"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        code = worker.wait(timeout=30)
+    assert code == 0, log.read_text()[-2000:]
+    bad = subprocess.run(
+        [*command[:-4], "--database-url", "sqlite:///x.sqlite"],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+    )
+    assert bad.returncode == 2 and "must be postgresql://" in bad.stderr
