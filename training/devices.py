@@ -40,6 +40,11 @@ def launched_distributed() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def is_main_process() -> bool:
+    """The first process of a launch (the only one when not launched), the one that saves."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 @dataclass
 class Placement:
     device: torch.device
