@@ -55,8 +55,9 @@ def annotation(annotation_id: int, rng: random.Random) -> dict:
     words = [rng.choice(WORDS) for _ in range(12)]
     text = f"{' '.join(words)} number {annotation_id}"
     value = {"start": 0, "end": len(words[0]), "text": words[0], "labels": ["Skill"]}
-    result = [{"id": "r", "from_name": "label", "to_name": "text", "type": "labels"}]
-    result[0]["value"] = value
+    result: list[dict[str, object]] = [
+        {"id": "r", "from_name": "label", "to_name": "text", "type": "labels", "value": value}
+    ]
     return {
         "action": "ANNOTATION_CREATED",
         "annotation": {"id": annotation_id, "task": annotation_id, "result": result},
@@ -275,7 +276,7 @@ def main() -> int:
             started = time.perf_counter()
             service.start()
             try:
-                run = {"start_s": round(time.perf_counter() - started, 1)}
+                run: dict = {"start_s": round(time.perf_counter() - started, 1)}
                 run |= load_phase(service, args, 1 + n * 10**6, kill=workers > 1)
             finally:
                 service.kill()
