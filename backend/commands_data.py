@@ -124,16 +124,10 @@ def _records(project, state: Path, studio_export: Path | None = None) -> list:
         from labeling.studio.export_file import read_studio_export
 
         return read_studio_export(studio_export, project.config)
-    path = ProjectState(state).store_path
-    if not path.is_file():
+    if not ProjectState(state).has_store():
         return []
-    from labeling.store import AnnotationStore
-
-    store = AnnotationStore(path)
-    try:
+    with ProjectState(state).store() as store:
         return store.records(include_deleted=True, include_cancelled=True)
-    finally:
-        store.close()
 
 
 def _versions(state: Path) -> list:
@@ -278,7 +272,7 @@ def export_command(args) -> int:
     gold = gold_posts(project.gold()) if args.include_gold else []
     if not records and not gold:
         raise ValueError(
-            f"no annotations in {ProjectState(state).store_path}: nothing to export "
+            f"no annotations in {ProjectState(state).store_location}: nothing to export "
             "(or pass --from-studio-export FILE, --include-gold)"
         )
     source = (
@@ -329,7 +323,7 @@ def quality_command(args) -> int:
     gold = project.gold() if args.include_gold else []
     if not records and not gold:
         raise ValueError(
-            f"no annotations in {ProjectState(state).store_path} "
+            f"no annotations in {ProjectState(state).store_location} "
             "(or pass --from-studio-export FILE, --include-gold)"
         )
     tagger = _tagger(project, state, args.model or "serving")

@@ -22,16 +22,10 @@ from labeling.state import ProjectState
 def changes_since_last_round(state: Path, versions: list) -> int | None:
     """Annotations added, edited or deleted since the latest version's data snapshot."""
     counter = (versions[-1].snapshot or {}).get("change_counter") if versions else 0
-    path = ProjectState(state).store_path
-    if counter is None or not path.is_file():
+    if counter is None or not ProjectState(state).has_store():
         return None
-    from labeling.store import AnnotationStore
-
-    store = AnnotationStore(path)
-    try:
+    with ProjectState(state).store() as store:
         return store.changes_since(int(counter))
-    finally:
-        store.close()
 
 
 def round_outcomes(state: Path) -> Counter:

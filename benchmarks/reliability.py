@@ -107,10 +107,9 @@ class Service:
     def store_ids(self) -> set[int]:
         from labeling.project import load_project
         from labeling.state import ProjectState
-        from labeling.store import AnnotationStore
 
-        path = ProjectState.of(load_project(self.project), self.state).store_path
-        with AnnotationStore(path) as store:
+        # the service's own way to its store (SKILLLOOP_DATABASE_URL included)
+        with ProjectState.of(load_project(self.project), self.state).store() as store:
             return {r.annotation_id for r in store.records()}
 
     def wait_inbox(self, timeout: float = 300) -> None:

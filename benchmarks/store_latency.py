@@ -1,8 +1,11 @@
 """How long the webhook's durable write takes: `record_from_webhook` + `AnnotationStore.upsert`
-(SQLite WAL, synchronous=FULL: an fsync per write), the work done before the webhook
-answers Label Studio (timeout 1 s).
+(SQLite WAL, synchronous=FULL: an fsync per write; PostgreSQL: synchronous_commit=on), the
+work done before the webhook answers Label Studio (timeout 1 s).
 
     .venv/bin/python benchmarks/store_latency.py [--n 500] [--dir /tmp]
+        [--database-url postgresql://... | --postgres]   # default: the SQLite file
+`--postgres` starts a throwaway PostgreSQL server (tests/postgres.py: initdb, pg_ctl on a
+free loopback port, fsync and synchronous_commit on) and measures the store on it.
 
 Prints p50/p95/p99/max in milliseconds for new annotations, updates of existing ones,
 and tombstones. Results land in docs/rounds.md.
@@ -12,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -78,7 +83,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--dir", type=Path, default=None, help="where the database goes")
+    parser.add_argument("--database-url", default=None, help="a PostgreSQL store instead")
+    parser.add_argument("--postgres", action="store_true", help="on a throwaway server")
     args = parser.parse_args()
+    if args.postgres:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from postgres import PostgresServer
+
+        with PostgresServer() as server:
+            measure(args, server.create_database("bench"))
+    else:
+        measure(args, args.database_url)
+
+
+def measure(args: argparse.Namespace, database_url: str | None) -> None:
+    if database_url:
+        os.environ["SKILLLOOP_DATABASE_URL"] = database_url
     print(cpu_info().line())
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
         store = ProjectState(Path(folder)).store()
@@ -92,7 +112,7 @@ def main() -> None:
             body["action"] = "ANNOTATION_UPDATED"
             updates.append(timed(lambda b=body: store.upsert(record_from_webhook(b, CONFIG))))
         deletes = [timed(lambda i=i: store.tombstone([i])) for i in range(1, args.n + 1)]
-        print(f"store in {folder} ({len(TEXT)}-char posts, 20 regions each)")
+        print(f"store in {store.location} ({len(TEXT)}-char posts, 20 regions each)")
         print(summary("create", new))
         print(summary("update", updates))
         print(summary("tombstone", deletes))

@@ -4,6 +4,10 @@ Everything a project produces at run time lives under `<state base>/<project nam
 never in the source tree (the base is `$SKILLLOOP_STATE_DIR` or `./state`). The service,
 the worker, the CLI and the demo all find files here through `ProjectState`, so a file's
 name is written once.
+
+The annotation store is the one piece that may live elsewhere: with
+`$SKILLLOOP_DATABASE_URL` set, `store()` opens that database (shared by several projects,
+each its own partition, `store_key`) instead of the SQLite file here.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ class ProjectState:
     """Paths (and openers) for one project's runtime state; nothing is created until used."""
 
     root: Path
+    key: str = ""  # the project's partition in a shared database; "" = the folder's name
 
     @classmethod
     def of(cls, project: Project, base: str | Path | None = None) -> ProjectState:
@@ -32,8 +37,21 @@ class ProjectState:
 
     @property
     def store_path(self) -> Path:
-        """The annotation store (SQLite)."""
+        """The annotation store's SQLite file (unless $SKILLLOOP_DATABASE_URL is set)."""
         return self.root / STORE_FILE
+
+    @property
+    def store_key(self) -> str:
+        """The project's key in the annotation store: every row of it carries this key."""
+        return self.key or self.root.name
+
+    @property
+    def store_location(self) -> str:
+        """Where `store()` finds the annotations, as it may be shown (no password)."""
+        from labeling.storage.engine import database_url_from_env, describe
+
+        url = database_url_from_env()
+        return str(self.store_path) if url is None else f"{describe(url)} ({self.store_key})"
 
     @property
     def models(self) -> Path:
@@ -82,13 +100,18 @@ class ProjectState:
         return self.root / "first-round.log"
 
     def has_store(self) -> bool:
-        return self.store_path.is_file()
+        """Whether `store()` would open existing records (a shared database always may)."""
+        from labeling.storage.engine import database_url_from_env
+
+        return database_url_from_env() is not None or self.store_path.is_file()
 
     def store(self) -> AnnotationStore:
-        """A new connection to the annotation store (created on first use)."""
+        """A new connection to the annotation store: the database `$SKILLLOOP_DATABASE_URL`
+        names, else the SQLite file here (created, and migrated, on first use)."""
+        from labeling.storage.engine import database_url_from_env
         from labeling.store import AnnotationStore
 
-        return AnnotationStore(self.store_path)
+        return AnnotationStore(database_url_from_env() or self.store_path, key=self.store_key)
 
     def registry(self) -> Registry:
         from training.registry import Registry

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import string
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -148,9 +149,13 @@ def spanful_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def app(tmp_path, spanful_model):
-    """The ML backend for a temp project and state folder, serving `spanful_model`."""
+def app(request, tmp_path, spanful_model):
+    """The ML backend for a temp project and state folder, serving `spanful_model`; on the
+    SQLite store, or on both stores for a test that also uses the `database_url` fixture."""
     from service_helpers import make_app
+
+    if "database_url" in request.fixturenames:
+        request.getfixturevalue("database_url")  # sets SKILLLOOP_DATABASE_URL first
 
     app = make_app(tmp_path, spanful_model)
     yield app
@@ -202,7 +207,7 @@ def postgres():
 
 
 @pytest.fixture
-def postgres_url(postgres) -> str:
+def postgres_url(postgres) -> Iterator[str]:
     """The URL of a fresh, empty database on the session's server (dropped after the test)."""
     url = postgres.create_database()
     yield url

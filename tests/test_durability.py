@@ -3,7 +3,8 @@ webhooks from several threads and is killed with SIGKILL at a random moment; aft
 restart every annotation it had acknowledged (HTTP 200) is in the store, intact.
 
 Run against both servers: `skillloop serve` (the development server) and gunicorn with
-one worker and threads, as docs/service.md recommends for production."""
+one worker and threads, as docs/service.md recommends for production; and on both stores:
+the SQLite file, and a real PostgreSQL (`SKILLLOOP_DATABASE_URL`, tests/postgres.py)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import requests
 from service_helpers import annotation_event, write_project
 
 from labeling.project import load_project
-from labeling.store import AnnotationStore
+from labeling.state import ProjectState
 
 REPO = Path(__file__).resolve().parents[1]
 N_EVENTS = 300
@@ -104,7 +105,9 @@ def kill(process: subprocess.Popen) -> None:
 
 
 @pytest.mark.parametrize("kind", ["cli", "gunicorn"])
-def test_kill_9_loses_no_acknowledged_annotation(tmp_path, tiny_reference_model, kind):
+def test_kill_9_loses_no_acknowledged_annotation(
+    tmp_path, tiny_reference_model, kind, database_url
+):
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     project = write_project(tmp_path / "project", tiny_reference_model)
@@ -160,8 +163,9 @@ def test_kill_9_loses_no_acknowledged_annotation(tmp_path, tiny_reference_model,
         assert requests.post(f"{url}/webhook", json=after, timeout=10).status_code == 200
     finally:
         kill(process)
-    store_path = load_project(project).state_dir(state) / "annotations.sqlite"
-    with AnnotationStore(store_path) as store:
+    # the service's own way to its store (the URL is in this process's environment too)
+    with ProjectState.of(load_project(project), state).store() as store:
+        assert (store.path is None) == (database_url is not None)
         records = {r.annotation_id: r for r in store.records()}
     missing = sorted(acknowledged - set(records))
     assert not missing, f"acknowledged but lost after kill -9 (seed {seed}): {missing}"
@@ -169,4 +173,6 @@ def test_kill_9_loses_no_acknowledged_annotation(tmp_path, tiny_reference_model,
     for annotation_id in acknowledged:
         spans = records[annotation_id].spans
         assert [(s.start, s.end, s.text) for s in spans] == [(22, 28, "Python"), (30, 33, "SQL")]
-    print(f"{kind}: {len(acknowledged)} acknowledged, kill after {kill_after}, seed {seed}")
+    where = "postgresql" if database_url else "sqlite"
+    print(f"{kind}, {where}: {len(acknowledged)} acknowledged, killed after {kill_after}")
+    print(f"seed {seed}")

@@ -1,5 +1,8 @@
 """Issue 12's table, one test (or more) a row: hostile and heavy input gets a 4xx JSON
-answer or a bounded, documented one, never a 500, never a half-stored annotation."""
+answer or a bounded, documented one, never a 500, never a half-stored annotation.
+
+The tests that store something (or must store nothing) run on both stores: SQLite and a
+real PostgreSQL (`both_stores`, the `database_url` fixture)."""
 
 from __future__ import annotations
 
@@ -22,6 +25,9 @@ FOREIGN_XML = (
     '<Text name="post" value="$body"/><Choices name="seniority" toName="post">'
     '<Choice value="senior"/></Choices></View>'
 )
+
+
+both_stores = pytest.mark.usefixtures("database_url")
 
 
 @pytest.fixture
@@ -75,6 +81,7 @@ def test_a_lone_surrogate_costs_its_task_only(client, caplog):
     assert "lone UTF-16 surrogate" in caplog.text
 
 
+@both_stores
 def test_a_lone_surrogate_in_a_webhook_text_is_replaced_and_recorded(client, services):
     body = annotation_event(8, 80, TEXT, [(8, 14, "Technology")])
     raw = json.dumps(body).replace("We need", "We\\udc00need")
@@ -85,6 +92,19 @@ def test_a_lone_surrogate_in_a_webhook_text_is_replaced_and_recorded(client, ser
     assert record.spans == [Span(8, 14, "Technology", "Python")]  # offsets unchanged
     assert record.raw["repairs"] == ["text: 1 lone surrogate(s) replaced by U+FFFD"]
     assert record.raw["task"]["data"]["text"].startswith("We\udc00need")  # kept as sent
+
+
+@both_stores
+def test_a_nul_in_a_webhook_text_is_replaced_and_recorded(client, services):
+    body = annotation_event(9, 90, TEXT, [(8, 14, "Technology")])
+    raw = json.dumps(body).replace("We need", "We\\u0000need")
+    reply = post_raw(client, "/webhook", raw)
+    assert reply.status_code == 200, reply.get_json()
+    record = services.store.get(9)
+    assert record.text == TEXT.replace("We need", "We\ufffdneed")
+    assert record.spans == [Span(8, 14, "Technology", "Python")]
+    assert record.raw["repairs"] == ["text: 1 NUL character(s) replaced by U+FFFD"]
+    assert record.raw["task"]["data"]["text"].startswith("We\x00need")
 
 
 # --- malformed regions, labels, offsets, ids: 422 naming the item, nothing stored ---------
@@ -107,6 +127,7 @@ BAD_RESULTS = {
 }
 
 
+@both_stores
 @pytest.mark.parametrize("case", sorted(BAD_RESULTS))
 def test_malformed_regions_are_a_422_naming_the_region(client, services, case):
     result, message = BAD_RESULTS[case]
@@ -121,6 +142,7 @@ def test_malformed_regions_are_a_422_naming_the_region(client, services, case):
     assert services.studio.project_id is None  # a refused webhook leaves no trace
 
 
+@both_stores
 @pytest.mark.parametrize(
     ("field", "value"),
     [
@@ -151,6 +173,7 @@ def test_deleted_ids_past_sqlite_or_negative_are_a_422(client, value):
     assert reply.status_code == 422 and "annotation.id" in reply.get_json()["error"]
 
 
+@both_stores
 def test_a_bulk_webhook_with_a_bad_item_stores_none(client, services):
     items = [annotation_event(20 + i, 200 + i, TEXT, [(8, 14, "Technology")]) for i in range(3)]
     items[1]["annotation"]["result"][0]["value"]["labels"] = ["NotALabel"]
@@ -185,6 +208,7 @@ def foreign_event(labels, annotation_id=30, xml=FOREIGN_XML):
     return body
 
 
+@both_stores
 @pytest.mark.parametrize(
     ("label", "stored"), [("Tool", "Technology"), ("Biz", "Business"), ("soft", "Soft")]
 )
@@ -196,6 +220,7 @@ def test_an_annotation_from_a_foreign_config_is_read_with_its_own_names(
     assert services.store.get(30).spans == [Span(8, 14, stored, "Python")]
 
 
+@both_stores
 def test_a_foreign_config_the_project_cannot_map_is_a_422(client, services):
     xml = FOREIGN_XML.replace('<Label value="soft"/>', '<Label value="Degree"/>')
     reply = client.post("/webhook", json=foreign_event(["Tool"], xml=xml))
@@ -326,6 +351,7 @@ def bulk(n, first=1000, bad=None):
     }
 
 
+@both_stores
 def test_a_bulk_of_5000_is_acknowledged_within_a_second_then_stored(client, services):
     raw = json.dumps(bulk(5000))
     started = time.perf_counter()
@@ -338,6 +364,7 @@ def test_a_bulk_of_5000_is_acknowledged_within_a_second_then_stored(client, serv
     assert services.store.inbox() == {"pending": 0, "stored": 1, "refused": 0}
 
 
+@both_stores
 def test_a_queued_bulk_with_a_bad_item_stores_none_and_says_why(client, services):
     reply = post_raw(client, "/webhook", json.dumps(bulk(400, bad=200)))
     assert reply.get_json()["status"] == "queued"
@@ -349,6 +376,7 @@ def test_a_queued_bulk_with_a_bad_item_stores_none_and_says_why(client, services
     assert "skillloop_webhook_inbox_refused 1" in client.get("/metrics").get_data(as_text=True)
 
 
+@both_stores
 def test_a_big_deletion_is_queued_and_applied(client, services):
     client.post("/webhook", json=bulk(3, first=10))
     ids = [{"id": i} for i in range(10, 30_010)]  # ~400 kB: over the in-request limit
@@ -358,6 +386,7 @@ def test_a_big_deletion_is_queued_and_applied(client, services):
     assert services.store.records() == [] and len(everything(services.store)) == 3
 
 
+@both_stores
 def test_a_pending_inbox_row_is_read_at_the_next_start(tmp_path, spanful_model):
     """What kill -9 leaves: a row enqueued (acknowledged) but not read yet."""
     from labeling.project import load_project
@@ -367,9 +396,9 @@ def test_a_pending_inbox_row_is_read_at_the_next_start(tmp_path, spanful_model):
     services = first.extensions["skillloop"]
     services.inbox.stop()  # as if killed before the drain ran
     services.store.enqueue(json.dumps(bulk(300)).encode())
-    path = services.store.path
+    where = (services.store.target, services.store.key)
     services.close()
-    with AnnotationStore(path) as store:
+    with AnnotationStore(*where) as store:
         assert store.inbox()["pending"] == 1 and store.records() == []
     again = make_app(tmp_path, spanful_model)
     try:

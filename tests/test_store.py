@@ -1,4 +1,7 @@
-"""The annotation store: durability semantics and Label Studio webhook payload shapes."""
+"""The annotation store: durability semantics and Label Studio webhook payload shapes.
+
+The store's own tests run on both stores: a SQLite file, and a fresh database on the real
+PostgreSQL server the test run starts (tests/postgres.py)."""
 
 from __future__ import annotations
 
@@ -104,7 +107,17 @@ def record(annotation_id=1, task_id=1, text=TEXT, spans=None, **kw) -> Annotatio
     return AnnotationRecord(annotation_id, task_id, "3", text, spans, **kw)
 
 
-def test_webhook_created_payload(tmp_path):
+@pytest.fixture
+def target(tmp_path, database_url):
+    """Where a store opens: a SQLite file, or a PostgreSQL URL (both, by parametrisation)."""
+    return tmp_path / "state" / "a.sqlite" if database_url is None else database_url
+
+
+def open_store(target, key="p1") -> AnnotationStore:
+    return AnnotationStore(target, key=key)
+
+
+def test_webhook_created_payload(target):
     rec = record_from_webhook(CREATED, CONFIG)
     assert (rec.annotation_id, rec.task_id, rec.project) == (71, 12, "3")
     assert [(s.start, s.end, s.label, s.text) for s in rec.spans] == [
@@ -117,7 +130,7 @@ def test_webhook_created_payload(tmp_path):
     assert rec.selected_by == "mnlp"
     assert rec.raw["annotation"]["parent_prediction"] == 40
 
-    store = AnnotationStore(tmp_path / "a.sqlite")
+    store = open_store(target)
     store.upsert(rec)
     assert store.get(71).spans == rec.spans
     assert store.get(71).prediction_spans[0].key() == (8, 14, "Tech")
@@ -173,9 +186,8 @@ def test_malformed_webhooks(change, message):
         record_from_webhook(["not", "a", "dict"], CONFIG)
 
 
-def test_upsert_replaces_tombstone_and_cancelled(tmp_path):
-    path = tmp_path / "a.sqlite"
-    store = AnnotationStore(path)
+def test_upsert_replaces_tombstone_and_cancelled(target):
+    store = open_store(target)
     assert store.change_counter() == 0
     assert store.upsert(record(1, task_id=1))
     assert not store.upsert(record(1, task_id=1))  # a replayed webhook changes nothing
@@ -201,33 +213,67 @@ def test_upsert_replaces_tombstone_and_cancelled(tmp_path):
     assert store.upsert(record(4, task_id=2)) and store.get(4).deleted  # deletion is final
     assert [d.meta["annotation_id"] for d in store.training_documents()] == [1, 2]
     ids, digest = store.snapshot()
+    counter = store.change_counter()
     store.close()
 
-    reopened = AnnotationStore(path)  # everything is on disk
+    reopened = open_store(target)  # everything is on disk
     assert reopened.snapshot() == (ids, digest) and ids == [1, 2]
     assert len(reopened.records(include_deleted=True, include_cancelled=True)) == 4
     assert reopened.get(3).cancelled and reopened.get(4).deleted
-    assert reopened.change_counter() == store_counter(path)
+    assert reopened.change_counter() == counter == 7
     reopened.upsert(record(1, task_id=1, spans=[Span(0, 2, "Tech")]))
     assert reopened.snapshot()[1] != digest
-    mode = reopened._db.execute("PRAGMA journal_mode").fetchone()[0]
-    assert mode == "wal" and reopened._db.execute("PRAGMA synchronous").fetchone()[0] == 2
+    reopened.close()
 
 
-def store_counter(path) -> int:
-    import sqlite3
+def test_a_replay_without_times_changes_nothing_even_a_second_later(target):
+    import time
 
-    with sqlite3.connect(path) as db:
-        return db.execute("SELECT value FROM counters").fetchone()[0]
+    store = open_store(target)
+    assert store.upsert(AnnotationRecord(1, 1, "3", TEXT, []))
+    first = store.get(1)
+    assert first.created_at and first.updated_at == first.created_at
+    time.sleep(1.1)  # now() has moved on
+    assert not store.upsert(AnnotationRecord(1, 1, "3", TEXT, []))
+    assert store.upsert(AnnotationRecord(1, 1, "3", TEXT, [Span(8, 14, "Tech")]))
+    assert store.get(1).created_at == first.created_at
+    assert store.change_counter() == 2
 
 
-def test_acknowledged_upserts_survive_kill_9(tmp_path):
+def test_a_bulk_with_one_id_twice_is_written_as_if_one_after_the_other(target):
+    store = open_store(target)
+    first = record(5, spans=[Span(0, 2, "Tech")])
+    second = record(5, spans=[Span(19, 32, "Soft")])
+    assert store.upsert_many([first, record(6), second, second]) == 3
+    assert store.get(5).spans == [Span(19, 32, "Soft")]
+    assert store.change_counter() == 3 and store.changes_since(0) == 2
+    assert store.upsert_many([]) == 0
+
+
+def test_each_commit_waits_for_the_disk(tmp_path, postgres):
+    """SQLite: WAL, fsynced at every commit. PostgreSQL: synchronous_commit on for the
+    store's connections even where the database's default says off."""
+    with AnnotationStore(tmp_path / "a.sqlite") as store:
+        assert store.durability() == {"journal_mode": "wal", "synchronous": "2"}
+    import psycopg
+
+    url = postgres.create_database("lazy")
+    with psycopg.connect(postgres.dsn("lazy"), autocommit=True) as db:
+        db.execute("ALTER DATABASE lazy SET synchronous_commit = off")
+        assert db.execute("SHOW synchronous_commit").fetchone() == ("on",)  # set per session
+    with psycopg.connect(postgres.dsn("lazy")) as db:
+        assert db.execute("SHOW synchronous_commit").fetchone() == ("off",)
+    with AnnotationStore(url, key="p1") as store:
+        assert store.durability() == {"synchronous_commit": "on", "fsync": "on"}
+    postgres.drop_database("lazy")
+
+
+def test_acknowledged_upserts_survive_kill_9(target):
     """A writer process is killed with SIGKILL right after acknowledging writes."""
-    path = tmp_path / "a.sqlite"
     script = textwrap.dedent(f"""
         import os, signal, sys
         from labeling.store import AnnotationRecord, AnnotationStore
-        store = AnnotationStore({str(path)!r})
+        store = AnnotationStore({str(target)!r}, key="p1")
         for i in range(1, 21):
             store.upsert(AnnotationRecord(i, i, "3", "text " + str(i), []))
             print(i, flush=True)  # the acknowledgement
@@ -237,8 +283,202 @@ def test_acknowledged_upserts_survive_kill_9(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
     )
-    assert proc.returncode == -9
+    assert proc.returncode == -9, proc.stderr
     acknowledged = [int(x) for x in proc.stdout.split()]
     assert acknowledged == list(range(1, 21))
-    store = AnnotationStore(path)
+    store = open_store(target)
     assert [r.annotation_id for r in store.records()] == acknowledged
+
+
+def test_projects_sharing_a_database_never_see_each_other(target):
+    one, two = open_store(target, "one"), open_store(target, "two")
+    one.upsert(record(1, task_id=1))
+    two.upsert(record(1, task_id=1, spans=[Span(19, 32, "Soft")]))  # the same id, elsewhere
+    two.upsert(record(2, task_id=2))
+    assert one.tombstone([2]) == 0  # not one's
+    inbox_id = two.enqueue(b"{}")
+    assert [r.annotation_id for r in one.records()] == [1]
+    assert one.get(1).spans == [Span(8, 14, "Tech", "python")]
+    assert [r.annotation_id for r in two.records()] == [1, 2]
+    assert (one.change_counter(), two.change_counter()) == (1, 2)
+    assert one.pending() == [] and two.pending() == [(inbox_id, b"{}")]
+    assert one.inbox()["pending"] == 0 and two.inbox()["pending"] == 1
+    one.close()
+    two.close()
+
+
+def test_the_inbox_keeps_a_body_until_it_is_settled(target):
+    store = open_store(target)
+    store.upsert(record(9, updated_at="2026-11-25T19:00:00Z", spans=[Span(0, 2, "Soft")]))
+    first, second = store.enqueue(b"\x00body one\xff"), store.enqueue(b"two")
+    assert store.pending() == [(first, b"\x00body one\xff"), (second, b"two")]
+    older = record(9, updated_at="2026-11-25T18:00:00Z")  # a later webhook already won
+    assert store.settle(first, [record(7), older], deleted=[7]) == 2  # 7 stored, then deleted
+    assert store.get(9).spans == [Span(0, 2, "Soft")] and store.get(7).deleted
+    assert store.settle(second, [record(8)], error="item 1: bad \udc00 \x00") == 0
+    assert store.get(8) is None
+    assert store.inbox() == {"pending": 0, "stored": 1, "refused": 1}
+    (refusal,) = store.inbox_errors()
+    assert refusal["id"] == second and refusal["error"] == "item 1: bad \ufffd \ufffd"
+    store.close()
+
+
+def test_text_neither_database_can_hold_is_replaced_in_place(target):
+    """A NUL (PostgreSQL's text cannot hold one) and a lone surrogate (SQLite's UTF-8 cannot)
+    are stored as U+FFFD, one code point for one; raw keeps them exactly."""
+    text = "we\x00need py\ud800thon"
+    store = open_store(target)
+    raw = {"text": text}
+    store.upsert(record(1, text=text, spans=[Span(3, 7, "Soft", "need")], raw=raw))
+    stored = store.get(1)
+    assert stored.text == "we\ufffdneed py\ufffdthon" and len(stored.text) == len(text)
+    assert stored.raw == raw
+
+
+def test_concurrent_writers_from_two_processes_lose_nothing(target):
+    """Two stores (two engines, as two service processes have) and four threads write the
+    same project at once: every change is stored and counted exactly once."""
+    import threading
+
+    stores = [open_store(target), open_store(target)]
+    changed: list[int] = []
+    errors: list[BaseException] = []
+
+    def write(worker: int) -> None:
+        store = stores[worker % 2]
+        try:
+            for i in range(25):
+                ids = [worker * 100 + i, 1000 + i]  # one id of its own, one shared by all
+                spans = [Span(0, 2, "Tech" if worker % 2 else "Soft")]
+                batch = [record(n, task_id=n, spans=spans) for n in ids]
+                changed.append(store.upsert_many(batch))
+                if i % 5 == 4:
+                    changed.append(store.tombstone([worker * 100 + i - 1]))
+        except BaseException as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors
+    store = stores[0]
+    everything = store.records(include_deleted=True)
+    assert len(everything) == 4 * 25 + 25
+    assert len([r for r in everything if r.deleted]) == 4 * 5
+    assert store.change_counter() == sum(changed)
+    assert store.changes_since(0) == len(everything)
+    for s in stores:
+        s.close()
+
+
+def test_concurrent_first_opens_migrate_once(target):
+    import threading
+
+    opened: list[AnnotationStore] = []
+    errors: list[BaseException] = []
+
+    def open_one(key: str) -> None:
+        try:
+            opened.append(open_store(target, key))
+        except BaseException as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=open_one, args=(f"k{i % 2}",)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors and len(opened) == 6
+    assert migrations(opened[0]) == [1, 2]
+    for store in opened:
+        store.close()
+
+
+def migrations(store: AnnotationStore) -> list[int]:
+    from sqlalchemy import select
+
+    from labeling.storage.schema import migration_table
+
+    with store.db.read() as conn:
+        return list(conn.execute(select(migration_table.c.version)).scalars())
+
+
+# the schema of a store written before migrations existed (one project a file)
+VERSION_1 = """
+CREATE TABLE annotations (
+    annotation_id INTEGER PRIMARY KEY, task_id INTEGER NOT NULL, project TEXT NOT NULL,
+    text TEXT NOT NULL, spans TEXT NOT NULL, annotator TEXT, created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL, lead_time REAL, cancelled INTEGER NOT NULL,
+    ground_truth INTEGER NOT NULL, prediction_model_version TEXT,
+    prediction_spans TEXT NOT NULL, selected_by TEXT, deleted INTEGER NOT NULL DEFAULT 0,
+    raw TEXT NOT NULL, change INTEGER NOT NULL
+);
+CREATE INDEX annotations_task ON annotations(task_id);
+CREATE INDEX annotations_change ON annotations(change);
+CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO counters VALUES ('changes', 3);
+CREATE TABLE inbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT NOT NULL, body BLOB NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending', error TEXT, stored INTEGER
+);
+CREATE INDEX inbox_state ON inbox(state);
+INSERT INTO annotations VALUES (1, 10, '3', 'we need python', '[{"start": 8, "end": 14,
+    "label": "Tech", "text": "python"}]', 'a@x.org', '2026-11-01', '2026-11-01', 2.5, 0, 1,
+    'v0001', '[]', 'mnlp', 0, '{}', 1);
+INSERT INTO annotations VALUES (2, 11, '3', 'skipped', '[]', NULL, '2026-11-02',
+    '2026-11-02', NULL, 1, 0, NULL, '[]', NULL, 1, '{}', 3);
+INSERT INTO inbox (received_at, body) VALUES ('2026-11-03', X'7B7D');
+"""
+
+
+def test_a_store_from_before_migrations_is_migrated_in_place(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "linkedin-skills" / "annotations.sqlite"
+    path.parent.mkdir()
+    with sqlite3.connect(path) as db:
+        db.executescript(VERSION_1)
+    store = AnnotationStore(path)  # no key: the state folder's name
+    assert store.key == "linkedin-skills" and migrations(store) == [1, 2]
+    everything = store.records(include_deleted=True, include_cancelled=True)
+    assert [(r.annotation_id, r.task_id, r.deleted, r.cancelled) for r in everything] == [
+        (1, 10, False, False),
+        (2, 11, True, True),
+    ]
+    first = store.get(1)
+    assert first.spans == [Span(8, 14, "Tech", "python")] and first.ground_truth
+    assert (first.annotator, first.lead_time, first.selected_by) == ("a@x.org", 2.5, "mnlp")
+    assert store.change_counter() == 3 and store.changes_since(1) == 1
+    assert store.pending() == [(1, b"{}")]
+    assert store.upsert(record(3, task_id=12)) and store.change_counter() == 4
+    assert store.enqueue(b"[]") == 2
+    store.close()
+    again = AnnotationStore(path)  # the one project the file holds; nothing to migrate
+    assert again.key == "linkedin-skills" and migrations(again) == [1, 2]
+    assert len(again.records()) == 2
+    again.close()
+    with pytest.raises(ValueError, match="several projects"):
+        AnnotationStore(path, key="other").close()
+        AnnotationStore(path)
+
+
+def test_a_store_newer_than_the_code_is_refused(target):
+    from sqlalchemy import insert
+
+    from labeling.storage.schema import migration_table
+
+    store = open_store(target)
+    with store.db.write() as conn:
+        conn.execute(insert(migration_table).values(version=99, description="x", applied_at="y"))
+    store.close()
+    with pytest.raises(RuntimeError, match="schema version 99, newer than this skillloop"):
+        open_store(target)
+
+
+def test_a_shared_database_needs_a_project_key(postgres_url):
+    with pytest.raises(ValueError, match="needs a project key"):
+        AnnotationStore(postgres_url)
+    with pytest.raises(ValueError, match="unsupported database"):
+        AnnotationStore("mysql://u:secret@host/db")

@@ -19,7 +19,6 @@ from labeling.studio.tasks import (
     read_annotation_regions,
     regions_to_spans,
     relabel,
-    replace_surrogates,
     task_text,
 )
 from training.text import Span
@@ -72,8 +71,8 @@ def record_from_annotation(
     `config` is the config the annotation was made with and `label_names` maps its label
     values to the project's (None: the same). Every region is checked
     (tasks.read_annotation_regions): a malformed one raises ValueError naming it. A lone
-    surrogate in the text is replaced by U+FFFD (offsets unchanged) and the repair noted in
-    `raw["repairs"]`; the raw payload keeps the original.
+    surrogate or a NUL in the text is replaced by U+FFFD (offsets unchanged) and the repair
+    noted in `raw["repairs"]`; the raw payload keeps the original.
     """
     annotation = _object(annotation, "annotation")
     task = _object(task, "task")
@@ -83,12 +82,14 @@ def record_from_annotation(
     if owner is not None and check_id(owner, "annotation.task") != task_id:
         raise ValueError(f"annotation {annotation_id} is of task {owner}, not of task {task_id}")
     original = task_text(task, config)
-    text = replace_surrogates(original)
+    text = store_text(original)
     repairs = []
-    if text is not original:
-        count = lone_surrogates(original)
-        repairs.append(f"text: {count} lone surrogate(s) replaced by U+FFFD")
-        log.warning("annotation %d: %s", annotation_id, repairs[-1])
+    if lone_surrogates(original):
+        repairs.append(f"text: {lone_surrogates(original)} lone surrogate(s) replaced by U+FFFD")
+    if "\x00" in original:  # PostgreSQL's text cannot hold NUL; stored alike on SQLite
+        repairs.append(f"text: {original.count(chr(0))} NUL character(s) replaced by U+FFFD")
+    for repair in repairs:
+        log.warning("annotation %d: %s", annotation_id, repair)
     try:
         spans = read_annotation_regions(annotation.get("result"), config, text, label_names)
     except ValueError as err:

@@ -1,0 +1,149 @@
+"""Where the annotation store lives: a SQLite file (the default, one per project state
+folder) or a PostgreSQL database named by `SKILLLOOP_DATABASE_URL`, opened through
+SQLAlchemy Core with the durability each write relies on.
+
+- SQLite: WAL mode with `synchronous=FULL` (the WAL is fsynced at every commit), and every
+  write transaction is `BEGIN IMMEDIATE`, so writers queue for the lock at the start
+  instead of failing at commit. One connection per store, shared by its threads behind a
+  lock (as before SQLAlchemy); other processes share the file through SQLite's locking.
+- PostgreSQL (psycopg 3): `synchronous_commit=on` is set on every connection whatever
+  the server's or database's default, so a commit has returned only once its WAL is
+  flushed on the server. A small connection pool; threads need no lock (the database
+  serialises a project's writers on its counter row, labeling/store.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import StaticPool
+
+DATABASE_URL_ENV = "SKILLLOOP_DATABASE_URL"
+WRITE = "skillloop_write"  # execution option: this transaction writes
+
+
+def database_url_from_env() -> str | None:
+    """`$SKILLLOOP_DATABASE_URL`, or None (the SQLite file in the state folder)."""
+    return os.environ.get(DATABASE_URL_ENV, "").strip() or None
+
+
+def is_url(target: str | Path) -> bool:
+    return isinstance(target, str) and "://" in target
+
+
+def sqlalchemy_url(target: str | Path) -> str:
+    """A store target (a SQLite file path, ":memory:", or a database URL) as a SQLAlchemy
+    URL. `postgresql://` and `postgres://` (libpq's spellings) mean psycopg 3: SQLAlchemy's
+    own default driver for them is psycopg2, which is not installed."""
+    if not is_url(target):
+        return "sqlite://" if str(target) == ":memory:" else f"sqlite:///{Path(target)}"
+    url = str(target)
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme) :]
+    return url
+
+
+def describe(target: str | Path) -> str:
+    """The target as it may be logged and shown: a path, or the URL without its password."""
+    if not is_url(target):
+        return str(target)
+    return make_url(sqlalchemy_url(target)).render_as_string(hide_password=True)
+
+
+class Database:
+    """One store's engine: `write()` and `read()` hand out a connection inside a transaction
+    (committed when the block ends, rolled back on an exception)."""
+
+    def __init__(self, target: str | Path):
+        self.target = target
+        url = make_url(sqlalchemy_url(target))
+        self.dialect = url.get_backend_name()  # "sqlite" or "postgresql"
+        if self.dialect == "sqlite":
+            self.path: Path | None = None
+            if url.database and url.database != ":memory:":
+                self.path = Path(url.database)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.engine = _sqlite_engine(url)
+            # one connection (StaticPool) shared by the store's threads, one at a time
+            self._lock: contextlib.AbstractContextManager[Any] = threading.Lock()
+        elif self.dialect == "postgresql":
+            self.path = None
+            self.engine = _postgres_engine(url)
+            self._lock = contextlib.nullcontext()
+        else:
+            raise ValueError(
+                f"unsupported database {describe(target)!r}: use a postgresql:// URL "
+                "or a SQLite file"
+            )
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        with self._lock, self.engine.connect() as conn:
+            conn.execution_options(**{WRITE: True})
+            with conn.begin():
+                yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self._lock, self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def durability(self) -> dict[str, str]:
+        """The settings each commit's durability rests on, as the database reports them."""
+        with self.read() as conn:
+            if self.dialect == "sqlite":
+                names = ("journal_mode", "synchronous")
+                return {n: str(conn.exec_driver_sql(f"PRAGMA {n}").scalar()) for n in names}
+            names = ("synchronous_commit", "fsync")
+            return {n: str(conn.exec_driver_sql(f"SHOW {n}").scalar()) for n in names}
+
+    def close(self) -> None:
+        with self._lock:
+            self.engine.dispose()
+
+
+def _sqlite_engine(url: Any) -> Engine:
+    engine = create_engine(
+        url,
+        poolclass=StaticPool,
+        # isolation_level=None: the sqlite3 module emits no BEGIN of its own; the "begin"
+        # hook below does (SQLAlchemy's documented recipe for pysqlite transactions)
+        connect_args={"timeout": 10.0, "check_same_thread": False, "isolation_level": None},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get(WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def _postgres_engine(url: Any) -> Engine:
+    return create_engine(
+        url,
+        pool_size=4,
+        max_overflow=8,
+        pool_pre_ping=True,  # a server restart costs one retried checkout, not an error
+        connect_args={
+            "options": "-c synchronous_commit=on",
+            "connect_timeout": 10,
+            "application_name": "skillloop",
+        },
+    )
