@@ -128,10 +128,12 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def stored_ids(project: Path, state: Path) -> set[int]:
+def stored_ids(project: Path, state: Path, database_url: str) -> set[int]:
+    """The annotation ids in the store the service wrote (the PostgreSQL database)."""
     from labeling.project import load_project
     from labeling.state import ProjectState
 
+    os.environ["SKILLLOOP_DATABASE_URL"] = database_url
     with ProjectState.of(load_project(project), state).store() as store:
         return {r.annotation_id for r in store.records()}
 
@@ -206,7 +208,7 @@ def load_phase(service: Gunicorn, args, first_id: int, kill: bool) -> dict:
     stop.set()
     for thread in threads:
         thread.join(timeout=120)
-    stored = stored_ids(service.project, service.state)
+    stored = stored_ids(service.project, service.state, service.database_url)
     return {
         "workers": service.workers,
         "seconds": args.seconds,
@@ -261,6 +263,7 @@ def main() -> int:
     parser.add_argument("--database-url", help="postgresql://... (default: a throwaway server)")
     parser.add_argument("--out", type=Path, help="write the numbers as JSON here")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers it started
     report: dict = {"cpu": cpu_info().as_dict(), "args": {k: str(v) for k, v in vars(args).items()}}
     print(cpu_info().line(), flush=True)
     with (

@@ -150,10 +150,11 @@ def test_two_retrain_processes_train_one_round(tmp_path, tiny_encoder, database_
 
 
 def test_the_worker_command_trains_promotes_and_stops_on_sigterm(
-    tmp_path, tiny_encoder, postgres_url
+    tmp_path, tiny_encoder, postgres_url, monkeypatch
 ):
     """`skillloop worker` (a training host): annotations stored by the serving hosts start
     a round under the advisory lock; the candidate is registered and gated here."""
+    monkeypatch.setenv("SKILLLOOP_DATABASE_URL", postgres_url)  # where annotate() writes
     from test_worker import annotate, make_project, posts
 
     project = make_project(tmp_path, tiny_encoder, every=2, debounce=0.0)

@@ -15,6 +15,7 @@ from backend import rounds
 from backend.cli import main
 from backend.worker import TrainingWorker
 from labeling.project import load_project
+from labeling.state import ProjectState
 from labeling.store import AnnotationRecord, AnnotationStore
 from training.registry import Registry
 from training.text import Span
@@ -89,7 +90,9 @@ def make_project(tmp_path: Path, base, every=0, debounce=0.0, gold=()):
 
 
 def annotate(state_dir: Path, numbers, first_id=1) -> None:
-    with AnnotationStore(state_dir / "annotations.sqlite") as store:
+    """Store annotations where the code under test reads them: the state folder's SQLite
+    file, or the database $SKILLLOOP_DATABASE_URL names."""
+    with ProjectState(state_dir).store() as store:
         for i, n in enumerate(numbers):
             text, spans = post(n)
             store.upsert(AnnotationRecord(first_id + i, 1000 + n, "1", text, spans))
