@@ -8,12 +8,10 @@ What a round trains and is judged on: backend.heldout (the annotated posts and t
 frozen held-out split). One round at a time per project, across processes and hosts:
 backend.coordination.training_lock.
 
-A round whose training data equals the serving version's (same documents sha256, same
-labels) is skipped: it could only re-roll the same model; so is one whose data equals a
-candidate already refused that was trained from the same serving version (training is
-seeded: it would train the same model and be refused again; with several workers or a
-queued follow-up this is the round that would otherwise repeat). Every skipped round records the
-store's change counter it looked at, so the auto trigger does not fire again for it.
+A round is skipped when its training data (documents sha256, labels) equals the serving
+version's, or a refused candidate's trained from the same serving version: seeded, it
+would only train that model again. A skipped round records the store's change counter it
+looked at, so the auto trigger does not fire again for it.
 
 Gate policy: backend.gate (a paired bootstrap over the held-out posts, both models scored
 in the same round). A round interrupted with its process (kill -9, power loss) is found
