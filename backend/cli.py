@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "backend.commands_model",  # train, predict, evaluate
     "backend.commands_service",  # serve
     "backend.commands_rounds",  # retrain, rollback
+    "backend.commands_worker",  # worker (a training host)
     "backend.commands_studio",  # studio, project
     "backend.commands_select",  # select, simulate
     "backend.commands_data",  # status, rounds, report, export, quality

@@ -75,7 +75,7 @@ def register(sub) -> None:
 def _labelled_documents(project, state_dir: Path) -> list[Document]:
     """What training reads (`backend.rounds.annotated_documents`); a project without an
     annotation store yet is read with an empty one, and `select` creates no file."""
-    from backend.rounds import annotated_documents
+    from backend.heldout import annotated_documents
     from labeling.store import AnnotationStore
 
     state = ProjectState(state_dir)

@@ -4,14 +4,14 @@
     launch / run    train and score (a niced child process, or in-process for the CLI)
     conclude_round  register the checkpoint, promote or refuse it, log the round
 
-The held-out set is a fixed share of all annotated posts (Label Studio annotations and
-the project's gold posts), chosen by a stable hash of the post's text, so a post is
-held out in every round or in none and is never trained on. The share is frozen in
-`heldout.json` the first time a round runs (delete the file to change it).
+What a round trains and is judged on: backend.heldout (the annotated posts and their
+frozen held-out split). One round at a time per project, across processes and hosts:
+backend.coordination.training_lock.
 
-A round whose training data equals the serving version's (same documents sha256, same
-labels) is skipped: it could only re-roll the same model. Every skipped round records the
-store's change counter it looked at, so the auto trigger does not fire again for it.
+A round is skipped when its training data (documents sha256, labels) equals the serving
+version's, or a refused candidate's trained from the same serving version: seeded, it
+would only train that model again. A skipped round records the store's change counter it
+looked at, so the auto trigger does not fire again for it.
 
 Gate policy: backend.gate (a paired bootstrap over the held-out posts, both models scored
 in the same round). A round interrupted with its process (kill -9, power loss) is found
@@ -21,38 +21,30 @@ candidate was complete, gated then.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from backend.coordination import training_lock
 from backend.gate import decide
+from backend.heldout import annotated_documents, frozen_share, split_heldout
 from backend.train_round import write_json
 from labeling.project import Project
 from labeling.state import ProjectState
 from labeling.store import AnnotationStore, documents_sha256
 from training.registry import ModelVersion, Registry
-from training.text import Document, post_key
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PLAN_FILE = "plan.json"
-
-
-class TrainingBusy(ValueError):
-    """Another round (this process or another) holds the project's training lock."""
 
 
 @dataclass
@@ -102,78 +94,7 @@ def registry_for(state_dir: Path) -> Registry:
     return ProjectState(Path(state_dir)).registry()
 
 
-# ---------------------------------------------------------------------- held-out split
-
-
-def frozen_share(state_dir: Path, share: float) -> float:
-    """The held-out share fixed by the first round (later config edits do not move posts)."""
-    path = ProjectState(Path(state_dir)).heldout_file
-    if path.is_file():
-        return float(json.loads(path.read_text())["share"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(
-        path,
-        {"share": share, "method": "sha256 of the whitespace-normalised text", "frozen_at": _now()},
-    )
-    return share
-
-
-def is_heldout(text: str, share: float) -> bool:
-    """Stable across runs, machines and Python versions (unlike hash())."""
-    digest = hashlib.sha256(post_key(text).encode("utf-8")).hexdigest()
-    return int(digest[:15], 16) / 16**15 < share
-
-
-def annotated_documents(project: Project, store: AnnotationStore) -> list[Document]:
-    """Gold posts plus Label Studio annotations; a post annotated in Label Studio takes its
-    latest annotation there over the gold file's version. Spans of labels the project no
-    longer has are dropped (logged)."""
-    by_text: dict[str, Document] = {}
-    for doc in project.gold():
-        doc.meta["source"] = "gold"
-        by_text[post_key(doc.text)] = doc
-    for doc in store.training_documents():
-        doc.meta["source"] = "label-studio"
-        by_text[post_key(doc.text)] = doc
-    labels = set(project.label_values)
-    docs = list(by_text.values())
-    for doc in docs:
-        kept = [s for s in doc.spans if s.label in labels]
-        if len(kept) < len(doc.spans):
-            log.warning(
-                "post %s: dropped %d spans of unknown labels", doc.id, len(doc.spans) - len(kept)
-            )
-            doc.spans = kept
-    return docs
-
-
-def split_heldout(docs: list[Document], share: float) -> tuple[list[Document], list[Document]]:
-    heldout = [d for d in docs if is_heldout(d.text, share)]
-    return [d for d in docs if not is_heldout(d.text, share)], heldout
-
-
 # ---------------------------------------------------------------------- one round
-
-
-@contextmanager
-def training_lock(state_dir: Path, wait: Callable[[], bool] | None = None):
-    """One round at a time per project across processes. Without `wait`, raises
-    TrainingBusy when held; with it, polls until `wait()` returns False (then raises)."""
-    path = ProjectState(Path(state_dir)).training_lock
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if wait is None or not wait():
-                    raise TrainingBusy(f"a round is already training in {state_dir}") from None
-                time.sleep(1.0)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def plan_round(
@@ -207,17 +128,14 @@ def plan_round(
     serving = registry.serving()
     labels = project.label_values
     sha256 = documents_sha256(train_docs)
-    if (
-        serving is not None
-        and serving.labels == labels
-        and serving.snapshot.get("sha256") == sha256
-    ):
+    repeated = repeat_of(registry, labels, sha256)
+    if repeated is not None:
         return RoundOutcome(
             round_id,
             trigger,
             "skipped",
-            f"same training data as the serving version {serving.version} ({len(train_docs)} "
-            f"posts, sha256 {sha256[:12]}): nothing new to learn",
+            f"same training data as {repeated} ({len(train_docs)} posts, sha256 "
+            f"{sha256[:12]}): nothing new to learn",
             started_at=started,
             finished_at=_now(),
             train_documents=len(train_docs),
@@ -274,6 +192,22 @@ def plan_round(
     )
     write_json(folder / PLAN_FILE, _plan_fields(plan))  # what recovery needs after a kill
     return plan
+
+
+def repeat_of(registry: Registry, labels: list[str], sha256: str) -> str | None:
+    """Which version a round on these training documents would only re-train: the serving
+    one, or a refused candidate trained from the same serving version on the same data
+    (seeded training would make the same model, and the gate would refuse it again)."""
+    serving = registry.serving()
+    parent = serving.version if serving is not None and serving.labels == labels else None
+    for version in reversed(registry.versions()):
+        if version.labels != labels or version.snapshot.get("sha256") != sha256:
+            continue
+        if version.status == "serving":
+            return f"the serving version {version.version}"
+        if version.status == "refused" and version.parent == parent:
+            return f"{version.version}, refused when trained from {parent or 'the base'}"
+    return None
 
 
 def _plan_fields(plan: RoundPlan) -> dict:

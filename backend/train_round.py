@@ -82,6 +82,7 @@ def run(spec: dict, progress_bar: bool = False) -> dict:
 
     from training.calibration import calibrate_checkpoint
     from training.datasets import read_jsonl
+    from training.devices import is_main_process
     from training.finetune import TrainConfig, train
 
     folder = Path(spec["folder"])
@@ -109,6 +110,8 @@ def run(spec: dict, progress_bar: bool = False) -> dict:
         on_step=on_step,
     )
     train_s = time.perf_counter() - started
+    if not is_main_process():  # a data-parallel helper of `accelerate launch`: done
+        return {}
 
     result: dict = {
         "train": {

@@ -19,11 +19,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from backend.coordination import TrainingBusy, training_lock
 from backend.recovery import recover_interrupted
 from backend.rounds import (
     RoundOutcome,
     RoundPlan,
-    TrainingBusy,
     append_round,
     conclude_round,
     launch,
@@ -32,7 +32,6 @@ from backend.rounds import (
     read_rounds,
     registry_for,
     store_for,
-    training_lock,
 )
 from backend.trigger import AutoTrigger
 from labeling.project import Project
@@ -42,6 +41,10 @@ from training.registry import ModelVersion
 log = logging.getLogger(__name__)
 
 REQUEST_WAIT_SECONDS = 0.3  # how long request() waits to say "started" or "skipped"
+BUSY_ELSEWHERE = (
+    "queued: a round is training in another process (another worker or host); this one "
+    "starts when it ends, and is skipped if the training data is then the serving model's"
+)
 
 
 class TrainingWorker:
@@ -54,6 +57,7 @@ class TrainingWorker:
         poll_seconds: float = 0.5,
         request_wait: float = REQUEST_WAIT_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        num_threads: int = 1,
     ):
         """`state_dir` is the project's state folder (`project.state_dir()`): the one that
         holds annotations.sqlite and models/."""
@@ -63,6 +67,7 @@ class TrainingWorker:
         self.poll_seconds = poll_seconds
         self.request_wait = request_wait
         self.clock = clock
+        self.num_threads = num_threads  # the child's torch threads (1 beside a service)
         self.registry = registry_for(self.state_dir)
         # set while a round runs: cheap for the model holder to ask on every /predict
         self.running = threading.Event()
@@ -145,7 +150,8 @@ class TrainingWorker:
             seen, state, message = self._decided
         if seen < mine:
             return _reply(True, False, "starting", "training round starting")
-        return _reply(True, False, state, message, running=state == "started")
+        queued = state == "queued"  # behind a round of another process
+        return _reply(True, queued, state, message, running=state == "started" or queued)
 
     def annotation_changed(self) -> None:
         """Called after each stored annotation change; cheap (no I/O)."""
@@ -187,8 +193,10 @@ class TrainingWorker:
                 now = self.clock()
                 count = self._pending is None and self._auto.needs_count(now)
             if count:  # the store is read outside the lock webhooks wait on
-                changes = self._changes_since(self._auto.consumed)
+                consumed = self._shared_counter()
+                changes = self._changes_since(max(consumed, self._auto.consumed))
                 with self._cond:
+                    self._auto.consumed = max(consumed, self._auto.consumed)
                     self._auto.observe(changes, now)
             with self._cond:
                 trigger = self._pending
@@ -229,10 +237,19 @@ class TrainingWorker:
             self._store = store_for(self.state_dir)
         return self._store.changes_since(counter)
 
-    def _run_one(self, trigger: str, answering: int = 0) -> RoundOutcome:
-        with training_lock(self.state_dir, wait=lambda: not self._stop.is_set()):
+    def _run_one(self, trigger: str, answering: int = 0) -> RoundOutcome | None:
+        """One round under the project's round lock (None: an auto round that another
+        process's round, run while this one waited for the lock, made unnecessary)."""
+
+        def busy() -> None:  # another process (another worker, another host) trains
+            with self._cond:
+                self._answer(answering, "queued", BUSY_ELSEWHERE)
+
+        with training_lock(self.state_dir, wait=lambda: not self._stop.is_set(), on_busy=busy):
             self._announce(recover_interrupted(self.project, self.state_dir))
-            plan = plan_round(self.project, self.state_dir, trigger)
+            if trigger == "auto" and not self._still_due():
+                return None
+            plan = plan_round(self.project, self.state_dir, trigger, self.num_threads)
             if isinstance(plan, RoundOutcome):
                 append_round(self.state_dir, plan)
                 log.info("round skipped: %s", plan.reason)
@@ -263,6 +280,20 @@ class TrainingWorker:
         log.info("round %s %s: %s", plan.round_id, outcome.status, outcome.reason)
         self._announce([(outcome, promoted)], recovered=False)
         return outcome
+
+    def _shared_counter(self) -> int:
+        """The change counter of the latest round any process ran on this project (its
+        rounds log and registry are shared), so one process's round consumes the changes
+        for all of them."""
+        return self._last_counter(read_rounds(self.state_dir))
+
+    def _still_due(self) -> bool:
+        """Under the round lock: whether enough changes came after the latest round's
+        snapshot (which another process may have taken while this one waited)."""
+        consumed = max(self._shared_counter(), self._auto.consumed)
+        with self._cond:
+            self._auto.consumed = consumed
+        return self._changes_since(consumed) >= max(1, self.project.retrain.every_n_annotations)
 
     def _recover(self) -> None:
         """Record rounds an earlier process left half done (skipped while another process

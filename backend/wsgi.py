@@ -1,13 +1,15 @@
 """The WSGI entry point for gunicorn, configured by environment variables:
 
     SKILLLOOP_PROJECT=projects/linkedin-skills \\
-    gunicorn -w 1 --threads 4 --graceful-timeout 3 -b 127.0.0.1:9090 'backend.wsgi:app'
+    gunicorn -w 4 --threads 2 --graceful-timeout 3 -b 127.0.0.1:9090 'backend.wsgi:app'
 
-Exactly one worker process (-w 1): the warm model, the training worker thread and the one
-training round at a time live in that process; a second worker would load a second model,
-run a second training worker racing on the same registry, and split the metrics. Threads
-(--threads) give concurrency: predictions serialise on the model, webhooks do not wait for
-them. Do not use --preload: the background threads would be lost when gunicorn forks.
+Each worker process holds a warm model, a training worker thread and its metrics. Several
+workers (-w 4, and several hosts sharing the state folder and SKILLLOOP_DATABASE_URL) each
+answer /predict from the registry's serving version and pick up a promotion within
+SKILLLOOP_WATCH_INTERVAL seconds; exactly one round runs across them (the round lock,
+backend/coordination.py). Threads (--threads) give concurrency within a worker:
+predictions serialise on the model, webhooks do not wait for them. Do not use --preload:
+the background threads would be lost when gunicorn forks.
 
 `app` is built on first access, not at import: importing this module does no work.
 

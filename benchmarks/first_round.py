@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from backend.rounds import split_heldout
+    from backend.heldout import split_heldout
     from labeling.project import load_project
     from training.cpu import cpu_info
 

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from backend import heldout as split
 from backend import rounds
 from backend.cli import main
 from backend.worker import TrainingWorker
 from labeling.project import load_project
+from labeling.state import ProjectState
 from labeling.store import AnnotationRecord, AnnotationStore
 from training.registry import Registry
 from training.text import Span
@@ -60,8 +62,8 @@ def post(n: int) -> tuple[str, list[Span]]:
 
 def posts(held: int, train: int, share: float = 0.4) -> list[int]:
     """Post numbers: `held` of them in the held-out share, `train` not."""
-    inside = [n for n in range(200) if rounds.is_heldout(post(n)[0], share)]
-    outside = [n for n in range(200) if not rounds.is_heldout(post(n)[0], share)]
+    inside = [n for n in range(200) if split.is_heldout(post(n)[0], share)]
+    outside = [n for n in range(200) if not split.is_heldout(post(n)[0], share)]
     return inside[:held] + outside[:train]
 
 
@@ -88,7 +90,9 @@ def make_project(tmp_path: Path, base, every=0, debounce=0.0, gold=()):
 
 
 def annotate(state_dir: Path, numbers, first_id=1) -> None:
-    with AnnotationStore(state_dir / "annotations.sqlite") as store:
+    """Store annotations where the code under test reads them: the state folder's SQLite
+    file, or the database $SKILLLOOP_DATABASE_URL names."""
+    with ProjectState(state_dir).store() as store:
         for i, n in enumerate(numbers):
             text, spans = post(n)
             store.upsert(AnnotationRecord(first_id + i, 1000 + n, "1", text, spans))
@@ -110,12 +114,12 @@ def test_heldout_split_is_stable_and_never_trained_on(tmp_path):
         json.loads(x)["text"] for x in (plan.folder / "heldout.jsonl").read_text().split("\n") if x
     ]
     assert not set(train) & set(held) and "skipped post" not in train + held
-    assert all(rounds.is_heldout(t, 0.4) for t in held)
-    assert not any(rounds.is_heldout(t, 0.4) for t in train)
+    assert all(split.is_heldout(t, 0.4) for t in held)
+    assert not any(split.is_heldout(t, 0.4) for t in train)
     assert len(held) >= 3 and plan.snapshot["heldout_documents"] == len(held)
     assert plan.snapshot["documents"] == len(train) == plan.train_documents
     assert plan.snapshot["gold_ids"] == sorted(f"g{n}" for n in gold[1:])
-    extra = [] if rounds.is_heldout(post(999)[0], 0.4) else [50]
+    extra = [] if split.is_heldout(post(999)[0], 0.4) else [50]
     assert plan.snapshot["annotation_ids"] == [4, 5, 6, 7, *extra]
     assert plan.snapshot["change_counter"] == 9
 
@@ -187,8 +191,15 @@ def test_rounds_promote_warm_start_and_refuse(tmp_path, tiny_encoder, capsys):
     assert second.gate == {**second.gate, "measured": False, "posts": 2, "decision": "refused"}
     assert second.round_id == outcome.round_id and outcome.gate == second.gate
     assert registry.serving().version == "v0001"
+    # the refused candidate's data from the same serving version: seeded, it would only be
+    # trained and refused again (a queued follow-up, or another worker's round)
+    outcome, _ = rounds.run_round(project, state / "tiny", "test")
+    assert outcome.status == "skipped"
+    assert f"same training data as {second.version}, refused when trained from v0001" in (
+        outcome.reason
+    )
     log = rounds.read_rounds(state / "tiny")
-    assert [r["status"] for r in log] == ["skipped", "promoted", "skipped", "refused"]
+    assert [r["status"] for r in log] == ["skipped", "promoted", "skipped", "refused", "skipped"]
 
     assert (
         main(["rollback", "v0002", "--project", str(project.folder), "--state-dir", str(state)])
@@ -364,9 +375,9 @@ def serve_fake_version(state: Path, project, numbers) -> None:
     from labeling.store import documents_sha256
 
     with AnnotationStore(state / "annotations.sqlite") as store:
-        docs = rounds.annotated_documents(project, store)
+        docs = split.annotated_documents(project, store)
         counter = store.change_counter()
-    train, _ = rounds.split_heldout(docs, project.retrain.heldout_share)
+    train, _ = split.split_heldout(docs, project.retrain.heldout_share)
     stub = state / "models" / ".incoming" / "stub"
     stub.mkdir(parents=True)
     (stub / "config.json").write_text("{}")

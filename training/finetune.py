@@ -25,6 +25,7 @@ import torch
 
 from training import checkpoint
 from training.crf import CRF, word_emissions
+from training.devices import Placement, place
 from training.early_stopping import EarlyStopping
 from training.freezing import freeze_for_epoch
 from training.saving import check_out_dir, save
@@ -71,6 +72,10 @@ class TrainConfig:
     freeze_layers: int = 0  # embeddings and the lowest N blocks stay fixed ...
     freeze_epochs: int = 0  # ... during the first N epochs
     schedule: str = "linear"  # learning-rate decay after warm-up: "linear" or "cosine"
+    # where to train (training.devices): "auto" is a CUDA GPU when present; accelerate
+    # (also on under a multi-process `accelerate launch`) shares batches over the GPUs
+    device: str = "auto"
+    accelerate: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
@@ -115,6 +120,7 @@ class Prepared:
     examples: list[Example]
     bf16: bool
     pad_id: int
+    placement: Placement
 
 
 def prepare(
@@ -124,9 +130,9 @@ def prepare(
     config: TrainConfig,
     label_map: Mapping[str, str] | None,
 ) -> Prepared:
-    from training.precision import native_bf16
     from training.tagger import Tagger
 
+    placement = place(config.device, config.accelerate)
     torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)  # the fresh head rows are drawn here
     loaded = checkpoint.load(base, labels, label_map, allow_new_labels=True)
@@ -140,6 +146,9 @@ def prepare(
         decoding=config.decoding,
     )
     crf = CRF(dev_tagger.tags, init=loaded.transitions) if config.crf else None
+    loaded.model.to(placement.device)
+    if crf is not None:
+        crf.to(placement.device)
     examples = make_examples(
         loaded.tokenizer, train_docs, labels, dev_tagger.max_tokens, dev_tagger.stride
     )
@@ -152,8 +161,9 @@ def prepare(
         dev_tagger=dev_tagger,
         crf=crf,
         examples=examples,
-        bf16=config.precision == "bf16" or (config.precision == "auto" and native_bf16()),
+        bf16=placement.bf16(config.precision),
         pad_id=pad if pad is not None else 0,
+        placement=placement,
     )
 
 
@@ -199,10 +209,12 @@ class Optimizer:
         self.clipped = trainable_parameters(run.model, run.crf)
         self.max_grad_norm = config.max_grad_norm
         self.total_steps, self.done, self.on_step = total_steps, 0, on_step
+        self.placement = run.placement
 
     def step(self, loss: torch.Tensor) -> None:
         """Backward, clip, update, advance the schedule."""
-        loss.backward()
+        self.placement.backward(loss)
+        self.placement.sync_gradients(self.clipped)  # several processes: their mean
         torch.nn.utils.clip_grad_norm_(self.clipped, self.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
@@ -236,9 +248,9 @@ def batch_loss(run: Prepared, batch: list[Example]) -> torch.Tensor:
     # not `windows.forward_windows`: that runs under inference mode, longest first, and
     # reads only owned words; training needs gradients, the seeded shuffled batch order
     # and every word of a window. The windows and the padding (`pad_rows`) are shared.
-    inputs = collate(batch, run.pad_id)
+    inputs = run.placement.to_device(collate(batch, run.pad_id))
     targets = inputs.pop("labels") if run.crf else None
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=run.bf16):
+    with run.placement.autocast(run.bf16):
         out = run.model(**inputs)
     if run.crf is None:
         return out.loss
@@ -251,7 +263,13 @@ def dev_f1(run: Prepared, dev_docs: Sequence[Document]) -> float:
     from training.evaluate import evaluate
 
     run.dev_tagger.transitions = run.crf.transitions() if run.crf else None
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=run.bf16):
+    # the serving tagger predicts on the CPU: dev scores of a GPU run are taken there
+    with (
+        run.placement.on_cpu(run.model),
+        torch.autocast(
+            "cpu", dtype=torch.bfloat16, enabled=run.bf16 and run.placement.device.type == "cpu"
+        ),
+    ):
         return float(evaluate(run.dev_tagger, dev_docs).f1)
 
 
@@ -309,7 +327,10 @@ def train(
     crf_scores = history.stopping.crf_scores_to_save(run.crf, bool(dev_docs))
     if crf_scores is not None:
         metadata["crf"] = crf_scores.to_json()
-    save(run.model, run.tokenizer, out_dir, metadata)
+    timings["device"] = str(run.placement.device)
+    timings["processes"] = run.placement.num_processes
+    if run.placement.is_main:  # data-parallel processes hold the same weights
+        save(run.model.to("cpu"), run.tokenizer, out_dir, metadata)
     return result
 
 
@@ -337,13 +358,14 @@ def run_epochs(
     from tqdm.auto import tqdm
 
     rng = random.Random(config.seed)
-    total_steps = math.ceil(len(run.examples) / config.batch_size) * config.epochs
+    n_batches = math.ceil(len(run.examples) / config.batch_size)
+    total_steps = run.placement.steps_per_epoch(n_batches) * config.epochs
     optimizer = Optimizer(run, config, total_steps, on_step)
     history = EpochLog(EarlyStopping(config.patience))
     bar = tqdm(total=total_steps, disable=not progress, desc="training", unit="step")
     try:
         for epoch in range(1, config.epochs + 1):
-            epoch_batches = batches(run.examples, config.batch_size, rng)
+            epoch_batches = run.placement.shard(batches(run.examples, config.batch_size, rng))
             freeze_for_epoch(run.model, config, epoch)
             history.losses.append(optimizer.epoch(run, epoch_batches, bar, epoch, should_stop))
             f1 = None

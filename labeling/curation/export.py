@@ -230,7 +230,7 @@ def export_dataset(
     side files and its card to `out_dir`.
 
     A gold post that was also annotated in Label Studio is left out: the annotation there
-    is the later word, as in training (backend.rounds.annotated_documents).
+    is the later word, as in training (backend.heldout.annotated_documents).
     """
     from labeling.curation.card import write_card
     from labeling.curation.formats import write_format
