@@ -1,0 +1,157 @@
+"""Cold start on SkillSpan dev: the taxonomy dictionary alone, a model bootstrapped from
+dictionary labels, and models trained on a few human-labelled posts.
+
+Rows, each scored by exact character-span F1 per label on SkillSpan dev (flattened gold,
+`training.evaluate.evaluate_predictions(...).char`, the figure train_skillspan.py reports):
+
+- dictionary: ESCO's labels matched against the dev posts (`training.dictionary`), typed
+  through projects/skillspan/project.toml's `[linking] types` map;
+- bootstrap: the backbone fine-tuned on all SkillSpan train posts labelled by that
+  dictionary (what `skillloop bootstrap` does), no human label seen;
+- human N: the backbone fine-tuned on N train posts with their human labels: the first N
+  of one seeded random order of the 140 train postings (so the 10 are among the 25).
+
+Every model gets the same TrainConfig (the project defaults, `--epochs` epochs, no early
+stopping: no dev set is looked at while training), and is scored in fp32. The JSON is
+rewritten after each row, so a run cut short keeps what it measured.
+
+Run it under the heavy-job lock:
+    flock /work/heavy.lock nice -n 5 .venv/bin/python benchmarks/cold_start.py \
+        --json state/cold_start.json > state/cold_start.log 2>&1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+DATA = ROOT.parent / "shared" / "data" / "skillspan"
+LABELS = ["Skill", "Knowledge"]
+
+
+def scores(report) -> dict:
+    return {label: report.char[label].to_dict() for label in [*LABELS, "overall"]}
+
+
+def line(name: str, figures: dict) -> str:
+    return f"{name:<16}" + "".join(
+        f"  {label} F1 {figures[label]['f1']:.3f} (P {figures[label]['precision']:.3f}, "
+        f"R {figures[label]['recall']:.3f})"
+        for label in [*LABELS, "overall"]
+    )
+
+
+def main() -> int:
+    from labeling.project import load_project
+    from training.cpu import cpu_info
+    from training.datasets import read_documents
+    from training.dictionary import Dictionary
+    from training.evaluate import evaluate, evaluate_predictions
+    from training.finetune import TrainConfig, train
+    from training.tagger import Tagger
+    from training.taxonomy import load_taxonomy
+    from training.text import Document
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10, 25, 50])
+    parser.add_argument("--seed", type=int, default=13, help="draws the human posts")
+    parser.add_argument("--no-bootstrap", action="store_true")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    if not (args.data / "train.json").is_file():
+        print(f"SkillSpan not found in {args.data} (see ../shared/data/README.md)")
+        return 2
+
+    cpu = cpu_info()
+    print(cpu.line())
+    project = load_project(ROOT / "projects" / "skillspan")
+    types = project.linking.types
+    train_docs = read_documents(args.data / "train.json")
+    dev_docs = read_documents(args.data / "dev.json")
+    config = TrainConfig(epochs=args.epochs, patience=args.epochs, seed=args.seed)
+    print(f"train {len(train_docs)} postings, dev {len(dev_docs)} postings; config {config}")
+    figures: dict = {
+        "cpu": cpu.as_dict(),
+        "config": vars(config),
+        "types": types,
+        "taxonomy": project.linking.taxonomy,
+        "rows": {},
+    }
+
+    def record(name: str, report, **extra) -> None:
+        figures["rows"][name] = {"f1": scores(report), **extra}
+        print(line(name, figures["rows"][name]["f1"]), flush=True)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(figures, indent=2, default=str) + "\n")
+
+    started = time.perf_counter()
+    taxonomy = load_taxonomy(project.linking.taxonomy, project.folder)
+    dictionary = Dictionary(taxonomy, types)
+    built = time.perf_counter() - started
+    print(f"{taxonomy.summary()}; {dictionary.n_labels} labels in the dictionary ({built:.1f} s)")
+    if taxonomy.attribution:
+        print(taxonomy.attribution)
+    started = time.perf_counter()
+    matched = dictionary.annotate(d.text for d in dev_docs)
+    seconds = time.perf_counter() - started
+    record(
+        "dictionary",
+        evaluate_predictions(dev_docs, matched, LABELS),
+        build_seconds=round(built, 2),
+        match_seconds=round(seconds, 2),
+        spans=sum(map(len, matched)),
+    )
+
+    def fit(name: str, docs: list[Document], **extra) -> None:
+        with tempfile.TemporaryDirectory(prefix="cold-start-") as tmp:
+            out = Path(tmp) / "model"
+            result = train(None, docs, LABELS, out, config=config, progress=not args.no_progress)
+            options = {"max_tokens": config.max_tokens, "stride": config.stride}
+            tagger = Tagger.load(result.path, LABELS, quantize=False, **options)
+            report = evaluate(tagger, dev_docs)
+        record(
+            name,
+            report,
+            posts=len(docs),
+            windows=result.n_windows,
+            train_seconds=round(result.seconds, 1),
+            losses=[round(x, 4) for x in result.losses],
+            **extra,
+        )
+
+    if not args.no_bootstrap:
+        weak = [
+            Document(d.text, spans, id=d.id)
+            for d, spans in zip(
+                train_docs, dictionary.annotate(d.text for d in train_docs), strict=True
+            )
+        ]
+        fit("bootstrap", weak, dictionary_spans=sum(len(d.spans) for d in weak))
+    # one seeded order of the train posts: the 10 are among the 25, the 25 among the 50,
+    # as a team labelling more posts would have them
+    order = random.Random(args.seed).sample(range(len(train_docs)), len(train_docs))
+    for size in args.sizes:
+        chosen = sorted(order[:size])
+        fit(f"human {size}", [train_docs[i] for i in chosen], post_indices=chosen)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
