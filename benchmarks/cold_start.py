@@ -123,8 +123,13 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="cold-start-") as tmp:
             out = Path(tmp) / "model"
             result = train(None, docs, LABELS, out, config=config, progress=not args.no_progress)
-            options = {"max_tokens": config.max_tokens, "stride": config.stride}
-            tagger = Tagger.load(result.path, LABELS, quantize=False, **options)
+            tagger = Tagger.load(
+                result.path,
+                LABELS,
+                quantize=False,
+                max_tokens=config.max_tokens,
+                stride=config.stride,
+            )
             report = evaluate(tagger, dev_docs)
         record(
             name,

@@ -120,11 +120,13 @@ class Dictionary:
         keys = [text[start:end].casefold() for start, end in offsets]
         found: dict[tuple[int, int, str], Match] = {}
         for first in range(len(keys)):
-            node, best = self._root, None
+            node: dict = self._root
+            best = None
             for i in range(first, len(keys)):
-                node = node.get(keys[i])
-                if node is None:
+                child = node.get(keys[i])
+                if child is None:
                     break
+                node = child
                 if _END in node:
                     best = (i, node[_END])
             if best is None:
