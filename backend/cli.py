@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "backend.commands_select",  # select, simulate
     "backend.commands_data",  # status, rounds, report, export, quality
     "backend.commands_link",  # link
+    "backend.cold_start",  # bootstrap
 ]
 
 

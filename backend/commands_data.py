@@ -35,12 +35,19 @@ def register(subparsers) -> None:
     _common(p)
     p.add_argument("--format", default="html", help="html (default) or md")
     p.add_argument("--out", type=Path, help="report file (default: STATE/reports/report.FORMAT)")
+    p.add_argument(
+        "--no-skills",
+        action="store_true",
+        help="leave out the linked skills (linking a new taxonomy embeds its labels first)",
+    )
     p.set_defaults(func=report_command)
 
     p = subparsers.add_parser("export", help="a curated dataset: CoNLL, JSONL or HF datasets")
     _common(p)
     _source(p)
-    p.add_argument("--format", help="conll, jsonl or hf")
+    p.add_argument(
+        "--format", help="conll, jsonl, hf, or profiles (one row per post: its linked skills)"
+    )
     p.add_argument("--out", type=Path, help="output folder")
     p.add_argument(
         "--policy",
@@ -226,7 +233,12 @@ def report_command(args) -> int:
         "refused": sum(v.status == "refused" for v in versions),
     }
     labels = project.label_values or version_labels(versions)
-    path = write_report(project.name, versions, out, fmt, labels, summary)
+    skills = None
+    if not args.no_skills:
+        from backend.profiles import linked_skills
+
+        skills = linked_skills(project, state, args.state_dir)
+    path = write_report(project.name, versions, out, fmt, labels, summary, skills)
     print(path)
     return 0
 
@@ -277,7 +289,11 @@ def export_command(args) -> int:
         name=args.name or project.name,
     )
     result = export_dataset(records, args.out, settings, gold)
-    if args.link:
+    if args.format == "profiles":
+        from backend.profiles import profiles_export
+
+        print(f"{profiles_export(result, project, args.state_dir)}: skill profiles")
+    elif args.link:
         from backend.commands_link import link_export, project_linker
 
         link_export(result, *project_linker(project, args.state_dir))

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from backend.gate import summary as gate_summary
 
 if TYPE_CHECKING:
+    from labeling.curation.export_profiles import SkillSummary
     from training.registry import ModelVersion
 
 FORMATS = ("html", "md")
@@ -234,8 +235,10 @@ def write_report(
     fmt: str = "html",
     labels: list[str] | None = None,
     summary: dict | None = None,
+    skills: SkillSummary | None = None,
 ) -> Path:
-    """Write the report to `out` (a file path; PNGs go beside it) and return its path."""
+    """Write the report to `out` (a file path; PNGs go beside it) and return its path.
+    `skills`: the most frequent linked skills of the annotated posts (backend.profiles)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown report format {fmt!r}: choose html or md")
     if not versions:
@@ -282,8 +285,38 @@ def write_report(
         for r in rows
     ]
     text = (_html if fmt == "html" else _markdown)(facts, hint, curve, per_label, header, table)
+    if skills is not None:
+        text = _with_skills(text, skills, fmt)
     out.write_text(text, encoding="utf-8")
     return out
+
+
+SKILLS_TITLE = "Most frequent linked skills"
+
+
+def _with_skills(text: str, skills: SkillSummary, fmt: str) -> str:
+    """The report with its linked-skills section appended (before </body> in HTML)."""
+    header = ["entry", "label", "spans", "posts"]
+    note = f"Spans of the annotated posts linked to the taxonomy: {skills.line()}"
+    attribution = f"Taxonomy: {skills.attribution}." if skills.attribution else ""
+    if fmt == "md":
+        lines = ["", f"## {SKILLS_TITLE}", "", note]
+        lines += ["", attribution] if attribution else []
+        lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += [f"| {i} | {label} | {n} | {p} |" for i, label, n, p in skills.top]
+        return text + "\n".join(lines) + "\n"
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{e(i)}</td><td>{e(label)}</td><td>{n}</td><td>{p}</td></tr>"
+        for i, label, n, p in skills.top
+    )
+    head = "".join(f"<th>{h}</th>" for h in header)
+    section = (
+        f"<h2>{SKILLS_TITLE}</h2><p>{e(note)}</p>"
+        + (f"<p>{e(attribution)}</p>" if attribution else "")
+        + f"<table><tr>{head}</tr>{rows}</table>\n"
+    )
+    return text.replace("</body>", section + "</body>")
 
 
 def _cell(value) -> str:

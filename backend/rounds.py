@@ -40,6 +40,7 @@ from labeling.project import Project
 from labeling.state import ProjectState
 from labeling.store import AnnotationStore, documents_sha256
 from training.registry import ModelVersion, Registry
+from training.text import Document
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +99,15 @@ def registry_for(state_dir: Path) -> Registry:
 
 
 def plan_round(
-    project: Project, state_dir: Path, trigger: str, num_threads: int = 1
+    project: Project,
+    state_dir: Path,
+    trigger: str,
+    num_threads: int = 1,
+    documents: list[Document] | None = None,
 ) -> RoundPlan | RoundOutcome:
     """Write the round folder (spec, train.jsonl, heldout.jsonl); a skipped outcome when
-    there is nothing to train on."""
+    there is nothing to train on. `documents` replaces the annotated posts (the bootstrap's
+    dictionary-labelled posts, backend.cold_start); the held-out split applies to them."""
     from training.datasets import write_jsonl
 
     state_dir = Path(state_dir)
@@ -109,7 +115,7 @@ def plan_round(
     round_id = datetime.now(UTC).strftime("r%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
     with store_for(state_dir) as store:
         counter = store.change_counter()  # read first: later changes count for the next round
-        docs = annotated_documents(project, store)
+        docs = annotated_documents(project, store) if documents is None else documents
     share = frozen_share(state_dir, project.retrain.heldout_share)
     train_docs, heldout = split_heldout(docs, share)
     if not train_docs:
@@ -173,6 +179,9 @@ def plan_round(
         "heldout_share": share,
         "change_counter": counter,
     }
+    weak = sum(d.meta.get("source") == "dictionary" for d in train_docs)
+    if weak:
+        snapshot["dictionary_documents"] = weak  # labelled by the taxonomy, not by people
     spec = {
         "folder": str(folder),
         "base": base,
@@ -376,6 +385,7 @@ def run_round(
     in_process: bool = True,
     progress_bar: bool = False,
     num_threads: int = 1,
+    documents: list[Document] | None = None,
 ) -> tuple[RoundOutcome, ModelVersion | None]:
     """A whole round in the foreground (the CLI): returns the outcome and, when one was
     promoted, the new serving version. Raises TrainingBusy if a round is running."""
@@ -384,7 +394,7 @@ def run_round(
 
     with training_lock(state_dir):
         recover_interrupted(project, Path(state_dir))
-        plan = plan_round(project, Path(state_dir), trigger, num_threads=num_threads)
+        plan = plan_round(project, Path(state_dir), trigger, num_threads, documents)
         if isinstance(plan, RoundOutcome):
             append_round(state_dir, plan)
             return plan, None

@@ -23,6 +23,7 @@ from backend.chunks import CHUNK_CHARS, FairLock, chunks, joined, pieces
 
 if TYPE_CHECKING:
     from labeling.studio.client import StudioClient
+    from training.dictionary import DictionaryTagger
     from training.tagger import Tagger
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,10 @@ UNTRAINED = "untrained"
 
 @dataclass(frozen=True, slots=True)
 class ServingModel:
-    """A loaded tagger and the model_version it answers with (`tagger` None: no model yet)."""
+    """A loaded tagger and the model_version it answers with (`tagger` None: no model yet;
+    a DictionaryTagger, source "dictionary": no model yet, the taxonomy's matches served)."""
 
-    tagger: Tagger | None
+    tagger: Tagger | DictionaryTagger | None
     version: str
     source: str | None = None
     from_registry: bool = False  # False: the project's base model (or none)
@@ -42,7 +44,8 @@ class ServingModel:
 
     @property
     def loaded(self) -> bool:
-        return self.tagger is not None
+        """A model serves (dictionary matches are not one)."""
+        return self.tagger is not None and self.source != "dictionary"
 
 
 class ModelHolder:
@@ -188,8 +191,15 @@ class ModelHolder:
                 self.error = f"cannot load serving version {wanted.version}: {err}"
                 log.error("%s; keeping %s", self.error, self._model.version)
                 return self._model
-            # the base model has no head for the project's labels: no model until a round
+            # the base model has no head for the project's labels: no model until a round,
+            # and until then the taxonomy dictionary's matches where the project sets one
             self.error = None
+            from backend.cold_start import dictionary_model
+
+            fallback = dictionary_model(self.project)
+            if fallback is not None:
+                log.warning("no model yet (%s): /predict answers %s", err, fallback.version)
+                return fallback
             log.warning("no model yet (%s): /predict answers empty results", err)
             return ServingModel(None, UNTRAINED)
         self.error = self._failed = None

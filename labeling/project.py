@@ -64,6 +64,9 @@ class LinkingSettings:
     taxonomy: str = ""  # "esco", or a CSV path relative to the project ("" = no linking)
     linker: str = "backbone"  # "backbone", or a linker folder relative to the project
     top_k: int = 5
+    # taxonomy type -> project label, for the cold-start dictionary (training.dictionary):
+    # e.g. ESCO { K = "Knowledge", S = "Skill", T = "Skill" }; empty: no dictionary
+    types: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -198,6 +201,10 @@ def load_project(folder_or_name: str | Path) -> Project:
             f"labels {values}: keep them the same, in the same order"
         )
     retrain = _section(RetrainSettings, raw.get("retrain"), toml_path, "retrain")
+    linking = _section(LinkingSettings, raw.get("linking"), toml_path, "linking")
+    unknown_types = sorted(set(linking.types.values()) - set(values))
+    if unknown_types:
+        raise ValueError(f"{toml_path}: [linking] types maps to unknown labels {unknown_types}")
     return Project(
         folder=folder,
         name=name,
@@ -211,7 +218,7 @@ def load_project(folder_or_name: str | Path) -> Project:
         retrain=_checked_retrain(retrain, toml_path),
         selection=_section(SelectionSettings, raw.get("selection"), toml_path, "selection"),
         data=dict(raw.get("data") or {}),
-        linking=_section(LinkingSettings, raw.get("linking"), toml_path, "linking"),
+        linking=linking,
     )
 
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from labeling.store import AnnotationRecord
 
 POLICIES = ("latest", "reviewed", "majority")
-FORMATS = ("conll", "jsonl", "hf")
+FORMATS = ("conll", "jsonl", "hf", "profiles")  # profiles: labeling.curation.export_profiles
 
 
 @dataclass
@@ -250,7 +250,10 @@ def export_dataset(
     labels = [*settings.labels, *extra]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files = write_format(splits, out, settings.format, labels)
+    # a profiles export writes its rows once the spans are linked (backend.commands_data)
+    files = (
+        [] if settings.format == "profiles" else write_format(splits, out, settings.format, labels)
+    )
     files += _write_side_files(out, splits, conflicts, duplicates)
     result = ExportResult(out, splits, conflicts, duplicates, files, labels, len(records))
     files.append(write_card(result, settings, extra))
