@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "backend.commands_select",  # select, simulate
     "backend.commands_data",  # status, rounds, report, export, quality
     "backend.commands_link",  # link
+    "backend.commands_link_train",  # link-train, link-versions, link-rollback
 ]
 
 

@@ -40,7 +40,7 @@ class LinkerRound:
     reason: str
     figures: dict  # validation set name -> the new linker's figures
     baseline: dict  # the same for the serving (or plain) linker
-    baseline_version: str  # "v0002", or "backbone"
+    baseline_version: str  # "v0002", or "plain" (the encoder alone) when none served
     extra_pairs_used: int
     extra_pairs_dropped: int  # their span is a validation span
     timings: dict = field(default_factory=dict)
@@ -70,12 +70,18 @@ def with_index(
 
 
 def load_version(
-    taxonomy: Taxonomy, encoder: SentenceEncoder, index: LabelIndex, folder: Path
+    taxonomy: Taxonomy,
+    encoder: SentenceEncoder,
+    index: LabelIndex,
+    folder: Path,
+    encoder_source: str,
+    cache_dir: str | Path | None,
 ) -> Linker:
-    """A registered linker version over the backbone's index (adapters share it)."""
+    """A registered linker version, over `index` when it uses the same encoder (adapters
+    share their encoder's label embeddings)."""
     settings = LinkerSettings.read(folder)
-    if settings.encoder != "backbone":
-        return Linker.load(taxonomy, folder)  # its own encoder: its own label embeddings
+    if settings.encoder != encoder_source:
+        return Linker.load(taxonomy, folder, cache_dir)  # another encoder: its own labels
     adapter = np.load(folder / settings.adapter) if settings.adapter else None
     return with_index(taxonomy, encoder, index, settings, adapter)
 
@@ -88,16 +94,17 @@ def train_linker_round(
     extra_pairs: Sequence[tuple[str, str]] = (),
     config: AdapterConfig | None = None,
     trigger: str = "cli",
-    encoder: SentenceEncoder | None = None,
+    encoder_source: str = "backbone",
     progress: bool = False,
 ) -> LinkerRound:
     """Train, score, gate and register one linker version. `extra_pairs`: (span text,
-    entry id), e.g. annotator-confirmed links."""
+    entry id), e.g. annotator-confirmed links. `encoder_source`: the frozen encoder the
+    adapter sits on ("backbone" or a model folder), stored in the version."""
     config = config or AdapterConfig()
     if not validation or not any(gold.pairs for gold in validation):
         raise ValueError("a linker round needs validation pairs with gold entries")
     started = time.time()
-    encoder = encoder or SentenceEncoder(None)
+    encoder = SentenceEncoder(encoder_source)
     index = LabelIndex.build(taxonomy, encoder, cache_dir, progress)
     timings = {"index_s": round(time.time() - started, 1)}
 
@@ -122,19 +129,24 @@ def train_linker_round(
 
     result = train_adapter(index, config, extra, progress)
     timings["train_s"] = result.seconds
-    plain = LinkerSettings(preferred_weight=config.preferred_weight, adapter=ADAPTER_FILE)
+    plain = LinkerSettings(
+        encoder_source, preferred_weight=config.preferred_weight, adapter=ADAPTER_FILE
+    )
     candidate = with_index(taxonomy, encoder, index, plain, result.adapter)
     started = time.time()
     figures = evaluate_all(candidate, validation)
+    # One threshold for the version: the median of those tuned on each validation set.
     threshold = float(np.median([f["threshold"] for f in figures.values()]))
 
     serving = registry.serving()
     if serving is not None:
-        baseline_linker = load_version(taxonomy, encoder, index, serving.path)
+        baseline_linker = load_version(
+            taxonomy, encoder, index, serving.path, encoder_source, cache_dir
+        )
         baseline_version = serving.version
     else:
-        baseline_linker = with_index(taxonomy, encoder, index, LinkerSettings())
-        baseline_version = "backbone"
+        baseline_linker = with_index(taxonomy, encoder, index, LinkerSettings(encoder_source))
+        baseline_version = "plain"
     baseline = evaluate_all(baseline_linker, validation)
     timings["eval_s"] = round(time.time() - started, 1)
 
@@ -165,7 +177,7 @@ def train_linker_round(
         "validation": figures,
     }
     settings = LinkerSettings(
-        encoder="backbone",
+        encoder=encoder_source,
         threshold=threshold,
         preferred_weight=config.preferred_weight,
         adapter=ADAPTER_FILE,
@@ -182,7 +194,7 @@ def train_linker_round(
         metrics={"validation": figures, GATE_METRIC: new_score},
         timings=timings,
         trigger=trigger,
-        base="backbone",
+        base=encoder_source,
     )
     gate = {
         "metric": GATE_METRIC,
