@@ -63,7 +63,8 @@ def read_linking_csv(name: str, path: Path, taxonomy: Taxonomy) -> GoldSet:
         "pairs_without_matched_gold": 0,
         "unmatched_labels": [],
     }
-    ranked, no_match = [], []
+    ranked: list[LinkPair] = []
+    no_match: list[LinkPair] = []
     for key, names in labels.items():
         real = names - {NOT_PRESENT, UNDERSPECIFIED}
         pair = LinkPair(*key)
@@ -94,7 +95,8 @@ def read_linking_csv(name: str, path: Path, taxonomy: Taxonomy) -> GoldSet:
 
 
 def read_linking_jsonl(name: str, path: Path, taxonomy: Taxonomy) -> GoldSet:
-    ranked, no_match = [], []
+    ranked: list[LinkPair] = []
+    no_match: list[LinkPair] = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
