@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "backend.commands_data",  # status, rounds, report, export, quality
     "backend.commands_link",  # link
     "backend.cold_start",  # bootstrap
+    "backend.commands_link_train",  # link-train, link-versions, link-rollback
 ]
 
 

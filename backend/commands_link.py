@@ -85,7 +85,9 @@ def project_linker(
     progress: bool = True,
 ) -> tuple[Linker, int]:
     """(linker, top_k) from a project's `[linking]` section; label embeddings cached in its
-    state folder."""
+    state folder. The linker: `linker`, else the serving version in the project's linker
+    registry (`skillloop link-train`), else `[linking] linker` (the base linker versions
+    are trained on), else the plain backbone."""
     from labeling.state import ProjectState
 
     settings = project.linking
@@ -94,6 +96,12 @@ def project_linker(
         raise ValueError(
             f'project {project.name} names no taxonomy: add [linking] taxonomy = "esco"'
         )
+    if not linker:  # the serving version of `skillloop link-train`, if any
+        from backend.commands_link_train import linker_registry
+
+        serving = linker_registry(project, state_base).serving()
+        if serving is not None:
+            linker = str(serving.path)
     if not linker and settings.linker not in ("", "backbone"):
         linker = str(project.folder / settings.linker)
     cache = ProjectState.of(project, state_base).linking_cache

@@ -18,142 +18,31 @@ tuned on both is what --save-linker stores.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
-import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from training.cpu import cpu_info  # noqa: E402
 from training.linker import Linker, LinkerSettings  # noqa: E402
-from training.taxonomy import Taxonomy, load_esco  # noqa: E402
+from training.linker_eval import (  # noqa: E402
+    K,
+    best_threshold,
+    decision_accuracy,
+    ranking_figures,
+    read_linking_csv,
+)
+from training.taxonomy import load_esco  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "esco-linking"
 SETS = {"TECH": "tech_validation_annotations.csv", "HOUSE": "house_validation_annotations.csv"}
-NOT_PRESENT, UNDERSPECIFIED = "LABEL NOT PRESENT", "UNDERSPECIFIED"
 CONTEXT_WEIGHTS = (0.0, 0.1, 0.2, 0.3)
-K = 5
-
-
-@dataclass
-class Pair:
-    sentence: str
-    span: str
-    gold: set[str] = field(default_factory=set)  # v1.1.1 entry ids
-    not_present: bool = False
-
-
-@dataclass
-class GoldSet:
-    name: str
-    pairs: list[Pair]  # with at least one matched gold label
-    no_match: list[Pair]  # LABEL NOT PRESENT only
-    counts: dict
-
-
-def cpu_info() -> dict:
-    import torch
-
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        bf16 = False
-    return {
-        "cpu": model,
-        "capability": torch.backends.cpu.get_cpu_capability(),
-        "bf16_native": bf16,
-        "threads": torch.get_num_threads(),
-        "cores_visible": os.cpu_count(),
-    }
-
-
-def read_set(name: str, path: Path, taxonomy: Taxonomy) -> GoldSet:
-    pairs: dict[tuple[str, str], Pair] = {}
-    labels: dict[tuple[str, str], set[str]] = {}
-    with open(path, encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
-        key = (row["sentence"], row["span"])
-        labels.setdefault(key, set()).add(row["label"].strip())
-    counts = {
-        "rows": len(rows),
-        "pairs": len(labels),
-        "underspecified_pairs": 0,
-        "no_match_pairs": 0,
-        "gold_labels": 0,
-        "via_preferred": 0,
-        "via_alternative": 0,
-        "unmatched": 0,
-        "pairs_without_matched_gold": 0,
-        "unmatched_labels": [],
-    }
-    for key, names in labels.items():
-        real = names - {NOT_PRESENT, UNDERSPECIFIED}
-        pair = Pair(*key)
-        if not real:
-            if NOT_PRESENT in names:
-                pair.not_present = True
-                pairs[key] = pair
-                counts["no_match_pairs"] += 1
-            else:
-                counts["underspecified_pairs"] += 1
-            continue
-        for label in sorted(real):
-            counts["gold_labels"] += 1
-            found = taxonomy.find_by_label(label)
-            if not found:
-                counts["unmatched"] += 1
-                counts["unmatched_labels"].append(label)
-                continue
-            preferred = found[0].preferred_label.casefold() == label.casefold()
-            counts["via_preferred" if preferred else "via_alternative"] += 1
-            pair.gold.update(entry.id for entry in found)
-        if pair.gold:
-            pairs[key] = pair
-        else:
-            counts["pairs_without_matched_gold"] += 1
-    ranked = [p for p in pairs.values() if p.gold]
-    no_match = [p for p in pairs.values() if p.not_present]
-    counts["scored_pairs"] = len(ranked)
-    return GoldSet(name, ranked, no_match, counts)
-
-
-def ranking_figures(pairs: list[Pair], ranked: list[list]) -> dict:
-    acc, rp = [], []
-    for pair, candidates in zip(pairs, ranked, strict=True):
-        ids = [c.id for c in candidates[:K]]
-        acc.append(ids[0] in pair.gold)
-        rp.append(sum(i in pair.gold for i in ids) / min(K, len(pair.gold)))
-    return {"accuracy@1": float(np.mean(acc)), "r_precision@5": float(np.mean(rp))}
-
-
-def decision_accuracy(scored: list[tuple[float, bool | None]], threshold: float) -> float:
-    """Share of pairs handled right: linked to a gold entry above threshold, or (no-match
-    pairs, `None`) left unlinked below it."""
-    right = [
-        (score < threshold) if correct is None else (correct and score >= threshold)
-        for score, correct in scored
-    ]
-    return float(np.mean(right))
-
-
-def best_threshold(scored: list[tuple[float, bool | None]]) -> float:
-    grid = np.round(np.arange(0.2, 1.0, 0.01), 2)
-    return float(max(grid, key=lambda t: (decision_accuracy(scored, t), -t)))
+PREFERRED_WEIGHTS = (0.3, 0.5, 0.7)  # an entry's score: best label mixed with preferred
 
 
 def main() -> int:
@@ -169,15 +58,15 @@ def main() -> int:
         return 2
 
     info = cpu_info()
-    print("cpu:", json.dumps(info))
+    print(info.line())
     start = time.time()
     taxonomy = load_esco()
     print(taxonomy.summary())
     linker = Linker.load(taxonomy, args.linker, cache_dir=args.cache, progress=True)
     print(f"label embeddings ready in {time.time() - start:.0f} s")
-    sets = [read_set(name, args.data / f, taxonomy) for name, f in SETS.items()]
+    sets = [read_linking_csv(name, args.data / f, taxonomy) for name, f in SETS.items()]
 
-    results: dict = {"cpu": info, "taxonomy": taxonomy.summary(), "linker": args.linker}
+    results: dict = {"cpu": info.as_dict(), "taxonomy": taxonomy.summary(), "linker": args.linker}
     results["gold"] = {s.name: s.counts for s in sets}
     for s in sets:
         c = s.counts
@@ -199,42 +88,47 @@ def main() -> int:
         vectors[s.name] = (spans, sentences)
     variants: dict = {}
     preferred_rows = linker.index.vectors[linker.index.offsets]
-    for weight in CONTEXT_WEIGHTS:
-        for labels in ("all", "preferred"):
-            if labels == "preferred" and weight not in (0.0,):
-                continue
-            name = f"context={weight} labels={labels}"
-            variants[name] = {}
-            for s in sets:
-                spans, sentences = vectors[s.name]
-                queries = (1 - weight) * spans + weight * sentences
-                queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-                if labels == "preferred":
-                    sims = queries @ preferred_rows.T
-                    top = np.argsort(-sims, axis=1)[:, :K]
-                    ranked = [
-                        [_Candidate(taxonomy.entries[e].id, float(sims[q, e])) for e in row]
-                        for q, row in enumerate(top)
-                    ]
-                else:
-                    ranked = linker.rank(queries, K)
-                n = len(s.pairs)
-                figures = ranking_figures(s.pairs, ranked[:n])
-                scored = [
-                    (ranked[i][0].score, ranked[i][0].id in p.gold) for i, p in enumerate(s.pairs)
-                ] + [(ranked[n + i][0].score, None) for i in range(len(s.no_match))]
-                figures["scored"] = scored
-                variants[name][s.name] = figures
-    print(f"\n{'variant':32s} {'TECH acc@1':>10s} {'RP@5':>6s} {'HOUSE acc@1':>11s} {'RP@5':>6s}")
+    own_weight = linker.settings.preferred_weight
+    grid = [(w, "all", own_weight) for w in CONTEXT_WEIGHTS] + [(0.0, "preferred", 0.0)]
+    grid += [(0.0, "all", p) for p in PREFERRED_WEIGHTS if p != own_weight]
+    for weight, labels, pref in grid:
+        name = f"context={weight} labels={labels}"
+        name += f" preferred_weight={pref}" if pref else ""
+        variants[name] = {}
+        linker.settings.preferred_weight = pref
+        for s in sets:
+            spans, sentences = vectors[s.name]
+            queries = (1 - weight) * spans + weight * sentences
+            queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+            queries = linker.adapt(queries)
+            if labels == "preferred":
+                sims = queries @ preferred_rows.T
+                top = np.argsort(-sims, axis=1)[:, :K]
+                ranked = [
+                    [_Candidate(taxonomy.entries[e].id, float(sims[q, e])) for e in row]
+                    for q, row in enumerate(top)
+                ]
+            else:
+                ranked = linker.rank(queries, K)
+            n = len(s.pairs)
+            figures = ranking_figures(s.pairs, ranked[:n])
+            scored = [
+                (ranked[i][0].score, ranked[i][0].id in p.gold) for i, p in enumerate(s.pairs)
+            ] + [(ranked[n + i][0].score, None) for i in range(len(s.no_match))]
+            figures["scored"] = scored
+            variants[name][s.name] = figures
+    linker.settings.preferred_weight = own_weight
+    print(f"\n{'variant':52s} {'TECH acc@1':>10s} {'RP@5':>6s} {'HOUSE acc@1':>11s} {'RP@5':>6s}")
     for name, by_set in variants.items():
         t, h = by_set["TECH"], by_set["HOUSE"]
         print(
-            f"{name:32s} {t['accuracy@1']:10.3f} {t['r_precision@5']:6.3f} "
+            f"{name:52s} {t['accuracy@1']:10.3f} {t['r_precision@5']:6.3f} "
             f"{h['accuracy@1']:11.3f} {h['r_precision@5']:6.3f}"
         )
 
     # The no-match threshold, for the configured context weight and all labels.
     chosen = f"context={linker.settings.context_weight} labels=all"
+    chosen += f" preferred_weight={own_weight}" if own_weight else ""
     tech, house = variants[chosen]["TECH"]["scored"], variants[chosen]["HOUSE"]["scored"]
     thresholds = {
         "tuned_on_TECH": best_threshold(tech),
@@ -259,6 +153,8 @@ def main() -> int:
             encoder=linker.settings.encoder if args.linker else "backbone",
             threshold=thresholds["tuned_on_both"],
             context_weight=linker.settings.context_weight,
+            preferred_weight=own_weight,
+            adapter=linker.settings.adapter,
             details={**linker.settings.details, "validation": variants[chosen]},
         )
         print("wrote", settings.save(args.save_linker))

@@ -6,9 +6,16 @@ ranked against all labels by cosine, and each entry scores its best label. Brute
 NumPy over ~96.5k labels x 384 dimensions is ~37M multiply-adds per span: milliseconds.
 Beyond a few million labels an approximate index (FAISS, hnswlib) would take its place.
 
-A linker version is a folder with `linker.json` (the encoder, the no-match threshold and
-the context weight, tuned on validation data) and, for a fine-tuned linker, the encoder's
-weights beside it. The plain linker is the offline MiniLM backbone with defaults.
+An entry's score is its best label's cosine, optionally mixed with its preferred label's
+(`preferred_weight`: ESCO's alternative labels include loose synonyms that win ties they
+should not). A trained linker adds an adapter: a 384x384 matrix applied to the span's
+embedding only (`q + qW`, renormalised), so the label embeddings of the plain encoder, and
+their cache, serve every adapter version (training/linker_adapter.py).
+
+A linker version is a folder with `linker.json` (the encoder, the no-match threshold, the
+context and preferred-label weights, tuned on validation data), the adapter's `.npy` if it
+has one and, for a fine-tuned encoder, its weights. The plain linker is the offline MiniLM
+backbone with defaults.
 """
 
 from __future__ import annotations
@@ -73,6 +80,8 @@ class LinkerSettings:
     encoder: str = "backbone"  # "backbone", or "." for weights in the linker's own folder
     threshold: float = DEFAULT_THRESHOLD
     context_weight: float = 0.0  # share of the sentence's embedding mixed into the span's
+    preferred_weight: float = 0.0  # share of the preferred label's cosine in an entry's score
+    adapter: str = ""  # the adapter matrix's file in the linker folder ("" = none)
     details: dict = field(default_factory=dict)  # how it was trained / tuned, figures
 
     def save(self, folder: str | Path) -> Path:
@@ -191,16 +200,36 @@ class LabelIndex:
             partial.replace(cache)  # a killed run never leaves a half-written cache
         return cls(vectors, np.asarray(offsets), texts)
 
-    def entry_scores(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(n_queries, n_entries) best cosine per entry, and the label cosines behind it."""
+    @property
+    def entry_of_row(self) -> np.ndarray:
+        """The entry index of every label row."""
+        sizes = np.diff(np.append(self.offsets, len(self.vectors)))
+        return np.repeat(np.arange(len(self.offsets)), sizes)
+
+    def entry_scores(
+        self, queries: np.ndarray, preferred_weight: float = 0.0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(n_queries, n_entries) entry scores, and the label cosines behind them: the best
+        label's cosine, mixed with the preferred label's by `preferred_weight`."""
         sims = queries @ self.vectors.T
-        return np.maximum.reduceat(sims, self.offsets, axis=1), sims
+        best = np.maximum.reduceat(sims, self.offsets, axis=1)
+        if preferred_weight:
+            best = (1 - preferred_weight) * best + preferred_weight * sims[:, self.offsets]
+        return best, sims
 
     def best_row(self, sims: np.ndarray, entry: int) -> int:
         """The row of entry's best-matching label, given one query's label cosines."""
         start = int(self.offsets[entry])
         end = int(self.offsets[entry + 1]) if entry + 1 < len(self.offsets) else len(sims)
         return start + int(sims[start:end].argmax())
+
+
+def apply_adapter(vectors: np.ndarray, adapter: np.ndarray | None) -> np.ndarray:
+    """`q + qW`, renormalised: W = 0 is the plain ranking, so training starts from it."""
+    if adapter is None:
+        return vectors
+    out = vectors + vectors @ adapter
+    return (out / np.linalg.norm(out, axis=1, keepdims=True).clip(min=1e-9)).astype(np.float32)
 
 
 def sentence_around(text: str, start: int, end: int, limit: int = 300) -> str:
@@ -228,6 +257,7 @@ class Linker:
         self.encoder = encoder
         self.settings = settings or LinkerSettings()
         self.index = LabelIndex.build(taxonomy, encoder, cache_dir, progress, preferred_only)
+        self.adapter: np.ndarray | None = None  # (dim, dim), applied to span embeddings
 
     @classmethod
     def load(
@@ -245,7 +275,10 @@ class Linker:
             settings = LinkerSettings.read(folder)
             source = folder if settings.encoder == "." else settings.encoder
             encoder = SentenceEncoder(source)
-        return cls(taxonomy, encoder, settings, cache_dir, progress)
+        linker = cls(taxonomy, encoder, settings, cache_dir, progress)
+        if folder is not None and settings.adapter:
+            linker.adapter = np.load(Path(folder) / settings.adapter)
+        return linker
 
     @property
     def threshold(self) -> float:
@@ -258,12 +291,18 @@ class Linker:
             context = self.encoder.encode(list(contexts), max_tokens=MAX_CONTEXT_TOKENS)
             vectors = (1 - weight) * vectors + weight * context
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-9)
-        return vectors
+        return self.adapt(vectors)
+
+    def adapt(self, vectors: np.ndarray) -> np.ndarray:
+        """Span embeddings through the adapter (unchanged without one)."""
+        return apply_adapter(vectors, self.adapter)
 
     def rank(self, queries: np.ndarray, k: int = 5) -> list[list[Candidate]]:
         out = []
         for start in range(0, len(queries), 64):  # bounds the (queries x labels) matrix
-            scores, sims = self.index.entry_scores(queries[start : start + 64])
+            scores, sims = self.index.entry_scores(
+                queries[start : start + 64], self.settings.preferred_weight
+            )
             for q_scores, q_sims in zip(scores, sims, strict=True):
                 top = np.argpartition(-q_scores, min(k, len(q_scores) - 1))[:k]
                 top = top[np.argsort(-q_scores[top])]

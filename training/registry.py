@@ -8,6 +8,8 @@ service, its training worker and the `skillloop rollback` command can share it.
 
 Statuses: "candidate" (registered, not yet judged), "serving" (exactly one or none),
 "refused" (kept, never served unless rolled back to), "retired" (served before).
+`LinkerRegistry` keeps a project's linker versions the same way (`state/<name>/linkers`):
+a version is a linker folder (`linker.json`, its adapter), gated on validation accuracy@1.
 A process that serves the model notices a promotion or rollback by another process with
 `serving_changed_since(mtime)`: a stat of the index, cheap enough to call per request.
 """
@@ -61,6 +63,10 @@ def _now() -> str:
 
 
 class Registry:
+    MARKER = "config.json"  # the file that makes a folder a version of this kind
+    KIND = "model"
+    FOLDER = "checkpoint"  # what a version's folder is called in messages
+
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.index_path = self.root / INDEX_FILE
@@ -75,7 +81,7 @@ class Registry:
             if entry["version"] == version:
                 return self._version(entry)
         known = ", ".join(v.version for v in self.versions()) or "none yet"
-        raise ValueError(f"unknown model version {version!r} (known: {known})")
+        raise ValueError(f"unknown {self.KIND} version {version!r} (known: {known})")
 
     def serving(self) -> ModelVersion | None:
         current = self._read().get("serving")
@@ -107,8 +113,8 @@ class Registry:
         fields (parent, metrics, heldout_f1, snapshot, timings, trigger, labels, ...).
         """
         checkpoint = Path(checkpoint)
-        if not (checkpoint / "config.json").is_file():
-            raise ValueError(f"{checkpoint} is not a checkpoint folder (no config.json)")
+        if not (checkpoint / self.MARKER).is_file():
+            raise ValueError(f"{checkpoint} is not a {self.FOLDER} folder (no {self.MARKER})")
         allowed = {f.name for f in fields(ModelVersion)} - {"version", "path", "status"}
         unknown = sorted(set(details) - allowed)
         if unknown:
@@ -155,8 +161,8 @@ class Registry:
             previous = index.get("serving")
             if action == "rollback" and previous == version:
                 raise ValueError(f"{version} is already serving")
-            if not (self.root / version / "config.json").is_file():
-                raise FileNotFoundError(f"the checkpoint of {version} is missing: {self.root}")
+            if not (self.root / version / self.MARKER).is_file():
+                raise FileNotFoundError(f"the {self.FOLDER} of {version} is missing: {self.root}")
             if previous is not None and previous != version:
                 self._entry(index, previous)["status"] = "retired"
             entry["status"], entry["reason"] = "serving", reason
@@ -170,13 +176,12 @@ class Registry:
         values["path"] = self.root / entry["version"]
         return ModelVersion(**values)
 
-    @staticmethod
-    def _entry(index: dict, version: str) -> dict:
+    def _entry(self, index: dict, version: str) -> dict:
         for entry in index["versions"]:
             if entry["version"] == version:
                 return entry
         known = ", ".join(e["version"] for e in index["versions"]) or "none yet"
-        raise ValueError(f"unknown model version {version!r} (known: {known})")
+        raise ValueError(f"unknown {self.KIND} version {version!r} (known: {known})")
 
     @staticmethod
     def _event(index: dict, action: str, version: str, reason: str, **extra) -> None:
@@ -215,6 +220,7 @@ class Registry:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _write(self, index: dict) -> None:
+        index["kind"] = self.KIND
         temp = self.index_path.with_name(f".{INDEX_FILE}.{os.getpid()}.tmp")
         with open(temp, "w", encoding="utf-8") as out:
             json.dump(index, out, indent=2, ensure_ascii=False, default=str)
@@ -227,3 +233,12 @@ class Registry:
             os.fsync(directory)  # the rename itself survives a crash
         finally:
             os.close(directory)
+
+
+class LinkerRegistry(Registry):
+    """A project's linker versions: each a linker folder (`linker.json`, the adapter), its
+    validation figures in `metrics`, the gate's comparison in `gate`."""
+
+    MARKER = "linker.json"  # training.linker.LINKER_FILE
+    KIND = "linker"
+    FOLDER = "linker"

@@ -1,0 +1,243 @@
+"""Linker training rounds: the adapter over frozen label embeddings, the gate, versions,
+rollback and the `link-train` CLI, on toy vectors, a tiny taxonomy CSV and the tiny
+random encoder (nothing downloaded)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend.cli import main
+from training import linker_round
+from training.linker import LabelIndex, Linker, LinkerSettings, apply_adapter
+from training.linker_adapter import AdapterConfig, AdapterResult, train_adapter
+from training.linker_eval import GoldSet, LinkPair
+from training.linker_round import train_linker_round
+from training.registry import LinkerRegistry
+from training.taxonomy import load_csv
+
+TAXONOMY_CSV = """id,preferred_label,alt_labels,type,description
+k8s,kubernetes,k8s|container orchestration,S,runs containers
+py,python,python programming,K,
+sql,sql,structured query language|databases,K,
+talk,communication,communication skills,T,
+"""
+PLAIN = dict(steps=2, learning_rate=1e-5, preferred_weight=0.0)
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def toy_world(with_alt_labels: bool):
+    """60 entries whose spans live in a rotated space: the plain cosine ranking gets them
+    wrong, a linear map on the span side can put them right. Entries 0-29 carry one span-like
+    alternative label each (when `with_alt_labels`); entries 30-59 are scored."""
+    rng = np.random.default_rng(0)
+    dim, n = 16, 60
+    preferred = unit(rng.normal(size=(n, dim)))
+    rotation, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
+
+    def spans(entries: np.ndarray) -> np.ndarray:
+        return unit(preferred[entries] @ rotation + 0.05 * rng.normal(size=(len(entries), dim)))
+
+    vectors, offsets, texts = [], [], []
+    for e in range(n):
+        offsets.append(len(vectors))
+        vectors.append(preferred[e])
+        texts.append(f"p{e}")
+        if with_alt_labels and e < n // 2:
+            vectors.append(spans(np.array([e]))[0])
+            texts.append(f"a{e}")
+    index = LabelIndex(np.array(vectors, dtype=np.float32), np.array(offsets), texts)
+    scored = np.arange(n // 2, n)
+    return index, spans, scored
+
+
+def accuracy(index: LabelIndex, queries, gold, adapter, weight: float) -> float:
+    scores, _ = index.entry_scores(apply_adapter(queries, adapter), weight)
+    return float(np.mean(scores.argmax(1) == gold))
+
+
+def test_adapter_on_alternative_labels_fixes_a_ranking_the_plain_one_gets_wrong():
+    index, spans, scored = toy_world(with_alt_labels=True)
+    queries = spans(scored)
+    config = AdapterConfig(steps=50, batch_size=16, learning_rate=0.1, preferred_weight=0.5)
+    result = train_adapter(index, config)
+    assert accuracy(index, queries, scored, None, 0.5) <= 0.1
+    assert accuracy(index, queries, scored, result.adapter, 0.5) >= 0.7
+    assert result.steps == 50 and result.last_loss < result.first_loss
+    assert result.queries == 30 and result.extra_pairs == 0
+
+
+def test_extra_span_pairs_alone_train_the_adapter():
+    index, spans, scored = toy_world(with_alt_labels=False)
+    taught = np.arange(0, 30)
+    config = AdapterConfig(steps=50, batch_size=16, learning_rate=0.1, preferred_weight=0.0)
+    result = train_adapter(index, config, extra=(spans(taught), list(taught)))
+    queries = spans(scored)
+    assert accuracy(index, queries, scored, None, 0.0) <= 0.1
+    assert accuracy(index, queries, scored, result.adapter, 0.0) >= 0.7
+    assert result.extra_pairs == 30
+
+
+def test_a_zero_adapter_is_the_plain_ranking():
+    vectors = unit(np.random.default_rng(1).normal(size=(5, 8)))
+    assert np.allclose(apply_adapter(vectors, np.zeros((8, 8), dtype=np.float32)), vectors)
+    assert apply_adapter(vectors, None) is vectors
+
+
+@pytest.fixture
+def taxonomy_file(tmp_path: Path) -> Path:
+    path = tmp_path / "skills.csv"
+    path.write_text(TAXONOMY_CSV, encoding="utf-8")
+    return path
+
+
+def validation() -> GoldSet:
+    pairs = [
+        LinkPair("We run k8s.", "k8s", {"k8s"}),
+        LinkPair("", "python programming", {"py"}),
+        LinkPair("", "structured query language", {"sql"}),
+        LinkPair("", "communication skills", {"talk"}),
+    ]
+    return GoldSet("toy", pairs, [LinkPair("", "zzz qqq", set(), True)])
+
+
+def test_rounds_are_gated_versioned_and_rolled_back(
+    taxonomy_file, tiny_encoder, tmp_path, monkeypatch
+):
+    taxonomy = load_csv(taxonomy_file)
+    registry = LinkerRegistry(tmp_path / "linkers")
+    cache = tmp_path / "cache"
+    common = dict(encoder_source=str(tiny_encoder))
+    first = train_linker_round(
+        taxonomy, registry, [validation()], cache, [], AdapterConfig(**PLAIN), **common
+    )
+    # Spans written like labels: the plain ranking is perfect, the new version as good.
+    assert first.baseline_version == "plain" and first.baseline["toy"]["accuracy@1"] == 1.0
+    assert first.promoted and first.version.version == "v0001"
+    assert registry.serving().version == "v0001"
+    folder = registry.get("v0001").path
+    settings = LinkerSettings.read(folder)
+    assert settings.adapter == "adapter.npy" and settings.encoder == str(tiny_encoder)
+    assert settings.details["config"]["steps"] == 2
+    assert settings.details["validation"]["toy"]["accuracy@1"] == 1.0
+    assert 0.2 <= settings.threshold <= 1.0
+    loaded = Linker.load(taxonomy, folder, cache_dir=cache)
+    assert loaded.adapter is not None and loaded.link(["k8s"])[0].candidates[0].id == "k8s"
+
+    # A round whose adapter scrambles the ranking is refused; v0001 keeps serving.
+    scrambled = (40 * np.random.default_rng(3).normal(size=(32, 32))).astype(np.float32)
+
+    def bad_training(index, config, extra, progress):
+        return AdapterResult(scrambled, 1, 0.0, 1.0, 1.0, 6, 0)
+
+    monkeypatch.setattr(linker_round, "train_adapter", bad_training)
+    second = train_linker_round(
+        taxonomy, registry, [validation()], cache, [], AdapterConfig(**PLAIN), **common
+    )
+    assert second.baseline_version == "v0001"
+    assert second.figures["toy"]["accuracy@1"] < second.baseline["toy"]["accuracy@1"]
+    assert not second.promoted and second.version.status == "refused"
+    assert "worse than v0001" in second.version.reason
+    assert registry.serving().version == "v0001"
+    assert registry.get("v0002").gate["serving_version"] == "v0001"
+
+    registry.rollback("v0002", "by hand")
+    assert registry.serving().version == "v0002"
+    assert registry.get("v0001").status == "retired"
+    actions = [e["action"] for e in registry.events()]
+    assert actions == ["add", "promote", "add", "refuse", "rollback"]
+
+
+def test_extra_pairs_on_validation_spans_never_train(taxonomy_file, tiny_encoder, tmp_path):
+    taxonomy = load_csv(taxonomy_file)
+    outcome = train_linker_round(
+        taxonomy,
+        LinkerRegistry(tmp_path / "linkers"),
+        [validation()],
+        tmp_path / "cache",
+        [("K8S", "k8s"), ("postgres", "sql")],
+        AdapterConfig(**PLAIN),
+        encoder_source=str(tiny_encoder),
+    )
+    assert (outcome.extra_pairs_used, outcome.extra_pairs_dropped) == (1, 1)
+    with pytest.raises(ValueError, match="no entry 'nope'"):
+        train_linker_round(
+            taxonomy,
+            LinkerRegistry(tmp_path / "other"),
+            [validation()],
+            tmp_path / "cache",
+            [("x", "nope")],
+            AdapterConfig(**PLAIN),
+            encoder_source=str(tiny_encoder),
+        )
+
+
+@pytest.fixture
+def project(taxonomy_file, tiny_encoder, tmp_path) -> Path:
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    (folder / "skills.csv").write_text(taxonomy_file.read_text())
+    LinkerSettings(encoder=str(tiny_encoder)).save(folder / "linker")
+    (folder / "project.toml").write_text(
+        '[project]\nname = "p"\n[[labels]]\nvalue = "Skill"\n'
+        '[linking]\ntaxonomy = "skills.csv"\nlinker = "linker"\n'
+    )
+    rows = [{"span": p.span, "taxonomy_ids": sorted(p.gold)} for p in validation().pairs]
+    rows.append({"span": "zzz qqq", "taxonomy_ids": []})
+    (folder / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "pairs.jsonl").write_text('{"span": "postgres", "taxonomy_id": "sql"}\n')
+    return folder
+
+
+def test_link_train_cli_trains_lists_serves_and_rolls_back(project, tmp_path, capsys):
+    state = str(tmp_path / "state")
+    common = ["--project", str(project), "--state-dir", state]
+    train = ["link-train", *common, "--validation", str(project / "validation.jsonl")]
+    train += ["--pairs", str(project / "pairs.jsonl"), "--steps", "2", "--no-progress"]
+    train += ["--preferred-weight", "0"]
+    assert main(train) == 0
+    out = capsys.readouterr().out
+    assert "validation: accuracy@1 1.000" in out and "v0001 serving" in out
+    assert "1 extra pairs trained" in out
+
+    from backend.commands_link import project_linker
+    from labeling.project import load_project
+
+    linker, _ = project_linker(load_project(project), state, progress=False)
+    assert linker.adapter is not None  # the serving version, not the project's plain linker
+
+    assert main(["link-versions", *common]) == 0
+    assert "v0001  serving" in capsys.readouterr().out
+    assert main(["link-rollback", *common, "v0009"]) == 2
+    assert "unknown linker version 'v0009'" in capsys.readouterr().err
+    assert main(["link-rollback", *common, "v0001"]) == 2
+    assert "already serving" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "content", "message"),
+    [
+        ([], None, "name validation pairs with --validation"),
+        (["--validation", "missing.jsonl"], None, "validation file not found"),
+        (["--validation", "V", "--pairs", "P"], '{"span": "x"}\n', "pairs.jsonl:1: needs"),
+        (["--validation", "V", "--pairs", "P"], '{"span": "x", "taxonomy_id": "no"}\n', "no entry"),
+        (["--validation", "V", "--steps", "0"], None, "--steps must be at least 1"),
+    ],
+)
+def test_link_train_cli_errors_are_one_clean_line(
+    project, tmp_path, capsys, extra, content, message
+):
+    if content is not None:
+        (project / "pairs.jsonl").write_text(content)
+    paths = {"V": str(project / "validation.jsonl"), "P": str(project / "pairs.jsonl")}
+    argv = ["link-train", "--project", str(project), "--state-dir", str(tmp_path / "s")]
+    argv += [paths.get(a, a) for a in extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

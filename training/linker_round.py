@@ -1,0 +1,214 @@
+"""One linker training round: train an adapter, score it on validation, gate it against the
+serving linker, and register the version (promoted, or refused with the reason).
+
+The gate is the tagger's: a new linker serves only if its validation accuracy@1 is not
+worse than the serving linker's measured on the same pairs in the same run (the plain
+backbone's when nothing serves yet). Each version stores its training config, its figures
+and its own no-match threshold, tuned on the validation pairs.
+
+Evaluation pairs never train: an extra (span, entry) pair whose span text is also a
+validation span is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from training.linker import LabelIndex, Linker, LinkerSettings, SentenceEncoder
+from training.linker_adapter import AdapterConfig, train_adapter
+from training.linker_eval import GoldSet, evaluate
+from training.registry import LinkerRegistry, ModelVersion
+from training.taxonomy import Taxonomy
+
+log = logging.getLogger(__name__)
+
+ADAPTER_FILE = "adapter.npy"
+GATE_METRIC = "accuracy@1"
+
+
+@dataclass
+class LinkerRound:
+    version: ModelVersion
+    promoted: bool
+    reason: str
+    figures: dict  # validation set name -> the new linker's figures
+    baseline: dict  # the same for the serving (or plain) linker
+    baseline_version: str  # "v0002", or "plain" (the encoder alone) when none served
+    extra_pairs_used: int
+    extra_pairs_dropped: int  # their span is a validation span
+    timings: dict = field(default_factory=dict)
+
+
+def gate_score(figures: dict) -> float:
+    """The mean accuracy@1 over the validation sets."""
+    return float(np.mean([f[GATE_METRIC] for f in figures.values()]))
+
+
+def evaluate_all(linker: Linker, validation: Sequence[GoldSet]) -> dict:
+    return {gold.name: evaluate(linker, gold) for gold in validation}
+
+
+def with_index(
+    taxonomy: Taxonomy,
+    encoder: SentenceEncoder,
+    index: LabelIndex,
+    settings: LinkerSettings,
+    adapter: np.ndarray | None = None,
+) -> Linker:
+    """A linker over an index already built (no cache read per version)."""
+    linker = Linker.__new__(Linker)
+    linker.taxonomy, linker.encoder, linker.settings = taxonomy, encoder, settings
+    linker.index, linker.adapter = index, adapter
+    return linker
+
+
+def load_version(
+    taxonomy: Taxonomy,
+    encoder: SentenceEncoder,
+    index: LabelIndex,
+    folder: Path,
+    encoder_source: str,
+    cache_dir: str | Path | None,
+) -> Linker:
+    """A registered linker version, over `index` when it uses the same encoder (adapters
+    share their encoder's label embeddings)."""
+    settings = LinkerSettings.read(folder)
+    if settings.encoder != encoder_source:
+        return Linker.load(taxonomy, folder, cache_dir)  # another encoder: its own labels
+    adapter = np.load(folder / settings.adapter) if settings.adapter else None
+    return with_index(taxonomy, encoder, index, settings, adapter)
+
+
+def train_linker_round(
+    taxonomy: Taxonomy,
+    registry: LinkerRegistry,
+    validation: Sequence[GoldSet],
+    cache_dir: str | Path | None,
+    extra_pairs: Sequence[tuple[str, str]] = (),
+    config: AdapterConfig | None = None,
+    trigger: str = "cli",
+    encoder_source: str = "backbone",
+    progress: bool = False,
+) -> LinkerRound:
+    """Train, score, gate and register one linker version. `extra_pairs`: (span text,
+    entry id), e.g. annotator-confirmed links. `encoder_source`: the frozen encoder the
+    adapter sits on ("backbone" or a model folder), stored in the version."""
+    config = config or AdapterConfig()
+    if not validation or not any(gold.pairs for gold in validation):
+        raise ValueError("a linker round needs validation pairs with gold entries")
+    started = time.time()
+    encoder = SentenceEncoder(encoder_source)
+    index = LabelIndex.build(taxonomy, encoder, cache_dir, progress)
+    timings = {"index_s": round(time.time() - started, 1)}
+
+    held_out = {
+        p.span.strip().casefold() for gold in validation for p in gold.pairs + gold.no_match
+    }
+    position = {entry.id: i for i, entry in enumerate(taxonomy.entries)}
+    kept: list[tuple[str, int]] = []
+    dropped = 0
+    for text, entry_id in extra_pairs:
+        if entry_id not in position:
+            raise ValueError(
+                f"pair ({text!r}, {entry_id!r}): no entry {entry_id!r} in {taxonomy.name}"
+            )
+        if text.strip().casefold() in held_out:
+            dropped += 1
+            continue
+        kept.append((text, position[entry_id]))
+    extra = None
+    if kept:
+        extra = (encoder.encode([t for t, _ in kept]), [e for _, e in kept])
+
+    result = train_adapter(index, config, extra, progress)
+    timings["train_s"] = result.seconds
+    plain = LinkerSettings(
+        encoder_source, preferred_weight=config.preferred_weight, adapter=ADAPTER_FILE
+    )
+    candidate = with_index(taxonomy, encoder, index, plain, result.adapter)
+    started = time.time()
+    figures = evaluate_all(candidate, validation)
+    # One threshold for the version: the median of those tuned on each validation set.
+    threshold = float(np.median([f["threshold"] for f in figures.values()]))
+
+    serving = registry.serving()
+    if serving is not None:
+        baseline_linker = load_version(
+            taxonomy, encoder, index, serving.path, encoder_source, cache_dir
+        )
+        baseline_version = serving.version
+    else:
+        baseline_linker = with_index(taxonomy, encoder, index, LinkerSettings(encoder_source))
+        baseline_version = "plain"
+    baseline = evaluate_all(baseline_linker, validation)
+    timings["eval_s"] = round(time.time() - started, 1)
+
+    new_score, old_score = gate_score(figures), gate_score(baseline)
+    promoted = new_score >= old_score
+    verdict = "not worse than" if promoted else "worse than"
+    reason = (
+        f"validation {GATE_METRIC} {new_score:.3f} {verdict} {baseline_version}'s "
+        f"{old_score:.3f} ("
+        + ", ".join(
+            f"{name} {figures[name][GATE_METRIC]:.3f} vs {baseline[name][GATE_METRIC]:.3f}"
+            for name in figures
+        )
+        + ")"
+    )
+    details = {
+        "kind": "adapter",
+        "taxonomy": taxonomy.name,
+        "taxonomy_fingerprint": taxonomy.fingerprint(),
+        "config": asdict(config),
+        "steps": result.steps,
+        "first_loss": result.first_loss,
+        "last_loss": result.last_loss,
+        "queries": result.queries,
+        "extra_pairs": len(kept),
+        "extra_pairs_dropped": dropped,
+        "timings": timings,
+        "validation": figures,
+    }
+    settings = LinkerSettings(
+        encoder=encoder_source,
+        threshold=threshold,
+        preferred_weight=config.preferred_weight,
+        adapter=ADAPTER_FILE,
+        details=details,
+    )
+    incoming = registry.root / ".incoming" / f"linker-{int(time.time() * 1000)}"
+    shutil.rmtree(incoming, ignore_errors=True)
+    incoming.mkdir(parents=True)
+    np.save(incoming / ADAPTER_FILE, result.adapter)
+    settings.save(incoming)
+    version = registry.add(
+        incoming,
+        parent=serving.version if serving else None,
+        metrics={"validation": figures, GATE_METRIC: new_score},
+        timings=timings,
+        trigger=trigger,
+        base=encoder_source,
+    )
+    gate = {
+        "metric": GATE_METRIC,
+        "new": new_score,
+        "serving": old_score,
+        "serving_version": baseline_version,
+        "serving_figures": baseline,
+    }
+    registry.set_gate(version.version, gate)
+    if promoted:
+        version = registry.promote(version.version, reason)
+    else:
+        version = registry.refuse(version.version, reason)
+    log.info("linker %s %s: %s", version.version, version.status, reason)
+    return LinkerRound(
+        version, promoted, reason, figures, baseline, baseline_version, len(kept), dropped, timings
+    )
