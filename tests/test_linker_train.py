@@ -241,3 +241,28 @@ def test_link_train_cli_errors_are_one_clean_line(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_links_annotators_confirmed_or_corrected_join_the_next_linker_round(
+    project, tmp_path, capsys
+):
+    from labeling.project import load_project
+    from labeling.state import ProjectState
+    from labeling.store import AnnotationRecord
+    from training.text import Span
+
+    state = tmp_path / "state"
+    text = "We need postgres and talking and cobol."
+    spans = [
+        Span(8, 16, "Skill", "postgres", None, "sql", "SQL", 0.4, "corrected"),
+        Span(21, 28, "Skill", "talking", None, "talk", "communication", 0.9, "confirmed"),
+        Span(33, 38, "Skill", "cobol", None, None, None, None, "no_match"),
+    ]
+    with ProjectState.of(load_project(project), state).store() as store:
+        store.upsert(AnnotationRecord(1, 1, "1", text, spans))
+    common = ["--project", str(project), "--state-dir", str(state), "--steps", "2"]
+    train = ["link-train", *common, "--validation", str(project / "validation.jsonl")]
+    assert main([*train, "--no-progress", "--preferred-weight", "0"]) == 0
+    captured = capsys.readouterr()
+    assert "2 confirmed or corrected links from the store" in captured.err
+    assert "2 extra pairs trained" in captured.out
