@@ -70,12 +70,17 @@ def worker_command(args: argparse.Namespace) -> int:
     log.info("training worker for %s on %s", project.name, state_dir)
     try:
         with store_for(state_dir) as store:
-            seen = store.change_counter()
+            seen, asked = store.change_counter(), store.training_requests()
             while not stop.wait(args.poll):
                 counter = store.change_counter()
                 if counter != seen:  # the serving hosts stored changes: feed the trigger
                     seen = counter
                     worker.annotation_changed()
+                requests = store.training_requests()
+                if requests != asked:  # Start Training pressed on a serving host
+                    asked = requests
+                    log.info("%s: a round was requested on a serving host", project.name)
+                    worker.request("studio")
     except KeyboardInterrupt:
         pass
     finally:

@@ -16,6 +16,7 @@ from backend.validation import (
     WebhookRequest,
     json_object,
 )
+from labeling.storage.engine import database_url_from_env
 
 if TYPE_CHECKING:
     from backend.services import Services
@@ -103,7 +104,14 @@ def _notify_worker(s: Services) -> None:
 
 def request_training(s: Services, source: str) -> dict:
     if s.worker is None:
-        raise BadRequest("training is disabled in this service (SKILLLOOP_TRAINING=0)", 409)
+        if database_url_from_env() is None:
+            raise BadRequest("training is disabled in this service (SKILLLOOP_TRAINING=0)", 409)
+        # a serving host beside a training host (`skillloop worker`) on the shared database:
+        # the request is recorded there and that host starts the round
+        total = s.store.request_training()
+        s.metrics.inc("training_requests_total", source=source, outcome="forwarded")
+        reason = f"recorded in the shared database for the training worker (request {total})"
+        return {"accepted": True, "state": "forwarded", "reason": reason}
     reply = s.worker.request(source)
     outcome = "accepted" if reply.get("accepted") else "refused"
     s.metrics.inc("training_requests_total", source=source, outcome=outcome)

@@ -60,6 +60,8 @@ __all__ = [
 ]
 
 CHANGES = "changes"  # the counter's name
+# Start Training asked of a serving host that does not train: `skillloop worker` reads it
+TRAINING_REQUESTS = "training_requests"
 CHUNK = 500  # ids per IN (...): under SQLite's bound on parameters per statement
 
 
@@ -217,6 +219,19 @@ class AnnotationStore:
         with self.db.read() as conn:
             return int(conn.execute(_COUNTER, {"b_key": self.key}).scalar_one())
 
+    def request_training(self) -> int:
+        """Record one request for a round (for a training host polling this store); returns
+        how many were recorded in all."""
+        with self.db.write() as conn:
+            conn.execute(_create_counter(conn, self.key, TRAINING_REQUESTS))
+            conn.execute(_BUMP_REQUESTS, {"b_key": self.key})
+            return int(conn.execute(_REQUESTS, {"b_key": self.key}).scalar_one())
+
+    def training_requests(self) -> int:
+        """How many rounds were requested through `request_training` (0: none yet)."""
+        with self.db.read() as conn:
+            return int(conn.execute(_REQUESTS, {"b_key": self.key}).scalar_one_or_none() or 0)
+
     def changes_since(self, counter: int) -> int:
         """How many annotations changed after `change_counter()` returned `counter`."""
         query = (
@@ -307,6 +322,17 @@ _KEY = ("project_key", "annotation_id")
 _COUNTER = select(counter_table.c.value).where(
     counter_table.c.project_key == bindparam("b_key"), counter_table.c.name == CHANGES
 )
+_REQUESTS = select(counter_table.c.value).where(
+    counter_table.c.project_key == bindparam("b_key"), counter_table.c.name == TRAINING_REQUESTS
+)
+_BUMP_REQUESTS = (
+    update(counter_table)
+    .where(
+        counter_table.c.project_key == bindparam("b_key"),
+        counter_table.c.name == TRAINING_REQUESTS,
+    )
+    .values(value=counter_table.c.value + 1)
+)
 _COUNTER_LOCKED = _COUNTER.with_for_update()  # FOR UPDATE: SQLite leaves it out
 _SET_COUNTER = (
     update(counter_table)
@@ -342,11 +368,11 @@ _UPDATE_ROW = (
 )
 
 
-def _create_counter(conn: Connection, key: str) -> Any:
-    """The project's counter row, unless it exists (both dialects say it alike)."""
+def _create_counter(conn: Connection, key: str, name: str = CHANGES) -> Any:
+    """The project's counter row `name`, unless it exists (both dialects say it alike)."""
     dialect_insert = postgres_insert if conn.dialect.name == "postgresql" else sqlite_insert
     return (
         dialect_insert(counter_table)
-        .values(project_key=key, name=CHANGES, value=0)
+        .values(project_key=key, name=name, value=0)
         .on_conflict_do_nothing(index_elements=["project_key", "name"])
     )

@@ -175,6 +175,17 @@ def test_the_worker_command_trains_promotes_and_stops_on_sigterm(
             assert time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.5)
         assert registry.serving().version == "v0001" and registry.serving().trigger == "auto"
+        # Start Training on a serving host: recorded in the database, run here (a repeat of
+        # the serving version's data, so skipped, and logged with the Studio trigger)
+        from backend.rounds import read_rounds
+        from labeling.state import ProjectState
+
+        with ProjectState(state / "tiny").store() as store:
+            store.request_training()
+        while not any(r["trigger"] == "studio" for r in read_rounds(state / "tiny")):
+            assert worker.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.5)
     finally:
         worker.send_signal(signal.SIGTERM)
         code = worker.wait(timeout=30)

@@ -181,6 +181,24 @@ def test_every_n_annotations_triggers_a_round(tmp_path, spanful_model):
         services.close()
 
 
+def test_start_training_on_a_host_that_does_not_train_is_recorded_for_the_training_host(
+    tmp_path, spanful_model, postgres_url, monkeypatch
+):
+    """Serving hosts beside a `skillloop worker` on the shared database: Start Training
+    is recorded there (the worker polls it), not refused."""
+    monkeypatch.setenv("SKILLLOOP_DATABASE_URL", postgres_url)
+    app = make_app(tmp_path, spanful_model, training=False)
+    try:
+        client = app.test_client()
+        reply = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+        assert reply.status_code == 200, reply.get_json()
+        assert reply.get_json()["state"] == "forwarded"
+        assert client.post("/train").get_json()["state"] == "forwarded"
+        assert app.extensions["skillloop"].store.training_requests() == 2
+    finally:
+        app.extensions["skillloop"].close()
+
+
 def test_training_can_be_disabled(tmp_path, spanful_model):
     app = make_app(tmp_path, spanful_model, training=False)
     try:
