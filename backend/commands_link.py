@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from backend.commands_model import _open, jsonl_objects
+from backend.commands_model import _open
+from training.datasets import jsonl_objects
 
 if TYPE_CHECKING:
     from labeling.curation.export import ExportResult

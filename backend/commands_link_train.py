@@ -102,17 +102,11 @@ def read_pairs(path: str | Path, taxonomy: Taxonomy) -> list[tuple[str, str]]:
     if not path.is_file():
         raise ValueError(f"pairs file not found: {path}")
     pairs = []
+    from training.datasets import jsonl_objects
+
     with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not JSON ({err.msg})") from None
-            if not isinstance(row, dict) or not all(
-                isinstance(row.get(k), str) for k in ("span", "taxonomy_id")
-            ):
+        for number, row in jsonl_objects(handle, str(path)):
+            if not all(isinstance(row.get(k), str) for k in ("span", "taxonomy_id")):
                 raise ValueError(f'{path}:{number}: needs "span" and "taxonomy_id" strings')
             try:
                 taxonomy.get(row["taxonomy_id"])

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -206,22 +205,9 @@ def _open(name: str, mode: str):
         yield handle
 
 
-def jsonl_objects(handle, name: str) -> Iterator[tuple[int, dict]]:
-    """`(line number, object)` for each non-blank line; a line that is not a JSON object
-    is a ValueError naming the file and line."""
-    for number, line in enumerate(handle, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{name}:{number}: not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{name}:{number}: each line must be a JSON object")
-        yield number, row
-
-
 def read_texts(handle, name: str) -> list[dict]:
+    from training.datasets import jsonl_objects
+
     rows = []
     for number, row in jsonl_objects(handle, name):
         if not isinstance(row.get("text"), str):

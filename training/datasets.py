@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from training.text import (
@@ -252,8 +252,9 @@ def read_jsonl(path: str | Path) -> list[Document]:
     """`{"text", "spans": [{"start", "end", "label"}], "id"?, "meta"?}` per line; other
     top-level keys go into meta. Overlapping spans are resolved by the nesting policy."""
     docs = []
-    for number, line in enumerate(_lines(path), 1):
-        row = _json(line, path, number)
+    with open(path, encoding="utf-8") as handle:
+        rows = list(jsonl_objects(handle, str(path)))
+    for number, row in rows:
         text = row.get("text")
         if not isinstance(text, str):
             raise ValueError(f"{path}:{number}: 'text' must be a string")
@@ -346,11 +347,19 @@ def _lines(path: str | Path, keep_blank: bool = False):
                 yield line
 
 
-def _json(line: str, path, number: int) -> dict:
+def jsonl_objects(handle: Iterable[str], name: str) -> Iterator[tuple[int, dict]]:
+    """`(line number, object)` for each non-blank line; a line that is not a JSON object
+    is a ValueError naming the file and line."""
+    for number, line in enumerate(handle, 1):
+        if line.strip():
+            yield number, _json(line, name, number)
+
+
+def _json(line: str, path: str | Path, number: int) -> dict:
     try:
         row = json.loads(line)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
     if not isinstance(row, dict):
-        raise ValueError(f"{path}:{number}: expected a JSON object per line")
+        raise ValueError(f"{path}:{number}: each line must be a JSON object")
     return row

@@ -12,12 +12,12 @@ threshold is tuned on. Two files hold pairs:
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from training.datasets import jsonl_objects
 from training.linker import Linker
 from training.taxonomy import Taxonomy
 
@@ -98,14 +98,8 @@ def read_linking_jsonl(name: str, path: Path, taxonomy: Taxonomy) -> GoldSet:
     ranked: list[LinkPair] = []
     no_match: list[LinkPair] = []
     with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not JSON ({err.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("span"), str):
+        for number, row in jsonl_objects(handle, str(path)):
+            if not isinstance(row.get("span"), str):
                 raise ValueError(f'{path}:{number}: each line needs a "span" string')
             ids = row.get("taxonomy_ids", row.get("taxonomy_id"))
             ids = [] if ids is None else [ids] if isinstance(ids, str) else list(ids)
