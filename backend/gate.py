@@ -117,7 +117,7 @@ def decide(result: dict, margin: float, heldout: int) -> Decision:
         why = candidate.get("error", "no result")
         return Decision(False, f"the candidate could not be scored: {why}", details)
     if champion.get("f1") is None:
-        details["measured"] = False
+        details.update(measured=False, first=True)
         name, error = champion.get("version"), str(champion.get("error") or "")
         why = ""
         if error:  # the full error is in the round's result.json
@@ -178,6 +178,8 @@ def summary(details: dict | None) -> str:
     """One short line for status and the report: the interval, or why there is none."""
     if not details:
         return "-"
+    if details.get("first"):
+        return f"first model: nothing to compare ({details.get('posts')} held-out posts)"
     if not details.get("measured"):
         posts = details.get("posts")
         return "not measured" + (f" ({posts} held-out posts)" if posts is not None else "")

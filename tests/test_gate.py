@@ -64,6 +64,7 @@ def test_too_few_heldout_posts_say_so_instead_of_measuring():
     assert decision.promote and not decision.details["measured"]
     assert "only 3 held-out posts" in decision.reason and "too few" in decision.reason
     assert "point F1 alone" in decision.reason and "low" not in decision.details
+    assert gate.summary(decision.details) == "not measured (3 held-out posts)"
     refused = gate.decide(result([HALF] * 3, [GOOD] * 3), 0.01, 3)
     assert not refused.promote and "too few" in refused.reason
 
@@ -71,6 +72,8 @@ def test_too_few_heldout_posts_say_so_instead_of_measuring():
 def test_first_model_and_no_heldout_posts():
     first = gate.decide({"candidate": {"f1": 0.2}, "baseline": {"error": "no head"}}, 0, 3)
     assert first.promote and "first model" in first.reason and "no head" in first.reason
+    # the one-line summary says why there is no interval, not that the posts were too few
+    assert gate.summary(first.details) == "first model: nothing to compare (3 held-out posts)"
     empty = gate.decide({"candidate": None, "baseline": None}, 0.01, 0)
     assert empty.promote and "no held-out posts" in empty.reason
     broken = gate.decide({"candidate": {"error": "boom"}, "baseline": None}, 0.01, 5)
