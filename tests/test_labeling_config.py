@@ -41,6 +41,7 @@ def test_parse_reads_names_field_and_predicted_values():
         "<View><Text name='t' value='$t'/></View>",
         "<View><Labels name='l' toName='x'><Label value='A'/></Labels>"
         "<Text name='t' value='$t'/></View>",
+        "\ud800<View/>",  # a lone surrogate, as a JSON webhook can carry (found by test_fuzz)
     ],
 )
 def test_configs_without_a_labels_text_pair_are_refused(xml):

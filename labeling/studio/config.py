@@ -58,6 +58,8 @@ def parse_config(xml: str) -> LabelingConfig:
         root = ET.fromstring(xml)
     except ET.ParseError as err:
         raise ConfigError(f"the labeling config is not valid XML: {err}") from err
+    except UnicodeEncodeError:  # a lone surrogate: JSON can carry one, XML text cannot
+        raise ConfigError("the labeling config is not valid XML: a lone surrogate") from None
     texts = {
         el.get("name"): el.get("value", "")
         for el in root.iter()
