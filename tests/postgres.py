@@ -25,6 +25,8 @@ from pathlib import Path
 
 SERVER_USER = "postgres"  # created by Debian's postgresql-common
 SUPERUSER = "skillloop"  # the cluster's superuser role (initdb -U)
+PREFIX = "skillloop-pg-"
+OWNER_FILE = "owner.pid"  # the test process a cluster belongs to
 
 
 def bin_dir() -> Path | None:
@@ -59,7 +61,7 @@ class PostgresServer:
         self.as_root = os.geteuid() == 0
         # not under pytest's tmp folder: that one is private to root (0700), and the
         # server user must reach its data folder
-        self.root = Path(tempfile.mkdtemp(prefix="skillloop-pg-"))
+        self.root = Path(tempfile.mkdtemp(prefix=PREFIX))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self._names = itertools.count(1)
@@ -76,6 +78,8 @@ class PostgresServer:
         )
 
     def start(self) -> PostgresServer:
+        self.reap_orphans()
+        (self.root / OWNER_FILE).write_text(str(os.getpid()))
         if self.as_root:
             user = pwd.getpwnam(SERVER_USER)  # KeyError: the package is not installed
             os.chown(self.root, user.pw_uid, user.pw_gid)
@@ -127,6 +131,20 @@ class PostgresServer:
             self.running = False
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def reap_orphans(self) -> list[Path]:
+        """Stop and remove the clusters of test runs that died without stopping theirs (a
+        pytest killed by a timeout never runs its fixtures' teardown)."""
+        reaped = []
+        for folder in Path(tempfile.gettempdir()).glob(f"{PREFIX}*"):
+            owner = folder / OWNER_FILE
+            if folder == self.root or not owner.is_file() or _alive(owner.read_text()):
+                continue
+            if (folder / "data" / "postmaster.pid").exists():
+                self._run("pg_ctl", "-D", str(folder / "data"), "-m", "immediate", "stop")
+            shutil.rmtree(folder, ignore_errors=True)
+            reaped.append(folder)
+        return reaped
+
     def __enter__(self) -> PostgresServer:
         return self.start()
 
@@ -162,3 +180,13 @@ class PostgresServer:
 
         with psycopg.connect(self.dsn("postgres"), autocommit=True) as db:
             db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _alive(pid_text: str) -> bool:
+    try:
+        os.kill(int(pid_text), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True

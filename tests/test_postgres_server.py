@@ -33,3 +33,27 @@ def test_a_server_is_stopped_and_removed_after():
     assert not server.root.exists()
     with socket.socket() as sock, pytest.raises(OSError):
         sock.connect(("127.0.0.1", server.port))
+
+
+@pytest.mark.slow
+def test_a_cluster_left_by_a_killed_test_run_is_reaped_by_the_next():
+    import subprocess
+    import sys
+
+    from postgres import OWNER_FILE, PostgresServer, bin_dir
+
+    if bin_dir() is None:
+        pytest.skip("PostgreSQL is not installed: make postgres")
+    orphan = PostgresServer().start()
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    ).stdout.strip()
+    (orphan.root / OWNER_FILE).write_text(gone)  # as if its pytest had been killed
+    with PostgresServer() as server:
+        assert not orphan.root.exists()
+        assert server.root.exists()
+    with socket.socket() as sock, pytest.raises(OSError):
+        sock.connect(("127.0.0.1", orphan.port))

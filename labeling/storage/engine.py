@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -122,7 +124,17 @@ def _sqlite_engine(url: Any) -> Engine:
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        # Switching a new file to WAL can answer "database is locked" at once, without the
+        # busy timeout, while another connection opens it (seen with 6 first opens at
+        # once): the switch is retried for the same 10 s a lock is waited for.
+        for attempt in range(200):
+            try:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or attempt == 199:
+                    raise
+                time.sleep(0.05)
         cursor.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.close()
