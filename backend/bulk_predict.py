@@ -41,7 +41,7 @@ class Tagged:
     """One text's result, small enough to send between processes (no probabilities)."""
 
     spans: list  # training.text.Span
-    score: float  # task score, as /predict gives it (backend.predictions.TaskScorer, MNLP)
+    score: float  # task score, as /predict gives it (labeling.active.task_score.TaskScorer, MNLP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ class Batch:
 
 
 def tag(tagger, texts: Sequence[str]) -> Batch:
-    from backend.predictions import TaskScorer
+    from labeling.active.task_score import TaskScorer
 
     scorer = TaskScorer()
     results = [Tagged(p.spans, round(scorer(p), 6)) for p in tagger.predict(list(texts))]

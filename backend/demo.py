@@ -22,7 +22,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from backend.settings import auth_from_env
+from backend.service.config import auth_from_env
 from labeling.project import load_project
 from labeling.state import ProjectState
 from labeling.studio.client import StudioClient

@@ -1,7 +1,7 @@
 """Linked skills out of the loop: `skillloop export --format profiles` (one row per post
 with its set of linked skills) and the rounds report's most frequent skills. Spans keep the
 link stored with their annotation; the others are linked with the project's `[linking]`
-linker (backend.commands_link), built only when some span needs it.
+linker (backend.cli.link), built only when some span needs it.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class ProjectLinks:
         self.top_k = 5
 
     def __call__(self, docs: Sequence[Document]) -> list[list[tuple[str, str] | None]]:
-        from backend.commands_link import project_linker
+        from backend.linkers import project_linker
         from training.linker import link_spans
 
         if self.linker is None:
@@ -77,7 +77,7 @@ def linked_skills(
     """The most frequent linked skills over the project's annotated posts (gold and Label
     Studio), for the rounds report; None when the project names no taxonomy or has no
     annotated posts."""
-    from backend.rounds import annotated_documents, store_for
+    from backend.loop.rounds import annotated_documents, store_for
     from labeling.curation.export_profiles import build_profiles
 
     if not project.linking.taxonomy:

@@ -1,7 +1,7 @@
 """The demo's first round: time and held-out F1 of each option for a first model.
 
 The first round trains on the project's gold posts (the held-out share frozen by
-backend.rounds, the same posts a real round holds out) and scores on the held-out ones.
+backend.loop.rounds, the same posts a real round holds out) and scores on the held-out ones.
 Each variant changes only the [training] / [model] settings named in VARIANTS; `dict`
 is no model at all: the training posts' gold phrases matched as a dictionary.
 
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from backend.heldout import split_heldout
+    from backend.loop.heldout import split_heldout
     from labeling.project import load_project
     from training.cpu import cpu_info
 

@@ -1,11 +1,11 @@
 """The promotion gate's decisions on real data: rounds on growing SkillSpan train subsets,
 each judged on one frozen set of held-out SkillSpan posts.
 
-Each round runs the backend's own round code: `backend.train_round.run` (train, calibrate
+Each round runs the backend's own round code: `backend.loop.child.run` (train, calibrate
 and score the candidate and the champion on the held-out posts, per-post counts
-included) and `backend.gate.decide` (the paired bootstrap over posts and the rule), and
+included) and `backend.loop.gate.decide` (the paired bootstrap over posts and the rule), and
 prints the decision and the one-line interval as `skillloop status` and the report show
-them (`backend.gate.summary`). As in the service, a round warm-starts from the serving
+them (`backend.loop.gate.summary`). As in the service, a round warm-starts from the serving
 model (the champion), the first from the backbone; the held-out posts (the first
 `--heldout` SkillSpan dev posts) never change, the training posts grow.
 
@@ -34,8 +34,8 @@ LABELS = ["Skill", "Knowledge"]
 
 
 def main() -> int:
-    from backend.gate import decide, summary
-    from backend.train_round import run
+    from backend.loop.child import run
+    from backend.loop.gate import decide, summary
     from labeling.project import RetrainSettings
     from training.cpu import cpu_info
     from training.datasets import read_documents, write_jsonl

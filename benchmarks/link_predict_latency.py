@@ -1,6 +1,7 @@
 """How long linking adds to /predict: the plain MiniLM linker over all ESCO labels (label
 embeddings read from the cache in the state folder), linking the spans of the sample
-project's gold posts the way backend/linking.py does (one `link_spans` call per batch).
+project's gold posts the way backend/service/linker_holder.py does (one `link_spans` call
+per batch).
 
     .venv/bin/python benchmarks/link_predict_latency.py [--state state] [--posts 10] [--repeat 3]
 

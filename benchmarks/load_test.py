@@ -88,7 +88,13 @@ class Gunicorn:
         )
         gunicorn = Path(sys.executable).with_name("gunicorn")
         command = [str(gunicorn), "-w", str(self.workers), "--threads", "2", "--timeout", "120"]
-        command += ["--graceful-timeout", "3", "-b", f"127.0.0.1:{port}", "backend.wsgi:app"]
+        command += [
+            "--graceful-timeout",
+            "3",
+            "-b",
+            f"127.0.0.1:{port}",
+            "backend.service.wsgi:app",
+        ]
         self.process = subprocess.Popen(
             command,
             cwd=REPO,

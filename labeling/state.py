@@ -163,6 +163,11 @@ def state_base(base: str | Path | None = None) -> Path:
     return Path(base) if base else Path(os.environ.get(STATE_ENV) or "state")
 
 
+def linking_cache_without_project(base: str | Path | None = None) -> Path:
+    """Label embeddings of a linker opened without a project (`skillloop link --taxonomy`)."""
+    return state_base(base) / "linking"
+
+
 def connected_states(base: str | Path | None = None) -> list[ProjectState]:
     """Every Label Studio project's state under `base` (several-projects mode)."""
     root = state_base(base)

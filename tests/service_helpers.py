@@ -9,8 +9,8 @@ from pathlib import Path
 
 from conftest import REFERENCE_TAGS, save_tiny_model, tiny_vocab
 
-from backend.app import create_app
-from backend.settings import ServiceConfig
+from backend.service.app import create_app
+from backend.service.config import ServiceConfig
 
 PAYLOADS = Path(__file__).parent / "payloads"
 CONFIG_XML = Path(__file__).parents[1] / "projects/linkedin-skills/labeling_config.xml"

@@ -12,7 +12,7 @@ import time
 import pytest
 from service_helpers import LABELS, biased_model, make_app, payload, predict_body
 
-from backend.settings import ServiceConfig
+from backend.service.config import ServiceConfig
 from training.registry import Registry
 
 WORDS_TEXT = "We need Python and SQL experience."
@@ -361,11 +361,13 @@ def test_a_swap_points_label_studio_at_the_new_version(tmp_path, spanful_model, 
 
 
 def test_importing_the_wsgi_module_does_no_work():
-    import backend.wsgi
+    import backend.service.wsgi
 
-    assert backend.wsgi._app is None  # built on first access of backend.wsgi.app only
+    assert (
+        backend.service.wsgi._app is None
+    )  # built on first access of backend.service.wsgi.app only
     with pytest.raises(AttributeError):
-        backend.wsgi.application_name  # noqa: B018
+        backend.service.wsgi.application_name  # noqa: B018
 
 
 def test_predictions_use_one_thread_while_a_round_trains(app, client):

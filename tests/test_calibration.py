@@ -205,7 +205,7 @@ def test_an_invalid_stored_temperature_is_ignored_and_a_diagram_is_written(crf_f
 def test_a_round_fits_the_temperature_on_its_held_out_posts_before_the_gate(tiny_encoder, tmp_path):
     from dataclasses import asdict
 
-    from backend.train_round import run
+    from backend.loop.child import run
     from tests.test_finetune import FAST, corpus
     from tests.test_finetune import LABELS as ROUND_LABELS
     from training.checkpoint import read_metadata

@@ -14,7 +14,7 @@ import pytest
 from test_report import three_rounds
 
 from backend.cli import main
-from backend.status import changes_since_last_round
+from backend.loop.status import changes_since_last_round
 from labeling.store import AnnotationRecord, AnnotationStore
 from training.registry import Registry
 from training.text import Document, Span

@@ -80,7 +80,7 @@ def test_start_without_label_studio_installed_says_how_to_install(tmp_path):
 
 
 def test_cli_registers_studio_and_project_commands():
-    from backend import commands_studio
+    from backend.cli import studio as commands_studio
 
     parser = argparse.ArgumentParser()
     commands_studio.register(parser.add_subparsers(dest="command"))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from service_helpers import LABELS, predict_body, write_project
 
-from backend.cold_start import bootstrap
+from backend.loop.cold_start import bootstrap
 from labeling.project import load_project
 from training.registry import Registry
 
@@ -84,8 +84,8 @@ def test_predict_serves_dictionary_matches_until_the_first_model(
 
 
 def make_dictionary_app(folder: Path):
-    from backend.app import create_app
-    from backend.settings import ServiceConfig
+    from backend.service.app import create_app
+    from backend.service.config import ServiceConfig
 
     config = ServiceConfig(
         project=str(folder / "project"),

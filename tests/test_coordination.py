@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from backend.coordination import (
+from backend.loop.lock import (
     AdvisoryLock,
     FileLock,
     TrainingBusy,
@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 HOLDER = """
 import sys, time
 from pathlib import Path
-from backend.coordination import training_lock
+from backend.loop.lock import training_lock
 with training_lock(Path(sys.argv[1])):
     print("held", flush=True)
     time.sleep(600)
@@ -177,7 +177,7 @@ def test_the_worker_command_trains_promotes_and_stops_on_sigterm(
         assert registry.serving().version == "v0001" and registry.serving().trigger == "auto"
         # Start Training on a serving host: recorded in the database, run here (a repeat of
         # the serving version's data, so skipped, and logged with the Studio trigger)
-        from backend.rounds import read_rounds
+        from backend.loop.rounds import read_rounds
         from labeling.state import ProjectState
 
         with ProjectState(state / "tiny").store() as store:

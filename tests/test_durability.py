@@ -73,7 +73,7 @@ def start_service(kind: str, project: Path, state: Path, port: int, log: Path):
             "4",
             "-b",
             f"127.0.0.1:{port}",
-            "backend.wsgi:app",
+            "backend.service.wsgi:app",
         ]
     process = subprocess.Popen(
         command,

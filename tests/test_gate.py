@@ -1,11 +1,11 @@
 """The promotion gate on hand-made per-post counts (true positives, false positives,
-false negatives): a paired bootstrap over posts, backend.gate."""
+false negatives): a paired bootstrap over posts, backend.loop.gate."""
 
 from __future__ import annotations
 
 import pytest
 
-from backend import gate
+from backend.loop import gate
 
 GOOD = [3, 0, 0]  # a post where the model finds all 3 skills
 HALF = [1, 1, 2]  # ... finds one, gets one wrong, misses two

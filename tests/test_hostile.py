@@ -13,7 +13,7 @@ import time
 import pytest
 from service_helpers import annotation_event, make_app, payload, predict_body
 
-from backend.validation import KNOWN_ACTIONS
+from backend.service.requests import KNOWN_ACTIONS
 from training.text import Span
 
 TEXT = "We need Python and SQL experience."

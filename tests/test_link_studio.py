@@ -151,8 +151,8 @@ def linked_project(tmp_path: Path, model: Path, encoder: Path, name: str = "link
 
 @pytest.fixture
 def linked_client(tmp_path, tiny_encoder):
-    from backend.app import create_app
-    from backend.settings import ServiceConfig
+    from backend.service.app import create_app
+    from backend.service.config import ServiceConfig
 
     model = biased_model(tmp_path / "model", "B-TECHNOLOGY")
     project = linked_project(tmp_path, model, tiny_encoder)
@@ -224,7 +224,7 @@ def test_snapping_a_span_to_its_words_keeps_its_link():
 def test_exports_carry_the_annotators_link_over_the_linkers(tmp_path, tiny_encoder):
     from types import SimpleNamespace
 
-    from backend.commands_link import link_export
+    from backend.link_export import link_export
     from labeling.curation.export import CuratedPost
     from training.datasets import write_jsonl
     from training.linker import Linker, SentenceEncoder
@@ -274,7 +274,7 @@ def test_webhooks_without_the_prediction_read_confirmation_from_the_editors_orig
 def test_candidates_are_written_into_a_task_once_off_the_request_thread():
     import time
 
-    from backend.linking import TaskOptionsWriter
+    from backend.service.linker_holder import TaskOptionsWriter
 
     calls: list[tuple[str, str, dict]] = []
 

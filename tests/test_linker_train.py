@@ -206,7 +206,7 @@ def test_link_train_cli_trains_lists_serves_and_rolls_back(project, tmp_path, ca
     assert "validation: accuracy@1 1.000" in out and "v0001 serving" in out
     assert "1 extra pairs trained" in out
 
-    from backend.commands_link import project_linker
+    from backend.linkers import project_linker
     from labeling.project import load_project
 
     linker, _ = project_linker(load_project(project), state, progress=False)

@@ -263,7 +263,8 @@ def test_predict_link_adds_taxonomy_fields_to_each_span(taxonomy_file, tiny_enco
 def test_project_names_its_taxonomy_and_exports_carry_links(taxonomy_file, tiny_encoder, tmp_path):
     from types import SimpleNamespace
 
-    from backend.commands_link import link_export, project_linker
+    from backend.link_export import link_export
+    from backend.linkers import project_linker
     from labeling.curation.export import CuratedPost
     from labeling.project import load_project
     from training.datasets import write_jsonl

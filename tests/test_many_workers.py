@@ -54,7 +54,7 @@ def gunicorn(project: Path, state: Path, log: Path, workers: int = WORKERS):
     )
     command = [str(executable), "-w", str(workers), "--threads", "2", "-b", f"127.0.0.1:{port}"]
     process = subprocess.Popen(
-        [*command, "--graceful-timeout", "3", "backend.wsgi:app"],
+        [*command, "--graceful-timeout", "3", "backend.service.wsgi:app"],
         cwd=REPO,
         env=env,
         stdout=log.open("ab"),

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from service_helpers import annotation_event, payload, predict_body, write_project
 
-from backend.app import create_app
-from backend.settings import ServiceConfig
+from backend.service.app import create_app
+from backend.service.config import ServiceConfig
 from labeling.state import ProjectState
 
 BETA_XML = (

@@ -1,5 +1,5 @@
 """Rounds interrupted with their process (kill -9): found on the worker's next start and
-logged once each; a complete candidate is gated then (backend.recovery)."""
+logged once each; a complete candidate is gated then (backend.loop.recovery)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from backend import rounds
-from backend.train_round import write_json
-from backend.worker import TrainingWorker
+from backend.loop import rounds
+from backend.loop.child import write_json
+from backend.loop.worker import TrainingWorker
 from tests.test_worker import annotate, make_project, posts
 from training.registry import Registry
 
@@ -112,7 +112,7 @@ def test_kill_9_of_the_service_during_a_round(tmp_path, tiny_encoder):
     annotate(state, posts(2, 3))
     script = (
         "import sys, time\n"
-        "from backend.rounds import launch, plan_round\n"
+        "from backend.loop.rounds import launch, plan_round\n"
         "from labeling.project import load_project\n"
         "plan = plan_round(load_project(sys.argv[1]), sys.argv[2], 'studio')\n"
         "launch(plan)\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.report import round_rows, stopping_hint, write_report
+from backend.loop.report import round_rows, stopping_hint, write_report
 from training.registry import Registry
 
 LABELS = ["Technology", "Technical", "Business", "Soft"]
@@ -81,7 +81,7 @@ def three_rounds(root: Path) -> Registry:
     return registry
 
 
-# how backend.gate.decide records a measured refusal
+# how backend.loop.gate.decide records a measured refusal
 GATE = {
     "rule": "paired-bootstrap",
     "margin": 0.01,

@@ -36,7 +36,7 @@ def start(kind: str, project: Path, state: Path, port: int, log: Path) -> subpro
         if not gunicorn.exists():
             pytest.skip("gunicorn is not installed")
         command = [str(gunicorn), "-w", "1", "--threads", "4", "--graceful-timeout", "3"]
-        command += ["-b", f"127.0.0.1:{port}", "backend.wsgi:app"]
+        command += ["-b", f"127.0.0.1:{port}", "backend.service.wsgi:app"]
     process = subprocess.Popen(
         command,
         cwd=REPO,

@@ -263,7 +263,7 @@ def test_select_prints_the_next_batch(tmp_path, tiny_reference_model, capsys):
 
 
 def test_select_counts_a_post_as_labelled_when_only_its_spacing_differs():
-    from backend.commands_select import _unlabelled_posts
+    from backend.cli.select import _unlabelled_posts
 
     labelled = [Document("Python  and SQL\n", id="42")]  # a Label Studio task id
     posts = [Document("Python and SQL", id="post-1"), Document("Java", id="post-2")]

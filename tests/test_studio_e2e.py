@@ -303,7 +303,7 @@ def test_gold_posts_arrive_completed_and_the_unlabelled_pool_is_selects(studio, 
     """The sample project in a real Label Studio: the gold posts as completed ground-truth
     annotations (also over an older import that had them as plain tasks), the posts left
     to annotate exactly the ones `skillloop select` ranks."""
-    from backend.commands_select import _labelled_documents, _unlabelled_posts
+    from backend.cli.select import _labelled_documents, _unlabelled_posts
     from labeling.project import load_project
     from labeling.studio.client import StudioClient
 

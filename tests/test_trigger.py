@@ -1,11 +1,11 @@
 """The auto trigger as a table: each row a sequence of events on a fake clock and whether
-a round is due after it (backend.trigger.AutoTrigger)."""
+a round is due after it (backend.loop.trigger.AutoTrigger)."""
 
 from __future__ import annotations
 
 import pytest
 
-from backend.trigger import AutoTrigger
+from backend.loop.trigger import AutoTrigger
 
 # events: ("change", t) a stored change; ("count", changes, t) the store counted;
 # ("consume", counter) a round took its snapshot at that counter. `due` is asked at `now`.

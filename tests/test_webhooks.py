@@ -120,7 +120,7 @@ def test_webhooks_answer_well_under_a_second(client, store):
 def test_start_training_runs_a_round_and_serves_the_promoted_version(client, app):
     """The whole loop: annotations in, Start Training, a round in a child process, the
     gate promotes, the service swaps models and /predict answers with the new version."""
-    from backend.rounds import read_rounds
+    from backend.loop.rounds import read_rounds
 
     services = app.extensions["skillloop"]
     first_version = client.get("/health").get_json()["model_version"]
@@ -156,7 +156,7 @@ def test_start_training_runs_a_round_and_serves_the_promoted_version(client, app
 def test_every_n_annotations_triggers_a_round(tmp_path, spanful_model):
     """Three annotations with every_n_annotations = 3: exactly one automatic round, on a
     snapshot of those three posts, that trains and registers v0001 (and no second one)."""
-    from backend.rounds import read_rounds
+    from backend.loop.rounds import read_rounds
 
     app = make_app(tmp_path, spanful_model, every_n=3)
     services = app.extensions["skillloop"]

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from backend import heldout as split
-from backend import rounds
 from backend.cli import main
-from backend.worker import TrainingWorker
+from backend.loop import heldout as split
+from backend.loop import rounds
+from backend.loop.run import run_round
+from backend.loop.worker import TrainingWorker
 from labeling.project import load_project
 from labeling.state import ProjectState
 from labeling.store import AnnotationRecord, AnnotationStore
@@ -173,7 +174,7 @@ def test_rounds_promote_warm_start_and_refuse(tmp_path, tiny_encoder, capsys):
     assert first.timings["train_s"] > 0 and first.labels == ["Tech", "Soft"]
 
     # the same training data as the serving version: nothing to learn, no round run
-    outcome, promoted = rounds.run_round(project, state / "tiny", "test")
+    outcome, promoted = run_round(project, state / "tiny", "test")
     assert outcome.status == "skipped" and promoted is None and outcome.version is None
     assert outcome.reason.startswith("same training data as the serving version v0001")
     assert outcome.change_counter == first.snapshot["change_counter"]
@@ -181,7 +182,7 @@ def test_rounds_promote_warm_start_and_refuse(tmp_path, tiny_encoder, capsys):
 
     annotate(state / "tiny", posts(0, 5)[4:], first_id=7)  # one more training post
     project.retrain.tolerance = -2.0  # no candidate can beat the serving model by 2 F1
-    outcome, promoted = rounds.run_round(project, state / "tiny", "test")
+    outcome, promoted = run_round(project, state / "tiny", "test")
     assert outcome.status == "refused" and promoted is None
     second = registry.get(outcome.version)
     assert second.status == "refused" and second.parent == "v0001"  # warm start
@@ -193,7 +194,7 @@ def test_rounds_promote_warm_start_and_refuse(tmp_path, tiny_encoder, capsys):
     assert registry.serving().version == "v0001"
     # the refused candidate's data from the same serving version: seeded, it would only be
     # trained and refused again (a queued follow-up, or another worker's round)
-    outcome, _ = rounds.run_round(project, state / "tiny", "test")
+    outcome, _ = run_round(project, state / "tiny", "test")
     assert outcome.status == "skipped"
     assert f"same training data as {second.version}, refused when trained from v0001" in (
         outcome.reason
@@ -442,7 +443,7 @@ def test_training_progress_reaches_progress_json_through_on_step(tmp_path, monke
     import itertools
 
     import training.finetune
-    from backend import train_round
+    from backend.loop import child as train_round
 
     class Stop(Exception):
         pass

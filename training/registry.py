@@ -50,7 +50,7 @@ class ModelVersion:
     labels: list[str] = field(default_factory=list)
     base: str | None = None  # what training started from (a version's path or the base)
     round_id: str = ""  # the round that trained it (state/rounds/<round_id>/)
-    gate: dict = field(default_factory=dict)  # the gate's measurement (backend.gate)
+    gate: dict = field(default_factory=dict)  # the gate's measurement (backend.loop.gate)
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -19,7 +19,7 @@ import numpy as np
 from labeling.curation.splits import post_order
 
 if TYPE_CHECKING:
-    from labeling.curation.export import CuratedPost
+    from labeling.curation.posts import CuratedPost
 
 
 @dataclass

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from labeling.curation.duplicates import Duplicate, deduplicate
+from labeling.curation.posts import CuratedPost
 from labeling.curation.quality import latest_per_annotator
 from labeling.curation.splits import DEFAULT_SHARES, stratified_split
 from labeling.studio.client import POST_ID_KEY
@@ -35,20 +36,6 @@ if TYPE_CHECKING:
 
 POLICIES = ("latest", "reviewed", "majority")
 FORMATS = ("conll", "jsonl", "hf", "profiles")  # profiles: labeling.curation.export_profiles
-
-
-@dataclass
-class CuratedPost:
-    """A post with its one chosen annotation and where it came from."""
-
-    id: str
-    text: str
-    spans: list[Span]
-    provenance: dict = field(default_factory=dict)
-
-    @property
-    def labels(self) -> set[str]:
-        return {s.label for s in self.spans}
 
 
 @dataclass
@@ -230,7 +217,7 @@ def export_dataset(
     side files and its card to `out_dir`.
 
     A gold post that was also annotated in Label Studio is left out: the annotation there
-    is the later word, as in training (backend.heldout.annotated_documents).
+    is the later word, as in training (backend.loop.heldout.annotated_documents).
     """
     from labeling.curation.card import write_card
     from labeling.curation.formats import write_format
@@ -250,7 +237,7 @@ def export_dataset(
     labels = [*settings.labels, *extra]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    # a profiles export writes its rows once the spans are linked (backend.commands_data)
+    # a profiles export writes its rows once the spans are linked (backend.cli.data)
     files = (
         [] if settings.format == "profiles" else write_format(splits, out, settings.format, labels)
     )

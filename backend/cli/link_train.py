@@ -1,0 +1,202 @@
+"""`skillloop link-train`, `link-versions`, `link-rollback`: a project's linker versions.
+
+A linker round trains an adapter over the project's cached label embeddings (minutes on a
+CPU), scores it on validation pairs, and serves it only if its validation accuracy@1 is
+not worse than the serving linker's (training/linker_round.py). Versions live in
+`<state>/<project>/linkers/` beside the tagger's `models/`; `skillloop link --project`,
+`predict --link` and `export --link` use the serving one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from backend.linkers import linker_registry
+
+if TYPE_CHECKING:
+    from labeling.project import Project
+    from training.taxonomy import Taxonomy
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    state_help = "state folder (default $SKILLLOOP_STATE_DIR or ./state)"
+    p = subparsers.add_parser("link-train", help="train, gate and register a linker version")
+    p.add_argument("--project", required=True)
+    p.add_argument("--state-dir", type=Path, help=state_help)
+    p.add_argument(
+        "--validation",
+        action="append",
+        default=[],
+        help="validation pairs: a linking CSV (sentence,span,sub_span,label) or JSONL "
+        '({"span", "sentence"?, "taxonomy_ids"}); repeatable; these never train',
+    )
+    p.add_argument(
+        "--pairs", help='extra training pairs, JSONL {"span": ..., "taxonomy_id": ...} per line'
+    )
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--minutes", type=float, default=15.0, help="training time budget")
+    p.add_argument("--preferred-weight", type=float, default=0.5)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=link_train_command)
+
+    p = subparsers.add_parser("link-versions", help="list a project's linker versions")
+    p.add_argument("--project", required=True)
+    p.add_argument("--state-dir", type=Path, help=state_help)
+    p.set_defaults(func=link_versions_command)
+
+    p = subparsers.add_parser("link-rollback", help="serve an earlier linker version again")
+    p.add_argument("--project", required=True)
+    p.add_argument("version", help="the version to serve, e.g. v0001")
+    p.add_argument("--reason", default="")
+    p.add_argument("--state-dir", type=Path, help=state_help)
+    p.set_defaults(func=link_rollback_command)
+
+
+def store_pairs(
+    project: Project, state_base: str | Path | None, taxonomy: Taxonomy
+) -> list[tuple[str, str]]:
+    """Annotator-confirmed and corrected (span text, taxonomy id) pairs from the project's
+    store (labeling.link_pairs); links to entries this taxonomy lacks are left out."""
+    from labeling.link_pairs import project_link_pairs
+    from labeling.state import ProjectState
+
+    if not ProjectState.of(project, state_base).has_store():
+        return []
+    pairs = []
+    for pair in project_link_pairs(project, state_base):
+        try:
+            taxonomy.get(pair.taxonomy_id)
+        except KeyError:
+            continue
+        pairs.append(pair.pair())
+    return pairs
+
+
+def base_encoder(project: Project) -> str:
+    """The encoder adapters sit on: the one of the linker folder `[linking] linker` names,
+    else the backbone."""
+    from training.linker import LinkerSettings
+
+    if project.linking.linker in ("", "backbone"):
+        return "backbone"
+    folder = project.folder / project.linking.linker
+    encoder = LinkerSettings.read(folder).encoder
+    return str(folder) if encoder == "." else encoder
+
+
+def read_pairs(path: str | Path, taxonomy: Taxonomy) -> list[tuple[str, str]]:
+    """(span, taxonomy_id) pairs from JSONL; errors name the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"pairs file not found: {path}")
+    pairs = []
+    from training.datasets import jsonl_objects
+
+    with open(path, encoding="utf-8") as handle:
+        for number, row in jsonl_objects(handle, str(path)):
+            if not all(isinstance(row.get(k), str) for k in ("span", "taxonomy_id")):
+                raise ValueError(f'{path}:{number}: needs "span" and "taxonomy_id" strings')
+            try:
+                taxonomy.get(row["taxonomy_id"])
+            except KeyError:
+                raise ValueError(
+                    f"{path}:{number}: no entry {row['taxonomy_id']!r} in {taxonomy.name}"
+                ) from None
+            pairs.append((row["span"], row["taxonomy_id"]))
+    return pairs
+
+
+def link_train_command(args: argparse.Namespace) -> int:
+    from labeling.project import load_project
+    from labeling.state import ProjectState
+    from training.linker_adapter import AdapterConfig
+    from training.linker_eval import read_gold
+    from training.linker_round import train_linker_round
+    from training.taxonomy import load_taxonomy
+
+    project = load_project(args.project)
+    if not project.linking.taxonomy:
+        raise ValueError(
+            f'project {project.name} names no taxonomy: add [linking] taxonomy = "esco"'
+        )
+    if not args.validation:
+        raise ValueError("name validation pairs with --validation FILE (they gate the version)")
+    if args.steps < 1 or args.minutes <= 0:
+        raise ValueError("--steps must be at least 1 and --minutes above 0")
+    if not 0.0 <= args.preferred_weight <= 1.0:
+        raise ValueError("--preferred-weight must be between 0 and 1")
+    taxonomy = load_taxonomy(project.linking.taxonomy, project.folder)
+    validation = [read_gold(path, taxonomy) for path in args.validation]
+    pairs = store_pairs(project, args.state_dir, taxonomy)
+    print(f"{len(pairs)} confirmed or corrected links from the store", file=sys.stderr)
+    if args.pairs:
+        pairs += read_pairs(args.pairs, taxonomy)
+    config = AdapterConfig(
+        steps=args.steps, max_seconds=args.minutes * 60, preferred_weight=args.preferred_weight
+    )
+    registry = linker_registry(project, args.state_dir)
+    cache = ProjectState.of(project, args.state_dir).linking_cache
+    encoder = base_encoder(project)
+    print(f"training a linker for {project.name} ({taxonomy.summary()}) ...", file=sys.stderr)
+    outcome = train_linker_round(
+        taxonomy,
+        registry,
+        validation,
+        cache,
+        pairs,
+        config,
+        trigger="link-train",
+        encoder_source=encoder,
+        progress=not args.no_progress,
+    )
+    for name, figures in outcome.figures.items():
+        old = outcome.baseline[name]
+        print(
+            f"{name}: accuracy@1 {figures['accuracy@1']:.3f} (serving {old['accuracy@1']:.3f}), "
+            f"R-Precision@5 {figures['r_precision@5']:.3f}, threshold {figures['threshold']:.2f}"
+        )
+    print(
+        f"{outcome.version.version} {outcome.version.status}: {outcome.reason}; "
+        f"{outcome.extra_pairs_used} extra pairs trained"
+        + (
+            f", {outcome.extra_pairs_dropped} dropped (validation spans)"
+            if outcome.extra_pairs_dropped
+            else ""
+        )
+        + f"; timings {json.dumps(outcome.timings)}"
+    )
+    return 0
+
+
+def link_versions_command(args: argparse.Namespace) -> int:
+    from labeling.project import load_project
+
+    project = load_project(args.project)
+    registry = linker_registry(project, args.state_dir)
+    versions = registry.versions()
+    if not versions:
+        print(f"{project.name}: no linker versions yet (skillloop link-train)")
+        return 0
+    for version in versions:
+        score = version.metrics.get("accuracy@1")
+        shown = "n/a" if score is None else f"{score:.3f}"
+        print(f"{version.version}  {version.status:9s}  accuracy@1 {shown}  {version.reason}")
+    return 0
+
+
+def link_rollback_command(args: argparse.Namespace) -> int:
+    from labeling.project import load_project
+
+    project = load_project(args.project)
+    registry = linker_registry(project, args.state_dir)
+    if not registry.versions():
+        raise ValueError(f"project {project.name} has no linker versions in {registry.root}")
+    previous = registry.serving()
+    version = registry.rollback(args.version, args.reason or "rolled back with link-rollback")
+    was = previous.version if previous is not None else "nothing"
+    print(f"{project.name}: linker {version.version} is serving now (was {was})")
+    return 0

@@ -1,0 +1,145 @@
+"""What several commands share: the options that name a project, a model's labels, a
+linker; files or stdin/stdout.
+
+How a command names the project it works on: `--project NAME` (a project folder and
+its own state), or `--studio-project ID` (a Label Studio project connected to a backend
+serving several: its state `STATE/studio-ID/` and the template it was made from)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from backend.linkers import open_linker_for, project_linker
+from labeling.project import Project, load_project
+from labeling.state import linking_cache_without_project, studio_project
+
+if TYPE_CHECKING:
+    from training.linker import Linker
+
+PROJECT_ENV = "SKILLLOOP_PROJECT"
+
+
+def add_project_options(p: argparse.ArgumentParser, state_dir: bool = True) -> None:
+    p.add_argument("--project", help=f"project folder or name [{PROJECT_ENV}]")
+    p.add_argument(
+        "--studio-project",
+        type=int,
+        metavar="ID",
+        help="a Label Studio project served by a backend with several (its state: "
+        "STATE/studio-ID, made from a template)",
+    )
+    if state_dir:
+        p.add_argument(
+            "--state-dir",
+            type=Path,
+            help="base state folder (default: $SKILLLOOP_STATE_DIR or ./state)",
+        )
+
+
+def project_and_state(args: argparse.Namespace) -> tuple[Project, Path]:
+    """The project and its state folder the command's options name."""
+    if getattr(args, "studio_project", None) is not None:
+        if args.project:
+            raise ValueError("pass --project or --studio-project, not both")
+        project, state = studio_project(args.studio_project, args.state_dir)
+        return project, state.root
+    name = args.project or os.environ.get(PROJECT_ENV)
+    if not name:
+        raise ValueError(
+            f"no project: pass --project projects/NAME (or set {PROJECT_ENV}), or "
+            "--studio-project ID for a Label Studio project on a backend serving several"
+        )
+    project = load_project(name)
+    return project, project.state_dir(args.state_dir)
+
+
+def add_label_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--labels", nargs="+", help="project labels (default: from the data/model)")
+    p.add_argument(
+        "--label-map",
+        nargs="+",
+        default=[],
+        metavar="TAG=LABEL",
+        help="model tag type -> project label, e.g. BUS=Business",
+    )
+    p.add_argument("--columns", nargs="+", help="labels of bare B/I/O CoNLL tag columns")
+
+
+def parse_label_map(items: list[str]) -> dict[str, str]:
+    mapping = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"--label-map takes TAG=LABEL pairs, got {item!r}")
+        mapping[key] = value
+    return mapping
+
+
+def model_labels(folder: str, label_map: dict[str, str]) -> list[str]:
+    """A checkpoint's labels: from skillloop.json, else its tag types through `label_map`."""
+    from training.checkpoint import read_metadata, resolve_source
+    from training.text import split_tag
+
+    path = Path(resolve_source(folder))
+    meta = read_metadata(path)
+    if meta.get("labels"):
+        return list(meta["labels"])
+    config = json.loads((path / "config.json").read_text())
+    types = [split_tag(t)[1] for t in config.get("id2label", {}).values() if t != "O"]
+    labels = [label_map.get(t, t) for t in dict.fromkeys(t for t in types if t)]
+    if not labels:
+        raise ValueError(f"{folder} has no tagging head: pass --labels")
+    return labels
+
+
+def add_link_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--project", help="take the taxonomy, linker and state folder from a project")
+    p.add_argument("--taxonomy", help='"esco" or a CSV (id, preferred_label, alt_labels, ...)')
+    p.add_argument("--linker", help="a linker folder (default: the plain MiniLM backbone)")
+    p.add_argument("--top-k", type=int, help="candidates per span (default 5)")
+    p.add_argument("--threshold", type=float, help="no match below this (default: the linker's)")
+
+
+def open_linker(args: argparse.Namespace) -> tuple[Linker, int]:
+    """The linker the options name: --project's [linking] section, overridden by flags."""
+    if args.project:
+        return project_linker(
+            load_project(args.project),
+            None,
+            taxonomy=args.taxonomy,
+            linker=args.linker,
+            top_k=args.top_k,
+            threshold=args.threshold,
+            progress=not getattr(args, "no_progress", False),
+        )
+    if not args.taxonomy:
+        raise ValueError("name a taxonomy: --taxonomy esco, --taxonomy FILE.csv or --project NAME")
+    cache = linking_cache_without_project()
+    return open_linker_for(
+        args.taxonomy,
+        None,
+        args.linker,
+        cache,
+        args.top_k,
+        args.threshold,
+        not getattr(args, "no_progress", False),
+    )
+
+
+@contextmanager
+def open_stream(name: str, mode: str) -> Iterator[IO[str]]:
+    """A file for reading or writing, or stdin/stdout for "-"."""
+    if name == "-":
+        yield sys.stdin if mode == "r" else sys.stdout
+        return
+    if mode == "r" and not Path(name).is_file():
+        raise FileNotFoundError(f"input file not found: {name}")
+    with open(name, mode, encoding="utf-8") as handle:
+        yield handle

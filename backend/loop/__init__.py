@@ -1,0 +1,1 @@
+"""Retraining rounds: planned, trained in a child process, gated and logged."""

@@ -1,0 +1,184 @@
+"""`skillloop status`: what annotators did, what the serving model scores, how rounds went,
+and whether one is training now.
+
+Read-only: it never takes the training lock or writes to the state folder, so asking for
+status cannot disturb a round. A round in progress is seen from its round folder (no
+outcome logged yet, the process that started it alive) and its progress.json; a running
+service's own view (`GET /status`, with its queue) is used when a URL is given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+from backend.loop.gate import summary as gate_summary
+from backend.loop.report import round_rows, stopping_hint
+from labeling.state import ProjectState
+
+
+def changes_since_last_round(state: Path, versions: list) -> int | None:
+    """Annotations added, edited or deleted since the latest version's data snapshot."""
+    counter = (versions[-1].snapshot or {}).get("change_counter") if versions else 0
+    if counter is None or not ProjectState(state).has_store():
+        return None
+    with ProjectState(state).store() as store:
+        return store.changes_since(int(counter))
+
+
+def round_outcomes(state: Path) -> Counter:
+    """Every round the service or the CLI ran, by outcome (promoted, refused, failed...)."""
+    from backend.loop.rounds import read_rounds
+
+    return Counter(r.get("status", "unknown") for r in read_rounds(state))
+
+
+def local_training(state: Path) -> dict:
+    """The round in progress, from the newest round folder (read-only)."""
+    from backend.loop.rounds import read_rounds
+
+    folder = ProjectState(state).rounds_dir
+    rounds = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    idle = {"running": False, "progress": None, "queued": None, "_source": "state folder"}
+    if not rounds or rounds[-1].name in {r.get("round_id") for r in read_rounds(state)}:
+        return idle
+    latest = rounds[-1]
+    spec = _json(latest / "spec.json")
+    if not _alive(spec.get("parent_pid")):
+        return idle  # left over from a process that died mid-round
+    progress = _json(latest / "progress.json")
+    return {
+        **idle,
+        "running": True,
+        "round": latest.name,
+        "phase": progress.get("phase"),
+        "progress": progress.get("progress", 0.0),
+    }
+
+
+def _json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}  # not written yet, or being rewritten
+    return data if isinstance(data, dict) else {}
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def status_figures(
+    project,
+    records: list,
+    versions: list,
+    training: dict,
+    changes: int | None = None,
+    outcomes: Counter | None = None,
+) -> dict:
+    live = [r for r in records if not r.cancelled and not r.deleted]
+    if changes is None:  # no change counter in the snapshot: compare annotation ids
+        trained_on = (
+            set((versions[-1].snapshot or {}).get("annotation_ids") or []) if versions else set()
+        )
+        changes = sum(r.annotation_id not in trained_on for r in live)
+    serving = next((v for v in versions if v.status == "serving"), None)
+    outcomes = outcomes or Counter()
+    return {
+        "project": project.name,
+        "annotations": {
+            "total": len(live),
+            "posts": len({r.task_id for r in live}),
+            "new_since_last_round": changes,
+            "skipped": sum(r.cancelled and not r.deleted for r in records),
+            "deleted": sum(r.deleted for r in records),
+            "by_annotator": dict(Counter(str(r.annotator) for r in live).most_common()),
+        },
+        "serving": None
+        if serving is None
+        else {
+            "version": serving.version,
+            "heldout_f1": serving.heldout_f1,
+            "per_label_f1": round_rows([serving], project.label_values)[0]["per_label_f1"],
+            "created_at": serving.created_at,
+        },
+        "rounds": {
+            # a skipped round (nothing to train on) trained nothing: not a round run
+            "run": max(sum(outcomes.values()) - outcomes.get("skipped", 0), len(versions)),
+            "promoted": sum(v.status in ("serving", "retired") for v in versions),
+            "refused": sum(v.status == "refused" for v in versions),
+            "failed": outcomes.get("failed", 0),
+            "skipped": outcomes.get("skipped", 0),
+            "interrupted": outcomes.get("interrupted", 0),
+            "last": None if not versions else versions[-1].version,
+        },
+        "gate": None if not versions else last_gate(versions[-1]),
+        "training": {
+            "running": bool(training.get("running")),
+            "phase": training.get("phase"),
+            "progress": training.get("progress"),
+            "queued": None if training.get("queued") is None else int(bool(training["queued"])),
+            "source": training.get("_source", "none"),
+        },
+        "stopping_hint": stopping_hint(versions).message if versions else None,
+    }
+
+
+def last_gate(version) -> dict:
+    """How the gate judged the latest version: its decision and the measured interval."""
+    return {
+        "version": version.version,
+        "status": version.status,
+        "summary": gate_summary(version.gate),
+        "reason": version.reason,
+        **(version.gate or {}),
+    }
+
+
+def format_status(figures: dict, state: Path) -> str:
+    a, s, r, t = (figures[k] for k in ("annotations", "serving", "rounds", "training"))
+    lines = [
+        f"project {figures['project']} (state: {state})",
+        f"annotations: {a['total']} on {a['posts']} posts, {a['new_since_last_round']} "
+        f"new or changed since the last round; {a['skipped']} skipped, "
+        f"{a['deleted']} deleted",
+    ]
+    lines += [f"  {who}: {n}" for who, n in a["by_annotator"].items()]
+    if s is None:
+        lines.append("serving: no trained version yet")
+    else:
+        labels = ", ".join(f"{k} {_f(v)}" for k, v in s["per_label_f1"].items())
+        lines.append(f"serving: {s['version']} held-out F1 {_f(s['heldout_f1'])} ({labels})")
+    lines.append(
+        f"rounds: {r['run']} run, {r['promoted']} promoted, {r['refused']} refused, "
+        f"{r['failed']} failed, {r['interrupted']} interrupted; {r['skipped']} skipped"
+        + (f" (latest version {r['last']})" if r["last"] else "")
+    )
+    gate = figures.get("gate")
+    if gate is not None:
+        lines.append(
+            f"last gate: {gate['version']} {gate['status']}, gain [80% interval] "
+            f"{gate['summary']}: {gate['reason']}"
+        )
+    progress = "" if t["progress"] is None else f" {100 * float(t['progress']):.0f}%"
+    phase = f" ({t['phase']})" if t.get("phase") else ""
+    state_text = f"running{progress}{phase}" if t["running"] else "idle"
+    queue = "unknown (ask the service: --url)" if t["queued"] is None else str(t["queued"])
+    lines.append(f"training: {state_text}, queue {queue} (from {t['source']})")
+    if figures["stopping_hint"]:
+        lines.append(f"hint: {figures['stopping_hint']}")
+    return "\n".join(lines)
+
+
+def _f(x) -> str:
+    return "-" if x is None else f"{float(x):.3f}"

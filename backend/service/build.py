@@ -1,0 +1,104 @@
+"""A project's `Services` built: its store, registry, model holder, training worker,
+Label Studio link, linker and webhook inbox, from the service config and a project state.
+Nothing slow: the model loads when the services start."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from backend.loop.worker import TrainingWorker
+from backend.service.config import ServiceConfig
+from backend.service.linker_holder import LinkerHolder, TaskOptionsWriter
+from backend.service.metrics import Metrics
+from backend.service.model_holder import ModelHolder, StudioLink
+from backend.service.services import Services
+from backend.service.webhook_inbox import Inbox
+from backend.service.webhooks import read_queued, stored
+from labeling.active.task_score import TaskScorer
+from labeling.project import load_project
+from labeling.state import ProjectState
+from labeling.studio.client import StudioClient
+
+if TYPE_CHECKING:
+    from labeling.project import Project
+
+MakeWorker = Callable[..., "TrainingWorker"]
+
+
+def build_services(
+    config: ServiceConfig,
+    make_worker: MakeWorker | None = None,
+    *,
+    project: Project | None = None,
+    state: ProjectState | None = None,
+    metrics: Metrics | None = None,
+) -> Services:
+    """The store, registry, model holder and training worker of `project` (default: the
+    config's) in `state` (default: the project's own state folder). Nothing slow: the
+    model is loaded by `Services.start`.
+
+    `make_worker(project, state_dir, on_promoted)` defaults to backend.loop.worker.TrainingWorker.
+    """
+    project = project or load_project(config.project)
+    state = state or ProjectState.of(project, config.state_dir)
+    state.root.mkdir(parents=True, exist_ok=True)
+    registry = state.registry()
+    studio = StudioLink(
+        state.studio_file,
+        config.label_studio_url,
+        config.label_studio_api_key,
+        remove_older=config.remove_older_predictions,
+    )
+    holder = ModelHolder(
+        project,
+        registry,
+        on_swap=studio.model_swapped,
+        watch_interval=config.watch_interval,
+        threads=config.threads,
+        training_threads=config.training_threads,
+    )
+    worker: TrainingWorker | None = None
+    if config.training:
+        worker = (make_worker or TrainingWorker)(project, state.root, on_promoted=holder.promoted)
+        holder.training_running = worker.is_running  # an Event: no I/O per /predict
+    link_options = None
+    if studio.configured and project.linking.taxonomy and project.config.links:
+        url, key = config.label_studio_url or "", config.label_studio_api_key or ""
+        link_options = TaskOptionsWriter(
+            lambda: StudioClient(url, key), project.config.link_choices_key
+        )
+    services = Services(
+        config,
+        project,
+        state.root,
+        state.store(),
+        registry,
+        worker,
+        holder,
+        studio,
+        metrics or make_metrics(),
+        scorer=TaskScorer(project.selection.strategy),
+        linker=LinkerHolder(project, config.state_dir),
+        link_options=link_options,
+    )
+    services.inbox = Inbox(
+        services.store, lambda body: read_queued(services, body), lambda n: stored(services, n)
+    )
+    return services
+
+
+def make_metrics() -> Metrics:
+    metrics = Metrics()
+    metrics.counter("http_requests_total", "HTTP requests by route and status")
+    metrics.histogram("http_request_duration_seconds", "request latency by route")
+    metrics.counter("predictions_total", "tasks predicted, by model version")
+    metrics.counter("prediction_task_errors_total", "tasks answered empty: unreadable")
+    metrics.counter(
+        "prediction_tasks_not_reached_total", "tasks past the time budget or the tasks limit"
+    )
+    metrics.counter("annotations_stored_total", "annotations written by webhooks")
+    metrics.counter("annotations_deleted_total", "annotations tombstoned by webhooks")
+    metrics.counter("webhook_events_total", "webhook events by action (unknown: other)")
+    metrics.counter("training_requests_total", "training triggers by source and outcome")
+    return metrics

@@ -1,0 +1,132 @@
+"""Linking inside the service: the project's linker loaded in the background (like the
+model, never inside a request), predicted spans linked within /predict's budget, and the
+candidates written into Label Studio's tasks for the editor's link control.
+
+Label Studio's editor reads a per-region Choices' options from the task's data
+(labeling.studio.links), and a prediction cannot change task data, so after answering
+/predict a background thread PATCHes each linked task's `link_choices` through Label
+Studio's API (when a URL and API key are configured). Label Studio's own stored
+prediction already holds the chosen entries; the options only make them visible and
+selectable.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from training.text import Document, Span
+
+if TYPE_CHECKING:
+    from labeling.project import Project
+    from labeling.studio.client import StudioClient
+    from training.linker import Link, Linker
+
+log = logging.getLogger(__name__)
+
+
+class LinkerHolder:
+    """The project's linker (`[linking]` in project.toml), loaded once in a thread; None
+    until then (and forever when the project names no taxonomy or loading failed)."""
+
+    def __init__(self, project: Project, state_base: str | Path | None):
+        self.project = project
+        self.state_base = state_base
+        self.enabled = bool(project.linking.taxonomy)
+        self.linker: Linker | None = None
+        self.top_k = project.linking.top_k
+        self.error: str | None = None
+        self._ready = threading.Event()
+        if not self.enabled:
+            self._ready.set()
+
+    def start(self, background: bool = True, after: Callable[[], object] | None = None) -> None:
+        """Load the linker; in the background, once `after()` returns (the model holder's
+        wait: two threads importing transformers at once can break its lazy imports)."""
+        if not self.enabled:
+            return
+        if background:
+            threading.Thread(
+                target=self._load, args=(after,), name="skillloop-linker", daemon=True
+            ).start()
+        else:
+            self._load()
+
+    def _load(self, after: Callable[[], object] | None = None) -> None:
+        from backend.linkers import project_linker
+
+        if after is not None:
+            after()
+        started = time.perf_counter()
+        try:
+            self.linker, self.top_k = project_linker(self.project, self.state_base, progress=False)
+            log.info("linker ready in %.1f s", time.perf_counter() - started)
+        except Exception as err:  # linking is an extra: predictions go on without it
+            self.error = f"{type(err).__name__}: {err}"
+            log.exception("the linker could not be loaded; predictions carry no links")
+        finally:
+            self._ready.set()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self._ready.wait(timeout)
+
+    def link(self, texts: Sequence[str], spans: Sequence[Sequence[Span]]) -> list[list[Link]]:
+        """Links for each text's spans ([] per text while the linker is not loaded)."""
+        from training.linker import link_spans
+
+        if self.linker is None:
+            return [[] for _ in texts]
+        docs = [Document(t, list(s)) for t, s in zip(texts, spans, strict=True)]
+        return link_spans(self.linker, docs, self.top_k)
+
+
+class TaskOptionsWriter:
+    """Writes `link_choices` into Label Studio tasks, one PATCH at a time, off the request
+    thread; a task whose options did not change is not written again."""
+
+    def __init__(self, client_factory, data_key: str):
+        self._client_factory = client_factory
+        self.data_key = data_key
+        self._queue: queue.Queue[tuple[int, dict]] = queue.Queue()
+        self._written: dict[int, list] = {}
+        self._thread: threading.Thread | None = None
+        self.written = 0
+
+    def submit(self, task: dict, options: list[dict]) -> None:
+        task_id = task.get("id")
+        data = task.get("data")
+        if not isinstance(task_id, int) or not isinstance(data, dict):
+            return
+        if data.get(self.data_key) == options or self._written.get(task_id) == options:
+            return
+        self._written[task_id] = options
+        self._queue.put((task_id, {**data, self.data_key: options}))
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._run, name="skillloop-link-options", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self) -> None:
+        client: StudioClient | None = None
+        while True:
+            try:
+                task_id, data = self._queue.get(timeout=5)
+            except queue.Empty:
+                return
+            try:
+                client = client or self._client_factory()
+                client.request("PATCH", f"/api/tasks/{task_id}", json={"data": data})
+                self.written += 1
+            except Exception:  # Label Studio away: the next /predict of the task tries again
+                self._written.pop(task_id, None)
+                log.exception("could not write link options into task %d", task_id)

@@ -1,0 +1,383 @@
+"""The warm model: loaded once, shared by every request, swapped atomically when the
+registry's serving version changes (a promotion by the worker, or a rollback or retrain
+run from the command line in another process).
+
+Requests read `ModelHolder.current()` once and use that snapshot to the end, so a batch
+is always predicted and labelled by one model. Loading a new model happens in the worker
+or watcher thread, never in a request; the swap itself is one reference assignment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from backend.loop.cold_start import DICTIONARY_SOURCE, project_dictionary
+from backend.service.chunks import CHUNK_CHARS, FairLock, chunks, joined, pieces
+
+if TYPE_CHECKING:
+    from labeling.project import Project
+    from labeling.studio.client import StudioClient
+    from training.dictionary import DictionaryTagger
+    from training.tagger import Tagger
+
+log = logging.getLogger(__name__)
+
+UNTRAINED = "untrained"
+
+
+@dataclass(frozen=True, slots=True)
+class ServingModel:
+    """A loaded tagger and the model_version it answers with (`tagger` None: no model yet;
+    a DictionaryTagger, source "dictionary": no model yet, the taxonomy's matches served)."""
+
+    tagger: Tagger | DictionaryTagger | None
+    version: str
+    source: str | None = None
+    from_registry: bool = False  # False: the project's base model (or none)
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def loaded(self) -> bool:
+        """A model serves (dictionary matches are not one)."""
+        return self.tagger is not None and self.source != "dictionary"
+
+
+class ModelHolder:
+    """Holds the serving Tagger for one project and predicts batches of texts with it.
+
+    `registry` is a `training.registry.Registry`; `on_swap(model)` is called (in the thread
+    that loaded it) after each swap, e.g. to refresh Label Studio's predictions.
+    """
+
+    def __init__(
+        self,
+        project,
+        registry,
+        *,
+        on_swap: Callable[[ServingModel], None] | None = None,
+        watch_interval: float = 5.0,
+        threads: int | None = None,
+        training_threads: int = 1,
+        chunk_chars: int = CHUNK_CHARS,
+    ):
+        self.project = project
+        self.registry = registry
+        self.on_swap = on_swap
+        self.watch_interval = watch_interval
+        self.error: str | None = None  # why the last load failed, for /health
+        self._failed: str | None = None  # a version that failed to load: not retried
+        self._model = ServingModel(None, UNTRAINED)
+        self._ready = threading.Event()
+        self._load_lock = threading.Lock()  # one load at a time (worker vs watcher)
+        # one forward pass at a time (on two cores, parallel passes only slow each other),
+        # handed out in arrival order, one chunk of a request per turn
+        self._predict_lock = FairLock()
+        self.chunk_chars = chunk_chars
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.threads = threads  # torch threads when no round trains (None: torch's default)
+        self.training_threads = training_threads  # ... and while one trains (0: the same)
+        # whether a training round runs now (set by the app once the worker exists)
+        self.training_running: Callable[[], bool] = lambda: False
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def start(self, background: bool = True) -> None:
+        """Load the serving model (in a thread when `background`) and watch the registry."""
+        if background:
+            self._spawn(self._initial_load, "skillloop-model-load")
+        else:
+            self._initial_load()
+        self._spawn(self._watch, "skillloop-model-watch")
+
+    def stop_predicting(self) -> None:
+        """Shutting down: predictions in flight end after their current chunk (safe in a
+        signal handler: one flag set, no join)."""
+        self._stop.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    def _spawn(self, target, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _initial_load(self) -> None:
+        try:
+            self.reload(force=True)
+        finally:
+            self._ready.set()
+
+    def _watch(self) -> None:
+        seen = self.registry.index_mtime()
+        while not self._stop.wait(self.watch_interval):
+            try:
+                if self.registry.serving_changed_since(seen):  # a stat, not a read
+                    seen = self.registry.index_mtime()
+                    self.reload()
+            except Exception:  # keep watching: a broken checkpoint must not stop serving
+                log.exception("checking the registry for a new serving version failed")
+
+    # --- state ---------------------------------------------------------------------------
+    def current(self) -> ServingModel:
+        return self._model
+
+    @property
+    def ready(self) -> bool:
+        """True once the first load finished (with or without a model)."""
+        return self._ready.is_set()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
+
+    # --- loading -------------------------------------------------------------------------
+    def reload(self, force: bool = False) -> bool:
+        """Serve the registry's serving version (or the project's base model when there is
+        none) if it differs from the one held. Returns True when a swap happened."""
+        with self._load_lock:
+            wanted = self.registry.serving()
+            held = self._model
+            if not force:
+                if wanted is None and not held.from_registry:
+                    return False  # still on the base model (or none)
+                if wanted is not None and (
+                    (held.from_registry and wanted.version == held.version)
+                    or wanted.version == self._failed
+                ):
+                    return False
+            model = self._load(wanted)
+            if model is held:
+                return False
+            self._model = model  # the atomic swap: requests hold their own reference
+        log.info("serving model %s (%s)", model.version, model.source or "no model")
+        if self.on_swap is not None and held.version != model.version:
+            try:
+                self.on_swap(model)
+            except Exception:  # Label Studio being down must not undo a promotion
+                log.exception("after-swap hook failed for %s", model.version)
+        return True
+
+    def promoted(self, version) -> None:
+        """The worker's `on_promoted` callback: swap to the new serving version now."""
+        log.info("version %s promoted; loading it", getattr(version, "version", version))
+        self.reload()
+
+    def _load(self, wanted) -> ServingModel:
+        from training.checkpoint import CheckpointError
+        from training.tagger import Tagger
+
+        labels = [label.value for label in self.project.labels]
+        model_options = self.project.model
+        options = {"max_tokens": model_options.max_tokens, "stride": model_options.stride}
+        if wanted is not None:
+            source, version = str(wanted.path), wanted.version
+        else:
+            source, version = self.project.model_base(), None
+        label_map = dict(model_options.label_map) or None
+        started = time.perf_counter()
+        try:
+            tagger = Tagger.load(source, labels, label_map, **options)
+        except CheckpointError as err:
+            if wanted is not None:
+                self._failed = wanted.version
+                self.error = f"cannot load serving version {wanted.version}: {err}"
+                log.error("%s; keeping %s", self.error, self._model.version)
+                return self._model
+            # the base model has no head for the project's labels: no model until a round,
+            # and until then the taxonomy dictionary's matches where the project sets one
+            self.error = None
+            fallback = dictionary_model(self.project)
+            if fallback is not None:
+                log.warning("no model yet (%s): /predict answers %s", err, fallback.version)
+                return fallback
+            log.warning("no model yet (%s): /predict answers empty results", err)
+            return ServingModel(None, UNTRAINED)
+        self.error = self._failed = None
+        seconds = time.perf_counter() - started
+        log.info("loaded %s in %.1f s", source or "backbone", seconds)
+        return ServingModel(
+            tagger, version or tagger.version, str(source or "backbone"), wanted is not None
+        )
+
+    # --- prediction ----------------------------------------------------------------------
+    def predict(
+        self,
+        texts: Sequence[str],
+        model: ServingModel | None = None,
+        deadline: float | None = None,
+    ) -> tuple[list | None, ServingModel]:
+        """Predictions for `texts`, with the model that made them.
+
+        Returns `(predictions, model)`; predictions is None when no model is loaded, else
+        one entry per text, None for the texts not reached by `deadline` (a
+        `time.monotonic()` value) or before the holder stopped. The texts go to the model
+        in chunks of about `chunk_chars` characters (a longer text in pieces cut at a line,
+        sentence or word boundary, predicted apart and joined), and the model is taken for
+        one chunk at a time, in arrival order: a huge request cannot starve the others, it
+        only takes its turn once per chunk. The first chunk is always predicted.
+        """
+        model = model or self._model
+        if model.tagger is None:
+            return None, model
+        parts = [
+            (i, offset, piece)
+            for i, t in enumerate(texts)
+            for offset, piece in pieces(t, self.chunk_chars)
+        ]
+        done: list = [None] * len(parts)
+        for first, last in chunks([len(p[2]) for p in parts], self.chunk_chars):
+            if first and self._out_of_time(deadline):
+                break
+            with self._predict_lock:
+                if first and self._out_of_time(deadline):
+                    break
+                training = self.training_threads and self.training_running()
+                self._set_threads(self.training_threads if training else self.threads)
+                assert model.tagger is not None  # predict() returns early without a model
+                done[first:last] = model.tagger.predict([p[2] for p in parts[first:last]])
+        by_text: dict[int, list] = {}
+        for (i, offset, _), prediction in zip(parts, done, strict=True):
+            by_text.setdefault(i, []).append((offset, prediction))
+        predictions = [joined(texts[i], by_text.get(i, [])) for i in range(len(texts))]
+        return predictions, model
+
+    def _out_of_time(self, deadline: float | None) -> bool:
+        return self._stop.is_set() or (deadline is not None and time.monotonic() >= deadline)
+
+    def _set_threads(self, wanted: int | None) -> None:
+        """Predict with fewer torch threads (default one) while a round trains.
+
+        Measured on two shared cores (docs/service.md): two OpenMP threads slow down many
+        times over as soon as another process takes a core (each parallel step waits for
+        the descheduled thread), while one thread barely notices.
+        """
+        import torch
+
+        if self.threads is None:
+            self.threads = torch.get_num_threads()  # the process's setting before any change
+            wanted = wanted or self.threads
+        if wanted and torch.get_num_threads() != wanted:
+            torch.set_num_threads(wanted)
+
+
+# --- the Label Studio project the backend is connected to --------------------------------
+class StudioLink:
+    """Remembers the Label Studio project id (from /setup or webhooks, persisted in the
+    state dir) and, when a URL and API key are configured, points Label Studio at a newly
+    swapped model with `StudioClient.publish_model`: its predictions fetched, the project's
+    model_version + uncertainty sampling set, and (`remove_older`, on by default) older
+    versions' predictions removed from tasks nobody has annotated yet.
+    """
+
+    def __init__(
+        self,
+        studio_file: Path,
+        url: str | None = None,
+        api_key: str | None = None,
+        remove_older: bool = True,
+    ):
+        self.path = Path(studio_file)
+        self._url, self._api_key = url, api_key
+        self.remove_older = remove_older
+        self._client: StudioClient | None = None
+        self._lock = threading.Lock()
+        self.project_id: int | None = self._read()
+        self.last_refresh: dict | None = None
+
+    @property
+    def configured(self) -> bool:
+        return bool(self._url and self._api_key)
+
+    def _read(self) -> int | None:
+        try:
+            return int(json.loads(self.path.read_text())["project_id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def remember(self, project_field) -> int | None:
+        """Record the project id from `"12.1700000000"` (/setup), 12, or {"id": 12}."""
+        if isinstance(project_field, dict):
+            project_field = project_field.get("id")
+        try:
+            project_id = int(str(project_field).split(".")[0])
+        except (TypeError, ValueError):
+            return self.project_id
+        if project_id != self.project_id:
+            with self._lock:
+                self.project_id = project_id
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.path.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"project_id": project_id}))
+                os.replace(tmp, self.path)
+        return project_id
+
+    def model_swapped(self, model: ServingModel) -> None:
+        """Refresh Label Studio in its own thread: Label Studio answers the refresh by
+        calling /predict for its tasks, which may take long, and must not hold the worker."""
+        if not self.configured or not model.loaded:
+            return
+        if self.project_id is None:
+            log.info("Label Studio project unknown until /setup or a webhook; no refresh")
+            return
+        thread = threading.Thread(
+            target=self.refresh, args=(model,), name="skillloop-studio-refresh", daemon=True
+        )
+        thread.start()
+
+    def refresh(self, model: ServingModel) -> None:
+        from labeling.studio.client import StudioClient
+
+        if self._url is None or self._api_key is None or self.project_id is None:
+            return  # not configured (model_swapped checks it first)
+        with self._lock:
+            if self._client is None:
+                self._client = StudioClient(self._url, self._api_key)
+            client = self._client
+        started = time.time()
+        try:
+            removed = client.publish_model(
+                self.project_id, model.version, sampling=True, remove_older=self.remove_older
+            )
+        except Exception as err:  # reported in /status, never raised
+            self.last_refresh = {"version": model.version, "ok": False, "error": str(err)[:300]}
+            log.warning("Label Studio refresh for %s failed: %s", model.version, err)
+            return
+        self.last_refresh = {
+            "version": model.version,
+            "ok": True,
+            "at": started,
+            "older_predictions_removed": removed,
+        }
+        log.info(
+            "Label Studio project %s now on model_version %s (%d older predictions removed)",
+            self.project_id,
+            model.version,
+            removed,
+        )
+
+
+def dictionary_model(project: Project) -> ServingModel | None:
+    """What /predict serves before a project's first model: dictionary matches (None when
+    the project sets no dictionary, or its taxonomy cannot be read: logged, not raised, so
+    the service still starts)."""
+    from training.dictionary import DictionaryTagger
+
+    try:
+        dictionary = project_dictionary(project)
+    except (ValueError, OSError) as err:  # TaxonomyError is a ValueError
+        log.warning("no dictionary pre-annotations: %s", err)
+        return None
+    if dictionary is None:
+        return None
+    tagger = DictionaryTagger(dictionary, project.label_values)
+    return ServingModel(tagger, tagger.version, DICTIONARY_SOURCE)

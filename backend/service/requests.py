@@ -1,0 +1,202 @@
+"""The edge of the service: request bodies parsed into typed requests, and one set of error
+handlers, so every route answers the same fault with the same 4xx JSON `{"error": ...}` and
+no handler meets an unchecked type.
+
+What a client can send and what it gets (docs/service.md, "Error policy"): a body that is
+not JSON, nested too deeply (json.loads recurses), or uses NaN/Infinity: 400; a JSON value
+of the wrong type for a field: 400 naming the field; a Label Studio payload that cannot be
+read (a region naming an unknown label, an id past 2**63): 422 naming the item. Nothing a
+client sends reaches the catch-all 500 handler, which is kept for bugs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from labeling.studio.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+# the webhook actions Label Studio 1.23 sends; anything else is counted as "other" so that
+# a client inventing action strings cannot grow the metrics without bound
+KNOWN_ACTIONS = frozenset(
+    {
+        "ANNOTATION_CREATED",
+        "ANNOTATIONS_CREATED",
+        "ANNOTATION_UPDATED",
+        "ANNOTATIONS_DELETED",
+        "START_TRAINING",
+        "PROJECT_CREATED",
+        "PROJECT_UPDATED",
+        "PROJECT_DELETED",
+        "TASKS_CREATED",
+        "TASKS_DELETED",
+        "LABEL_LINK_CREATED",
+        "LABEL_LINK_UPDATED",
+        "LABEL_LINK_DELETED",
+        "REVIEW_CREATED",
+        "REVIEW_UPDATED",
+        "REVIEWS_DELETED",
+    }
+)
+ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED")
+
+
+class BadRequest(Exception):
+    """A request the service cannot serve: answered as JSON {"error": message}."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+# --- bodies ------------------------------------------------------------------------------
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """The JSON object a request body holds; BadRequest (400) for anything else."""
+    if not raw:
+        raise BadRequest("empty request body: expected a JSON object")
+    try:
+        body = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise BadRequest("request body is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise BadRequest(f"request body is not valid JSON: {str(err)[:200]}") from None
+    if not isinstance(body, dict):
+        raise BadRequest(f"request body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def optional_str(body: dict, key: str, what: str) -> str | None:
+    value = body.get(key)
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"'{key}' must be {what} as a string, got {type(value).__name__}")
+    return value
+
+
+def project_field(body: dict) -> dict | str | int | None:
+    """The `project` a Label Studio request names: "7.1764…" (/setup, /predict), 7, or
+    {"id": 7, "label_config": …} (webhooks); anything else is ignored."""
+    value = body.get("project")
+    if isinstance(value, dict | str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    return None
+
+
+@dataclass(frozen=True)
+class StudioProjectKey:
+    """A Label Studio project as requests name it: its id and, from /setup and /predict's
+    `"<id>.<created_ts>"`, its creation time (ids restart after a Label Studio reset)."""
+
+    id: int
+    created_ts: int | None = None
+
+    @classmethod
+    def of(cls, value: dict | str | int | None) -> StudioProjectKey | None:
+        """From "7.1764079200", "7", 7 or {"id": 7, ...}; None when there is no id."""
+        if isinstance(value, dict):
+            value = value.get("id")
+        if isinstance(value, bool) or value is None:
+            return None
+        head, _, tail = str(value).partition(".")
+        try:
+            studio_id = int(head)
+            created = int(tail) if tail else None
+        except ValueError:
+            return None
+        return cls(studio_id, created) if 0 < studio_id < 2**63 else None
+
+
+# --- typed requests ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class SetupRequest:
+    project: dict | str | int | None
+    schema: str | None
+
+    @classmethod
+    def parse(cls, body: dict) -> SetupRequest:
+        return cls(project_field(body), optional_str(body, "schema", "the labeling config XML"))
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    tasks: list  # each checked one by one: a bad task gets an empty result, not a 4xx
+    label_config: str | None
+    project: dict | str | int | None = None
+
+    @classmethod
+    def parse(cls, body: dict) -> PredictRequest:
+        tasks = body.get("tasks")
+        if tasks is None:
+            raise BadRequest("missing 'tasks': expected {\"tasks\": [task, ...]}")
+        if not isinstance(tasks, list):
+            raise BadRequest(f"'tasks' must be a list, got {type(tasks).__name__}")
+        label_config = optional_str(body, "label_config", "the labeling config XML")
+        return cls(tasks, label_config, project_field(body))
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    action: str
+    project: dict | str | int | None
+    label_config: str | None  # the sending Label Studio project's config, when it came
+    body: dict
+
+    @property
+    def metrics_action(self) -> str:
+        return self.action if self.action in KNOWN_ACTIONS else "other"
+
+    @classmethod
+    def parse(cls, body: dict) -> WebhookRequest:
+        action = body.get("action")
+        if not isinstance(action, str) or not action:
+            raise BadRequest("missing 'action': not a Label Studio webhook payload")
+        project = project_field(body)
+        label_config = None
+        if isinstance(project, dict):
+            label_config = optional_str(project, "label_config", "the labeling config XML")
+        return cls(action, project, label_config, body)
+
+
+# --- one set of error handlers -----------------------------------------------------------
+def register_error_handlers(app: Flask, max_content_length: int) -> None:
+    @app.errorhandler(BadRequest)
+    def _bad_request(err: BadRequest) -> tuple[Response, int]:
+        log.info("%s %s -> %d: %s", request.method, request.path, err.status, err)
+        return jsonify(error=str(err)), err.status
+
+    @app.errorhandler(ConfigError)
+    def _unreadable_config(err: ConfigError) -> tuple[Response, int]:
+        # a labeling config the request brought (or named) that we cannot read or serve:
+        # its labels unknown to the project (labeling.studio.label_map), a bad XML
+        log.info("%s %s -> 422: %s", request.method, request.path, err)
+        return jsonify(error=str(err)), 422
+
+    @app.errorhandler(RecursionError)
+    def _too_deep(err: RecursionError) -> tuple[Response, int]:
+        # a payload just under json.loads' limit can still be too deep for a later walk
+        log.info("%s %s -> 400: nested too deeply", request.method, request.path)
+        return jsonify(error="request body is nested too deeply"), 400
+
+    @app.errorhandler(HTTPException)
+    def _http_error(err: HTTPException) -> tuple[Response, int]:
+        message = err.description or err.name
+        if err.code == 413:
+            message = f"request body larger than {max_content_length} bytes"
+        return jsonify(error=message), err.code or 500
+
+    @app.errorhandler(Exception)
+    def _unexpected(err: Exception) -> tuple[Response, int]:
+        log.exception("%s %s failed", request.method, request.path)
+        return jsonify(error=f"internal error: {type(err).__name__}"), 500
