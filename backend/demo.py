@@ -24,7 +24,7 @@ from pathlib import Path
 
 from backend.service.config import auth_from_env
 from labeling.project import load_project
-from labeling.state import ProjectState
+from labeling.state import ProjectState, state_base
 from labeling.studio.client import StudioClient
 from labeling.studio.server import REPO_ROOT, StudioSettings, start, stop
 from labeling.studio.server import status as studio_status
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args) -> int:
     project = load_project(args.project)
-    state_root = Path(args.state_dir or os.environ.get("SKILLLOOP_STATE_DIR") or "state").resolve()
+    state_root = state_base(args.state_dir).resolve()
     state = ProjectState.of(project, state_root)
     settings = StudioSettings.from_env(state_root, args.studio_port)
     backend_url = f"http://127.0.0.1:{args.backend_port}"
@@ -163,7 +163,7 @@ class Commands:
     """The CLI lines the demo prints, with the state folder when it is not the default."""
 
     def __init__(self, name: str, state_root: Path):
-        default = Path(os.environ.get("SKILLLOOP_STATE_DIR") or "state").resolve()
+        default = state_base().resolve()
         where = "" if state_root == default else f" --state-dir {state_root}"
         self.status = f"{CLI} status --project {name}{where}"
         self.rounds = f"{CLI} rounds --project {name}{where}"

@@ -8,33 +8,24 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from labeling.state import ProjectState
-
 if TYPE_CHECKING:
     from labeling.project import Project
+    from labeling.state import ProjectState
     from training.linker import Linker
-    from training.registry import LinkerRegistry
-
-LINKERS_FOLDER = "linkers"
-
-
-def linker_registry(project: Project, state_base: str | Path | None) -> LinkerRegistry:
-    from training.registry import LinkerRegistry
-
-    return LinkerRegistry(ProjectState.of(project, state_base).root / LINKERS_FOLDER)
 
 
 def project_linker(
     project: Project,
-    state_base: str | Path | None,
+    state: ProjectState,
     taxonomy: str | None = None,
     linker: str | None = None,
     top_k: int | None = None,
     threshold: float | None = None,
     progress: bool = True,
 ) -> tuple[Linker, int]:
-    """(linker, top_k) from a project's `[linking]` section; label embeddings cached in its
-    state folder. The linker: `linker`, else the serving version in the project's linker
+    """(linker, top_k) from a project's `[linking]` section; label embeddings cached in
+    `state`, the project's state (a Label Studio project's `studio-<id>` on a backend
+    serving several). The linker: `linker`, else the serving version in the project's linker
     registry (`skillloop link-train`), else `[linking] linker` (the base linker versions
     are trained on), else the plain backbone."""
     settings = project.linking
@@ -44,12 +35,12 @@ def project_linker(
             f'project {project.name} names no taxonomy: add [linking] taxonomy = "esco"'
         )
     if not linker:  # the serving version of `skillloop link-train`, if any
-        serving = linker_registry(project, state_base).serving()
+        serving = state.linker_registry().serving()
         if serving is not None:
             linker = str(serving.path)
     if not linker and settings.linker not in ("", "backbone"):
         linker = str(project.folder / settings.linker)
-    cache = ProjectState.of(project, state_base).linking_cache
+    cache = state.linking_cache
     return open_linker_for(
         spec, project.folder, linker, cache, top_k or settings.top_k, threshold, progress
     )

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from labeling.curation.export import ExportResult
     from labeling.curation.export_profiles import Profile, SkillSummary
     from labeling.project import Project
+    from labeling.state import ProjectState
     from training.linker import Linker
     from training.text import Document
 
@@ -24,8 +25,8 @@ class ProjectLinks:
     """The `LinkFn` of labeling.curation.export_profiles over the project's linker, opened
     on first use (embedding a taxonomy's labels the first time takes minutes)."""
 
-    def __init__(self, project: Project, state_base: str | Path | None):
-        self.project, self.state_base = project, state_base
+    def __init__(self, project: Project, state: ProjectState):
+        self.project, self.state = project, state
         self.linker: Linker | None = None
         self.top_k = 5
 
@@ -34,7 +35,7 @@ class ProjectLinks:
         from training.linker import link_spans
 
         if self.linker is None:
-            self.linker, self.top_k = project_linker(self.project, self.state_base)
+            self.linker, self.top_k = project_linker(self.project, self.state)
         found = link_spans(self.linker, docs, self.top_k)
         return [[(b.id, b.label) if (b := one.best) else None for one in row] for row in found]
 
@@ -57,11 +58,11 @@ def _summary(profiles: list[Profile], links: ProjectLinks, rows: int) -> SkillSu
     )
 
 
-def profiles_export(result: ExportResult, project: Project, state_base) -> Path:
+def profiles_export(result: ExportResult, project: Project, state: ProjectState) -> Path:
     """`profiles.jsonl` beside an export (`--format profiles`) and the card's skill counts."""
     from labeling.curation.export_profiles import build_profiles, card_section, write_profiles
 
-    links = ProjectLinks(project, state_base)
+    links = ProjectLinks(project, state)
     profiles = build_profiles(result.splits, links)
     path = write_profiles(result.out_dir, profiles)
     summary = _summary(profiles, links, 30)
@@ -72,20 +73,20 @@ def profiles_export(result: ExportResult, project: Project, state_base) -> Path:
 
 
 def linked_skills(
-    project: Project, state_dir: Path, state_base, rows: int = REPORT_ROWS
+    project: Project, state: ProjectState, rows: int = REPORT_ROWS
 ) -> SkillSummary | None:
     """The most frequent linked skills over the project's annotated posts (gold and Label
     Studio), for the rounds report; None when the project names no taxonomy or has no
     annotated posts."""
-    from backend.loop.rounds import annotated_documents, store_for
+    from backend.loop.rounds import annotated_documents
     from labeling.curation.export_profiles import build_profiles
 
     if not project.linking.taxonomy:
         return None
-    with store_for(state_dir) as store:
+    with state.store() as store:
         docs = annotated_documents(project, store)
     if not docs:
         return None
-    links = ProjectLinks(project, state_base)
+    links = ProjectLinks(project, state)
     profiles = build_profiles({"annotated": docs}, links)
     return _summary(profiles, links, rows)

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from training.linker import sentence_around
 
 if TYPE_CHECKING:
-    from labeling.project import Project
+    from labeling.state import ProjectState
     from labeling.store import AnnotationRecord
 
 ANNOTATED = ("confirmed", "corrected")
@@ -51,11 +50,9 @@ def link_pairs(records: Iterable[AnnotationRecord]) -> Iterator[LinkPair]:
             yield LinkPair(text, context, span.taxonomy_id, span.link_status, record.annotation_id)
 
 
-def project_link_pairs(project: Project, state_base: str | Path | None = None) -> list[LinkPair]:
+def project_link_pairs(state: ProjectState) -> list[LinkPair]:
     """The linker's next round's pairs from a project's annotation store."""
-    from labeling.state import ProjectState
-
-    store = ProjectState.of(project, state_base).store()
+    store = state.store()
     try:
         return list(link_pairs(store.records()))
     finally:

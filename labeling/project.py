@@ -7,7 +7,6 @@ produces at run time (annotations, model versions, reports) lives in its state f
 
 from __future__ import annotations
 
-import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -21,7 +20,6 @@ CONFIG_FILE = "labeling_config.xml"
 PROJECTS_DIR = Path("projects")
 # the checkout skillloop runs from: its projects/ are found from any working directory
 REPO_ROOT = Path(__file__).resolve().parents[1]
-STATE_ENV = "SKILLLOOP_STATE_DIR"
 
 
 @dataclass(slots=True)
@@ -139,12 +137,6 @@ class Project:
         kwargs.update({k: v for k, v in self.training.items() if k in known})
         kwargs.update(overrides)
         return TrainConfig(**kwargs)
-
-    def state_dir(self, base: str | Path | None = None) -> Path:
-        """This project's runtime folder: `<base>/<name>`, base defaulting to
-        `$SKILLLOOP_STATE_DIR` or `./state`. Not created here."""
-        root = Path(base) if base else Path(os.environ.get(STATE_ENV) or "state")
-        return root / self.name
 
 
 def find_project_folder(folder_or_name: str | Path) -> Path:

@@ -2,31 +2,39 @@
 
 Everything a project produces at run time lives under `<state base>/<project name>/`,
 never in the source tree (the base is `$SKILLLOOP_STATE_DIR` or `./state`). The service,
-the worker, the CLI and the demo all find files here through `ProjectState`, so a file's
-name is written once.
+the worker, the CLI and the demo all find files here through a `ProjectState`, which they
+hand on instead of a bare folder, so a file's name is written once and the environment is
+read in this module only (`state_base`, `database_url_from_env`).
 
-The annotation store is the one piece that may live elsewhere: with
-`$SKILLLOOP_DATABASE_URL` set, `store()` opens that database (shared by several projects,
-each its own partition, `store_key`) instead of the SQLite file here.
+The annotation store is the one piece that may live elsewhere: a `ProjectState` with a
+`database_url` (by default `$SKILLLOOP_DATABASE_URL`) opens that database (shared by
+several projects, each its own partition, `store_key`) instead of the SQLite file here.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from labeling.project import Project
     from labeling.store import AnnotationStore
-    from training.registry import Registry
+    from training.registry import LinkerRegistry, Registry
 
+STATE_ENV = "SKILLLOOP_STATE_DIR"
+DATABASE_URL_ENV = "SKILLLOOP_DATABASE_URL"
 STORE_FILE = "annotations.sqlite"
 # a Label Studio project connected to a backend that serves several: `<base>/studio-<id>/`
 STUDIO_PREFIX = "studio-"
 CONNECTION_FILE = "connection.json"
+
+
+def database_url_from_env() -> str | None:
+    """`$SKILLLOOP_DATABASE_URL`, or None (the SQLite file in the state folder)."""
+    return os.environ.get(DATABASE_URL_ENV, "").strip() or None
 
 
 @dataclass(frozen=True)
@@ -34,10 +42,14 @@ class ProjectState:
     """Paths (and openers) for one project's runtime state; nothing is created until used."""
 
     root: Path
+    # where the annotations live when not in the SQLite file here: a database several
+    # projects and hosts share (`skillloop worker --database-url`, or the environment's)
+    database_url: str | None = field(default_factory=database_url_from_env)
 
     @classmethod
     def of(cls, project: Project, base: str | Path | None = None) -> ProjectState:
-        return cls(project.state_dir(base))
+        """`<base>/<project name>/`, base defaulting to `$SKILLLOOP_STATE_DIR` or `./state`."""
+        return cls(state_base(base) / project.name)
 
     @classmethod
     def for_studio(cls, studio_id: int, base: str | Path | None = None) -> ProjectState:
@@ -53,7 +65,7 @@ class ProjectState:
 
     @property
     def store_path(self) -> Path:
-        """The annotation store's SQLite file (unless $SKILLLOOP_DATABASE_URL is set)."""
+        """The annotation store's SQLite file (unless a database URL is set)."""
         return self.root / STORE_FILE
 
     @property
@@ -64,9 +76,9 @@ class ProjectState:
     @property
     def store_location(self) -> str:
         """Where `store()` finds the annotations, as it may be shown (no password)."""
-        from labeling.storage.engine import database_url_from_env, describe
+        from labeling.storage.engine import describe
 
-        url = database_url_from_env()
+        url = self.database_url
         return str(self.store_path) if url is None else f"{describe(url)} ({self.store_key})"
 
     @property
@@ -100,6 +112,11 @@ class ProjectState:
     @property
     def reports(self) -> Path:
         return self.root / "reports"
+
+    @property
+    def linkers(self) -> Path:
+        """The linker registry's folder (`skillloop link-train`), beside the tagger's."""
+        return self.root / "linkers"
 
     @property
     def linking_cache(self) -> Path:
@@ -138,29 +155,35 @@ class ProjectState:
 
     def has_store(self) -> bool:
         """Whether `store()` would open existing records (a shared database always may)."""
-        from labeling.storage.engine import database_url_from_env
-
-        return database_url_from_env() is not None or self.store_path.is_file()
+        return self.database_url is not None or self.store_path.is_file()
 
     def store(self) -> AnnotationStore:
-        """A new connection to the annotation store: the database `$SKILLLOOP_DATABASE_URL`
-        names, else the SQLite file here (created, and migrated, on first use)."""
-        from labeling.storage.engine import database_url_from_env
+        """A new connection to the annotation store: the database `database_url` names,
+        else the SQLite file here (created, and migrated, on first use)."""
         from labeling.store import AnnotationStore
 
-        return AnnotationStore(database_url_from_env() or self.store_path, key=self.store_key)
+        return AnnotationStore(self.database_url or self.store_path, key=self.store_key)
 
     def registry(self) -> Registry:
         from training.registry import Registry
 
         return Registry(self.models)
 
+    def linker_registry(self) -> LinkerRegistry:
+        from training.registry import LinkerRegistry
+
+        return LinkerRegistry(self.linkers)
+
 
 def state_base(base: str | Path | None = None) -> Path:
-    """The state root: `base`, else `$SKILLLOOP_STATE_DIR`, else `./state`."""
-    from labeling.project import STATE_ENV
-
+    """The state root: `base`, else `$SKILLLOOP_STATE_DIR`, else `./state`. The one place
+    that reads it."""
     return Path(base) if base else Path(os.environ.get(STATE_ENV) or "state")
+
+
+def label_studio_home(base: str | Path | None = None) -> Path:
+    """The local Label Studio's data (labeling.studio.server), beside the projects' states."""
+    return state_base(base).resolve() / "label-studio"
 
 
 def linking_cache_without_project(base: str | Path | None = None) -> Path:

@@ -265,7 +265,7 @@ def test_metrics_in_prometheus_text(client):
 
 def test_promotion_and_rollback_swap_the_served_model(app, client, tmp_path, spanful_model):
     services = app.extensions["skillloop"]
-    registry = Registry(services.state_dir / "models")
+    registry = Registry(services.state.models)
     silent = biased_model(tmp_path / "silent", "O")
     incoming = registry.root / ".incoming"
     for name, model in (("a", spanful_model), ("b", silent)):
@@ -340,7 +340,7 @@ def test_a_swap_points_label_studio_at_the_new_version(tmp_path, spanful_model, 
     try:
         client = app.test_client()
         client.post("/setup", json=payload("setup"))
-        registry = Registry(services.state_dir / "models")
+        registry = Registry(services.state.models)
         shutil.copytree(spanful_model, registry.root / ".incoming" / "a")
         version = registry.add(registry.root / ".incoming" / "a", labels=LABELS).version
         registry.promote(version, "test")

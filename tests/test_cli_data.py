@@ -15,6 +15,7 @@ from test_report import three_rounds
 
 from backend.cli import main
 from backend.loop.status import changes_since_last_round
+from labeling.state import ProjectState
 from labeling.store import AnnotationRecord, AnnotationStore
 from training.registry import Registry
 from training.text import Document, Span
@@ -102,7 +103,7 @@ def test_status_sees_a_round_in_progress_and_changes_since_the_snapshot(state, c
     assert "rounds: 4 run" not in out and "1 failed" in out
     # the latest snapshot saw 15 changes: the 3 stored after it are new since the round
     latest = SimpleNamespace(snapshot={"change_counter": 15})
-    assert changes_since_last_round(folder, [latest]) == 3
+    assert changes_since_last_round(ProjectState(folder), [latest]) == 3
 
 
 def test_status_asks_a_running_service(state, capsys):

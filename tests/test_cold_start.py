@@ -14,6 +14,7 @@ from service_helpers import LABELS, predict_body, write_project
 
 from backend.loop.cold_start import bootstrap
 from labeling.project import load_project
+from labeling.state import ProjectState
 from training.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +69,7 @@ def test_predict_serves_dictionary_matches_until_the_first_model(
         assert second["result"] == [] and "score" in second
 
         # once a model is promoted, it takes over
-        registry = Registry(services.state_dir / "models")
+        registry = Registry(services.state.models)
         shutil.copytree(spanful_model, registry.root / ".incoming" / "a")
         version = registry.add(registry.root / ".incoming" / "a", labels=LABELS)
         registry.promote(version.version, "test")
@@ -100,9 +101,10 @@ def make_dictionary_app(folder: Path):
 
 def test_bootstrap_registers_a_first_version_trained_on_dictionary_labels(tmp_path, tiny_encoder):
     project = load_project(with_dictionary(write_project(tmp_path / "project", tiny_encoder)))
-    state_dir = project.state_dir(tmp_path / "state")
+    state = ProjectState.of(project, tmp_path / "state")
+    state_dir = state.root
     started = time.time()
-    outcome, version = bootstrap(project, state_dir)
+    outcome, version = bootstrap(project, state)
     assert time.time() - started < 300
     assert outcome.status == "promoted" and outcome.trigger == "bootstrap"
     assert version is not None and version.trigger == "bootstrap"
@@ -116,7 +118,7 @@ def test_bootstrap_registers_a_first_version_trained_on_dictionary_labels(tmp_pa
     assert [r["trigger"] for r in rounds] == ["bootstrap"]
     # a second bootstrap would replace a model people may have improved: refused
     try:
-        bootstrap(project, state_dir)
+        bootstrap(project, state)
     except ValueError as err:
         assert "already serves" in str(err)
     else:

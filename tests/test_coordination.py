@@ -21,6 +21,7 @@ from backend.loop.lock import (
     round_lock,
     training_lock,
 )
+from labeling.state import ProjectState
 from training.registry import Registry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +30,8 @@ HOLDER = """
 import sys, time
 from pathlib import Path
 from backend.loop.lock import training_lock
-with training_lock(Path(sys.argv[1])):
+from labeling.state import ProjectState
+with training_lock(ProjectState(Path(sys.argv[1]))):
     print("held", flush=True)
     time.sleep(600)
 """
@@ -53,7 +55,7 @@ def hold_in_child(state: Path) -> subprocess.Popen:
 
 def is_busy(state: Path, **options) -> bool:
     try:
-        with training_lock(state, **options):
+        with training_lock(ProjectState(state), **options):
             return False
     except TrainingBusy as err:
         assert "already training" in str(err)
@@ -64,7 +66,7 @@ def acquired_within(state: Path, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            with training_lock(state):
+            with training_lock(ProjectState(state)):
                 return True
         except TrainingBusy:
             time.sleep(0.1)
@@ -73,12 +75,12 @@ def acquired_within(state: Path, seconds: float) -> bool:
 
 def test_the_database_url_picks_the_lock(tmp_path, monkeypatch):
     monkeypatch.delenv("SKILLLOOP_DATABASE_URL", raising=False)
-    assert isinstance(round_lock(tmp_path), FileLock)
+    assert isinstance(round_lock(ProjectState(tmp_path)), FileLock)
     assert database_url("sqlite:///x.sqlite") is None
     url = "postgresql+psycopg://u@127.0.0.1:5/db"
-    assert isinstance(round_lock(tmp_path, url), AdvisoryLock)
+    assert isinstance(round_lock(ProjectState(tmp_path, url)), AdvisoryLock)
     monkeypatch.setenv("SKILLLOOP_DATABASE_URL", url)
-    assert isinstance(round_lock(tmp_path), AdvisoryLock)
+    assert isinstance(round_lock(ProjectState(tmp_path)), AdvisoryLock)
     assert libpq_url(url) == "postgresql://u@127.0.0.1:5/db"
     # hosts mounting the shared state folder at different paths agree on the key
     assert lock_key(Path("/mnt/a/state/tiny")) == lock_key(Path("/srv/state/tiny"))
@@ -105,7 +107,7 @@ def test_a_lock_held_by_another_process_is_freed_by_kill_9(tmp_path, database_ur
 
 def test_the_lock_is_exclusive_within_one_process_too(tmp_path, database_url):
     state = tmp_path / "state" / "tiny"
-    with training_lock(state):
+    with training_lock(ProjectState(state)):
         assert is_busy(state)
     assert not is_busy(state)  # released on exit
 
@@ -182,7 +184,7 @@ def test_the_worker_command_trains_promotes_and_stops_on_sigterm(
 
         with ProjectState(state / "tiny").store() as store:
             store.request_training()
-        while not any(r["trigger"] == "studio" for r in read_rounds(state / "tiny")):
+        while not any(r["trigger"] == "studio" for r in read_rounds(ProjectState(state / "tiny"))):
             assert worker.poll() is None, log.read_text()[-2000:]
             assert time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.5)

@@ -208,8 +208,10 @@ def test_link_train_cli_trains_lists_serves_and_rolls_back(project, tmp_path, ca
 
     from backend.linkers import project_linker
     from labeling.project import load_project
+    from labeling.state import ProjectState
 
-    linker, _ = project_linker(load_project(project), state, progress=False)
+    loaded = load_project(project)
+    linker, _ = project_linker(loaded, ProjectState.of(loaded, state), progress=False)
     assert linker.adapter is not None  # the serving version, not the project's plain linker
 
     assert main(["link-versions", *common]) == 0
@@ -266,3 +268,37 @@ def test_links_annotators_confirmed_or_corrected_join_the_next_linker_round(
     captured = capsys.readouterr()
     assert "2 confirmed or corrected links from the store" in captured.err
     assert "2 extra pairs trained" in captured.out
+
+
+def test_links_confirmed_in_a_studio_project_reach_link_train(project, tmp_path, capsys):
+    """On a backend serving several Label Studio projects, annotators' links are stored in
+    `<state>/studio-<id>/`: `link-train --studio-project ID` trains on them there and keeps
+    the linker versions there, where the project's linker is opened from."""
+    from backend.linkers import project_linker
+    from labeling.project import load_project
+    from labeling.state import ProjectState
+    from labeling.store import AnnotationRecord
+    from training.text import Span
+
+    state = tmp_path / "state"
+    studio = ProjectState.for_studio(7, state)
+    studio.write_connection({"studio_project": 7, "created_ts": 0, "template": str(project)})
+    text = "We need postgres and talking and cobol."
+    spans = [
+        Span(8, 16, "Skill", "postgres", None, "sql", "SQL", 0.4, "corrected"),
+        Span(21, 28, "Skill", "talking", None, "talk", "communication", 0.9, "confirmed"),
+    ]
+    with studio.store() as store:
+        store.upsert(AnnotationRecord(1, 1, "1", text, spans))
+    common = ["--studio-project", "7", "--state-dir", str(state)]
+    train = ["link-train", *common, "--validation", str(project / "validation.jsonl")]
+    assert main([*train, "--steps", "2", "--no-progress", "--preferred-weight", "0"]) == 0
+    captured = capsys.readouterr()
+    assert "2 confirmed or corrected links from the store" in captured.err
+    assert "2 extra pairs trained" in captured.out and "v0001 serving" in captured.out
+    assert studio.linker_registry().serving() is not None
+    assert not (state / "p").exists()  # nothing under the template's own name
+    linker, _ = project_linker(load_project(project), studio, progress=False)
+    assert linker.adapter is not None  # the studio project's serving version
+    assert main(["link-versions", *common]) == 0
+    assert "v0001" in capsys.readouterr().out

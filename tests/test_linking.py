@@ -267,6 +267,7 @@ def test_project_names_its_taxonomy_and_exports_carry_links(taxonomy_file, tiny_
     from backend.linkers import project_linker
     from labeling.curation.export import CuratedPost
     from labeling.project import load_project
+    from labeling.state import ProjectState
     from training.datasets import write_jsonl
 
     folder = tmp_path / "proj"
@@ -279,7 +280,9 @@ def test_project_names_its_taxonomy_and_exports_carry_links(taxonomy_file, tiny_
     )
     project = load_project(folder)
     assert (project.linking.taxonomy, project.linking.top_k) == ("skills.csv", 3)
-    linker, top_k = project_linker(project, tmp_path / "state", progress=False)
+    linker, top_k = project_linker(
+        project, ProjectState.of(project, tmp_path / "state"), progress=False
+    )
     assert top_k == 3 and len(linker.taxonomy) == 4
     assert list((tmp_path / "state" / "p" / "linking").glob("labels-*.npy"))
 

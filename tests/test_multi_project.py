@@ -124,7 +124,7 @@ def test_annotations_land_in_their_own_projects_store(app, tmp_path):
     assert [(s.start, s.end, s.label) for s in beta_record.spans] == [(19, 22, "Skill")]
     # two state folders, two SQLite files, two registries: nothing shared
     state = tmp_path / "state"
-    assert by_id[7].state_dir == state / "studio-7" and by_id[9].state_dir == state / "studio-9"
+    assert by_id[7].state.root == state / "studio-7" and by_id[9].state.root == state / "studio-9"
     assert ProjectState(state / "studio-9").store_path.is_file()
     assert by_id[7].registry.root != by_id[9].registry.root
     assert by_id[7].holder is not by_id[9].holder
@@ -234,6 +234,17 @@ def test_settings_name_one_mode_and_known_templates():
     with pytest.raises(ValueError, match="ID=TEMPLATE"):
         ServiceConfig(project="", project_templates="a", studio_projects="seven").validate()
     assert ServiceConfig(project="", project_templates="a, b").templates() == ["a", "b"]
+
+
+def test_each_projects_linker_and_worker_read_its_own_state(app, tmp_path):
+    client = app.test_client()
+    connect_both(client)
+    by_id = {s.studio_id: s for s in app.extensions["skillloop.projects"].all()}
+    for studio_id in (7, 9):
+        services = by_id[studio_id]
+        assert services.state.root == tmp_path / "state" / f"studio-{studio_id}"
+        assert services.linker is not None and services.linker.state == services.state
+        assert services.worker is None or services.worker.state == services.state
 
 
 def test_commands_find_a_studio_projects_state(app, capsys):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from labeling.project import load_project
+from labeling.state import ProjectState
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,8 +86,8 @@ def test_project_folder(tmp_path, monkeypatch):
     assert [s.key() for s in project.gold()[0].spans] == [(8, 14, "Tech")]
 
     monkeypatch.setenv("SKILLLOOP_STATE_DIR", str(tmp_path / "st"))
-    assert project.state_dir() == tmp_path / "st" / "demo"
-    assert project.state_dir(tmp_path / "other") == tmp_path / "other" / "demo"
+    assert ProjectState.of(project).root == tmp_path / "st" / "demo"
+    assert ProjectState.of(project, tmp_path / "other").root == tmp_path / "other" / "demo"
     monkeypatch.chdir(tmp_path)
     (tmp_path / "projects").mkdir()
     (folder).rename(tmp_path / "projects" / "demo")

@@ -14,6 +14,7 @@ from pathlib import Path
 from backend.loop import rounds
 from backend.loop.child import write_json
 from backend.loop.worker import TrainingWorker
+from labeling.state import ProjectState
 from tests.test_worker import annotate, make_project, posts
 from training.registry import Registry
 
@@ -28,7 +29,7 @@ def planned(tmp_path: Path):
     project = make_project(tmp_path, tmp_path)
     state = tmp_path / "state"
     annotate(state, posts(2, 3))
-    plan = rounds.plan_round(project, state, "studio")
+    plan = rounds.plan_round(project, ProjectState(state), "studio")
     assert isinstance(plan, rounds.RoundPlan)
     return project, state, plan
 
@@ -40,7 +41,9 @@ def stub_checkpoint(folder: Path) -> Path:
 
 
 def started(project, state: Path, promoted: list) -> None:
-    worker = TrainingWorker(project, state, on_promoted=promoted.append, poll_seconds=0.05)
+    worker = TrainingWorker(
+        project, ProjectState(state), on_promoted=promoted.append, poll_seconds=0.05
+    )
     worker.start()
     worker.stop()
 
@@ -50,7 +53,7 @@ def test_a_round_killed_while_training_is_logged_as_interrupted(tmp_path):
     write_json(plan.folder / "progress.json", {"phase": "training", "progress": 0.3})
     promoted: list = []
     started(project, state, promoted)
-    log = rounds.read_rounds(state)
+    log = rounds.read_rounds(ProjectState(state))
     assert [(r["round_id"], r["status"]) for r in log] == [(plan.round_id, "interrupted")]
     assert log[0]["reason"].startswith("interrupted during training")
     assert log[0]["trigger"] == "studio" and log[0]["train_documents"] == plan.train_documents
@@ -58,7 +61,7 @@ def test_a_round_killed_while_training_is_logged_as_interrupted(tmp_path):
     progress = json.loads((plan.folder / "progress.json").read_text())
     assert progress["phase"] == "interrupted" and not promoted
     started(project, state, promoted)  # logged once, not at every start
-    assert len(rounds.read_rounds(state)) == 1
+    assert len(rounds.read_rounds(ProjectState(state))) == 1
 
 
 def test_a_complete_candidate_left_in_incoming_is_gated_on_start(tmp_path):
@@ -67,7 +70,7 @@ def test_a_complete_candidate_left_in_incoming_is_gated_on_start(tmp_path):
     write_json(plan.folder / "result.json", FIRST_MODEL)
     promoted: list = []
     started(project, state, promoted)
-    log = rounds.read_rounds(state)
+    log = rounds.read_rounds(ProjectState(state))
     assert [(r["round_id"], r["status"], r["version"]) for r in log] == [
         (plan.round_id, "promoted", "v0001")
     ]
@@ -85,7 +88,7 @@ def test_a_registered_candidate_never_judged_is_gated_on_start(tmp_path):
     promoted: list = []
     started(project, state, promoted)
     assert registry.get("v0001").status == "serving" and [v.version for v in promoted] == ["v0001"]
-    log = rounds.read_rounds(state)
+    log = rounds.read_rounds(ProjectState(state))
     assert [(r["round_id"], r["status"]) for r in log] == [(plan.round_id, "promoted")]
     assert "gated after a restart" in log[0]["reason"] and log[0]["gate"]["decision"]
 
@@ -98,7 +101,7 @@ def test_a_candidate_without_its_result_is_abandoned(tmp_path):
     started(project, state, [])
     version = registry.get("v0001")
     assert version.status == "refused" and version.reason.startswith("abandoned")
-    log = rounds.read_rounds(state)
+    log = rounds.read_rounds(ProjectState(state))
     assert [(r["round_id"], r["status"], r["version"]) for r in log] == [
         ("r-gone", "interrupted", "v0001")
     ]
@@ -112,9 +115,11 @@ def test_kill_9_of_the_service_during_a_round(tmp_path, tiny_encoder):
     annotate(state, posts(2, 3))
     script = (
         "import sys, time\n"
+        "from pathlib import Path\n"
         "from backend.loop.rounds import launch, plan_round\n"
         "from labeling.project import load_project\n"
-        "plan = plan_round(load_project(sys.argv[1]), sys.argv[2], 'studio')\n"
+        "from labeling.state import ProjectState\n"
+        "plan = plan_round(load_project(sys.argv[1]), ProjectState(Path(sys.argv[2])), 'studio')\n"
         "launch(plan)\n"
         "print(plan.round_id, flush=True)\n"
         "time.sleep(600)\n"
@@ -136,7 +141,7 @@ def test_kill_9_of_the_service_during_a_round(tmp_path, tiny_encoder):
     time.sleep(3.0)  # the orphaned child notices within 2 s and exits
     promoted: list = []
     started(project, state, promoted)
-    log = rounds.read_rounds(state)
+    log = rounds.read_rounds(ProjectState(state))
     assert [r["round_id"] for r in log] == [round_id], log
     assert log[0]["status"] in ("interrupted", "promoted"), log
     assert all(v.status != "candidate" for v in Registry(state / "models").versions())

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from studio_helpers import get_json, post_json, serve_backend, wait_for
 
+from labeling.state import ProjectState
 from labeling.studio.server import REPO_ROOT
 
 pytestmark = [pytest.mark.studio, pytest.mark.slow]
@@ -333,7 +334,7 @@ def test_gold_posts_arrive_completed_and_the_unlabelled_pool_is_selects(studio, 
         )
         assert stored == sorted(s.key() for s in doc.spans), post_id
     in_studio = {t["data"]["post_id"] for t in tasks if not t["annotations"]}
-    labelled = _labelled_documents(project, tmp_path / "state" / project.name)
+    labelled = _labelled_documents(project, ProjectState(tmp_path / "state" / project.name))
     in_select = {post.id for post in _unlabelled_posts(project.posts(), labelled)}
     assert in_studio == in_select and len(in_studio) >= 60
 

@@ -135,8 +135,8 @@ def test_start_training_runs_a_round_and_serves_the_promoted_version(client, app
     again = client.post("/train").get_json()  # a trigger during a round queues one follow-up
     assert again["accepted"] is True and again["queued"] is True and again["state"] == "queued"
     # the follow-up would train on the same snapshot as the promoted round: skipped
-    assert wait_for(lambda: len(read_rounds(services.state_dir)) == 2, timeout=240)
-    last, follow_up = read_rounds(services.state_dir)
+    assert wait_for(lambda: len(read_rounds(services.state)) == 2, timeout=240)
+    last, follow_up = read_rounds(services.state)
     assert last["status"] == "promoted", last
     assert follow_up["status"] == "skipped", follow_up
     assert follow_up["reason"].startswith("same training data as the serving version v0001")
@@ -166,7 +166,7 @@ def test_every_n_annotations_triggers_a_round(tmp_path, spanful_model):
             event = annotation_event(10 + i, 100 + i, f"python job {i}", [(0, 6, "Technology")])
             client.post("/webhook", json=event)
         time.sleep(0.5)
-        assert not services.worker.is_running() and read_rounds(services.state_dir) == []
+        assert not services.worker.is_running() and read_rounds(services.state) == []
         event = annotation_event(12, 102, "python job 2", [(0, 6, "Technology")])
         client.post("/webhook", json=event)
 
@@ -176,7 +176,7 @@ def test_every_n_annotations_triggers_a_round(tmp_path, spanful_model):
         assert last["change_counter"] == 3 and last["version"] == "v0001"
         assert last["train_documents"] + last["heldout_documents"] == 3
         time.sleep(0.5)  # no change since: no second round
-        assert [r["round_id"] for r in read_rounds(services.state_dir)] == [last["round_id"]]
+        assert [r["round_id"] for r in read_rounds(services.state)] == [last["round_id"]]
     finally:
         services.close()
 

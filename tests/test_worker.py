@@ -107,7 +107,7 @@ def test_heldout_split_is_stable_and_never_trained_on(tmp_path):
     annotate(state, [999], first_id=50)
     with AnnotationStore(state / "annotations.sqlite") as store:
         store.upsert(AnnotationRecord(60, 5000, "1", "skipped post", [], cancelled=True))
-    plan = rounds.plan_round(project, state, "test")
+    plan = rounds.plan_round(project, ProjectState(state), "test")
     train = [
         json.loads(x)["text"] for x in (plan.folder / "train.jsonl").read_text().split("\n") if x
     ]
@@ -125,7 +125,7 @@ def test_heldout_split_is_stable_and_never_trained_on(tmp_path):
     assert plan.snapshot["change_counter"] == 9
 
     project.retrain.heldout_share = 0.9  # the share is frozen by the first round
-    again = rounds.plan_round(project, state, "test")
+    again = rounds.plan_round(project, ProjectState(state), "test")
     heldout = "heldout.jsonl"
     assert (again.folder / heldout).read_text() == (plan.folder / heldout).read_text()
     assert again.snapshot["sha256"] == plan.snapshot["sha256"]
@@ -174,7 +174,7 @@ def test_rounds_promote_warm_start_and_refuse(tmp_path, tiny_encoder, capsys):
     assert first.timings["train_s"] > 0 and first.labels == ["Tech", "Soft"]
 
     # the same training data as the serving version: nothing to learn, no round run
-    outcome, promoted = run_round(project, state / "tiny", "test")
+    outcome, promoted = run_round(project, ProjectState(state / "tiny"), "test")
     assert outcome.status == "skipped" and promoted is None and outcome.version is None
     assert outcome.reason.startswith("same training data as the serving version v0001")
     assert outcome.change_counter == first.snapshot["change_counter"]
@@ -182,7 +182,7 @@ def test_rounds_promote_warm_start_and_refuse(tmp_path, tiny_encoder, capsys):
 
     annotate(state / "tiny", posts(0, 5)[4:], first_id=7)  # one more training post
     project.retrain.tolerance = -2.0  # no candidate can beat the serving model by 2 F1
-    outcome, promoted = run_round(project, state / "tiny", "test")
+    outcome, promoted = run_round(project, ProjectState(state / "tiny"), "test")
     assert outcome.status == "refused" and promoted is None
     second = registry.get(outcome.version)
     assert second.status == "refused" and second.parent == "v0001"  # warm start
@@ -194,12 +194,12 @@ def test_rounds_promote_warm_start_and_refuse(tmp_path, tiny_encoder, capsys):
     assert registry.serving().version == "v0001"
     # the refused candidate's data from the same serving version: seeded, it would only be
     # trained and refused again (a queued follow-up, or another worker's round)
-    outcome, _ = run_round(project, state / "tiny", "test")
+    outcome, _ = run_round(project, ProjectState(state / "tiny"), "test")
     assert outcome.status == "skipped"
     assert f"same training data as {second.version}, refused when trained from v0001" in (
         outcome.reason
     )
-    log = rounds.read_rounds(state / "tiny")
+    log = rounds.read_rounds(ProjectState(state / "tiny"))
     assert [r["status"] for r in log] == ["skipped", "promoted", "skipped", "refused", "skipped"]
 
     assert (
@@ -242,7 +242,9 @@ def wait_for(condition, timeout=10.0) -> None:
 
 def test_trigger_during_training_queues_one_follow_up(tmp_path):
     project = make_project(tmp_path, tmp_path)
-    worker = TrainingWorker(project, tmp_path / "state", poll_seconds=0.02, request_wait=0.05)
+    worker = TrainingWorker(
+        project, ProjectState(tmp_path / "state"), poll_seconds=0.02, request_wait=0.05
+    )
     assert worker.request("early")["accepted"] is False  # not started
     fake = FakeRounds(worker)
     worker.start()
@@ -275,7 +277,7 @@ def test_trigger_during_training_queues_one_follow_up(tmp_path):
 def test_auto_trigger_every_n_debounced(tmp_path):
     project = make_project(tmp_path, tmp_path, every=3, debounce=0.3)
     state = tmp_path / "state"
-    worker = TrainingWorker(project, state, poll_seconds=0.02)
+    worker = TrainingWorker(project, ProjectState(state), poll_seconds=0.02)
     fake = FakeRounds(worker)
     fake.release.release()
     worker.start()
@@ -300,7 +302,7 @@ def test_worker_trains_in_a_child_process(tmp_path, tiny_encoder):
     annotate(state, posts(2, 3))
     promoted = []
     worker = TrainingWorker(
-        project, state, on_promoted=promoted.append, poll_seconds=0.1, request_wait=10
+        project, ProjectState(state), on_promoted=promoted.append, poll_seconds=0.1, request_wait=10
     )
     worker.start()
     try:
@@ -325,8 +327,8 @@ def test_worker_trains_in_a_child_process(tmp_path, tiny_encoder):
         (state / "models" / "v0001" / "config.json").rename(state / "models" / "cfg")
         annotate(state, posts(0, 4)[3:], first_id=10)  # new data, or the round is skipped
         assert worker.request("api")["accepted"]
-        wait_for(lambda: len(rounds.read_rounds(state)) == 2, timeout=120)
-        last = rounds.read_rounds(state)[-1]
+        wait_for(lambda: len(rounds.read_rounds(ProjectState(state))) == 2, timeout=120)
+        last = rounds.read_rounds(ProjectState(state))[-1]
         assert last["status"] == "failed" and "training failed" in last["reason"]
         assert worker.status()["alive"] and promoted[-1].version == "v0001"
     finally:
@@ -399,12 +401,12 @@ def test_a_skipped_round_consumes_its_auto_trigger(tmp_path):
     with AnnotationStore(state / "annotations.sqlite") as store:
         for i in range(3):
             store.upsert(AnnotationRecord(i + 1, 10 + i, "1", f"skipped {i}", [], cancelled=True))
-    worker = TrainingWorker(project, state, poll_seconds=0.02)
+    worker = TrainingWorker(project, ProjectState(state), poll_seconds=0.02)
     worker.start()
     try:
-        wait_for(lambda: len(rounds.read_rounds(state)) >= 1)
+        wait_for(lambda: len(rounds.read_rounds(ProjectState(state))) >= 1)
         time.sleep(1.0)  # 50 polls
-        log = rounds.read_rounds(state)
+        log = rounds.read_rounds(ProjectState(state))
         assert [r["status"] for r in log] == ["skipped"], log
         assert log[0]["reason"].startswith("nothing to train on")
         assert log[0]["change_counter"] == 3 and log[0]["trigger"] == "auto"
@@ -420,12 +422,12 @@ def test_a_round_on_the_serving_snapshot_is_skipped_and_consumed(tmp_path):
     with AnnotationStore(state / "annotations.sqlite") as store:  # a change, same data
         store.upsert(AnnotationRecord(90, 900, "1", "skipped post", [], cancelled=True))
         store.upsert(AnnotationRecord(91, 901, "1", "another skipped post", [], cancelled=True))
-    worker = TrainingWorker(project, state, poll_seconds=0.02, request_wait=10)
+    worker = TrainingWorker(project, ProjectState(state), poll_seconds=0.02, request_wait=10)
     worker.start()
     try:
-        wait_for(lambda: len(rounds.read_rounds(state)) >= 1)
+        wait_for(lambda: len(rounds.read_rounds(ProjectState(state))) >= 1)
         time.sleep(0.5)
-        log = rounds.read_rounds(state)
+        log = rounds.read_rounds(ProjectState(state))
         assert [(r["status"], r["trigger"]) for r in log] == [("skipped", "auto")], log
         assert log[0]["reason"].startswith("same training data as the serving version v0001")
         assert not (state / "rounds").exists()  # nothing was prepared for training
@@ -433,7 +435,7 @@ def test_a_round_on_the_serving_snapshot_is_skipped_and_consumed(tmp_path):
         reply = worker.request("studio")  # Start Training says so at once
         assert reply == {**reply, "accepted": True, "started": False, "state": "skipped"}
         assert reply["message"].startswith("same training data as the serving version v0001")
-        assert len(rounds.read_rounds(state)) == 2
+        assert len(rounds.read_rounds(ProjectState(state))) == 2
     finally:
         worker.stop()
 

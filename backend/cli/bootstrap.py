@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 
 from backend.loop.cold_start import bootstrap
+from labeling.project import load_project
+from labeling.state import ProjectState
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,16 +25,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def bootstrap_command(args: argparse.Namespace) -> int:
-    from labeling.project import load_project
     from training.datasets import read_documents
 
     project = load_project(args.project)
-    state_dir = project.state_dir(args.state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state = ProjectState.of(project, args.state_dir)
+    state.root.mkdir(parents=True, exist_ok=True)
     posts = read_documents(args.posts) if args.posts else None
     outcome, _ = bootstrap(
         project,
-        state_dir,
+        state,
         posts,
         force=args.force,
         progress_bar=not args.no_progress,

@@ -108,22 +108,22 @@ def _source(p) -> None:
 # ---------------------------------------------------------------- state
 
 
-def _records(project, state: Path, studio_export: Path | None = None) -> list:
+def _records(project, state: ProjectState, studio_export: Path | None = None) -> list:
     """Annotation records (skipped and deleted ones included) from a Label Studio export
     file or the project's store; [] when the store does not exist yet."""
     if studio_export is not None:
         from labeling.studio.export_file import read_studio_export
 
         return read_studio_export(studio_export, project.config)
-    if not ProjectState(state).has_store():
+    if not state.has_store():
         return []
-    with ProjectState(state).store() as store:
+    with state.store() as store:
         return store.records(include_deleted=True, include_cancelled=True)
 
 
-def _versions(state: Path) -> list:
+def _versions(state: ProjectState) -> list:
 
-    return ProjectState(state).registry().versions()
+    return state.registry().versions()
 
 
 def _service_status(url: str, studio_project: int | None = None) -> dict:
@@ -223,7 +223,7 @@ def report_command(args) -> int:
         raise ValueError(f"unknown report format {args.format!r}: choose html or md")
     project, state = project_and_state(args)
     versions = _versions(state)
-    out = args.out or ProjectState(state).reports / f"report.{fmt}"
+    out = args.out or state.reports / f"report.{fmt}"
     live = [r for r in _records(project, state) if not r.cancelled and not r.deleted]
     serving = next((v.version for v in versions if v.status == "serving"), None)
     summary = {
@@ -237,7 +237,7 @@ def report_command(args) -> int:
     if not args.no_skills:
         from backend.profiles import linked_skills
 
-        skills = linked_skills(project, state, args.state_dir)
+        skills = linked_skills(project, state)
     path = write_report(project.name, versions, out, fmt, labels, summary, skills)
     print(path)
     return 0
@@ -267,7 +267,7 @@ def export_command(args) -> int:
     gold = gold_posts(project.gold()) if args.include_gold else []
     if not records and not gold:
         raise ValueError(
-            f"no annotations in {ProjectState(state).store_location}: nothing to export "
+            f"no annotations in {state.store_location}: nothing to export "
             "(or pass --from-studio-export FILE, --include-gold)"
         )
     source = (
@@ -292,12 +292,12 @@ def export_command(args) -> int:
     if args.format == "profiles":
         from backend.profiles import profiles_export
 
-        print(f"{profiles_export(result, project, args.state_dir)}: skill profiles")
+        print(f"{profiles_export(result, project, state)}: skill profiles")
     elif args.link:
         from backend.link_export import link_export
         from backend.linkers import project_linker
 
-        link_export(result, *project_linker(project, args.state_dir))
+        link_export(result, *project_linker(project, state))
     print(result.summary())
     return 0
 
@@ -322,7 +322,7 @@ def quality_command(args) -> int:
     gold = project.gold() if args.include_gold else []
     if not records and not gold:
         raise ValueError(
-            f"no annotations in {ProjectState(state).store_location} "
+            f"no annotations in {state.store_location} "
             "(or pass --from-studio-export FILE, --include-gold)"
         )
     tagger = _tagger(project, state, args.model or "serving")
@@ -334,13 +334,13 @@ def quality_command(args) -> int:
     return 0
 
 
-def _tagger(project, state: Path, model: str):
+def _tagger(project, state: ProjectState, model: str):
     """The model to look for label errors with, or None ('none', or no model yet)."""
     if model == "none":
         return None
     from training.tagger import Tagger
 
-    registry = ProjectState(state).registry()
+    registry = state.registry()
     if model == "serving":
         serving = registry.serving()
         if serving is None:

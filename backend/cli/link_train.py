@@ -15,18 +15,18 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from backend.linkers import linker_registry
+from backend.cli.options import add_project_options, project_and_state
+from labeling.link_pairs import project_link_pairs
 
 if TYPE_CHECKING:
     from labeling.project import Project
+    from labeling.state import ProjectState
     from training.taxonomy import Taxonomy
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    state_help = "state folder (default $SKILLLOOP_STATE_DIR or ./state)"
     p = subparsers.add_parser("link-train", help="train, gate and register a linker version")
-    p.add_argument("--project", required=True)
-    p.add_argument("--state-dir", type=Path, help=state_help)
+    add_project_options(p)
     p.add_argument(
         "--validation",
         action="append",
@@ -44,30 +44,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=link_train_command)
 
     p = subparsers.add_parser("link-versions", help="list a project's linker versions")
-    p.add_argument("--project", required=True)
-    p.add_argument("--state-dir", type=Path, help=state_help)
+    add_project_options(p)
     p.set_defaults(func=link_versions_command)
 
     p = subparsers.add_parser("link-rollback", help="serve an earlier linker version again")
-    p.add_argument("--project", required=True)
+    add_project_options(p)
     p.add_argument("version", help="the version to serve, e.g. v0001")
     p.add_argument("--reason", default="")
-    p.add_argument("--state-dir", type=Path, help=state_help)
     p.set_defaults(func=link_rollback_command)
 
 
-def store_pairs(
-    project: Project, state_base: str | Path | None, taxonomy: Taxonomy
-) -> list[tuple[str, str]]:
+def store_pairs(state: ProjectState, taxonomy: Taxonomy) -> list[tuple[str, str]]:
     """Annotator-confirmed and corrected (span text, taxonomy id) pairs from the project's
     store (labeling.link_pairs); links to entries this taxonomy lacks are left out."""
-    from labeling.link_pairs import project_link_pairs
-    from labeling.state import ProjectState
-
-    if not ProjectState.of(project, state_base).has_store():
+    if not state.has_store():
         return []
     pairs = []
-    for pair in project_link_pairs(project, state_base):
+    for pair in project_link_pairs(state):
         try:
             taxonomy.get(pair.taxonomy_id)
         except KeyError:
@@ -111,14 +104,12 @@ def read_pairs(path: str | Path, taxonomy: Taxonomy) -> list[tuple[str, str]]:
 
 
 def link_train_command(args: argparse.Namespace) -> int:
-    from labeling.project import load_project
-    from labeling.state import ProjectState
     from training.linker_adapter import AdapterConfig
     from training.linker_eval import read_gold
     from training.linker_round import train_linker_round
     from training.taxonomy import load_taxonomy
 
-    project = load_project(args.project)
+    project, state = project_and_state(args)
     if not project.linking.taxonomy:
         raise ValueError(
             f'project {project.name} names no taxonomy: add [linking] taxonomy = "esco"'
@@ -131,15 +122,15 @@ def link_train_command(args: argparse.Namespace) -> int:
         raise ValueError("--preferred-weight must be between 0 and 1")
     taxonomy = load_taxonomy(project.linking.taxonomy, project.folder)
     validation = [read_gold(path, taxonomy) for path in args.validation]
-    pairs = store_pairs(project, args.state_dir, taxonomy)
+    pairs = store_pairs(state, taxonomy)
     print(f"{len(pairs)} confirmed or corrected links from the store", file=sys.stderr)
     if args.pairs:
         pairs += read_pairs(args.pairs, taxonomy)
     config = AdapterConfig(
         steps=args.steps, max_seconds=args.minutes * 60, preferred_weight=args.preferred_weight
     )
-    registry = linker_registry(project, args.state_dir)
-    cache = ProjectState.of(project, args.state_dir).linking_cache
+    registry = state.linker_registry()
+    cache = state.linking_cache
     encoder = base_encoder(project)
     print(f"training a linker for {project.name} ({taxonomy.summary()}) ...", file=sys.stderr)
     outcome = train_linker_round(
@@ -173,10 +164,8 @@ def link_train_command(args: argparse.Namespace) -> int:
 
 
 def link_versions_command(args: argparse.Namespace) -> int:
-    from labeling.project import load_project
-
-    project = load_project(args.project)
-    registry = linker_registry(project, args.state_dir)
+    project, state = project_and_state(args)
+    registry = state.linker_registry()
     versions = registry.versions()
     if not versions:
         print(f"{project.name}: no linker versions yet (skillloop link-train)")
@@ -189,10 +178,8 @@ def link_versions_command(args: argparse.Namespace) -> int:
 
 
 def link_rollback_command(args: argparse.Namespace) -> int:
-    from labeling.project import load_project
-
-    project = load_project(args.project)
-    registry = linker_registry(project, args.state_dir)
+    project, state = project_and_state(args)
+    registry = state.linker_registry()
     if not registry.versions():
         raise ValueError(f"project {project.name} has no linker versions in {registry.root}")
     previous = registry.serving()

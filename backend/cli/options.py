@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING
 
 from backend.linkers import open_linker_for, project_linker
 from labeling.project import Project, load_project
-from labeling.state import linking_cache_without_project, studio_project
+from labeling.state import ProjectState, linking_cache_without_project, studio_project
 
 if TYPE_CHECKING:
     from training.linker import Linker
@@ -43,13 +43,13 @@ def add_project_options(p: argparse.ArgumentParser, state_dir: bool = True) -> N
         )
 
 
-def project_and_state(args: argparse.Namespace) -> tuple[Project, Path]:
-    """The project and its state folder the command's options name."""
+def project_and_state(args: argparse.Namespace) -> tuple[Project, ProjectState]:
+    """The project and its state the command's options name."""
     if getattr(args, "studio_project", None) is not None:
         if args.project:
             raise ValueError("pass --project or --studio-project, not both")
         project, state = studio_project(args.studio_project, args.state_dir)
-        return project, state.root
+        return project, state
     name = args.project or os.environ.get(PROJECT_ENV)
     if not name:
         raise ValueError(
@@ -57,7 +57,7 @@ def project_and_state(args: argparse.Namespace) -> tuple[Project, Path]:
             "--studio-project ID for a Label Studio project on a backend serving several"
         )
     project = load_project(name)
-    return project, project.state_dir(args.state_dir)
+    return project, ProjectState.of(project, args.state_dir)
 
 
 def add_label_options(p: argparse.ArgumentParser) -> None:
@@ -110,9 +110,10 @@ def add_link_options(p: argparse.ArgumentParser) -> None:
 def open_linker(args: argparse.Namespace) -> tuple[Linker, int]:
     """The linker the options name: --project's [linking] section, overridden by flags."""
     if args.project:
+        project = load_project(args.project)
         return project_linker(
-            load_project(args.project),
-            None,
+            project,
+            ProjectState.of(project),
             taxonomy=args.taxonomy,
             linker=args.linker,
             top_k=args.top_k,

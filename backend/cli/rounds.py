@@ -10,7 +10,6 @@ from pathlib import Path
 
 from backend.cli.options import add_project_options, project_and_state
 from backend.service.config import auth_from_env
-from labeling.state import ProjectState
 
 URL_ENV = "SKILLLOOP_URL"
 
@@ -46,11 +45,11 @@ def retrain_command(args) -> int:
         return _retrain_remote(args.url.rstrip("/"), args.studio_project)
     from backend.loop.run import run_round
 
-    project, state_dir = project_and_state(args)
-    print(f"training a round for {project.name} in {state_dir} ...", file=sys.stderr)
+    project, state = project_and_state(args)
+    print(f"training a round for {project.name} in {state.root} ...", file=sys.stderr)
     outcome, _ = run_round(
         project,
-        state_dir,
+        state,
         "cli",
         in_process=True,
         progress_bar=not args.no_progress,
@@ -92,8 +91,8 @@ def _retrain_remote(url: str, studio_project: int | None = None) -> int:
 
 
 def rollback_command(args) -> int:
-    project, state_dir = project_and_state(args)
-    registry = ProjectState(state_dir).registry()
+    project, project_state = project_and_state(args)
+    registry = project_state.registry()
     if not registry.versions():
         raise ValueError(f"project {project.name} has no model versions in {registry.root}")
     previous = registry.serving()

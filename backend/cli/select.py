@@ -72,13 +72,12 @@ def register(sub) -> None:
     s.set_defaults(func=simulate_command)
 
 
-def _labelled_documents(project, state_dir: Path) -> list[Document]:
+def _labelled_documents(project, state: ProjectState) -> list[Document]:
     """What training reads (`backend.loop.rounds.annotated_documents`); a project without an
     annotation store yet is read with an empty one, and `select` creates no file."""
     from backend.loop.heldout import annotated_documents
     from labeling.store import AnnotationStore
 
-    state = ProjectState(state_dir)
     with state.store() if state.has_store() else AnnotationStore(":memory:") as store:
         return annotated_documents(project, store)
 
@@ -89,14 +88,14 @@ def _unlabelled_posts(posts, labelled):
     return [p for p in posts if post_key(p.text) not in done_texts and p.id not in done_ids]
 
 
-def _serving_model(project, state_dir: Path, model: str | None) -> str:
+def _serving_model(project, state: ProjectState, model: str | None) -> str:
     if model:
         return model
 
-    serving = ProjectState(state_dir).registry().serving()
+    serving = state.registry().serving()
     if serving is None:
         raise ValueError(
-            f"project {project.name} has no serving model in {ProjectState(state_dir).models}: "
+            f"project {project.name} has no serving model in {state.models}: "
             "train a round first or pass --model DIR"
         )
     return str(serving.path)
@@ -106,16 +105,16 @@ def select_command(args) -> int:
     from labeling.active.strategies import task_score
     from training.tagger import Tagger
 
-    project, state_dir = project_and_state(args)
+    project, state = project_and_state(args)
     n = project.selection.batch_size if args.n is None else args.n
     name = args.strategy or project.selection.strategy
     check_strategy_name(name)
-    labelled = _labelled_documents(project, state_dir)
+    labelled = _labelled_documents(project, state)
     posts = _unlabelled_posts(project.posts(), labelled)
     if not posts:
         print(f"{project.name}: every post is labelled; nothing to select", file=sys.stderr)
         return 0
-    source = _serving_model(project, state_dir, args.model)
+    source = _serving_model(project, state, args.model)
     tagger = Tagger.load(
         source,
         project.label_values,

@@ -11,13 +11,16 @@ a promotion from the registry within SKILLLOOP_WATCH_INTERVAL seconds (docs/roun
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
-import os
 import signal
 import threading
 from pathlib import Path
 
-from backend.loop.lock import DATABASE_URL_ENV, database_url
+from backend.loop.lock import database_url
+from backend.loop.worker import TrainingWorker
+from labeling.project import load_project
+from labeling.state import DATABASE_URL_ENV, ProjectState
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,6 @@ def register(subparsers) -> None:
     p.add_argument("--project", required=True, help="projects/NAME or NAME")
     p.add_argument(
         "--database-url",
-        default=os.environ.get(DATABASE_URL_ENV),
         help=f"postgresql://... shared with the serving hosts (env {DATABASE_URL_ENV}); "
         "without it the file lock, which holds on one host only",
     )
@@ -47,29 +49,25 @@ def register(subparsers) -> None:
 
 
 def worker_command(args: argparse.Namespace) -> int:
-    from backend.loop.rounds import store_for
-    from backend.loop.worker import TrainingWorker
-    from labeling.project import load_project
-
     if args.poll <= 0 or args.threads < 1:
         raise ValueError("--poll must be positive and --threads at least 1")
-    if args.database_url:
-        if database_url(args.database_url) is None:
-            raise ValueError(f"--database-url must be postgresql://..., got {args.database_url}")
-        os.environ[DATABASE_URL_ENV] = args.database_url  # the store and the round lock
     project = load_project(args.project)
-    state_dir = project.state_dir(args.state_dir)
+    state = ProjectState.of(project, args.state_dir)  # its database URL: the environment's
+    if args.database_url:  # the store's and the round lock's
+        state = dataclasses.replace(state, database_url=args.database_url)
+    if state.database_url and database_url(state.database_url) is None:
+        raise ValueError(f"--database-url must be postgresql://..., got {state.database_url}")
     if project.retrain.every_n_annotations <= 0:
         raise ValueError(
             f"{project.name}: [retrain] every_n_annotations is 0, so no round would start"
         )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    worker = TrainingWorker(project, state_dir, num_threads=args.threads)
+    worker = TrainingWorker(project, state, num_threads=args.threads)
     worker.start()
-    log.info("training worker for %s on %s", project.name, state_dir)
+    log.info("training worker for %s on %s", project.name, state.root)
     try:
-        with store_for(state_dir) as store:
+        with state.store() as store:
             seen, asked = store.change_counter(), store.training_requests()
             while not stop.wait(args.poll):
                 counter = store.change_counter()

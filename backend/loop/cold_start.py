@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from backend.loop.rounds import RoundOutcome
     from labeling.project import Project
+    from labeling.state import ProjectState
     from training.dictionary import Dictionary
     from training.registry import ModelVersion
     from training.text import Document
@@ -69,7 +69,7 @@ def dictionary_documents(
 
 def bootstrap(
     project: Project,
-    state_dir: Path,
+    state: ProjectState,
     posts: list[Document] | None = None,
     *,
     force: bool = False,
@@ -80,7 +80,7 @@ def bootstrap(
     """Train, register and gate a first model on dictionary-labelled posts (module
     docstring). ValueError when the project has no dictionary, no posts, or already a
     serving model (unless `force`)."""
-    from backend.loop.rounds import annotated_documents, registry_for, store_for
+    from backend.loop.rounds import annotated_documents
     from backend.loop.run import run_round
 
     dictionary = project_dictionary(project)
@@ -90,14 +90,14 @@ def bootstrap(
             'taxonomy = "esco" and types = { K = "Knowledge", S = "Skill", T = "Skill" } '
             "(taxonomy types -> project labels)"
         )
-    serving = registry_for(state_dir).serving()
+    serving = state.registry().serving()
     if serving is not None and not force:
         raise ValueError(
             f"project {project.name} already serves {serving.version}: a bootstrap is for a "
             "project's first model (run `skillloop retrain`, or pass --force)"
         )
     posts = project.posts() if posts is None else posts
-    with store_for(state_dir) as store:
+    with state.store() as store:
         human = annotated_documents(project, store)
     weak = dictionary_documents(project, posts, dictionary, human)
     if not weak:
@@ -112,7 +112,7 @@ def bootstrap(
         print(dictionary.taxonomy.attribution, file=sys.stderr)
     return run_round(
         project,
-        state_dir,
+        state,
         BOOTSTRAP_TRIGGER,
         in_process=in_process,
         progress_bar=progress_bar,

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 from datetime import UTC, datetime
-from pathlib import Path
 
 from backend.loop.child import write_json
 from labeling.project import Project
@@ -28,9 +27,9 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def frozen_share(state_dir: Path, share: float) -> float:
+def frozen_share(state: ProjectState, share: float) -> float:
     """The held-out share fixed by the first round (later config edits do not move posts)."""
-    path = ProjectState(Path(state_dir)).heldout_file
+    path = state.heldout_file
     if path.is_file():
         return float(json.loads(path.read_text())["share"])
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,8 @@
 """Exactly one training round per project at a time, across threads, processes and hosts.
 
-    training_lock(state_dir)   a context manager around one round (plan, train, gate)
+    training_lock(state)   a context manager around one round (plan, train, gate)
 
-Which lock depends on where the annotations live (`SKILLLOOP_DATABASE_URL`):
+Which lock depends on where the annotations live (the `ProjectState`'s database URL):
 
 - SQLite (the default): an exclusive `flock` on the state folder's `training.lock`.
   Every process on one machine sees it (gunicorn workers, `skillloop retrain`, `skillloop
@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-DATABASE_URL_ENV = "SKILLLOOP_DATABASE_URL"
+from labeling.state import ProjectState
+
 POLL_SECONDS = 1.0  # between tries while waiting for another round to end
 # a host that vanished without closing its connection loses the lock after about
 # idle + interval x count seconds
@@ -56,9 +56,8 @@ class RoundLock(Protocol):
         """Where the lock lives, for messages."""
 
 
-def database_url(url: str | None = None) -> str | None:
+def database_url(url: str | None) -> str | None:
     """The PostgreSQL URL rounds coordinate through, or None for SQLite (the file lock)."""
-    url = url if url is not None else os.environ.get(DATABASE_URL_ENV)
     if url and url.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres"):
         return url
     return None
@@ -162,35 +161,32 @@ class AdvisoryLock:
         return f"PostgreSQL advisory lock {self.key}"
 
 
-def round_lock(state_dir: Path, url: str | None = None) -> RoundLock:
-    """The lock for `state_dir`'s rounds: advisory with a PostgreSQL URL, else the file."""
-    from labeling.state import ProjectState
-
-    pg = database_url(url)
+def round_lock(state: ProjectState) -> RoundLock:
+    """The lock for `state`'s rounds: advisory with a PostgreSQL URL, else the file."""
+    pg = database_url(state.database_url)
     if pg is not None:
-        return AdvisoryLock(pg, lock_key(state_dir))
-    return FileLock(ProjectState(Path(state_dir)).training_lock)
+        return AdvisoryLock(pg, lock_key(state.root))
+    return FileLock(state.training_lock)
 
 
 @contextmanager
 def training_lock(
-    state_dir: Path,
+    state: ProjectState,
     wait: Callable[[], bool] | None = None,
     *,
-    url: str | None = None,
     on_busy: Callable[[], None] | None = None,
 ) -> Iterator[RoundLock]:
     """Hold the project's round lock. Without `wait`, raises TrainingBusy when another
     holds it; with it, polls until the lock is free or `wait()` returns False (then
     raises). `on_busy()` is called once when the first try finds the lock held."""
-    lock = round_lock(state_dir, url)
+    lock = round_lock(state)
     told = False
     while not lock.try_acquire():
         if on_busy is not None and not told:
             on_busy()
             told = True
         if wait is None or not wait():
-            raise TrainingBusy(f"a round is already training for {state_dir} ({lock.describe()})")
+            raise TrainingBusy(f"a round is already training for {state.root} ({lock.describe()})")
         time.sleep(POLL_SECONDS)
     try:
         yield lock

@@ -24,7 +24,6 @@ from backend.loop.rounds import (
     outcome_of,
     read_json,
     read_rounds,
-    registry_for,
 )
 from labeling.project import Project
 from labeling.state import ProjectState
@@ -36,7 +35,7 @@ def utc_now() -> str:
 
 
 def recover_interrupted(
-    project: Project, state_dir: Path
+    project: Project, state: ProjectState
 ) -> list[tuple[RoundOutcome, ModelVersion | None]]:
     """Rounds left behind by a process that died mid-round, each logged once (call it
     holding the training lock, so no round of any process is running):
@@ -46,16 +45,15 @@ def recover_interrupted(
     - a round folder never logged is gated when its candidate checkpoint and result are
       complete, else logged as interrupted (its progress.json says so too).
     """
-    state_dir = Path(state_dir)
-    registry = registry_for(state_dir)
-    logged = {r.get("round_id") for r in read_rounds(state_dir)}
-    rounds_dir = ProjectState(state_dir).rounds_dir
+    registry = state.registry()
+    logged = {r.get("round_id") for r in read_rounds(state)}
+    rounds_dir = state.rounds_dir
     recovered: list[tuple[RoundOutcome, ModelVersion | None]] = []
     for version in registry.versions():
         if version.status == "candidate":
             outcome, promoted = _recover_candidate(project, registry, rounds_dir, version)
             logged.add(outcome.round_id)
-            append_round(state_dir, outcome)
+            append_round(state, outcome)
             recovered.append((outcome, promoted))
     folders = sorted(p for p in rounds_dir.iterdir() if p.is_dir()) if rounds_dir.is_dir() else []
     for folder in folders:
@@ -68,7 +66,7 @@ def recover_interrupted(
             outcome = RoundOutcome(folder.name, "?", "interrupted", "an incomplete round folder")
         elif result and (Path(plan.spec["out_dir"]) / "config.json").is_file():
             if compared in (None, _champion(registry)):
-                outcome, promoted = conclude_round(project, state_dir, plan, 0, recovering=True)
+                outcome, promoted = conclude_round(project, state, plan, 0, recovering=True)
                 recovered.append((outcome, promoted))
                 continue  # conclude_round logged it
             outcome = outcome_of(
@@ -84,7 +82,7 @@ def recover_interrupted(
             )
             write_json(folder / "progress.json", {"phase": "interrupted", "progress": None})
         outcome.finished_at = utc_now()
-        append_round(state_dir, outcome)
+        append_round(state, outcome)
         recovered.append((outcome, None))
     return recovered
 

@@ -37,7 +37,7 @@ from backend.loop.gate import decide
 from backend.loop.heldout import annotated_documents, frozen_share, split_heldout
 from labeling.project import Project
 from labeling.state import ProjectState
-from labeling.store import AnnotationStore, documents_sha256
+from labeling.store import documents_sha256
 from training.registry import ModelVersion, Registry
 from training.text import Document
 
@@ -86,20 +86,12 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def store_for(state_dir: Path) -> AnnotationStore:
-    return ProjectState(Path(state_dir)).store()
-
-
-def registry_for(state_dir: Path) -> Registry:
-    return ProjectState(Path(state_dir)).registry()
-
-
 # ---------------------------------------------------------------------- one round
 
 
 def plan_round(
     project: Project,
-    state_dir: Path,
+    state: ProjectState,
     trigger: str,
     num_threads: int = 1,
     documents: list[Document] | None = None,
@@ -109,13 +101,12 @@ def plan_round(
     dictionary-labelled posts, backend.loop.cold_start); the held-out split applies to them."""
     from training.datasets import write_jsonl
 
-    state_dir = Path(state_dir)
     started = _now()
     round_id = datetime.now(UTC).strftime("r%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
-    with store_for(state_dir) as store:
+    with state.store() as store:
         counter = store.change_counter()  # read first: later changes count for the next round
         docs = annotated_documents(project, store) if documents is None else documents
-    share = frozen_share(state_dir, project.retrain.heldout_share)
+    share = frozen_share(state, project.retrain.heldout_share)
     train_docs, heldout = split_heldout(docs, share)
     if not train_docs:
         return RoundOutcome(
@@ -129,7 +120,7 @@ def plan_round(
             change_counter=counter,
         )
 
-    registry = registry_for(state_dir)
+    registry = state.registry()
     serving = registry.serving()
     labels = project.label_values
     sha256 = documents_sha256(train_docs)
@@ -162,7 +153,7 @@ def plan_round(
 
     # leftovers of rounds killed with their service (this round holds the training lock)
     shutil.rmtree(registry.root / ".incoming", ignore_errors=True)
-    folder = ProjectState(Path(state_dir)).rounds_dir / round_id
+    folder = state.rounds_dir / round_id
     folder.mkdir(parents=True)
     write_jsonl(train_docs, folder / "train.jsonl")
     write_jsonl(heldout, folder / "heldout.jsonl")
@@ -263,14 +254,14 @@ def read_progress(plan: RoundPlan) -> dict:
 
 def conclude_round(
     project: Project,
-    state_dir: Path,
+    state: ProjectState,
     plan: RoundPlan,
     returncode: int,
     cancelled: bool = False,
     recovering: bool = False,
 ) -> tuple[RoundOutcome, ModelVersion | None]:
     """Register and gate the candidate (or record why there is none); logs the round."""
-    registry = registry_for(state_dir)
+    registry = state.registry()
     incoming = Path(plan.spec["out_dir"])
     outcome = outcome_of(plan, "failed", "")
     result_path = plan.folder / "result.json"
@@ -303,7 +294,7 @@ def conclude_round(
     shutil.rmtree(incoming, ignore_errors=True)
     shutil.rmtree(incoming.with_name(incoming.name + ".partial"), ignore_errors=True)
     outcome.finished_at = _now()
-    append_round(state_dir, outcome)
+    append_round(state, outcome)
     return outcome, version if outcome.status == "promoted" else None
 
 
@@ -360,17 +351,17 @@ def _error(plan: RoundPlan) -> str:
         return f"no result; see {plan.folder / 'train.log'}"
 
 
-def append_round(state_dir: Path, outcome: RoundOutcome) -> None:
+def append_round(state: ProjectState, outcome: RoundOutcome) -> None:
     """Every round, failed ones included, one JSON line, fsynced."""
-    path = ProjectState(Path(state_dir)).rounds_log
+    path = state.rounds_log
     with open(path, "a", encoding="utf-8") as out:
         out.write(json.dumps(outcome.to_dict(), ensure_ascii=False) + "\n")
         out.flush()
         os.fsync(out.fileno())
 
 
-def read_rounds(state_dir: Path) -> list[dict]:
-    path = ProjectState(Path(state_dir)).rounds_log
+def read_rounds(state: ProjectState) -> list[dict]:
+    path = state.rounds_log
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

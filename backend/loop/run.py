@@ -5,13 +5,13 @@ the project's training lock."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from backend.loop.child import run, write_json
 from backend.loop.lock import training_lock
 from backend.loop.recovery import recover_interrupted
 from backend.loop.rounds import RoundOutcome, append_round, conclude_round, launch, plan_round
 from labeling.project import Project
+from labeling.state import ProjectState
 from training.registry import ModelVersion
 from training.text import Document
 
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 def run_round(
     project: Project,
-    state_dir: Path,
+    state: ProjectState,
     trigger: str = "cli",
     *,
     in_process: bool = True,
@@ -30,15 +30,15 @@ def run_round(
 ) -> tuple[RoundOutcome, ModelVersion | None]:
     """A whole round in the foreground (the CLI): returns the outcome and, when one was
     promoted, the new serving version. Raises TrainingBusy if a round is running."""
-    with training_lock(state_dir):
-        recover_interrupted(project, Path(state_dir))
-        plan = plan_round(project, Path(state_dir), trigger, num_threads, documents)
+    with training_lock(state):
+        recover_interrupted(project, state)
+        plan = plan_round(project, state, trigger, num_threads, documents)
         if isinstance(plan, RoundOutcome):
-            append_round(state_dir, plan)
+            append_round(state, plan)
             return plan, None
         if not in_process:
             child = launch(plan)
-            return conclude_round(project, state_dir, plan, child.wait())
+            return conclude_round(project, state, plan, child.wait())
         try:
             run(plan.spec, progress_bar=progress_bar)
             code = 0
@@ -46,4 +46,4 @@ def run_round(
             log.exception("round %s failed", plan.round_id)
             write_json(plan.folder / "error.json", {"error": f"{type(err).__name__}: {err}"})
             code = 1
-        return conclude_round(project, state_dir, plan, code)
+        return conclude_round(project, state, plan, code)

@@ -19,27 +19,27 @@ from backend.loop.report import round_rows, stopping_hint
 from labeling.state import ProjectState
 
 
-def changes_since_last_round(state: Path, versions: list) -> int | None:
+def changes_since_last_round(state: ProjectState, versions: list) -> int | None:
     """Annotations added, edited or deleted since the latest version's data snapshot."""
     counter = (versions[-1].snapshot or {}).get("change_counter") if versions else 0
-    if counter is None or not ProjectState(state).has_store():
+    if counter is None or not state.has_store():
         return None
-    with ProjectState(state).store() as store:
+    with state.store() as store:
         return store.changes_since(int(counter))
 
 
-def round_outcomes(state: Path) -> Counter:
+def round_outcomes(state: ProjectState) -> Counter:
     """Every round the service or the CLI ran, by outcome (promoted, refused, failed...)."""
     from backend.loop.rounds import read_rounds
 
     return Counter(r.get("status", "unknown") for r in read_rounds(state))
 
 
-def local_training(state: Path) -> dict:
+def local_training(state: ProjectState) -> dict:
     """The round in progress, from the newest round folder (read-only)."""
     from backend.loop.rounds import read_rounds
 
-    folder = ProjectState(state).rounds_dir
+    folder = state.rounds_dir
     rounds = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
     idle = {"running": False, "progress": None, "queued": None, "_source": "state folder"}
     if not rounds or rounds[-1].name in {r.get("round_id") for r in read_rounds(state)}:
@@ -145,10 +145,10 @@ def last_gate(version) -> dict:
     }
 
 
-def format_status(figures: dict, state: Path) -> str:
+def format_status(figures: dict, state: ProjectState) -> str:
     a, s, r, t = (figures[k] for k in ("annotations", "serving", "rounds", "training"))
     lines = [
-        f"project {figures['project']} (state: {state})",
+        f"project {figures['project']} (state: {state.root})",
         f"annotations: {a['total']} on {a['posts']} posts, {a['new_since_last_round']} "
         f"new or changed since the last round; {a['skipped']} skipped, "
         f"{a['deleted']} deleted",

@@ -17,7 +17,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from backend.loop.lock import TrainingBusy, training_lock
 from backend.loop.recovery import recover_interrupted
@@ -30,11 +29,10 @@ from backend.loop.rounds import (
     plan_round,
     read_progress,
     read_rounds,
-    registry_for,
-    store_for,
 )
 from backend.loop.trigger import AutoTrigger
 from labeling.project import Project
+from labeling.state import ProjectState
 from labeling.store import AnnotationStore
 from training.registry import ModelVersion
 
@@ -51,7 +49,7 @@ class TrainingWorker:
     def __init__(
         self,
         project: Project,
-        state_dir: str | Path,
+        state: ProjectState,
         on_promoted: Callable[[ModelVersion], None] | None = None,
         *,
         poll_seconds: float = 0.5,
@@ -59,16 +57,16 @@ class TrainingWorker:
         clock: Callable[[], float] = time.monotonic,
         num_threads: int = 1,
     ):
-        """`state_dir` is the project's state folder (`project.state_dir()`): the one that
-        holds annotations.sqlite and models/."""
+        """`state` is the project's state (`ProjectState.of(project)`): its folder holds
+        models/ and rounds, its store the annotations."""
         self.project = project
-        self.state_dir = Path(state_dir)
+        self.state = state
         self.on_promoted = on_promoted
         self.poll_seconds = poll_seconds
         self.request_wait = request_wait
         self.clock = clock
         self.num_threads = num_threads  # the child's torch threads (1 beside a service)
-        self.registry = registry_for(self.state_dir)
+        self.registry = self.state.registry()
         # set while a round runs: cheap for the model holder to ask on every /predict
         self.running = threading.Event()
         self._cond = threading.Condition()
@@ -90,9 +88,9 @@ class TrainingWorker:
     def start(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             return
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state.root.mkdir(parents=True, exist_ok=True)
         self._recover()
-        rounds = read_rounds(self.state_dir)
+        rounds = read_rounds(self.state)
         self._last_round = rounds[-1] if rounds else None
         self._auto.consumed = self._last_counter(rounds)
         self._stop.clear()
@@ -215,7 +213,7 @@ class TrainingWorker:
             except Exception as err:  # a bug here must not end the worker
                 log.exception("training round failed")
                 outcome = RoundOutcome("?", trigger, "failed", f"{type(err).__name__}: {err}")
-                append_round(self.state_dir, outcome)
+                append_round(self.state, outcome)
             finally:
                 with self._cond:
                     self._running, self._plan = None, None
@@ -234,7 +232,7 @@ class TrainingWorker:
 
     def _changes_since(self, counter: int) -> int:
         if self._store is None:
-            self._store = store_for(self.state_dir)
+            self._store = self.state.store()
         return self._store.changes_since(counter)
 
     def _run_one(self, trigger: str, answering: int = 0) -> RoundOutcome | None:
@@ -245,13 +243,13 @@ class TrainingWorker:
             with self._cond:
                 self._answer(answering, "queued", BUSY_ELSEWHERE)
 
-        with training_lock(self.state_dir, wait=lambda: not self._stop.is_set(), on_busy=busy):
-            self._announce(recover_interrupted(self.project, self.state_dir))
+        with training_lock(self.state, wait=lambda: not self._stop.is_set(), on_busy=busy):
+            self._announce(recover_interrupted(self.project, self.state))
             if trigger == "auto" and not self._still_due():
                 return None
-            plan = plan_round(self.project, self.state_dir, trigger, self.num_threads)
+            plan = plan_round(self.project, self.state, trigger, self.num_threads)
             if isinstance(plan, RoundOutcome):
-                append_round(self.state_dir, plan)
+                append_round(self.state, plan)
                 log.info("round skipped: %s", plan.reason)
                 return plan
             with self._cond:
@@ -274,9 +272,9 @@ class TrainingWorker:
                 if self._stop.wait(self.poll_seconds):
                     child.kill()
                     child.wait()
-                    outcome, _ = conclude_round(self.project, self.state_dir, plan, -9, True)
+                    outcome, _ = conclude_round(self.project, self.state, plan, -9, True)
                     return outcome
-            outcome, promoted = conclude_round(self.project, self.state_dir, plan, child.returncode)
+            outcome, promoted = conclude_round(self.project, self.state, plan, child.returncode)
         log.info("round %s %s: %s", plan.round_id, outcome.status, outcome.reason)
         self._announce([(outcome, promoted)], recovered=False)
         return outcome
@@ -285,7 +283,7 @@ class TrainingWorker:
         """The change counter of the latest round any process ran on this project (its
         rounds log and registry are shared), so one process's round consumes the changes
         for all of them."""
-        return self._last_counter(read_rounds(self.state_dir))
+        return self._last_counter(read_rounds(self.state))
 
     def _still_due(self) -> bool:
         """Under the round lock: whether enough changes came after the latest round's
@@ -299,8 +297,8 @@ class TrainingWorker:
         """Record rounds an earlier process left half done (skipped while another process
         trains: that one holds the lock, and the next round here recovers them)."""
         try:
-            with training_lock(self.state_dir):
-                recovered = recover_interrupted(self.project, self.state_dir)
+            with training_lock(self.state):
+                recovered = recover_interrupted(self.project, self.state)
         except TrainingBusy:
             return
         self._announce(recovered)

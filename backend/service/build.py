@@ -38,7 +38,7 @@ def build_services(
     config's) in `state` (default: the project's own state folder). Nothing slow: the
     model is loaded by `Services.start`.
 
-    `make_worker(project, state_dir, on_promoted)` defaults to backend.loop.worker.TrainingWorker.
+    `make_worker(project, state, on_promoted)` defaults to backend.loop.worker.TrainingWorker.
     """
     project = project or load_project(config.project)
     state = state or ProjectState.of(project, config.state_dir)
@@ -60,7 +60,7 @@ def build_services(
     )
     worker: TrainingWorker | None = None
     if config.training:
-        worker = (make_worker or TrainingWorker)(project, state.root, on_promoted=holder.promoted)
+        worker = (make_worker or TrainingWorker)(project, state, on_promoted=holder.promoted)
         holder.training_running = worker.is_running  # an Event: no I/O per /predict
     link_options = None
     if studio.configured and project.linking.taxonomy and project.config.links:
@@ -71,7 +71,7 @@ def build_services(
     services = Services(
         config,
         project,
-        state.root,
+        state,
         state.store(),
         registry,
         worker,
@@ -79,7 +79,7 @@ def build_services(
         studio,
         metrics or make_metrics(),
         scorer=TaskScorer(project.selection.strategy),
-        linker=LinkerHolder(project, config.state_dir),
+        linker=LinkerHolder(project, state),
         link_options=link_options,
     )
     services.inbox = Inbox(

@@ -17,13 +17,13 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from training.text import Document, Span
 
 if TYPE_CHECKING:
     from labeling.project import Project
+    from labeling.state import ProjectState
     from labeling.studio.client import StudioClient
     from training.linker import Link, Linker
 
@@ -34,9 +34,9 @@ class LinkerHolder:
     """The project's linker (`[linking]` in project.toml), loaded once in a thread; None
     until then (and forever when the project names no taxonomy or loading failed)."""
 
-    def __init__(self, project: Project, state_base: str | Path | None):
+    def __init__(self, project: Project, state: ProjectState):
         self.project = project
-        self.state_base = state_base
+        self.state = state  # its linker versions and label-embedding cache
         self.enabled = bool(project.linking.taxonomy)
         self.linker: Linker | None = None
         self.top_k = project.linking.top_k
@@ -64,7 +64,7 @@ class LinkerHolder:
             after()
         started = time.perf_counter()
         try:
-            self.linker, self.top_k = project_linker(self.project, self.state_base, progress=False)
+            self.linker, self.top_k = project_linker(self.project, self.state, progress=False)
             log.info("linker ready in %.1f s", time.perf_counter() - started)
         except Exception as err:  # linking is an extra: predictions go on without it
             self.error = f"{type(err).__name__}: {err}"

@@ -73,7 +73,7 @@ class OneProject:
         self.services.close()
 
     def describe(self) -> str:
-        return f"project {self.services.project.name} from {self.services.state_dir}"
+        return f"project {self.services.project.name} from {self.services.state.root}"
 
 
 class SeveralProjects:
@@ -254,25 +254,23 @@ class SeveralProjects:
     def _check_same(self, services: Services, key: StudioProjectKey) -> None:
         if key.created_ts is None:
             return
-        from labeling.state import ProjectState
 
-        connection = ProjectState(services.state_dir).read_connection() or {}
+        connection = services.state.read_connection() or {}
         known = connection.get("created_ts")
         if known is None:
             connection["created_ts"] = key.created_ts
-            ProjectState(services.state_dir).write_connection(connection)
+            services.state.write_connection(connection)
         elif int(known) != key.created_ts:
             raise BadRequest(
                 f"Label Studio project {key.id} created at {key.created_ts} is not the project "
-                f"{key.id} (created at {known}) whose state is in {services.state_dir}: Label "
+                f"{key.id} (created at {known}) whose state is in {services.state.root}: Label "
                 "Studio reuses ids after a reset; move that folder away to connect it afresh",
                 409,
             )
 
     def _remember_schema(self, services: Services, schema: str) -> None:
-        from labeling.state import ProjectState
 
-        state = ProjectState(services.state_dir)
+        state = services.state
         connection = state.read_connection() or {}
         connection["schema"] = schema
         state.write_connection(connection)  # a restart reads webhooks with it too

@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING
 from labeling.active.task_score import TaskScorer
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from backend.loop.worker import TrainingWorker
     from backend.service.config import ServiceConfig
     from backend.service.linker_holder import LinkerHolder, TaskOptionsWriter
@@ -24,6 +22,7 @@ if TYPE_CHECKING:
     from backend.service.model_holder import ModelHolder, StudioLink
     from backend.service.webhook_inbox import Inbox
     from labeling.project import Project
+    from labeling.state import ProjectState
     from labeling.store import AnnotationStore
     from training.registry import Registry
 
@@ -36,7 +35,7 @@ class Services:
 
     config: ServiceConfig
     project: Project
-    state_dir: Path
+    state: ProjectState  # its folder, and where its annotations live
     store: AnnotationStore
     registry: Registry
     worker: TrainingWorker | None  # None: training disabled

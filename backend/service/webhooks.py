@@ -15,7 +15,6 @@ from backend.service.requests import (
     json_object,
 )
 from backend.service.status import jsonable
-from labeling.storage.engine import database_url_from_env
 from labeling.studio.config import parse_config
 from labeling.studio.label_map import project_labels
 
@@ -105,7 +104,7 @@ def _notify_worker(s: Services) -> None:
 
 def request_training(s: Services, source: str) -> dict:
     if s.worker is None:
-        if database_url_from_env() is None:
+        if s.state.database_url is None:
             raise BadRequest("training is disabled in this service (SKILLLOOP_TRAINING=0)", 409)
         # a serving host beside a training host (`skillloop worker`) on the shared database:
         # the request is recorded there and that host starts the round

@@ -15,7 +15,6 @@ SQLAlchemy Core with the durability each write relies on.
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import threading
 import time
@@ -27,13 +26,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
-DATABASE_URL_ENV = "SKILLLOOP_DATABASE_URL"
 WRITE = "skillloop_write"  # execution option: this transaction writes
-
-
-def database_url_from_env() -> str | None:
-    """`$SKILLLOOP_DATABASE_URL`, or None (the SQLite file in the state folder)."""
-    return os.environ.get(DATABASE_URL_ENV, "").strip() or None
 
 
 def is_url(target: str | Path) -> bool:

@@ -21,6 +21,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labeling.state import label_studio_home
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -42,9 +44,8 @@ class StudioSettings:
 
     @classmethod
     def from_env(cls, state_dir: Path | None = None, port: int | None = None) -> StudioSettings:
-        state = Path(state_dir or os.environ.get("SKILLLOOP_STATE_DIR") or "state")
         return cls(
-            root=state.resolve() / "label-studio",
+            root=label_studio_home(state_dir),
             host=_env("SKILLLOOP_STUDIO_HOST", "127.0.0.1"),
             port=port or int(_env("SKILLLOOP_STUDIO_PORT", "8081")),
             username=_env("SKILLLOOP_STUDIO_USERNAME", "admin@example.com"),
