@@ -36,6 +36,7 @@ LABELS = ["Skill", "Knowledge"]
 def main() -> int:
     from backend.loop.child import run
     from backend.loop.gate import decide, summary
+    from backend.loop.spec import Baseline, RoundSpec
     from labeling.project import RetrainSettings
     from training.cpu import cpu_info
     from training.datasets import read_documents, write_jsonl
@@ -63,22 +64,22 @@ def main() -> int:
     )
     shutil.rmtree(args.out, ignore_errors=True)
     config = asdict(TrainConfig(epochs=args.epochs, num_threads=args.threads))
-    champion: dict | None = None
+    champion: Baseline | None = None
     rounds = []
     for number, size in enumerate(args.sizes, start=1):
         folder = args.out / f"round-{number:02d}"
         folder.mkdir(parents=True)
         write_jsonl(train_docs[:size], folder / "train.jsonl")
         write_jsonl(heldout, folder / "heldout.jsonl")
-        spec = {
-            "folder": str(folder),
-            "base": champion["path"] if champion else None,
-            "labels": LABELS,
-            "out_dir": str(folder / "model"),
-            "config": config,
-            "num_threads": args.threads,
-            "baseline": champion,
-        }
+        spec = RoundSpec(
+            folder,
+            champion.path if champion else None,
+            LABELS,
+            folder / "model",
+            config=config,
+            num_threads=args.threads,
+            baseline=champion,
+        )
         started = time.perf_counter()
         result = run(spec)
         decision = decide(result, args.margin, len(heldout))
@@ -88,7 +89,7 @@ def main() -> int:
             "train_posts": size,
             "heldout_posts": len(heldout),
             "candidate_f1": round(result["candidate"]["f1"], 4),
-            "champion": champion["version"] if champion else None,
+            "champion": champion.version if champion else None,
             "champion_f1": (round(result["baseline"]["f1"], 4) if result.get("baseline") else None),
             "decision": details["decision"],
             "summary": summary(details),
@@ -100,7 +101,7 @@ def main() -> int:
         rounds.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "gate"}), flush=True)
         if decision.promote:
-            champion = {"version": f"round-{number:02d}", "path": spec["out_dir"]}
+            champion = Baseline(f"round-{number:02d}", str(spec.out_dir))
     print(
         "\n| round | train posts | candidate F1 | champion (F1) | gain [80% interval] | decision |"
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from labeling.studio.config import LabelingConfig, LabelSpec, build_config, parse_config
 from training.text import Document
-from training.windows import WINDOWS
+from training.windows import WINDOWS, WindowConfig
 
 PROJECT_FILE = "project.toml"
 CONFIG_FILE = "labeling_config.xml"
@@ -41,6 +41,11 @@ class ModelSettings:
     label_map: dict[str, str] = field(default_factory=dict)  # model tag type -> project label
     max_tokens: int = WINDOWS.max_tokens  # special tokens excluded (training.windows)
     stride: int = WINDOWS.stride
+
+    @property
+    def window(self) -> WindowConfig:
+        """How the project's tagger cuts long posts."""
+        return WindowConfig(self.max_tokens, self.stride)
 
 
 @dataclass(slots=True)

@@ -206,6 +206,7 @@ def test_a_round_fits_the_temperature_on_its_held_out_posts_before_the_gate(tiny
     from dataclasses import asdict
 
     from backend.loop.child import run
+    from backend.loop.spec import RoundSpec
     from tests.test_finetune import FAST, corpus
     from tests.test_finetune import LABELS as ROUND_LABELS
     from training.checkpoint import read_metadata
@@ -217,14 +218,14 @@ def test_a_round_fits_the_temperature_on_its_held_out_posts_before_the_gate(tiny
     write_jsonl(docs[:4], folder / "train.jsonl")
     write_jsonl(docs[4:] or docs[:2], folder / "heldout.jsonl")
     config = {**asdict(FAST), "epochs": 1, "crf": True}
-    spec = {
-        "folder": str(folder),
-        "base": str(tiny_encoder),
-        "labels": ROUND_LABELS,
-        "out_dir": str(tmp_path / "candidate"),
-        "config": config,
-        "tagger": {"quantize": False},
-    }
+    spec = RoundSpec(
+        folder,
+        str(tiny_encoder),
+        ROUND_LABELS,
+        tmp_path / "candidate",
+        config=config,
+        quantize=False,
+    )
     result = run(spec)
     stored = read_metadata(tmp_path / "candidate")["calibration"]
     assert result["calibration"] == stored and stored["temperature"] > 0

@@ -14,6 +14,7 @@ import pytest
 from test_report import three_rounds
 
 from backend.cli import main
+from backend.loop.spec import RoundSpec, write_spec
 from backend.loop.status import changes_since_last_round
 from labeling.state import ProjectState
 from labeling.store import AnnotationRecord, AnnotationStore
@@ -94,7 +95,8 @@ def test_status_sees_a_round_in_progress_and_changes_since_the_snapshot(state, c
     (folder / "rounds.jsonl").write_text(json.dumps({"round_id": "r1", "status": "failed"}) + "\n")
     for round_id, pid in (("r1", os.getpid()), ("r2", os.getpid())):
         (folder / "rounds" / round_id).mkdir(parents=True)
-        (folder / "rounds" / round_id / "spec.json").write_text(json.dumps({"parent_pid": pid}))
+        round_folder = folder / "rounds" / round_id
+        write_spec(RoundSpec(round_folder, None, ["Tech"], round_folder / "out", parent_pid=pid))
     (folder / "rounds" / "r2" / "progress.json").write_text(
         json.dumps({"phase": "training", "progress": 0.4})
     )

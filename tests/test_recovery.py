@@ -66,7 +66,7 @@ def test_a_round_killed_while_training_is_logged_as_interrupted(tmp_path):
 
 def test_a_complete_candidate_left_in_incoming_is_gated_on_start(tmp_path):
     project, state, plan = planned(tmp_path)
-    stub_checkpoint(Path(plan.spec["out_dir"]))
+    stub_checkpoint(plan.spec.out_dir)
     write_json(plan.folder / "result.json", FIRST_MODEL)
     promoted: list = []
     started(project, state, promoted)

@@ -14,6 +14,7 @@ from backend.cli import main
 from backend.loop import heldout as split
 from backend.loop import rounds
 from backend.loop.run import run_round
+from backend.loop.spec import RoundSpec
 from backend.loop.worker import TrainingWorker
 from labeling.project import load_project
 from labeling.state import ProjectState
@@ -460,8 +461,7 @@ def test_training_progress_reaches_progress_json_through_on_step(tmp_path, monke
     monkeypatch.setattr(train_round.time, "monotonic", lambda: next(clock))
     (tmp_path / "train.jsonl").write_text("")
     (tmp_path / "heldout.jsonl").write_text("")
-    spec = {"folder": str(tmp_path), "config": {}, "base": None, "labels": ["Tech"]}
-    spec["out_dir"] = str(tmp_path / "out")
+    spec = RoundSpec(tmp_path, None, ["Tech"], tmp_path / "out")
     with pytest.raises(Stop):
         train_round.run(spec)
     written = json.loads((tmp_path / "progress.json").read_text())

@@ -18,6 +18,8 @@ import time
 import traceback
 from pathlib import Path
 
+from backend.loop.spec import RoundSpec, read_spec
+
 TRAIN_SHARE = 0.85  # of the progress bar; evaluation takes the rest
 
 
@@ -49,7 +51,7 @@ class Progress:
         )
 
 
-def score(source: str | None, spec: dict, docs, label_map=None) -> dict:
+def score(source: str | Path | None, spec: RoundSpec, docs, label_map=None) -> dict:
     """Held-out report of one model, with each post's strict-entity counts (`per_post`,
     in the order of `docs`) for the gate's paired bootstrap; {"error": ...} when the model
     cannot tag the project labels."""
@@ -60,7 +62,7 @@ def score(source: str | None, spec: dict, docs, label_map=None) -> dict:
     from training.text import spans_to_tags, words
 
     try:
-        tagger = Tagger.load(source, spec["labels"], label_map, **spec.get("tagger", {}))
+        tagger = Tagger.load(source, spec.labels, label_map, **spec.tagger_options())
     except CheckpointError as err:
         return {"error": str(err)}
     predictions = tagger.predict([doc.text for doc in docs])
@@ -76,7 +78,7 @@ def score(source: str | None, spec: dict, docs, label_map=None) -> dict:
     }
 
 
-def run(spec: dict, progress_bar: bool = False) -> dict:
+def run(spec: RoundSpec, progress_bar: bool = False) -> dict:
     """Train and score as `spec` says; returns (and writes) the result."""
     import torch
 
@@ -85,27 +87,27 @@ def run(spec: dict, progress_bar: bool = False) -> dict:
     from training.devices import is_main_process
     from training.finetune import TrainConfig, train
 
-    folder = Path(spec["folder"])
+    folder = spec.folder
     progress = Progress(folder / "progress.json")
     progress.report("preparing", 0.0, force=True)
-    threads = int(spec.get("num_threads", 1))
+    threads = spec.num_threads
     torch.set_num_threads(threads)
     train_docs = read_jsonl(folder / "train.jsonl")
     heldout = read_jsonl(folder / "heldout.jsonl")
-    config = TrainConfig(**{**spec["config"], "num_threads": threads})
+    config = TrainConfig(**{**spec.config, "num_threads": threads})
 
     def on_step(done: int, total: int) -> None:
         progress.report("training", TRAIN_SHARE * done / max(total, 1))
 
     started = time.perf_counter()
     trained = train(
-        spec["base"],
+        spec.base,
         train_docs,
-        spec["labels"],
-        spec["out_dir"],
+        spec.labels,
+        spec.out_dir,
         dev_docs=None,
         config=config,
-        label_map=spec.get("label_map"),
+        label_map=spec.label_map,
         progress=progress_bar,
         on_step=on_step,
     )
@@ -129,14 +131,14 @@ def run(spec: dict, progress_bar: bool = False) -> dict:
         progress.report("evaluating", TRAIN_SHARE, force=True)
         # span scores calibrated on the held-out posts (training.calibration); F1 is unchanged
         result["calibration"] = calibrate_checkpoint(
-            spec["out_dir"], spec["labels"], heldout, **spec.get("tagger", {})
+            spec.out_dir, spec.labels, heldout, **spec.tagger_options()
         )
-        result["candidate"] = score(spec["out_dir"], spec, heldout)
-        baseline = spec.get("baseline")
-        if baseline:
+        result["candidate"] = score(spec.out_dir, spec, heldout)
+        baseline = spec.baseline
+        if baseline is not None:
             progress.report("evaluating", (1 + TRAIN_SHARE) / 2, force=True)
-            scored = score(baseline["path"], spec, heldout, baseline.get("label_map"))
-            result["baseline"] = {"version": baseline["version"], **scored}
+            scored = score(baseline.path, spec, heldout, baseline.label_map)
+            result["baseline"] = {"version": baseline.version, **scored}
     result["timings"] = {
         "train_s": round(train_s, 2),
         "eval_s": round(time.perf_counter() - started, 2),
@@ -160,10 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m backend.loop.child ROUND_FOLDER/spec.json", file=sys.stderr)
         return 2
     spec_path = Path(argv[0])
-    spec = json.loads(spec_path.read_text(encoding="utf-8"))
-    os.nice(int(spec.get("nice", 10)))  # the service's requests come first
-    if spec.get("parent_pid"):
-        threading.Thread(target=_exit_with_parent, args=(spec["parent_pid"],), daemon=True).start()
+    spec = read_spec(spec_path)
+    os.nice(spec.nice)  # the service's requests come first
+    if spec.parent_pid:
+        threading.Thread(target=_exit_with_parent, args=(spec.parent_pid,), daemon=True).start()
     try:
         run(spec)
     except BaseException as err:  # recorded as a failed round by the parent

@@ -64,7 +64,7 @@ def recover_interrupted(
         compared = (result.get("baseline") or {}).get("version")
         if plan is None:
             outcome = RoundOutcome(folder.name, "?", "interrupted", "an incomplete round folder")
-        elif result and (Path(plan.spec["out_dir"]) / "config.json").is_file():
+        elif result and (plan.spec.out_dir / "config.json").is_file():
             if compared in (None, _champion(registry)):
                 outcome, promoted = conclude_round(project, state, plan, 0, recovering=True)
                 recovered.append((outcome, promoted))

@@ -35,6 +35,7 @@ from pathlib import Path
 from backend.loop.child import write_json
 from backend.loop.gate import decide
 from backend.loop.heldout import annotated_documents, frozen_share, split_heldout
+from backend.loop.spec import SPEC_FILE, Baseline, RoundSpec, read_spec, write_spec
 from labeling.project import Project
 from labeling.state import ProjectState
 from labeling.store import documents_sha256
@@ -52,7 +53,7 @@ class RoundPlan:
     round_id: str
     folder: Path
     trigger: str
-    spec: dict
+    spec: RoundSpec
     snapshot: dict
     parent: str | None  # the version warm-started from
     started_at: str
@@ -145,11 +146,10 @@ def plan_round(
         base, label_map, parent = str(serving.path), None, serving.version
     else:
         base, label_map, parent = project.model_base(), project.model.label_map or None, None
-    baseline: dict[str, object]
     if serving is not None:
-        baseline = {"version": serving.version, "path": str(serving.path), "label_map": None}
+        baseline = Baseline(serving.version, str(serving.path))
     else:  # the service serves the project base when it has a head for the labels
-        baseline = {"version": "base", "path": project.model_base(), "label_map": label_map}
+        baseline = Baseline("base", project.model_base(), label_map)
 
     # leftovers of rounds killed with their service (this round holds the training lock)
     shutil.rmtree(registry.root / ".incoming", ignore_errors=True)
@@ -172,20 +172,19 @@ def plan_round(
     weak = sum(d.meta.get("source") == "dictionary" for d in train_docs)
     if weak:
         snapshot["dictionary_documents"] = weak  # labelled by the taxonomy, not by people
-    spec = {
-        "folder": str(folder),
-        "base": base,
-        "label_map": label_map,
-        "labels": labels,
-        "config": {k: v for k, v in asdict(project.train_config()).items()},
-        "tagger": {"max_tokens": project.model.max_tokens, "stride": project.model.stride},
-        "out_dir": str(registry.root / ".incoming" / round_id),
-        "baseline": baseline,
-        "num_threads": num_threads,
-        "nice": 10,
-        "parent_pid": os.getpid(),
-    }
-    write_json(folder / "spec.json", spec)
+    spec = RoundSpec(
+        folder,
+        base,
+        labels,
+        registry.root / ".incoming" / round_id,
+        label_map=label_map,
+        config=asdict(project.train_config()),
+        window=project.model.window,
+        baseline=baseline,
+        num_threads=num_threads,
+        parent_pid=os.getpid(),
+    )
+    write_spec(spec)
     plan = RoundPlan(
         round_id, folder, trigger, spec, snapshot, parent, started, len(train_docs), len(heldout)
     )
@@ -216,10 +215,10 @@ def _plan_fields(plan: RoundPlan) -> dict:
 def load_plan(folder: Path) -> RoundPlan | None:
     """A round folder's plan (None for a folder without spec.json and plan.json)."""
     try:
-        spec = json.loads((folder / "spec.json").read_text(encoding="utf-8"))
+        spec = read_spec(folder / SPEC_FILE)
         fields = json.loads((folder / PLAN_FILE).read_text(encoding="utf-8"))
         return RoundPlan(folder=folder, spec=spec, **fields)
-    except (OSError, json.JSONDecodeError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):  # JSONDecodeError is a ValueError
         return None
 
 
@@ -235,7 +234,7 @@ def launch(plan: RoundPlan) -> subprocess.Popen:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     with open(plan.folder / "train.log", "ab") as logfile:
         return subprocess.Popen(
-            [sys.executable, "-m", "backend.loop.child", str(plan.folder / "spec.json")],
+            [sys.executable, "-m", "backend.loop.child", str(plan.folder / SPEC_FILE)],
             cwd=REPO_ROOT,
             env=env,
             stdout=logfile,
@@ -262,7 +261,7 @@ def conclude_round(
 ) -> tuple[RoundOutcome, ModelVersion | None]:
     """Register and gate the candidate (or record why there is none); logs the round."""
     registry = state.registry()
-    incoming = Path(plan.spec["out_dir"])
+    incoming = plan.spec.out_dir
     outcome = outcome_of(plan, "failed", "")
     result_path = plan.folder / "result.json"
     version = None
@@ -283,8 +282,8 @@ def conclude_round(
             snapshot=plan.snapshot,
             timings={**result.get("timings", {}), "train": result.get("train", {})},
             trigger=plan.trigger,
-            labels=plan.spec["labels"],
-            base=plan.spec["base"],
+            labels=plan.spec.labels,
+            base=plan.spec.base,
             round_id=plan.round_id,
         )
         # (a kill here leaves a registered candidate: recover_interrupted gates it)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from backend.loop.gate import summary as gate_summary
 from backend.loop.report import round_rows, stopping_hint
+from backend.loop.spec import SPEC_FILE, read_spec
 from labeling.state import ProjectState
 
 
@@ -45,8 +46,11 @@ def local_training(state: ProjectState) -> dict:
     if not rounds or rounds[-1].name in {r.get("round_id") for r in read_rounds(state)}:
         return idle
     latest = rounds[-1]
-    spec = _json(latest / "spec.json")
-    if not _alive(spec.get("parent_pid")):
+    try:
+        parent_pid = read_spec(latest / SPEC_FILE).parent_pid
+    except (OSError, ValueError, KeyError, TypeError):
+        parent_pid = None  # not written yet
+    if not _alive(parent_pid):
         return idle  # left over from a process that died mid-round
     progress = _json(latest / "progress.json")
     return {
