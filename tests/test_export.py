@@ -357,3 +357,22 @@ def test_a_one_post_export_with_empty_splits_reads_back(tmp_path, fmt):
     assert (len(back["dev"]), len(back["test"])) == (0, 0)
     (doc,) = back["train"]
     assert [(doc.text[s.start : s.end], s.label) for s in doc.spans] == [("Python", "Technology")]
+
+
+def test_counts_leave_out_deleted_and_skipped_annotations(tmp_path):
+    texts = [post_text(n)[0] for n in range(3)]
+    records = [rec(n + 1, n + 1, text, []) for n, text in enumerate(texts)]
+    records += [
+        rec(10, 9, "A post whose only annotation was deleted.", [], deleted=True),
+        rec(11, 1, texts[0], [], who="bob", deleted=True),  # a deleted second opinion
+        rec(12, 8, "A skipped post.", [], cancelled=True),
+    ]
+    result = export_dataset(records, tmp_path, ExportSettings("jsonl", LABELS))
+    assert result.summary().startswith(
+        "3 posts (train 3, dev 0, test 0) from 3 annotations (3 skipped or deleted left out)"
+    )
+    assert (
+        "3 annotations (3 skipped or deleted ones left out)" in (tmp_path / "README.md").read_text()
+    )
+    manifest = json.loads((tmp_path / "export.json").read_text())
+    assert (manifest["records"], manifest["records_left_out"]) == (3, 3)

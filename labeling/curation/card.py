@@ -81,8 +81,8 @@ def write_card(result, settings, extra_labels: list[str]) -> Path:
         "",
         "## How it was made",
         "",
-        f"1. Source: {settings.source}; {result.records} annotation records read (skipped "
-        "and deleted annotations left out).",
+        f"1. Source: {settings.source}; {result.records} annotations ({result.left_out} "
+        "skipped or deleted ones left out).",
         f"2. One annotation per post by the policy `{settings.policy}` (latest: the most "
         "recently updated; reviewed: the latest ground-truth annotation, else the latest; "
         "majority: spans drawn by more than half of the post's annotators). "
