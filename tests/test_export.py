@@ -376,3 +376,32 @@ def test_counts_leave_out_deleted_and_skipped_annotations(tmp_path):
     )
     manifest = json.loads((tmp_path / "export.json").read_text())
     assert (manifest["records"], manifest["records_left_out"]) == (3, 3)
+
+
+TWO_LINES = "Skills: machine\n\nlearning and SQL.\nAlso Python"
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "hf", "conll"])
+def test_a_span_across_a_blank_line_is_one_entity_in_every_format(tmp_path, fmt):
+    start, end = TWO_LINES.index("machine"), TWO_LINES.index(" and")
+    spans = [Span(start, end, "Technical"), span(TWO_LINES, "Python", "Technology")]
+    export_dataset([rec(1, 1, TWO_LINES, spans)], tmp_path, ExportSettings(fmt, LABELS))
+    (doc,) = [d for docs in read_export(tmp_path, fmt).values() for d in docs]
+    parts = [(doc.text[s.start : s.end].split(), s.label) for s in doc.spans]
+    assert parts == [(["machine", "learning"], "Technical"), (["Python"], "Technology")]
+
+
+def test_conll_keeps_the_lines_a_span_crosses_in_one_sentence(tmp_path):
+    start, end = TWO_LINES.index("machine"), TWO_LINES.index(" and")
+    export_dataset(
+        [rec(1, 1, TWO_LINES, [Span(start, end, "Technical")])],
+        tmp_path,
+        ExportSettings("conll", LABELS, shares=(1, 0, 0)),
+    )
+    sentences = (tmp_path / "train.conll").read_text().split("\n\n")[1:-1]
+    rows = [[line.split("\t") for line in s.splitlines()] for s in sentences]
+    assert rows == [
+        [["Skills", "O"], [":", "O"], ["machine", "B-Technical"], ["learning", "I-Technical"]]
+        + [["and", "O"], ["SQL", "O"], [".", "O"]],
+        [["Also", "O"], ["Python", "O"]],  # a line no span crosses is its own sentence
+    ]
