@@ -18,7 +18,7 @@ from labeling.curation.formats import read_export
 from labeling.project import load_project
 from labeling.store import AnnotationRecord
 from labeling.studio.export_file import read_studio_export
-from training.text import Span, words
+from training.text import WORD_EXAMPLES, Span, words
 
 LABELS = ["Technology", "Technical", "Soft"]
 TOOLS = ["Python", "SQL", "Spark", "Docker", "Excel", "Tableau", "Airflow", "Kafka"]
@@ -405,3 +405,12 @@ def test_conll_keeps_the_lines_a_span_crosses_in_one_sentence(tmp_path):
         + [["and", "O"], ["SQL", "O"], [".", "O"]],
         [["Also", "O"], ["Python", "O"]],  # a line no span crosses is its own sentence
     ]
+
+
+def test_the_card_states_the_word_rule_that_cuts_the_words(records, tmp_path):
+    export_dataset(records, tmp_path, ExportSettings("conll", LABELS))
+    card = (tmp_path / "README.md").read_text()
+    rule = next(line for line in card.splitlines() if "snapped to whole words" in line)
+    assert "\\w+" not in rule
+    for example in WORD_EXAMPLES:  # e.g. PL/SQL and T-SQL: one word each, as the card says
+        assert f"`{example}`" in rule and words(example) == [(0, len(example))]
