@@ -253,6 +253,7 @@ def export_command(args) -> int:
         ExportSettings,
         export_dataset,
         gold_posts,
+        staged_folder,
     )
 
     if not args.format or args.format not in FORMATS:
@@ -288,15 +289,21 @@ def export_command(args) -> int:
         source=source,
         name=args.name or project.name,
     )
-    result = export_dataset(records, args.out, settings, gold)
-    if args.format == "profiles":
-        from backend.profiles import profiles_export
+    profiles = None
+    # written beside --out and moved there once complete: a failed export leaves nothing
+    with staged_folder(args.out) as stage:
+        result = export_dataset(records, stage, settings, gold)
+        if args.format == "profiles":
+            from backend.profiles import profiles_export
 
-        print(f"{profiles_export(result, project, args.state_dir)}: skill profiles")
-    elif args.link:
-        from backend.commands_link import link_export, project_linker
+            profiles = profiles_export(result, project, args.state_dir)
+        elif args.link:
+            from backend.commands_link import link_export, project_linker
 
-        link_export(result, *project_linker(project, args.state_dir))
+            link_export(result, *project_linker(project, args.state_dir))
+    result.moved_to(args.out)
+    if profiles is not None:
+        print(f"{result.out_dir / profiles.relative_to(stage)}: skill profiles")
     print(result.summary())
     return 0
 

@@ -30,6 +30,15 @@ WORD_PATTERN = re.compile(rf"\w+(?:[{re.escape(JOINERS)}]\w+)*(?:[+#]+(?![\w+#])
 
 OUTSIDE = "O"
 
+# The word rule in one sentence, for dataset cards (the module docstring has it in full),
+# and words it names as examples (tests check that each is one word).
+WORD_EXAMPLES = ("T-SQL", "PL/SQL", "CI/CD", "Node.js", "3.5", "C++", "C#")
+WORD_RULE = (
+    "letters and digits joined by `-`, `/` or `.` are one word (`T-SQL`, `PL/SQL`, `CI/CD`, "
+    "`Node.js`, `3.5`), a trailing `+` or `#` belongs to its word (`C++`, `C#`), and every "
+    "other mark is a word of its own"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Span:
