@@ -151,7 +151,7 @@ def status_command(args) -> int:
         status_figures,
     )
 
-    project, state = project_and_state(args)
+    project, state = project_and_state(args, must_exist=True)
     url, studio_project = args.url, args.studio_project
     training = _service_status(url, studio_project) if url else local_training(state)
     versions = _versions(state)
@@ -163,6 +163,9 @@ def status_command(args) -> int:
         changes_since_last_round(state, versions),
         round_outcomes(state),
     )
+    # where the figures come from, so a wrong folder is seen at once
+    figures["state"] = str(state.absolute())
+    figures["store"] = ProjectState(state.absolute()).store_location
     print(json.dumps(figures, indent=2) if args.json else format_status(figures, state))
     return 0
 
@@ -171,7 +174,7 @@ def status_command(args) -> int:
 
 
 def rounds_command(args) -> int:
-    project, state = project_and_state(args)
+    project, state = project_and_state(args, must_exist=True)
     versions = _versions(state)
     labels = project.label_values
     rows = round_rows(versions, labels)
@@ -221,7 +224,7 @@ def report_command(args) -> int:
     fmt = "md" if fmt == "markdown" else fmt
     if fmt not in REPORT_FORMATS:
         raise ValueError(f"unknown report format {args.format!r}: choose html or md")
-    project, state = project_and_state(args)
+    project, state = project_and_state(args, must_exist=True)
     versions = _versions(state)
     out = args.out or ProjectState(state).reports / f"report.{fmt}"
     live = [r for r in _records(project, state) if not r.cancelled and not r.deleted]
@@ -262,7 +265,8 @@ def export_command(args) -> int:
     if args.policy not in POLICIES:
         raise ValueError(f"--policy must be one of {', '.join(POLICIES)} (got {args.policy!r})")
     shares = _shares(args.split)
-    project, state = project_and_state(args)
+    # a Label Studio export file is read instead of the store: no state needed
+    project, state = project_and_state(args, must_exist=args.from_studio_export is None)
     records = _records(project, state, args.from_studio_export)
     gold = gold_posts(project.gold()) if args.include_gold else []
     if not records and not gold:
@@ -316,7 +320,8 @@ def quality_command(args) -> int:
 
     if not 0 < args.threshold <= 1:
         raise ValueError(f"--threshold must be in (0, 1], got {args.threshold}")
-    project, state = project_and_state(args)
+    # a Label Studio export file is read instead of the store: no state needed
+    project, state = project_and_state(args, must_exist=args.from_studio_export is None)
     records = _records(project, state, args.from_studio_export)
     gold = project.gold() if args.include_gold else []
     if not records and not gold:
@@ -326,10 +331,10 @@ def quality_command(args) -> int:
         )
     tagger = _tagger(project, state, args.model or "serving")
     figures = quality_figures(project, records, tagger, args.threshold, gold)
-    print_quality(figures, args.limit, sys.stdout)
-    if args.json:
+    if args.json:  # first: a --json path that cannot be written fails before any output
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2, ensure_ascii=False) + "\n")
+    print_quality(figures, args.limit, sys.stdout)
     return 0
 
 

@@ -147,8 +147,11 @@ def last_gate(version) -> dict:
 
 def format_status(figures: dict, state: Path) -> str:
     a, s, r, t = (figures[k] for k in ("annotations", "serving", "rounds", "training"))
+    # the store is named only where it is not the state folder's own SQLite file
+    store, where = figures.get("store"), str(ProjectState(state).store_path.absolute())
     lines = [
-        f"project {figures['project']} (state: {state})",
+        f"project {figures['project']} (state: {state.absolute()}"
+        + (f"; annotations: {store})" if store and store != where else ")"),
         f"annotations: {a['total']} on {a['posts']} posts, {a['new_since_last_round']} "
         f"new or changed since the last round; {a['skipped']} skipped, "
         f"{a['deleted']} deleted",
