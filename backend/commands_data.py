@@ -149,19 +149,22 @@ def status_command(args) -> int:
         local_training,
         round_outcomes,
         status_figures,
+        studio_emails,
     )
 
     project, state = project_and_state(args, must_exist=True)
     url, studio_project = args.url, args.studio_project
     training = _service_status(url, studio_project) if url else local_training(state)
     versions = _versions(state)
+    records = _records(project, state)
     figures = status_figures(
         project,
-        _records(project, state),
+        records,
         versions,
         training,
         changes_since_last_round(state, versions),
         round_outcomes(state),
+        studio_emails(records),
     )
     # where the figures come from, so a wrong folder is seen at once
     figures["state"] = str(state.absolute())

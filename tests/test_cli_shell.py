@@ -9,6 +9,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -221,3 +223,57 @@ def test_a_bug_still_shows_its_traceback(monkeypatch):
     monkeypatch.setattr(backend.commands_data, "rounds_command", broken)
     with pytest.raises(KeyError, match="a bug"):
         main(["rounds", "--project", NAME])
+
+
+class FakeStudioUsers(BaseHTTPRequestHandler):
+    """Label Studio's GET /api/users/ for one organization (what 1.23.2 answers: id, e-mail
+    and names per user); every other path is a 404."""
+
+    def do_GET(self):  # (http.server's name)
+        users = [{"id": 1, "email": "admin@example.com", "first_name": "", "last_name": ""}]
+        found = self.path == "/api/users/"
+        self.send_response(200 if found else 404)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(json.dumps(users if found else {}).encode())
+
+    def log_message(self, *args):
+        pass
+
+
+def test_status_names_annotators_by_e_mail(elsewhere, tmp_path):
+    """Label Studio 1.23.2's webhooks carry `completed_by` as the user id alone, so the
+    store holds "1"; status asks Label Studio for the e-mail when it knows where it is."""
+    base = real_state(tmp_path / "state", annotations=1)  # one stored with its e-mail
+    with ProjectState(base / NAME).store() as store:
+        for aid in (7, 8):  # as a real webhook leaves them: the user id
+            store.upsert(AnnotationRecord(aid, aid, "1", f"Post {aid}: SQL.", [], annotator="1"))
+        store.upsert(AnnotationRecord(9, 9, "1", "Post 9: Go.", [], annotator="5"))
+    argv = ["status", "--project", NAME, "--state-dir", str(base)]
+    offline = skillloop(elsewhere, *argv)
+    assert offline.returncode == 0, offline.stderr
+    assert "  Label Studio user 1: 2\n" in offline.stdout
+    assert "  ann@example.com: 1\n" in offline.stdout
+    assert "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY" in offline.stdout
+
+    server = HTTPServer(("127.0.0.1", 0), FakeStudioUsers)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    studio = {
+        "LABEL_STUDIO_URL": f"http://127.0.0.1:{server.server_port}",
+        "LABEL_STUDIO_API_KEY": "a-legacy-token",
+    }
+    try:
+        online = skillloop(elsewhere, *argv, "--json", env=studio)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert online.returncode == 0, online.stderr
+    assert json.loads(online.stdout)["annotations"]["by_annotator"] == {
+        "admin@example.com": 2,
+        "ann@example.com": 1,
+        "Label Studio user 5": 1,  # not a user of that Label Studio (any more)
+    }
+    gone = skillloop(elsewhere, *argv, env=studio)  # the server is closed now
+    assert gone.returncode == 0 and "  Label Studio user 1: 2\n" in gone.stdout
+    assert gone.stderr.startswith("skillloop: warning: annotators' e-mails not read: ")
+    assert gone.stderr.count("\n") == 1 and "Traceback" not in gone.stderr
