@@ -65,6 +65,11 @@ def register(subparsers) -> None:
     p.add_argument("--license", default="unspecified", help="licence for the dataset card")
     p.add_argument("--name", help="dataset name for the card (default: the project name)")
     _gold(p, "also export the project's gold file ([data] gold) posts")
+    p.add_argument(
+        "--gold-only",
+        action="store_true",
+        help="export the gold file's posts alone: the store is not read (no state needed)",
+    )
     p.add_argument("--link", action="store_true", help="link spans to the project's taxonomy")
     p.set_defaults(func=export_command)
 
@@ -268,10 +273,11 @@ def export_command(args) -> int:
     if args.policy not in POLICIES:
         raise ValueError(f"--policy must be one of {', '.join(POLICIES)} (got {args.policy!r})")
     shares = _shares(args.split)
-    # a Label Studio export file is read instead of the store: no state needed
-    project, state = project_and_state(args, must_exist=args.from_studio_export is None)
-    records = _records(project, state, args.from_studio_export)
-    gold = gold_posts(project.gold()) if args.include_gold else []
+    # a Label Studio export file, or --gold-only, replaces the store: no state needed
+    reads_store = args.from_studio_export is None and not args.gold_only
+    project, state = project_and_state(args, must_exist=reads_store)
+    records = [] if args.gold_only else _records(project, state, args.from_studio_export)
+    gold = gold_posts(project.gold()) if args.include_gold or args.gold_only else []
     if not records and not gold:
         raise ValueError(
             f"no annotations in {ProjectState(state).store_location}: nothing to export "
@@ -282,7 +288,9 @@ def export_command(args) -> int:
         if args.from_studio_export
         else f"skillloop annotation store of project {project.name}"
     )
-    if gold:
+    if args.gold_only and not args.from_studio_export:
+        source = f"the gold file of project {project.name} ({len(gold)} posts)"
+    elif gold:
         source += f" and the project's gold file ({len(gold)} posts)"
     settings = ExportSettings(
         format=args.format,

@@ -92,6 +92,17 @@ def test_a_working_directory_without_state_is_refused_naming_where_it_looked(els
     assert not (elsewhere / "state").exists() and not (elsewhere / "out").exists()
 
 
+def test_the_gold_file_alone_is_exported_without_any_state(elsewhere):
+    argv = ["export", "--project", NAME, "--format", "jsonl", "--out", "gold", "--gold-only"]
+    done = skillloop(elsewhere, *argv)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("36 posts") and "from 0 annotations" in done.stdout
+    assert (
+        f"the gold file of project {NAME} (36 posts)" in (elsewhere / "gold/README.md").read_text()
+    )
+    assert not (elsewhere / "state").exists()
+
+
 def test_a_folder_that_does_not_exist_is_refused(elsewhere, tmp_path):
     missing = tmp_path / "no-such-folder"
     for command in (["status"], ["rounds"]):
