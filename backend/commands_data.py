@@ -235,6 +235,8 @@ def report_command(args) -> int:
     project, state = project_and_state(args, must_exist=True)
     versions = _versions(state)
     out = args.out or ProjectState(state).reports / f"report.{fmt}"
+    if out.is_dir():  # refused before its PNGs are written beside it
+        raise ValueError(f"--out {out} is a folder: name the report file, e.g. {out}/report.{fmt}")
     live = [r for r in _records(project, state) if not r.cancelled and not r.deleted]
     serving = next((v.version for v in versions if v.status == "serving"), None)
     summary = {

@@ -34,6 +34,8 @@ STATE_MARKERS = (
     "heldout.json",
     "studio.json",
     "connection.json",
+    "linkers",  # linker versions (skillloop link-train)
+    "linking",  # label embeddings cached by linking
 )
 # a Label Studio project connected to a backend that serves several: `<base>/studio-<id>/`
 STUDIO_PREFIX = "studio-"

@@ -81,6 +81,8 @@ READ_ONLY = [
     ["export", "--format", "jsonl", "--out", "out"],
     ["export", "--format", "jsonl", "--out", "out", "--include-gold"],
     ["quality", "--model", "none"],
+    ["link-versions"],
+    ["link-rollback", "v0001"],
 ]
 
 
@@ -162,7 +164,7 @@ def test_a_state_just_made_by_the_service_is_an_empty_project_not_an_error(elsew
 @pytest.mark.parametrize(
     ("argv", "shown"),
     [
-        (["report", "--out", "a-folder"], "is a directory: a-folder"),
+        (["report", "--out", "a-folder"], "--out a-folder is a folder"),
         (["report", "--out", "a-file/report.html"], "file exists: a-file"),
         (["quality", "--model", "none", "--json", "a-folder"], "is a directory: a-folder"),
         (["quality", "--model", "none", "--json", "a-file/q.json"], "file exists: a-file"),
@@ -177,6 +179,7 @@ def test_an_output_path_that_cannot_be_written_is_one_line(elsewhere, tmp_path, 
     assert shown in one_line_error(done)
     assert (elsewhere / "a-file").read_text() == "mine\n"
     assert not any((elsewhere / "a-folder").iterdir())
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["a-file", "a-folder"]  # no PNGs
 
 
 def test_unreadable_input_is_one_line(elsewhere):
