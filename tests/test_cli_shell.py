@@ -291,3 +291,18 @@ def test_status_names_annotators_by_e_mail(elsewhere, tmp_path):
     assert gone.returncode == 0 and "  Label Studio user 1: 2\n" in gone.stdout
     assert gone.stderr.startswith("skillloop: warning: annotators' e-mails not read: ")
     assert gone.stderr.count("\n") == 1 and "Traceback" not in gone.stderr
+
+
+def test_with_a_shared_database_the_state_is_its_rows(elsewhere, tmp_path, monkeypatch):
+    """Another host's CLI has no state folder: the database's rows under the project's key
+    are its state, and a key with none is refused like an empty folder."""
+    database = {"SKILLLOOP_DATABASE_URL": f"sqlite:///{tmp_path / 'shared.sqlite'}"}
+    argv = ["status", "--project", NAME, "--state-dir", str(tmp_path / "here")]
+    refused = skillloop(elsewhere, *argv, env=database)
+    assert f"no state of project {NAME}" in one_line_error(refused)
+    monkeypatch.setenv("SKILLLOOP_DATABASE_URL", database["SKILLLOOP_DATABASE_URL"])
+    with ProjectState(tmp_path / "service-host" / NAME).store() as store:  # same key
+        store.upsert(AnnotationRecord(1, 1, "1", "Post 1: Rust.", [], annotator="a@b.org"))
+    done = skillloop(elsewhere, *argv, env=database)
+    assert done.returncode == 0, done.stderr
+    assert "annotations: 1 on 1 posts" in done.stdout and "; annotations: sqlite" in done.stdout
