@@ -32,8 +32,10 @@ def add_project_options(p: argparse.ArgumentParser, state_dir: bool = True) -> N
         )
 
 
-def project_and_state(args: argparse.Namespace) -> tuple[Project, Path]:
-    """The project and its state folder the command's options name."""
+def project_and_state(args: argparse.Namespace, must_exist: bool = False) -> tuple[Project, Path]:
+    """The project and its state folder the command's options name. `must_exist`: the
+    command only reports on state, so a folder that holds none is a mistake (a wrong
+    --state-dir, or a working directory without ./state), not an empty project."""
     from labeling.project import load_project
     from labeling.state import studio_project
 
@@ -49,4 +51,55 @@ def project_and_state(args: argparse.Namespace) -> tuple[Project, Path]:
             "--studio-project ID for a Label Studio project on a backend serving several"
         )
     project = load_project(name)
-    return project, project.state_dir(args.state_dir)
+    root = project.state_dir(args.state_dir)
+    if must_exist:
+        require_state(project, root, args.state_dir)
+    return project, root
+
+
+def require_state(project: Project, root: Path, given: Path | None) -> None:
+    """ValueError, one line, when `root` holds no state of `project`: where it looked,
+    what it expected, and the folder to pass instead when one is in sight."""
+    from labeling.project import STATE_ENV
+    from labeling.state import STATE_MARKERS, ProjectState
+
+    if ProjectState(root).holds_state():
+        return
+    base = root.parent
+    source = (
+        "--state-dir"
+        if given
+        else f"${STATE_ENV}"
+        if os.environ.get(STATE_ENV)
+        else f"./state of the working directory (no --state-dir or ${STATE_ENV})"
+    )
+    hint = _state_base_in_sight(
+        project.name, base, default=not given and not os.environ.get(STATE_ENV)
+    )
+    raise ValueError(
+        f"no state of project {project.name} in {root.absolute()} (state base from {source}; "
+        f"expected a folder holding {', '.join(STATE_MARKERS[:3])} or the like, as the "
+        "service, the demo and training rounds write)"
+        + (f"; did you mean --state-dir {hint}?" if hint else "")
+    )
+
+
+def _state_base_in_sight(name: str, base: Path, default: bool) -> Path | None:
+    """A state base near `base` that holds `name`'s state: its parent when `base` is the
+    project's own folder, a sub-folder of it, or the checkout's state/ for the default."""
+    from labeling.project import REPO_ROOT
+    from labeling.state import ProjectState
+
+    candidates = [base.parent] if base.name == name else []
+    if base.is_dir():
+        try:
+            children = sorted(p for p in base.iterdir() if p.is_dir())[:200]
+        except OSError:
+            children = []
+        candidates += children
+    if default:
+        candidates.append(REPO_ROOT / "state")
+    for candidate in candidates:
+        if ProjectState(candidate / name).has_state_files():
+            return candidate.absolute()
+    return None

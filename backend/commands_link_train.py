@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from backend.cli_project import require_state
+
 if TYPE_CHECKING:
     from labeling.project import Project
     from training.registry import LinkerRegistry
@@ -184,6 +186,7 @@ def link_versions_command(args: argparse.Namespace) -> int:
     from labeling.project import load_project
 
     project = load_project(args.project)
+    require_state(project, project.state_dir(args.state_dir), args.state_dir)
     registry = linker_registry(project, args.state_dir)
     versions = registry.versions()
     if not versions:
@@ -200,6 +203,7 @@ def link_rollback_command(args: argparse.Namespace) -> int:
     from labeling.project import load_project
 
     project = load_project(args.project)
+    require_state(project, project.state_dir(args.state_dir), args.state_dir)
     registry = linker_registry(project, args.state_dir)
     if not registry.versions():
         raise ValueError(f"project {project.name} has no linker versions in {registry.root}")

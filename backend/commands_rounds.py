@@ -92,7 +92,7 @@ def _retrain_remote(url: str, studio_project: int | None = None) -> int:
 
 
 def rollback_command(args) -> int:
-    project, state_dir = project_and_state(args)
+    project, state_dir = project_and_state(args, must_exist=True)
     registry = ProjectState(state_dir).registry()
     if not registry.versions():
         raise ValueError(f"project {project.name} has no model versions in {registry.root}")

@@ -24,6 +24,19 @@ if TYPE_CHECKING:
     from training.registry import Registry
 
 STORE_FILE = "annotations.sqlite"
+# What a project's state folder holds once the service, a round or the demo used it: any
+# one of these means the folder is that project's state (an empty or missing folder is not)
+STATE_MARKERS = (
+    STORE_FILE,
+    "models",
+    "rounds.jsonl",
+    "rounds",
+    "heldout.json",
+    "studio.json",
+    "connection.json",
+    "linkers",  # linker versions (skillloop link-train)
+    "linking",  # label embeddings cached by linking
+)
 # a Label Studio project connected to a backend that serves several: `<base>/studio-<id>/`
 STUDIO_PREFIX = "studio-"
 CONNECTION_FILE = "connection.json"
@@ -141,6 +154,24 @@ class ProjectState:
         from labeling.storage.engine import database_url_from_env
 
         return database_url_from_env() is not None or self.store_path.is_file()
+
+    def has_state_files(self) -> bool:
+        """Whether the folder holds any of what a project's state folder holds."""
+        return self.root.is_dir() and any((self.root / name).exists() for name in STATE_MARKERS)
+
+    def holds_state(self) -> bool:
+        """Whether this folder is a project's state: it holds what the service, a round or
+        the demo writes (the store, the registry, the rounds log...), or, with a shared
+        database, the database holds annotations under this state's key. An empty or
+        missing folder is not: read-only commands refuse it rather than report zeros."""
+        from labeling.storage.engine import database_url_from_env
+
+        if self.has_state_files():
+            return True
+        if database_url_from_env() is None:
+            return False
+        with self.store() as store:  # another host's state: only its rows are shared
+            return store.change_counter() > 0
 
     def store(self) -> AnnotationStore:
         """A new connection to the annotation store: the database `$SKILLLOOP_DATABASE_URL`

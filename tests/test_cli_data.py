@@ -15,6 +15,7 @@ from test_report import three_rounds
 
 from backend.cli import main
 from backend.status import changes_since_last_round
+from labeling.state import ProjectState
 from labeling.store import AnnotationRecord, AnnotationStore
 from training.registry import Registry
 from training.text import Document, Span
@@ -280,10 +281,16 @@ def test_user_errors_are_one_line_exit_2(state, capsys, monkeypatch, argv, messa
 
 
 def test_empty_state_is_reported_not_crashed(tmp_path, capsys, monkeypatch):
+    """A state the service just made (its folder and an empty store) is an empty project;
+    a folder with no state at all is refused (tests/test_cli_shell.py)."""
     monkeypatch.delenv("SKILLLOOP_PROJECT", raising=False)
     empty = tmp_path / "empty"
+    with ProjectState(empty / NAME).store():
+        pass
     code, out, _ = run(capsys, "status", "--project", PROJECT, "--state-dir", str(empty))
     assert code == 0 and "annotations: 0" in out and "no trained version yet" in out
+    code, _, err = run(capsys, "status", "--project", PROJECT, "--state-dir", str(tmp_path / "x"))
+    assert code == 2 and "no state of project linkedin-skills" in err
     code, _, err = run(capsys, "report", "--project", PROJECT, "--state-dir", str(empty))
     assert code == 2 and "no recorded rounds" in err
     code, _, err = run(
