@@ -27,6 +27,19 @@ if TYPE_CHECKING:
 STATE_ENV = "SKILLLOOP_STATE_DIR"
 DATABASE_URL_ENV = "SKILLLOOP_DATABASE_URL"
 STORE_FILE = "annotations.sqlite"
+# What a project's state folder holds once the service, a round or the demo used it: any
+# one of these means the folder is that project's state (an empty or missing folder is not)
+STATE_MARKERS = (
+    STORE_FILE,
+    "models",
+    "rounds.jsonl",
+    "rounds",
+    "heldout.json",
+    "studio.json",
+    "connection.json",
+    "linkers",  # linker versions (skillloop link-train)
+    "linking",  # label embeddings cached by linking
+)
 # a Label Studio project connected to a backend that serves several: `<base>/studio-<id>/`
 STUDIO_PREFIX = "studio-"
 CONNECTION_FILE = "connection.json"
@@ -157,6 +170,22 @@ class ProjectState:
         """Whether `store()` would open existing records (a shared database always may)."""
         return self.database_url is not None or self.store_path.is_file()
 
+    def has_state_files(self) -> bool:
+        """Whether the folder holds any of what a project's state folder holds."""
+        return self.root.is_dir() and any((self.root / name).exists() for name in STATE_MARKERS)
+
+    def holds_state(self) -> bool:
+        """Whether this folder is a project's state: it holds what the service, a round or
+        the demo writes (the store, the registry, the rounds log...), or, with a shared
+        database, the database holds annotations under this state's key. An empty or
+        missing folder is not: read-only commands refuse it rather than report zeros."""
+        if self.has_state_files():
+            return True
+        if self.database_url is None:
+            return False
+        with self.store() as store:  # another host's state: only its rows are shared
+            return store.change_counter() > 0
+
     def store(self) -> AnnotationStore:
         """A new connection to the annotation store: the database `database_url` names,
         else the SQLite file here (created, and migrated, on first use)."""
@@ -179,6 +208,11 @@ def state_base(base: str | Path | None = None) -> Path:
     """The state root: `base`, else `$SKILLLOOP_STATE_DIR`, else `./state`. The one place
     that reads it."""
     return Path(base) if base else Path(os.environ.get(STATE_ENV) or "state")
+
+
+def state_base_from_environment() -> bool:
+    """Whether the state base comes from `$SKILLLOOP_STATE_DIR` (not the ./state default)."""
+    return bool(os.environ.get(STATE_ENV))
 
 
 def label_studio_home(base: str | Path | None = None) -> Path:

@@ -283,10 +283,16 @@ def test_user_errors_are_one_line_exit_2(state, capsys, monkeypatch, argv, messa
 
 
 def test_empty_state_is_reported_not_crashed(tmp_path, capsys, monkeypatch):
+    """A state the service just made (its folder and an empty store) is an empty project;
+    a folder with no state at all is refused (tests/test_cli_shell.py)."""
     monkeypatch.delenv("SKILLLOOP_PROJECT", raising=False)
     empty = tmp_path / "empty"
+    with ProjectState(empty / NAME).store():
+        pass
     code, out, _ = run(capsys, "status", "--project", PROJECT, "--state-dir", str(empty))
     assert code == 0 and "annotations: 0" in out and "no trained version yet" in out
+    code, _, err = run(capsys, "status", "--project", PROJECT, "--state-dir", str(tmp_path / "x"))
+    assert code == 2 and "no state of project linkedin-skills" in err
     code, _, err = run(capsys, "report", "--project", PROJECT, "--state-dir", str(empty))
     assert code == 2 and "no recorded rounds" in err
     code, _, err = run(
@@ -374,3 +380,33 @@ def test_quality_checks_gold_posts_the_store_does_not_hold():
     assert errors["posts_checked"] == len(gold)  # the store's version replaces "dup"
     ids = {issue["doc_id"] for issue in errors["issues"]}
     assert "gold-dup" not in ids and any(i.startswith("gold-") for i in ids)
+
+
+def test_a_failed_export_leaves_nothing_behind(state, capsys, tmp_path):
+    out_dir = tmp_path / "exports" / "profiles"
+    argv = ["export", "--project", PROJECT, "--state-dir", str(state), "--out", str(out_dir)]
+    code, _, err = run(capsys, *argv, "--format", "profiles")  # the project names no taxonomy
+    assert code == 2 and "taxonomy" in err
+    assert not (tmp_path / "exports").exists()  # no card, no export.json, no stage folder
+
+    assert run(capsys, *argv, "--format", "conll")[0] == 0
+    assert run(capsys, *argv, "--format", "profiles")[0] == 2
+    assert sorted(p.name for p in out_dir.parent.iterdir()) == ["profiles"]
+    assert (out_dir / "train.conll").is_file()  # the previous export stands untouched
+
+    code, out, _ = run(capsys, *argv, "--format", "jsonl")
+    assert code == 0 and out.rstrip().endswith(f"-> {out_dir}")
+    assert (out_dir / "train.jsonl").is_file() and not (out_dir / "train.conll").exists()
+    assert json.loads((out_dir / "export.json").read_text())["format"] == "jsonl"
+
+
+def test_export_refuses_a_folder_holding_other_files(state, capsys, tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    argv = ["export", "--project", PROJECT, "--state-dir", str(state), "--format", "jsonl"]
+    code, _, err = run(capsys, *argv, "--out", str(notes))
+    assert code == 2 and "not an export" in err
+    assert [p.name for p in notes.iterdir()] == ["todo.txt"]
+    code, _, err = run(capsys, *argv, "--out", str(notes / "todo.txt"))
+    assert code == 2 and "is a file" in err and (notes / "todo.txt").read_text() == "mine"

@@ -59,6 +59,32 @@ def test_train_writes_a_checkpoint_with_labels_from_the_data(trained):
     assert meta["config"]["crf"] is True and len(meta["crf"]["transitions"]) == 5
 
 
+def test_train_fits_a_temperature_on_the_dev_posts(trained, capsys):
+    fit = read_metadata(trained)["calibration"]
+    assert fit["documents"] == 3 and fit["temperature"] > 0  # the 3 --dev posts
+
+
+def test_train_without_dev_holds_out_training_posts_to_calibrate(tiny_encoder, tmp_path, capsys):
+    many = [
+        Document(f"we need python and sql, post {n}", [Span(8, 14, "Technology")], id=str(n))
+        for n in range(20)
+    ]
+    write_jsonl(many, tmp_path / "many.jsonl")
+    out = tmp_path / "calibrated"
+    args = ["train", "--data", str(tmp_path / "many.jsonl"), "--out", str(out)]
+    assert main([*args, "--base", str(tiny_encoder), "--calibration-share", "0.25", *FAST]) == 0
+    assert "span scores calibrated on 5 training posts held out" in capsys.readouterr().out
+    assert read_metadata(out)["calibration"]["documents"] == 5
+    # too few posts to hold out any: said, not silently uncalibrated
+    small = tmp_path / "small"
+    few = ["train", "--data", str(tmp_path / "many.jsonl"), "--out", str(small)]
+    assert main([*few, "--base", str(tiny_encoder), "--calibration-share", "0", *FAST]) == 0
+    assert "span scores not calibrated" in capsys.readouterr().out
+    assert "calibration" not in read_metadata(small)
+    assert main([*few, "--base", str(tiny_encoder), "--calibration-share", "1.5", *FAST]) == 2
+    assert "--calibration-share must be in [0, 1)" in capsys.readouterr().err
+
+
 def test_train_without_a_crf(tiny_encoder, data, tmp_path):
     out = tmp_path / "plain"
     code = main(

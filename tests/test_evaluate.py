@@ -35,8 +35,22 @@ def test_strict_and_default_modes_differ_on_an_orphan_inside_tag():
     report = evaluate_predictions([GOLD], [[]], ["Tech", "Soft"], predicted_tag_lists=[tags])
     # default mode reads the orphan I-Tech as an entity; strict IOB2 does not
     assert report.entity_default["Tech"].recall == 1.0
-    assert report.entity["Tech"].recall == 0.5 and report.entity["Tech"].precision == 1.0
-    assert report.entity["Soft"].f1 == 1.0
+    model = report.entity_model
+    assert model["Tech"].recall == 0.5 and model["Tech"].precision == 1.0
+    assert model["Soft"].f1 == 1.0
+    # the headline scores what was served: here, no spans at all
+    assert report.entity[OVERALL].predicted == 0 and report.f1 == 0.0
+
+
+def test_the_headline_scores_the_served_spans_not_the_raw_tags():
+    text = "we need Python."
+    gold = Document(text, [Span(8, 14, "Tech")])
+    raw = ["O", "O", "B-Tech", "I-Tech"]  # the model's tags run over the final period
+    served = [Span(8, 14, "Tech", "Python")]  # the decoder trims it: what users get
+    report = evaluate_predictions([gold], [served], ["Tech"], predicted_tag_lists=[raw])
+    assert report.f1 == 1.0 and report.char[OVERALL].f1 == 1.0
+    assert report.entity_model[OVERALL].f1 == 0.0  # the raw tags would have scored 0
+    assert report.to_dict()["entity_strict"]["overall"]["f1"] == 1.0
 
 
 def test_perfect_and_empty_predictions():

@@ -18,7 +18,7 @@ from labeling.curation.formats import read_export
 from labeling.project import load_project
 from labeling.store import AnnotationRecord
 from labeling.studio.export_file import read_studio_export
-from training.text import Span, words
+from training.text import WORD_EXAMPLES, Span, words
 
 LABELS = ["Technology", "Technical", "Soft"]
 TOOLS = ["Python", "SQL", "Spark", "Docker", "Excel", "Tableau", "Airflow", "Kafka"]
@@ -357,3 +357,60 @@ def test_a_one_post_export_with_empty_splits_reads_back(tmp_path, fmt):
     assert (len(back["dev"]), len(back["test"])) == (0, 0)
     (doc,) = back["train"]
     assert [(doc.text[s.start : s.end], s.label) for s in doc.spans] == [("Python", "Technology")]
+
+
+def test_counts_leave_out_deleted_and_skipped_annotations(tmp_path):
+    texts = [post_text(n)[0] for n in range(3)]
+    records = [rec(n + 1, n + 1, text, []) for n, text in enumerate(texts)]
+    records += [
+        rec(10, 9, "A post whose only annotation was deleted.", [], deleted=True),
+        rec(11, 1, texts[0], [], who="bob", deleted=True),  # a deleted second opinion
+        rec(12, 8, "A skipped post.", [], cancelled=True),
+    ]
+    result = export_dataset(records, tmp_path, ExportSettings("jsonl", LABELS))
+    assert result.summary().startswith(
+        "3 posts (train 3, dev 0, test 0) from 3 annotations (3 skipped or deleted left out)"
+    )
+    assert (
+        "3 annotations (3 skipped or deleted ones left out)" in (tmp_path / "README.md").read_text()
+    )
+    manifest = json.loads((tmp_path / "export.json").read_text())
+    assert (manifest["records"], manifest["records_left_out"]) == (3, 3)
+
+
+TWO_LINES = "Skills: machine\n\nlearning and SQL.\nAlso Python"
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "hf", "conll"])
+def test_a_span_across_a_blank_line_is_one_entity_in_every_format(tmp_path, fmt):
+    start, end = TWO_LINES.index("machine"), TWO_LINES.index(" and")
+    spans = [Span(start, end, "Technical"), span(TWO_LINES, "Python", "Technology")]
+    export_dataset([rec(1, 1, TWO_LINES, spans)], tmp_path, ExportSettings(fmt, LABELS))
+    (doc,) = [d for docs in read_export(tmp_path, fmt).values() for d in docs]
+    parts = [(doc.text[s.start : s.end].split(), s.label) for s in doc.spans]
+    assert parts == [(["machine", "learning"], "Technical"), (["Python"], "Technology")]
+
+
+def test_conll_keeps_the_lines_a_span_crosses_in_one_sentence(tmp_path):
+    start, end = TWO_LINES.index("machine"), TWO_LINES.index(" and")
+    export_dataset(
+        [rec(1, 1, TWO_LINES, [Span(start, end, "Technical")])],
+        tmp_path,
+        ExportSettings("conll", LABELS, shares=(1, 0, 0)),
+    )
+    sentences = (tmp_path / "train.conll").read_text().split("\n\n")[1:-1]
+    rows = [[line.split("\t") for line in s.splitlines()] for s in sentences]
+    assert rows == [
+        [["Skills", "O"], [":", "O"], ["machine", "B-Technical"], ["learning", "I-Technical"]]
+        + [["and", "O"], ["SQL", "O"], [".", "O"]],
+        [["Also", "O"], ["Python", "O"]],  # a line no span crosses is its own sentence
+    ]
+
+
+def test_the_card_states_the_word_rule_that_cuts_the_words(records, tmp_path):
+    export_dataset(records, tmp_path, ExportSettings("conll", LABELS))
+    card = (tmp_path / "README.md").read_text()
+    rule = next(line for line in card.splitlines() if "snapped to whole words" in line)
+    assert "\\w+" not in rule
+    for example in WORD_EXAMPLES:  # e.g. PL/SQL and T-SQL: one word each, as the card says
+        assert f"`{example}`" in rule and words(example) == [(0, len(example))]

@@ -254,39 +254,78 @@ def test_a_long_post_is_read_up_to_the_limit_and_says_so(tmp_path, spanful_model
 
 
 class SlowTagger:
-    """Wraps a tagger so each model call takes `seconds` (stands in for a big model)."""
+    """Wraps a tagger so each model call costs `seconds` (stands in for a big model): slept
+    for real, or, given a `WorkClock`, added to that clock, so a budget is spent by counted
+    work and nothing depends on how busy the machine is."""
 
-    def __init__(self, tagger, seconds: float):
-        self.tagger, self.seconds, self.calls = tagger, seconds, []
+    def __init__(self, tagger, seconds: float, clock: WorkClock | None = None):
+        self.tagger, self.seconds, self.clock, self.calls = tagger, seconds, clock, []
 
     def predict(self, texts, **kw):
         self.calls.append(len(texts))
-        time.sleep(self.seconds)
+        if self.clock is None:
+            time.sleep(self.seconds)
+        else:
+            self.clock.now += self.seconds
         return self.tagger.predict(texts, **kw)
 
 
-def slow_down(services, seconds: float, chunk_chars: int) -> SlowTagger:
+class WorkClock:
+    """A clock that moves only when the model works (see SlowTagger)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def slow_down(
+    services, seconds: float, chunk_chars: int, clock: WorkClock | None = None
+) -> SlowTagger:
     from dataclasses import replace
 
     model = services.holder.current()
-    slow = SlowTagger(model.tagger, seconds)
+    slow = SlowTagger(model.tagger, seconds, clock)
     services.holder._model = replace(model, tagger=slow)
     services.holder.chunk_chars = chunk_chars
+    if clock is not None:
+        services.holder.clock = clock
     return slow
 
 
-def test_five_thousand_tasks_answer_within_the_budget(tmp_path, spanful_model, caplog):
+def test_the_budget_allows_exactly_the_work_that_fits_in_it(tmp_path, spanful_model):
+    app = make_app(tmp_path, spanful_model)
+    services = app.extensions["skillloop"]
+    try:
+        clock = WorkClock()
+        slow = slow_down(services, 0.25, chunk_chars=200, clock=clock)
+        texts = ["python sql"] * 1000  # 10 characters each: 20 texts a chunk, 50 chunks
+        predictions, _ = services.holder.predict(texts, deadline=clock() + 2.0)
+        assert slow.calls == [20] * 8  # 2.0 s of budget / 0.25 s a chunk
+        assert all(p is not None for p in predictions[:160])
+        assert all(p is None for p in predictions[160:])
+        # the first chunk is predicted even when the budget is already spent
+        slow.calls.clear()
+        predictions, _ = services.holder.predict(texts, deadline=clock() - 1.0)
+        assert slow.calls == [20] and predictions[19] is not None and predictions[20] is None
+    finally:
+        services.close()
+
+
+def test_five_thousand_tasks_are_answered_one_entry_each_within_the_budget(
+    tmp_path, spanful_model, caplog
+):
     app = make_app(tmp_path, spanful_model, predict_budget_s=2.0, max_tasks=3000)
     services = app.extensions["skillloop"]
     try:
-        slow_down(services, 0.25, chunk_chars=200)
-        started = time.perf_counter()
+        slow = slow_down(services, 0.25, chunk_chars=200, clock=WorkClock())
         reply = app.test_client().post("/predict", json=predict_body(["python sql"] * 5000))
-        seconds = time.perf_counter() - started
         results = reply.get_json()["results"]
         assert reply.status_code == 200 and len(results) == 5000  # one entry per task
-        assert seconds < 2.0 + 1.5
+        assert 1 <= len(slow.calls) <= 8  # no more model work than the budget pays for
         done = [r for r in results if "result" in r]
+        assert len(done) == sum(slow.calls)
         assert done and all(len(r["result"]) == 2 for r in done)
         rest = results[len(done) :]
         assert rest and all("result" not in r for r in rest)  # Label Studio stores nothing

@@ -12,6 +12,7 @@ from test_report import three_rounds
 
 from backend.cli import main
 from labeling.curation.export_profiles import build_profiles, card_section, summarize
+from labeling.state import ProjectState
 from training.linker import LinkerSettings
 from training.text import Span
 
@@ -98,6 +99,8 @@ def test_export_profiles_writes_one_row_per_post_and_counts_skills_in_the_card(
     linked_project, tmp_path, capsys
 ):
     out = tmp_path / "export"
+    with ProjectState(tmp_path / "state" / "p").store():  # a served project, nothing annotated
+        pass
     argv = ["export", "--project", str(linked_project), "--state-dir", str(tmp_path / "state")]
     code = main([*argv, "--format", "profiles", "--out", str(out), "--include-gold"])
     assert code == 0, capsys.readouterr().err

@@ -133,6 +133,8 @@ def test_the_cli_finds_sample_projects_from_any_working_directory(tmp_path, give
     """The README's `skillloop ... --project NAME` run from outside the checkout."""
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
+    with ProjectState(tmp_path / "st" / "linkedin-skills").store():  # as `serve` leaves it
+        pass
     env = {**os.environ, "PYTHONPATH": str(REPO), "SKILLLOOP_STATE_DIR": str(tmp_path / "st")}
     done = subprocess.run(
         [sys.executable, "-m", "backend.cli", "status", "--project", given],

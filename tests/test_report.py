@@ -7,7 +7,9 @@ import re
 from pathlib import Path
 
 import pytest
+from matplotlib.collections import PathCollection
 
+from backend.loop import report_plots
 from backend.loop.report import round_rows, stopping_hint, write_report
 from training.registry import Registry
 
@@ -130,16 +132,60 @@ def test_report_for_three_recorded_rounds(tmp_path, fmt):
 def test_stopping_hint_figures(tmp_path):
     versions = three_rounds(tmp_path / "models").versions()
     hint = stopping_hint(versions)
-    # over 20 -> 100 annotations F1 went 0.40 -> 0.515: 0.115 / 80 * 100
-    assert hint.gain_per_100 == pytest.approx(0.14375)
+    # paired gains: v0001 +0.40 over the base (20 annotations), v0002 +0.11 over v0001 (40
+    # more), v0003 -0.005 over v0002 (40 more): 0.505 / 100 * 100
+    assert hint.gain_per_100 == pytest.approx(0.505)
     assert not hint.flattened
     assert hint.last_round_gain == pytest.approx(-0.005)
     assert hint.last_step_per_100 == pytest.approx(-0.0125)
     assert "one weak round is not yet a plateau" in hint.message
-    flat = stopping_hint(versions[1:], window=2)  # 60 -> 100: -0.005 / 40 * 100
+    flat = stopping_hint(versions, window=1)  # v0003 alone: -0.005 / 40 * 100
     assert flat.gain_per_100 == pytest.approx(-0.0125) and flat.flattened
     assert "flattened" in flat.message
-    assert stopping_hint(versions[:1]).gain_per_100 is None
+    assert stopping_hint(versions[:0]).gain_per_100 is None
+
+
+def rounds_on_growing_heldout_sets(root: Path) -> list:
+    """F1 climbs 0.40 -> 0.50 -> 0.56 from round to round, but on a held-out set that grows
+    each round; on the same posts each version beat the one before by 0.001 only."""
+    registry = Registry(root)
+    per_label = {"Technology": 0.5}
+    parent = None
+    for n_docs, f1, baseline in ((20, 0.40, None), (60, 0.50, 0.499), (100, 0.56, 0.559)):
+        version = add_round(registry, n_docs, f1, baseline, parent, per_label)
+        registry.promote(version.version, "not worse")
+        parent = version.version
+    return registry.versions()
+
+
+def test_the_stopping_hint_adds_paired_gains_not_f1s_on_different_posts(tmp_path):
+    hint = stopping_hint(rounds_on_growing_heldout_sets(tmp_path / "models"), window=2)
+    assert hint.gain_per_100 == pytest.approx(0.002 / 80 * 100)  # not (0.56 - 0.40) / 80
+    assert hint.flattened and "flattened" in hint.message
+
+
+def test_the_learning_curve_draws_each_rounds_paired_gain(tmp_path, monkeypatch):
+    drawn = {}
+
+    def keep(fig, path):
+        (ax,) = fig.axes
+        markers = [c for c in ax.collections if isinstance(c, PathCollection)]
+        drawn[path.name] = {
+            "points": sorted(p for c in markers for p in c.get_offsets().tolist()),
+            "title": ax.get_title(),
+            "y": ax.get_ylabel(),
+            "x": ax.get_xlabel(),
+        }
+        path.write_bytes(PNG_MAGIC)
+        return path
+
+    monkeypatch.setattr(report_plots, "_save", keep)
+    versions = rounds_on_growing_heldout_sets(tmp_path / "models")
+    write_report("demo", versions, tmp_path / "report.md", "md")
+    curve = drawn["report-learning-curve.png"]
+    assert curve["points"] == [[60, pytest.approx(0.001)], [100, pytest.approx(0.001)]]
+    assert "same held-out posts" in curve["title"] and "gain" in curve["y"]
+    assert curve["x"] == "annotated posts in the training snapshot"
 
 
 def test_round_rows_and_errors(tmp_path):

@@ -12,6 +12,7 @@ import pytest
 from backend.cli import main
 from labeling.active.curves import summarize, tokens_to_reach
 from labeling.active.simulate import SimConfig, load_units, sentence_units, simulate
+from labeling.state import ProjectState
 from training.text import Document, Span, words
 
 SKILLS = ["python", "sql", "aws", "spark", "docker", "kubernetes", "excel", "java", "scala"]
@@ -226,6 +227,8 @@ def test_select_prints_the_next_batch(tmp_path, tiny_reference_model, capsys):
     write_jsonl(folder / "posts.jsonl", posts)
     write_jsonl(folder / "gold.jsonl", [{"id": "p0", "text": posts[0]["text"], "spans": []}])
     state = tmp_path / "state"
+    with ProjectState(state / "tiny").store():  # as `serve` leaves it: nothing labelled yet
+        pass
     args = [
         "select",
         "--project",

@@ -93,6 +93,29 @@ def test_decoded_spans_never_start_or_end_on_a_dangling_joiner():
     assert [s.text for s in kept] == ["real-", "-time systems", "Python."]
 
 
+def test_a_leading_dot_that_opens_a_name_stays_with_the_span():
+    # raw text, and SkillSpan's tokenised text, where the dot stands apart
+    for text, whole in [
+        ("Experience with .NET and .js tooling.", [".NET", ".js tooling"]),
+        ("Knowledge of . NET and . net-core", [". NET", ". net-core"]),
+    ]:
+        w = words(text)
+        tags = ["O"] * len(w)
+        for span_text in whole:
+            at = text.index(span_text)
+            inside = [i for i, (s, e) in enumerate(w) if at <= s and e <= at + len(span_text)]
+            tags[inside[0]] = "B-T"
+            for i in inside[1:]:
+                tags[i] = "I-T"
+        assert [s.text for s in tags_to_spans(tags, w, text)] == whole
+    # a sentence's final period still never starts a span
+    text = "SQL. Java"
+    w = words(text)  # SQL . Java
+    assert [s.text for s in tags_to_spans(["O", "B-T", "I-T"], w, text)] == ["Java"]
+    # nor does a lone dot make a span by itself
+    assert tags_to_spans(["B-T"], words(". "), ". ") == []
+
+
 def test_one_decoder_for_labelled_and_bare_columns():
     assert tag_runs(["B", "I", "O", "I"], label="Skill") == [(0, 1, "Skill"), (3, 3, "Skill")]
     assert tag_runs(["I-A", "I-B", "B-B", "I-B"]) == [(0, 0, "A"), (1, 1, "B"), (2, 3, "B")]

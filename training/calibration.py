@@ -34,9 +34,14 @@ from pathlib import Path
 import numpy as np
 
 from training.checkpoint import METADATA_FILE, read_metadata
+from training.datasets import split_documents
 from training.text import Document
 
 BINS = 10
+# `skillloop train` without dev data holds out this share of the training posts to fit the
+# temperature on (never fewer than MIN_CALIBRATION_POSTS posts, else it does not calibrate)
+CALIBRATION_SHARE = 0.1
+MIN_CALIBRATION_POSTS = 5
 # the temperatures searched (log-uniformly); beyond them the scores are all 0.5 or 0/1
 T_RANGE = (0.05, 20.0)
 _EPS = 1e-9
@@ -253,3 +258,30 @@ def calibrate_checkpoint(
     fit = fit_temperature(tagger, documents)
     write_calibration(folder, fit)
     return fit.to_json()
+
+
+@dataclass(frozen=True)
+class CalibrationPlan:
+    """Which posts a new model trains on and which it fits its temperature on."""
+
+    train: list[Document]
+    held: list[Document]
+    source: str  # where the held posts come from, said to the user
+
+
+def plan_calibration(
+    train_docs: Sequence[Document],
+    dev_docs: Sequence[Document] | None,
+    share: float = CALIBRATION_SHARE,
+    seed: int = 0,
+) -> CalibrationPlan:
+    """Dev posts when there are any (F1, hence early stopping, does not depend on the
+    temperature); else `share` of the training posts, held out from training, when that is
+    at least MIN_CALIBRATION_POSTS posts; else none (the model serves unscaled scores)."""
+    if dev_docs:
+        return CalibrationPlan(list(train_docs), list(dev_docs), f"{len(dev_docs)} dev posts")
+    if share > 0:
+        rest, held = split_documents(train_docs, [1 - share, share], seed)
+        if len(held) >= MIN_CALIBRATION_POSTS and rest:
+            return CalibrationPlan(rest, held, f"{len(held)} training posts held out")
+    return CalibrationPlan(list(train_docs), [], "")

@@ -23,6 +23,7 @@ from training.text import (
     Span,
     resolve_overlaps,
     spans_to_tags,
+    split_tag,
     tags_to_spans,
     with_text,
     words,
@@ -229,19 +230,22 @@ def _conll_document(sentences, column_labels, path, n) -> Document:
 
 def write_conll(docs: Iterable[Document], path: str | Path) -> None:
     """One tag column with labelled IOB2 tags; tokens are `training.text.words`, sentences
-    the text's lines; `-DOCSTART-` before each document."""
+    the text's lines; `-DOCSTART-` before each document.
+
+    A sentence never breaks inside a span: the lines a span crosses (a line break or a
+    blank line inside it) are written as one sentence, so the span stays one entity (B-
+    then I- tags), as it is one span in JSONL and the HF dataset.
+    """
     with open(path, "w", encoding="utf-8") as out:
         for doc in docs:
             out.write(f"{DOCSTART}\tO\n\n")
-            position = 0
-            for sentence in doc.text.split("\n"):
-                offsets = [(position + a, position + b) for a, b in words(sentence)]
-                position += len(sentence) + 1
-                if not offsets:
-                    continue
-                tags = spans_to_tags(doc.spans, offsets)
-                for (start, end), tag in zip(offsets, tags, strict=True):
-                    out.write(f"{doc.text[start:end]}\t{tag}\n")
+            offsets = words(doc.text)
+            tags = spans_to_tags(doc.spans, offsets)
+            for i, ((start, end), tag) in enumerate(zip(offsets, tags, strict=True)):
+                if i and "\n" in doc.text[offsets[i - 1][1] : start] and split_tag(tag)[0] != "I":
+                    out.write("\n")
+                out.write(f"{doc.text[start:end]}\t{tag}\n")
+            if offsets:
                 out.write("\n")
 
 

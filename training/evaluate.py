@@ -1,8 +1,11 @@
-"""Evaluation: seqeval entity P/R/F1 on word IOB2 tags (strict IOB2, and seqeval's lenient
-default mode for comparison with other reports) plus exact character-span P/R/F1.
+"""Evaluation: seqeval entity P/R/F1 on word IOB2 tags plus exact character-span P/R/F1.
 
-Gold and predicted tags are computed on the same words (`training.text.words`), from the
-documents' character spans, so a tagger is scored on what it returns to users.
+What is served is what is scored: the headline strict IOB2 entity scores (the F1 that
+early stopping, gates and `skillloop evaluate` report) and the character-span scores are
+computed on the spans a user gets, after the decoder's span-edge trim
+(`training.text.tags_to_spans`), with gold and predicted tags on the same words
+(`training.text.words`). The model's raw decoded word tags, when given, are scored apart
+(strict, and seqeval's lenient default mode), for comparison with reports that score tags.
 """
 
 from __future__ import annotations
@@ -44,8 +47,10 @@ class Score:
 
 @dataclass
 class EvalReport:
-    """Per label and `overall` (micro average): `entity` is seqeval strict IOB2,
-    `entity_default` seqeval's default mode, `char` exact character spans."""
+    """Per label and `overall` (micro average): `entity` is seqeval strict IOB2 on the
+    served spans, `entity_model` strict and `entity_default` seqeval's default mode on the
+    model's raw word tags (the served spans' tags when none were given), `char` exact
+    character spans."""
 
     labels: list[str]
     entity: dict[str, Score]
@@ -53,6 +58,7 @@ class EvalReport:
     char: dict[str, Score]
     documents: int
     spans: list[list[Span]] = field(default_factory=list, repr=False)  # predicted, per doc
+    entity_model: dict[str, Score] = field(default_factory=dict)
 
     @property
     def f1(self) -> float:
@@ -67,6 +73,7 @@ class EvalReport:
             "documents": self.documents,
             "labels": self.labels,
             "entity_strict": block(self.entity),
+            "entity_strict_model_tags": block(self.entity_model),
             "entity_default": block(self.entity_default),
             "char_span": block(self.char),
         }
@@ -171,9 +178,10 @@ def evaluate_predictions(
 ) -> EvalReport:
     """Score predicted spans against the gold documents.
 
-    Entity scores use word tags derived from the spans; pass `predicted_tag_lists` (one tag
-    per `words(text)` word) to score raw tag sequences instead, e.g. undecoded argmax tags,
-    where seqeval's strict and default modes differ.
+    Entity scores use word tags derived from the predicted spans (what is served); pass
+    `predicted_tag_lists` (one tag per `words(text)` word: the model's raw decoded tags) to
+    score those too, as `entity_model` and `entity_default`, where seqeval's strict and
+    default modes differ.
     """
     if len(gold_docs) != len(predicted_span_lists):
         raise ValueError(f"{len(predicted_span_lists)} predictions for {len(gold_docs)} documents")
@@ -182,24 +190,26 @@ def evaluate_predictions(
         seen += [s.label for spans in predicted_span_lists for s in spans]
         labels = list(dict.fromkeys(seen))
     labels = list(labels)
-    gold_tags, predicted_tags = [], []
+    gold_tags, served_tags, model_tags = [], [], []
     for n, (doc, spans) in enumerate(zip(gold_docs, predicted_span_lists, strict=True)):
         word_offsets = words(doc.text)
         gold_tags.append(spans_to_tags(doc.spans, word_offsets))
+        served_tags.append(spans_to_tags(spans, word_offsets))
         if predicted_tag_lists is not None:
             tags = list(predicted_tag_lists[n])
             if len(tags) != len(word_offsets):
                 raise ValueError(f"document {n}: {len(tags)} tags for {len(word_offsets)} words")
-        else:
-            tags = spans_to_tags(spans, word_offsets)
-        predicted_tags.append(tags)
+            model_tags.append(tags)
+    if predicted_tag_lists is None:
+        model_tags = served_tags
     return EvalReport(
         labels=labels,
-        entity=seqeval_scores(gold_tags, predicted_tags, labels, strict=True),
-        entity_default=seqeval_scores(gold_tags, predicted_tags, labels, strict=False),
+        entity=seqeval_scores(gold_tags, served_tags, labels, strict=True),
+        entity_default=seqeval_scores(gold_tags, model_tags, labels, strict=False),
         char=span_scores([d.spans for d in gold_docs], predicted_span_lists, labels),
         documents=len(gold_docs),
         spans=[list(s) for s in predicted_span_lists],
+        entity_model=seqeval_scores(gold_tags, model_tags, labels, strict=True),
     )
 
 

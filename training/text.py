@@ -30,6 +30,15 @@ WORD_PATTERN = re.compile(rf"\w+(?:[{re.escape(JOINERS)}]\w+)*(?:[+#]+(?![\w+#])
 
 OUTSIDE = "O"
 
+# The word rule in one sentence, for dataset cards (the module docstring has it in full),
+# and words it names as examples (tests check that each is one word).
+WORD_EXAMPLES = ("T-SQL", "PL/SQL", "CI/CD", "Node.js", "3.5", "C++", "C#")
+WORD_RULE = (
+    "letters and digits joined by `-`, `/` or `.` are one word (`T-SQL`, `PL/SQL`, `CI/CD`, "
+    "`Node.js`, `3.5`), a trailing `+` or `#` belongs to its word (`C++`, `C#`), and every "
+    "other mark is a word of its own"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Span:
@@ -239,6 +248,17 @@ def is_joiner(text: str, word: Word) -> bool:
     return end - start == 1 and text[start] in JOINERS
 
 
+def opens_a_dotted_name(text: str, words_: Sequence[Word], first: int, last: int) -> bool:
+    """The span's first word is a lone `.` that starts a name rather than ending a sentence:
+    nothing of a word right before it, and more of the span right after it (`.NET`,
+    `.js`, and SkillSpan's tokenised `. NET` / `. net-core`). `Python.` ends a sentence:
+    its dot touches the word before."""
+    start, end = words_[first]
+    if first >= last or text[start] != "." or end - start != 1:
+        return False
+    return start == 0 or text[start - 1].isspace()
+
+
 def tags_to_spans(
     tags: Sequence[str],
     word_offsets: Sequence[Word],
@@ -252,7 +272,8 @@ def tags_to_spans(
 
     With `trim_joiners` (the default, for everything shown to a user) a span never starts
     or ends on a lone joiner word (`real-`, `-time`, `Python.` become `real`, `time`,
-    `Python`); a span of nothing but joiners is dropped. Readers of tokenised gold files
+    `Python`), except a leading dot that opens a name (`.NET`: `opens_a_dotted_name`); a
+    span of nothing but joiners is dropped. Readers of tokenised gold files
     pass False to keep the spans as the file gives them. A span's score is the lowest score
     of its words: it is only as sure as its least sure word.
     """
@@ -261,7 +282,11 @@ def tags_to_spans(
     spans: list[Span] = []
     for first, last, run_label in tag_runs(tags, label):
         if trim_joiners:
-            while first <= last and is_joiner(text, word_offsets[first]):
+            while (
+                first <= last
+                and is_joiner(text, word_offsets[first])
+                and not opens_a_dotted_name(text, word_offsets, first, last)
+            ):
                 first += 1
             while last >= first and is_joiner(text, word_offsets[last]):
                 last -= 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from backend.cli.options import add_project_options, project_and_state
@@ -65,6 +66,11 @@ def register(subparsers) -> None:
     p.add_argument("--license", default="unspecified", help="licence for the dataset card")
     p.add_argument("--name", help="dataset name for the card (default: the project name)")
     _gold(p, "also export the project's gold file ([data] gold) posts")
+    p.add_argument(
+        "--gold-only",
+        action="store_true",
+        help="export the gold file's posts alone: the store is not read (no state needed)",
+    )
     p.add_argument("--link", action="store_true", help="link spans to the project's taxonomy")
     p.set_defaults(func=export_command)
 
@@ -149,20 +155,26 @@ def status_command(args) -> int:
         local_training,
         round_outcomes,
         status_figures,
+        studio_emails,
     )
 
-    project, state = project_and_state(args)
+    project, state = project_and_state(args, must_exist=True)
     url, studio_project = args.url, args.studio_project
     training = _service_status(url, studio_project) if url else local_training(state)
     versions = _versions(state)
+    records = _records(project, state)
     figures = status_figures(
         project,
-        _records(project, state),
+        records,
         versions,
         training,
         changes_since_last_round(state, versions),
         round_outcomes(state),
+        studio_emails(records),
     )
+    # where the figures come from, so a wrong folder is seen at once
+    figures["state"] = str(state.root.absolute())
+    figures["store"] = replace(state, root=state.root.absolute()).store_location
     print(json.dumps(figures, indent=2) if args.json else format_status(figures, state))
     return 0
 
@@ -171,7 +183,7 @@ def status_command(args) -> int:
 
 
 def rounds_command(args) -> int:
-    project, state = project_and_state(args)
+    project, state = project_and_state(args, must_exist=True)
     versions = _versions(state)
     labels = project.label_values
     rows = round_rows(versions, labels)
@@ -221,9 +233,11 @@ def report_command(args) -> int:
     fmt = "md" if fmt == "markdown" else fmt
     if fmt not in REPORT_FORMATS:
         raise ValueError(f"unknown report format {args.format!r}: choose html or md")
-    project, state = project_and_state(args)
+    project, state = project_and_state(args, must_exist=True)
     versions = _versions(state)
     out = args.out or state.reports / f"report.{fmt}"
+    if out.is_dir():  # refused before its PNGs are written beside it
+        raise ValueError(f"--out {out} is a folder: name the report file, e.g. {out}/report.{fmt}")
     live = [r for r in _records(project, state) if not r.cancelled and not r.deleted]
     serving = next((v.version for v in versions if v.status == "serving"), None)
     summary = {
@@ -253,6 +267,7 @@ def export_command(args) -> int:
         ExportSettings,
         export_dataset,
         gold_posts,
+        staged_folder,
     )
 
     if not args.format or args.format not in FORMATS:
@@ -262,9 +277,11 @@ def export_command(args) -> int:
     if args.policy not in POLICIES:
         raise ValueError(f"--policy must be one of {', '.join(POLICIES)} (got {args.policy!r})")
     shares = _shares(args.split)
-    project, state = project_and_state(args)
-    records = _records(project, state, args.from_studio_export)
-    gold = gold_posts(project.gold()) if args.include_gold else []
+    # a Label Studio export file, or --gold-only, replaces the store: no state needed
+    reads_store = args.from_studio_export is None and not args.gold_only
+    project, state = project_and_state(args, must_exist=reads_store)
+    records = [] if args.gold_only else _records(project, state, args.from_studio_export)
+    gold = gold_posts(project.gold()) if args.include_gold or args.gold_only else []
     if not records and not gold:
         raise ValueError(
             f"no annotations in {state.store_location}: nothing to export "
@@ -275,7 +292,9 @@ def export_command(args) -> int:
         if args.from_studio_export
         else f"skillloop annotation store of project {project.name}"
     )
-    if gold:
+    if args.gold_only and not args.from_studio_export:
+        source = f"the gold file of project {project.name} ({len(gold)} posts)"
+    elif gold:
         source += f" and the project's gold file ({len(gold)} posts)"
     settings = ExportSettings(
         format=args.format,
@@ -288,16 +307,22 @@ def export_command(args) -> int:
         source=source,
         name=args.name or project.name,
     )
-    result = export_dataset(records, args.out, settings, gold)
-    if args.format == "profiles":
-        from backend.profiles import profiles_export
+    profiles = None
+    # written beside --out and moved there once complete: a failed export leaves nothing
+    with staged_folder(args.out) as stage:
+        result = export_dataset(records, stage, settings, gold)
+        if args.format == "profiles":
+            from backend.profiles import profiles_export
 
-        print(f"{profiles_export(result, project, state)}: skill profiles")
-    elif args.link:
-        from backend.link_export import link_export
-        from backend.linkers import project_linker
+            profiles = profiles_export(result, project, state)
+        elif args.link:
+            from backend.link_export import link_export
+            from backend.linkers import project_linker
 
-        link_export(result, *project_linker(project, state))
+            link_export(result, *project_linker(project, state))
+    result.moved_to(args.out)
+    if profiles is not None:
+        print(f"{result.out_dir / profiles.relative_to(stage)}: skill profiles")
     print(result.summary())
     return 0
 
@@ -317,7 +342,8 @@ def quality_command(args) -> int:
 
     if not 0 < args.threshold <= 1:
         raise ValueError(f"--threshold must be in (0, 1], got {args.threshold}")
-    project, state = project_and_state(args)
+    # a Label Studio export file is read instead of the store: no state needed
+    project, state = project_and_state(args, must_exist=args.from_studio_export is None)
     records = _records(project, state, args.from_studio_export)
     gold = project.gold() if args.include_gold else []
     if not records and not gold:
@@ -327,10 +353,10 @@ def quality_command(args) -> int:
         )
     tagger = _tagger(project, state, args.model or "serving")
     figures = quality_figures(project, records, tagger, args.threshold, gold)
-    print_quality(figures, args.limit, sys.stdout)
-    if args.json:
+    if args.json:  # first: a --json path that cannot be written fails before any output
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2, ensure_ascii=False) + "\n")
+    print_quality(figures, args.limit, sys.stdout)
     return 0
 
 

@@ -164,7 +164,7 @@ def link_train_command(args: argparse.Namespace) -> int:
 
 
 def link_versions_command(args: argparse.Namespace) -> int:
-    project, state = project_and_state(args)
+    project, state = project_and_state(args, must_exist=True)
     registry = state.linker_registry()
     versions = registry.versions()
     if not versions:
@@ -178,7 +178,7 @@ def link_versions_command(args: argparse.Namespace) -> int:
 
 
 def link_rollback_command(args: argparse.Namespace) -> int:
-    project, state = project_and_state(args)
+    project, state = project_and_state(args, must_exist=True)
     registry = state.linker_registry()
     if not registry.versions():
         raise ValueError(f"project {project.name} has no linker versions in {registry.root}")

@@ -41,6 +41,13 @@ def register(subparsers) -> None:
         default=None,
         help="a CRF over the word tags, trained with the encoder (default on)",
     )
+    p.add_argument(
+        "--calibration-share",
+        type=float,
+        help="without --dev: the share of training posts held out to fit the span-score "
+        "temperature on (default: training.calibration.CALIBRATION_SHARE, a tenth; 0: serve "
+        "unscaled scores)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=train_command)
 
@@ -100,6 +107,7 @@ def check_labels(docs, labels: list[str], name: str) -> None:
 
 
 def train_command(args) -> int:
+    from training.calibration import CALIBRATION_SHARE, calibrate_checkpoint, plan_calibration
     from training.datasets import labels_of, read_documents
     from training.finetune import TrainConfig, train
 
@@ -121,15 +129,20 @@ def train_command(args) -> int:
         "num_threads",
         "crf",
     )
+    share = CALIBRATION_SHARE if args.calibration_share is None else args.calibration_share
+    if not 0 <= share < 1:
+        raise ValueError(f"--calibration-share must be in [0, 1), got {share}")
     config = TrainConfig(**{k: getattr(args, k) for k in options if getattr(args, k) is not None})
+    plan = plan_calibration(train_docs, dev_docs, share, config.seed)
+    label_map = parse_label_map(args.label_map)
     result = train(
         args.base,
-        train_docs,
+        plan.train,
         labels,
         args.out,
         dev_docs=dev_docs,
         config=config,
-        label_map=parse_label_map(args.label_map),
+        label_map=label_map,
         progress=not args.no_progress,
     )
     dev = "" if result.best_dev_f1 is None else f", dev entity F1 {result.best_dev_f1:.3f}"
@@ -137,6 +150,14 @@ def train_command(args) -> int:
         f"saved {result.path} (labels {labels}; {result.epochs_run} epochs, best epoch "
         f"{result.best_epoch}{dev}; {result.seconds:.0f} s)"
     )
+    if plan.held:  # every model it writes serves calibrated span scores (docs/calibration.md)
+        fit = calibrate_checkpoint(result.path, labels, plan.held, label_map or None)
+        print(
+            f"span scores calibrated on {plan.source}: temperature {fit['temperature']:.2f}, "
+            f"ECE {fit['ece_before']:.3f} -> {fit['ece_after']:.3f}"
+        )
+    else:
+        print("span scores not calibrated (no dev data and too few posts to hold out)")
     return 0
 
 

@@ -17,8 +17,15 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from backend.linkers import open_linker_for, project_linker
-from labeling.project import Project, load_project
-from labeling.state import ProjectState, linking_cache_without_project, studio_project
+from labeling.project import REPO_ROOT, Project, load_project
+from labeling.state import (
+    STATE_ENV,
+    STATE_MARKERS,
+    ProjectState,
+    linking_cache_without_project,
+    state_base_from_environment,
+    studio_project,
+)
 
 if TYPE_CHECKING:
     from training.linker import Linker
@@ -43,8 +50,12 @@ def add_project_options(p: argparse.ArgumentParser, state_dir: bool = True) -> N
         )
 
 
-def project_and_state(args: argparse.Namespace) -> tuple[Project, ProjectState]:
-    """The project and its state the command's options name."""
+def project_and_state(
+    args: argparse.Namespace, must_exist: bool = False
+) -> tuple[Project, ProjectState]:
+    """The project and its state the command's options name. `must_exist`: the command
+    only reports on state, so a folder that holds none is a mistake (a wrong --state-dir,
+    or a working directory without ./state), not an empty project."""
     if getattr(args, "studio_project", None) is not None:
         if args.project:
             raise ValueError("pass --project or --studio-project, not both")
@@ -57,7 +68,52 @@ def project_and_state(args: argparse.Namespace) -> tuple[Project, ProjectState]:
             "--studio-project ID for a Label Studio project on a backend serving several"
         )
     project = load_project(name)
-    return project, ProjectState.of(project, args.state_dir)
+    state = ProjectState.of(project, args.state_dir)
+    if must_exist:
+        require_state(project, state, args.state_dir)
+    return project, state
+
+
+def require_state(project: Project, state: ProjectState, given: Path | None) -> None:
+    """ValueError, one line, when `state` holds no state of `project`: where it looked,
+    what it expected, and the folder to pass instead when one is in sight."""
+    if state.holds_state():
+        return
+    root = state.root
+    base = root.parent
+    from_env = state_base_from_environment()
+    source = (
+        "--state-dir"
+        if given
+        else f"${STATE_ENV}"
+        if from_env
+        else f"./state of the working directory (no --state-dir or ${STATE_ENV})"
+    )
+    hint = _state_base_in_sight(project.name, base, default=not given and not from_env)
+    raise ValueError(
+        f"no state of project {project.name} in {root.absolute()} (state base from {source}; "
+        f"expected a folder holding {', '.join(STATE_MARKERS[:3])} or the like, as the "
+        "service, the demo and training rounds write)"
+        + (f"; did you mean --state-dir {hint}?" if hint else "")
+    )
+
+
+def _state_base_in_sight(name: str, base: Path, default: bool) -> Path | None:
+    """A state base near `base` that holds `name`'s state: its parent when `base` is the
+    project's own folder, a sub-folder of it, or the checkout's state/ for the default."""
+    candidates = [base.parent] if base.name == name else []
+    if base.is_dir():
+        try:
+            children = sorted(p for p in base.iterdir() if p.is_dir())[:200]
+        except OSError:
+            children = []
+        candidates += children
+    if default:
+        candidates.append(REPO_ROOT / "state")
+    for candidate in candidates:
+        if ProjectState(candidate / name).has_state_files():
+            return candidate.absolute()
+    return None
 
 
 def add_label_options(p: argparse.ArgumentParser) -> None:

@@ -91,8 +91,8 @@ def _retrain_remote(url: str, studio_project: int | None = None) -> int:
 
 
 def rollback_command(args) -> int:
-    project, project_state = project_and_state(args)
-    registry = project_state.registry()
+    project, state = project_and_state(args, must_exist=True)
+    registry = state.registry()
     if not registry.versions():
         raise ValueError(f"project {project.name} has no model versions in {registry.root}")
     previous = registry.serving()

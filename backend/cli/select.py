@@ -105,7 +105,7 @@ def select_command(args) -> int:
     from labeling.active.strategies import task_score
     from training.tagger import Tagger
 
-    project, state = project_and_state(args)
+    project, state = project_and_state(args, must_exist=True)
     n = project.selection.batch_size if args.n is None else args.n
     name = args.strategy or project.selection.strategy
     check_strategy_name(name)

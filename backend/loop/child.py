@@ -66,15 +66,18 @@ def score(source: str | Path | None, spec: RoundSpec, docs, label_map=None) -> d
     except CheckpointError as err:
         return {"error": str(err)}
     predictions = tagger.predict([doc.text for doc in docs])
-    predicted_tags = [p.word_tags for p in predictions]
     report = evaluate_predictions(
-        docs, [p.spans for p in predictions], tagger.labels, predicted_tags
+        docs, [p.spans for p in predictions], tagger.labels, [p.word_tags for p in predictions]
     )
+    # the gate compares what each model serves: the tags of its spans, edges trimmed
     gold_tags = [spans_to_tags(doc.spans, words(doc.text)) for doc in docs]
+    served_tags = [
+        spans_to_tags(p.spans, words(doc.text)) for p, doc in zip(predictions, docs, strict=True)
+    ]
     return {
         "f1": report.f1,
         "metrics": report.to_dict(),
-        "per_post": post_counts(gold_tags, predicted_tags),
+        "per_post": post_counts(gold_tags, served_tags),
     }
 
 

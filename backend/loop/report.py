@@ -1,11 +1,14 @@
-"""The rounds report: the learning curve (held-out F1 against annotations), per-label F1
-over rounds, every round's outcome, and a stopping hint. HTML (plots embedded, one file
-to share) or Markdown (plots as PNG files beside it).
+"""The rounds report: the learning curve (each round's F1 gain over the model it had to
+beat, on the same held-out posts), per-label F1 over rounds, every round's outcome, and a
+stopping hint. HTML (plots embedded, one file to share) or Markdown (plots as PNG files
+beside it).
 
 Each round's held-out F1 is measured on the project's frozen held-out posts annotated by
-then; the held-out set grows with the data, so the paired figure (`baseline_f1`: the serving
-model on the same set at that time) is the fairest gain of a single round, and the gate's
-paired bootstrap interval (backend.loop.gate) says whether that gain is more than noise.
+then; the held-out set grows with the data, so F1s of different rounds are scores on
+different posts and are never subtracted. The paired figure (`baseline_f1`: the model it
+had to beat, on the same set at that time) is what the curve draws and the stopping hint
+adds up, and the gate's paired bootstrap interval (backend.loop.gate) says whether a gain is
+more than noise.
 """
 
 from __future__ import annotations
@@ -18,14 +21,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from backend.loop.gate import summary as gate_summary
+from backend.loop.report_plots import PairedGain, plot_label_f1, plot_learning_curve
 
 if TYPE_CHECKING:
     from labeling.curation.export_profiles import SkillSummary
-    from training.registry import ModelVersion
 
 FORMATS = ("html", "md")
 WINDOW = 3  # rounds the stopping hint looks back over
 MIN_GAIN = 0.005  # F1 per 100 annotations below which the curve counts as flat
+CURVE_NOTE = (
+    "Each round's F1 gain over the model it had to beat, both scored on that round's "
+    "held-out posts (the held-out set grows, so F1s of different rounds are not compared)."
+)
 GAIN_NOTE = (
     "gain [80% interval]: a version's held-out F1 minus that of the model it had to beat, "
     "on the same posts, with the 10th and 90th percentiles of a paired bootstrap over posts "
@@ -59,10 +66,40 @@ def version_labels(versions) -> list[str]:
     return list(labels)
 
 
+def paired_gains(versions) -> list[PairedGain]:
+    """Every version that was compared with a model on the same held-out posts, in order.
+    F1 of different versions is never subtracted across rounds: the held-out set grows
+    with the data, so two rounds' F1s are scores on different posts."""
+    by_name = {v.version: v for v in versions}
+    gains = []
+    for v in versions:
+        if v.heldout_f1 is None or v.baseline_f1 is None:
+            continue  # the first model: nothing to compare with
+        n = annotations_of(v)
+        rival = v.baseline_version or v.parent or "base"
+        before = (
+            0 if rival == "base" else annotations_of(by_name[rival]) if rival in by_name else None
+        )
+        gate = v.gate or {}
+        measured = gate.get("measured")
+        gains.append(
+            PairedGain(
+                v.version,
+                v.status,
+                n,
+                None if n is None or before is None else n - before,
+                v.heldout_f1 - v.baseline_f1,
+                gate.get("low") if measured else None,
+                gate.get("high") if measured else None,
+            )
+        )
+    return gains
+
+
 @dataclass
 class StoppingHint:
-    rounds: int  # rounds with a held-out F1 looked at
-    gain_per_100: float | None  # F1 gained per 100 annotations over those rounds
+    rounds: int  # paired rounds looked at
+    gain_per_100: float | None  # their paired F1 gain per 100 annotations they added
     flattened: bool
     last_round_gain: float | None  # latest round's F1 minus its baseline on the same set
     message: str
@@ -79,48 +116,42 @@ class StoppingHint:
         }
 
 
-def _per_100(a: tuple[int, float], b: tuple[int, float]) -> float | None:
-    return None if b[0] == a[0] else (b[1] - a[1]) / (b[0] - a[0]) * 100
-
-
 def stopping_hint(versions, window: int = WINDOW, min_gain: float = MIN_GAIN) -> StoppingHint:
-    """Held-out F1 gained per 100 annotations over the last `window` rounds (first to last
-    of them), and whether the curve has flattened: that gain below `min_gain`. A single
-    weak round is reported but is not yet a plateau."""
-    points: list[tuple[int, float]] = []
-    for v in versions:
-        n, f1 = annotations_of(v), v.heldout_f1
-        if n is not None and f1 is not None:
-            points.append((n, f1))
+    """Paired F1 gain per 100 annotations over the last `window` compared rounds (their
+    gains over the models they had to beat, summed, over the annotations each added), and
+    whether the curve has flattened: that gain below `min_gain`. A single weak round is
+    reported but is not yet a plateau."""
+    gains = paired_gains(versions)
     last = versions[-1] if versions else None
     paired = None
     if last is not None and last.heldout_f1 is not None and last.baseline_f1 is not None:
         paired = last.heldout_f1 - last.baseline_f1
-    if len(points) < 2:
+    steps = [g for g in gains if g.added]
+    if not steps:
         return StoppingHint(
-            len(points), None, False, paired, "too few rounds for a trend: run more rounds"
+            0, None, False, paired, "no round compared on the same posts yet: run more rounds"
         )
-    recent = points[-window:]
-    gain = _per_100(recent[0], recent[-1])
-    step = _per_100(points[-2], points[-1])
-    if gain is None:
-        same = "the last rounds trained on the same number of annotations"
-        return StoppingHint(len(recent), None, False, paired, same, step)
+    recent = steps[-window:]
+    gain = sum(g.gain for g in recent) / sum(g.added or 0 for g in recent) * 100
+    step = steps[-1].gain / (steps[-1].added or 1) * 100
     flattened = len(recent) >= window and gain < min_gain
-    (n0, _), (n1, _) = recent[0], recent[-1]
-    trend = f"{gain:+.4f} F1 per 100 annotations over the last {len(recent)} rounds ({n0}->{n1})"
+    trend = (
+        f"{gain:+.4f} F1 per 100 annotations over the last {len(recent)} rounds "
+        f"({', '.join(g.version for g in recent)}; each round against the model it had to "
+        "beat, on the same held-out posts)"
+    )
     if flattened:
         advice = (
             "the curve has flattened: more of the same annotations buy little; "
             "stop, or change what is labelled (strategy, guidelines, weak labels)"
         )
-    elif step is not None and step < min_gain:
+    elif len(recent) > 1 and step < min_gain:
         advice = (
             f"but the latest round gained {step:+.4f} per 100: one weak round is not "
             "yet a plateau; judge after the next one"
         )
     elif len(recent) < window:
-        advice = f"still rising, but fewer than {window} rounds to judge a plateau"
+        advice = f"fewer than {window} compared rounds to judge a plateau"
     else:
         advice = "still rising: another round is likely worth it"
     return StoppingHint(len(recent), gain, flattened, paired, f"{trend}: {advice}", step)
@@ -151,80 +182,6 @@ def round_rows(versions, labels: list[str]) -> list[dict]:
     return rows
 
 
-# ---------------------------------------------------------------- plots
-
-
-def plot_learning_curve(versions, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4))
-    points: list[tuple[int, float, ModelVersion]] = []
-    for v in versions:
-        n, f1 = annotations_of(v), v.heldout_f1
-        if n is not None and f1 is not None:
-            points.append((n, f1, v))
-    if points:
-        ax.plot([p[0] for p in points], [p[1] for p in points], color="#999", lw=1, zorder=1)
-    styles = {
-        "serving": ("#2ca02c", "o"),
-        "retired": ("#1f77b4", "o"),
-        "refused": ("#d62728", "x"),
-        "candidate": ("#7f7f7f", "s"),
-    }
-    for status, (colour, marker) in styles.items():
-        chosen = [p for p in points if p[2].status == status]
-        if chosen:
-            ax.scatter(
-                [p[0] for p in chosen],
-                [p[1] for p in chosen],
-                color=colour,
-                marker=marker,
-                label=status,
-                zorder=2,
-            )
-    for n, f1, v in points:
-        ax.annotate(v.version, (n, f1), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.set_xlabel("annotated posts in the training snapshot")
-    ax.set_ylabel("held-out F1 (strict entity)")
-    ax.set_title("Learning curve")
-    ax.grid(alpha=0.3)
-    if points:
-        ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
-
-
-def plot_label_f1(versions, labels: list[str], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4))
-    names = [v.version for v in versions]
-    for label in labels:
-        ys = [label_f1(v, label) for v in versions]
-        ax.plot(names, [float("nan") if y is None else y for y in ys], marker="o", label=label)
-    ax.set_xlabel("round (model version)")
-    ax.set_ylabel("held-out F1")
-    ax.set_title("Per-label F1 over rounds")
-    ax.grid(alpha=0.3)
-    if labels:
-        ax.legend(fontsize=8)
-    return _save(fig, path)
-
-
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 # ---------------------------------------------------------------- the report
 
 
@@ -246,8 +203,14 @@ def write_report(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     labels = labels or version_labels(versions)
-    curve = plot_learning_curve(versions, out.with_name(f"{out.stem}-learning-curve.png"))
-    per_label = plot_label_f1(versions, labels, out.with_name(f"{out.stem}-label-f1.png"))
+    curve = plot_learning_curve(
+        paired_gains(versions), out.with_name(f"{out.stem}-learning-curve.png")
+    )
+    per_label = plot_label_f1(
+        [v.version for v in versions],
+        {label: [label_f1(v, label) for v in versions] for label in labels},
+        out.with_name(f"{out.stem}-label-f1.png"),
+    )
     hint = stopping_hint(versions)
     rows = round_rows(versions, labels)
     facts = {
@@ -334,7 +297,7 @@ def _markdown(facts, hint, curve, per_label, header, table) -> str:
             f"Latest round vs the model it was compared with, same held-out set: "
             f"{hint.last_round_gain:+.4f} F1.",
         ]
-    lines += ["", "## Learning curve", "", f"![learning curve]({curve.name})", ""]
+    lines += ["", "## Learning curve", "", CURVE_NOTE, "", f"![learning curve]({curve.name})", ""]
     lines += ["## Per-label F1 over rounds", "", f"![per-label F1]({per_label.name})", ""]
     lines += ["## Rounds", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(c).replace("|", "/") for c in row) + " |" for row in table]
@@ -366,7 +329,7 @@ table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;pad
 </style></head><body>
 <h1>Rounds report: {e(facts["project"])}</h1><ul>{items}</ul>
 <h2>Stopping hint</h2><p>{e(hint.message)}</p>{paired}<p>{e(GAIN_NOTE)}</p>
-<h2>Learning curve</h2>{image(curve, "learning curve")}
+<h2>Learning curve</h2><p>{e(CURVE_NOTE)}</p>{image(curve, "learning curve")}
 <h2>Per-label F1 over rounds</h2>{image(per_label, "per-label F1")}
 <h2>Rounds</h2><table><tr>{head}</tr>{body}</table>
 </body></html>

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 from backend.loop.gate import summary as gate_summary
 from backend.loop.report import round_rows, stopping_hint
 from backend.loop.spec import SPEC_FILE, read_spec
 from labeling.state import ProjectState
+from labeling.studio.users import annotator_name
 
 
 def changes_since_last_round(state: ProjectState, versions: list) -> int | None:
@@ -82,6 +85,25 @@ def _alive(pid) -> bool:
     return True
 
 
+def studio_emails(records: list) -> dict[int, str]:
+    """Label Studio's e-mails for the annotators stored by user id (its webhooks send no
+    more), when LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY say where to ask; {} otherwise.
+    An unreachable Label Studio is a warning: the ids are still shown."""
+    if not any(str(r.annotator or "").isdigit() for r in records):
+        return {}
+    if not (os.environ.get("LABEL_STUDIO_URL") and os.environ.get("LABEL_STUDIO_API_KEY")):
+        return {}
+    from labeling.studio.client import StudioClient
+    from labeling.studio.users import user_emails
+
+    try:
+        return user_emails(StudioClient.from_env())
+    except Exception as err:  # any failure to ask leaves the ids shown
+        first_line = (str(err).splitlines() or [type(err).__name__])[0]
+        print(f"skillloop: warning: annotators' e-mails not read: {first_line}", file=sys.stderr)
+        return {}
+
+
 def status_figures(
     project,
     records: list,
@@ -89,8 +111,12 @@ def status_figures(
     training: dict,
     changes: int | None = None,
     outcomes: Counter | None = None,
+    emails: Mapping[int, str] | None = None,
 ) -> dict:
+    """`emails`: Label Studio's `{user id: e-mail}` (labeling.studio.users), for the
+    annotators stored by id."""
     live = [r for r in records if not r.cancelled and not r.deleted]
+    by_annotator = Counter(annotator_name(r.annotator, emails or {}) for r in live)
     if changes is None:  # no change counter in the snapshot: compare annotation ids
         trained_on = (
             set((versions[-1].snapshot or {}).get("annotation_ids") or []) if versions else set()
@@ -106,7 +132,7 @@ def status_figures(
             "new_since_last_round": changes,
             "skipped": sum(r.cancelled and not r.deleted for r in records),
             "deleted": sum(r.deleted for r in records),
-            "by_annotator": dict(Counter(str(r.annotator) for r in live).most_common()),
+            "by_annotator": dict(by_annotator.most_common()),
         },
         "serving": None
         if serving is None
@@ -151,13 +177,21 @@ def last_gate(version) -> dict:
 
 def format_status(figures: dict, state: ProjectState) -> str:
     a, s, r, t = (figures[k] for k in ("annotations", "serving", "rounds", "training"))
+    # the store is named only where it is not the state folder's own SQLite file
+    store, where = figures.get("store"), str(state.store_path.absolute())
     lines = [
-        f"project {figures['project']} (state: {state.root})",
+        f"project {figures['project']} (state: {state.root.absolute()}"
+        + (f"; annotations: {store})" if store and store != where else ")"),
         f"annotations: {a['total']} on {a['posts']} posts, {a['new_since_last_round']} "
         f"new or changed since the last round; {a['skipped']} skipped, "
         f"{a['deleted']} deleted",
     ]
     lines += [f"  {who}: {n}" for who, n in a["by_annotator"].items()]
+    if any(who.startswith("Label Studio user ") for who in a["by_annotator"]):
+        lines.append(
+            "  (Label Studio user ids: their e-mails show when LABEL_STUDIO_URL and "
+            "LABEL_STUDIO_API_KEY reach the Label Studio they annotated in)"
+        )
     if s is None:
         lines.append("serving: no trained version yet")
     else:

@@ -153,7 +153,7 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
         limits = Limits(
             config.max_text_chars,
             config.max_tasks,
-            deadline_from(g.started, config.predict_budget_s),
+            deadline_from(g.started, config.predict_budget_s, s.holder.clock),
         )
         if not s.holder.wait_ready(min(PREDICT_WAIT_S, config.predict_budget_s)):
             raise BadRequest("the model is still loading; retry shortly", 503)

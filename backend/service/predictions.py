@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -40,7 +40,7 @@ LINKER_WAIT_S = 30.0
 class Limits:
     max_text_chars: int
     max_tasks: int
-    deadline: float  # time.monotonic() by which the answer must be under way
+    deadline: float  # a holder.clock() value by which the answer must be under way
 
 
 @dataclass
@@ -136,10 +136,10 @@ def _links(
         return {}
     # a linker still loading (seconds, from cached label embeddings) is waited for like the
     # model: Label Studio does not ask again for a task it holds a prediction of
-    linker.wait_ready(max(0.0, min(LINKER_WAIT_S, limits.deadline - time.monotonic() - 1.0)))
+    linker.wait_ready(max(0.0, min(LINKER_WAIT_S, limits.deadline - s.holder.clock() - 1.0)))
     if linker.linker is None:
         return {}
-    if time.monotonic() >= limits.deadline:
+    if s.holder.clock() >= limits.deadline:
         log.warning("predict: no time left to link spans")
         return {}
     order = [i for i in by_task if by_task[i].spans]
@@ -152,6 +152,6 @@ def _links(
     return dict(zip(order, found, strict=True))
 
 
-def deadline_from(started: float, budget_s: float) -> float:
-    """`started` is a time.perf_counter() value; the deadline is on time.monotonic()."""
-    return time.monotonic() + budget_s - (time.perf_counter() - started)
+def deadline_from(started: float, budget_s: float, clock: Callable[[], float]) -> float:
+    """`started` is a time.perf_counter() value; the deadline is on `clock` (the holder's)."""
+    return clock() + budget_s - (time.perf_counter() - started)

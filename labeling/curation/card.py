@@ -8,7 +8,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-from training.text import words
+from training.text import WORD_RULE, words
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
@@ -81,15 +81,17 @@ def write_card(result, settings, extra_labels: list[str]) -> Path:
         "",
         "## How it was made",
         "",
-        f"1. Source: {settings.source}; {result.records} annotation records read (skipped "
-        "and deleted annotations left out).",
+        f"1. Source: {settings.source}; {result.records} annotations ({result.left_out} "
+        "skipped or deleted ones left out).",
         f"2. One annotation per post by the policy `{settings.policy}` (latest: the most "
         "recently updated; reviewed: the latest ground-truth annotation, else the latest; "
         "majority: spans drawn by more than half of the post's annotators). "
         f"{len(result.conflicts)} posts where annotators disagree are listed in "
         "`conflicts.jsonl`.",
-        "3. Spans snapped to whole words (`\\w+` runs and single punctuation marks) and "
-        "overlaps resolved (longer span wins), so every format holds the same spans.",
+        f"3. Spans snapped to whole words ({WORD_RULE}) and overlaps resolved (longer span "
+        "wins), so every format holds the same spans: one span is one entity in each (a "
+        "CoNLL sentence, a line of the text, never breaks inside a span; the lines a span "
+        "crosses are one sentence there).",
         f"4. Duplicates collapsed: {exact} exact (same normalised text) and {near} near "
         f"(word 3-gram Jaccard >= {settings.duplicate_threshold}, MinHash LSH candidates); "
         "see `duplicates.jsonl`.",

@@ -10,15 +10,19 @@ anything is written, so all three formats hold exactly the same spans.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from labeling.curation.duplicates import Duplicate, deduplicate
 from labeling.curation.posts import CuratedPost
-from labeling.curation.quality import latest_per_annotator
+from labeling.curation.quality import latest_per_annotator, usable
 from labeling.curation.splits import DEFAULT_SHARES, stratified_split
 from labeling.studio.client import POST_ID_KEY
 from training.text import (
@@ -174,15 +178,23 @@ class ExportResult:
     duplicates: list[Duplicate]
     files: list[Path]
     labels: list[str]
-    records: int
+    records: int  # annotations read that count: not skipped, not deleted
+    left_out: int = 0  # skipped and deleted annotations read and left out
 
     def summary(self) -> str:
         counts = ", ".join(f"{name} {len(posts)}" for name, posts in self.splits.items())
+        left_out = f" ({self.left_out} skipped or deleted left out)" if self.left_out else ""
         return (
             f"{sum(map(len, self.splits.values()))} posts ({counts}) from {self.records} "
-            f"annotations; {len(self.duplicates)} duplicates collapsed, "
+            f"annotations{left_out}; {len(self.duplicates)} duplicates collapsed, "
             f"{len(self.conflicts)} conflicts listed -> {self.out_dir}"
         )
+
+    def moved_to(self, out_dir: str | Path) -> None:
+        """Point at the folder the export was moved to (see `staged_folder`)."""
+        out = Path(out_dir)
+        self.files = [out / path.relative_to(self.out_dir) for path in self.files]
+        self.out_dir = out
 
 
 def gold_posts(docs: Iterable[Document]) -> list[CuratedPost]:
@@ -225,6 +237,7 @@ def export_dataset(
     if settings.format not in FORMATS:
         raise ValueError(f"unknown format {settings.format!r}: choose one of {', '.join(FORMATS)}")
     records = list(records)
+    counted = len(usable(records))
     posts, conflicts = resolve(records, settings.policy)
     annotated = {post_key(p.text) for p in posts}
     posts += [p for p in gold if post_key(p.text) not in annotated]
@@ -242,7 +255,9 @@ def export_dataset(
         [] if settings.format == "profiles" else write_format(splits, out, settings.format, labels)
     )
     files += _write_side_files(out, splits, conflicts, duplicates)
-    result = ExportResult(out, splits, conflicts, duplicates, files, labels, len(records))
+    result = ExportResult(
+        out, splits, conflicts, duplicates, files, labels, counted, len(records) - counted
+    )
     files.append(write_card(result, settings, extra))
     manifest = out / "export.json"
     manifest.write_text(
@@ -256,7 +271,8 @@ def export_dataset(
                 "labels": labels,
                 "source": settings.source,
                 "license": settings.license,
-                "records": len(records),
+                "records": counted,
+                "records_left_out": len(records) - counted,
                 "splits": {k: [p.id for p in v] for k, v in splits.items()},
             },
             indent=1,
@@ -279,3 +295,38 @@ def _write_side_files(out: Path, splits, conflicts, duplicates) -> list[Path]:
             for row in rows:
                 handle.write(json.dumps(row.to_dict(), ensure_ascii=False) + "\n")
     return list(paths.values())
+
+
+@contextmanager
+def staged_folder(out_dir: str | Path) -> Iterator[Path]:
+    """A fresh folder beside `out_dir` (so on the same filesystem) to write an export into,
+    renamed to `out_dir` only when the block completes and removed when it raises: a failed
+    export leaves nothing behind, not even a card. A previous export at `out_dir` (a folder
+    with an `export.json`) is replaced; any other non-empty folder, or a file, is refused
+    so that no unrelated file is ever deleted."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file: name a folder for the export")
+    if out.is_dir() and any(out.iterdir()) and not (out / "export.json").is_file():
+        raise ValueError(
+            f"{out} already holds files that are not an export: name a new or empty folder"
+        )
+    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
+    stage.mkdir()
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        for folder in created:  # innermost first; only the ones this export made
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+    previous = out.with_name(f".{out.name}.previous-{uuid.uuid4().hex[:8]}")
+    if out.exists():
+        os.replace(out, previous)
+    os.replace(stage, out)
+    shutil.rmtree(previous, ignore_errors=True)

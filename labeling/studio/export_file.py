@@ -27,6 +27,10 @@ def read_studio_export(path: str | Path, config: LabelingConfig) -> list[Annotat
         tasks = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not a Label Studio JSON export ({err.msg})") from None
+    except UnicodeDecodeError as err:  # a binary file: say which one
+        raise ValueError(
+            f"{path}: not a Label Studio JSON export (not UTF-8 text at byte {err.start})"
+        ) from None
     if isinstance(tasks, Mapping):
         tasks = [tasks]
     if not isinstance(tasks, list) or not all(isinstance(t, Mapping) for t in tasks):
