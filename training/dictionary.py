@@ -23,11 +23,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from training.taxonomy import Taxonomy, TaxonomyEntry
 from training.text import Span, resolve_overlaps, tag_names, words
+
+if TYPE_CHECKING:
+    from training.reading import Prediction
 
 ANY_TYPE = "*"
 # The probability a dictionary match (or an unmatched word) is given: a coin flip, so the
@@ -157,7 +161,7 @@ class DictionaryTagger:
         self.tags = tag_names(self.labels)
         self.version = dictionary.version
 
-    def predict(self, texts: Sequence[str]) -> list:
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
         from training.tagger import Prediction
         from training.text import spans_to_tags
 

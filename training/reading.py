@@ -11,6 +11,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import numpy as np
 
@@ -41,6 +42,16 @@ class Prediction:
     # (n_words, hidden) float32: what the classifier reads per word (`predict(hidden=True)`)
     hidden: np.ndarray | None = None
     path_log_prob: float | None = None
+
+
+class Predictor(Protocol):
+    """What the service holds to answer /predict: a `training.tagger.Tagger`, or, before a
+    project's first model, the taxonomy dictionary's `training.dictionary.DictionaryTagger`."""
+
+    version: str
+    labels: list[str]
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]: ...
 
 
 @dataclass(slots=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from backend.cli.options import add_project_options, project_and_state
 from labeling.active.strategies import (
+    StrategyName,
     build_strategy,
     candidate_spans,
-    check_strategy_name,
     item_from_prediction,
     strategy_names,
 )
@@ -108,7 +108,7 @@ def select_command(args) -> int:
     project, state = project_and_state(args, must_exist=True)
     n = project.selection.batch_size if args.n is None else args.n
     name = args.strategy or project.selection.strategy
-    check_strategy_name(name)
+    parsed = StrategyName.parse(name)  # an unknown name fails before any work
     labelled = _labelled_documents(project, state)
     posts = _unlabelled_posts(project.posts(), labelled)
     if not posts:
@@ -125,8 +125,7 @@ def select_command(args) -> int:
     labels = [span.label for doc in labelled for span in doc.spans]
     strategy = build_strategy(name, tagger.classifier_head, labels)
     print(f"scoring {len(posts)} unlabelled posts with {tagger.version} ...", file=sys.stderr)
-    bald = name.partition("+")[0] == "bald"
-    predictions = tagger.predict([p.text for p in posts], hidden=bald)
+    predictions = tagger.predict([p.text for p in posts], hidden=parsed.needs_head)
     items = [
         item_from_prediction(pr, p.id or str(i))
         for i, (p, pr) in enumerate(zip(posts, predictions, strict=True))

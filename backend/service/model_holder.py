@@ -25,8 +25,7 @@ from backend.service.chunks import CHUNK_CHARS, FairLock, chunks, joined, pieces
 if TYPE_CHECKING:
     from labeling.project import Project
     from labeling.studio.client import StudioClient
-    from training.dictionary import DictionaryTagger
-    from training.tagger import Tagger
+    from training.reading import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +37,7 @@ class ServingModel:
     """A loaded tagger and the model_version it answers with (`tagger` None: no model yet;
     a DictionaryTagger, source "dictionary": no model yet, the taxonomy's matches served)."""
 
-    tagger: Tagger | DictionaryTagger | None
+    tagger: Predictor | None
     version: str
     source: str | None = None
     from_registry: bool = False  # False: the project's base model (or none)

@@ -29,8 +29,8 @@ import numpy as np
 
 from labeling.active.strategies import (
     PoolItem,
+    StrategyName,
     build_strategy,
-    check_strategy_name,
     item_from_prediction,
 )
 from training.decoding import decode
@@ -85,8 +85,8 @@ class SimConfig:
             raise ValueError(f"step_tokens must be at least 1, got {self.step_tokens}")
         names = ["random", *[s for s in self.strategies if s != "random"]]
         for name in names:
-            check_strategy_name(name)  # unknown names fail here, before any work
-            if name.startswith("bald") and self.mode != "fast":
+            # unknown names fail here, before any work
+            if StrategyName.parse(name).needs_head and self.mode != "fast":
                 raise ValueError("BALD needs the fast mode's head (MC dropout on the head)")
         self.strategies = names
 

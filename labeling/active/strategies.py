@@ -251,33 +251,49 @@ def strategy_names() -> list[str]:
 MODIFIERS = ("diverse", "balanced")
 
 
-def check_strategy_name(name: str) -> None:
-    """Raise ValueError for a name `get_strategy` cannot build, before any work is done."""
-    base_name, _, wrapper = name.partition("+")
-    if base_name not in strategy_names():
-        raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(strategy_names())}")
-    if wrapper and wrapper not in MODIFIERS:
-        raise ValueError(
-            f"unknown strategy modifier {wrapper!r} in {name!r}: '+diverse' or '+balanced'"
-        )
+@dataclass(frozen=True)
+class StrategyName:
+    """A strategy name read once: `base` (e.g. "mnlp") and an optional `modifier`
+    ("diverse" or "balanced"), from "mnlp+diverse"."""
+
+    base: str
+    modifier: str = ""
+
+    @classmethod
+    def parse(cls, name: str) -> StrategyName:
+        """ValueError for a name `get_strategy` cannot build, before any work is done."""
+        base, _, modifier = name.partition("+")
+        if base not in strategy_names():
+            raise ValueError(
+                f"unknown strategy {name!r}; choose from {', '.join(strategy_names())}"
+            )
+        if modifier and modifier not in MODIFIERS:
+            raise ValueError(
+                f"unknown strategy modifier {modifier!r} in {name!r}: '+diverse' or '+balanced'"
+            )
+        return cls(base, modifier)
+
+    @property
+    def needs_head(self) -> bool:
+        """Whether the strategy reads the model's classification head (BALD)."""
+        return self.base in NEEDS_HEAD
 
 
 def get_strategy(name: str, **options) -> QueryStrategy:
     """A strategy by name; `name+diverse` wraps it with `DiverseBatch`, `name+balanced`
     with `ClassBalanced` (which needs `label_counts`). BALD needs `weight` and `bias` (the
     head) in `options`, and optionally `dropout`."""
-    check_strategy_name(name)
-    base_name, _, wrapper = name.partition("+")
+    parsed = StrategyName.parse(name)
     label_counts = options.pop("label_counts", None)
-    if base_name == "bald":
+    if parsed.needs_head:
         if "weight" not in options or "bias" not in options:
             raise ValueError("strategy 'bald' needs the classification head (weight, bias)")
         strategy: QueryStrategy = BALD(**options)
     else:
-        strategy = STRATEGIES[base_name]()
-    if wrapper == "diverse":
+        strategy = STRATEGIES[parsed.base]()
+    if parsed.modifier == "diverse":
         return DiverseBatch(strategy)
-    if wrapper == "balanced":
+    if parsed.modifier == "balanced":
         if label_counts is None:
             raise ValueError(f"{name!r} needs the labelled spans' counts per label")
         return ClassBalanced(strategy, label_counts)
@@ -288,9 +304,9 @@ def build_strategy(name: str, head: Callable[[], dict], labelled: Iterable[str])
     """The named strategy with what it needs: BALD the model's classification head (`head`
     is called for BALD only), +balanced the counts per label of `labelled` (the labels of
     the labelled spans; a label not seen yet counts as rarest)."""
-    base_name, _, wrapper = name.partition("+")
-    options = dict(head()) if base_name == "bald" else {}
-    if wrapper == "balanced":
+    parsed = StrategyName.parse(name)
+    options = dict(head()) if parsed.needs_head else {}
+    if parsed.modifier == "balanced":
         options["label_counts"] = Counter(labelled)
     return get_strategy(name, **options)
 
