@@ -228,13 +228,13 @@ def test_rounds_json_into_a_closed_pipe_is_one_line(elsewhere, tmp_path):
 
 def test_a_bug_still_shows_its_traceback(monkeypatch):
     """Only user mistakes become one line: an unexpected exception is not swallowed."""
-    import backend.cli.data
+    import backend.cli.rounds
     from backend.cli import main
 
     def broken(args):
         raise KeyError("a bug")
 
-    monkeypatch.setattr(backend.cli.data, "rounds_command", broken)
+    monkeypatch.setattr(backend.cli.rounds, "rounds_command", broken)
     with pytest.raises(KeyError, match="a bug"):
         main(["rounds", "--project", NAME])
 

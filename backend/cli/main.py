@@ -12,29 +12,44 @@ from typing import NoReturn
 
 from backend.cli import (
     bootstrap,
-    data,
+    evaluate,
+    export,
     link,
     link_train,
-    model,
+    predict,
+    quality,
+    report,
+    retrain,
+    rollback,
     rounds,
     select,
     serve,
+    status,
     studio,
+    train,
     worker,
 )
 
 # Modules that contribute subcommands, each with `register(subparsers)`: imported here, so a
-# module that cannot be imported fails the command line instead of missing from it.
+# module that cannot be imported fails the command line instead of missing from it. In the
+# order `skillloop --help` lists them.
 COMMAND_MODULES = [
-    model,  # train, predict, evaluate
-    serve,  # serve
-    rounds,  # retrain, rollback
-    worker,  # worker (a training host)
+    train,
+    predict,
+    evaluate,
+    serve,
+    retrain,
+    rollback,
+    worker,  # a training host
     studio,  # studio, project
     select,  # select, simulate
-    data,  # status, rounds, report, export, quality
-    link,  # link
-    bootstrap,  # bootstrap
+    status,
+    rounds,
+    report,
+    export,
+    quality,
+    link,
+    bootstrap,
     link_train,  # link-train, link-versions, link-rollback
 ]
 

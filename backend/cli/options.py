@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from backend.bulk_predict import TaggerSpec
 from backend.linkers import open_linker_for, project_linker
 from labeling.project import REPO_ROOT, Project, load_project
 from labeling.state import (
@@ -116,6 +117,34 @@ def _state_base_in_sight(name: str, base: Path, default: bool) -> Path | None:
     return None
 
 
+def add_studio_export_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--from-studio-export",
+        type=Path,
+        metavar="FILE",
+        help="read a Label Studio JSON export instead of the store",
+    )
+
+
+def add_gold_option(p: argparse.ArgumentParser, text: str) -> None:
+    p.add_argument("--include-gold", action="store_true", help=text)
+
+
+def annotation_records(
+    project: Project, state: ProjectState, studio_export: Path | None = None
+) -> list:
+    """Annotation records (skipped and deleted ones included) from a Label Studio export
+    file or the project's store; [] when the store does not exist yet."""
+    if studio_export is not None:
+        from labeling.studio.export_file import read_studio_export
+
+        return read_studio_export(studio_export, project.config)
+    if not state.has_store():
+        return []
+    with state.store() as store:
+        return store.records(include_deleted=True, include_cancelled=True)
+
+
 def add_label_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", nargs="+", help="project labels (default: from the data/model)")
     p.add_argument(
@@ -153,6 +182,35 @@ def model_labels(folder: str, label_map: dict[str, str]) -> list[str]:
     if not labels:
         raise ValueError(f"{folder} has no tagging head: pass --labels")
     return labels
+
+
+def check_labels(docs, labels: list[str], name: str) -> None:
+    from training.datasets import labels_of
+
+    unknown = sorted(set(labels_of(docs)) - set(labels))
+    if unknown:
+        raise ValueError(f"{name} has labels {unknown} that are not in {labels}")
+
+
+def tagger_spec(args: argparse.Namespace) -> TaggerSpec:
+    """The tagger `--model`, `--labels`, `--label-map`, `--max-tokens` and the precision
+    options name (loaded by the caller, or by worker processes)."""
+    label_map = parse_label_map(args.label_map)
+    known = model_labels(args.model, label_map)
+    labels = args.labels or known
+    unknown = [label for label in labels if label not in known]
+    if unknown:
+        raise ValueError(
+            f"the model {args.model} does not predict {unknown}; it knows {known} "
+            "(map its tag types with --label-map TAG=LABEL)"
+        )
+    options = {} if args.max_tokens is None else {"max_tokens": args.max_tokens}
+    options["precision"] = "fp32" if args.fp32 else getattr(args, "precision", "auto")
+    return TaggerSpec(args.model, labels, label_map, options)
+
+
+def load_tagger(args: argparse.Namespace):
+    return tagger_spec(args).load()
 
 
 def add_link_options(p: argparse.ArgumentParser) -> None:

@@ -1,110 +1,68 @@
-"""`skillloop retrain` and `skillloop rollback`: retraining rounds and the serving version
-from the command line (docs/rounds.md)."""
+"""`skillloop rounds`: every model version, its lineage, data and scores."""
 
 from __future__ import annotations
 
 import json
-import os
-import sys
-from pathlib import Path
 
-from backend.cli.options import add_project_options, project_and_state
-from backend.service.config import auth_from_env
-
-URL_ENV = "SKILLLOOP_URL"
+from backend.cli.options import (
+    add_project_options,
+    project_and_state,
+)
+from backend.loop.report import round_rows
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "retrain",
-        help="run a retraining round (asks the running service with --url, else runs here)",
-    )
-    add_project_options(p, state_dir=False)
-    p.add_argument(
-        "--url",
-        default=os.environ.get(URL_ENV),
-        help=f"the running service, e.g. http://127.0.0.1:9090 (env {URL_ENV}); "
-        "without it the round runs in this process",
-    )
-    p.add_argument(
-        "--state-dir", type=Path, help="state folder (default $SKILLLOOP_STATE_DIR or ./state)"
-    )
-    p.add_argument("--threads", type=int, default=2, help="torch threads for a local round")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=retrain_command)
-
-    p = subparsers.add_parser("rollback", help="serve an earlier model version again")
-    p.add_argument("version", help="a version id, e.g. v0002 (GET /versions)")
+    p = subparsers.add_parser("rounds", help="every model version: lineage, data, scores")
     add_project_options(p)
-    p.add_argument("--reason", default="", help="why (recorded in the registry)")
-    p.set_defaults(func=rollback_command)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=rounds_command)
 
 
-def retrain_command(args) -> int:
-    if args.url:
-        return _retrain_remote(args.url.rstrip("/"), args.studio_project)
-    from backend.loop.run import run_round
-
-    project, state = project_and_state(args)
-    print(f"training a round for {project.name} in {state.root} ...", file=sys.stderr)
-    outcome, _ = run_round(
-        project,
-        state,
-        "cli",
-        in_process=True,
-        progress_bar=not args.no_progress,
-        num_threads=args.threads,
-    )
-    if outcome.version:
-        print(f"{outcome.version} {outcome.status}: {outcome.reason}")
-    else:
-        print(f"round {outcome.status}: {outcome.reason}")
-    return 1 if outcome.status == "failed" else 0
-
-
-def _retrain_remote(url: str, studio_project: int | None = None) -> int:
-    import requests
-
-    auth = auth_from_env()
-    payload = {} if studio_project is None else {"project": studio_project}  # several projects
-    try:
-        reply = requests.post(f"{url}/train", json=payload, auth=auth, timeout=30)
-    except requests.RequestException as err:
-        raise ValueError(f"cannot reach the service at {url}: {err}") from None
-    try:
-        body = reply.json()
-    except ValueError:
-        body = {"message": reply.text[:200]}
-    if reply.status_code >= 400:
-        raise ValueError(
-            f"{url}/train answered {reply.status_code}: "
-            f"{body.get('message') or body.get('error') or body}"
-        )
-    state = "queued after the current round" if body.get("queued") else "started"
-    if body.get("state") == "skipped":
-        state = f"skipped: {body.get('message', '')}"
-    if not body.get("accepted", True):
-        state = f"not accepted: {body.get('message', '')}"
-    print(f"training round {state} ({url})")
-    print(json.dumps(body.get("status", body), indent=2, default=str))
-    return 0 if body.get("accepted", True) else 1
-
-
-def rollback_command(args) -> int:
+def rounds_command(args) -> int:
     project, state = project_and_state(args, must_exist=True)
-    registry = state.registry()
-    if not registry.versions():
-        raise ValueError(f"project {project.name} has no model versions in {registry.root}")
-    previous = registry.serving()
-    version = registry.rollback(args.version, args.reason or "rolled back with skillloop rollback")
-    was = previous.version if previous is not None else "nothing"
-    print(
-        f"{project.name}: {version.version} is serving now (was {was}); "
-        f"held-out F1 {_f1(version.heldout_f1)}. A running service switches to it within "
-        "seconds (it checks the registry every SKILLLOOP_WATCH_INTERVAL, 5 s)."
-    )
+    versions = state.registry().versions()
+    labels = project.label_values
+    rows = round_rows(versions, labels)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"project {project.name}: no rounds yet")
+        return 0
+    header = [
+        "version",
+        "parent",
+        "annotations",
+        "snapshot",
+        "F1",
+        "baseline",
+        *labels,
+        "status",
+        "reason",
+    ]
+    table = [
+        [
+            r["version"],
+            r["parent"],
+            r["annotations"],
+            r["snapshot"],
+            _f(r["heldout_f1"]),
+            _f(r["baseline_f1"]),
+            *map(_f, r["per_label_f1"].values()),
+            r["status"],
+            r["reason"],
+        ]
+        for r in rows
+    ]
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *table, strict=True)]
+    for row in [header, *table]:
+        print(
+            "  ".join(
+                str(x if x is not None else "-").ljust(w) for x, w in zip(row, widths, strict=True)
+            ).rstrip()
+        )
     return 0
 
 
-def _f1(value) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
+def _f(x) -> str:
+    return "-" if x is None else f"{float(x):.3f}"

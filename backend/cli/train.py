@@ -1,0 +1,99 @@
+"""`skillloop train`: fine-tune a tagger on labelled documents (SkillSpan .json, .conll,
+.jsonl, read by training.datasets.read_documents)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from backend.cli.options import (
+    add_label_options,
+    check_labels,
+    parse_label_map,
+)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="fine-tune a tagger on labelled documents")
+    p.add_argument("--data", required=True, type=Path, help="training data (.json/.conll/.jsonl)")
+    p.add_argument("--dev", type=Path, help="dev data for early stopping")
+    p.add_argument("--out", required=True, type=Path, help="folder for the new checkpoint")
+    p.add_argument("--base", default=None, help="checkpoint folder or hub name (default: backbone)")
+    add_label_options(p)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float, dest="learning_rate")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--max-tokens", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--patience", type=int)
+    p.add_argument("--threads", type=int, dest="num_threads")
+    p.add_argument(
+        "--crf",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a CRF over the word tags, trained with the encoder (default on)",
+    )
+    p.add_argument(
+        "--calibration-share",
+        type=float,
+        help="without --dev: the share of training posts held out to fit the span-score "
+        "temperature on (default: training.calibration.CALIBRATION_SHARE, a tenth; 0: serve "
+        "unscaled scores)",
+    )
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=train_command)
+
+
+def train_command(args) -> int:
+    from training.calibration import CALIBRATION_SHARE, calibrate_checkpoint, plan_calibration
+    from training.datasets import labels_of, read_documents
+    from training.finetune import TrainConfig, train
+
+    train_docs = read_documents(args.data, args.columns)
+    dev_docs = read_documents(args.dev, args.columns) if args.dev else None
+    labels = args.labels or labels_of(train_docs)
+    if not labels:
+        raise ValueError(f"{args.data} holds no labelled spans: nothing to learn")
+    check_labels(train_docs, labels, str(args.data))
+    if dev_docs is not None:
+        check_labels(dev_docs, labels, str(args.dev))
+    options = (
+        "epochs",
+        "learning_rate",
+        "batch_size",
+        "max_tokens",
+        "seed",
+        "patience",
+        "num_threads",
+        "crf",
+    )
+    share = CALIBRATION_SHARE if args.calibration_share is None else args.calibration_share
+    if not 0 <= share < 1:
+        raise ValueError(f"--calibration-share must be in [0, 1), got {share}")
+    config = TrainConfig(**{k: getattr(args, k) for k in options if getattr(args, k) is not None})
+    plan = plan_calibration(train_docs, dev_docs, share, config.seed)
+    label_map = parse_label_map(args.label_map)
+    result = train(
+        args.base,
+        plan.train,
+        labels,
+        args.out,
+        dev_docs=dev_docs,
+        config=config,
+        label_map=label_map,
+        progress=not args.no_progress,
+    )
+    dev = "" if result.best_dev_f1 is None else f", dev entity F1 {result.best_dev_f1:.3f}"
+    print(
+        f"saved {result.path} (labels {labels}; {result.epochs_run} epochs, best epoch "
+        f"{result.best_epoch}{dev}; {result.seconds:.0f} s)"
+    )
+    if plan.held:  # every model it writes serves calibrated span scores (docs/calibration.md)
+        fit = calibrate_checkpoint(result.path, labels, plan.held, label_map or None)
+        print(
+            f"span scores calibrated on {plan.source}: temperature {fit['temperature']:.2f}, "
+            f"ECE {fit['ece_before']:.3f} -> {fit['ece_after']:.3f}"
+        )
+    else:
+        print("span scores not calibrated (no dev data and too few posts to hold out)")
+    return 0
