@@ -61,8 +61,9 @@ def rank_tab(client: StudioClient, project_id: int) -> int:
             client.request(
                 "PATCH", f"/api/dm/views/{tab_id}", json={"project": project_id, "data": data}
             )
-    order = [tab_id] + [int(v["id"]) for v in tabs if int(v["id"]) != tab_id]
-    if [int(v["id"]) for v in tabs] != order:
+    shown = [int(v["id"]) for v in tabs] + ([] if ours else [tab_id])  # a new tab comes last
+    order = [tab_id] + [i for i in shown if i != tab_id]
+    if shown != order:
         client.request("POST", "/api/dm/views/order", json={"project": project_id, "ids": order})
     return tab_id
 
