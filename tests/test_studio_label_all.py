@@ -11,7 +11,8 @@ model_version, Uncertainty sampling, which the button's plain next-task call fol
 makes its own Data Manager tab, ordered by prediction score, the first (the queue of
 "Label Tasks As Displayed" and of a selection); after every promotion again. Label
 Studio's task lock is what a left task holds: Label Studio started by skillloop sets
-TASK_LOCK_TTL (15 minutes; 24 h is Label Studio's default), these tests LOCK_TTL_S.
+TASK_LOCK_TTL (15 minutes; 24 h is Label Studio's default), the `studio` fixture
+conftest.STUDIO_LOCK_TTL_S (20 s).
 """
 
 from __future__ import annotations
