@@ -137,7 +137,9 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
             s.connected_config = req.schema
         if not new:  # a model that just started loading is not ready within Label Studio's 3 s
             s.holder.wait_ready(max(0.0, SETUP_WAIT_S - (time.perf_counter() - g.started)))
-        return jsonify(model_version=s.holder.current().version)
+        model = s.holder.current()
+        s.studio.connected(req.project, model)  # its queue arranged, in the background
+        return jsonify(model_version=model.version)
 
     @app.post("/predict")
     def predict():
