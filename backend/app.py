@@ -36,6 +36,7 @@ from backend.validation import (
     WebhookRequest,
     json_object,
     project_field,
+    refuse_cut_bodies,
     register_error_handlers,
 )
 
@@ -118,6 +119,7 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
         metrics.observe("http_request_duration_seconds", seconds, route=route)
         return response
 
+    refuse_cut_bodies(app, config.max_content_length)  # after authentication (above)
     register_error_handlers(app, config.max_content_length)
 
     @app.get("/health")
@@ -131,10 +133,10 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
         req = SetupRequest.parse(_json_object())
         new = not router.connected(req.project)  # its model starts loading only now
         s = router.for_setup(req.project, req.schema)
-        s.studio.remember(req.project)
         if req.schema is not None:
             label_names(parse_labeling(req.schema), s.project)  # one we cannot serve: say so
             s.connected_config = req.schema
+        s.studio.remember(req.project)  # after the checks: a refused /setup changes nothing
         if not new:  # a model that just started loading is not ready within Label Studio's 3 s
             s.holder.wait_ready(max(0.0, SETUP_WAIT_S - (time.perf_counter() - g.started)))
         model = s.holder.current()
@@ -180,10 +182,12 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
             )  # before remember(): a refusal leaves no trace
             s.studio.remember(req.project)
             return jsonify(reply)
+        if req.action == "ANNOTATIONS_DELETED":
+            reply = webhooks.delete_annotations(s, req.body)  # a refusal raises: no trace
+            s.studio.remember(req.project)
+            return jsonify(reply)
         if req.project is not None:
             s.studio.remember(req.project)
-        if req.action == "ANNOTATIONS_DELETED":
-            return jsonify(webhooks.delete_annotations(s, req.body))
         if req.action == "START_TRAINING":
             return jsonify(webhooks.request_training(s, "studio"))
         return jsonify(status="ignored", action=req.action)

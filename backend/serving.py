@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from backend.chunks import CHUNK_CHARS, FairLock, chunks, joined, pieces
+from backend.validation import StudioProjectKey
 
 if TYPE_CHECKING:
     from labeling.studio.client import StudioClient
@@ -318,13 +319,12 @@ class StudioLink:
             return None
 
     def remember(self, project_field) -> int | None:
-        """Record the project id from `"12.1700000000"` (/setup), 12, or {"id": 12}."""
-        if isinstance(project_field, dict):
-            project_field = project_field.get("id")
-        try:
-            project_id = int(str(project_field).split(".")[0])
-        except (TypeError, ValueError):
+        """Record the project id from `"12.1700000000"` (/setup), 12, or {"id": 12}, read
+        by the one strict parser of project ids; anything else leaves the record as it is."""
+        key = StudioProjectKey.of(project_field)
+        if key is None:
             return self.project_id
+        project_id = key.id
         if project_id != self.project_id:
             with self._lock:
                 self.project_id = project_id
