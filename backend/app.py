@@ -136,11 +136,12 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
         if req.schema is not None:
             label_names(parse_labeling(req.schema), s.project)  # one we cannot serve: say so
             s.connected_config = req.schema
-        s.studio.remember(req.project)  # after the checks: a refused /setup changes nothing
         if not new:  # a model that just started loading is not ready within Label Studio's 3 s
             s.holder.wait_ready(max(0.0, SETUP_WAIT_S - (time.perf_counter() - g.started)))
         model = s.holder.current()
-        s.studio.connected(req.project, model)  # its queue arranged, in the background
+        # remembered only after the checks (a refused /setup changes nothing); its queue
+        # arranged in the background
+        s.studio.connected(req.project, model)
         return jsonify(model_version=model.version)
 
     @app.post("/predict")
