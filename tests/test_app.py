@@ -341,16 +341,22 @@ def _wait_calls(calls: list, n: int) -> list:
     return calls
 
 
+def _app_with_recorded_studio(tmp_path, model, monkeypatch):
+    """The app with Label Studio configured, every client call recorded in `calls`."""
+    calls: list = []
+    _recording_studio(monkeypatch, calls)
+    app = make_app(
+        tmp_path, model, label_studio_url="http://ls.test", label_studio_api_key="token-123"
+    )
+    return app, calls
+
+
 def test_a_swap_points_label_studio_at_the_new_version(tmp_path, spanful_model, monkeypatch):
     """With LABEL_STUDIO_URL/_API_KEY set, a promotion publishes the new version in Label
     Studio: its predictions fetched, the project's model_version (+ uncertainty sampling)
     set, skillloop's ranked tab made the first, older versions' predictions removed from
     unannotated tasks (one sequence, the demo's too)."""
-    calls: list = []
-    _recording_studio(monkeypatch, calls)
-    app = make_app(
-        tmp_path, spanful_model, label_studio_url="http://ls.test", label_studio_api_key="token-123"
-    )
+    app, calls = _app_with_recorded_studio(tmp_path, spanful_model, monkeypatch)
     services = app.extensions["skillloop"]
     try:
         client = app.test_client()
@@ -405,11 +411,7 @@ def test_setup_arranges_a_project_connected_by_hand_once_per_model_version(
     again before every prediction fetch: the first /setup of a project publishes the
     serving model there (so "Label All Tasks" follows its scores), the repeats ask nothing
     of Label Studio, and another project is published on its own first /setup."""
-    calls: list = []
-    _recording_studio(monkeypatch, calls)
-    app = make_app(
-        tmp_path, spanful_model, label_studio_url="http://ls.test", label_studio_api_key="token-123"
-    )
+    app, calls = _app_with_recorded_studio(tmp_path, spanful_model, monkeypatch)
     services = app.extensions["skillloop"]
     try:
         client = app.test_client()
