@@ -125,6 +125,8 @@ def jsonl_row(row: dict, tagged: Tagged, links: Sequence[dict] | None = None) ->
         span |= fields
     result = {"id": row["id"]} if "id" in row else {}
     result |= {"text": row["text"], "spans": spans}
+    if "text_cut_at" in row:  # the text was read up to the limit (`skillloop predict`)
+        result["text_cut_at"] = row["text_cut_at"]
     return json.dumps(result, ensure_ascii=False)
 
 

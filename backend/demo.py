@@ -108,8 +108,8 @@ def run(args) -> int:
         serving = state.registry().serving()
         if serving is not None:
             print(f"  serving model {serving.version} (held-out F1 {f1(serving.heldout_f1)})")
-            if health.get("model_loaded"):
-                publish(client, ref.id, str(health.get("model_version")))
+            if health.get("model_loaded"):  # the backend publishes it on /setup (connect)
+                wait_predictions(client, ref.id, state)
         elif not project.gold():
             print("  no gold posts and no model: posts arrive without pre-annotations")
         elif not args.no_wait or args.wait_model:
@@ -168,19 +168,6 @@ class Commands:
         self.status = f"{CLI} status --project {name}{where}"
         self.rounds = f"{CLI} rounds --project {name}{where}"
         self.select = f"{CLI} select --project {name}{where}"
-
-
-def publish(client: StudioClient, project_id: int, version: str) -> None:
-    started = time.monotonic()
-    removed = client.publish_model(project_id, version, sampling=True)
-    tasks = client.tasks(project_id)
-    with_predictions = sum(
-        1 for t in tasks if any(p.get("model_version") == version for p in t["predictions"])
-    )
-    print(
-        f"  {with_predictions}/{len(tasks)} posts pre-annotated by model {version} in "
-        f"{time.monotonic() - started:.0f} s ({removed} older predictions removed)"
-    )
 
 
 class FirstRound:

@@ -71,7 +71,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--png", type=Path, default=ROOT / "docs" / "calibration-skillspan.png")
+    parser.add_argument(
+        "--png",
+        type=Path,
+        help="write the reliability diagram here (none by default: the tracked "
+        "docs/calibration-skillspan.png is only ever replaced when named)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--num-threads", type=int, default=None)
     parser.add_argument("--limit", type=int, default=None, help="first N dev posts (smoke test)")
@@ -124,7 +129,7 @@ def main() -> int:
             ]
         folds[f"fit_{fit_name}_eval_{eval_name}"] = fold
         print(json.dumps({f"fit {fit_name}, evaluate {eval_name}": fold}), flush=True)
-        if fit_name == "even":
+        if fit_name == "even" and args.png is not None:
             title = f"SkillSpan dev, {len(eval_idx)} odd posts ({args.model.name})"
             reliability_diagram(curves, args.png, title)
             print(f"reliability diagram: {args.png}")

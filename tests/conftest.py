@@ -167,6 +167,9 @@ def client(app):
     return app.test_client()
 
 
+STUDIO_LOCK_TTL_S = 20  # Label Studio's TASK_LOCK_TTL in the `studio` fixture
+
+
 @pytest.fixture(scope="session")
 def studio(tmp_path_factory):
     """A real Label Studio (from .venv-studio) on a free port with a temp data dir, shared
@@ -174,6 +177,7 @@ def studio(tmp_path_factory):
     from labeling.studio.server import StudioSettings, free_port, is_up, start, status, stop
 
     settings = StudioSettings.from_env(tmp_path_factory.mktemp("studio-state"), free_port())
+    settings.task_lock_ttl = STUDIO_LOCK_TTL_S  # a left task's lock ends within a test
     if not settings.executable.is_file():
         pytest.skip(f"Label Studio not installed at {settings.executable}: run make studio-install")
     try:

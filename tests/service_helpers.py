@@ -38,7 +38,9 @@ def biased_model(folder: Path, tag: str) -> Path:
     return folder
 
 
-def keyword_model(folder: Path, tags: dict[str, str]) -> Path:
+def keyword_model(
+    folder: Path, tags: dict[str, str], strength: dict[str, float] | None = None
+) -> Path:
     """A tiny reference-tagged DistilBERT that tags each word by its token alone: a word in
     `tags` (its own vocabulary entry, added when missing) gets that tag, every other word O.
 
@@ -46,7 +48,9 @@ def keyword_model(folder: Path, tags: dict[str, str]) -> Path:
     residuals carry the embeddings through) and positions are zeroed, so a token's hidden
     state is its word embedding, which points at its tag's classifier row. Predictions are
     exact and real: they go through the same checkpoint loading, windows and decoding as
-    any model."""
+    any model. `strength` (default 1 for every word) is how far a word points at its tag
+    rather than at O: below 1 its tag is still the likeliest but with less confidence
+    (0.05: about 0.9, 0.01: about 0.6), so its post ranks as uncertain."""
     import torch
     from transformers import AutoModelForTokenClassification, BertTokenizer, DistilBertConfig
 
@@ -76,6 +80,10 @@ def keyword_model(folder: Path, tags: dict[str, str]) -> Path:
         for word, tag in tags.items():
             embeddings[vocab[word]] = 0.0
             embeddings[vocab[word], REFERENCE_TAGS.index(tag)] = 1.0
+            # the embeddings' LayerNorm undoes a scale: a weaker word leans towards O too
+            embeddings[vocab[word], REFERENCE_TAGS.index("O")] = 1.0 - (strength or {}).get(
+                word, 1.0
+            )
         model.classifier.weight.zero_()
         model.classifier.bias.zero_()
         for k in range(len(REFERENCE_TAGS)):

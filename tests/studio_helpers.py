@@ -125,3 +125,45 @@ def serve_backend(
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         log.close()
+
+
+def signup_session(studio: StudioSettings, email: str, password: str):
+    """A second Label Studio user (an annotator of the admin's organization), signed up
+    through the invite link as a person would; a requests.Session logged in as them."""
+    import requests
+
+    from labeling.studio.client import StudioClient
+
+    invite = StudioClient(studio.url, studio.token).request("GET", "/api/invite")
+    page = f"{studio.url}/user/signup/?token={invite['token']}"
+    session = requests.Session()
+    session.get(page, timeout=30).raise_for_status()
+    reply = session.post(
+        page,
+        data={
+            "email": email,
+            "password": password,
+            "csrfmiddlewaretoken": session.cookies.get("csrftoken", ""),
+        },
+        headers={"Referer": page},
+        timeout=30,
+        allow_redirects=False,
+    )
+    if reply.status_code not in (301, 302) or "sessionid" not in session.cookies:
+        pytest.fail(f"signing up {email} failed: HTTP {reply.status_code} {reply.text[:300]}")
+    return session
+
+
+def wait_published(backend_url: str, timeout: float = 120) -> dict:
+    """Until the backend has published its serving model in the Label Studio project it was
+    just connected to (it does on the project's first /setup): a test's own prediction
+    fetch afterwards finds every task answered, instead of racing the backend's."""
+
+    def published():
+        status = get_json(f"{backend_url}/status") or {}
+        refresh = status.get("studio_refresh") or {}
+        return (
+            status if refresh.get("ok") and refresh["version"] == status["model_version"] else None
+        )
+
+    return wait_for("the backend's publication in Label Studio", published, timeout)

@@ -315,43 +315,63 @@ def test_settings_from_env_and_flags(tmp_path):
     assert not kept.remove_older_predictions
 
 
-def test_a_swap_points_label_studio_at_the_new_version(tmp_path, spanful_model, monkeypatch):
-    """With LABEL_STUDIO_URL/_API_KEY set, a promotion publishes the new version in Label
-    Studio: its predictions fetched, the project's model_version (+ uncertainty sampling)
-    set, older versions' predictions removed from unannotated tasks (one sequence, the
-    demo's too)."""
+def _recording_studio(monkeypatch, calls: list) -> None:
+    """Stands in for the Label Studio server behind StudioClient: records what is asked."""
     import labeling.studio.client
 
-    calls = []
-
-    class RecordingStudio:  # stands in for the Label Studio server behind StudioClient
+    class RecordingStudio:
         def __init__(self, url, api_key):
             calls.append(("init", url, api_key))
+
+        def backends(self, project_id):  # the connection Label Studio saved
+            return [{"id": 1}]
 
         def publish_model(self, project_id, version, sampling=True, remove_older=True):
             calls.append(("publish", project_id, version, sampling, remove_older))
             return 3
 
     monkeypatch.setattr(labeling.studio.client, "StudioClient", RecordingStudio)
+
+
+def _wait_calls(calls: list, n: int) -> list:
+    deadline = time.time() + 10
+    while len(calls) < n and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # and no more than n
+    return calls
+
+
+def _app_with_recorded_studio(tmp_path, model, monkeypatch):
+    """The app with Label Studio configured, every client call recorded in `calls`."""
+    calls: list = []
+    _recording_studio(monkeypatch, calls)
     app = make_app(
-        tmp_path, spanful_model, label_studio_url="http://ls.test", label_studio_api_key="token-123"
+        tmp_path, model, label_studio_url="http://ls.test", label_studio_api_key="token-123"
     )
+    return app, calls
+
+
+def test_a_swap_points_label_studio_at_the_new_version(tmp_path, spanful_model, monkeypatch):
+    """With LABEL_STUDIO_URL/_API_KEY set, a promotion publishes the new version in Label
+    Studio: its predictions fetched, the project's model_version (+ uncertainty sampling)
+    set, skillloop's ranked tab made the first, older versions' predictions removed from
+    unannotated tasks (one sequence, the demo's too)."""
+    app, calls = _app_with_recorded_studio(tmp_path, spanful_model, monkeypatch)
     services = app.extensions["skillloop"]
     try:
         client = app.test_client()
-        client.post("/setup", json=payload("setup"))
+        client.post("/setup", json=payload("setup"))  # the serving model, published once
+        base = services.holder.current().version
+        assert _wait_calls(calls, 2) == [
+            ("init", "http://ls.test", "token-123"),
+            ("publish", 7, base, True, True),
+        ]
         registry = Registry(services.state.models)
         shutil.copytree(spanful_model, registry.root / ".incoming" / "a")
         version = registry.add(registry.root / ".incoming" / "a", labels=LABELS).version
         registry.promote(version, "test")
         services.holder.promoted(registry.get(version))
-        deadline = time.time() + 10
-        while len(calls) < 2 and time.time() < deadline:
-            time.sleep(0.05)
-        assert calls == [
-            ("init", "http://ls.test", "token-123"),
-            ("publish", 7, version, True, True),
-        ]
+        assert _wait_calls(calls, 3)[2:] == [("publish", 7, version, True, True)]
         status = client.get("/status").get_json()
         assert status["studio_project"] == 7
         assert status["studio_refresh"]["ok"] and status["studio_refresh"]["version"] == version
@@ -384,3 +404,30 @@ def test_predictions_use_one_thread_while_a_round_trains(app, client):
         assert torch.get_num_threads() == holder.threads == before
     finally:
         torch.set_num_threads(before)
+
+
+def test_setup_arranges_a_project_connected_by_hand_once_per_model_version(
+    tmp_path, spanful_model, monkeypatch
+):
+    """Label Studio calls /setup when a user connects the backend (Settings -> Model) and
+    again before every prediction fetch: the first /setup of a project publishes the
+    serving model there (so "Label All Tasks" follows its scores), the repeats ask nothing
+    of Label Studio, and another project is published on its own first /setup."""
+    app, calls = _app_with_recorded_studio(tmp_path, spanful_model, monkeypatch)
+    services = app.extensions["skillloop"]
+    try:
+        client = app.test_client()
+        version = services.holder.current().version
+        for _ in range(3):
+            assert client.post("/setup", json=payload("setup")).status_code == 200
+        assert _wait_calls(calls, 2)[1:] == [("publish", 7, version, True, True)]
+        client.post("/setup", json={**payload("setup"), "project": "8.1764079200"})
+        assert _wait_calls(calls, 3)[1:] == [
+            ("publish", 7, version, True, True),
+            ("publish", 8, version, True, True),
+        ]
+        status = client.get("/status").get_json()
+        assert status["studio_project"] == 8
+        assert status["studio_refresh"]["ok"] and status["studio_refresh"]["trigger"] == "setup"
+    finally:
+        services.close()

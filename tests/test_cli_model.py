@@ -223,3 +223,54 @@ def test_train_refuses_an_out_folder_that_is_not_a_checkpoint(trained, data, tmp
     after = read_metadata(trained)
     assert after["config"]["epochs"] == 1 != before["config"]["epochs"]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("model")) == ["model"]
+
+
+def test_train_never_touches_a_users_partial_or_old_folder(trained, data, tmp_path, capsys):
+    mine = [trained.with_name(trained.name + suffix) for suffix in (".partial", ".old")]
+    for folder in mine:
+        folder.mkdir()
+        (folder / "notes.txt").write_text("my own work")
+    link = tmp_path / "model-link"
+    link.symlink_to(trained, target_is_directory=True)
+    base = ["--data", str(data), "--base", str(trained), *FAST]
+    assert main(["train", "--out", str(trained), *base]) == 0  # replaces the checkpoint
+    assert main(["train", "--out", str(link), *base]) == 0  # saves where the link points
+    capsys.readouterr()
+    for folder in mine:
+        assert (folder / "notes.txt").read_text() == "my own work"
+    assert link.is_symlink() and read_metadata(link)["labels"] == ["Technology", "Soft"]
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name or ".old-" in p.name]
+
+
+def test_predict_refuses_to_write_over_its_input(trained, tmp_path, capsys):
+    posts = tmp_path / "posts.jsonl"
+    posts.write_text('{"text": "we need python", "meta": {"source": "mine"}}\n')
+    before = posts.read_text()
+    for output in (str(posts), str(tmp_path / "." / "posts.jsonl")):
+        assert (
+            main(["predict", "--model", str(trained), "--input", str(posts), "--output", output])
+            == 2
+        )
+        assert "is the --input file" in capsys.readouterr().err
+    assert posts.read_text() == before
+
+
+def test_predict_reads_a_text_up_to_the_services_limit(trained, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SKILLLOOP_MAX_TEXT_CHARS", "40")
+    posts, out = tmp_path / "posts.jsonl", tmp_path / "out.jsonl"
+    posts.write_text(json.dumps({"text": "python " * 100}) + "\n" + '{"text": "sql"}\n')
+    argv = ["predict", "--model", str(trained), "--input", str(posts), "--output", str(out)]
+    assert main([*argv, "--no-progress"]) == 0
+    assert "1 texts read up to their first 40 characters" in capsys.readouterr().err
+    long, short = (json.loads(line) for line in out.read_text().splitlines())
+    assert long["text_cut_at"] == 40 and len(long["text"]) == 40 and "text_cut_at" not in short
+    assert all(span["end"] <= 40 for span in long["spans"])
+
+
+def test_predict_names_a_lone_surrogate_instead_of_a_traceback(trained, tmp_path, capsys):
+    posts = tmp_path / "posts.jsonl"
+    posts.write_text('{"text": "fine"}\n{"text": "broken \\ud800 text"}\n')
+    assert main(["predict", "--model", str(trained), "--input", str(posts), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("posts.jsonl:2: the text holds a lone UTF-16 surrogate")
+    assert "Traceback" not in err and len(err.splitlines()) == 1

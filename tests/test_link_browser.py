@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from service_helpers import CONFIG_XML, keyword_model
-from studio_helpers import serve_backend, wait_for
+from studio_helpers import serve_backend, wait_for, wait_published
 from test_link_studio import linked_project
 
 from labeling.studio.browser import (
@@ -97,6 +97,7 @@ def test_the_editor_shows_each_spans_link_and_a_corrected_link_reaches_the_store
 
     with serve_backend(project_dir, state, studio) as backend_url:
         client.connect_backend(ref.id, backend_url, "skillloop")
+        wait_published(backend_url)  # on /setup the backend publishes its model
         client.refresh_predictions(ref.id)
         (task,) = wait_for(
             "the linked prediction and the candidates in the task",

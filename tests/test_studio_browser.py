@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from service_helpers import CONFIG_XML, keyword_model, write_project
-from studio_helpers import serve_backend, wait_for
+from studio_helpers import serve_backend, wait_for, wait_published
 
 from labeling.studio.browser import (
     INSTALL_HINT,
@@ -111,6 +111,7 @@ def test_the_editor_draws_backend_regions_on_their_words_and_stores_a_selection(
     with serve_backend(project_dir, state, studio) as backend_url:
         # connecting registers the backend's webhook; Label Studio then calls /predict
         client.connect_backend(ref.id, backend_url, "skillloop")
+        wait_published(backend_url)  # on /setup the backend publishes its model
         client.refresh_predictions(ref.id)
         (task,) = wait_for(
             "the backend's prediction in Label Studio",

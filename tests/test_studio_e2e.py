@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from studio_helpers import get_json, post_json, serve_backend, wait_for
+from studio_helpers import get_json, post_json, serve_backend, wait_for, wait_published
 
 from labeling.state import ProjectState
 from labeling.studio.server import REPO_ROOT
@@ -197,6 +197,7 @@ def test_the_whole_loop_on_a_real_label_studio(studio, project_dir, backend):
 
     # connect (twice: one ML backend) and fetch predictions from the initial model
     backend_id = client.connect_backend(ref.id, backend_url, "skillloop")
+    wait_published(backend_url)  # on /setup the backend publishes its model
     assert client.connect_backend(ref.id, backend_url, "skillloop") == backend_id
     assert len(client.backends(ref.id)) == 1
     initial = get_json(f"{backend_url}/health")["model_version"]

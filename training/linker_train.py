@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from training.linker import LinkerSettings, SentenceEncoder
+from training.saving import scratch_path
 from training.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
@@ -121,8 +122,7 @@ def train_linker(
     encoder.model.eval()
 
     out = Path(out)
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    partial = scratch_path(out.absolute(), "partial")  # never a user's own X.partial
     encoder.model.save_pretrained(partial)
     encoder.tokenizer.save_pretrained(partial)
     details = {

@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 from training.checkpoint import METADATA_FILE
@@ -47,13 +48,24 @@ def check_out_dir(out_dir: Path) -> None:
         )
 
 
+def scratch_path(out_dir: Path, kind: str) -> Path:
+    """A hidden name beside `out_dir` that only this save uses: a user's own `X.partial`
+    or `X.old` next to `--out X` is never touched."""
+    return out_dir.with_name(f".{out_dir.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def leftover_scratch(out_dir: Path) -> list[Path]:
+    """What saves into `out_dir` that were killed half-way left beside it."""
+    return sorted(out_dir.parent.glob(f".{out_dir.name}.partial-*"))
+
+
 def save(model, tokenizer, out_dir: Path, metadata: dict) -> None:
     """Write the checkpoint beside `out_dir`, then swap it into place in one rename, so a
-    reader never sees half a model and an existing checkpoint there is never missing."""
-    out_dir = Path(out_dir).absolute()
+    reader never sees half a model and an existing checkpoint there is never missing. An
+    `out_dir` that is a symbolic link saves into the folder it points to."""
+    out_dir = Path(out_dir).resolve()
     check_out_dir(out_dir)
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    partial = scratch_path(out_dir, "partial")
     partial.mkdir(parents=True)
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
@@ -64,8 +76,7 @@ def save(model, tokenizer, out_dir: Path, metadata: dict) -> None:
         partial.rename(out_dir)
         return
     if not _exchange(partial, out_dir):  # no renameat2: the old one is set aside first
-        old = out_dir.with_name(out_dir.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
+        old = scratch_path(out_dir, "old")
         out_dir.rename(old)
         partial.rename(out_dir)
         partial = old

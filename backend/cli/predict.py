@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 from backend.cli.options import (
     add_label_options,
@@ -12,6 +13,7 @@ from backend.cli.options import (
     open_stream,
     tagger_spec,
 )
+from backend.service.config import DEFAULT_MAX_TEXT_CHARS, max_text_chars_from_env
 
 PREDICT_CHUNK = 32  # texts per predict call: the progress bar moves, memory stays bounded
 
@@ -54,15 +56,27 @@ def register(subparsers) -> None:
     p.set_defaults(func=predict_command)
 
 
-def read_texts(handle, name: str) -> list[dict]:
+def read_texts(handle, name: str, max_chars: int = DEFAULT_MAX_TEXT_CHARS) -> list[dict]:
+    """The input's rows; a text longer than `max_chars` (the service's limit,
+    SKILLLOOP_MAX_TEXT_CHARS) is read up to it and its row says `text_cut_at`, as /predict
+    does: one 30 MB line must not take minutes and gigabytes."""
+    from labeling.studio.tasks import lone_surrogates
     from training.datasets import jsonl_objects
 
     rows = []
     for number, row in jsonl_objects(handle, name):
         if not isinstance(row.get("text"), str):
             raise ValueError(f'{name}:{number}: each line needs a "text" string')
+        if lone_surrogates(row["text"]):
+            raise ValueError(f"{name}:{number}: the text holds a lone UTF-16 surrogate")
+        if len(row["text"]) > max_chars:
+            row = {**row, "text": row["text"][:max_chars], "text_cut_at": max_chars}
         rows.append(row)
     return rows
+
+
+def same_file(a: str, b: str) -> bool:
+    return a != "-" and b != "-" and Path(b).exists() and Path(a).resolve() == Path(b).resolve()
 
 
 def predict_command(args) -> int:
@@ -74,8 +88,14 @@ def predict_command(args) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    if same_file(args.input, args.output):
+        raise ValueError(f"--output {args.output} is the --input file: it would be overwritten")
+    limit = max_text_chars_from_env()  # the service's limit, the same variable
     with open_stream(args.input, "r") as handle:
-        rows = read_texts(handle, args.input)
+        rows = read_texts(handle, args.input, limit)
+    cut = sum("text_cut_at" in row for row in rows)
+    if cut:
+        print(f"{cut} texts read up to their first {limit} characters", file=sys.stderr)
     spec = tagger_spec(args)
     linker, top_k = _linker_if_asked(args)
     if linker is not None and args.format != "jsonl":

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from backend.service.config import auth_from_env
 from labeling.studio.client import StudioClient
+from labeling.studio.queue import rank_tab
 from labeling.studio.server import StudioSettings, is_up, start, status, stop
 
 
@@ -134,6 +135,9 @@ def _project_connect(args) -> int:
     auth = auth_from_env()
     backend_id = client.connect_backend(ref.id, args.backend_url, args.title, basic_auth=auth)
     print(f"project {ref.id}: backend {args.backend_url} connected (ML backend {backend_id})")
+    # the backend publishes its model on /setup when it has Label Studio's URL and key;
+    # the tab "Label All Tasks" serves from is made first here whatever it has
+    rank_tab(client, ref.id)
     if args.predict:
         client.refresh_predictions(ref.id)
         version = client.latest_prediction_version(ref.id)

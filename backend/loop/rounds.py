@@ -40,6 +40,7 @@ from labeling.project import Project
 from labeling.state import ProjectState
 from labeling.store import documents_sha256
 from training.registry import ModelVersion, Registry
+from training.saving import leftover_scratch
 from training.text import Document
 
 log = logging.getLogger(__name__)
@@ -291,7 +292,8 @@ def conclude_round(
         if recovering:
             outcome.reason = f"gated after a restart (the round was interrupted): {outcome.reason}"
     shutil.rmtree(incoming, ignore_errors=True)
-    shutil.rmtree(incoming.with_name(incoming.name + ".partial"), ignore_errors=True)
+    for leftover in leftover_scratch(incoming):  # of a save killed half-way
+        shutil.rmtree(leftover, ignore_errors=True)
     outcome.finished_at = _now()
     append_round(state, outcome)
     return outcome, version if outcome.status == "promoted" else None

@@ -33,6 +33,7 @@ from backend.service.requests import (
     WebhookRequest,
     json_object,
     project_field,
+    refuse_cut_bodies,
     register_error_handlers,
 )
 from backend.service.routing import OneProject, SeveralProjects
@@ -121,6 +122,7 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
         metrics.observe("http_request_duration_seconds", seconds, route=route)
         return response
 
+    refuse_cut_bodies(app, config.max_content_length)  # after authentication (above)
     register_error_handlers(app, config.max_content_length)
 
     @app.get("/health")
@@ -134,13 +136,16 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
         req = SetupRequest.parse(_json_object())
         new = not router.connected(req.project)  # its model starts loading only now
         s = router.for_setup(req.project, req.schema)
-        s.studio.remember(req.project)
         if req.schema is not None:
             label_names(parse_config(req.schema), s.project)  # one we cannot serve: 422
             s.connected_config = req.schema
         if not new:  # a model that just started loading is not ready within Label Studio's 3 s
             s.holder.wait_ready(max(0.0, SETUP_WAIT_S - (time.perf_counter() - g.started)))
-        return jsonify(model_version=s.holder.current().version)
+        model = s.holder.current()
+        # remembered only after the checks (a refused /setup changes nothing); its queue
+        # arranged in the background
+        s.studio.connected(req.project, model)
+        return jsonify(model_version=model.version)
 
     @app.post("/predict")
     def predict():
@@ -181,10 +186,12 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
             )  # before remember(): a refusal leaves no trace
             s.studio.remember(req.project)
             return jsonify(reply)
+        if req.action == "ANNOTATIONS_DELETED":
+            reply = webhooks.delete_annotations(s, req.body)  # a refusal raises: no trace
+            s.studio.remember(req.project)
+            return jsonify(reply)
         if req.project is not None:
             s.studio.remember(req.project)
-        if req.action == "ANNOTATIONS_DELETED":
-            return jsonify(webhooks.delete_annotations(s, req.body))
         if req.action == "START_TRAINING":
             return jsonify(webhooks.request_training(s, "studio"))
         return jsonify(status="ignored", action=req.action)

@@ -11,8 +11,9 @@ from backend.loop.worker import TrainingWorker
 from backend.service.config import ServiceConfig
 from backend.service.linker_holder import LinkerHolder, TaskOptionsWriter
 from backend.service.metrics import Metrics
-from backend.service.model_holder import ModelHolder, StudioLink
+from backend.service.model_holder import ModelHolder
 from backend.service.services import Services
+from backend.service.studio_sync import StudioLink
 from backend.service.webhook_inbox import Inbox
 from backend.service.webhooks import read_queued, stored
 from labeling.active.task_score import TaskScorer

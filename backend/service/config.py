@@ -195,3 +195,13 @@ def _convert(name: str, variable: str, raw: str):
     except ValueError:
         raise ValueError(f"{variable}={raw!r} is not a valid {kind.split(' ')[0]}") from None
     return raw
+
+
+def max_text_chars_from_env(env: Mapping[str, str] | None = None) -> int:
+    """The text limit /predict applies (SKILLLOOP_MAX_TEXT_CHARS), for `skillloop predict`."""
+    variable = ENV["max_text_chars"]
+    raw = (os.environ if env is None else env).get(variable, "").strip()
+    limit = _convert("max_text_chars", variable, raw) if raw else DEFAULT_MAX_TEXT_CHARS
+    if limit < 1:
+        raise ValueError(f"{variable} must be at least 1, got {limit}")
+    return limit

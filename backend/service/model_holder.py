@@ -9,14 +9,11 @@ or watcher thread, never in a request; the swap itself is one reference assignme
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from backend.loop.cold_start import DICTIONARY_SOURCE, project_dictionary
@@ -24,7 +21,6 @@ from backend.service.chunks import CHUNK_CHARS, FairLock, chunks, joined, pieces
 
 if TYPE_CHECKING:
     from labeling.project import Project
-    from labeling.studio.client import StudioClient
     from training.reading import Predictor
 
 log = logging.getLogger(__name__)
@@ -270,102 +266,6 @@ class ModelHolder:
             wanted = wanted or self.threads
         if wanted and torch.get_num_threads() != wanted:
             torch.set_num_threads(wanted)
-
-
-# --- the Label Studio project the backend is connected to --------------------------------
-class StudioLink:
-    """Remembers the Label Studio project id (from /setup or webhooks, persisted in the
-    state dir) and, when a URL and API key are configured, points Label Studio at a newly
-    swapped model with `StudioClient.publish_model`: its predictions fetched, the project's
-    model_version + uncertainty sampling set, and (`remove_older`, on by default) older
-    versions' predictions removed from tasks nobody has annotated yet.
-    """
-
-    def __init__(
-        self,
-        studio_file: Path,
-        url: str | None = None,
-        api_key: str | None = None,
-        remove_older: bool = True,
-    ):
-        self.path = Path(studio_file)
-        self._url, self._api_key = url, api_key
-        self.remove_older = remove_older
-        self._client: StudioClient | None = None
-        self._lock = threading.Lock()
-        self.project_id: int | None = self._read()
-        self.last_refresh: dict | None = None
-
-    @property
-    def configured(self) -> bool:
-        return bool(self._url and self._api_key)
-
-    def _read(self) -> int | None:
-        try:
-            return int(json.loads(self.path.read_text())["project_id"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
-    def remember(self, project_field) -> int | None:
-        """Record the project id from `"12.1700000000"` (/setup), 12, or {"id": 12}."""
-        if isinstance(project_field, dict):
-            project_field = project_field.get("id")
-        try:
-            project_id = int(str(project_field).split(".")[0])
-        except (TypeError, ValueError):
-            return self.project_id
-        if project_id != self.project_id:
-            with self._lock:
-                self.project_id = project_id
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.path.with_suffix(".tmp")
-                tmp.write_text(json.dumps({"project_id": project_id}))
-                os.replace(tmp, self.path)
-        return project_id
-
-    def model_swapped(self, model: ServingModel) -> None:
-        """Refresh Label Studio in its own thread: Label Studio answers the refresh by
-        calling /predict for its tasks, which may take long, and must not hold the worker."""
-        if not self.configured or not model.loaded:
-            return
-        if self.project_id is None:
-            log.info("Label Studio project unknown until /setup or a webhook; no refresh")
-            return
-        thread = threading.Thread(
-            target=self.refresh, args=(model,), name="skillloop-studio-refresh", daemon=True
-        )
-        thread.start()
-
-    def refresh(self, model: ServingModel) -> None:
-        from labeling.studio.client import StudioClient
-
-        if self._url is None or self._api_key is None or self.project_id is None:
-            return  # not configured (model_swapped checks it first)
-        with self._lock:
-            if self._client is None:
-                self._client = StudioClient(self._url, self._api_key)
-            client = self._client
-        started = time.time()
-        try:
-            removed = client.publish_model(
-                self.project_id, model.version, sampling=True, remove_older=self.remove_older
-            )
-        except Exception as err:  # reported in /status, never raised
-            self.last_refresh = {"version": model.version, "ok": False, "error": str(err)[:300]}
-            log.warning("Label Studio refresh for %s failed: %s", model.version, err)
-            return
-        self.last_refresh = {
-            "version": model.version,
-            "ok": True,
-            "at": started,
-            "older_predictions_removed": removed,
-        }
-        log.info(
-            "Label Studio project %s now on model_version %s (%d older predictions removed)",
-            self.project_id,
-            model.version,
-            removed,
-        )
 
 
 def dictionary_model(project: Project) -> ServingModel | None:

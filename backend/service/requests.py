@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from labeling.studio.config import ConfigError
 
@@ -94,6 +95,9 @@ def project_field(body: dict) -> dict | str | int | None:
     return None
 
 
+STUDIO_KEY = re.compile(r"(?P<id>[1-9][0-9]{0,18})(?:\.(?P<created>[0-9]{1,20}))?", re.ASCII)
+
+
 @dataclass(frozen=True)
 class StudioProjectKey:
     """A Label Studio project as requests name it: its id and, from /setup and /predict's
@@ -104,18 +108,19 @@ class StudioProjectKey:
 
     @classmethod
     def of(cls, value: dict | str | int | None) -> StudioProjectKey | None:
-        """From "7.1764079200", "7", 7 or {"id": 7, ...}; None when there is no id."""
+        """From "7.1764079200", "7", 7 or {"id": 7, ...}; None when there is no id. Parsed
+        strictly (ASCII digits, no sign, no `_`, no leading zero), so that no two spellings
+        (`11`, `+11`, `1_1`, Arabic-Indic digits: all 11 to `int()`) name one project."""
         if isinstance(value, dict):
             value = value.get("id")
-        if isinstance(value, bool) or value is None:
+        if isinstance(value, bool) or not isinstance(value, int | str):
             return None
-        head, _, tail = str(value).partition(".")
-        try:
-            studio_id = int(head)
-            created = int(tail) if tail else None
-        except ValueError:
+        match = STUDIO_KEY.fullmatch(str(value))
+        if match is None:
             return None
-        return cls(studio_id, created) if 0 < studio_id < 2**63 else None
+        studio_id = int(match["id"])
+        created = int(match["created"]) if match["created"] else None
+        return cls(studio_id, created) if studio_id < 2**63 else None
 
 
 # --- typed requests ----------------------------------------------------------------------
@@ -170,6 +175,23 @@ class WebhookRequest:
 
 
 # --- one set of error handlers -----------------------------------------------------------
+def refuse_cut_bodies(app: Flask, max_content_length: int) -> None:
+    """A body sent without a Content-Length (chunked) is read by Werkzeug only up to
+    MAX_CONTENT_LENGTH and silently cut there; acknowledging it would lose the annotation
+    it carried. Such a body is read here, before any route sees it: one byte past the limit
+    makes it a 413, as a body that declares its length gets. Registered after
+    authentication, so an unauthenticated body is never read."""
+
+    @app.before_request
+    def _whole_or_413() -> None:
+        if request.content_length is not None or request.method not in ("POST", "PUT"):
+            return
+        data = request.get_data(cache=True)
+        if len(data) >= max_content_length and request.environ["wsgi.input"].read(1):
+            log.info("%s %s -> 413: chunked body past the limit", request.method, request.path)
+            raise RequestEntityTooLarge()
+
+
 def register_error_handlers(app: Flask, max_content_length: int) -> None:
     @app.errorhandler(BadRequest)
     def _bad_request(err: BadRequest) -> tuple[Response, int]:

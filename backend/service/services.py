@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from backend.service.config import ServiceConfig
     from backend.service.linker_holder import LinkerHolder, TaskOptionsWriter
     from backend.service.metrics import Metrics
-    from backend.service.model_holder import ModelHolder, StudioLink
+    from backend.service.model_holder import ModelHolder
+    from backend.service.studio_sync import StudioLink
     from backend.service.webhook_inbox import Inbox
     from labeling.project import Project
     from labeling.state import ProjectState

@@ -250,7 +250,7 @@ def export_dataset(
     labels = [*settings.labels, *extra]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    # a profiles export writes its rows once the spans are linked (backend.cli.data)
+    # a profiles export writes its rows once the spans are linked (backend.cli.export)
     files = (
         [] if settings.format == "profiles" else write_format(splits, out, settings.format, labels)
     )

@@ -314,3 +314,63 @@ def _page_socket(port: int, process: subprocess.Popen, timeout: float = 30.0) ->
             pass
         time.sleep(0.5)
     raise RuntimeError("Chromium's DevTools did not answer")
+
+
+def label_all_tasks(
+    tools: DevTools, url: str, project_id: int, as_displayed: bool = False, wait_s: float = 60.0
+) -> str:
+    """Open the project's Data Manager as an annotator does (no tab named: the first tab),
+    press "Label All Tasks" (or, `as_displayed`, its menu's "Label Tasks As Displayed")
+    and return the text of the post the editor opened."""
+    tools.call("Page.navigate", url=f"{url.rstrip('/')}/projects/{project_id}/data")
+    if not tools.wait_for(f"({LABEL_BUTTON_JS})() !== null", wait_s):
+        raise ValueError("the Data Manager shows no enabled 'Label All Tasks' button")
+    if as_displayed:
+        tools.evaluate(
+            f"({LABEL_BUTTON_JS})().parentElement.querySelector("
+            "'button[aria-label=\"Toggle open\"]').click()"
+        )
+        clicked = tools.wait_for(_click_text_js("Label Tasks As Displayed"), 10, every=0.3)
+    else:
+        clicked = tools.evaluate(f"(() => {{ ({LABEL_BUTTON_JS})().click(); return true }})()")
+    if not clicked:
+        raise ValueError("cannot press the label button")
+    return _editor_text(tools, wait_s)
+
+
+def skip_task(tools: DevTools, wait_s: float = 60.0) -> str:
+    """Press the editor's Skip button; the text of the post the label stream opens next."""
+    before = tools.evaluate(EDITOR_TEXT_JS)
+    if not tools.evaluate(_click_js('button[aria-label="skip-task"]')):
+        raise ValueError("the editor shows no Skip button")
+    return _editor_text(tools, wait_s, other_than=before)
+
+
+def _editor_text(tools: DevTools, wait_s: float, other_than: str | None = None) -> str:
+    differs = "" if other_than is None else f" && t !== {json.dumps(other_than)}"
+    text = tools.wait_for(
+        f"(() => {{ const t = {EDITOR_TEXT_JS}; return t{differs} ? t : null }})()", wait_s
+    )
+    if text is None:
+        raise ValueError(f"the editor opened no post in {wait_s:.0f} s")
+    return text
+
+
+def _click_js(selector: str) -> str:
+    return (
+        f"(() => {{ const b = document.querySelector({json.dumps(selector)}); "
+        "if (!b) return false; b.click(); return true })()"
+    )
+
+
+def _click_text_js(text: str) -> str:
+    return (
+        f"(() => {{ const el = [...document.querySelectorAll('[class*=menu-dm__item]')]"
+        f".find(e => e.textContent.trim() === {json.dumps(text)}); "
+        "if (!el) return false; el.click(); return true })()"
+    )
+
+
+EDITOR_TEXT_JS = "document.querySelector('.lsf-richtext__container')?.textContent"
+LABEL_BUTTON_JS = """(() => [...document.querySelectorAll('button')].find(
+    b => b.textContent.trim() === 'Label All Tasks' && !b.disabled) ?? null)"""

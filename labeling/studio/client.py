@@ -135,13 +135,17 @@ class StudioClient:
     def publish_model(
         self, project_id: int, version: str, sampling: bool = True, remove_older: bool = True
     ) -> int:
-        """After a promotion (the demo and the backend's swap hook do the same): fetch the
-        new model's predictions for every task, make it the project's model version so the
-        queue follows its scores, then (with `remove_older`) delete older versions'
-        predictions from tasks nobody has annotated, so annotators see one suggestion.
-        Returns the number of predictions removed."""
+        """After a promotion or a connection (the backend's swap and /setup hooks): fetch
+        the new model's predictions for every task, make it the project's model version,
+        make skillloop's Data Manager tab (ordered by those scores, lowest first: what
+        "Label All Tasks" serves, labeling/studio/queue.py) the project's first, then (with
+        `remove_older`) delete older versions' predictions from tasks nobody has annotated,
+        so annotators see one suggestion. Returns the number of predictions removed."""
+        from labeling.studio.queue import rank_tab
+
         self.refresh_predictions(project_id)
         self.set_model_version(project_id, version, sampling=sampling)
+        rank_tab(self, project_id)  # what "Label All Tasks" serves follows the new scores
         return self.remove_older_predictions(project_id, version) if remove_older else 0
 
     def remove_older_predictions(self, project_id: int, version: str) -> int:

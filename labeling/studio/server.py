@@ -41,6 +41,9 @@ class StudioSettings:
     password: str = "skillloop-admin"
     token: str = "skillloop-demo-token"  # the admin's legacy token, set at first start only
     venv: Path = field(default_factory=lambda: REPO_ROOT / ".venv-studio")
+    # how long a task an annotator opened stays theirs (Label Studio's TASK_LOCK_TTL; its
+    # default, 24 h, keeps a post someone opened and left from everyone else for a day)
+    task_lock_ttl: int = 900
 
     @classmethod
     def from_env(cls, state_dir: Path | None = None, port: int | None = None) -> StudioSettings:
@@ -52,6 +55,7 @@ class StudioSettings:
             password=_env("SKILLLOOP_STUDIO_PASSWORD", "skillloop-admin"),
             token=_env("SKILLLOOP_STUDIO_TOKEN", "skillloop-demo-token"),
             venv=Path(_env("SKILLLOOP_STUDIO_VENV", str(REPO_ROOT / ".venv-studio"))),
+            task_lock_ttl=int(_env("SKILLLOOP_STUDIO_TASK_LOCK_TTL", "900")),
         )
 
     @property
@@ -92,6 +96,7 @@ class StudioSettings:
             ML_TIMEOUT_HEALTH=_env("ML_TIMEOUT_HEALTH", "5"),
             ML_TIMEOUT_SETUP=_env("ML_TIMEOUT_SETUP", "10"),
             WEBHOOK_TIMEOUT=_env("WEBHOOK_TIMEOUT", "3"),
+            TASK_LOCK_TTL=str(self.task_lock_ttl),
             LABEL_STUDIO_HOST=self.url,
         )
         # the project's own virtualenv must not leak into Label Studio's interpreter
