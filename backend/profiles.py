@@ -10,6 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from backend.linkers import project_linker
+from backend.loop.rounds import annotated_documents
+
 if TYPE_CHECKING:
     from labeling.curation.export import ExportResult
     from labeling.curation.export_profiles import Profile, SkillSummary
@@ -31,7 +34,6 @@ class ProjectLinks:
         self.top_k = 5
 
     def __call__(self, docs: Sequence[Document]) -> list[list[tuple[str, str] | None]]:
-        from backend.linkers import project_linker
         from training.linker import link_spans
 
         if self.linker is None:
@@ -78,7 +80,6 @@ def linked_skills(
     """The most frequent linked skills over the project's annotated posts (gold and Label
     Studio), for the rounds report; None when the project names no taxonomy or has no
     annotated posts."""
-    from backend.loop.rounds import annotated_documents
     from labeling.curation.export_profiles import build_profiles
 
     if not project.linking.taxonomy:

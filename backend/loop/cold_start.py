@@ -23,6 +23,9 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
+from backend.loop.rounds import annotated_documents
+from backend.loop.run import run_round
+
 if TYPE_CHECKING:
     from backend.loop.rounds import RoundOutcome
     from labeling.project import Project
@@ -80,9 +83,6 @@ def bootstrap(
     """Train, register and gate a first model on dictionary-labelled posts (module
     docstring). ValueError when the project has no dictionary, no posts, or already a
     serving model (unless `force`)."""
-    from backend.loop.rounds import annotated_documents
-    from backend.loop.run import run_round
-
     dictionary = project_dictionary(project)
     if dictionary is None:
         raise ValueError(

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from backend.loop.gate import summary as gate_summary
 from backend.loop.report import round_rows, stopping_hint
+from backend.loop.rounds import read_rounds
 from backend.loop.spec import SPEC_FILE, read_spec
 from labeling.state import ProjectState
 from labeling.studio.users import annotator_name
@@ -34,15 +35,11 @@ def changes_since_last_round(state: ProjectState, versions: list) -> int | None:
 
 def round_outcomes(state: ProjectState) -> Counter:
     """Every round the service or the CLI ran, by outcome (promoted, refused, failed...)."""
-    from backend.loop.rounds import read_rounds
-
     return Counter(r.get("status", "unknown") for r in read_rounds(state))
 
 
 def local_training(state: ProjectState) -> dict:
     """The round in progress, from the newest round folder (read-only)."""
-    from backend.loop.rounds import read_rounds
-
     folder = state.rounds_dir
     rounds = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
     idle = {"running": False, "progress": None, "queued": None, "_source": "state folder"}

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from backend.linkers import project_linker
 from training.text import Document, Span
 
 if TYPE_CHECKING:
@@ -58,8 +59,6 @@ class LinkerHolder:
             self._load()
 
     def _load(self, after: Callable[[], object] | None = None) -> None:
-        from backend.linkers import project_linker
-
         if after is not None:
             after()
         started = time.perf_counter()
