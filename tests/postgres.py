@@ -102,13 +102,8 @@ class PostgresServer:
             "-c unix_socket_directories='' -c max_connections=200 "
             "-c shared_buffers=32MB -c fsync=on -c synchronous_commit=on"
         )
-        done = self._run(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start"
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"pg_ctl start failed: {done.stdout}{done.stderr}\n{self.tail()}")
-        self.running = True
-        self._wait_ready()
+        self.options = options
+        self.resume()
         return self
 
     def _wait_ready(self, timeout: float = 60) -> None:
@@ -130,6 +125,22 @@ class PostgresServer:
             self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop", timeout=60)
             self.running = False
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def halt(self) -> None:
+        """Stop the server, keeping its cluster (a database outage); `resume()` brings it back."""
+        done = self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop", timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_ctl stop failed: {done.stdout}{done.stderr}")
+        self.running = False
+
+    def resume(self) -> None:
+        done = self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", self.options, "-w", "start"
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_ctl start failed: {done.stdout}{done.stderr}\n{self.tail()}")
+        self.running = True
+        self._wait_ready()
 
     def reap_orphans(self) -> list[Path]:
         """Stop and remove the clusters of test runs that died without stopping theirs (a

@@ -105,3 +105,23 @@ def test_the_makefile_installs_from_the_locks_and_make_lock_refreshes_them():
     assert (
         "uv pip compile" in dry and "-o locks/project.txt" in dry and "-o locks/studio.txt" in dry
     )
+
+
+def test_the_licence_is_an_spdx_expression_setuptools_keeps_building():
+    # a `{ text = "MIT" }` table makes setuptools warn four times per install that it stops
+    # building on 2027-02-18
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "MIT"
+
+
+def test_each_install_step_says_what_it_does_and_when():
+    dry = subprocess.run(
+        ["make", "-n", "-B", "install", "studio-install"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    steps = [line for line in dry.splitlines() if "[skillloop +" in line]
+    assert len(steps) >= 6  # venv, torch, the lock, the project, ready; Label Studio's too
+    assert not [line for line in dry.splitlines() if "pip install" in line and " -q" in line]

@@ -328,3 +328,21 @@ def test_two_label_studio_projects_on_one_backend(studio, templates, tmp_path):
             i: ProjectState.for_studio(i, state).read_connection()["template_name"] for i in (a, b)
         }
         assert connections == {a: "alpha", b: "beta"}
+
+
+def test_projects_are_set_up_by_label_studio_only_and_up_to_the_limit(tmp_path, templates):
+    app = several(tmp_path, templates, studio_projects="7=alpha", max_projects=1)
+    client = app.test_client()
+    try:
+        # a /predict naming a project nobody connected sets nothing up
+        reply = client.post("/predict", json=predict_body(["python"], project="8.1764079200"))
+        assert reply.status_code == 404 and "not connected" in reply.get_json()["error"]
+        assert not (tmp_path / "state" / "studio-8").exists()
+        assert setup(client, "7.1764079200", ALPHA_XML).status_code == 200
+        refused = setup(client, "9.1764079200", BETA_XML)
+        assert refused.status_code == 409
+        assert "SKILLLOOP_MAX_PROJECTS=1" in refused.get_json()["error"]
+        assert not (tmp_path / "state" / "studio-9").exists()
+        assert [s.studio_id for s in app.extensions["skillloop.projects"].all()] == [7]
+    finally:
+        app.extensions["skillloop"].close()

@@ -150,7 +150,8 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
     @app.post("/predict")
     def predict():
         req = PredictRequest.parse(_json_object())
-        s = router.for_request(req.project, req.label_config)
+        # a project is set up by /setup or a webhook (Label Studio sends /setup first)
+        s = router.for_request(req.project, req.label_config, create=False)
         # without a config in the request: the one /setup sent for this Label Studio project
         xml = req.label_config or (s.connected_config if s.studio_id is not None else None)
         labeling = parse_config(xml) if xml else s.project.config

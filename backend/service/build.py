@@ -50,6 +50,7 @@ def build_services(
         config.label_studio_url,
         config.label_studio_api_key,
         remove_older=config.remove_older_predictions,
+        serving_version=lambda: getattr(registry.serving(), "version", None),
     )
     holder = ModelHolder(
         project,

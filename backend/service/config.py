@@ -11,6 +11,7 @@ from pathlib import Path
 
 # The limits on one request; their reasons are in docs/service.md ("Limits").
 DEFAULT_MAX_CONTENT_LENGTH = 16 * 1024 * 1024  # 5,000 Label Studio tasks of 3 kB each
+DEFAULT_MAX_PROJECTS = 20  # Label Studio projects one backend serves (+53 MB each, MiniLM)
 DEFAULT_MAX_TEXT_CHARS = 20_000  # twice a long job post; the rest of a task is not read
 DEFAULT_MAX_TASKS = 1_000  # tasks predicted per /predict; the rest answered "not reached"
 DEFAULT_PREDICT_BUDGET_S = 60.0  # Label Studio gives /predict 100 s
@@ -56,6 +57,9 @@ class ServiceConfig:
     # after a promotion, delete older versions' predictions from tasks nobody annotated
     # (once the new ones are stored), so the editor shows annotators one suggestion
     remove_older_predictions: bool = True
+    # several Label Studio projects: at most this many served (each holds a state folder,
+    # three threads and its own model copy; a request naming one more is refused)
+    max_projects: int = DEFAULT_MAX_PROJECTS
     # several Label Studio projects on one backend (docs/service.md): the project templates
     # (folders or names, comma-separated) a newly connected project's state is made from
     project_templates: str | None = None
@@ -129,6 +133,8 @@ class ServiceConfig:
             raise ValueError(f"training threads must be >= 0, got {self.training_threads}")
         if bool(self.label_studio_url) != bool(self.label_studio_api_key):
             raise ValueError("set both LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY, or neither")
+        if self.max_projects < 1:
+            raise ValueError(f"max projects must be at least 1, got {self.max_projects}")
         if self.watch_interval <= 0:
             raise ValueError(f"watch interval must be positive, got {self.watch_interval}")
         return self
@@ -174,6 +180,7 @@ ENV = {
     "watch_interval": "SKILLLOOP_WATCH_INTERVAL",
     "remove_older_predictions": "SKILLLOOP_REMOVE_OLDER_PREDICTIONS",
     "project_templates": "SKILLLOOP_PROJECT_TEMPLATES",
+    "max_projects": "SKILLLOOP_MAX_PROJECTS",
     "studio_projects": "SKILLLOOP_STUDIO_PROJECTS",
 }
 

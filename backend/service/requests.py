@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from labeling.storage.engine import StoreUnavailable
 from labeling.studio.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -175,6 +177,30 @@ class WebhookRequest:
 
 
 # --- one set of error handlers -----------------------------------------------------------
+class OutageLog:
+    """One warning when the annotation database becomes unavailable (with how many requests
+    it refused while away, once it answers again), instead of one traceback per request."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.refused = 0  # requests answered 503 in the current outage
+
+    def failed(self, reason: str) -> None:
+        with self._lock:
+            self.refused += 1
+            first = self.refused == 1
+        if first:
+            log.warning("%s; answering 503 until it is back", reason)
+
+    def recovered(self) -> None:
+        if not self.refused:  # no lock in the common case: nothing to report
+            return
+        with self._lock:
+            refused, self.refused = self.refused, 0
+        if refused:
+            log.warning("the annotation database answers again (%d requests got 503)", refused)
+
+
 def refuse_cut_bodies(app: Flask, max_content_length: int) -> None:
     """A body sent without a Content-Length (chunked) is read by Werkzeug only up to
     MAX_CONTENT_LENGTH and silently cut there; acknowledging it would lose the annotation
@@ -204,6 +230,21 @@ def register_error_handlers(app: Flask, max_content_length: int) -> None:
         # its labels unknown to the project (labeling.studio.label_map), a bad XML
         log.info("%s %s -> 422: %s", request.method, request.path, err)
         return jsonify(error=str(err)), 422
+
+    outage = OutageLog()
+
+    @app.errorhandler(StoreUnavailable)
+    def _store_unavailable(err: StoreUnavailable) -> tuple[Response, int]:
+        # Label Studio shows the message; the log gets one line per outage, not a
+        # traceback per request (thousands a minute while the database is away)
+        outage.failed(str(err))
+        return jsonify(error=str(err), retry=True), 503
+
+    @app.after_request
+    def _store_answered(response: Response) -> Response:
+        if response.status_code < 500:
+            outage.recovered()
+        return response
 
     @app.errorhandler(RecursionError)
     def _too_deep(err: RecursionError) -> tuple[Response, int]:

@@ -222,6 +222,13 @@ class SeveralProjects:
         with self._lock:
             if key.id in self._projects:  # another request set it up meanwhile
                 return self._projects[key.id]
+            if self._started and len(self._projects) >= self.config.max_projects:
+                raise BadRequest(
+                    f"this backend serves {len(self._projects)} Label Studio projects, its "
+                    f"limit (SKILLLOOP_MAX_PROJECTS={self.config.max_projects}): project "
+                    f"{key.id} is not set up; raise the limit or serve it from another backend",
+                    409,
+                )
             state = ProjectState.for_studio(key.id, self.config.state_dir)
             connection = state.read_connection()
             if connection is None:

@@ -8,10 +8,12 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from backend.service.requests import StudioProjectKey
+from backend.service.studio_ledger import PublicationLedger, Published
 
 if TYPE_CHECKING:
     from backend.service.model_holder import ServingModel
@@ -40,8 +42,12 @@ class StudioLink:
         url: str | None = None,
         api_key: str | None = None,
         remove_older: bool = True,
+        serving_version: Callable[[], str | None] | None = None,
     ):
         self.path = Path(studio_file)
+        # the registry's serving version now: a model that no longer serves is not published
+        self.serving_version = serving_version
+        self.ledger = PublicationLedger(self.path.parent)
         self._url, self._api_key = url, api_key
         self.remove_older = remove_older
         self._client: StudioClient | None = None
@@ -105,6 +111,17 @@ class StudioLink:
         self._spawn(model, "setup")
         return project_id
 
+    def _needless(self, project_id: int, model: ServingModel, last: Published | None) -> str:
+        """Why publishing `model` would be wrong or done already ("" when it is neither)."""
+        if not model.loaded:
+            return ""
+        if last == Published(project_id, model.version):
+            return "already published (by this or another process of the project)"
+        serving = self.serving_version() if self.serving_version is not None else None
+        if serving is not None and serving != model.version:
+            return f"{serving} serves now: Label Studio's version never goes back"
+        return ""
+
     def _spawn(self, model: ServingModel, trigger: str) -> None:
         thread = threading.Thread(
             target=self.refresh,
@@ -131,15 +148,24 @@ class StudioLink:
                 client = self._client
             started = time.time()
             try:
-                if trigger == "setup":
-                    wait_for_connection(client, project_id)
-                if model.loaded:
-                    removed = client.publish_model(
-                        project_id, model.version, sampling=True, remove_older=self.remove_older
-                    )
-                else:  # no model yet: its predictions come with the first promotion
-                    removed = 0
-                    rank_tab(client, project_id)
+                with self.ledger.turn() as last:  # one publisher at a time, across processes
+                    skip = self._needless(project_id, model, last)
+                    if skip:
+                        self._arranged = (project_id, model.version)
+                        self.last_refresh = {"version": model.version, "ok": True}
+                        self.last_refresh.update(trigger=trigger, skipped=skip)
+                        log.info("Label Studio not pointed at %s: %s", model.version, skip)
+                        return
+                    if trigger == "setup":
+                        wait_for_connection(client, project_id)
+                    if model.loaded:
+                        removed = client.publish_model(
+                            project_id, model.version, sampling=True, remove_older=self.remove_older
+                        )
+                        self.ledger.record(Published(project_id, model.version))
+                    else:  # no model yet: its predictions come with the first promotion
+                        removed = 0
+                        rank_tab(client, project_id)
             except Exception as err:  # reported in /status, never raised
                 self._retry_at = time.monotonic() + self.RETRY_S
                 self.last_refresh = {"version": model.version, "ok": False, "trigger": trigger}

@@ -103,6 +103,9 @@ def _notify_worker(s: Services) -> None:
 
 
 def request_training(s: Services, source: str) -> dict:
+    # a round reads the annotations from the store: with the database away it would fail
+    # after this answered "accepted", so say so now (StoreUnavailable: 503)
+    s.store.db.ping()
     if s.worker is None:
         if s.state.database_url is None:
             raise BadRequest("training is disabled in this service (SKILLLOOP_TRAINING=0)", 409)

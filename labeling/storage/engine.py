@@ -22,11 +22,27 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
 WRITE = "skillloop_write"  # execution option: this transaction writes
+# How long one PostgreSQL store operation may wait: to connect, for a pooled connection,
+# for a lock, for a statement (a SQLite file waits 10 s for a lock, below). Past it the
+# operation fails with StoreUnavailable (the service answers 503) instead of holding the
+# request: Label Studio gives a webhook 1 s and does not retry, so waiting saves nothing.
+WAIT_S = 5
+# SQLAlchemy's errors that mean "the database cannot be reached or does not answer in
+# time", as opposed to a bug in a statement (ProgrammingError, IntegrityError, ...)
+UNAVAILABLE = (exc.OperationalError, exc.InterfaceError, exc.TimeoutError)
+
+
+class StoreUnavailable(Exception):
+    """The annotation database is down, unreachable or does not answer within WAIT_S."""
+
+    def __init__(self, target: str | Path, cause: BaseException):
+        reason = str(getattr(cause, "orig", None) or cause).strip().splitlines()[0][:200]
+        super().__init__(f"the annotation database {describe(target)} is unavailable: {reason}")
 
 
 def is_url(target: str | Path) -> bool:
@@ -81,15 +97,27 @@ class Database:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
-        with self._lock, self.engine.connect() as conn:
+        with self._unavailable_as_such(), self._lock, self.engine.connect() as conn:
             conn.execution_options(**{WRITE: True})
             with conn.begin():
                 yield conn
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
-        with self._lock, self.engine.connect() as conn, conn.begin():
+        with self._unavailable_as_such(), self._lock, self.engine.connect() as conn, conn.begin():
             yield conn
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers now."""
+        with self.read() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    @contextlib.contextmanager
+    def _unavailable_as_such(self) -> Iterator[None]:
+        try:
+            yield
+        except UNAVAILABLE as err:
+            raise StoreUnavailable(self.target, err) from err
 
     def durability(self) -> dict[str, str]:
         """The settings each commit's durability rests on, as the database reports them."""
@@ -146,9 +174,20 @@ def _postgres_engine(url: Any) -> Engine:
         pool_size=4,
         max_overflow=8,
         pool_pre_ping=True,  # a server restart costs one retried checkout, not an error
+        pool_timeout=WAIT_S,  # every pooled connection busy (stuck on a stalled server)
         connect_args={
-            "options": "-c synchronous_commit=on",
-            "connect_timeout": 10,
+            "options": (
+                "-c synchronous_commit=on "
+                f"-c lock_timeout={WAIT_S * 1000} -c statement_timeout={WAIT_S * 1000}"
+            ),
+            "connect_timeout": WAIT_S,
             "application_name": "skillloop",
+            # a server that stops answering (host gone, network cut) is noticed by the
+            # kernel within about WAIT_S instead of TCP's minutes
+            "keepalives": 1,
+            "keepalives_idle": WAIT_S,
+            "keepalives_interval": 1,
+            "keepalives_count": 3,
+            "tcp_user_timeout": WAIT_S * 1000,
         },
     )

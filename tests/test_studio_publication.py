@@ -1,0 +1,75 @@
+"""Several processes serve one project (gunicorn workers), each holding its own model and
+noticing a promotion on its own: Label Studio is pointed at each promoted version exactly
+once, and never back at a version that no longer serves."""
+
+from __future__ import annotations
+
+import threading
+
+from backend.service.model_holder import ServingModel
+from backend.service.studio_sync import StudioLink
+
+
+class RecordingStudio:
+    """Stands in for Label Studio: records publications (slowly, so that workers overlap)."""
+
+    def __init__(self, calls: list):
+        self.calls = calls
+
+    def publish_model(self, project_id, version, sampling=True, remove_older=True):
+        self.calls.append((project_id, version))
+        threading.Event().wait(0.05)
+        return 0
+
+
+def workers(state, n: int, serving: list, calls: list) -> list[StudioLink]:
+    links = []
+    for _ in range(n):
+        link = StudioLink(
+            state / "studio.json",
+            "http://ls.test",
+            "token",
+            serving_version=lambda: serving[-1],
+        )
+        link.project_id = 7
+        link._client = RecordingStudio(calls)  # type: ignore[assignment]
+        links.append(link)
+    return links
+
+
+def model(version: str) -> ServingModel:
+    return ServingModel(tagger=object(), version=version, source="registry")  # type: ignore[arg-type]
+
+
+def refresh_all(links: list[StudioLink], version: str) -> None:
+    threads = [threading.Thread(target=w.refresh, args=(model(version),)) for w in links]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+
+
+def test_three_workers_publish_each_promotion_once(tmp_path):
+    calls: list = []
+    serving = ["v1"]
+    links = workers(tmp_path, 3, serving, calls)
+    refresh_all(links, "v1")
+    serving.append("v2")
+    refresh_all(links, "v2")
+    assert calls == [(7, "v1"), (7, "v2")]
+    assert all(w.last_refresh and w.last_refresh["ok"] for w in links)
+    assert sum("skipped" in w.last_refresh for w in links) == 2
+
+
+def test_a_late_worker_never_publishes_an_older_version(tmp_path):
+    calls: list = []
+    serving = ["v1", "v2"]  # v2 was promoted while a worker still swapped to v1
+    early, late = workers(tmp_path, 2, serving, calls)
+    early.refresh(model("v2"))
+    late.refresh(model("v1"))
+    assert calls == [(7, "v2")]
+    assert "v2 serves now" in late.last_refresh["skipped"]
+    # a rollback makes v1 the serving version again: then it is published
+    serving.append("v1")
+    late.refresh(model("v1"))
+    assert calls == [(7, "v2"), (7, "v1")]
