@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from backend.validation import BadRequest
 from labeling.studio.config import ConfigError, LabelingConfig, map_model_labels, parse_config
-from labeling.studio.links import link_options, linked_span
+from labeling.studio.links import link_options, linked_span, span_regions
 from labeling.studio.tasks import TaskError, lone_surrogates, spans_to_regions, task_text
 
 if TYPE_CHECKING:
@@ -177,9 +177,10 @@ def predict_tasks(
         spans = prediction.spans
         if i in links:
             spans = [linked_span(span, link) for span, link in zip(spans, links[i], strict=True)]
-            if s.link_options is not None and isinstance(tasks[i], dict):
-                s.link_options.submit(tasks[i], link_options(texts[i], spans, links[i]))
         regions = spans_to_regions(spans, labeling, texts[i], names)
+        if i in links and s.link_options is not None and isinstance(tasks[i], dict):
+            options = link_options(links[i], span_regions(spans, regions, labeling))
+            s.link_options.submit(tasks[i], options)
         entry = {
             "result": regions,
             "score": round(s.scorer(prediction), 6),

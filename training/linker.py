@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.taxonomy import Taxonomy
+from training.taxonomy import Taxonomy, TaxonomyEntry, with_additions
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +283,23 @@ class Linker:
     @property
     def threshold(self) -> float:
         return self.settings.threshold
+
+    def add_entries(self, entries: Sequence[TaxonomyEntry]) -> int:
+        """Entries annotators added, linkable from now on: only their labels are embedded
+        (the taxonomy's stay cached). Returns how many were new to this linker."""
+        fresh = [e for e in entries if e.id not in {x.id for x in self.taxonomy.entries}]
+        if not fresh:
+            return 0
+        texts = [label for entry in fresh for label in entry.labels]
+        offsets = np.cumsum([0] + [len(entry.labels) for entry in fresh[:-1]])
+        vectors = self.encoder.encode(texts)
+        self.index = LabelIndex(
+            np.vstack([self.index.vectors, vectors]),
+            np.concatenate([self.index.offsets, offsets + len(self.index.vectors)]),
+            [*self.index.texts, *texts],
+        )
+        self.taxonomy = with_additions(self.taxonomy, fresh)
+        return len(fresh)
 
     def embed(self, spans: Sequence[str], contexts: Sequence[str] | None = None) -> np.ndarray:
         vectors = self.encoder.encode(list(spans))
