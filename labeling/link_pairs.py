@@ -88,10 +88,13 @@ def taxonomy_additions(records: Iterable[AnnotationRecord]) -> list[TaxonomyEntr
 def project_taxonomy_additions(
     project: Project, state_base: str | Path | None = None
 ) -> list[TaxonomyEntry]:
-    """A project's taxonomy additions, from its annotation store."""
+    """A project's taxonomy additions, from its annotation store (none without one)."""
     from labeling.state import ProjectState
 
-    store = ProjectState.of(project, state_base).store()
+    state = ProjectState.of(project, state_base)
+    if not state.has_store():
+        return []
+    store = state.store()
     try:
         return taxonomy_additions(store.records())
     finally:
