@@ -208,7 +208,8 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
 
     @app.get("/taxonomy")
     def taxonomy():
-        return taxonomy_response(_named(router), request.args.get("key", ""), config)
+        gzip = "gzip" in request.headers.get("Accept-Encoding", "")
+        return taxonomy_response(_named(router), request.args.get("key", ""), config, gzip)
 
     @app.get("/status")
     def status_route():

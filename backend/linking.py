@@ -13,6 +13,7 @@ which the annotator's browser loads the whole taxonomy for the link search.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import hmac
 import json
@@ -51,7 +52,8 @@ class LinkerHolder:
         self.linker: Linker | None = None
         self.top_k = project.linking.top_k
         self.error: str | None = None
-        self.search_body: bytes | None = None  # GET /taxonomy's JSON, made once loaded
+        # GET /taxonomy's JSON, plain and gzipped, made once the linker is loaded
+        self.search_body: tuple[bytes, bytes] | None = None
         self._ready = threading.Event()
         if not self.enabled:
             self._ready.set()
@@ -149,11 +151,13 @@ class TaskOptionsWriter:
                 log.exception("could not write link options into task %d", task_id)
 
 
-def search_body(linker: Linker) -> bytes:
-    """The whole taxonomy (annotators' additions included) as the link search loads it."""
+def search_body(linker: Linker) -> tuple[bytes, bytes]:
+    """The whole taxonomy (annotators' additions included) as the link search loads it,
+    plain and gzipped (ESCO: 5.6 MB of JSON, 1.1 MB gzipped)."""
     from labeling.studio.links import taxonomy_items
 
-    return json.dumps({"items": taxonomy_items(linker.taxonomy)}, ensure_ascii=False).encode()
+    body = json.dumps({"items": taxonomy_items(linker.taxonomy)}, ensure_ascii=False).encode()
+    return body, gzip.compress(body, 6)
 
 
 def search_key(config: ServiceConfig) -> str:
@@ -179,7 +183,9 @@ def note_search_url(s: Services, host_url: str, config: ServiceConfig) -> None:
     s.link_options.search_url = f"{base.rstrip('/')}/taxonomy{query}"
 
 
-def taxonomy_response(s: Services, key: str, config: ServiceConfig) -> Response:
+def taxonomy_response(
+    s: Services, key: str, config: ServiceConfig, accepts_gzip: bool = False
+) -> Response:
     """GET /taxonomy: the project's taxonomy for the link search, readable from the
     annotators' browser (CORS), cached by it for ten minutes."""
     from flask import jsonify, make_response
@@ -192,8 +198,12 @@ def taxonomy_response(s: Services, key: str, config: ServiceConfig) -> Response:
         response = jsonify(error=message or "the linker is not loaded yet; retry shortly")
         response.status_code = 503 if s.linker is not None and s.linker.enabled else 404
     else:
-        response = make_response(s.linker.search_body)
+        plain, packed = s.linker.search_body
+        response = make_response(packed if accepts_gzip else plain)
         response.mimetype = "application/json"
+        if accepts_gzip:
+            response.headers["Content-Encoding"] = "gzip"
+        response.headers["Vary"] = "Accept-Encoding"
         response.headers["Cache-Control"] = "private, max-age=600"
     response.headers["Access-Control-Allow-Origin"] = "*"
     return response

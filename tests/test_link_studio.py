@@ -246,7 +246,12 @@ def test_predict_links_each_predicted_span(linked_client):
 
 
 def test_the_taxonomy_search_serves_every_entry_with_its_labels_to_the_browser(linked_client):
+    import gzip
+
+    packed = linked_client.get("/taxonomy", headers={"Accept-Encoding": "gzip, br"})
+    assert packed.headers["Content-Encoding"] == "gzip"
     reply = linked_client.get("/taxonomy")
+    assert json.loads(gzip.decompress(packed.data)) == reply.get_json()
     assert reply.status_code == 200 and reply.headers["Access-Control-Allow-Origin"] == "*"
     assert reply.get_json()["items"] == [
         {"value": "kubernetes", "alias": "kubernetes [k8s]", "children": [{"value": "k8s"}]},
