@@ -163,6 +163,9 @@ def status_command(args) -> int:
         changes_since_last_round(state, versions),
         round_outcomes(state),
     )
+    from training.embedding_progress import read_progress
+
+    figures["linking"] = read_progress(state / "linking")  # the label embedding's progress
     print(json.dumps(figures, indent=2) if args.json else format_status(figures, state))
     return 0
 

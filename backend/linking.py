@@ -90,6 +90,29 @@ class LinkerHolder:
     def ready(self) -> bool:
         return self._ready.is_set()
 
+    def embedding(self) -> dict | None:
+        """This process's embedding of the taxonomy's labels while it runs (a linker's
+        first use: minutes for ESCO), else None."""
+        from labeling.state import ProjectState
+        from training.embedding_progress import read_progress
+
+        if self.ready:
+            return None
+        found = read_progress(ProjectState.of(self.project, self.state_base).linking_cache)
+        if found is None or found.get("finished") or found.get("pid") != os.getpid():
+            return None
+        return found
+
+    def state(self) -> dict:
+        """What /status says about linking."""
+        return {
+            "enabled": self.enabled,
+            "ready": self.linker is not None,
+            "loading": self.enabled and not self.ready,
+            "embedding": self.embedding(),
+            "error": self.error,
+        }
+
     def wait_ready(self, timeout: float) -> bool:
         return self._ready.wait(timeout)
 

@@ -211,8 +211,10 @@ def _links(
     if linker is None or not linker.enabled or not labeling.links or not by_task:
         return {}
     # a linker still loading (seconds, from cached label embeddings) is waited for like the
-    # model: Label Studio does not ask again for a task it holds a prediction of
-    linker.wait_ready(max(0.0, min(LINKER_WAIT_S, limits.deadline - s.holder.clock() - 1.0)))
+    # model: Label Studio does not ask again for a task it holds a prediction of; one still
+    # embedding the taxonomy's labels (minutes) is not: spans go without links meanwhile
+    if linker.embedding() is None:
+        linker.wait_ready(max(0.0, min(LINKER_WAIT_S, limits.deadline - s.holder.clock() - 1.0)))
     if linker.linker is None:
         return {}
     if s.holder.clock() >= limits.deadline:

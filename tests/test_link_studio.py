@@ -427,3 +427,38 @@ def test_behind_basic_auth_the_taxonomy_asks_for_the_key_its_url_carries(tmp_pat
         assert reply.status_code == 200 and len(reply.get_json()["items"]) == 3
     finally:
         app.extensions["skillloop"].close()
+
+
+def test_status_says_whether_the_linker_is_ready(linked_client):
+    linking = linked_client.get("/status").get_json()["linking"]
+    assert linking == {
+        "enabled": True,
+        "ready": True,
+        "loading": False,
+        "embedding": None,
+        "error": None,
+    }
+
+
+def test_a_linker_embedding_its_taxonomy_says_how_far_it_is_which_predict_does_not_wait_for(
+    tmp_path, tiny_encoder
+):
+    import os
+
+    from backend.linking import LinkerHolder
+    from labeling.project import load_project
+    from labeling.state import ProjectState
+    from training.embedding_progress import PROGRESS_FILE
+
+    project = load_project(
+        linked_project(tmp_path, biased_model(tmp_path / "m", "B-SOFT"), tiny_encoder)
+    )
+    holder = LinkerHolder(project, tmp_path / "state")  # not started: loading
+    cache = ProjectState.of(project, tmp_path / "state").linking_cache
+    cache.mkdir(parents=True)
+    running = {"taxonomy": "skills", "done": 4, "total": 12, "finished": False}
+    (cache / PROGRESS_FILE).write_text(json.dumps({**running, "pid": os.getpid()}))
+    assert holder.embedding() == {**running, "pid": os.getpid()}
+    assert holder.state()["loading"] and not holder.state()["ready"]
+    (cache / PROGRESS_FILE).write_text(json.dumps({**running, "pid": os.getpid() + 1}))
+    assert holder.embedding() is None  # another process's embedding: not this linker's

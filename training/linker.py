@@ -25,12 +25,13 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from training.embedding_progress import PROGRESS_FILE, EmbeddingProgress
 from training.taxonomy import Taxonomy, TaxonomyEntry, with_additions
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,9 @@ LINKER_FILE = "linker.json"
 # (benchmarks/linking_esco.py, docs/linking.md); a linker folder stores its own.
 DEFAULT_THRESHOLD = 0.77
 EMBED_BATCH = 256
+# The precision the taxonomy's labels are embedded in (SentenceEncoder.encode), measured
+# by benchmarks/esco_embedding.py (docs/linking.md, "ESCO's first use").
+LABEL_PRECISION = "fp32"
 MAX_LABEL_TOKENS = 32
 MAX_CONTEXT_TOKENS = 128
 SENTENCE_END = re.compile(r"[.!?;\n]")
@@ -143,20 +147,40 @@ class SentenceEncoder:
         batch_size: int = EMBED_BATCH,
         progress: bool = False,
         desc: str = "embedding",
+        precision: str = "fp32",
+        on_progress: Callable[[int, int], object] | None = None,
     ) -> np.ndarray:
+        """Normalised embeddings, in `texts`' order. Texts are tokenized once and batched
+        by token count, so a batch pads to its own longest text only (sorting by
+        characters padded more); `precision` "bf16" runs the matrix products in bf16
+        (autocast: fast where the CPU computes bf16 natively). `on_progress(done, total)`
+        after every batch."""
         from tqdm.auto import tqdm
 
-        # Sorted by length so that each batch pads little; results put back in order.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        limit = min(max_tokens, self.tokenizer.model_max_length)
+        ids = self.tokenizer(list(texts), truncation=True, max_length=limit)["input_ids"]
+        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
         out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
+        autocast = self._torch.autocast(
+            "cpu", dtype=self._torch.bfloat16, enabled=precision == "bf16"
+        )
         with (
             self._torch.inference_mode(),
+            autocast,
             tqdm(total=len(texts), disable=not progress, desc=desc, file=sys.stderr) as bar,
         ):
             for i in range(0, len(order), batch_size):
                 idx = order[i : i + batch_size]
-                out[idx] = self.forward([texts[j] for j in idx], max_tokens).float().numpy()
+                batch = self.tokenizer.pad(
+                    {"input_ids": [ids[j] for j in idx]}, return_tensors="pt"
+                )
+                hidden = self.model(**batch).last_hidden_state.float()
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out[idx] = self._torch.nn.functional.normalize(pooled, dim=-1).numpy()
                 bar.update(len(idx))
+                if on_progress is not None:
+                    on_progress(min(i + batch_size, len(order)), len(order))
         return out
 
 
@@ -192,7 +216,16 @@ class LabelIndex:
                     log.info("label embeddings from %s", cache)
                     return cls(vectors, np.asarray(offsets), texts)
         log.info("embedding %d labels of %s", len(texts), taxonomy.name)
-        vectors = encoder.encode(texts, progress=progress, desc=f"embedding {taxonomy.name}")
+        report = EmbeddingProgress(
+            taxonomy.name, Path(cache_dir) / PROGRESS_FILE if cache_dir is not None else None
+        )
+        vectors = encoder.encode(
+            texts,
+            progress=progress,
+            desc=f"embedding {taxonomy.name}",
+            precision=LABEL_PRECISION,
+            on_progress=report,
+        )
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             partial = cache.with_suffix(".tmp.npy")
