@@ -1,8 +1,9 @@
 """How fast ESCO's labels are embedded (a linker's first use), and what precision costs.
 
 Usage:
-    python benchmarks/esco_embedding.py [--sample 3000] [--variants fp32 bf16 int8]
-        [--batch-sizes 64 256] [--full fp32 bf16] [--json out.json]
+    python benchmarks/esco_embedding.py [--sample 3000] [--rounds 3]
+        [--variants fp32 bf16 bf16-weights int8] [--batch-sizes 64 256]
+        [--full fp32 int8] [--json out.json]
 
 1. Padding waste over all 96,135 labels of ESCO v1.1.1: padded tokens per real token when
    batches are sorted by characters (the old way) and by tokens (the way now).
@@ -79,6 +80,7 @@ def main() -> int:
     parser.add_argument("--sample", type=int, default=3000)
     parser.add_argument("--variants", nargs="+", default=["fp32", "bf16", "bf16-weights", "int8"])
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[64, 256])
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--full", nargs="*", default=[], help="precisions to embed fully")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -100,23 +102,32 @@ def main() -> int:
     by_length = sorted(texts, key=len)
     step = max(1, len(by_length) // args.sample)
     sample = by_length[::step][: args.sample]
-    results["speed"] = []
-    for batch in args.batch_sizes:
-        for precision in args.variants:
-            encoder = encoders[precision]
-            encoder.encode(sample[:64], precision=autocast(precision))  # warm-up
-            started = time.perf_counter()
-            encoder.encode(sample, batch_size=batch, precision=autocast(precision))
-            seconds = time.perf_counter() - started
-            row = {
-                "precision": precision,
-                "batch": batch,
-                "labels_per_s": round(len(sample) / seconds, 1),
-                "projected_s_all_labels": round(len(texts) * seconds / len(sample), 1),
-                "load_average": round(os.getloadavg()[0], 2),
-            }
-            results["speed"].append(row)
-            print(json.dumps(row), flush=True)
+    # rounds of every variant in turn, the best of each kept: other jobs sharing the cores
+    # slow whichever variant they overlap, so the variants are compared within a round
+    best: dict[tuple[str, int], dict] = {}
+    for precision in args.variants:
+        encoders[precision].encode(sample[:64], precision=autocast(precision))  # warm-up
+    for round_number in range(1, args.rounds + 1):
+        for batch in args.batch_sizes:
+            for precision in args.variants:
+                started = time.perf_counter()
+                encoders[precision].encode(sample, batch_size=batch, precision=autocast(precision))
+                seconds = time.perf_counter() - started
+                row = {
+                    "round": round_number,
+                    "precision": precision,
+                    "batch": batch,
+                    "labels_per_s": round(len(sample) / seconds, 1),
+                    "projected_s_all_labels": round(len(texts) * seconds / len(sample), 1),
+                    "load_average": round(os.getloadavg()[0], 2),
+                }
+                print(json.dumps(row), flush=True)
+                held = best.get((precision, batch))
+                if held is None or row["labels_per_s"] > held["labels_per_s"]:
+                    best[(precision, batch)] = row
+    results["speed_best_of_rounds"] = list(best.values())
+    for row in best.values():
+        print("best:", json.dumps(row), flush=True)
 
     sets = [read_linking_csv(name, DATA / f, taxonomy) for name, f in SETS.items()]
     results["full"] = []

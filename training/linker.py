@@ -20,18 +20,17 @@ backbone with defaults.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from training.embedding_progress import PROGRESS_FILE, EmbeddingProgress
+from training.sentence_encoder import SentenceEncoder
 from training.taxonomy import Taxonomy, TaxonomyEntry, with_additions
 
 log = logging.getLogger(__name__)
@@ -40,11 +39,9 @@ LINKER_FILE = "linker.json"
 # The plain backbone's no-match threshold, tuned on the ESCO linking validation sets
 # (benchmarks/linking_esco.py, docs/linking.md); a linker folder stores its own.
 DEFAULT_THRESHOLD = 0.77
-EMBED_BATCH = 256
 # The precision the taxonomy's labels are embedded in (SentenceEncoder.encode), measured
 # by benchmarks/esco_embedding.py (docs/linking.md, "ESCO's first use").
 LABEL_PRECISION = "fp32"
-MAX_LABEL_TOKENS = 32
 MAX_CONTEXT_TOKENS = 128
 SENTENCE_END = re.compile(r"[.!?;\n]")
 
@@ -102,88 +99,6 @@ class LinkerSettings:
         return cls(**json.loads(path.read_text(encoding="utf-8")))
 
 
-class SentenceEncoder:
-    """all-MiniLM-L6-v2 as sentence-transformers runs it: mean pooling over the attention
-    mask, then L2 normalisation. Loads any BERT-like folder (the tiny test model too)."""
-
-    def __init__(self, folder: str | Path | None = None):
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
-        from training.checkpoint import resolve_source
-
-        self.folder = Path(resolve_source(None if folder in (None, "backbone") else str(folder)))
-        self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
-        self.model = AutoModel.from_pretrained(self.folder)
-        self.model.eval()
-        self._torch = torch
-
-    def key(self) -> str:
-        """A hash of the weights: label embeddings are only reused for the same encoder."""
-        digest = hashlib.sha256()
-        for name in ("model.safetensors", "pytorch_model.bin", "config.json"):
-            path = self.folder / name
-            if path.is_file():
-                with open(path, "rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 20), b""):
-                        digest.update(block)
-        return digest.hexdigest()[:16]
-
-    def forward(self, texts: Sequence[str], max_tokens: int):
-        """Normalised embeddings as a torch tensor, with gradients if enabled (training)."""
-        limit = min(max_tokens, self.tokenizer.model_max_length)
-        batch = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=limit, return_tensors="pt"
-        )
-        hidden = self.model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        return self._torch.nn.functional.normalize(pooled, dim=-1)
-
-    def encode(
-        self,
-        texts: Sequence[str],
-        max_tokens: int = MAX_LABEL_TOKENS,
-        batch_size: int = EMBED_BATCH,
-        progress: bool = False,
-        desc: str = "embedding",
-        precision: str = "fp32",
-        on_progress: Callable[[int, int], object] | None = None,
-    ) -> np.ndarray:
-        """Normalised embeddings, in `texts`' order. Texts are tokenized once and batched
-        by token count, so a batch pads to its own longest text only (sorting by
-        characters padded more); `precision` "bf16" runs the matrix products in bf16
-        (autocast: fast where the CPU computes bf16 natively). `on_progress(done, total)`
-        after every batch."""
-        from tqdm.auto import tqdm
-
-        limit = min(max_tokens, self.tokenizer.model_max_length)
-        ids = self.tokenizer(list(texts), truncation=True, max_length=limit)["input_ids"]
-        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
-        out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
-        autocast = self._torch.autocast(
-            "cpu", dtype=self._torch.bfloat16, enabled=precision == "bf16"
-        )
-        with (
-            self._torch.inference_mode(),
-            autocast,
-            tqdm(total=len(texts), disable=not progress, desc=desc, file=sys.stderr) as bar,
-        ):
-            for i in range(0, len(order), batch_size):
-                idx = order[i : i + batch_size]
-                batch = self.tokenizer.pad(
-                    {"input_ids": [ids[j] for j in idx]}, return_tensors="pt"
-                )
-                hidden = self.model(**batch).last_hidden_state.float()
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                out[idx] = self._torch.nn.functional.normalize(pooled, dim=-1).numpy()
-                bar.update(len(idx))
-                if on_progress is not None:
-                    on_progress(min(i + batch_size, len(order)), len(order))
-        return out
-
-
 @dataclass
 class LabelIndex:
     """All labels' embeddings, grouped by entry: rows `offsets[e]:offsets[e+1]` are entry e's."""
@@ -209,6 +124,8 @@ class LabelIndex:
         cache = None
         if cache_dir is not None:
             name = f"labels-{encoder.key()}-{taxonomy.fingerprint()}"
+            if LABEL_PRECISION != "fp32":  # other numbers: another cache
+                name += f"-{LABEL_PRECISION}"
             cache = Path(cache_dir) / f"{name}{'-preferred' if preferred_only else ''}.npy"
             if cache.is_file():
                 vectors = np.load(cache)
