@@ -69,3 +69,16 @@ def test_status_tells_how_far_an_embedding_has_gone():
     assert describe(running) == (
         "embedding esco: 24,064 of 96,135 labels (25%), about 2 min left (pid 7)"
     )
+
+
+def test_the_plain_backbone_embeds_labels_in_int8_into_a_cache_of_their_own(tmp_path):
+    from training.linker import Linker
+    from training.taxonomy import load_csv
+
+    (tmp_path / "skills.csv").write_text(TAXONOMY_CSV)
+    linker = Linker.load(load_csv(tmp_path / "skills.csv"), None, cache_dir=tmp_path / "cache")
+    assert linker.settings.label_precision == "int8"
+    (cache,) = (tmp_path / "cache").glob("labels-*.npy")
+    assert cache.name.endswith("-int8.npy")  # never mistaken for fp32 embeddings
+    (link,) = linker.link(["structured query language"], k=1)
+    assert link.candidates[0].id == "sql"
