@@ -462,3 +462,12 @@ def test_a_linker_embedding_its_taxonomy_says_how_far_it_is_which_predict_does_n
     assert holder.state()["loading"] and not holder.state()["ready"]
     (cache / PROGRESS_FILE).write_text(json.dumps({**running, "pid": os.getpid() + 1}))
     assert holder.embedding() is None  # another process's embedding: not this linker's
+
+
+def test_a_link_without_a_label_still_reads_back_its_entry():
+    from labeling.studio.links import choice_value, entry_id_of
+
+    (region,) = _regions("r1")
+    assert entry_id_of(choice_value(None, "py", region)) == "py"
+    assert entry_id_of(choice_value("a [b] label", "py", region)) == "py"
+    assert entry_id_of("py") == "py"  # a bare id, as older annotations hold

@@ -46,11 +46,12 @@ CSS_SAFE_ID = re.compile(r"^[\w-]+$")
 
 
 def choice_value(label: str | None, entry_id: str, region: Mapping | None = None) -> str:
-    """How a link is written into a result: "<label> [<id>]" (the id alone without label),
-    and for a candidate of a region, "for “<its text>” at <its start>": each region's
-    options must differ from every other region's, or the editor ticks an entry in every
-    region that offers it (and then refuses to submit: one choice only)."""
-    value = f"{label} [{entry_id}]" if label else entry_id
+    """How a link is written into a result: "<label> [<id>]" (a bare id without label or
+    region), and for a region's candidate "<label> [<id>] for “<its text>” at <its
+    start>": each region's options must differ from every other region's, or the editor
+    ticks an entry in every region that offers it (and then refuses to submit: one choice
+    only)."""
+    value = f"{label or entry_id} [{entry_id}]" if label or region is not None else entry_id
     if region is not None:
         where = region["value"]
         value += f" for \u201c{where['text']}\u201d at {where['start']}"
