@@ -106,9 +106,15 @@ def project_linker(
     if not linker and settings.linker not in ("", "backbone"):
         linker = str(project.folder / settings.linker)
     cache = ProjectState.of(project, state_base).linking_cache
-    return _linker(
+    found, k = _linker(
         spec, project.folder, linker, cache, top_k or settings.top_k, threshold, progress
     )
+    from labeling.link_pairs import project_taxonomy_additions
+
+    added = found.add_entries(project_taxonomy_additions(project, state_base))
+    if added:
+        print(f"{added} entries annotators added, linkable too", file=sys.stderr)
+    return found, k
 
 
 def _linker(

@@ -7,22 +7,33 @@ Label Studio's editor reads a per-region Choices' options from the task's data
 /predict a background thread PATCHes each linked task's `link_choices` through Label
 Studio's API (when a URL and API key are configured). Label Studio's own stored
 prediction already holds the chosen entries; the options only make them visible and
-selectable.
+selectable. The same PATCH writes the URL of `GET /taxonomy` (`taxonomy_response`), from
+which the annotator's browser loads the whole taxonomy for the link search.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import hmac
+import json
 import logging
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlencode
 
 from training.text import Document, Span
 
 if TYPE_CHECKING:
+    from flask import Response
+
+    from backend.services import Services
+    from backend.settings import ServiceConfig
     from labeling.project import Project
     from labeling.studio.client import StudioClient
     from training.linker import Link, Linker
@@ -41,6 +52,8 @@ class LinkerHolder:
         self.linker: Linker | None = None
         self.top_k = project.linking.top_k
         self.error: str | None = None
+        # GET /taxonomy's JSON, plain and gzipped, made once the linker is loaded
+        self.search_body: tuple[bytes, bytes] | None = None
         self._ready = threading.Event()
         if not self.enabled:
             self._ready.set()
@@ -65,6 +78,7 @@ class LinkerHolder:
         started = time.perf_counter()
         try:
             self.linker, self.top_k = project_linker(self.project, self.state_base, progress=False)
+            self.search_body = search_body(self.linker)
             log.info("linker ready in %.1f s", time.perf_counter() - started)
         except Exception as err:  # linking is an extra: predictions go on without it
             self.error = f"{type(err).__name__}: {err}"
@@ -75,6 +89,29 @@ class LinkerHolder:
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
+
+    def embedding(self) -> dict | None:
+        """This process's embedding of the taxonomy's labels while it runs (a linker's
+        first use: minutes for ESCO), else None."""
+        from labeling.state import ProjectState
+        from training.embedding_progress import read_progress
+
+        if self.ready:
+            return None
+        found = read_progress(ProjectState.of(self.project, self.state_base).linking_cache)
+        if found is None or found.get("finished") or found.get("pid") != os.getpid():
+            return None
+        return found
+
+    def state(self) -> dict:
+        """What /status says about linking."""
+        return {
+            "enabled": self.enabled,
+            "ready": self.linker is not None,
+            "loading": self.enabled and not self.ready,
+            "embedding": self.embedding(),
+            "error": self.error,
+        }
 
     def wait_ready(self, timeout: float) -> bool:
         return self._ready.wait(timeout)
@@ -93,11 +130,13 @@ class TaskOptionsWriter:
     """Writes `link_choices` into Label Studio tasks, one PATCH at a time, off the request
     thread; a task whose options did not change is not written again."""
 
-    def __init__(self, client_factory, data_key: str):
+    def __init__(self, client_factory, data_key: str, search_key: str = ""):
         self._client_factory = client_factory
         self.data_key = data_key
+        self.search_key = search_key  # the task field holding the link search's URL
+        self.search_url = ""  # set by /predict (`note_search_url`)
         self._queue: queue.Queue[tuple[int, dict]] = queue.Queue()
-        self._written: dict[int, list] = {}
+        self._written: dict[int, dict] = {}
         self._thread: threading.Thread | None = None
         self.written = 0
 
@@ -106,10 +145,13 @@ class TaskOptionsWriter:
         data = task.get("data")
         if not isinstance(task_id, int) or not isinstance(data, dict):
             return
-        if data.get(self.data_key) == options or self._written.get(task_id) == options:
+        fields: dict = {self.data_key: options}
+        if self.search_key and self.search_url:
+            fields[self.search_key] = self.search_url
+        if all(data.get(k) == v for k, v in fields.items()) or self._written.get(task_id) == fields:
             return
-        self._written[task_id] = options
-        self._queue.put((task_id, {**data, self.data_key: options}))
+        self._written[task_id] = fields
+        self._queue.put((task_id, {**data, **fields}))
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(
                 target=self._run, name="skillloop-link-options", daemon=True
@@ -130,3 +172,61 @@ class TaskOptionsWriter:
             except Exception:  # Label Studio away: the next /predict of the task tries again
                 self._written.pop(task_id, None)
                 log.exception("could not write link options into task %d", task_id)
+
+
+def search_body(linker: Linker) -> tuple[bytes, bytes]:
+    """The whole taxonomy (annotators' additions included) as the link search loads it,
+    plain and gzipped (ESCO: 5.6 MB of JSON, 1.1 MB gzipped)."""
+    from labeling.studio.links import taxonomy_items
+
+    body = json.dumps({"items": taxonomy_items(linker.taxonomy)}, ensure_ascii=False).encode()
+    return body, gzip.compress(body, 6)
+
+
+def search_key(config: ServiceConfig) -> str:
+    """The key /taxonomy asks for when the backend requires basic auth: an annotator's
+    browser cannot send the backend's password, so the URL written into tasks carries a
+    key derived from it instead."""
+    secret = f"{config.basic_auth_user}:{config.basic_auth_pass}".encode()
+    return hmac.new(secret, b"skillloop taxonomy", hashlib.sha256).hexdigest()[:24]
+
+
+def note_search_url(s: Services, host_url: str, config: ServiceConfig) -> None:
+    """The link search's URL, as the annotators' browser reaches this backend: the URL
+    Label Studio called it by, or $SKILLLOOP_PUBLIC_URL when browsers reach it elsewhere."""
+    if s.link_options is None or not s.link_options.search_key:
+        return
+    params: dict[str, str] = {}
+    if s.studio_id is not None:
+        params["project"] = str(s.studio_id)
+    if config.auth_enabled:
+        params["key"] = search_key(config)
+    base = os.environ.get("SKILLLOOP_PUBLIC_URL") or host_url
+    query = f"?{urlencode(params)}" if params else ""
+    s.link_options.search_url = f"{base.rstrip('/')}/taxonomy{query}"
+
+
+def taxonomy_response(
+    s: Services, key: str, config: ServiceConfig, accepts_gzip: bool = False
+) -> Response:
+    """GET /taxonomy: the project's taxonomy for the link search, readable from the
+    annotators' browser (CORS), cached by it for ten minutes."""
+    from flask import jsonify, make_response
+
+    if config.auth_enabled and not hmac.compare_digest(key.encode(), search_key(config).encode()):
+        response = jsonify(error="the taxonomy needs the key written into the task's URL")
+        response.status_code = 401
+    elif s.linker is None or s.linker.search_body is None:
+        message = s.linker.error if s.linker is not None and s.linker.error else None
+        response = jsonify(error=message or "the linker is not loaded yet; retry shortly")
+        response.status_code = 503 if s.linker is not None and s.linker.enabled else 404
+    else:
+        plain, packed = s.linker.search_body
+        response = make_response(packed if accepts_gzip else plain)
+        response.mimetype = "application/json"
+        if accepts_gzip:
+            response.headers["Content-Encoding"] = "gzip"
+        response.headers["Vary"] = "Accept-Encoding"
+        response.headers["Cache-Control"] = "private, max-age=600"
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
