@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from labeling.link_pairs import project_taxonomy_additions
+
 if TYPE_CHECKING:
     from labeling.project import Project
     from labeling.state import ProjectState
@@ -41,9 +43,13 @@ def project_linker(
     if not linker and settings.linker not in ("", "backbone"):
         linker = str(project.folder / settings.linker)
     cache = state.linking_cache
-    return open_linker_for(
+    found, k = open_linker_for(
         spec, project.folder, linker, cache, top_k or settings.top_k, threshold, progress
     )
+    added = found.add_entries(project_taxonomy_additions(state))
+    if added:
+        print(f"{added} entries annotators added, linkable too", file=sys.stderr)
+    return found, k
 
 
 def open_linker_for(

@@ -1,6 +1,9 @@
 """Annotator-decided links out of a project's store: the (span, context, entry) pairs the
 linker's next round trains on (training/linker_train.py takes them as `extra_pairs`).
 
+Also the entries annotators added to the taxonomy ("new entry" in the editor): the
+linker embeds them beside the taxonomy's own (`taxonomy_additions`).
+
 Only links an annotator confirmed or corrected count; "no match" and links nobody looked
 at (a prediction left as it was is stored as confirmed only once its annotation is
 submitted) do not. Cancelled and deleted annotations are left out, as in training.
@@ -17,6 +20,7 @@ from training.linker import sentence_around
 if TYPE_CHECKING:
     from labeling.state import ProjectState
     from labeling.store import AnnotationRecord
+    from training.taxonomy import TaxonomyEntry
 
 ANNOTATED = ("confirmed", "corrected")
 
@@ -55,5 +59,35 @@ def project_link_pairs(state: ProjectState) -> list[LinkPair]:
     store = state.store()
     try:
         return list(link_pairs(store.records()))
+    finally:
+        store.close()
+
+
+def taxonomy_additions(records: Iterable[AnnotationRecord]) -> list[TaxonomyEntry]:
+    """The entries annotators added ("new entry" in the editor: ids with
+    training.taxonomy.NEW_ENTRY_PREFIX), each once, in the order first added; the label
+    is the one first typed, and other spellings of it become alternative labels."""
+    from training.taxonomy import NEW_ENTRY_PREFIX, TaxonomyEntry
+
+    found: dict[str, TaxonomyEntry] = {}
+    for record in records:
+        for span in record.spans:
+            entry_id = span.taxonomy_id or ""
+            if span.link_status not in ANNOTATED or not entry_id.startswith(NEW_ENTRY_PREFIX):
+                continue
+            label = (span.taxonomy_label or entry_id.removeprefix(NEW_ENTRY_PREFIX)).strip()
+            entry = found.setdefault(entry_id, TaxonomyEntry(entry_id, label, type="added"))
+            if label not in entry.labels:
+                entry.alt_labels.append(label)
+    return list(found.values())
+
+
+def project_taxonomy_additions(state: ProjectState) -> list[TaxonomyEntry]:
+    """A project's taxonomy additions, from its annotation store (none without one)."""
+    if not state.has_store():
+        return []
+    store = state.store()
+    try:
+        return taxonomy_additions(store.records())
     finally:
         store.close()

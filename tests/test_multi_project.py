@@ -243,7 +243,7 @@ def test_each_projects_linker_and_worker_read_its_own_state(app, tmp_path):
     for studio_id in (7, 9):
         services = by_id[studio_id]
         assert services.state.root == tmp_path / "state" / f"studio-{studio_id}"
-        assert services.linker is not None and services.linker.state == services.state
+        assert services.linker is not None and services.linker.project_state == services.state
         assert services.worker is None or services.worker.state == services.state
 
 

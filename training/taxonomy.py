@@ -199,3 +199,25 @@ def load_taxonomy(spec: str | Path, base: str | Path | None = None) -> Taxonomy:
     if not path.is_absolute() and base is not None:
         path = Path(base) / path
     return load_csv(path)
+
+
+# Entries annotators add ("new entry" in the editor, docs/studio.md): their ids carry
+# this prefix, so a link to one is told apart from a link to the taxonomy's own entries.
+NEW_ENTRY_PREFIX = "new:"
+
+
+def new_entry_id(label: str) -> str:
+    """The id of an entry annotators added with this label: the same label (any case or
+    spacing) is the same entry."""
+    return NEW_ENTRY_PREFIX + " ".join(label.casefold().split())
+
+
+def with_additions(taxonomy: Taxonomy, additions: list[TaxonomyEntry]) -> Taxonomy:
+    """`taxonomy` and the entries annotators added that it does not already hold."""
+    known = {entry.id for entry in taxonomy.entries}
+    fresh = [entry for entry in additions if entry.id not in known]
+    if not fresh:
+        return taxonomy
+    return Taxonomy(
+        taxonomy.name, [*taxonomy.entries, *fresh], taxonomy.groups, taxonomy.attribution
+    )

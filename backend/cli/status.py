@@ -50,6 +50,9 @@ def status_command(args) -> int:
     # where the figures come from, so a wrong folder is seen at once
     figures["state"] = str(state.root.absolute())
     figures["store"] = replace(state, root=state.root.absolute()).store_location
+    from training.embedding_progress import read_progress
+
+    figures["linking"] = read_progress(state.linking_cache)  # the label embedding's progress
     print(json.dumps(figures, indent=2) if args.json else format_status(figures, state))
     return 0
 

@@ -210,6 +210,10 @@ def format_status(figures: dict, state: ProjectState) -> str:
     state_text = f"running{progress}{phase}" if t["running"] else "idle"
     queue = "unknown (ask the service: --url)" if t["queued"] is None else str(t["queued"])
     lines.append(f"training: {state_text}, queue {queue} (from {t['source']})")
+    if figures.get("linking"):
+        from training.embedding_progress import describe
+
+        lines.append(f"linking: {describe(figures['linking'])}")
     if figures["stopping_hint"]:
         lines.append(f"hint: {figures['stopping_hint']}")
     return "\n".join(lines)

@@ -39,6 +39,7 @@ from backend.service.requests import (
 from backend.service.routing import OneProject, SeveralProjects
 from backend.service.services import Services
 from backend.service.status import gauges, jsonable, status
+from backend.service.taxonomy_search import note_search_url, taxonomy_response
 from backend.service.webhook_inbox import SYNC_BYTES
 from labeling.studio.config import parse_config
 from labeling.studio.label_map import label_names
@@ -48,7 +49,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-UNAUTHENTICATED = ("health",)  # Label Studio checks /health before anything else
+# Label Studio checks /health before anything else; /taxonomy is read by the annotators'
+# browser, which checks its own key (backend/service/taxonomy_search.py)
+UNAUTHENTICATED = ("health", "taxonomy")
 SETUP_WAIT_S = 2.0  # Label Studio gives /setup 3 s
 PREDICT_WAIT_S = 60.0  # ... and /predict 100 s: wait for a model still loading
 # the webhooks that set up a project the backend has not met (serving several)
@@ -164,6 +167,7 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
         if not s.holder.wait_ready(min(PREDICT_WAIT_S, config.predict_budget_s)):
             raise BadRequest("the model is still loading; retry shortly", 503)
         model = s.holder.current()  # this request's model, even if a swap happens now
+        note_search_url(s, request.host_url, config)
         results = predict_tasks(s, req.tasks, labeling, names, model, limits)
         return jsonify(results=results, model_version=model.version)
 
@@ -212,6 +216,11 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
             model_version=s.holder.current().version,
             details=details,
         )
+
+    @app.get("/taxonomy")
+    def taxonomy():
+        gzip = "gzip" in request.headers.get("Accept-Encoding", "")
+        return taxonomy_response(_named(router), request.args.get("key", ""), config, gzip)
 
     @app.get("/status")
     def status_route():

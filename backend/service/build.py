@@ -68,7 +68,9 @@ def build_services(
     if studio.configured and project.linking.taxonomy and project.config.links:
         url, key = config.label_studio_url or "", config.label_studio_api_key or ""
         link_options = TaskOptionsWriter(
-            lambda: StudioClient(url, key), project.config.link_choices_key
+            lambda: StudioClient(url, key),
+            project.config.link_choices_key,
+            project.config.link_search_key,
         )
     services = Services(
         config,

@@ -7,12 +7,16 @@ Label Studio's editor reads a per-region Choices' options from the task's data
 /predict a background thread PATCHes each linked task's `link_choices` through Label
 Studio's API (when a URL and API key are configured). Label Studio's own stored
 prediction already holds the chosen entries; the options only make them visible and
-selectable.
+selectable. The same PATCH writes the URL of `GET /taxonomy` (`taxonomy_response`), from
+which the annotator's browser loads the whole taxonomy for the link search.
 """
 
 from __future__ import annotations
 
+import gzip
+import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -37,11 +41,13 @@ class LinkerHolder:
 
     def __init__(self, project: Project, state: ProjectState):
         self.project = project
-        self.state = state  # its linker versions and label-embedding cache
+        self.project_state = state  # its linker versions and label-embedding cache
         self.enabled = bool(project.linking.taxonomy)
         self.linker: Linker | None = None
         self.top_k = project.linking.top_k
         self.error: str | None = None
+        # GET /taxonomy's JSON, plain and gzipped, made once the linker is loaded
+        self.search_body: tuple[bytes, bytes] | None = None
         self._ready = threading.Event()
         if not self.enabled:
             self._ready.set()
@@ -63,7 +69,10 @@ class LinkerHolder:
             after()
         started = time.perf_counter()
         try:
-            self.linker, self.top_k = project_linker(self.project, self.state, progress=False)
+            self.linker, self.top_k = project_linker(
+                self.project, self.project_state, progress=False
+            )
+            self.search_body = search_body(self.linker)
             log.info("linker ready in %.1f s", time.perf_counter() - started)
         except Exception as err:  # linking is an extra: predictions go on without it
             self.error = f"{type(err).__name__}: {err}"
@@ -74,6 +83,28 @@ class LinkerHolder:
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
+
+    def embedding(self) -> dict | None:
+        """This process's embedding of the taxonomy's labels while it runs (a linker's
+        first use: minutes for ESCO), else None."""
+        from training.embedding_progress import read_progress
+
+        if self.ready:
+            return None
+        found = read_progress(self.project_state.linking_cache)
+        if found is None or found.get("finished") or found.get("pid") != os.getpid():
+            return None
+        return found
+
+    def state(self) -> dict:
+        """What /status says about linking."""
+        return {
+            "enabled": self.enabled,
+            "ready": self.linker is not None,
+            "loading": self.enabled and not self.ready,
+            "embedding": self.embedding(),
+            "error": self.error,
+        }
 
     def wait_ready(self, timeout: float) -> bool:
         return self._ready.wait(timeout)
@@ -92,11 +123,13 @@ class TaskOptionsWriter:
     """Writes `link_choices` into Label Studio tasks, one PATCH at a time, off the request
     thread; a task whose options did not change is not written again."""
 
-    def __init__(self, client_factory, data_key: str):
+    def __init__(self, client_factory, data_key: str, search_key: str = ""):
         self._client_factory = client_factory
         self.data_key = data_key
+        self.search_key = search_key  # the task field holding the link search's URL
+        self.search_url = ""  # set by /predict (`note_search_url`)
         self._queue: queue.Queue[tuple[int, dict]] = queue.Queue()
-        self._written: dict[int, list] = {}
+        self._written: dict[int, dict] = {}
         self._thread: threading.Thread | None = None
         self.written = 0
 
@@ -105,10 +138,13 @@ class TaskOptionsWriter:
         data = task.get("data")
         if not isinstance(task_id, int) or not isinstance(data, dict):
             return
-        if data.get(self.data_key) == options or self._written.get(task_id) == options:
+        fields: dict = {self.data_key: options}
+        if self.search_key and self.search_url:
+            fields[self.search_key] = self.search_url
+        if all(data.get(k) == v for k, v in fields.items()) or self._written.get(task_id) == fields:
             return
-        self._written[task_id] = options
-        self._queue.put((task_id, {**data, self.data_key: options}))
+        self._written[task_id] = fields
+        self._queue.put((task_id, {**data, **fields}))
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(
                 target=self._run, name="skillloop-link-options", daemon=True
@@ -129,3 +165,12 @@ class TaskOptionsWriter:
             except Exception:  # Label Studio away: the next /predict of the task tries again
                 self._written.pop(task_id, None)
                 log.exception("could not write link options into task %d", task_id)
+
+
+def search_body(linker: Linker) -> tuple[bytes, bytes]:
+    """The whole taxonomy (annotators' additions included) as the link search loads it,
+    plain and gzipped (ESCO: 5.6 MB of JSON, 1.1 MB gzipped)."""
+    from labeling.studio.links import taxonomy_items
+
+    body = json.dumps({"items": taxonomy_items(linker.taxonomy)}, ensure_ascii=False).encode()
+    return body, gzip.compress(body, 6)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from backend.service.requests import BadRequest
 from labeling.studio.config import LabelingConfig
-from labeling.studio.links import link_options, linked_span
+from labeling.studio.links import link_options, linked_span, span_regions
 from labeling.studio.tasks import TaskError, lone_surrogates, spans_to_regions, task_text
 
 if TYPE_CHECKING:
@@ -102,9 +102,10 @@ def predict_tasks(
         spans = prediction.spans
         if i in links:
             spans = [linked_span(span, link) for span, link in zip(spans, links[i], strict=True)]
-            if s.link_options is not None and isinstance(tasks[i], dict):
-                s.link_options.submit(tasks[i], link_options(texts[i], spans, links[i]))
         regions = spans_to_regions(spans, labeling, texts[i], names)
+        if i in links and s.link_options is not None and isinstance(tasks[i], dict):
+            options = link_options(links[i], span_regions(spans, regions, labeling))
+            s.link_options.submit(tasks[i], options)
         entry = {
             "result": regions,
             "score": round(s.scorer(prediction), 6),
@@ -135,8 +136,10 @@ def _links(
     if linker is None or not linker.enabled or not labeling.links or not by_task:
         return {}
     # a linker still loading (seconds, from cached label embeddings) is waited for like the
-    # model: Label Studio does not ask again for a task it holds a prediction of
-    linker.wait_ready(max(0.0, min(LINKER_WAIT_S, limits.deadline - s.holder.clock() - 1.0)))
+    # model: Label Studio does not ask again for a task it holds a prediction of; one still
+    # embedding the taxonomy's labels (minutes) is not: spans go without links meanwhile
+    if linker.embedding() is None:
+        linker.wait_ready(max(0.0, min(LINKER_WAIT_S, limits.deadline - s.holder.clock() - 1.0)))
     if linker.linker is None:
         return {}
     if s.holder.clock() >= limits.deadline:

@@ -25,6 +25,7 @@ def status(s: Services) -> dict:
         "studio_project": s.studio.project_id,
         "studio_refresh": s.studio.last_refresh,
         "webhook_inbox": {**s.store.inbox(), "refused_last": s.store.inbox_errors()},
+        "linking": s.linker.state() if s.linker is not None else {"enabled": False},
     }
 
 

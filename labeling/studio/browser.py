@@ -238,6 +238,39 @@ def submit(tools: DevTools) -> None:
         raise ValueError("the editor shows no Submit button")
 
 
+def click(tools: DevTools, element_js: str) -> None:
+    """A real mouse click (pressed and released) at the middle of the element that the JS
+    expression `element_js` evaluates to: what widgets listening for mousedown need."""
+    box = tools.evaluate(
+        f"(() => {{ const el = {element_js}; if (!el) return null; el.scrollIntoViewIfNeeded();"
+        " const r = el.getBoundingClientRect();"
+        " return {x: r.left + r.width / 2, y: r.top + r.height / 2}; })()"
+    )
+    if not box:
+        raise ValueError(f"nothing to click: {element_js}")
+    for kind in ("mousePressed", "mouseReleased"):
+        tools.call(
+            "Input.dispatchMouseEvent",
+            type=kind,
+            x=box["x"],
+            y=box["y"],
+            button="left",
+            clickCount=1,
+        )
+
+
+def type_text(tools: DevTools, text: str) -> None:
+    """Type `text` into the focused element, as a keyboard would (React sees input events)."""
+    tools.call("Input.insertText", text=text)
+
+
+def press_enter(tools: DevTools) -> None:
+    """The Enter key, down and up, on the focused element (a form's input submits it)."""
+    key = {"key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13}
+    tools.call("Input.dispatchKeyEvent", type="keyDown", text="\r", **key)
+    tools.call("Input.dispatchKeyEvent", type="keyUp", **key)
+
+
 LABEL_WORD_JS = r"""((word, label) => {
   const button = [...document.querySelectorAll('.lsf-label')]
       .find(el => el.querySelector('.lsf-label__text')?.textContent === label);

@@ -40,6 +40,12 @@ class LabelingConfig:
     # "" when the config has none (links are then neither sent nor read)
     link_from_name: str = ""
     link_choices_key: str = ""
+    # the link control's companions (link_control_xml): a per-region `<Taxonomy
+    # apiUrl="$field">` searching the whole taxonomy (the task data field holding its URL)
+    # and a per-region `<TextArea name="<link>_new">` for an entry the taxonomy lacks
+    link_search_name: str = ""
+    link_search_key: str = ""
+    link_new_name: str = ""
 
     @property
     def links(self) -> bool:
@@ -79,8 +85,21 @@ def parse_config(xml: str) -> LabelingConfig:
                 name for c in root.iter() if c.get("toName") and (name := c.get("name"))
             )
             link_name, link_key = _link_control(root, to_name)
+            search_name, search_key = _link_search(root, to_name) if link_name else ("", "")
+            new_name = f"{link_name}{NEW_SUFFIX}" if link_name else ""
+            if not any(t.get("name") == new_name for t in root.iter("TextArea")):
+                new_name = ""
             return LabelingConfig(
-                el.get("name") or "", to_name, value[1:], labels, controls, link_name, link_key
+                el.get("name") or "",
+                to_name,
+                value[1:],
+                labels,
+                controls,
+                link_name,
+                link_key,
+                search_name,
+                search_key,
+                new_name,
             )
     raise ConfigError("the labeling config has no <Labels> bound to a <Text> tag (toName)")
 
@@ -95,6 +114,17 @@ def _link_control(root: ET.Element, to_name: str) -> tuple[str, str]:
             if len(value) < 2:
                 raise ConfigError(f'<Choices name="{el.get("name")}"> needs value="$field"')
             return el.get("name") or "", value[1:]
+    return "", ""
+
+
+def _link_search(root: ET.Element, to_name: str) -> tuple[str, str]:
+    """(name, data field) of the first per-region Taxonomy on the text whose items come
+    from a URL in the task's data (`apiUrl="$field"`): the search of the whole taxonomy."""
+    for el in root.iter("Taxonomy"):
+        url = el.get("apiUrl", el.get("apiurl", ""))
+        per_region = el.get("perRegion", el.get("perregion", "")).lower() == "true"
+        if per_region and el.get("toName") == to_name and url.startswith("$") and len(url) > 1:
+            return el.get("name") or "", url[1:]
     return "", ""
 
 
@@ -133,27 +163,49 @@ def map_model_labels(config: LabelingConfig, model_labels: Sequence[str]) -> dic
 # The link control's defaults and the choice that says the span has no taxonomy entry.
 LINK_NAME = "link"
 LINK_CHOICES_KEY = "link_choices"
+SEARCH_SUFFIX = "_search"  # the Taxonomy search control: "<link>_search"
+NEW_SUFFIX = "_new"  # the new-entry TextArea: "<link>_new"
+LINK_SEARCH_KEY = "link_search"  # task data: the URL the search loads the taxonomy from
 NO_MATCH = "no match"
+# The candidates of every span of a post ride in the task; the per-task <style> that the
+# options carry (labeling.studio.links) shows only the selected region's. This part of the
+# style is the same for every task: candidates hidden unless their region is selected,
+# laid out as a column with "no match" after them.
+LINK_STYLE = (
+    ".lsf-choices:not(.lsf-choices_hidden):has(.skl-link){display:flex;flex-direction:column}"
+    ".lsf-choice:has(.skl-link){display:none}"
+    '.lsf-choice:has(input[name="no match"]){order:1}'
+)
 
 
 def link_control_xml(
     to_name: str = "text", name: str = LINK_NAME, key: str = LINK_CHOICES_KEY
 ) -> str:
-    """The per-region link control: shown when a region is selected, one choice per
-    candidate entry of the post (task data `key`, written by the backend) plus "no match".
+    """The per-region link controls, shown when a region is selected: its own candidates
+    (task data `key`, written by the backend) best first, then "no match"; a search of
+    the whole taxonomy (a per-region Taxonomy whose items the browser loads from the URL
+    in task data `link_search`, served by the backend); a new entry typed in.
 
-    Label Studio 1.23's open-source editor has no per-region option lists: dynamic choices
-    come from the task, so every region of a post offers the post's candidates (each
-    naming the span it was ranked for). A Taxonomy of all 13,412 ESCO entries would put
-    them all in the config or behind a CORS-enabled apiUrl; the top-k of each span is what
-    an annotator can judge at a glance.
+    Label Studio 1.23's editor takes dynamic choices from the task, not per region
+    (`DynamicChildrenMixin`), so every candidate of the post is an option, and a `<style>`
+    carried by the options (the editor renders an option's `html` unescaped apart from
+    scripts) shows only those of the selected region: the region's highlight has the class
+    `htx-highlight-<region id>-<n>` and `__active` while selected (docs/studio.md).
     """
+    search, new = f"{name}{SEARCH_SUFFIX}", f"{name}{NEW_SUFFIX}"
     return (
+        f"  <Style>{LINK_STYLE}</Style>\n"
         f'  <Header value="Taxonomy link of the selected span" size="6"/>\n'
         f'  <Choices name={quoteattr(name)} toName={quoteattr(to_name)} perRegion="true" '
         f'value="${key}" choice="single-radio">\n'
         f"    <Choice value={quoteattr(NO_MATCH)}/>\n"
         "  </Choices>\n"
+        f"  <Taxonomy name={quoteattr(search)} toName={quoteattr(to_name)} "
+        f'perRegion="true" apiUrl="${LINK_SEARCH_KEY}" maxUsages="1" '
+        'placeholder="Search the whole taxonomy (any of its labels)"/>\n'
+        f"  <TextArea name={quoteattr(new)} toName={quoteattr(to_name)} "
+        'perRegion="true" maxSubmissions="1" '
+        'placeholder="Not in the taxonomy? Type a new entry"/>\n'
     )
 
 
