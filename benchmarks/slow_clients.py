@@ -52,7 +52,9 @@ N_PREDICTS = 4
 MAX_SIZE_POSTS = 800  # x 20,000 characters (SKILLLOOP_MAX_TEXT_CHARS): 16.0 MB
 
 
-def start_gunicorn(project: Path, state: Path, log: Path) -> tuple[subprocess.Popen, int]:
+def start_gunicorn(
+    project: Path, state: Path, log: Path, slots: int | None
+) -> tuple[subprocess.Popen, int]:
     import requests
 
     port = free_port()
@@ -63,6 +65,8 @@ def start_gunicorn(project: Path, state: Path, log: Path) -> tuple[subprocess.Po
         SKILLLOOP_STATE_DIR=str(state),
         SKILLLOOP_THREADS="1",
     )
+    if slots is not None:  # 4 = --threads: as without the bound (a /predict may take all)
+        env["SKILLLOOP_PREDICT_SLOTS"] = str(slots)
     gunicorn = Path(sys.executable).with_name("gunicorn")
     command = [str(gunicorn), "-w", "1", "--threads", "4", "--timeout", "120"]
     command += ["--graceful-timeout", "3", "-b", f"127.0.0.1:{port}", "backend.wsgi:app"]
@@ -152,6 +156,7 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=0.5)
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--setups", nargs="+", default=["gunicorn", "nginx"])
+    parser.add_argument("--predict-slots", type=int, help="SKILLLOOP_PREDICT_SLOTS (default 2)")
     args = parser.parse_args()
     print(cpu_info().line(), flush=True)
     print(f"load average at start {os.getloadavg()}", flush=True)
@@ -159,7 +164,9 @@ def main() -> None:
         tmp = Path(tmp_name)
         project = skillspan_backbone_project(tmp)
         for n, setup in enumerate(args.setups):
-            gunicorn, upstream = start_gunicorn(project, tmp / f"state-{setup}", tmp / "g.log")
+            gunicorn, upstream = start_gunicorn(
+                project, tmp / f"state-{setup}", tmp / "g.log", args.predict_slots
+            )
             nginx = None
             try:
                 port = upstream
@@ -173,7 +180,8 @@ def main() -> None:
                 kill(gunicorn)
             print(
                 f"{setup}: {args.slow} slow-body + {args.idle} idle connections, "
-                f"{N_PREDICTS} maximum-size /predicts, {args.seconds:.0f} s: {result} "
+                f"{N_PREDICTS} maximum-size /predicts, {args.seconds:.0f} s, predict slots "
+                f"{args.predict_slots or 2}: {result} "
                 f"(load {os.getloadavg()[0]:.1f})",
                 flush=True,
             )
