@@ -57,7 +57,17 @@ def start_nginx(folder: Path, listen_port: int, upstream_port: int) -> subproces
         f"    include {folder / 'site.conf'};\n}}\n"
     )
     process = subprocess.Popen(
-        [binary, "-p", str(folder), "-c", str(folder / "nginx.conf"), "-g", "daemon off;"],
+        # -e: the log nginx writes before it reads the config (else /var/log/nginx, root's)
+        [
+            binary,
+            "-p",
+            f"{folder}/",
+            "-e",
+            str(folder / "error.log"),
+            "-c",
+            str(folder / "nginx.conf"),
+        ]
+        + ["-g", "daemon off;"],
         stdout=(folder / "stdout.log").open("ab"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
