@@ -24,6 +24,7 @@ from flask.json.provider import DefaultJSONProvider
 from backend import webhooks
 from backend.inbox import SYNC_BYTES
 from backend.linking import note_search_url, taxonomy_response
+from backend.predict_slots import PredictSlots
 from backend.predictions import Limits, deadline_from, label_names, parse_labeling, predict_tasks
 from backend.projects import OneProject, SeveralProjects
 from backend.service_status import gauges, jsonable, status
@@ -148,6 +149,7 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
         return jsonify(model_version=model.version)
 
     @app.post("/predict")
+    @PredictSlots.from_env().bounded  # /predict never takes every thread (predict_slots.py)
     def predict():
         req = PredictRequest.parse(_json_object())
         # a project is set up by /setup or a webhook (Label Studio sends /setup first)
