@@ -6,7 +6,7 @@ STATE_DIR   ?= $(CURDIR)/state
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install studio-install lock chromium postgres test lint demo screenshot clean
+.PHONY: install studio-install lock chromium postgres nginx test lint demo screenshot clean
 
 # Every install comes from the committed locks in locks/ (`make lock` refreshes them), so a
 # new release of any dependency cannot break `make demo` or CI overnight. Each step prints
@@ -67,7 +67,15 @@ postgres:
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update && $$SUDO apt-get install -y postgresql; }
 
-test: install studio-install chromium postgres lint
+# Debian's nginx, the buffering proxy of the production setup (deploy/nginx.conf,
+# docs/service.md); tests/test_proxy.py starts its own on loopback with a temp config, never
+# the system one. Installed when missing (sudo only when not root).
+nginx:
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y nginx; }
+
+test: install studio-install chromium postgres nginx lint
 	$(PY) -m pytest -q -rs
 
 # ruff (lint and layout) and mypy over backend, labeling and training (pyproject.toml)

@@ -24,6 +24,7 @@ from flask.json.provider import DefaultJSONProvider
 from backend.service import webhooks
 from backend.service.build import MakeWorker, build_services, make_metrics
 from backend.service.config import ServiceConfig
+from backend.service.predict_slots import PredictSlots
 from backend.service.predictions import Limits, deadline_from, predict_tasks
 from backend.service.requests import (
     ANNOTATION_EVENTS,
@@ -151,6 +152,7 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
         return jsonify(model_version=model.version)
 
     @app.post("/predict")
+    @PredictSlots.from_env().bounded  # /predict never takes every thread (predict_slots.py)
     def predict():
         req = PredictRequest.parse(_json_object())
         # a project is set up by /setup or a webhook (Label Studio sends /setup first)

@@ -1,7 +1,7 @@
 """The WSGI entry point for gunicorn, configured by environment variables:
 
     SKILLLOOP_PROJECT=projects/linkedin-skills \\
-    gunicorn -w 4 --threads 2 --graceful-timeout 3 -b 127.0.0.1:9090 'backend.service.wsgi:app'
+    gunicorn -w 4 --threads 4 --graceful-timeout 3 -b 127.0.0.1:9091 'backend.service.wsgi:app'
 
 Each worker process holds a warm model, a training worker thread and its metrics. Several
 workers (-w 4, and several hosts sharing the state folder and SKILLLOOP_DATABASE_URL) each
