@@ -123,6 +123,16 @@ class ProjectState:
         return self.root / "studio.json"
 
     @property
+    def studio_publish_lock(self) -> Path:
+        """Taken while a process points Label Studio at a model (one at a time)."""
+        return self.root / "studio-publish.lock"
+
+    @property
+    def studio_published(self) -> Path:
+        """The model version Label Studio was last pointed at."""
+        return self.root / "studio-published.json"
+
+    @property
     def reports(self) -> Path:
         return self.root / "reports"
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 import threading
 
 from backend.service.model_holder import ServingModel
+from backend.service.studio_ledger import PublicationLedger
 from backend.service.studio_sync import StudioLink
+from labeling.state import ProjectState
 
 
 class RecordingStudio:
@@ -25,8 +27,10 @@ class RecordingStudio:
 def workers(state, n: int, serving: list, calls: list) -> list[StudioLink]:
     links = []
     for _ in range(n):
+        project_state = ProjectState(state)
         link = StudioLink(
-            state / "studio.json",
+            project_state.studio_file,
+            PublicationLedger(project_state.studio_publish_lock, project_state.studio_published),
             "http://ls.test",
             "token",
             serving_version=lambda: serving[-1],

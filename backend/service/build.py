@@ -13,6 +13,7 @@ from backend.service.linker_holder import LinkerHolder, TaskOptionsWriter
 from backend.service.metrics import Metrics
 from backend.service.model_holder import ModelHolder
 from backend.service.services import Services
+from backend.service.studio_ledger import PublicationLedger
 from backend.service.studio_sync import StudioLink
 from backend.service.webhook_inbox import Inbox
 from backend.service.webhooks import read_queued, stored
@@ -47,6 +48,7 @@ def build_services(
     registry = state.registry()
     studio = StudioLink(
         state.studio_file,
+        PublicationLedger(state.studio_publish_lock, state.studio_published),
         config.label_studio_url,
         config.label_studio_api_key,
         remove_older=config.remove_older_predictions,

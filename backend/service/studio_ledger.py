@@ -20,9 +20,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-LOCK_FILE = "studio-publish.lock"
-RECORD_FILE = "studio-published.json"
-
 
 @dataclass(frozen=True)
 class Published:
@@ -31,15 +28,18 @@ class Published:
 
 
 class PublicationLedger:
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
+    """`lock_file` and `record_file`: the project state's `studio_publish_lock` and
+    `studio_published` (labeling.state.ProjectState)."""
+
+    def __init__(self, lock_file: Path, record_file: Path):
+        self.lock_file, self.record_file = Path(lock_file), Path(record_file)
 
     @contextmanager
     def turn(self) -> Iterator[Published | None]:
         """Hold the project's publication turn; yields what was published last (None:
         nothing yet). Blocks while another process publishes."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / LOCK_FILE, "a+") as handle:
+        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_file, "a+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield self.last()
@@ -48,14 +48,14 @@ class PublicationLedger:
 
     def last(self) -> Published | None:
         try:
-            data = json.loads((self.folder / RECORD_FILE).read_text())
+            data = json.loads(self.record_file.read_text())
             return Published(int(data["project_id"]), str(data["version"]))
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
     def record(self, published: Published) -> None:
         """Called inside `turn()`, after Label Studio took the version."""
-        path = self.folder / RECORD_FILE
+        path = self.record_file
         partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
         partial.write_text(
             json.dumps({"project_id": published.project_id, "version": published.version})

@@ -39,6 +39,7 @@ class StudioLink:
     def __init__(
         self,
         studio_file: Path,
+        ledger: PublicationLedger,
         url: str | None = None,
         api_key: str | None = None,
         remove_older: bool = True,
@@ -47,7 +48,7 @@ class StudioLink:
         self.path = Path(studio_file)
         # the registry's serving version now: a model that no longer serves is not published
         self.serving_version = serving_version
-        self.ledger = PublicationLedger(self.path.parent)
+        self.ledger = ledger  # whose turn it is to publish, across the project's processes
         self._url, self._api_key = url, api_key
         self.remove_older = remove_older
         self._client: StudioClient | None = None
