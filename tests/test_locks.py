@@ -42,37 +42,37 @@ def project_requirements() -> list[Requirement]:
 
 
 def test_every_project_dependency_is_pinned_in_the_lock_within_its_range():
-    pins = pinned(LOCKS / "project.txt")
+    pins = pinned(LOCKS / "project-lock.txt")
     for req in project_requirements():
         name = canonicalize_name(req.name)
         if name == "torch":  # installed on its own, before the lock (a CUDA build otherwise)
             assert "torch" not in pins and str(req.specifier) == "==2.13.0"
             continue
-        assert name in pins, f"{req.name} is not in locks/project.txt: run `make lock`"
+        assert name in pins, f"{req.name} is not in locks/project-lock.txt: run `make lock`"
         assert req.specifier.contains(pins[name], prereleases=True), (req, pins[name])
 
 
 def test_the_lock_tools_are_locked_too():
-    pins = pinned(LOCKS / "project.txt")
+    pins = pinned(LOCKS / "project-lock.txt")
     assert "uv" in pins and "setuptools" in pins  # `make lock` and the editable build
 
 
 def test_label_studio_is_locked_with_a_sentry_sdk_it_can_start_with():
-    pins = pinned(LOCKS / "studio.txt")
+    pins = pinned(LOCKS / "studio-lock.txt")
     assert pins["label-studio"] == Version("1.23.2")
     # sentry-sdk 3.0 dropped `send_default_pii`, which Label Studio 1.23.2 passes at start
     assert pins["sentry-sdk"] < Version("3")
-    assert pins["label-studio-sdk"] == pinned(LOCKS / "project.txt")["label-studio-sdk"]
+    assert pins["label-studio-sdk"] == pinned(LOCKS / "project-lock.txt")["label-studio-sdk"]
 
 
 def test_this_environment_holds_exactly_what_the_project_lock_says():
-    pins = pinned(LOCKS / "project.txt")
+    pins = pinned(LOCKS / "project-lock.txt")
     wrong = {
         name: (str(version), metadata.version(name))
         for name, version in pins.items()
         if Version(metadata.version(name)) != version
     }
-    assert not wrong, f"installed versions differ from locks/project.txt: {wrong}"
+    assert not wrong, f"installed versions differ from locks/project-lock.txt: {wrong}"
 
 
 @pytest.mark.skipif(not STUDIO_PYTHON.exists(), reason="no .venv-studio (make studio-install)")
@@ -87,9 +87,9 @@ def test_label_studios_environment_holds_exactly_what_its_lock_says():
         canonicalize_name(name): Version(version)
         for name, version in (line.split("==") for line in listed.splitlines() if "==" in line)
     }
-    pins = pinned(LOCKS / "studio.txt")
+    pins = pinned(LOCKS / "studio-lock.txt")
     wrong = {n: (str(v), str(installed.get(n))) for n, v in pins.items() if installed.get(n) != v}
-    assert not wrong, f".venv-studio differs from locks/studio.txt: {wrong}"
+    assert not wrong, f".venv-studio differs from locks/studio-lock.txt: {wrong}"
 
 
 def test_the_makefile_installs_from_the_locks_and_make_lock_refreshes_them():
@@ -100,10 +100,12 @@ def test_the_makefile_installs_from_the_locks_and_make_lock_refreshes_them():
         text=True,
         check=True,
     ).stdout
-    assert "--require-hashes -r locks/project.txt" in dry
-    assert "--require-hashes -r locks/studio.txt" in dry
+    assert "--require-hashes -r locks/project-lock.txt" in dry
+    assert "--require-hashes -r locks/studio-lock.txt" in dry
     assert (
-        "uv pip compile" in dry and "-o locks/project.txt" in dry and "-o locks/studio.txt" in dry
+        "uv pip compile" in dry
+        and "-o locks/project-lock.txt" in dry
+        and "-o locks/studio-lock.txt" in dry
     )
 
 
