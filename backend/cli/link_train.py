@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from backend.cli.options import add_project_options, project_and_state
+from backend.cli.options import add_project_options, project_and_state, roll_back
 from labeling.link_pairs import project_link_pairs
 
 if TYPE_CHECKING:
@@ -179,11 +179,7 @@ def link_versions_command(args: argparse.Namespace) -> int:
 
 def link_rollback_command(args: argparse.Namespace) -> int:
     project, state = project_and_state(args, must_exist=True)
-    registry = state.linker_registry()
-    if not registry.versions():
-        raise ValueError(f"project {project.name} has no linker versions in {registry.root}")
-    previous = registry.serving()
-    version = registry.rollback(args.version, args.reason or "rolled back with link-rollback")
-    was = previous.version if previous is not None else "nothing"
+    reason = args.reason or "rolled back with link-rollback"
+    version, was = roll_back(state.linker_registry(), "linker", project.name, args.version, reason)
     print(f"{project.name}: linker {version.version} is serving now (was {was})")
     return 0

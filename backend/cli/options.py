@@ -258,3 +258,13 @@ def open_stream(name: str, mode: str) -> Iterator[IO[str]]:
         raise FileNotFoundError(f"input file not found: {name}")
     with open(name, mode, encoding="utf-8") as handle:
         yield handle
+
+
+def roll_back(registry, what: str, project_name: str, version: str, reason: str):
+    """Serve `version` of a project's `registry` (model or linker versions) again; returns
+    the version now serving and the one it replaced ("nothing" when none served)."""
+    if not registry.versions():
+        raise ValueError(f"project {project_name} has no {what} versions in {registry.root}")
+    previous = registry.serving()
+    serving = registry.rollback(version, reason)
+    return serving, previous.version if previous is not None else "nothing"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend.cli.options import add_project_options, project_and_state
+from backend.cli.options import add_project_options, project_and_state, roll_back
 
 
 def register(subparsers) -> None:
@@ -15,12 +15,8 @@ def register(subparsers) -> None:
 
 def rollback_command(args) -> int:
     project, state = project_and_state(args, must_exist=True)
-    registry = state.registry()
-    if not registry.versions():
-        raise ValueError(f"project {project.name} has no model versions in {registry.root}")
-    previous = registry.serving()
-    version = registry.rollback(args.version, args.reason or "rolled back with skillloop rollback")
-    was = previous.version if previous is not None else "nothing"
+    reason = args.reason or "rolled back with skillloop rollback"
+    version, was = roll_back(state.registry(), "model", project.name, args.version, reason)
     print(
         f"{project.name}: {version.version} is serving now (was {was}); "
         f"held-out F1 {_f1(version.heldout_f1)}. A running service switches to it within "
