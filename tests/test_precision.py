@@ -47,6 +47,28 @@ def test_cpu_class_follows_bf16_and_vector_capability(monkeypatch, bf16, capabil
     assert cpu.cpu_class() == expected
 
 
+@pytest.mark.parametrize(
+    ("flags", "unit", "shown"),
+    [
+        ({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}, "amx", "AMX"),
+        ({"avx2", "avx512f", "avx512_bf16"}, "avx512-bf16", "AVX512-BF16, no AMX"),
+        ({"avx2", "fma"}, "none", "no bf16 unit"),
+        (set(), "none", "no bf16 unit"),
+    ],
+)
+def test_bf16_unit_tells_amx_from_avx512_bf16_from_neither(monkeypatch, flags, unit, shown):
+    assert cpu.bf16_unit(frozenset(flags)) == unit
+    monkeypatch.setattr(cpu, "bf16_unit", lambda: unit)
+    line = cpu.cpu_info().line()
+    assert f"({shown})" in line and cpu.cpu_info().bf16_unit == unit
+
+
+def test_cpu_flags_are_read_from_this_machine():
+    flags = cpu.cpu_flags()
+    assert not flags or "fpu" in flags or "fp" in flags or "neon" in flags or len(flags) > 5
+    assert cpu.bf16_unit() in cpu.BF16_UNITS
+
+
 @pytest.mark.parametrize("cpu_class", cpu.CPU_CLASSES)
 def test_auto_picks_the_measured_variant_of_each_cpu_class(monkeypatch, caplog, cpu_class):
     monkeypatch.setattr(precision, "cpu_class", lambda: cpu_class)

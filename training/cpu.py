@@ -18,6 +18,15 @@ import torch
 
 # cpu_class values: bf16 computed natively; AVX2 (or AVX512 without bf16) only; anything else
 CPU_CLASSES = ("bf16", "avx2", "other")
+# Inside the bf16 class two machines differ about 2x in training and prediction speed
+# (docs/training.md): AMX tiles (Intel Sapphire Rapids on) or AVX512-BF16 vector
+# instructions alone (AMD Zen 4, Intel Cooper Lake). Read from the kernel's CPU flags.
+BF16_UNITS = ("amx", "avx512-bf16", "none")
+BF16_UNIT_NAMES = {
+    "amx": "AMX",
+    "avx512-bf16": "AVX512-BF16, no AMX",
+    "none": "no bf16 unit",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,13 +37,15 @@ class CpuInfo:
     threads: int  # torch intra-op threads at the time of asking
     cores: int  # CPUs this process may run on
     cpu_class: str  # one of CPU_CLASSES
+    bf16_unit: str  # one of BF16_UNITS: what computes bf16 inside the "bf16" class
     load_average: float  # 1-minute load when asked: above `cores`, others share the CPU
 
     def line(self) -> str:
         """One line for a benchmark's output."""
         return (
             f"CPU: {self.model}; torch capability {self.capability}; native bf16 "
-            f"{'yes' if self.native_bf16 else 'no'}; class {self.cpu_class}; "
+            f"{'yes' if self.native_bf16 else 'no'}; class {self.cpu_class} "
+            f"({BF16_UNIT_NAMES[self.bf16_unit]}); "
             f"torch threads {self.threads} of {self.cores} cores; "
             f"load average {self.load_average:.1f}"
         )
@@ -93,8 +104,32 @@ def cpu_info() -> CpuInfo:
         threads=torch.get_num_threads(),
         cores=cores,
         cpu_class=cpu_class(),
+        bf16_unit=bf16_unit(),
         load_average=_load_average(),
     )
+
+
+def cpu_flags() -> frozenset[str]:
+    """The kernel's flags for the first CPU ("avx2", "avx512_bf16", "amx_bf16", ...)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "flags":
+                return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def bf16_unit(flags: frozenset[str] | None = None) -> str:
+    """ "amx" where AMX tiles compute bf16, "avx512-bf16" where only the AVX512 bf16
+    instructions do, "none" otherwise (bf16 emulated, or a CPU whose flags are unknown)."""
+    flags = cpu_flags() if flags is None else flags
+    if "amx_bf16" in flags:
+        return "amx"
+    if "avx512_bf16" in flags:
+        return "avx512-bf16"
+    return "none"
 
 
 def _load_average() -> float:
