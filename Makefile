@@ -99,7 +99,7 @@ demo: install studio-install
 OUT ?= $(STATE_DIR)/screenshots/studio-task.png
 screenshot: install studio-install chromium
 	SKILLLOOP_STATE_DIR=$(STATE_DIR) SKILLLOOP_STUDIO_PORT=$(STUDIO_PORT) \
-		$(PY) benchmarks/screenshot_task.py --out $(OUT) \
+		$(PY) -m benchmarks.screenshot_task --out $(OUT) \
 		$(if $(PROJECT_ID),--start-studio --project-id $(PROJECT_ID)) \
 		$(if $(TASK_ID),--task-id $(TASK_ID))
 

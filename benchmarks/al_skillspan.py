@@ -1,8 +1,8 @@
 """Active learning on SkillSpan: query strategies against random, sentences as units.
 
-    flock /tmp/skillloop-heavy.lock .venv/bin/python benchmarks/al_skillspan.py main
-    flock /tmp/skillloop-heavy.lock .venv/bin/python benchmarks/al_skillspan.py full
-    flock /tmp/skillloop-heavy.lock .venv/bin/python benchmarks/al_skillspan.py compare
+    flock /tmp/skillloop-heavy.lock .venv/bin/python -m benchmarks.al_skillspan main
+    flock /tmp/skillloop-heavy.lock .venv/bin/python -m benchmarks.al_skillspan full
+    flock /tmp/skillloop-heavy.lock .venv/bin/python -m benchmarks.al_skillspan compare
 
 `main`: fast mode (frozen backbone + small head per round), train.json as the pool,
 dev.json held out, 3 seeds, init 100, +100 sentences per round (or `--step-tokens N` words
@@ -24,23 +24,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from benchmarks.common import ROOT, SKILLSPAN, run_benchmark, split_file
 
 # imported before the long run starts: a module first imported at the end would be read
 # from a working tree that may have changed meanwhile (that lost a 15-minute run once)
-from labeling.active.curves import write_outputs  # noqa: E402
-from labeling.active.simulate import SimConfig, simulate  # noqa: E402
-from training.cpu import cpu_info  # noqa: E402
+from labeling.active.curves import write_outputs
+from labeling.active.simulate import SimConfig, simulate
+from training.cpu import cpu_info
 
-DATA = ROOT.parent / "shared" / "data" / "skillspan"
 DOCS = ROOT / "docs" / "al"
 STRATEGIES = ["least_confidence", "mnlp", "entropy_mean", "span", "bald"]
 
@@ -56,7 +51,7 @@ def run_main(args) -> None:
         random_extra=[2000, 3000, 4000, 4400],
         cache_dir=args.cache_dir,
     )
-    result = simulate(DATA / "train.json", DATA / "dev.json", config, progress=_log)
+    result = simulate(SKILLSPAN / "train.json", SKILLSPAN / "dev.json", config, progress=_log)
     _publish(result, args.name, args.out)
 
 
@@ -75,7 +70,7 @@ def run_full(args) -> None:
         random_extra=[600, 750],
         cache_dir=args.cache_dir,
     )
-    result = simulate(DATA / "train.json", DATA / "dev.json", config, progress=_log)
+    result = simulate(SKILLSPAN / "train.json", SKILLSPAN / "dev.json", config, progress=_log)
     _publish(result, args.name, args.out)
 
 
@@ -94,7 +89,9 @@ def run_compare(args) -> None:
     results = {}
     for mode in ("fast", "full"):
         config = SimConfig(mode=mode, full_epochs=args.full_epochs, **common)
-        results[mode] = simulate(DATA / "train.json", DATA / "dev.json", config, progress=_log)
+        results[mode] = simulate(
+            SKILLSPAN / "train.json", SKILLSPAN / "dev.json", config, progress=_log
+        )
         results[mode]["cpu"] = cpu_info().as_dict()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -183,9 +180,8 @@ def main() -> int:
         "--name", default=None, help="output name (default skillspan-fast / skillspan-full)"
     )
     args = parser.parse_args()
-    if not (DATA / "train.json").is_file():
-        print(f"SkillSpan not found at {DATA} (see ../shared/data/README.md)", file=sys.stderr)
-        return 2
+    for split in ("train", "dev"):  # both there, or one line and exit 2
+        split_file(SKILLSPAN, split)
     torch.set_num_threads(2)
     print(cpu_info().line(), flush=True)
     if args.preset == "levels":
@@ -208,4 +204,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)

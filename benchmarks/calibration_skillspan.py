@@ -11,7 +11,7 @@ and label = correct) it reports span-level ECE (10 equal-width bins) of
 - "span probability, T fitted": the same after temperature scaling (span NLL),
 and writes their reliability diagram (PNG) and the figures (JSON).
 
-    .venv/bin/python benchmarks/calibration_skillspan.py \\
+    .venv/bin/python -m benchmarks.calibration_skillspan \\
         --model state/models/skillspan-minilm-crf-s13 --png docs/calibration-skillspan.png
 """
 
@@ -19,19 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-DATA = ROOT.parent / "shared" / "data" / "skillspan"
-LABELS = ["Skill", "Knowledge"]
+from benchmarks.common import LABELS, add_skillspan_data, run_benchmark, skillspan
 
 
 def old_scores(readings, tagger) -> list[list[float]]:
@@ -65,12 +57,11 @@ def main() -> int:
         span_outcomes,
     )
     from training.cpu import cpu_info
-    from training.datasets import read_documents
     from training.tagger import Tagger
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--data", type=Path, default=DATA)
+    add_skillspan_data(parser, "dev")
     parser.add_argument(
         "--png",
         type=Path,
@@ -82,7 +73,8 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=None, help="first N dev posts (smoke test)")
     args = parser.parse_args()
 
-    dev = read_documents(args.data / "dev.json")[: args.limit]
+    [dev] = skillspan(args.data, "dev")
+    dev = dev[: args.limit]
     tagger = Tagger.load(args.model, LABELS, num_threads=args.num_threads)
     stored = tagger.temperature
     tagger.set_temperature(1.0)  # measure from the model as trained
@@ -151,4 +143,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)

@@ -23,7 +23,7 @@ Two learners, the same for every row of a run:
 The JSON is rewritten after each row, so a run cut short keeps what it measured.
 
 Run it under the heavy-job lock:
-    flock /work/heavy.lock nice -n 5 .venv/bin/python benchmarks/cold_start.py \
+    flock /work/heavy.lock nice -n 5 .venv/bin/python -m benchmarks.cold_start \
         --json state/cold_start.json > state/cold_start.log 2>&1
 """
 
@@ -32,20 +32,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-DATA = ROOT.parent / "shared" / "data" / "skillspan"
-LABELS = ["Skill", "Knowledge"]
+from benchmarks.common import LABELS, ROOT, SKILLSPAN, run_benchmark, skillspan
 
 
 def scores(report) -> dict:
@@ -63,7 +55,6 @@ def line(name: str, figures: dict) -> str:
 def main() -> int:
     from labeling.project import load_project
     from training.cpu import cpu_info
-    from training.datasets import read_documents
     from training.dictionary import Dictionary
     from training.evaluate import evaluate, evaluate_predictions
     from training.finetune import TrainConfig, train
@@ -72,7 +63,7 @@ def main() -> int:
     from training.text import Document
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--data", type=Path, default=SKILLSPAN)
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--sizes", type=int, nargs="*", default=[10, 25, 50])
@@ -87,16 +78,11 @@ def main() -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
-    if not (args.data / "train.json").is_file():
-        print(f"SkillSpan not found in {args.data} (see ../shared/data/README.md)")
-        return 2
-
     cpu = cpu_info()
     print(cpu.line())
     project = load_project(ROOT / "projects" / "skillspan")
     types = project.linking.types
-    train_docs = read_documents(args.data / "train.json")
-    dev_docs = read_documents(args.data / "dev.json")
+    train_docs, dev_docs = skillspan(args.data, "train", "dev")
     config = TrainConfig(epochs=args.epochs, patience=args.epochs, seed=args.seed)
     print(f"train {len(train_docs)} postings, dev {len(dev_docs)} postings")
     if args.learner == "full":
@@ -245,4 +231,4 @@ def fast_rows(args, figures: dict, record, train_docs, weak, dev_docs) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)

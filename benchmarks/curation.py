@@ -1,7 +1,7 @@
 """Curation figures on real data (docs/datalead.md): duplicate detection on SkillSpan
 postings and on planted near-duplicates, split coverage, and export time per format.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/curation.py [--copies 300] [--seed 0]
+    HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.curation [--copies 300] [--seed 0]
 
 Needs ../shared/data/skillspan (read_skillspan regroups sentences into postings).
 """
@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import tempfile
 import time
-from pathlib import Path
 
+from benchmarks.common import SKILLSPAN, run_benchmark, split_file
 from labeling.curation.duplicates import deduplicate, jaccard, shingles
 from labeling.curation.export import (
     CuratedPost,
@@ -25,8 +24,6 @@ from labeling.curation.export import (
 from labeling.store import AnnotationRecord
 from training.cpu import cpu_info
 from training.datasets import read_skillspan
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "skillspan"
 
 
 def edit(text: str, rng: random.Random, changes: int) -> str:
@@ -43,10 +40,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     print(cpu_info().line())
-    if not (DATA / "train.json").is_file():
-        print(f"SkillSpan not found at {DATA}", file=sys.stderr)
-        return 1
-    docs = read_skillspan(DATA / "train.json") + read_skillspan(DATA / "dev.json")
+    docs = read_skillspan(split_file(SKILLSPAN, "train"))
+    docs += read_skillspan(split_file(SKILLSPAN, "dev"))
     posts = [
         CuratedPost(f"{i}", d.text, snap(d.text, d.spans), {"annotators": ["x"]})
         for i, d in enumerate(docs)
@@ -119,4 +114,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)

@@ -1,7 +1,7 @@
 """How fast ESCO's labels are embedded (a linker's first use), and what precision costs.
 
 Usage:
-    python benchmarks/esco_embedding.py [--sample 3000] [--rounds 3]
+    python -m benchmarks.esco_embedding [--sample 3000] [--rounds 3]
         [--variants fp32 bf16 bf16-weights int8] [--batch-sizes 64 256]
         [--full fp32 int8] [--json out.json]
 
@@ -23,22 +23,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from training.cpu import cpu_info  # noqa: E402
-from training.linker import LabelIndex, LinkerSettings, SentenceEncoder  # noqa: E402
-from training.linker_eval import evaluate, read_linking_csv  # noqa: E402
-from training.linker_round import with_index  # noqa: E402
-from training.taxonomy import load_esco  # noqa: E402
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "esco-linking"
-SETS = {"TECH": "tech_validation_annotations.csv", "HOUSE": "house_validation_annotations.csv"}
+from benchmarks.common import ESCO_LINKING, ESCO_SETS
+from training.cpu import cpu_info
+from training.linker import LabelIndex, LinkerSettings, SentenceEncoder
+from training.linker_eval import evaluate, read_linking_csv
+from training.linker_round import with_index
+from training.taxonomy import load_esco
 
 
 def encoder_for(precision: str) -> SentenceEncoder:
@@ -129,7 +124,7 @@ def main() -> int:
     for row in best.values():
         print("best:", json.dumps(row), flush=True)
 
-    sets = [read_linking_csv(name, DATA / f, taxonomy) for name, f in SETS.items()]
+    sets = [read_linking_csv(name, ESCO_LINKING / f, taxonomy) for name, f in ESCO_SETS.items()]
     results["full"] = []
     for precision in args.full:
         encoder = encoders[precision]

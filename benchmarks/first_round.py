@@ -5,7 +5,7 @@ backend.loop.rounds, the same posts a real round holds out) and scores on the he
 Each variant changes only the [training] / [model] settings named in VARIANTS; `dict`
 is no model at all: the training posts' gold phrases matched as a dictionary.
 
-    PYTHONPATH=$PWD nice -n 10 .venv/bin/python benchmarks/first_round.py \
+    nice -n 10 .venv/bin/python -m benchmarks.first_round \
         --project projects/linkedin-skills --out /tmp/first_round.json
 
 Prints the CPU it ran on (model name, torch capability, bf16, threads) and one line per
@@ -19,10 +19,11 @@ import argparse
 import json
 import os
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.common import run_benchmark
 
 # name -> TrainConfig overrides ("freeze_layers" is applied here, see frozen_lower_layers)
 VARIANTS: dict[str, dict] = {
@@ -218,4 +219,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)

@@ -9,7 +9,7 @@ them (`backend.loop.gate.summary`). As in the service, a round warm-starts from 
 model (the champion), the first from the backbone; the held-out posts (the first
 `--heldout` SkillSpan dev posts) never change, the training posts grow.
 
-    flock /work/heavy.lock nice -n 5 .venv/bin/python benchmarks/gate_skillspan.py \\
+    flock /work/heavy.lock nice -n 5 .venv/bin/python -m benchmarks.gate_skillspan \\
         --sizes 20 50 100 --epochs 3 --json state/logs/gate.json
 """
 
@@ -17,20 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-DATA = ROOT.parent / "shared" / "data" / "skillspan"
-LABELS = ["Skill", "Knowledge"]
+from benchmarks.common import LABELS, ROOT, SKILLSPAN, run_benchmark, skillspan
 
 
 def main() -> int:
@@ -39,11 +31,11 @@ def main() -> int:
     from backend.loop.spec import Baseline, RoundSpec
     from labeling.project import RetrainSettings
     from training.cpu import cpu_info
-    from training.datasets import read_documents, write_jsonl
+    from training.datasets import write_jsonl
     from training.finetune import TrainConfig
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--data", type=Path, default=SKILLSPAN)
     parser.add_argument("--sizes", type=int, nargs="+", default=[20, 50, 100])
     parser.add_argument("--heldout", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=3)
@@ -55,8 +47,8 @@ def main() -> int:
 
     cpu = cpu_info()
     print(cpu.line(), flush=True)
-    train_docs = read_documents(args.data / "train.json")
-    heldout = read_documents(args.data / "dev.json")[: args.heldout]
+    train_docs, dev_docs = skillspan(args.data, "train", "dev")
+    heldout = dev_docs[: args.heldout]
     print(
         f"held-out: the first {len(heldout)} SkillSpan dev posts (frozen); rounds on the "
         f"first {args.sizes} train posts; {args.epochs} epochs; margin {args.margin}",
@@ -118,4 +110,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)

@@ -1,7 +1,7 @@
 """Where a forward pass spends its time in fp32, torch int8 (as the tagger quantizes) and
 torch int8 of every Linear layer: `torch.profiler` on one 256-subword window.
 
-    .venv/bin/python benchmarks/int8_profile.py [--model DIR] [--threads 1] [--runs 10]
+    .venv/bin/python -m benchmarks.int8_profile [--model DIR] [--threads 1] [--runs 10]
 
 Printed per setting: time per forward pass, and the share and time of the operators that
 take the most (fp32 matrix products `aten::addmm`, int8 ones `quantized::linear_dynamic`,
@@ -13,20 +13,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import sys
 from collections import defaultdict
-from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from torch.profiler import ProfilerActivity, profile
 
-import torch  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
-
-from training import checkpoint  # noqa: E402
-from training.cpu import cpu_info  # noqa: E402
-from training.precision import quantize_encoder  # noqa: E402
+from benchmarks.common import run_benchmark
+from training import checkpoint
+from training.cpu import cpu_info
+from training.precision import quantize_encoder
 
 
 def op_times(model, ids, mask, runs: int) -> tuple[float, dict[str, float]]:
@@ -79,4 +74,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)

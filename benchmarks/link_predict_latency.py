@@ -3,7 +3,7 @@ embeddings read from the cache in the state folder), linking the spans of the sa
 project's gold posts the way backend/service/linker_holder.py does (one `link_spans` call
 per batch).
 
-    .venv/bin/python benchmarks/link_predict_latency.py [--state state] [--posts 10] [--repeat 3]
+    .venv/bin/python -m benchmarks.link_predict_latency [--state state] [--posts 10] [--repeat 3]
 
 Prints the CPU it ran on, the linker's load time, and per batch: spans, seconds, ms/span.
 """
@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.common import ROOT
 
 
 def main() -> int:

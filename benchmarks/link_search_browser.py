@@ -3,7 +3,7 @@
 takes to list what matches.
 
 Usage:
-    python benchmarks/link_search_browser.py [--query spreadsheet]
+    python -m benchmarks.link_search_browser [--query spreadsheet]
 
 A throwaway Label Studio (temp data dir, removed afterwards), a project with the link
 controls, one task with a region and `link_search` pointing at a local HTTP server that
@@ -16,24 +16,18 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from screenshot_task import throwaway_studio  # noqa: E402
-
-from labeling.studio.browser import chromium, click, open_task, type_text  # noqa: E402
-from labeling.studio.client import StudioClient, login_session  # noqa: E402
-from labeling.studio.config import LabelSpec, build_config, parse_config  # noqa: E402
-from labeling.studio.links import taxonomy_items  # noqa: E402
-from labeling.studio.server import free_port  # noqa: E402
-from training.cpu import cpu_info  # noqa: E402
-from training.taxonomy import load_esco  # noqa: E402
+from benchmarks.screenshot_task import throwaway_studio
+from labeling.studio.browser import chromium, click, open_task, type_text
+from labeling.studio.client import StudioClient, login_session
+from labeling.studio.config import LabelSpec, build_config, parse_config
+from labeling.studio.links import taxonomy_items
+from labeling.studio.server import free_port
+from training.cpu import cpu_info
+from training.taxonomy import load_esco
 
 TEXT = "We run kubernetes clusters"
 SEARCH_BOX = "[...document.querySelectorAll('.htx-taxonomy')].find(e => e.offsetParent)"

@@ -8,7 +8,7 @@ is then linked and is right when its top entry is gold. So the end-to-end accura
 (found and linked right) / scored pairs, beside the linker's accuracy on the gold spans
 themselves (what `linking_esco.py` measures).
 
-    .venv/bin/python benchmarks/linking_end_to_end.py \
+    .venv/bin/python -m benchmarks.linking_end_to_end \
         --tagger state/models/skillspan-minilm-crf-s13 --linker state/linkers/esco-v0001
 """
 
@@ -20,18 +20,12 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from training.cpu import cpu_info  # noqa: E402
-from training.linker import Linker  # noqa: E402
-from training.linker_eval import GoldSet, read_linking_csv  # noqa: E402
-from training.tagger import Tagger  # noqa: E402
-from training.taxonomy import load_esco  # noqa: E402
-
-DATA = ROOT.parent / "shared" / "data" / "esco-linking"
-SETS = {"TECH": "tech_validation_annotations.csv", "HOUSE": "house_validation_annotations.csv"}
-LABELS = ["Skill", "Knowledge"]
+from benchmarks.common import LABELS, ROOT, add_linking_data, linking_sets, run_benchmark
+from training.cpu import cpu_info
+from training.linker import Linker
+from training.linker_eval import GoldSet, read_linking_csv
+from training.tagger import Tagger
+from training.taxonomy import load_esco
 
 
 def end_to_end(tagger: Tagger, linker: Linker, gold: GoldSet) -> dict:
@@ -82,13 +76,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tagger", required=True, type=Path, help="a SkillSpan checkpoint")
     parser.add_argument("--linker", help="a linker version folder (default: plain MiniLM)")
-    parser.add_argument("--data", type=Path, default=DATA)
+    add_linking_data(parser)
     parser.add_argument("--cache", type=Path, default=ROOT / "state" / "linking-cache")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    if not all((args.data / f).is_file() for f in SETS.values()):
-        print(f"ESCO linking data not found in {args.data} (see its README)", file=sys.stderr)
-        return 2
+    files = linking_sets(args.data)  # all there, or one line and exit 2
     if not args.tagger.is_dir():
         print(f"no tagger checkpoint at {args.tagger}", file=sys.stderr)
         return 2
@@ -100,8 +92,8 @@ def main() -> int:
     tagger = Tagger.load(args.tagger, LABELS)
     print(f"{taxonomy.summary()}; linker {args.linker or 'plain MiniLM'}; tagger {tagger.version}")
     results: dict = {"cpu": info.as_dict(), "tagger": str(args.tagger), "linker": args.linker}
-    for name, file in SETS.items():
-        figures = end_to_end(tagger, linker, read_linking_csv(name, args.data / file, taxonomy))
+    for name, path in files.items():
+        figures = end_to_end(tagger, linker, read_linking_csv(name, path, taxonomy))
         results[name] = figures
         print(
             f"{name}: {figures['scored_pairs']} pairs; tagger finds {figures['found_by_tagger']}"
@@ -120,4 +112,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)

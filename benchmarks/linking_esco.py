@@ -2,7 +2,7 @@
 sets of Decorte et al. (RecSys-in-HR 2022), read from ../shared/data/esco-linking/.
 
 Usage:
-    nice -n 10 python benchmarks/linking_esco.py [--linker FOLDER] [--json out.json]
+    nice -n 10 python -m benchmarks.linking_esco [--linker FOLDER] [--json out.json]
         [--save-linker FOLDER]
 
 Gold: a (sentence, span) pair's set of ESCO labels; rows labelled UNDERSPECIFIED are
@@ -12,50 +12,45 @@ preferred label, else to a v1.1.1 alternative label (renamed skills keep their o
 there), else counted as unmatched (a pair with no matched gold label is left out of the
 ranking figures and counted). R-Precision@5: hits in the top 5 / min(5, |gold|).
 The threshold is tuned on one set and applied to the other (TECH <-> HOUSE), and the one
-tuned on both is what --save-linker stores.
+tuned on all sets pooled is what --save-linker stores. `--data` takes the folder (the
+default) or the CSV files themselves.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from training.cpu import cpu_info  # noqa: E402
-from training.linker import Linker, LinkerSettings  # noqa: E402
-from training.linker_eval import (  # noqa: E402
+from benchmarks.common import add_linking_data, linking_sets, run_benchmark
+from training.cpu import cpu_info
+from training.linker import Linker, LinkerSettings
+from training.linker_eval import (
     K,
     best_threshold,
     decision_accuracy,
     ranking_figures,
     read_linking_csv,
 )
-from training.taxonomy import load_esco  # noqa: E402
+from training.taxonomy import load_esco
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "esco-linking"
-SETS = {"TECH": "tech_validation_annotations.csv", "HOUSE": "house_validation_annotations.csv"}
 CONTEXT_WEIGHTS = (0.0, 0.1, 0.2, 0.3)
 PREFERRED_WEIGHTS = (0.3, 0.5, 0.7)  # an entry's score: best label mixed with preferred
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=DATA)
+    add_linking_data(parser)
     parser.add_argument("--linker", help="a linker version folder (default: plain MiniLM)")
     parser.add_argument("--cache", type=Path, default=Path("state/linking-cache"))
     parser.add_argument("--json", type=Path)
     parser.add_argument("--save-linker", type=Path, help="write the tuned linker.json here")
     args = parser.parse_args()
-    if not all((args.data / f).is_file() for f in SETS.values()):
-        print(f"ESCO linking data not found in {args.data} (see its README)", file=sys.stderr)
-        return 2
+    files = linking_sets(args.data)  # all there, or one line and exit 2
 
     info = cpu_info()
     print(info.line())
@@ -64,7 +59,8 @@ def main() -> int:
     print(taxonomy.summary())
     linker = Linker.load(taxonomy, args.linker, cache_dir=args.cache, progress=True)
     print(f"label embeddings ready in {time.time() - start:.0f} s")
-    sets = [read_linking_csv(name, args.data / f, taxonomy) for name, f in SETS.items()]
+    sets = [read_linking_csv(name, path, taxonomy) for name, path in files.items()]
+    names = [s.name for s in sets]
 
     results: dict = {"cpu": info.as_dict(), "taxonomy": taxonomy.summary(), "linker": args.linker}
     results["gold"] = {s.name: s.counts for s in sets}
@@ -118,29 +114,24 @@ def main() -> int:
             figures["scored"] = scored
             variants[name][s.name] = figures
     linker.settings.preferred_weight = own_weight
-    print(f"\n{'variant':52s} {'TECH acc@1':>10s} {'RP@5':>6s} {'HOUSE acc@1':>11s} {'RP@5':>6s}")
+    print(f"\n{'variant':52s}" + "".join(f" {n + ' acc@1':>11s} {'RP@5':>6s}" for n in names))
     for name, by_set in variants.items():
-        t, h = by_set["TECH"], by_set["HOUSE"]
-        print(
-            f"{name:52s} {t['accuracy@1']:10.3f} {t['r_precision@5']:6.3f} "
-            f"{h['accuracy@1']:11.3f} {h['r_precision@5']:6.3f}"
-        )
+        row = [f" {by_set[n]['accuracy@1']:11.3f} {by_set[n]['r_precision@5']:6.3f}" for n in names]
+        print(f"{name:52s}" + "".join(row))
 
     # The no-match threshold, for the configured context weight and all labels.
     chosen = f"context={linker.settings.context_weight} labels=all"
     chosen += f" preferred_weight={own_weight}" if own_weight else ""
-    tech, house = variants[chosen]["TECH"]["scored"], variants[chosen]["HOUSE"]["scored"]
-    thresholds = {
-        "tuned_on_TECH": best_threshold(tech),
-        "tuned_on_HOUSE": best_threshold(house),
-        "tuned_on_both": best_threshold(tech + house),
+    scored = {n: variants[chosen][n]["scored"] for n in names}
+    thresholds = {f"tuned_on_{n}": best_threshold(scored[n]) for n in names}
+    thresholds["tuned_on_all"] = best_threshold([x for n in names for x in scored[n]])
+    crossed = {  # each set under the threshold tuned on another, and with no threshold
+        f"{other}_with_{n}_threshold": decision_accuracy(scored[other], thresholds[f"tuned_on_{n}"])
+        for n in names
+        for other in names
+        if other != n
     }
-    crossed = {
-        "HOUSE_with_TECH_threshold": decision_accuracy(house, thresholds["tuned_on_TECH"]),
-        "TECH_with_HOUSE_threshold": decision_accuracy(tech, thresholds["tuned_on_HOUSE"]),
-        "HOUSE_always_link": decision_accuracy(house, -1.0),
-        "TECH_always_link": decision_accuracy(tech, -1.0),
-    }
+    crossed |= {f"{n}_always_link": decision_accuracy(scored[n], -1.0) for n in names}
     print(f"\nno-match threshold ({chosen}): {json.dumps(thresholds)}")
     print("decision accuracy (linked right, or no-match left unlinked):", json.dumps(crossed))
     for by_set in variants.values():
@@ -151,7 +142,7 @@ def main() -> int:
     if args.save_linker:
         settings = LinkerSettings(
             encoder=linker.settings.encoder if args.linker else "backbone",
-            threshold=thresholds["tuned_on_both"],
+            threshold=thresholds["tuned_on_all"],
             context_weight=linker.settings.context_weight,
             preferred_weight=own_weight,
             adapter=linker.settings.adapter,
@@ -171,4 +162,4 @@ class _Candidate:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)

@@ -3,7 +3,7 @@ training/linker_adapter.py), score it on the ESCO linking validation sets, gate 
 register it, timing each part.
 
 Usage:
-    nice -n 5 python benchmarks/linking_finetune.py [--registry state/linkers/esco] \
+    nice -n 5 python -m benchmarks.linking_finetune [--registry state/linkers/esco] \
         [--steps 100] [--minutes 15] [--pairs-from TECH|HOUSE] [--json out.json]
 
 Training pairs: ESCO's alternative labels (each against its own entry, its own row
@@ -21,23 +21,20 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import ESCO_LINKING, ESCO_SETS, run_benchmark
+from training.cpu import cpu_info
+from training.linker_adapter import AdapterConfig
+from training.linker_eval import read_linking_csv
+from training.linker_round import train_linker_round
+from training.registry import LinkerRegistry
+from training.taxonomy import load_esco
 
-from training.cpu import cpu_info  # noqa: E402
-from training.linker_adapter import AdapterConfig  # noqa: E402
-from training.linker_eval import read_linking_csv  # noqa: E402
-from training.linker_round import train_linker_round  # noqa: E402
-from training.registry import LinkerRegistry  # noqa: E402
-from training.taxonomy import load_esco  # noqa: E402
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "esco-linking"
 DEFAULTS = AdapterConfig()
-SETS = {"TECH": "tech_validation_annotations.csv", "HOUSE": "house_validation_annotations.csv"}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--data", type=Path, default=ESCO_LINKING)
     parser.add_argument("--cache", type=Path, default=Path("state/linking-cache"))
     parser.add_argument("--registry", type=Path, default=Path("state/linkers/esco"))
     parser.add_argument("--steps", type=int, default=DEFAULTS.steps)
@@ -45,12 +42,12 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     parser.add_argument("--lr", type=float, default=DEFAULTS.learning_rate)
     parser.add_argument("--preferred-weight", type=float, default=DEFAULTS.preferred_weight)
-    parser.add_argument("--pairs-from", choices=sorted(SETS), help="train on this set's pairs")
+    parser.add_argument("--pairs-from", choices=sorted(ESCO_SETS), help="train on this set's pairs")
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
-    if not all((args.data / f).is_file() for f in SETS.values()):
+    if not all((args.data / f).is_file() for f in ESCO_SETS.values()):
         print(f"ESCO linking data not found in {args.data} (see its README)", file=sys.stderr)
         return 2
     info = cpu_info()
@@ -58,7 +55,7 @@ def main() -> int:
     started = time.time()
     taxonomy = load_esco()
     print(taxonomy.summary(), flush=True)
-    sets = {name: read_linking_csv(name, args.data / f, taxonomy) for name, f in SETS.items()}
+    sets = {name: read_linking_csv(name, args.data / f, taxonomy) for name, f in ESCO_SETS.items()}
     extra: list[tuple[str, str]] = []
     if args.pairs_from:
         train_set = sets.pop(args.pairs_from)
@@ -108,4 +105,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)

@@ -12,7 +12,7 @@ seconds. With 4 workers one worker without a training child is SIGKILLed at half
 request cut by the kill is an error, not an acknowledgement), acknowledged vs stored
 annotations, the rounds run (and that none overlapped), and the CPU.
 
-    flock /work/heavy.lock nice -n 10 .venv/bin/python benchmarks/load_test.py \\
+    flock /work/heavy.lock nice -n 10 .venv/bin/python -m benchmarks.load_test \\
         --out /tmp/load_test.json
 
 Without --database-url a throwaway PostgreSQL server is started (tests/postgres.py, Debian's
@@ -27,23 +27,17 @@ import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-
-from reliability import WORDS, free_port, percentiles, predict_body  # noqa: E402
-from service_project import skillspan_backbone_project  # noqa: E402
-
-from training.cpu import cpu_info  # noqa: E402
+from backend.service.serving_process import ServedProcess, child_pids
+from benchmarks.common import run_benchmark
+from benchmarks.reliability import WORDS, percentiles, predict_body
+from benchmarks.service_project import skillspan_backbone_project
+from training.cpu import cpu_info
 
 RETRAIN = (
     "[training]\nepochs = 1\n\n[retrain]\nevery_n_annotations = {every}\ndebounce_seconds = 1\n"
@@ -66,72 +60,15 @@ def annotation(annotation_id: int, rng: random.Random) -> dict:
     }
 
 
-class Gunicorn:
-    def __init__(self, project: Path, state: Path, log: Path, workers: int, url: str):
-        self.project, self.state, self.log, self.workers = project, state, log, workers
-        self.database_url = url
-        self.process: subprocess.Popen | None = None
-        self.url = ""
+class Gunicorn(ServedProcess):
+    """gunicorn -w N --threads 2 on the throwaway project, its round lock and store on
+    PostgreSQL at `database_url`; ready once every worker is up and the model loaded."""
 
-    def start(self) -> Gunicorn:
-        import requests
-
-        port = free_port()
-        env = dict(
-            os.environ,
-            PYTHONPATH=str(REPO),
-            SKILLLOOP_PROJECT=str(self.project),
-            SKILLLOOP_STATE_DIR=str(self.state),
-            SKILLLOOP_DATABASE_URL=self.database_url,
-            SKILLLOOP_THREADS="1",
-            SKILLLOOP_WATCH_INTERVAL="2",
-        )
-        gunicorn = Path(sys.executable).with_name("gunicorn")
-        command = [str(gunicorn), "-w", str(self.workers), "--threads", "2", "--timeout", "120"]
-        command += [
-            "--graceful-timeout",
-            "3",
-            "-b",
-            f"127.0.0.1:{port}",
-            "backend.service.wsgi:app",
-        ]
-        self.process = subprocess.Popen(
-            command,
-            cwd=REPO,
-            env=env,
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(f"gunicorn exited:\n{self.log.read_text()[-3000:]}")
-            with contextlib.suppress(requests.RequestException):
-                health = requests.get(f"{self.url}/health", timeout=2).json()
-                if health.get("model_loaded") and len(self.worker_pids()) == self.workers:
-                    return self
-            time.sleep(0.5)
-        self.kill()
-        raise SystemExit("gunicorn did not start in 300 s")
-
-    def worker_pids(self) -> list[int]:
-        assert self.process is not None
-        return children(self.process.pid)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=60)
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
+    def __init__(self, project: Path, state: Path, log: Path, workers: int, database_url: str):
+        env = {"SKILLLOOP_DATABASE_URL": database_url, "SKILLLOOP_WATCH_INTERVAL": "2"}
+        options = {"server": "gunicorn", "workers": workers, "server_threads": 2, "env": env}
+        super().__init__(project, state, log, timeout=300, **options)
+        self.database_url = database_url
 
 
 def stored_ids(project: Path, state: Path, database_url: str) -> set[int]:
@@ -207,7 +144,7 @@ def load_phase(service: Gunicorn, args, first_id: int, kill: bool) -> dict:
     killed = None
     time.sleep(args.seconds / 2)
     if kill:
-        idle = [p for p in service.worker_pids() if not children(p)]  # not the trainer
+        idle = [p for p in service.worker_pids() if not child_pids(p)]  # not the trainer
         killed = (idle or service.worker_pids())[0]
         os.kill(killed, signal.SIGKILL)
     time.sleep(args.seconds / 2)
@@ -251,7 +188,7 @@ def database(url: str | None):
     if url:
         yield url
         return
-    from postgres import PostgresServer
+    from tests.postgres import PostgresServer
 
     server = PostgresServer().start()
     try:
@@ -311,4 +248,4 @@ def print_run(run: dict, flush: bool = True) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)

@@ -13,7 +13,7 @@ Prints p50/p95/max per phase, the p95 ratio (target: at most 3x on two cores) an
 round's outcome, and writes them as JSON with --out.
 
 Run it under the heavy-work lock:
-  flock /tmp/skillloop-heavy.lock .venv/bin/python benchmarks/predict_latency.py
+  flock /tmp/skillloop-heavy.lock .venv/bin/python -m benchmarks.predict_latency
 `--training-threads 2` keeps two prediction threads during the round (the collapse that
 made one thread the default).
 """
@@ -23,25 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from service_project import skillspan_backbone_project  # noqa: E402
-
-from training.cpu import cpu_info  # noqa: E402
-
-SKILLSPAN = REPO.parent / "shared" / "data" / "skillspan"
+from backend.service.serving_process import served, settled
+from benchmarks.common import ROOT, SKILLSPAN, run_benchmark, split_file
+from benchmarks.service_project import skillspan_backbone_project
+from training.cpu import cpu_info
 
 
 def main() -> int:
@@ -60,47 +50,28 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="write the numbers as JSON here")
     args = parser.parse_args()
     print(cpu_info().line(), flush=True)
-    if not (SKILLSPAN / "train.json").is_file():
-        print(f"SkillSpan data not found at {SKILLSPAN}", file=sys.stderr)
-        return 2
 
     import requests
 
     from training.datasets import read_skillspan
 
-    train_docs = read_skillspan(SKILLSPAN / "train.json")[: args.annotations]
-    dev_docs = read_skillspan(SKILLSPAN / "dev.json")
-    with tempfile.TemporaryDirectory(prefix="skillloop-latency-") as tmp:
-        tmp = Path(tmp)
-        project = make_project(tmp, args.epochs)
-        port = free_port()
-        log = tmp / "service.log"
-        command = [
-            sys.executable,
-            "-m",
-            "backend.cli",
-            "serve",
-            "--project",
-            str(project),
-            "--state-dir",
-            str(tmp / "state"),
-            "--port",
-            str(port),
-            "--threads",
-            str(args.threads),
-        ]
-        env = dict(os.environ, SKILLLOOP_TRAINING_THREADS=str(args.training_threads))
-        service = subprocess.Popen(
-            command,
-            cwd=REPO,
-            env=env,
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_until_loaded(url, service, log)
+    train_docs = read_skillspan(split_file(SKILLSPAN, "train"))[: args.annotations]
+    dev_docs = read_skillspan(split_file(SKILLSPAN, "dev"))
+    with tempfile.TemporaryDirectory(prefix="skillloop-latency-") as tmp_name:
+        tmp = Path(tmp_name)
+        with served(
+            make_project(tmp, args.epochs),
+            tmp / "state",
+            tmp / "service.log",
+            threads=args.threads,
+            env={"SKILLLOOP_TRAINING_THREADS": str(args.training_threads)},
+            ready=settled,
+            timeout=300,
+        ) as service:
+            url = service.url
+            health = service.health() or {}
+            if not health.get("model_loaded"):
+                raise SystemExit(f"no model loaded: {health}")
             session = requests.Session()
             for i, doc in enumerate(train_docs):
                 reply = session.post(f"{url}/webhook", json=annotation(i + 1, doc), timeout=10)
@@ -127,9 +98,6 @@ def main() -> int:
                     n += 1
             round_seconds = time.time() - started
             last_round = status.get("last_round") or {}
-        finally:
-            os.killpg(service.pid, signal.SIGTERM)
-            service.wait(timeout=60)
 
     result = {
         "cpu": cpu_info().as_dict(),
@@ -205,7 +173,7 @@ def annotation(annotation_id: int, doc) -> dict:
 
 
 def predict_body(docs, offset: int) -> dict:
-    xml = (REPO / "projects" / "skillspan" / "labeling_config.xml").read_text()
+    xml = (ROOT / "projects" / "skillspan" / "labeling_config.xml").read_text()
     tasks = [{"id": offset + i, "data": {"text": d.text}} for i, d in enumerate(docs)]
     return {"tasks": tasks, "project": "1.1700000000", "label_config": xml, "params": {}}
 
@@ -218,25 +186,6 @@ def timed(session, url: str, body: dict) -> float:
     if len(reply.json()["results"]) != len(body["tasks"]):
         raise SystemExit("wrong number of results")
     return seconds
-
-
-def wait_until_loaded(url: str, service: subprocess.Popen, log: Path) -> None:
-    import requests
-
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if service.poll() is not None:
-            raise SystemExit(f"the service exited:\n{log.read_text()[-3000:]}")
-        try:
-            health = requests.get(f"{url}/health", timeout=2).json()
-            if not health["loading"]:
-                if not health["model_loaded"]:
-                    raise SystemExit(f"no model loaded: {health}")
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit("the service did not load its model in 300 s")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -259,11 +208,5 @@ def summary(values: list[float]) -> dict:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)

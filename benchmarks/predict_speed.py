@@ -9,7 +9,7 @@ word characters the model reads, span agreement with the pipeline and with skill
 and, with a trained model (`--model`), dev span-F1 (exact character spans).
 
 Run it under the heavy-work lock, e.g.
-  flock /tmp/skillloop-heavy.lock .venv/bin/python benchmarks/predict_speed.py --model DIR
+  flock /tmp/skillloop-heavy.lock .venv/bin/python -m benchmarks.predict_speed --model DIR
 Without --model, the backbone with a random (seeded) head is used: fine for speed and
 agreement, meaningless for F1.
 """
@@ -19,28 +19,22 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from benchmarks.common import add_skillspan_data, run_benchmark, split_file
+from training import checkpoint, onnx_runtime
+from training.cpu import cpu_info
+from training.datasets import read_skillspan
+from training.decoding import decode_many
+from training.evaluate import OVERALL, evaluate_predictions, span_scores
+from training.precision import quantize_encoder
+from training.tagger import BATCH_TOKENS, Tagger
+from training.text import Span, split_tag, tags_to_spans, words
 
-from training import checkpoint, onnx_runtime  # noqa: E402
-from training.cpu import cpu_info  # noqa: E402
-from training.datasets import read_skillspan  # noqa: E402
-from training.decoding import decode_many  # noqa: E402
-from training.evaluate import OVERALL, evaluate_predictions, span_scores  # noqa: E402
-from training.precision import quantize_encoder  # noqa: E402
-from training.tagger import BATCH_TOKENS, Tagger  # noqa: E402
-from training.text import Span, split_tag, tags_to_spans, words  # noqa: E402
-
-DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "skillspan" / "dev.json"
 # name: (max_tokens, stride, precision, threads[, extra]); max_tokens excludes [CLS] and
 # [SEP]; extra: {"int8": onnx_runtime.quantize options}, {"ffn_outputs": True} (torch int8
 # of every encoder Linear layer, the feed-forward outputs too) or {"concurrent": False}
@@ -224,7 +218,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--model", help="trained checkpoint folder (default: backbone + random head)"
     )
-    parser.add_argument("--data", default=str(DEV), help="SkillSpan JSON lines (default: dev)")
+    add_skillspan_data(parser, "dev")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--limit", type=int, help="use only the first N posts")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
@@ -236,7 +230,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    docs = read_skillspan(args.data)[: args.limit]
+    docs = read_skillspan(split_file(args.data, "dev"))[: args.limit]
     texts = [d.text for d in docs]
     gold = [d.spans for d in docs]
     if args.model:
@@ -361,4 +355,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)

@@ -6,7 +6,7 @@ printed per setting: posts/s over the whole command and after the model(s) loade
 peak resident memory of the whole process tree (sampled every 0.1 s) and of its largest
 process, and whether the spans equal the first setting's, post by post, in input order.
 
-    .venv/bin/python benchmarks/predict_workers.py --model state/models/NAME \\
+    .venv/bin/python -m benchmarks.predict_workers --model state/models/NAME \\
         --settings in-process workers-1 workers-2 --json /tmp/workers.json
 """
 
@@ -22,15 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from benchmarks.common import ROOT, add_skillspan_data, run_benchmark, split_file
+from training.cpu import cpu_info
+from training.datasets import read_skillspan
 
-from training.cpu import cpu_info  # noqa: E402
-from training.datasets import read_skillspan  # noqa: E402
-
-DEV = ROOT.parent / "shared" / "data" / "skillspan" / "dev.json"
 SETTINGS = {"in-process": [], "workers-1": ["--workers", "1"], "workers-2": ["--workers", "2"]}
 DONE = re.compile(r"predicted (\d+) texts in ([\d.]+) s \(([\d.]+) s after loading\)")
 
@@ -84,18 +79,15 @@ def run(model: str, source: Path, out: Path, extra: list[str]) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="checkpoint folder")
-    parser.add_argument("--data", type=Path, default=DEV)
+    add_skillspan_data(parser, "dev")
     parser.add_argument("--posts", type=int, default=1000)
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--precision", default="auto", help="passed to skillloop predict")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    if not args.data.is_file():
-        print(f"SkillSpan not found at {args.data}", file=sys.stderr)
-        return 2
     cpu = cpu_info()
     print(cpu.line())
-    docs = read_skillspan(args.data)
+    docs = read_skillspan(split_file(args.data, "dev"))
     rows = [{"id": str(i), "text": docs[i % len(docs)].text} for i in range(args.posts)]
     results: dict = {}
     first_spans = None
@@ -133,4 +125,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)

@@ -17,7 +17,7 @@ spans) and replays issue 12's probes, each bounded in count and time:
      the time until all are stored.
   5. SIGTERM while predicting: seconds until the process is gone.
 
-    nice -n 10 .venv/bin/python benchmarks/reliability.py --out /tmp/reliability.json
+    nice -n 10 .venv/bin/python -m benchmarks.reliability --out /tmp/reliability.json
 
 Everything stops by itself; nothing leaves the machine.
 """
@@ -30,22 +30,15 @@ import json
 import os
 import random
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from service_project import skillspan_backbone_project  # noqa: E402
-
-from training.cpu import cpu_info  # noqa: E402
+from backend.service.serving_process import ServedProcess, settled
+from benchmarks.common import ROOT, run_benchmark
+from benchmarks.service_project import skillspan_backbone_project
+from training.cpu import cpu_info
 
 TEXT = "Senior data engineer: Python, SQL and stakeholder management in a cloud team."
 WORDS = [
@@ -66,43 +59,12 @@ def make_project(tmp: Path) -> Path:
     return skillspan_backbone_project(tmp, "[retrain]\nevery_n_annotations = 0\n")
 
 
-class Service:
+class Service(ServedProcess):
+    """`skillloop serve` with one torch thread, ready once its model has loaded (or failed
+    to); restartable on the same state (`kill`, then `start`)."""
+
     def __init__(self, project: Path, state: Path, log: Path):
-        self.project, self.state, self.log = project, state, log
-        self.process: subprocess.Popen | None = None
-        self.url = ""
-
-    def start(self) -> Service:
-        port = free_port()
-        command = [sys.executable, "-m", "backend.cli", "serve", "--project", str(self.project)]
-        command += ["--state-dir", str(self.state), "--port", str(port), "--threads", "1"]
-        self.process = subprocess.Popen(
-            command,
-            cwd=REPO,
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.url = f"http://127.0.0.1:{port}"
-        import requests
-
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(f"the service exited:\n{self.log.read_text()[-3000:]}")
-            with contextlib.suppress(requests.RequestException):
-                health = requests.get(f"{self.url}/health", timeout=2).json()
-                if not health["loading"]:
-                    return self
-            time.sleep(0.3)
-        self.kill()
-        raise SystemExit("the service did not start in 300 s")
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, sig)
-            self.process.wait(timeout=60)
+        super().__init__(project, state, log, ready=settled, timeout=300)
 
     def store_ids(self) -> set[int]:
         from labeling.project import load_project
@@ -148,7 +110,7 @@ def bulk(first: int, n: int) -> dict:
 
 
 def predict_body(texts: list[str]) -> dict:
-    xml = (REPO / "projects" / "skillspan" / "labeling_config.xml").read_text()
+    xml = (ROOT / "projects" / "skillspan" / "labeling_config.xml").read_text()
     tasks = [{"id": i, "data": {"text": t}} for i, t in enumerate(texts)]
     return {"tasks": tasks, "project": "1.1700000000", "label_config": xml}
 
@@ -361,12 +323,6 @@ def percentiles(values: list[float]) -> dict:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=3, help="kill -9 rounds")
@@ -455,4 +411,4 @@ def fmt(p: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)

@@ -1,8 +1,8 @@
 """Screenshot a pre-annotated task in Label Studio's labelling page with headless Chromium,
 and check that each region is drawn on its own text, in its label's colour.
 
-    .venv/bin/python benchmarks/screenshot_task.py [--out PNG]
-    .venv/bin/python benchmarks/screenshot_task.py --project-id N [--task-id M] \
+    .venv/bin/python -m benchmarks.screenshot_task [--out PNG]
+    .venv/bin/python -m benchmarks.screenshot_task --project-id N [--task-id M] \
         [--url URL | --start-studio] [--out PNG]
 
 Without --project-id it starts a throwaway Label Studio of its own (a temp data dir on a
@@ -29,21 +29,19 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from labeling.studio.browser import Highlight, chromium, open_task, save_screenshot  # noqa: E402
-from labeling.studio.client import StudioClient, login_session  # noqa: E402
-from labeling.studio.config import parse_config  # noqa: E402
-from labeling.studio.server import StudioSettings  # noqa: E402
-from labeling.studio.tasks import spans_to_regions  # noqa: E402
-from training.cpu import cpu_info  # noqa: E402
+from benchmarks.common import run_benchmark
+from labeling.studio.browser import Highlight, chromium, open_task, save_screenshot
+from labeling.studio.client import StudioClient, login_session
+from labeling.studio.config import parse_config
+from labeling.studio.server import StudioSettings
+from labeling.studio.tasks import spans_to_regions
+from training.cpu import cpu_info
 
 PROJECT = Path(__file__).resolve().parents[1] / "projects" / "linkedin-skills"
 TITLE = "skillloop screenshot"
@@ -269,4 +267,4 @@ def run(args, settings: StudioSettings | None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)

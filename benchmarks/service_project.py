@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.common import ROOT
 
 
 def skillspan_backbone_project(tmp: Path, extra_toml: str = "") -> Path:
@@ -23,7 +23,7 @@ def skillspan_backbone_project(tmp: Path, extra_toml: str = "") -> Path:
     loaded.tokenizer.save_pretrained(base)
     project = tmp / "project"
     project.mkdir()
-    source = REPO / "projects" / "skillspan"
+    source = ROOT / "projects" / "skillspan"
     (project / "labeling_config.xml").write_text((source / "labeling_config.xml").read_text())
     head, _, _ = (source / "project.toml").read_text().partition("[model]")
     model = f'[model]\nbase = "{base}"\nmax_tokens = 256\nstride = 64\n\n'

@@ -11,7 +11,7 @@ at a time, each with a --timeout (a probe that times out is "not answered"; its 
 counts as the timeout). Printed: the CPU, the load average, webhook p50/p99 and answered,
 /health answered/probes, the /predict answers. Loopback only; every loop bounded.
 
-    nice -n 10 .venv/bin/python benchmarks/slow_clients.py
+    nice -n 10 .venv/bin/python -m benchmarks.slow_clients
 """
 
 from __future__ import annotations
@@ -21,21 +21,18 @@ import contextlib
 import os
 import random
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-
-from load_test import annotation  # noqa: E402
-from nginx_proxy import (  # noqa: E402
+from backend.service.serving_process import served
+from benchmarks.common import run_benchmark
+from benchmarks.load_test import annotation
+from benchmarks.reliability import predict_body
+from benchmarks.service_project import skillspan_backbone_project
+from labeling.studio.server import free_port
+from tests.nginx_proxy import (
     close_all,
     open_idle,
     open_slow_bodies,
@@ -43,57 +40,10 @@ from nginx_proxy import (  # noqa: E402
     stop,
     trickle,
 )
-from reliability import free_port, predict_body  # noqa: E402
-from service_project import skillspan_backbone_project  # noqa: E402
-
-from training.cpu import cpu_info  # noqa: E402
+from training.cpu import cpu_info
 
 N_PREDICTS = 4
 MAX_SIZE_POSTS = 800  # x 20,000 characters (SKILLLOOP_MAX_TEXT_CHARS): 16.0 MB
-
-
-def start_gunicorn(
-    project: Path, state: Path, log: Path, slots: int | None
-) -> tuple[subprocess.Popen, int]:
-    import requests
-
-    port = free_port()
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(REPO),
-        SKILLLOOP_PROJECT=str(project),
-        SKILLLOOP_STATE_DIR=str(state),
-        SKILLLOOP_THREADS="1",
-    )
-    if slots is not None:  # 4 = --threads: as without the bound (a /predict may take all)
-        env["SKILLLOOP_PREDICT_SLOTS"] = str(slots)
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    command = [str(gunicorn), "-w", "1", "--threads", "4", "--timeout", "120"]
-    command += ["--graceful-timeout", "3", "-b", f"127.0.0.1:{port}", "backend.service.wsgi:app"]
-    process = subprocess.Popen(
-        command,
-        cwd=REPO,
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"gunicorn exited:\n{log.read_text()[-3000:]}")
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).json()["model_loaded"]:
-                return process, port
-        time.sleep(0.5)
-    kill(process)
-    raise SystemExit("gunicorn did not start in 300 s")
-
-
-def kill(process: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=60)
 
 
 def scenario(port: int, args: argparse.Namespace, first_id: int) -> dict:
@@ -163,21 +113,29 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="slow-clients-") as tmp_name:
         tmp = Path(tmp_name)
         project = skillspan_backbone_project(tmp)
+        slots = {}
+        if args.predict_slots is not None:  # 4 = --threads: as without the bound
+            slots["SKILLLOOP_PREDICT_SLOTS"] = str(args.predict_slots)
         for n, setup in enumerate(args.setups):
-            gunicorn, upstream = start_gunicorn(
-                project, tmp / f"state-{setup}", tmp / "g.log", args.predict_slots
-            )
-            nginx = None
-            try:
-                port = upstream
+            with served(
+                project,
+                tmp / f"state-{setup}",
+                tmp / "g.log",
+                server="gunicorn",
+                env=slots,
+                timeout=300,
+                stop_signal=signal.SIGKILL,
+            ) as gunicorn:
+                port = gunicorn.port
+                nginx = None
                 if setup == "nginx":
                     port = free_port()
-                    nginx = start_nginx(tmp / f"nginx-{n}", port, upstream)
-                result = scenario(port, args, first_id=1 + 100_000 * n)
-            finally:
-                if nginx is not None:
-                    stop(nginx)
-                kill(gunicorn)
+                    nginx = start_nginx(tmp / f"nginx-{n}", port, gunicorn.port)
+                try:
+                    result = scenario(port, args, first_id=1 + 100_000 * n)
+                finally:
+                    if nginx is not None:
+                        stop(nginx)
             print(
                 f"{setup}: {args.slow} slow-body + {args.idle} idle connections, "
                 f"{N_PREDICTS} maximum-size /predicts, {args.seconds:.0f} s, predict slots "
@@ -188,4 +146,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

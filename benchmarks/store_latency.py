@@ -2,7 +2,7 @@
 (SQLite WAL, synchronous=FULL: an fsync per write; PostgreSQL: synchronous_commit=on), the
 work done before the webhook answers Label Studio (timeout 1 s).
 
-    .venv/bin/python benchmarks/store_latency.py [--n 500] [--dir /tmp]
+    .venv/bin/python -m benchmarks.store_latency [--n 500] [--dir /tmp]
         [--database-url postgresql://... | --postgres]   # default: the SQLite file
 `--postgres` starts a throwaway PostgreSQL server (tests/postgres.py: initdb, pg_ctl on a
 free loopback port, fsync and synchronous_commit on) and measures the store on it.
@@ -17,7 +17,6 @@ import argparse
 import copy
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -87,8 +86,7 @@ def main() -> None:
     parser.add_argument("--postgres", action="store_true", help="on a throwaway server")
     args = parser.parse_args()
     if args.postgres:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from postgres import PostgresServer
+        from tests.postgres import PostgresServer
 
         with PostgresServer() as server:
             measure(args, server.create_database("bench"))

@@ -6,7 +6,7 @@ constrained (viterbi) decoding, and exact character-span F1 against the flattene
 against all gold spans (nested ones included).
 
 Run it under the heavy-job lock (see docs/training.md):
-    flock /work/heavy.lock nice -n 5 .venv/bin/python benchmarks/train_skillspan.py
+    flock /work/heavy.lock nice -n 5 .venv/bin/python -m benchmarks.train_skillspan
 """
 
 from __future__ import annotations
@@ -15,29 +15,22 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-DATA = ROOT.parent / "shared" / "data" / "skillspan"
-LABELS = ["Skill", "Knowledge"]
+from benchmarks.common import LABELS, ROOT, SKILLSPAN, run_benchmark, skillspan
 
 
 def main() -> int:
     from training.cpu import cpu_info
-    from training.datasets import all_spans, dropped_by_label, read_documents
+    from training.datasets import all_spans, dropped_by_label
     from training.evaluate import evaluate, span_scores
     from training.finetune import TrainConfig, train
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--data", type=Path, default=SKILLSPAN)
     parser.add_argument("--out", type=Path, default=ROOT / "state" / "models" / "skillspan-minilm")
     parser.add_argument("--base", default=None, help="start checkpoint (default: backbone)")
     parser.add_argument("--train-limit", type=int, default=None, help="first N train postings")
@@ -56,8 +49,8 @@ def main() -> int:
 
     cpu = cpu_info()
     print(cpu.line())
-    train_docs = read_documents(args.data / "train.json")[: args.train_limit]
-    dev_docs = read_documents(args.data / "dev.json")
+    train_docs, dev_docs = skillspan(args.data, "train", "dev")
+    train_docs = train_docs[: args.train_limit]
     print(f"train {len(train_docs)} postings, dev {len(dev_docs)} postings")
     for name, docs in (("train", train_docs), ("dev", dev_docs)):
         for label, c in dropped_by_label(docs).items():
@@ -132,4 +125,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)

@@ -7,7 +7,7 @@ of epoch 1 (seeded), and the variants take turns (`--rounds`), so load from othe
 falls on all of them alike. Prints wall and CPU seconds per step and per epoch (steps per
 epoch times the per-step time), and the CPU.
 
-    flock /work/heavy.lock nice -n 5 .venv/bin/python benchmarks/train_step_speed.py
+    flock /work/heavy.lock nice -n 5 .venv/bin/python -m benchmarks.train_step_speed
 """
 
 from __future__ import annotations
@@ -16,18 +16,11 @@ import argparse
 import json
 import os
 import random
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-DATA = ROOT.parent / "shared" / "data" / "skillspan"
-LABELS = ["Skill", "Knowledge"]
+from benchmarks.common import LABELS, SKILLSPAN, run_benchmark, skillspan
 
 # name -> TrainConfig overrides
 VARIANTS: dict[str, dict] = {
@@ -41,13 +34,12 @@ VARIANTS: dict[str, dict] = {
 
 def main() -> int:
     from training.cpu import cpu_info
-    from training.datasets import read_documents
     from training.finetune import Optimizer, TrainConfig, batch_loss, prepare
     from training.freezing import freeze_for_epoch
     from training.train_examples import batches
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--data", type=Path, default=SKILLSPAN)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=1)
@@ -58,7 +50,7 @@ def main() -> int:
 
     cpu = cpu_info()
     print(cpu.line(), flush=True)
-    docs = read_documents(args.data / "train.json")
+    [docs] = skillspan(args.data, "train")
     base = TrainConfig(num_threads=args.threads, crf=True)
     runs = {}
     for name in args.variants:
@@ -107,4 +99,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)

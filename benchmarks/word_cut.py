@@ -3,7 +3,7 @@ corpus, compounds that used to be several words, and gold spans that change when
 through the encoder and decoder (`spans_to_tags` -> `tags_to_spans`) under the old cut
 (`\\w+|[^\\w\\s]`) and the new one.
 
-    .venv/bin/python benchmarks/word_cut.py [--data DIR] [--json out.json]
+    .venv/bin/python -m benchmarks.word_cut [--data DIR] [--json out.json]
 
 Reads SkillSpan from ../shared/data/skillspan when present and the sample project's
 gold posts (projects/linkedin-skills/gold.jsonl). Model-free: it runs in seconds.
@@ -18,12 +18,11 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from benchmarks.common import ROOT, SKILLSPAN
 from training.cpu import cpu_info
 from training.datasets import all_spans, read_documents
 from training.text import Document, Span, Word, spans_to_tags, tags_to_spans, words
 
-ROOT = Path(__file__).resolve().parents[1]
-SKILLSPAN = ROOT.parent / "shared" / "data" / "skillspan"
 OLD_PATTERN = re.compile(r"\w+|[^\w\s]")
 
 

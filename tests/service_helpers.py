@@ -7,14 +7,23 @@ import copy
 import json
 from pathlib import Path
 
+import pytest
 from conftest import REFERENCE_TAGS, save_tiny_model, tiny_vocab
 
 from backend.service.app import create_app
 from backend.service.config import ServiceConfig
+from backend.service.serving_process import gunicorn_path
 
 PAYLOADS = Path(__file__).parent / "payloads"
 CONFIG_XML = Path(__file__).parents[1] / "projects/linkedin-skills/labeling_config.xml"
 LABELS = ["Technology", "Technical", "Business", "Soft"]
+
+
+def require_server(server: str) -> None:
+    """Skip the test when `server` (backend.service.serving_process.SERVERS) is gunicorn and
+    gunicorn is not installed."""
+    if server == "gunicorn" and gunicorn_path() is None:
+        pytest.skip("gunicorn is not installed")
 
 
 def payload(name: str) -> dict:

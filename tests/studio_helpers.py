@@ -1,14 +1,11 @@
-"""Helpers for the tests that run against a real Label Studio (marker `studio`): free
-ports, polling, and a real `skillloop serve` subprocess told about that Label Studio.
+"""Helpers for the tests that run against a real Label Studio (marker `studio`): polling,
+and a real `skillloop serve` subprocess (backend.service.serving_process) told about that
+Label Studio.
 The Label Studio itself is the session fixture `studio` in conftest.py."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -18,7 +15,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from labeling.studio.server import REPO_ROOT, StudioSettings, free_port
+from backend.service.serving_process import answering, model_loaded, served
+from labeling.studio.server import StudioSettings
 
 T = TypeVar("T")
 
@@ -76,55 +74,18 @@ def serve_backend(
     """`skillloop serve` for `project_dir` as a subprocess (log: state/../backend.log), told
     about Label Studio with a personal access token; its URL once the model is loaded.
     With `templates` instead, a backend serving several Label Studio projects, made from
-    those templates; its URL once it answers /health."""
-    port = free_port()
-    token = personal_access_token(studio)
-    env = dict(
-        os.environ,
-        SKILLLOOP_STATE_DIR=str(state),
-        SKILLLOOP_PORT=str(port),
-        LABEL_STUDIO_URL=studio.url,
-        LABEL_STUDIO_API_KEY=token,
-        HF_HUB_OFFLINE="1",
-        SKILLLOOP_THREADS="1",
-        SKILLLOOP_WATCH_INTERVAL="1",
-    )
-    log_path = state.parent / f"{state.name}-backend.log"
-    log = log_path.open("wb")
-    if templates:
-        project_args = ["--project-templates", ",".join(str(t) for t in templates)]
-    else:
-        project_args = ["--project", str(project_dir)]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", "serve", *project_args],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def ready():
-        if process.poll() is not None:
-            pytest.fail(f"backend exited:\n{log_path.read_text()[-3000:]}")
-        health = get_json(f"{url}/health")
-        if templates:  # no project yet: each loads its model once connected
-            return health if health and health.get("status") == "UP" else None
-        return health if health and health.get("model_loaded") else None
-
-    try:
-        wait_for("the backend's model", ready, 180)
-        yield url
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        log.close()
+    those templates; its URL once it answers /health (each loads its model once connected)."""
+    env = {
+        "LABEL_STUDIO_URL": studio.url,
+        "LABEL_STUDIO_API_KEY": personal_access_token(studio),
+        "SKILLLOOP_WATCH_INTERVAL": "1",
+    }
+    log = state.parent / f"{state.name}-backend.log"
+    ready = answering if templates else model_loaded
+    with served(
+        project_dir, state, log, templates=templates or (), env=env, ready=ready, timeout=180
+    ) as service:
+        yield service.url
 
 
 def signup_session(studio: StudioSettings, email: str, password: str):

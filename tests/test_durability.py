@@ -8,21 +8,17 @@ the SQLite file, and a real PostgreSQL (`SKILLLOOP_DATABASE_URL`, tests/postgres
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import requests
-from service_helpers import annotation_event, write_project
+from service_helpers import annotation_event, require_server, write_project
 
+from backend.service.serving_process import ServedProcess, answering
 from labeling.project import load_project
 from labeling.state import ProjectState
 
@@ -32,76 +28,10 @@ SENDERS = 4
 TEXT = "Senior data engineer: Python, SQL and stakeholder management."
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_service(kind: str, project: Path, state: Path, port: int, log: Path):
-    env = dict(
-        os.environ,
-        HF_HUB_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-        SKILLLOOP_PROJECT=str(project),
-        SKILLLOOP_STATE_DIR=str(state),
-    )
-    if kind == "cli":
-        command = [
-            sys.executable,
-            "-m",
-            "backend.cli",
-            "serve",
-            "--project",
-            str(project),
-            "--state-dir",
-            str(state),
-            "--port",
-            str(port),
-            "--threads",
-            "1",
-        ]
-    else:
-        gunicorn = Path(sys.executable).with_name("gunicorn")
-        if not gunicorn.exists():
-            pytest.skip("gunicorn is not installed")
-        command = [
-            str(gunicorn),
-            "-w",
-            "1",
-            "--threads",
-            "4",
-            "-b",
-            f"127.0.0.1:{port}",
-            "backend.service.wsgi:app",
-        ]
-    process = subprocess.Popen(
-        command,
-        cwd=REPO,
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: kill -9 takes every process of it
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the service exited: {log.read_text()[-2000:]}")
-        try:
-            if requests.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except requests.RequestException:  # refused, or slow while torch loads on busy cores
-            pass
-        time.sleep(0.2)
-    kill(process)
-    raise AssertionError(f"the service did not start: {log.read_text()[-2000:]}")
-
-
-def kill(process: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
+def start_service(kind: str, project: Path, state: Path, log: Path) -> ServedProcess:
+    """The service on a free port, ready once /health answers."""
+    require_server(kind)
+    return ServedProcess(project, state, log, server=kind, ready=answering).start()
 
 
 @pytest.mark.parametrize("kind", ["cli", "gunicorn"])
@@ -113,7 +43,8 @@ def test_kill_9_loses_no_acknowledged_annotation(
     project = write_project(tmp_path / "project", tiny_reference_model)
     state = tmp_path / "state"
     log = tmp_path / "service.log"
-    process, url = start_service(kind, project, state, free_port(), log)
+    service = start_service(kind, project, state, log)
+    url = service.url
 
     acknowledged: set[int] = set()
     lock = threading.Lock()
@@ -143,7 +74,7 @@ def test_kill_9_loses_no_acknowledged_annotation(
                     acknowledged.add(annotation_id)
                     if len(acknowledged) >= kill_after and not killed.is_set():
                         time.sleep(rng.random() * 0.01)  # land inside other in-flight writes
-                        kill(process)
+                        service.kill()
                         killed.set()
 
     threads = [threading.Thread(target=sender) for _ in range(SENDERS)]
@@ -152,17 +83,17 @@ def test_kill_9_loses_no_acknowledged_annotation(
     for thread in threads:
         thread.join(timeout=300)
     if not killed.is_set():
-        kill(process)  # never leave a server behind a failed run
+        service.kill()  # never leave a server behind a failed run
         pytest.fail(f"the stream ended before the kill (seed {seed})")
-    assert process.returncode == -signal.SIGKILL
+    assert service.process is not None and service.process.returncode == -signal.SIGKILL
 
     # restart on the same state folder: the store opens (WAL recovery) and serves
-    process, url = start_service(kind, project, state, free_port(), log)
+    service.start()
     try:
         after = annotation_event(N_EVENTS + 1, 99_999, TEXT, [(22, 28, "Technology")])
-        assert requests.post(f"{url}/webhook", json=after, timeout=10).status_code == 200
+        assert requests.post(f"{service.url}/webhook", json=after, timeout=10).status_code == 200
     finally:
-        kill(process)
+        service.kill()
     # the service's own way to its store (the URL is in this process's environment too)
     with ProjectState.of(load_project(project), state).store() as store:
         assert (store.path is None) == (database_url is not None)

@@ -6,80 +6,30 @@ across processes in tests/test_coordination.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
-from service_helpers import annotation_event, predict_body, write_project
+from service_helpers import annotation_event, predict_body, require_server, write_project
 
+from backend.service.serving_process import served
 from training.registry import Registry
 
-REPO = Path(__file__).resolve().parents[1]
 WORKERS = 4
 TEXT = "Senior data engineer: Python, SQL and stakeholder management."
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def gunicorn(project: Path, state: Path, log: Path, workers: int = WORKERS):
-    executable = Path(sys.executable).with_name("gunicorn")
-    if not executable.exists():
-        pytest.skip("gunicorn is not installed")
-    port = free_port()
-    env = dict(
-        os.environ,
-        HF_HUB_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-        PYTHONPATH=str(REPO),
-        SKILLLOOP_PROJECT=str(project),
-        SKILLLOOP_STATE_DIR=str(state),
-        SKILLLOOP_WATCH_INTERVAL="0.5",
-        SKILLLOOP_THREADS="1",
+def gunicorn(project: Path, state: Path, log: Path):
+    """gunicorn -w 4 --threads 2, once every worker is up and the model loaded."""
+    require_server("gunicorn")
+    env = {"SKILLLOOP_WATCH_INTERVAL": "0.5"}
+    return served(
+        project, state, log, server="gunicorn", workers=WORKERS, server_threads=2, env=env
     )
-    command = [str(executable), "-w", str(workers), "--threads", "2", "-b", f"127.0.0.1:{port}"]
-    process = subprocess.Popen(
-        [*command, "--graceful-timeout", "3", "backend.service.wsgi:app"],
-        cwd=REPO,
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            assert process.poll() is None, log.read_text()[-2000:]
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{url}/health", timeout=1).json().get("model_loaded"):
-                    break
-            time.sleep(0.2)
-        yield url, process
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-
-
-def worker_pids(master: int) -> set[int]:
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    return {int(pid) for pid in children}
 
 
 def versions_answered(url: str, n: int = 32) -> list[str]:
@@ -113,11 +63,9 @@ def test_four_workers_serve_pick_up_a_promotion_and_train_one_round(
     registry.promote(first, "test")
     registry.refuse(second, "kept to be promoted by hand")  # a candidate would be recovered
 
-    with gunicorn(project, state, tmp_path / "gunicorn.log") as (url, master):
-        deadline = time.time() + 60
-        while len(worker_pids(master.pid)) < WORKERS and time.time() < deadline:
-            time.sleep(0.2)
-        assert len(worker_pids(master.pid)) == WORKERS
+    with gunicorn(project, state, tmp_path / "gunicorn.log") as service:
+        url = service.url  # served once all the workers are up
+        assert len(service.worker_pids()) == WORKERS
         assert set(versions_answered(url)) == {first}
 
         registry.promote(second, "another process promoted it")  # like a training host

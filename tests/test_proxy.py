@@ -19,9 +19,10 @@ from nginx_proxy import (
     stop,
     trickle,
 )
-from service_helpers import annotation_event, predict_body, write_project
-from test_durability import free_port, kill
-from test_shutdown import start
+from service_helpers import annotation_event, predict_body, require_server, write_project
+
+from backend.service.serving_process import served
+from labeling.studio.server import free_port
 
 pytestmark = pytest.mark.slow
 TEXT = "Senior data engineer: Python, SQL and stakeholder management."
@@ -32,17 +33,13 @@ N_SLOW, N_IDLE, N_PREDICTS = 25, 25, 4
 def proxied(tmp_path, tiny_reference_model):
     if nginx_binary() is None:
         pytest.skip("nginx is not installed (make nginx)")
+    require_server("gunicorn")
     project = write_project(tmp_path / "project", tiny_reference_model)
-    upstream, port = free_port(), free_port()
-    gunicorn = start("gunicorn", project, tmp_path / "state", upstream, tmp_path / "gunicorn.log")
-    try:
-        nginx = start_nginx(tmp_path / "nginx", port, upstream)
-    except BaseException:
-        kill(gunicorn)
-        raise
-    yield f"http://127.0.0.1:{port}"
-    stop(nginx)
-    kill(gunicorn)
+    log = tmp_path / "gunicorn.log"
+    with served(project, tmp_path / "state", log, server="gunicorn") as gunicorn:
+        nginx = start_nginx(tmp_path / "nginx", port := free_port(), gunicorn.port)
+        yield f"http://127.0.0.1:{port}"
+        stop(nginx)
 
 
 def test_health_and_webhooks_are_answered_beside_slow_idle_and_large_clients(proxied):
