@@ -21,7 +21,6 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +62,7 @@ def main() -> int:
         flush=True,
     )
     shutil.rmtree(args.out, ignore_errors=True)
-    config = asdict(TrainConfig(epochs=args.epochs, num_threads=args.threads))
+    config = TrainConfig(epochs=args.epochs, num_threads=args.threads).to_json()
     champion: Baseline | None = None
     rounds = []
     for number, size in enumerate(args.sizes, start=1):

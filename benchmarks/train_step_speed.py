@@ -18,7 +18,6 @@ import os
 import random
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,8 +61,8 @@ def main() -> int:
     base = TrainConfig(num_threads=args.threads, crf=True)
     runs = {}
     for name in args.variants:
-        config = TrainConfig(**{**vars(base), **VARIANTS[name]})
-        key = config.max_tokens
+        config = TrainConfig.from_json({**base.to_json(), **VARIANTS[name]})
+        key = config.window.max_tokens
         if key not in runs:
             runs[key] = prepare(None, docs, LABELS, config, None)
         run = runs[key]
@@ -72,8 +71,8 @@ def main() -> int:
     steps_per_epoch: dict[str, int] = {}
     for _ in range(args.rounds):
         for name in args.variants:
-            config = replace(base, **VARIANTS[name])
-            run = runs[config.max_tokens]
+            config = TrainConfig.from_json({**base.to_json(), **VARIANTS[name]})
+            run = runs[config.window.max_tokens]
             order = batches(run.examples, config.batch_size, random.Random(config.seed))
             steps_per_epoch[name] = len(order)
             optimizer = Optimizer(run, config, len(order), None)

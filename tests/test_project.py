@@ -54,7 +54,7 @@ def test_committed_projects_load():
     assert project.config.from_name == "label" and project.model.label_map["BUS"] == "Business"
     assert project.model_base() is None  # the backbone
     config = project.train_config()
-    assert (config.max_tokens, config.epochs) == (project.model.max_tokens, 5)
+    assert (config.window, config.epochs) == (project.model.window, 5)
     assert load_project(REPO / "projects" / "skillspan").label_values == ["Skill", "Knowledge"]
 
 

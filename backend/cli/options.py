@@ -27,6 +27,7 @@ from labeling.state import (
     state_base_from_environment,
     studio_project,
 )
+from training.windows import WindowConfig
 
 if TYPE_CHECKING:
     from training.linker import Linker
@@ -204,7 +205,9 @@ def tagger_spec(args: argparse.Namespace) -> TaggerSpec:
             f"the model {args.model} does not predict {unknown}; it knows {known} "
             "(map its tag types with --label-map TAG=LABEL)"
         )
-    options = {} if args.max_tokens is None else {"max_tokens": args.max_tokens}
+    options: dict = {}
+    if args.max_tokens is not None:
+        options["window"] = WindowConfig(max_tokens=args.max_tokens)
     options["precision"] = "fp32" if args.fp32 else getattr(args, "precision", "auto")
     return TaggerSpec(args.model, labels, label_map, options)
 

@@ -81,6 +81,5 @@ def _tagger(project, state: ProjectState, model: str):
         str(source),
         project.label_values,
         project.model.label_map or None,
-        max_tokens=project.model.max_tokens,
-        stride=project.model.stride,
+        window=project.model.window,
     )

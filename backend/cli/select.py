@@ -119,8 +119,7 @@ def select_command(args) -> int:
         source,
         project.label_values,
         project.model.label_map or None,
-        max_tokens=project.model.max_tokens,
-        stride=project.model.stride,
+        window=project.model.window,
     )
     labels = [span.label for doc in labelled for span in doc.spans]
     strategy = build_strategy(name, tagger.classifier_head, labels)

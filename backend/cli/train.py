@@ -70,7 +70,8 @@ def train_command(args) -> int:
     share = CALIBRATION_SHARE if args.calibration_share is None else args.calibration_share
     if not 0 <= share < 1:
         raise ValueError(f"--calibration-share must be in [0, 1), got {share}")
-    config = TrainConfig(**{k: getattr(args, k) for k in options if getattr(args, k) is not None})
+    given = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
+    config = TrainConfig.from_json(given)  # --max-tokens: the window's, default stride
     plan = plan_calibration(train_docs, dev_docs, share, config.seed)
     label_map = parse_label_map(args.label_map)
     result = train(

@@ -97,7 +97,7 @@ def run(spec: RoundSpec, progress_bar: bool = False) -> dict:
     torch.set_num_threads(threads)
     train_docs = read_jsonl(folder / "train.jsonl")
     heldout = read_jsonl(folder / "heldout.jsonl")
-    config = TrainConfig(**{**spec.config, "num_threads": threads})
+    config = TrainConfig.from_json({**spec.config, "num_threads": threads})
 
     def on_step(done: int, total: int) -> None:
         progress.report("training", TRAIN_SHARE * done / max(total, 1))

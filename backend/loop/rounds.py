@@ -179,7 +179,7 @@ def plan_round(
         labels,
         registry.root / ".incoming" / round_id,
         label_map=label_map,
-        config=asdict(project.train_config()),
+        config=project.train_config().to_json(),
         window=project.model.window,
         baseline=baseline,
         num_threads=num_threads,

@@ -176,7 +176,7 @@ class ModelHolder:
 
         labels = [label.value for label in self.project.labels]
         model_options = self.project.model
-        options = {"max_tokens": model_options.max_tokens, "stride": model_options.stride}
+        options = {"window": model_options.window}
         if wanted is not None:
             source, version = str(wanted.path), wanted.version
         else:
