@@ -40,7 +40,7 @@ from training.reading import (
     continue_orphans,
     prediction_of,
 )
-from training.text import tag_names, words
+from training.text import TagSet, words
 from training.windows import (
     WINDOWS,
     WindowConfig,
@@ -97,7 +97,8 @@ class Tagger:
         self.tokenizer = tokenizer
         self.model = model.eval()
         self.labels = list(labels)
-        self.tags = tag_names(self.labels)
+        self.tagset = TagSet.of(self.labels)  # the columns of every probability row
+        self.tags = list(self.tagset.tags)
         self.source = source
         self.version = version or Path(source).name or source
         self.decoding = decoding
@@ -241,7 +242,7 @@ class Tagger:
         docs = [self._prepare(text) for text in texts]
         self._fill_probs(docs, hidden)
         for doc in docs:
-            continue_orphans(doc)
+            continue_orphans(doc, self.tagset)
         line_aware = [no_span_across_lines(d.probs, d.words, d.text, self.tags) for d in docs]
         learned = self.transitions
         scores = None if learned is None else (learned.start, learned.matrix, learned.end)
