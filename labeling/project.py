@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from labeling.studio.config import LabelingConfig, LabelSpec, build_config, parse_config
+from training.tagger_spec import TaggerSpec
 from training.text import Document
 from training.windows import WINDOW_KEYS, WINDOWS, WindowConfig
 
@@ -128,6 +129,17 @@ class Project:
             return None
         local = self.folder / base
         return str(local.resolve()) if local.exists() else base
+
+    def tagger_spec(self, source: str | Path | None = None) -> TaggerSpec:
+        """How to load the project's tagger: from `source` (a checkpoint folder: a registry
+        version or `--model`), by default from `[model] base` (`model_base`), for the
+        project's labels through `[model] label_map`, with its window."""
+        return TaggerSpec(
+            self.model_base() if source is None else str(source),
+            self.label_values,
+            dict(self.model.label_map) or None,
+            self.model.window,
+        )
 
     def train_config(self, **overrides):
         """The project's TrainConfig (`[training]` plus `[model]` windows), with overrides."""

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from training.tagger_spec import TaggerSpec
 from training.windows import WINDOWS, WindowConfig
 
 SPEC_FILE = "spec.json"
@@ -39,12 +40,10 @@ class RoundSpec:
     nice: int = 10  # the child's nice value: the service's requests come first
     parent_pid: int | None = None  # the child exits when this process dies
 
-    def tagger_options(self) -> dict:
-        """Tagger.load's options for the candidate and the baseline."""
-        options: dict = {"window": self.window}
-        if self.quantize is not None:
-            options["quantize"] = self.quantize
-        return options
+    def tagger(self, source: str | Path | None, label_map=None) -> TaggerSpec:
+        """How the candidate (`source`: `out_dir`) or the baseline loads to be scored."""
+        path = None if source is None else str(source)
+        return TaggerSpec(path, list(self.labels), label_map, self.window, quantize=self.quantize)
 
 
 def write_spec(spec: RoundSpec) -> Path:
