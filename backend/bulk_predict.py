@@ -16,24 +16,11 @@ import json
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from training.tagger_spec import TaggerSpec  # what a worker loads (picklable)
 
 FORMATS = ("jsonl", "label-studio")
-
-
-@dataclass(frozen=True)
-class TaggerSpec:
-    """What a worker needs to load the tagger (picklable)."""
-
-    model: str
-    labels: list[str]
-    label_map: dict[str, str] = field(default_factory=dict)
-    options: dict = field(default_factory=dict)  # Tagger.load keyword arguments
-
-    def load(self):
-        from training.tagger import Tagger
-
-        return Tagger.load(self.model, self.labels, self.label_map, **self.options)
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,8 +140,7 @@ def main() -> int:
                 result.path,
                 LABELS,
                 quantize=False,
-                max_tokens=config.max_tokens,
-                stride=config.stride,
+                window=config.window,
             )
             report = evaluate(tagger, dev_docs)
         record(

@@ -154,9 +154,7 @@ def run_model(project, train_docs, heldout, overrides: dict, threads: int) -> di
             train_s = time.perf_counter() - started
             train_cpu_s = time.process_time() - cpu_started
             started = time.perf_counter()
-            tagger = Tagger.load(
-                str(out), labels, max_tokens=config.max_tokens, stride=config.stride
-            )
+            tagger = Tagger.load(str(out), labels, window=config.window)
             report = evaluate(tagger, heldout)
             eval_s = time.perf_counter() - started
     finally:

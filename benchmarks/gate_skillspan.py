@@ -19,7 +19,6 @@ import argparse
 import json
 import shutil
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from benchmarks.common import LABELS, ROOT, SKILLSPAN, run_benchmark, skillspan
@@ -55,7 +54,7 @@ def main() -> int:
         flush=True,
     )
     shutil.rmtree(args.out, ignore_errors=True)
-    config = asdict(TrainConfig(epochs=args.epochs, num_threads=args.threads))
+    config = TrainConfig(epochs=args.epochs, num_threads=args.threads).to_json()
     champion: Baseline | None = None
     rounds = []
     for number, size in enumerate(args.sizes, start=1):

@@ -34,6 +34,7 @@ from training.evaluate import OVERALL, evaluate_predictions, span_scores
 from training.precision import quantize_encoder
 from training.tagger import BATCH_TOKENS, Tagger
 from training.text import Span, split_tag, tags_to_spans, words
+from training.windows import WindowConfig
 
 # name: (max_tokens, stride, precision, threads[, extra]); max_tokens excludes [CLS] and
 # [SEP]; extra: {"int8": onnx_runtime.quantize options}, {"ffn_outputs": True} (torch int8
@@ -90,7 +91,11 @@ def make_tagger(loaded, source: str, name: str) -> Tagger:
     try:
         fresh = checkpoint.Loaded(loaded.tokenizer, model, loaded.labels, [], loaded.transitions)
         tagger = Tagger.from_loaded(
-            fresh, source, max_tokens=max_tokens, stride=stride, precision=precision, **options
+            fresh,
+            source,
+            window=WindowConfig(max_tokens, stride),
+            precision=precision,
+            **options,
         )
     finally:
         onnx_runtime.INT8_OPTIONS.clear()
@@ -197,13 +202,11 @@ def padding_waste(tagger: Tagger, texts: list[str]) -> tuple[float, float]:
     lengths = []
     for text in texts:
         encoding = encode(tagger.tokenizer, text, words(text))
-        lengths += [
-            w.end - w.start for w in make_windows(encoding, tagger.max_tokens, tagger.stride)
-        ]
+        lengths += [w.end - w.start for w in make_windows(encoding, tagger.window)]
 
     def waste(jobs):
         real = padded = 0
-        specials = tagger.max_width - tagger.max_tokens
+        specials = tagger.max_width - tagger.window.max_tokens
         for batch in batches_under_budget(jobs, tagger.batch_tokens, length=lambda n: n):
             width = tagger.input_width(max(batch) + specials)
             real += sum(n + specials for n in batch)

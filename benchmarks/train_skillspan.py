@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +35,17 @@ def main() -> int:
     parser.add_argument("--train-limit", type=int, default=None, help="first N train postings")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--no-progress", action="store_true")
-    for f in fields(TrainConfig):
-        flag = f"--{f.name.replace('_', '-')}"
-        if isinstance(f.default, bool):
+    defaults = TrainConfig().to_json()  # the window as --max-tokens and --stride
+    for name, default in defaults.items():
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         else:
-            parser.add_argument(flag, type=type(f.default), default=None)
+            parser.add_argument(flag, type=type(default), default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    overrides = {name: getattr(args, name) for name in defaults}
+    config = TrainConfig.from_json({k: v for k, v in overrides.items() if v is not None})
 
     cpu = cpu_info()
     print(cpu.line())
@@ -97,7 +97,7 @@ def main() -> int:
     }
     # fp32 with the training windows, then the tagger's serving defaults (int8, its windows)
     setups: dict[str, dict[str, Any]] = {
-        "fp32": {"quantize": False, "max_tokens": config.max_tokens, "stride": config.stride},
+        "fp32": {"quantize": False, "window": config.window},
         "serving": {},
     }
     for setup, options in setups.items():

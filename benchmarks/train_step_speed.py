@@ -17,7 +17,6 @@ import json
 import os
 import random
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.common import LABELS, SKILLSPAN, run_benchmark, skillspan
@@ -54,8 +53,8 @@ def main() -> int:
     base = TrainConfig(num_threads=args.threads, crf=True)
     runs = {}
     for name in args.variants:
-        config = TrainConfig(**{**vars(base), **VARIANTS[name]})
-        key = config.max_tokens
+        config = TrainConfig.from_json({**base.to_json(), **VARIANTS[name]})
+        key = config.window.max_tokens
         if key not in runs:
             runs[key] = prepare(None, docs, LABELS, config, None)
         run = runs[key]
@@ -64,8 +63,8 @@ def main() -> int:
     steps_per_epoch: dict[str, int] = {}
     for _ in range(args.rounds):
         for name in args.variants:
-            config = replace(base, **VARIANTS[name])
-            run = runs[config.max_tokens]
+            config = TrainConfig.from_json({**base.to_json(), **VARIANTS[name]})
+            run = runs[config.window.max_tokens]
             order = batches(run.examples, config.batch_size, random.Random(config.seed))
             steps_per_epoch[name] = len(order)
             optimizer = Optimizer(run, config, len(order), None)

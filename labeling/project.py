@@ -12,8 +12,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from labeling.studio.config import LabelingConfig, LabelSpec, build_config, parse_config
+from training.tagger_spec import TaggerSpec
 from training.text import Document
-from training.windows import WINDOWS, WindowConfig
+from training.windows import WINDOW_KEYS, WINDOWS, WindowConfig
 
 PROJECT_FILE = "project.toml"
 CONFIG_FILE = "labeling_config.xml"
@@ -39,13 +40,9 @@ class ProjectLabel:
 class ModelSettings:
     base: str = "backbone"  # "backbone", a checkpoint folder (relative to the project) or hub name
     label_map: dict[str, str] = field(default_factory=dict)  # model tag type -> project label
-    max_tokens: int = WINDOWS.max_tokens  # special tokens excluded (training.windows)
-    stride: int = WINDOWS.stride
-
-    @property
-    def window(self) -> WindowConfig:
-        """How the project's tagger cuts long posts."""
-        return WindowConfig(self.max_tokens, self.stride)
+    # how the project's tagger cuts long posts: `max_tokens` (special tokens excluded) and
+    # `stride` in project.toml's [model]
+    window: WindowConfig = WINDOWS
 
 
 @dataclass(slots=True)
@@ -133,15 +130,26 @@ class Project:
         local = self.folder / base
         return str(local.resolve()) if local.exists() else base
 
+    def tagger_spec(self, source: str | Path | None = None) -> TaggerSpec:
+        """How to load the project's tagger: from `source` (a checkpoint folder: a registry
+        version or `--model`), by default from `[model] base` (`model_base`), for the
+        project's labels through `[model] label_map`, with its window."""
+        return TaggerSpec(
+            self.model_base() if source is None else str(source),
+            self.label_values,
+            dict(self.model.label_map) or None,
+            self.model.window,
+        )
+
     def train_config(self, **overrides):
         """The project's TrainConfig (`[training]` plus `[model]` windows), with overrides."""
         from training.finetune import TrainConfig
 
-        known = {f.name for f in fields(TrainConfig)}
-        kwargs = {"max_tokens": self.model.max_tokens, "stride": self.model.stride}
-        kwargs.update({k: v for k, v in self.training.items() if k in known})
-        kwargs.update(overrides)
-        return TrainConfig(**kwargs)
+        known = TrainConfig.json_keys()
+        raw = self.model.window.as_keys()
+        raw.update({k: v for k, v in self.training.items() if k in known})
+        raw.update(overrides)
+        return TrainConfig.from_json(raw)
 
 
 def find_project_folder(folder_or_name: str | Path) -> Path:
@@ -210,7 +218,7 @@ def load_project(folder_or_name: str | Path) -> Project:
         labels=labels,
         labeling_config=xml,
         config=config,
-        model=_section(ModelSettings, raw.get("model"), toml_path, "model"),
+        model=_model_settings(raw.get("model"), toml_path),
         training=dict(raw.get("training") or {}),
         retrain=_checked_retrain(retrain, toml_path),
         selection=_section(SelectionSettings, raw.get("selection"), toml_path, "selection"),
@@ -236,6 +244,20 @@ def _section(cls, values: dict | None, path: Path, name: str):
     if unknown:
         raise ValueError(f"{path}: [{name}] has unknown keys {unknown}; known: {sorted(known)}")
     return cls(**values)
+
+
+def _model_settings(values: dict | None, path: Path) -> ModelSettings:
+    """`[model]`, whose `max_tokens` and `stride` make the project's WindowConfig."""
+    values = dict(values or {})
+    known = {f.name for f in fields(ModelSettings)} - {"window"} | set(WINDOW_KEYS)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{path}: [model] has unknown keys {unknown}; known: {sorted(known)}")
+    try:
+        window = WindowConfig.take_keys(values)
+    except ValueError as err:
+        raise ValueError(f"{path}: [model] {err}") from err
+    return ModelSettings(**values, window=window)
 
 
 def _checked_retrain(retrain: RetrainSettings, path: Path) -> RetrainSettings:

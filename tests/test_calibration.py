@@ -203,8 +203,6 @@ def test_an_invalid_stored_temperature_is_ignored_and_a_diagram_is_written(crf_f
 
 
 def test_a_round_fits_the_temperature_on_its_held_out_posts_before_the_gate(tiny_encoder, tmp_path):
-    from dataclasses import asdict
-
     from backend.loop.child import run
     from backend.loop.spec import RoundSpec
     from tests.test_finetune import FAST, corpus
@@ -217,7 +215,7 @@ def test_a_round_fits_the_temperature_on_its_held_out_posts_before_the_gate(tiny
     docs = corpus()
     write_jsonl(docs[:4], folder / "train.jsonl")
     write_jsonl(docs[4:] or docs[:2], folder / "heldout.jsonl")
-    config = {**asdict(FAST), "epochs": 1, "crf": True}
+    config = {**FAST.to_json(), "epochs": 1, "crf": True}
     spec = RoundSpec(
         folder,
         str(tiny_encoder),

@@ -55,6 +55,8 @@ def test_train_writes_a_checkpoint_with_labels_from_the_data(trained):
     meta = read_metadata(trained)
     assert meta["labels"] == ["Technology", "Soft"]
     assert meta["config"]["epochs"] == 2 and meta["config"]["learning_rate"] == 3e-3
+    # --max-tokens builds the window at the edge; the default stride goes with it
+    assert (meta["config"]["max_tokens"], meta["config"]["stride"]) == (16, 32)
     # a CRF is trained by default; its scores travel in skillloop.json
     assert meta["config"]["crf"] is True and len(meta["crf"]["transitions"]) == 5
 

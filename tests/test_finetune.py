@@ -12,6 +12,7 @@ from training.finetune import METADATA_FILE, TrainConfig, TrainingCancelled, tra
 from training.tagger import Tagger
 from training.text import Document, Span
 from training.train_examples import batches, make_examples
+from training.windows import WindowConfig
 
 LABELS = ["Technology", "Soft"]
 
@@ -44,8 +45,7 @@ FAST = TrainConfig(
     epochs=4,
     learning_rate=3e-3,
     batch_size=4,
-    max_tokens=16,
-    stride=4,
+    window=WindowConfig(16, 4),
     warmup_ratio=0.0,
     patience=10,
 )
@@ -53,7 +53,7 @@ FAST = TrainConfig(
 
 def test_examples_label_first_subwords_through_windows(tiny_encoder):
     tokenizer = checkpoint.load(tiny_encoder, LABELS, allow_new_labels=True).tokenizer
-    examples = make_examples(tokenizer, [LONG], LABELS, max_tokens=16, stride=4)
+    examples = make_examples(tokenizer, [LONG], LABELS, WindowConfig(16, 4))
     assert len(examples) > 1 and all(len(e.input_ids) <= 18 for e in examples)
     python_id = tokenizer.convert_tokens_to_ids("python")
     for e in examples:
@@ -85,6 +85,7 @@ def test_training_lowers_loss_and_writes_a_loadable_checkpoint(tiny_encoder, tmp
     assert result.best_dev_f1 == max(result.dev_f1)
     meta = read_metadata(out)
     assert meta["labels"] == LABELS and meta["config"]["max_tokens"] == 16
+    assert TrainConfig.from_json(meta["config"]) == FAST  # the window kept as flat keys
     assert meta["metrics"]["best_dev_f1"] == pytest.approx(result.best_dev_f1)
     assert json.loads((out / METADATA_FILE).read_text())["windows"] == result.n_windows
     loaded = checkpoint.load(out, LABELS)
@@ -111,7 +112,7 @@ def test_plain_cross_entropy_training_learns_and_saves_no_crf(tiny_encoder, tmp_
 
 def test_seeded_runs_repeat_and_warm_start_from_a_checkpoint(tiny_encoder, tmp_path):
     docs = corpus()
-    config = TrainConfig(epochs=2, learning_rate=3e-3, batch_size=2, max_tokens=16, stride=4)
+    config = TrainConfig(epochs=2, learning_rate=3e-3, batch_size=2, window=WindowConfig(16, 4))
     first = train(tiny_encoder, docs, LABELS, tmp_path / "a", config=config, progress=False)
     again = train(tiny_encoder, docs, LABELS, tmp_path / "b", config=config, progress=False)
     assert first.losses == again.losses
@@ -139,7 +140,7 @@ def test_new_label_on_a_trained_checkpoint_gets_a_head_row(
 ):
     docs = [Document("python and communication", [Span(0, 6, "Technology"), Span(11, 24, "Soft")])]
     labels = ["Technology", "Soft", "Tool"]
-    config = TrainConfig(epochs=1, max_tokens=16, stride=4)
+    config = TrainConfig(epochs=1, window=WindowConfig(16, 4))
     train(
         tiny_reference_model,
         docs,

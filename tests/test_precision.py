@@ -12,6 +12,7 @@ from training.crf import Transitions
 from training.onnx_runtime import available as onnx_available
 from training.tagger import Tagger
 from training.text import tag_names
+from training.windows import WindowConfig
 
 PROJECT_LABELS = ["Business", "Technology", "Technical", "Soft"]
 TEXT = "team work and communication skills for the analyst , excel or spark " * 3
@@ -101,7 +102,7 @@ def test_loaded_tagger_says_which_precision_auto_picked(
 @needs_onnx
 def test_onnx_fp32_gives_torch_fp32_numbers(tiny_reference_model, reference_label_map):
     text = TEXT * 2  # several windows
-    options = {"max_tokens": 12, "stride": 4}
+    options = {"window": WindowConfig(12, 4)}
     torch_fp32 = load(tiny_reference_model, reference_label_map, precision="fp32", **options)
     onnx = load(tiny_reference_model, reference_label_map, precision="onnx", **options)
     expected, got = (t.predict([text], hidden=True)[0] for t in (torch_fp32, onnx))
@@ -129,7 +130,7 @@ def test_onnx_batches_give_what_one_by_one_gives(
     tiny_reference_model, reference_label_map, name, tolerance
 ):
     tagger = load(
-        tiny_reference_model, reference_label_map, max_tokens=12, stride=4, precision=name
+        tiny_reference_model, reference_label_map, window=WindowConfig(12, 4), precision=name
     )
     assert tagger.batch_tokens == (0 if name == "onnx-int8" else tagger.batch_tokens)
     texts = ["we need a data engineer with python and sql", "", TEXT, "c and java"]

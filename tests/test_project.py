@@ -54,7 +54,7 @@ def test_committed_projects_load():
     assert project.config.from_name == "label" and project.model.label_map["BUS"] == "Business"
     assert project.model_base() is None  # the backbone
     config = project.train_config()
-    assert (config.max_tokens, config.epochs) == (project.model.max_tokens, 5)
+    assert (config.window, config.epochs) == (project.model.window, 5)
     assert load_project(REPO / "projects" / "skillspan").label_values == ["Skill", "Knowledge"]
 
 
@@ -157,3 +157,42 @@ def test_a_project_in_the_working_directory_wins_over_the_sample(tmp_path, monke
     assert load_project("linkedin-skills").name == "demo"  # the local one, not the repo's
     with pytest.raises(FileNotFoundError, match="project not found: no-such-project"):
         load_project("no-such-project")
+
+
+def test_the_project_window_reaches_its_tagger_its_training_and_the_round_spec(
+    tmp_path, tiny_reference_model
+):
+    from backend.loop.rounds import plan_round
+    from backend.loop.spec import SPEC_FILE, read_spec
+    from training.finetune import TrainConfig
+    from training.tagger_spec import TaggerSpec
+    from training.text import Document, Span
+    from training.windows import WindowConfig
+
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    mapping = 'label_map = { TECHNOLOGY = "Tech", SOFT = "Soft" }'
+    toml = TOML.replace('base = "backbone"', f'base = "{tiny_reference_model}"\n{mapping}')
+    (folder / "project.toml").write_text(toml)
+    project = load_project(folder)
+    window = WindowConfig(32, 8)  # [model] max_tokens and stride
+    assert project.model.window == window and project.train_config().window == window
+    base = project.tagger_spec()
+    labels_map = {"TECHNOLOGY": "Tech", "SOFT": "Soft"}
+    assert base == TaggerSpec(str(tiny_reference_model), ["Tech", "Soft"], labels_map, window)
+    assert base.load().window == window  # within the tiny model's 64 positions: as asked
+    version = tmp_path / "models" / "v0001"
+    assert project.tagger_spec(version) == base.at(version)
+    assert base.at(version).source == str(version) and base.at(version).window == window
+
+    texts = [f"post {n}: we need python and sql" for n in range(12)]
+    docs = [Document(t, [Span(t.index("python"), t.index(" and"), "Tech")]) for t in texts]
+    plan = plan_round(project, ProjectState(tmp_path / "state"), "test", documents=docs)
+    spec = read_spec(plan.folder / SPEC_FILE)  # what the child process reads
+    assert spec.window == window and TrainConfig.from_json(spec.config).window == window
+    assert (spec.base, spec.label_map) == (base.source, labels_map)
+    candidate = TaggerSpec(str(spec.out_dir), ["Tech", "Soft"], None, window)
+    assert spec.tagger(spec.out_dir) == candidate
+    raw = json.loads((plan.folder / SPEC_FILE).read_text())
+    assert raw["tagger"] == {"max_tokens": 32, "stride": 8}  # spec.json as before
+    assert (raw["config"]["max_tokens"], raw["config"]["stride"]) == (32, 8)

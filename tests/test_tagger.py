@@ -11,7 +11,7 @@ from training.checkpoint import CheckpointError
 from training.precision import resolve_precision
 from training.tagger import Prediction, Tagger
 from training.text import tag_names, words
-from training.windows import encode, make_windows, owned_words
+from training.windows import WindowConfig, encode, make_windows, owned_words
 
 PROJECT_LABELS = ["Business", "Technology", "Technical", "Soft"]
 
@@ -23,8 +23,7 @@ def reference_tagger(tiny_reference_model, reference_label_map) -> Tagger:
         tiny_reference_model,
         PROJECT_LABELS,
         reference_label_map,
-        max_tokens=12,
-        stride=4,
+        window=WindowConfig(12, 4),
         quantize=False,
     )
 
@@ -75,7 +74,7 @@ def rule_tagger(tiny_reference_model):
     vocab = tokenizer.get_vocab()
     rules = {vocab["machine"]: tags.index("B-Skill"), vocab["learning"]: tags.index("I-Skill")}
     model = TokenRuleModel(rules, len(tags))
-    return Tagger(tokenizer, model, ["Skill"], "rules", max_tokens=8, stride=4)
+    return Tagger(tokenizer, model, ["Skill"], "rules", window=WindowConfig(8, 4))
 
 
 def test_a_span_across_a_window_seam_is_found_once(rule_tagger):
@@ -85,7 +84,7 @@ def test_a_span_across_a_window_seam_is_found_once(rule_tagger):
 
     # the skill's words really are split between windows
     encoding = encode(rule_tagger.tokenizer, text, prediction.words)
-    windows = make_windows(encoding, rule_tagger.max_tokens, rule_tagger.stride)
+    windows = make_windows(encoding, rule_tagger.window)
     first = text.index("machine")
     skill_words = {i for i, (start, _) in enumerate(prediction.words) if first <= start}
     skill_words = {i for i in skill_words if text[prediction.words[i][0]].isalpha()}
@@ -101,9 +100,8 @@ def test_a_compound_of_several_pieces_is_one_word_read_from_its_first_subword(ru
     # the whole compound, tagged from "machine" (B-Skill), so the span is never "machine-"
     text = "machine-learning and machine/learning, then machine.learning."
     for max_tokens in range(4, 14):
-        tagger = Tagger(
-            rule_tagger.tokenizer, rule_tagger.model, ["Skill"], "rules", max_tokens=max_tokens
-        )
+        window = WindowConfig(max_tokens=max_tokens)
+        tagger = Tagger(rule_tagger.tokenizer, rule_tagger.model, ["Skill"], "rules", window=window)
         prediction = tagger.predict([text])[0]
         check_prediction(prediction, text, tag_names(["Skill"]))
         assert [s.text for s in prediction.spans] == [
@@ -115,7 +113,7 @@ def test_a_compound_of_several_pieces_is_one_word_read_from_its_first_subword(ru
         first = int(encoding.first_token[0])
         assert tagger.tokenizer.convert_ids_to_tokens(encoding.input_ids[first]) == "machine"
         assert list(encoding.word_of_token[:3]) == [0, 0, 0]  # machine - learning
-        for window in make_windows(encoding, tagger.max_tokens, tagger.stride)[1:]:
+        for window in make_windows(encoding, tagger.window)[1:]:
             # windows start on a word's first subword, never inside a compound
             start = window.start
             assert encoding.word_of_token[start] != encoding.word_of_token[start - 1]
@@ -130,8 +128,7 @@ def test_every_window_seam_position_gives_the_same_spans(rule_tagger):
             rule_tagger.model,
             ["Skill"],
             "rules",
-            max_tokens=max_tokens,
-            stride=max_tokens // 3,
+            window=WindowConfig(max_tokens, max_tokens // 3),
         )
         spans = [s.key() for s in tagger.predict([text])[0].spans]
         expected = expected or spans
@@ -273,8 +270,7 @@ def test_batching_gives_the_same_result_as_one_by_one(
         tiny_reference_model,
         PROJECT_LABELS,
         reference_label_map,
-        max_tokens=12,
-        stride=4,
+        window=WindowConfig(12, 4),
         precision=precision,
     )
     texts = [
@@ -335,14 +331,18 @@ def test_bad_options_are_clear_errors(tiny_reference_model, reference_label_map)
     with pytest.raises(ValueError, match="unknown decoding"):
         load(tiny_reference_model, PROJECT_LABELS, reference_label_map, decoding="crf")
     with pytest.raises(ValueError, match="max_tokens must be at least 2"):
-        load(tiny_reference_model, PROJECT_LABELS, reference_label_map, max_tokens=1)
+        load(tiny_reference_model, PROJECT_LABELS, reference_label_map, window=WindowConfig(1))
+    with pytest.raises(ValueError, match="stride must not be negative"):
+        WindowConfig(stride=-1)
     with pytest.raises(ValueError, match="num_threads must be at least 1"):
         load(tiny_reference_model, PROJECT_LABELS, reference_label_map, num_threads=0)
 
 
 def test_max_tokens_is_capped_at_the_model_limit(tiny_reference_model, reference_label_map):
-    tagger = Tagger.load(tiny_reference_model, PROJECT_LABELS, reference_label_map, max_tokens=999)
-    assert tagger.max_tokens == 64 - 2  # position limit minus [CLS] and [SEP]
+    window = WindowConfig(max_tokens=999)
+    tagger = Tagger.load(tiny_reference_model, PROJECT_LABELS, reference_label_map, window=window)
+    # the position limit minus [CLS] and [SEP]; the stride at most half of that
+    assert tagger.window == WindowConfig(64 - 2, 31)
     long_text = "python and sql " * 40
     prediction = tagger.predict([long_text])[0]
     check_prediction(prediction, long_text, tagger.tags)

@@ -1,11 +1,17 @@
 """Character spans <-> word BIO tags: the one conversion everything else relies on."""
 
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from training.reading import WindowedText, continue_orphans
 from training.text import (
     JOINERS,
     Span,
+    TagSet,
     is_joiner,
     post_key,
     resolve_overlaps,
@@ -229,3 +235,28 @@ def test_nested_spans_keep_the_longer_one():
 
 def test_tag_names_put_outside_first():
     assert tag_names(["A", "B"]) == ["O", "B-A", "I-A", "B-B", "I-B"]
+
+
+def test_a_tag_set_maps_b_to_i_by_name_in_any_order():
+    assert TagSet.of(["A", "B"]).b_to_i == {1: 2, 3: 4}  # tag_names' order
+    # a checkpoint's order, B- and I- of a label not side by side
+    tags = TagSet(("I-Skill", "O", "B-Knowledge", "B-Skill", "I-Knowledge", "B-Tool"))
+    assert tags.b_to_i == {2: 4, 3: 0}  # B-Tool has no I- to continue it
+    assert tags.i_to_b == {4: 2, 0: 3}
+    with pytest.raises(ValueError, match="not an IOB2 tag"):
+        TagSet(("O", "S-Skill"))
+    with pytest.raises(ValueError, match="duplicate tags"):
+        TagSet(("O", "B-Skill", "B-Skill"))
+
+
+def test_an_orphan_word_continues_the_span_before_it_whatever_the_tag_order():
+    # "dients" touches "ingre" and has no subword of its own (as after a dropped character)
+    text = "ingredients"
+    tags = TagSet(("I-Skill", "O", "B-Knowledge", "B-Skill", "I-Knowledge"))
+    probs = np.zeros((2, 5), np.float32)
+    probs[0] = [0.05, 0.1, 0.2, 0.6, 0.05]
+    encoding = SimpleNamespace(first_token=np.array([0, -1]))
+    doc = WindowedText(text, [(0, 5), (5, 11)], encoding, [], probs)  # type: ignore[arg-type]
+    continue_orphans(doc, tags)
+    # B-Skill's share goes to I-Skill, B-Knowledge's to I-Knowledge; O stays
+    np.testing.assert_allclose(doc.probs[1], [0.65, 0.1, 0.0, 0.0, 0.25], atol=1e-6)

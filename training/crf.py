@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from training.decoding import transitions as allowed_transitions
+from training.text import TagSet
 
 FORBIDDEN = -1e4  # a masked move's score: finite, so the forward algorithm stays stable
 
@@ -79,10 +80,8 @@ class CRF(torch.nn.Module):
         _, allowed = allowed_transitions(self.tags)
         self.register_buffer("allowed", torch.tensor(allowed))
         # for each tag, the tag that opens its span (I-X -> B-X; others map to themselves)
-        index = {t: i for i, t in enumerate(self.tags)}
-        opening = [
-            index.get("B" + t[1:], i) if t.startswith("I-") else i for i, t in enumerate(self.tags)
-        ]
+        i_to_b = TagSet(self.tags).i_to_b
+        opening = [i_to_b.get(j, j) for j in range(n)]
         self.register_buffer("opening", torch.tensor(opening))
         self.register_buffer("mask", torch.tensor(np.where(allowed, 0.0, FORBIDDEN)))
         init = init.reorder(self.tags) if init is not None else None

@@ -17,7 +17,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +31,7 @@ from training.freezing import freeze_for_epoch
 from training.saving import check_out_dir, save
 from training.text import Document, tag_names
 from training.train_examples import IGNORE, Example, batches, collate, make_examples
-from training.windows import WINDOWS
+from training.windows import WINDOW_KEYS, WINDOWS, WindowConfig
 
 if TYPE_CHECKING:
     from training.tagger import Tagger
@@ -50,8 +50,7 @@ class TrainConfig:
     epochs: int = 8
     learning_rate: float = 2e-4
     batch_size: int = 4  # windows per step: more, smaller steps beat 16 (docs/training.md)
-    max_tokens: int = WINDOWS.max_tokens  # subwords per window, special tokens excluded
-    stride: int = WINDOWS.stride  # subwords shared by consecutive windows of a long document
+    window: WindowConfig = WINDOWS  # how long documents are cut into training windows
     seed: int = 13
     patience: int = 2  # epochs without dev improvement before stopping
     warmup_ratio: float = 0.1
@@ -86,6 +85,26 @@ class TrainConfig:
             raise ValueError(
                 f"unknown precision {self.precision!r}: choose one of {TRAIN_PRECISIONS}"
             )
+
+    def to_json(self) -> dict:
+        """The fields, the window as flat `max_tokens` and `stride` keys (as skillloop.json
+        and a round's spec.json keep them)."""
+        raw = asdict(self)
+        del raw["window"]
+        return {**raw, **self.window.as_keys()}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> TrainConfig:
+        """The config `to_json` wrote, or any of its keys (defaults for the rest);
+        TypeError for a key that `json_keys` lacks."""
+        raw = dict(raw)
+        window = WindowConfig.take_keys(raw)
+        return cls(**raw, window=window)
+
+    @classmethod
+    def json_keys(cls) -> set[str]:
+        """The keys `to_json` writes and `from_json` reads."""
+        return {f.name for f in fields(cls)} - {"window"} | set(WINDOW_KEYS)
 
 
 @dataclass
@@ -141,17 +160,14 @@ def prepare(
     dev_tagger = Tagger.from_loaded(
         loaded,
         str(base),
-        max_tokens=config.max_tokens,
-        stride=config.stride,
+        window=config.window,
         decoding=config.decoding,
     )
     crf = CRF(dev_tagger.tags, init=loaded.transitions) if config.crf else None
     loaded.model.to(placement.device)
     if crf is not None:
         crf.to(placement.device)
-    examples = make_examples(
-        loaded.tokenizer, train_docs, labels, dev_tagger.max_tokens, dev_tagger.stride
-    )
+    examples = make_examples(loaded.tokenizer, train_docs, labels, dev_tagger.window)
     if not examples:
         raise ValueError("the training documents hold no words")
     pad = loaded.tokenizer.pad_token_id
@@ -402,7 +418,7 @@ def checkpoint_metadata(
         "tags": tag_names(labels),
         "base": None if base is None else str(base),
         "label_map": dict(label_map or {}),
-        "config": asdict(config),
+        "config": config.to_json(),
         "metrics": {
             "best_dev_f1": result.best_dev_f1,
             "dev_f1": result.dev_f1,

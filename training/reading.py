@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from training.crf import Posterior
-from training.text import Span, Word, tags_to_spans
+from training.text import Span, TagSet, Word, tags_to_spans
 from training.windows import Encoding, Window
 
 
@@ -103,16 +103,19 @@ def span_probability(posterior: Posterior, offsets: Sequence[Word], span: Span) 
     return posterior.span_probability(first, last, span.label)
 
 
-def continue_orphans(doc: WindowedText) -> None:
+def continue_orphans(doc: WindowedText, tags: TagSet) -> None:
     """A word without a subword of its own that touches the previous word (a tokenizer
     dropped the character between them, as in "ingre\u00addients") continues it: it takes
-    the previous word's probabilities with each B- share moved to the label's I-."""
+    the previous word's probabilities with each B- share moved to the label's I-
+    (`tags.b_to_i`, the columns of `doc.probs`)."""
+    begin = list(tags.b_to_i)
+    inside = [tags.b_to_i[b] for b in begin]
     orphans = np.flatnonzero(doc.encoding.first_token < 0)
     for i in orphans[orphans > 0]:
         if doc.words[i - 1][1] == doc.words[i][0]:
             row = doc.probs[i - 1].copy()
-            row[2::2] += row[1::2]  # tags are O, B-a, I-a, B-b, I-b, ...
-            row[1::2] = 0.0
+            row[inside] += row[begin]
+            row[begin] = 0.0
             doc.probs[i] = row
 
 

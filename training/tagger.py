@@ -1,12 +1,12 @@
 """Prediction: raw texts in, exact character spans and per-word tag probabilities out.
 
-A text is tokenized once (`training.windows.encode`), cut into overlapping windows of at
-most `max_tokens` subwords, and every word takes its probabilities from the one window
-that owns it, so a post of any length is read whole and a span crossing a seam is decoded
-once. A word's emission probabilities are the softmax of its first subword's logits.
-Windows from all texts are sorted by length and batched under a token budget, so little
-compute goes to padding. Spans come from one decoding per document (`training.decoding`,
-then `training.text.tags_to_spans`).
+A text is tokenized once (`training.windows.encode`), cut into overlapping windows (a
+`training.windows.WindowConfig`: at most `max_tokens` subwords), and every word takes its
+probabilities from the one window that owns it, so a post of any length is read whole and
+a span crossing a seam is decoded once. A word's emission probabilities are the softmax of
+its first subword's logits. Windows from all texts are sorted by length and batched under
+a token budget, so little compute goes to padding. Spans come from one decoding per
+document (`training.decoding`, then `training.text.tags_to_spans`).
 
 What a prediction reports is the probability under the model that decoded it
 (`training.crf.Lattice`): for a CRF checkpoint decoded by viterbi, the CRF's marginals
@@ -40,22 +40,22 @@ from training.reading import (
     continue_orphans,
     prediction_of,
 )
-from training.text import tag_names, words
+from training.text import TagSet, words
 from training.windows import (
     WINDOWS,
+    WindowConfig,
     encode,
     forward_windows,
     make_windows,
     special_tokens,
-    usable_max_tokens,
+    usable_window,
     window_jobs,
 )
 
 log = logging.getLogger(__name__)
 
-# Defaults measured by benchmarks/predict_speed.py (see docs/tagger.md).
-DEFAULT_MAX_TOKENS = WINDOWS.max_tokens  # special tokens excluded (training.windows)
-DEFAULT_STRIDE = WINDOWS.stride
+# Defaults measured by benchmarks/predict_speed.py (see docs/tagger.md); the window's is
+# training.windows.WINDOWS.
 DEFAULT_DECODING = "viterbi"
 # Windows per forward pass are limited by total padded subwords, not by count: short and
 # long windows then cost about the same memory and time per batch. int8 (torch or ONNX
@@ -85,8 +85,7 @@ class Tagger:
         labels: Sequence[str],
         source: str,
         *,
-        max_tokens: int = DEFAULT_MAX_TOKENS,
-        stride: int = DEFAULT_STRIDE,
+        window: WindowConfig = WINDOWS,
         decoding: str = DEFAULT_DECODING,
         version: str | None = None,
         batch_tokens: int = BATCH_TOKENS,
@@ -95,14 +94,11 @@ class Tagger:
     ):
         if decoding not in DECODINGS:
             raise ValueError(f"unknown decoding {decoding!r}: choose one of {DECODINGS}")
-        if max_tokens < 2:
-            raise ValueError(f"max_tokens must be at least 2, got {max_tokens}")
-        if stride < 0:
-            raise ValueError(f"stride must not be negative, got {stride}")
         self.tokenizer = tokenizer
         self.model = model.eval()
         self.labels = list(labels)
-        self.tags = tag_names(self.labels)
+        self.tagset = TagSet.of(self.labels)  # the columns of every probability row
+        self.tags = list(self.tagset.tags)
         self.source = source
         self.version = version or Path(source).name or source
         self.decoding = decoding
@@ -116,13 +112,15 @@ class Tagger:
         self.width_step = WIDTH_STEP
         self.batch_tokens = batch_tokens
         self.specials = special_tokens(tokenizer)
-        self.max_tokens = usable_max_tokens(max_tokens, tokenizer, model, self.specials)
-        if self.max_tokens < max_tokens:
+        # the window as read: max_tokens capped at the model's limit
+        self.window = usable_window(window, tokenizer, model, self.specials)
+        if self.window.max_tokens < window.max_tokens:
             log.info(
-                "max_tokens %d exceeds the model's limit; using %d", max_tokens, self.max_tokens
+                "max_tokens %d exceeds the model's limit; using %d",
+                window.max_tokens,
+                self.window.max_tokens,
             )
-        self.stride = min(stride, self.max_tokens // 2)
-        self.max_width = self.max_tokens + sum(map(len, self.specials))
+        self.max_width = self.window.max_tokens + sum(map(len, self.specials))
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         n_out = getattr(model.config, "num_labels", len(self.tags))
         if n_out != len(self.tags):
@@ -135,8 +133,7 @@ class Tagger:
         labels: Sequence[str],
         label_map: Mapping[str, str] | None = None,
         *,
-        max_tokens: int = DEFAULT_MAX_TOKENS,
-        stride: int = DEFAULT_STRIDE,
+        window: WindowConfig = WINDOWS,
         precision: str = "auto",
         quantize: bool | None = None,
         num_threads: int | None = None,
@@ -157,8 +154,7 @@ class Tagger:
         tagger = cls.from_loaded(
             loaded,
             resolved,
-            max_tokens=max_tokens,
-            stride=stride,
+            window=window,
             precision=chosen,
             num_threads=num_threads,
             decoding=decoding,
@@ -204,8 +200,9 @@ class Tagger:
 
     def __repr__(self) -> str:
         return (
-            f"Tagger({self.version!r}, labels={self.labels}, max_tokens={self.max_tokens}, "
-            f"stride={self.stride}, precision={self.precision!r}, decoding={self.decoding!r}"
+            f"Tagger({self.version!r}, labels={self.labels}, "
+            f"max_tokens={self.window.max_tokens}, stride={self.window.stride}, "
+            f"precision={self.precision!r}, decoding={self.decoding!r}"
             f"{', crf' if self.transitions else ''}"
             f"{f', temperature={self.temperature:g}' if self.temperature != 1.0 else ''})"
         )
@@ -245,7 +242,7 @@ class Tagger:
         docs = [self._prepare(text) for text in texts]
         self._fill_probs(docs, hidden)
         for doc in docs:
-            continue_orphans(doc)
+            continue_orphans(doc, self.tagset)
         line_aware = [no_span_across_lines(d.probs, d.words, d.text, self.tags) for d in docs]
         learned = self.transitions
         scores = None if learned is None else (learned.start, learned.matrix, learned.end)
@@ -290,7 +287,7 @@ class Tagger:
     def _prepare(self, text: str) -> WindowedText:
         offsets = words(text)
         encoding = encode(self.tokenizer, text, offsets)
-        windows = make_windows(encoding, self.max_tokens, self.stride)
+        windows = make_windows(encoding, self.window)
         # words no subword stands for (characters the tokenizer drops) are read as O,
         # unless continue_orphans ties them to the word before
         probs = np.zeros((len(offsets), len(self.tags)), dtype=np.float32)

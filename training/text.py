@@ -150,7 +150,8 @@ def words(text: str) -> list[Word]:
 
 
 def tag_names(labels: Sequence[str]) -> list[str]:
-    """The IOB2 tag set for `labels`: O first, then B-/I- per label in the given order."""
+    """The IOB2 tag set for `labels`: O first, then B-/I- per label in the given order.
+    Code that needs a tag's column asks a `TagSet` by name, never counts positions."""
     tags = [OUTSIDE]
     for label in labels:
         tags += [f"B-{label}", f"I-{label}"]
@@ -165,6 +166,37 @@ def split_tag(tag: str) -> tuple[str, str | None]:
     if prefix not in ("B", "I"):
         raise ValueError(f"not an IOB2 tag: {tag!r}")
     return prefix, label or None
+
+
+@dataclass(frozen=True, slots=True)
+class TagSet:
+    """IOB2 tags in column order, and the named maps between their columns (as
+    transformers' run_ner.py keeps `b_to_i_label`): `b_to_i[j]` is the column of the I-
+    tag that continues the B- tag in column `j`, `i_to_b` the way back. Labels with only
+    one of the two tags are left out of both maps. Any order works: `TagSet.of(labels)`
+    is `tag_names`'s, but a checkpoint's or a CRF's tags may come in another."""
+
+    tags: tuple[str, ...]
+    b_to_i: dict[int, int] = field(init=False, repr=False, compare=False)
+    i_to_b: dict[int, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        column: dict[tuple[str, str | None], int] = {}
+        for j, tag in enumerate(self.tags):
+            column[split_tag(tag)] = j  # ValueError for a tag that is not IOB2
+        if len(column) != len(self.tags):
+            raise ValueError(f"duplicate tags in {list(self.tags)}")
+        pairs = {
+            j: column[("I", label)]
+            for (prefix, label), j in column.items()
+            if prefix == "B" and ("I", label) in column
+        }
+        object.__setattr__(self, "b_to_i", pairs)
+        object.__setattr__(self, "i_to_b", {i: b for b, i in pairs.items()})
+
+    @classmethod
+    def of(cls, labels: Sequence[str]) -> TagSet:
+        return cls(tuple(tag_names(labels)))
 
 
 def with_text(spans: Iterable[Span], text: str) -> list[Span]:

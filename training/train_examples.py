@@ -17,7 +17,14 @@ import numpy as np
 import torch
 
 from training.text import Document, spans_to_tags, tag_names, words
-from training.windows import encode, make_windows, pad_rows, special_tokens, window_inputs
+from training.windows import (
+    WindowConfig,
+    encode,
+    make_windows,
+    pad_rows,
+    special_tokens,
+    window_inputs,
+)
 
 IGNORE = -100
 
@@ -32,8 +39,7 @@ def make_examples(
     tokenizer: Any,
     docs: Sequence[Document],
     labels: Sequence[str],
-    max_tokens: int,
-    stride: int,
+    window: WindowConfig,
 ) -> list[Example]:
     """Model inputs and per-subword targets for every window of every document."""
     tag_index = {t: i for i, t in enumerate(tag_names(labels))}
@@ -52,12 +58,12 @@ def make_examples(
         tags = spans_to_tags(doc.spans, word_offsets)
         enc = encode(tokenizer, doc.text, word_offsets)
         first = enc.first_token
-        for window in make_windows(enc, max_tokens, stride):
-            ids = window_inputs(enc, window, specials)
+        for cut in make_windows(enc, window):
+            ids = window_inputs(enc, cut, specials)
             targets = [IGNORE] * len(ids)
-            inside = np.flatnonzero((first >= window.start) & (first < window.end))
+            inside = np.flatnonzero((first >= cut.start) & (first < cut.end))
             for w in inside:
-                targets[offset + first[w] - window.start] = tag_index[tags[w]]
+                targets[offset + first[w] - cut.start] = tag_index[tags[w]]
             examples.append(Example(ids, targets))
     return examples
 

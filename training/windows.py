@@ -31,14 +31,32 @@ class WindowConfig:
     `max_tokens` counts the document's own subwords only: special tokens ([CLS] and [SEP]
     for BERT) come on top, so 254 fills a 256-position input. `stride` is how many subwords
     consecutive windows of a long document share. A model whose position embeddings are
-    shorter caps `max_tokens` (`usable_max_tokens`).
+    shorter caps `max_tokens` (`usable_window`).
     """
 
     max_tokens: int = 254
     stride: int = 32
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_tokens, int) or self.max_tokens < 2:
+            raise ValueError(f"max_tokens must be at least 2, got {self.max_tokens!r}")
+        if not isinstance(self.stride, int) or self.stride < 0:
+            raise ValueError(f"stride must not be negative, got {self.stride!r}")
+
+    def as_keys(self) -> dict[str, int]:
+        """The window as the flat keys that project.toml's `[model]`, a checkpoint's
+        `skillloop.json` config and a round's `spec.json` write."""
+        return {"max_tokens": self.max_tokens, "stride": self.stride}
+
+    @classmethod
+    def take_keys(cls, raw: dict) -> WindowConfig:
+        """The window that `raw`'s `max_tokens` and `stride` keys give (defaults for those
+        missing), taking them out of `raw` (`as_keys` reversed)."""
+        return cls(**{key: raw.pop(key) for key in WINDOW_KEYS if key in raw})
+
 
 WINDOWS = WindowConfig()
+WINDOW_KEYS = ("max_tokens", "stride")
 
 
 @dataclass(slots=True)
@@ -101,15 +119,15 @@ def encode(tokenizer, text: str, word_offsets: Sequence[Word]) -> Encoding:
     return Encoding(list(out["input_ids"]), word_of_token, first_token)
 
 
-def make_windows(encoding: Encoding, max_tokens: int, stride: int) -> list[Window]:
-    """Overlapping windows of at most `max_tokens` subwords (special tokens excluded).
+def make_windows(encoding: Encoding, window: WindowConfig) -> list[Window]:
+    """Overlapping windows of at most `window.max_tokens` subwords (special tokens excluded).
 
-    Consecutive windows share about `stride` subwords; each window starts on the first
-    subword of a word, and ownership of the shared stretch is split in its middle.
+    Consecutive windows share about `window.stride` subwords (at most half a window); each
+    window starts on the first subword of a word, and ownership of the shared stretch is
+    split in its middle.
     """
-    if max_tokens < 2:
-        raise ValueError("max_tokens must be at least 2")
-    stride = min(max(stride, 0), max_tokens // 2)
+    max_tokens = window.max_tokens
+    stride = min(window.stride, max_tokens // 2)
     n = len(encoding.input_ids)
     if n <= max_tokens:
         return [Window(0, n, 0, n)]
@@ -186,11 +204,14 @@ def position_limit(tokenizer, model) -> int:
     return min(usable) if usable else 512
 
 
-def usable_max_tokens(
-    max_tokens: int, tokenizer, model, specials: tuple[list[int], list[int]]
-) -> int:
-    """`max_tokens` capped so that a window plus its special tokens fits the model."""
-    return min(max_tokens, position_limit(tokenizer, model) - sum(map(len, specials)))
+def usable_window(
+    window: WindowConfig, tokenizer, model, specials: tuple[list[int], list[int]]
+) -> WindowConfig:
+    """`window` with `max_tokens` capped so that a window plus its special tokens fits the
+    model, and `stride` at most half of that (as `make_windows` reads it)."""
+    limit = position_limit(tokenizer, model) - sum(map(len, specials))
+    max_tokens = min(window.max_tokens, limit)
+    return WindowConfig(max_tokens, min(window.stride, max_tokens // 2))
 
 
 # ---------------------------------------------------------------- running windows

@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from backend.bulk_predict import TaggerSpec
 from backend.linkers import open_linker_for, project_linker
 from labeling.project import REPO_ROOT, Project, load_project
 from labeling.state import (
@@ -27,6 +26,8 @@ from labeling.state import (
     state_base_from_environment,
     studio_project,
 )
+from training.tagger_spec import TaggerSpec
+from training.windows import WINDOWS, WindowConfig
 
 if TYPE_CHECKING:
     from training.linker import Linker
@@ -204,9 +205,9 @@ def tagger_spec(args: argparse.Namespace) -> TaggerSpec:
             f"the model {args.model} does not predict {unknown}; it knows {known} "
             "(map its tag types with --label-map TAG=LABEL)"
         )
-    options = {} if args.max_tokens is None else {"max_tokens": args.max_tokens}
-    options["precision"] = "fp32" if args.fp32 else getattr(args, "precision", "auto")
-    return TaggerSpec(args.model, labels, label_map, options)
+    window = WINDOWS if args.max_tokens is None else WindowConfig(max_tokens=args.max_tokens)
+    precision = "fp32" if args.fp32 else getattr(args, "precision", "auto")
+    return TaggerSpec(args.model, labels, label_map, window, precision)
 
 
 def load_tagger(args: argparse.Namespace):

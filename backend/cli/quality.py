@@ -64,8 +64,6 @@ def _tagger(project, state: ProjectState, model: str):
     """The model to look for label errors with, or None ('none', or no model yet)."""
     if model == "none":
         return None
-    from training.tagger import Tagger
-
     registry = state.registry()
     if model == "serving":
         serving = registry.serving()
@@ -77,10 +75,4 @@ def _tagger(project, state: ProjectState, model: str):
         source = Path(model)
     else:
         source = registry.get(model).path
-    return Tagger.load(
-        str(source),
-        project.label_values,
-        project.model.label_map or None,
-        max_tokens=project.model.max_tokens,
-        stride=project.model.stride,
-    )
+    return project.tagger_spec(source).load()

@@ -103,7 +103,6 @@ def _serving_model(project, state: ProjectState, model: str | None) -> str:
 
 def select_command(args) -> int:
     from labeling.active.strategies import task_score
-    from training.tagger import Tagger
 
     project, state = project_and_state(args, must_exist=True)
     n = project.selection.batch_size if args.n is None else args.n
@@ -115,13 +114,7 @@ def select_command(args) -> int:
         print(f"{project.name}: every post is labelled; nothing to select", file=sys.stderr)
         return 0
     source = _serving_model(project, state, args.model)
-    tagger = Tagger.load(
-        source,
-        project.label_values,
-        project.model.label_map or None,
-        max_tokens=project.model.max_tokens,
-        stride=project.model.stride,
-    )
+    tagger = project.tagger_spec(source).load()
     labels = [span.label for doc in labelled for span in doc.spans]
     strategy = build_strategy(name, tagger.classifier_head, labels)
     print(f"scoring {len(posts)} unlabelled posts with {tagger.version} ...", file=sys.stderr)

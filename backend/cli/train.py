@@ -48,6 +48,7 @@ def train_command(args) -> int:
     from training.calibration import CALIBRATION_SHARE, calibrate_checkpoint, plan_calibration
     from training.datasets import labels_of, read_documents
     from training.finetune import TrainConfig, train
+    from training.windows import WindowConfig
 
     train_docs = read_documents(args.data, args.columns)
     dev_docs = read_documents(args.dev, args.columns) if args.dev else None
@@ -61,7 +62,6 @@ def train_command(args) -> int:
         "epochs",
         "learning_rate",
         "batch_size",
-        "max_tokens",
         "seed",
         "patience",
         "num_threads",
@@ -70,7 +70,10 @@ def train_command(args) -> int:
     share = CALIBRATION_SHARE if args.calibration_share is None else args.calibration_share
     if not 0 <= share < 1:
         raise ValueError(f"--calibration-share must be in [0, 1), got {share}")
-    config = TrainConfig(**{k: getattr(args, k) for k in options if getattr(args, k) is not None})
+    given = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
+    if args.max_tokens is not None:  # the window's, with the default stride
+        given["window"] = WindowConfig(max_tokens=args.max_tokens)
+    config = TrainConfig(**given)
     plan = plan_calibration(train_docs, dev_docs, share, config.seed)
     label_map = parse_label_map(args.label_map)
     result = train(

@@ -58,11 +58,10 @@ def score(source: str | Path | None, spec: RoundSpec, docs, label_map=None) -> d
     from backend.loop.gate import post_counts
     from training.checkpoint import CheckpointError
     from training.evaluate import evaluate_predictions
-    from training.tagger import Tagger
     from training.text import spans_to_tags, words
 
     try:
-        tagger = Tagger.load(source, spec.labels, label_map, **spec.tagger_options())
+        tagger = spec.tagger(source, label_map).load()
     except CheckpointError as err:
         return {"error": str(err)}
     predictions = tagger.predict([doc.text for doc in docs])
@@ -97,7 +96,7 @@ def run(spec: RoundSpec, progress_bar: bool = False) -> dict:
     torch.set_num_threads(threads)
     train_docs = read_jsonl(folder / "train.jsonl")
     heldout = read_jsonl(folder / "heldout.jsonl")
-    config = TrainConfig(**{**spec.config, "num_threads": threads})
+    config = TrainConfig.from_json({**spec.config, "num_threads": threads})
 
     def on_step(done: int, total: int) -> None:
         progress.report("training", TRAIN_SHARE * done / max(total, 1))
@@ -134,7 +133,7 @@ def run(spec: RoundSpec, progress_bar: bool = False) -> dict:
         progress.report("evaluating", TRAIN_SHARE, force=True)
         # span scores calibrated on the held-out posts (training.calibration); F1 is unchanged
         result["calibration"] = calibrate_checkpoint(
-            spec.out_dir, spec.labels, heldout, **spec.tagger_options()
+            spec.out_dir, spec.labels, heldout, window=spec.window, quantize=spec.quantize
         )
         result["candidate"] = score(spec.out_dir, spec, heldout)
         baseline = spec.baseline

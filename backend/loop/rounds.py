@@ -143,14 +143,15 @@ def plan_round(
     base: str | None
     label_map: dict[str, str] | None
     parent: str | None
+    project_base = project.tagger_spec()  # the project's base model, mapping and window
     if serving is not None and serving.labels == labels:
         base, label_map, parent = str(serving.path), None, serving.version
     else:
-        base, label_map, parent = project.model_base(), project.model.label_map or None, None
+        base, label_map, parent = project_base.source, project_base.label_map, None
     if serving is not None:
         baseline = Baseline(serving.version, str(serving.path))
     else:  # the service serves the project base when it has a head for the labels
-        baseline = Baseline("base", project.model_base(), label_map)
+        baseline = Baseline("base", project_base.source, label_map)
 
     # leftovers of rounds killed with their service (this round holds the training lock)
     shutil.rmtree(registry.root / ".incoming", ignore_errors=True)
@@ -179,8 +180,8 @@ def plan_round(
         labels,
         registry.root / ".incoming" / round_id,
         label_map=label_map,
-        config=asdict(project.train_config()),
-        window=project.model.window,
+        config=project.train_config().to_json(),
+        window=project_base.window,
         baseline=baseline,
         num_threads=num_threads,
         parent_pid=os.getpid(),

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from training.tagger_spec import TaggerSpec
 from training.windows import WINDOWS, WindowConfig
 
 SPEC_FILE = "spec.json"
@@ -39,12 +40,10 @@ class RoundSpec:
     nice: int = 10  # the child's nice value: the service's requests come first
     parent_pid: int | None = None  # the child exits when this process dies
 
-    def tagger_options(self) -> dict:
-        """Tagger.load's options for the candidate and the baseline."""
-        options: dict = {"max_tokens": self.window.max_tokens, "stride": self.window.stride}
-        if self.quantize is not None:
-            options["quantize"] = self.quantize
-        return options
+    def tagger(self, source: str | Path | None, label_map=None) -> TaggerSpec:
+        """How the candidate (`source`: `out_dir`) or the baseline loads to be scored."""
+        path = None if source is None else str(source)
+        return TaggerSpec(path, list(self.labels), label_map, self.window, quantize=self.quantize)
 
 
 def write_spec(spec: RoundSpec) -> Path:
@@ -55,7 +54,7 @@ def write_spec(spec: RoundSpec) -> Path:
         "label_map": spec.label_map,
         "labels": list(spec.labels),
         "config": spec.config,
-        "tagger": spec.tagger_options(),
+        "tagger": _tagger_keys(spec),
         "out_dir": str(spec.out_dir),
         "baseline": None if spec.baseline is None else vars(spec.baseline),
         "num_threads": spec.num_threads,
@@ -69,11 +68,19 @@ def write_spec(spec: RoundSpec) -> Path:
     return path
 
 
+def _tagger_keys(spec: RoundSpec) -> dict:
+    """How spec.json keeps the tagger options: the window's flat keys, and `quantize`."""
+    keys: dict = spec.window.as_keys()
+    if spec.quantize is not None:
+        keys["quantize"] = spec.quantize
+    return keys
+
+
 def read_spec(path: Path) -> RoundSpec:
     """The spec `write_spec` wrote (OSError, ValueError or KeyError when it cannot be read)."""
     raw = json.loads(Path(path).read_text(encoding="utf-8"))
     baseline = raw.get("baseline")
-    tagger = raw.get("tagger") or {}
+    tagger = dict(raw.get("tagger") or {})
     return RoundSpec(
         folder=Path(raw["folder"]),
         base=raw["base"],
@@ -81,9 +88,7 @@ def read_spec(path: Path) -> RoundSpec:
         out_dir=Path(raw["out_dir"]),
         label_map=raw.get("label_map"),
         config=dict(raw.get("config") or {}),
-        window=WindowConfig(
-            tagger.get("max_tokens", WINDOWS.max_tokens), tagger.get("stride", WINDOWS.stride)
-        ),
+        window=WindowConfig.take_keys(tagger),
         quantize=tagger.get("quantize"),
         baseline=Baseline(**baseline) if baseline else None,
         num_threads=int(raw.get("num_threads", 1)),

@@ -172,19 +172,15 @@ class ModelHolder:
 
     def _load(self, wanted) -> ServingModel:
         from training.checkpoint import CheckpointError
-        from training.tagger import Tagger
 
-        labels = [label.value for label in self.project.labels]
-        model_options = self.project.model
-        options = {"max_tokens": model_options.max_tokens, "stride": model_options.stride}
         if wanted is not None:
-            source, version = str(wanted.path), wanted.version
+            spec, version = self.project.tagger_spec(wanted.path), wanted.version
         else:
-            source, version = self.project.model_base(), None
-        label_map = dict(model_options.label_map) or None
+            spec, version = self.project.tagger_spec(), None
+        source = spec.source
         started = time.perf_counter()
         try:
-            tagger = Tagger.load(source, labels, label_map, **options)
+            tagger = spec.load()
         except CheckpointError as err:
             if wanted is not None:
                 self._failed = wanted.version

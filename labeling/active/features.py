@@ -19,11 +19,12 @@ from training.checkpoint import resolve_source
 from training.text import words
 from training.windows import (
     WINDOWS,
+    WindowConfig,
     encode,
     forward_windows,
     make_windows,
     special_tokens,
-    usable_max_tokens,
+    usable_window,
     window_jobs,
 )
 
@@ -33,8 +34,7 @@ log = logging.getLogger(__name__)
 def encode_words(
     texts: Sequence[str],
     source: str | Path | None = None,
-    max_tokens: int = WINDOWS.max_tokens,
-    stride: int = WINDOWS.stride,
+    window: WindowConfig = WINDOWS,
     batch_size: int = 32,
     cache_dir: str | Path | None = None,
     layers: Sequence[int] = (-1,),
@@ -44,12 +44,12 @@ def encode_words(
     A word without subwords (rare: characters the tokenizer drops) gets zeros. Batches
     hold up to `batch_size` full windows' worth of subwords (`training.windows`)."""
     name = resolve_source(source)
-    cache = _cache_path(cache_dir, f"{name}|{list(layers)}", texts, max_tokens, stride)
+    cache = _cache_path(cache_dir, f"{name}|{list(layers)}", texts, window)
     if cache is not None and cache.is_file():
         with np.load(cache) as data:
             flat, lengths = data["flat"], data["lengths"]
         return np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
-    vectors = _encode(texts, name, max_tokens, stride, batch_size, list(layers))
+    vectors = _encode(texts, name, window, batch_size, list(layers))
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         lengths = np.array([len(v) for v in vectors], dtype=np.int64)
@@ -58,24 +58,24 @@ def encode_words(
     return vectors
 
 
-def _cache_path(cache_dir, name, texts, max_tokens, stride) -> Path | None:
+def _cache_path(cache_dir, name, texts, window: WindowConfig) -> Path | None:
     if cache_dir is None:
         return None
-    digest = hashlib.sha256(f"{name}|{max_tokens}|{stride}".encode())
+    digest = hashlib.sha256(f"{name}|{window.max_tokens}|{window.stride}".encode())
     for text in texts:
         digest.update(text.encode())
         digest.update(b"\0")
     return Path(cache_dir) / f"words-{digest.hexdigest()[:16]}.npz"
 
 
-def _encode(texts, name, max_tokens, stride, batch_size, layers) -> list[np.ndarray]:
+def _encode(texts, name, window: WindowConfig, batch_size, layers) -> list[np.ndarray]:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(name)
     model = AutoModel.from_pretrained(name).eval()
     specials = special_tokens(tokenizer)
-    max_tokens = usable_max_tokens(max_tokens, tokenizer, model, specials)
+    window = usable_window(window, tokenizer, model, specials)
     depth = model.config.num_hidden_layers
     # absolute indices; a layer beyond a shallow model's depth falls back to its last
     layers = list(
@@ -91,12 +91,12 @@ def _encode(texts, name, max_tokens, stride, batch_size, layers) -> list[np.ndar
         if not offsets:
             continue
         enc = encode(tokenizer, text, offsets)
-        jobs += window_jobs(d, enc, make_windows(enc, max_tokens, stride), specials)
+        jobs += window_jobs(d, enc, make_windows(enc, window), specials)
 
     def read(output) -> list:
         return [torch.cat([output.hidden_states[k] for k in layers], dim=-1)]
 
-    budget = batch_size * (max_tokens + sum(map(len, specials)))
+    budget = batch_size * (window.max_tokens + sum(map(len, specials)))
     for job, (vectors,) in forward_windows(
         model,
         jobs,
