@@ -51,6 +51,8 @@ def test_a_database_that_is_away_gets_a_503_saying_so_and_one_log_line(app, own_
     assert client.post("/webhook", json=event(1)).status_code == 200
     caplog.set_level(logging.WARNING)
     caplog.clear()
+    backs: list[int] = []  # the service's catch-up with Label Studio hangs here
+    services.store.db.on_back = lambda: backs.append(len(backs))
     own_server.halt()
     replies = [client.post("/webhook", json=event(n)) for n in range(2, 7)]
     replies.append(client.post("/train"))
@@ -64,8 +66,11 @@ def test_a_database_that_is_away_gets_a_503_saying_so_and_one_log_line(app, own_
     assert services.worker is None or not services.worker.status().get("running")
 
     own_server.resume()
+    assert backs == []
     assert client.post("/webhook", json=event(7)).status_code == 200
+    assert backs == [0]  # once, when it answered again
     assert [r.annotation_id for r in services.store.records()] == [1, 7]
+    assert backs == [0]
     assert "answers again (6 requests got 503)" in caplog.text
 
 
