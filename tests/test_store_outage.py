@@ -23,15 +23,8 @@ TEXT = "we need python and sql"
 
 
 @pytest.fixture
-def own_server():
-    """A server this test may stop: the session's shared one must keep running."""
-    from postgres import PostgresServer, bin_dir
-
-    if bin_dir() is None:
-        pytest.skip("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin): make postgres")
-    server = PostgresServer().start()
-    yield server
-    server.stop()
+def own_server(own_postgres):
+    return own_postgres
 
 
 @pytest.fixture
