@@ -32,8 +32,6 @@ from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
-from labeling.storage.deadline import bound_answers
-
 WRITE = "skillloop_write"  # execution option: this transaction writes
 # How long one PostgreSQL store operation may wait: to connect, for a pooled connection,
 # for a lock, for a statement (a SQLite file waits 10 s for a lock, below). Past it the
@@ -187,6 +185,9 @@ def _sqlite_engine(url: Any) -> Engine:
 
 
 def _postgres_engine(url: Any) -> Engine:
+    # psycopg is imported only where PostgreSQL is used (0.1-0.6 s here: not on SQLite)
+    from labeling.storage.deadline import bound_answers
+
     engine = create_engine(
         url,
         pool_size=4,
