@@ -211,6 +211,19 @@ def postgres():
 
 
 @pytest.fixture
+def own_postgres():
+    """A PostgreSQL server of the test's own, which it may stop (halt/resume) or freeze
+    (freeze/thaw): the session's shared one must keep running."""
+    from postgres import PostgresServer, bin_dir
+
+    if bin_dir() is None:
+        pytest.skip("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin): make postgres")
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def postgres_url(postgres) -> Iterator[str]:
     """The URL of a fresh, empty database on the session's server (dropped after the test)."""
     url = postgres.create_database()

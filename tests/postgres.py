@@ -17,6 +17,7 @@ import itertools
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -47,7 +48,8 @@ def free_port() -> int:
 
 class PostgresServer:
     """One throwaway PostgreSQL cluster: `start()`, `url(database)`, `create_database()`,
-    `stop()` (also a context manager)."""
+    `stop()` (also a context manager); `halt()`/`resume()` for an outage, `freeze()`/
+    `thaw()` for a server that stops answering."""
 
     def __init__(self, bin_folder: Path | None = None, port: int | None = None):
         folder = bin_folder or bin_dir()
@@ -66,6 +68,7 @@ class PostgresServer:
         self.log = self.root / "server.log"
         self._names = itertools.count(1)
         self.running = False
+        self._frozen: list[int] = []  # processes freeze() stopped
 
     # ------------------------------------------------------------------ running it
 
@@ -121,6 +124,7 @@ class PostgresServer:
 
     def stop(self) -> None:
         """Stop the server (fast shutdown) and remove its folder."""
+        self.thaw()  # a frozen server never shuts down
         if self.running:
             self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop", timeout=60)
             self.running = False
@@ -141,6 +145,22 @@ class PostgresServer:
             raise RuntimeError(f"pg_ctl start failed: {done.stdout}{done.stderr}\n{self.tail()}")
         self.running = True
         self._wait_ready()
+
+    def freeze(self) -> list[int]:
+        """Stop the postmaster and every server process with SIGSTOP: connections stay open
+        and the kernel still acknowledges what clients send, but nothing answers (a stalled
+        database host). `thaw()` continues them. Returns the process ids stopped."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        self._frozen = [postmaster, *_children(postmaster)]
+        for pid in self._frozen:
+            os.kill(pid, signal.SIGSTOP)
+        return self._frozen
+
+    def thaw(self) -> None:
+        for pid in self._frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        self._frozen = []
 
     def reap_orphans(self) -> list[Path]:
         """Stop and remove the clusters of test runs that died without stopping theirs (a
@@ -191,6 +211,17 @@ class PostgresServer:
 
         with psycopg.connect(self.dsn("postgres"), autocommit=True) as db:
             db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _children(parent: int) -> list[int]:
+    """The ids of the processes whose parent is `parent` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # "pid (comm) state ppid ...": the command may hold spaces and parentheses
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(stat.parent.name))
+    return found
 
 
 def _alive(pid_text: str) -> bool:

@@ -2,11 +2,15 @@
 started again under a running service. Every request that needs it gets a 503 that says
 so (not a generic 500), /train does not claim a round it cannot run, the log gets one line
 per outage instead of a traceback per request, and the service works again once the
-database is back. A statement stuck behind a lock gives up after the store's wait."""
+database is back. A statement stuck behind a lock gives up after the store's wait, and a
+server that is frozen (SIGSTOP: its connections stay open, nothing answers) costs each
+request one bounded wait, however many requests come and however long it stays frozen."""
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 import psycopg
 import pytest
@@ -19,15 +23,8 @@ TEXT = "we need python and sql"
 
 
 @pytest.fixture
-def own_server():
-    """A server this test may stop: the session's shared one must keep running."""
-    from postgres import PostgresServer, bin_dir
-
-    if bin_dir() is None:
-        pytest.skip("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin): make postgres")
-    server = PostgresServer().start()
-    yield server
-    server.stop()
+def own_server(own_postgres):
+    return own_postgres
 
 
 @pytest.fixture
@@ -47,6 +44,8 @@ def test_a_database_that_is_away_gets_a_503_saying_so_and_one_log_line(app, own_
     assert client.post("/webhook", json=event(1)).status_code == 200
     caplog.set_level(logging.WARNING)
     caplog.clear()
+    backs: list[int] = []  # the service's catch-up with Label Studio hangs here
+    services.store.db.on_back = lambda: backs.append(len(backs))
     own_server.halt()
     replies = [client.post("/webhook", json=event(n)) for n in range(2, 7)]
     replies.append(client.post("/train"))
@@ -60,8 +59,11 @@ def test_a_database_that_is_away_gets_a_503_saying_so_and_one_log_line(app, own_
     assert services.worker is None or not services.worker.status().get("running")
 
     own_server.resume()
+    assert backs == []
     assert client.post("/webhook", json=event(7)).status_code == 200
+    assert backs == [0]  # once, when it answered again
     assert [r.annotation_id for r in services.store.records()] == [1, 7]
+    assert backs == [0]
     assert "answers again (6 requests got 503)" in caplog.text
 
 
@@ -92,3 +94,47 @@ def test_every_postgresql_connection_carries_the_store_timeouts(app, own_server)
         "statement_timeout": f"{engine.WAIT_S}s",
         "synchronous_commit": "on",
     }
+
+
+def test_a_frozen_database_answers_503_within_the_wait_and_holds_no_request(
+    app, own_server, caplog
+):
+    client, services = app.test_client(), app.extensions["skillloop"]
+    assert client.post("/webhook", json=event(1)).status_code == 200  # a pooled connection
+    caplog.set_level(logging.WARNING)
+    caplog.clear()
+    replies: dict[int, object] = {}
+
+    def ask(n: int) -> None:  # webhooks and /status at once, more than the pool keeps
+        own = app.test_client()
+        replies[n] = own.post("/webhook", json=event(n)) if n % 2 else own.get("/status")
+
+    askers = [threading.Thread(target=ask, args=(n,), daemon=True) for n in range(2, 10)]
+    own_server.freeze()
+    try:
+        for asker in askers:
+            asker.start()
+        # not a speed claim: a generous bound that tells an answer from a hang (before,
+        # every request waited for as long as the server stayed frozen)
+        deadline = time.monotonic() + 3 * engine.WAIT_S
+        for asker in askers:
+            asker.join(max(0.0, deadline - time.monotonic()))
+        hung = [asker.name for asker in askers if asker.is_alive()]
+    finally:
+        own_server.thaw()
+    assert not hung, f"requests still waiting on a frozen database: {hung}"
+    assert sorted(replies) == list(range(2, 10))
+    errors = []
+    for reply in replies.values():
+        assert reply.status_code == 503, reply.get_json()
+        body = reply.get_json()
+        assert "annotation database" in body["error"] and body["retry"] is True
+        errors.append(body["error"])
+    # a pooled connection waited for its answer: the client's own deadline cut it
+    assert any("did not answer within" in e for e in errors), errors
+    assert "Traceback" not in caplog.text
+    assert caplog.text.count("is unavailable") == 1
+
+    assert client.post("/webhook", json=event(20)).status_code == 200  # continued: served
+    assert [r.annotation_id for r in services.store.records()] == [1, 20]
+    assert "answers again (8 requests got 503)" in caplog.text

@@ -82,6 +82,9 @@ class TrainingWorker:
         self._auto = AutoTrigger(retrain.every_n_annotations, retrain.debounce_seconds)
         # the worker thread's own connection, for counting changes
         self._store: AnnotationStore | None = None
+        # called before each round reads its data (the service fetches there what Label
+        # Studio holds that the store missed: backend/service/catch_up.py); must not raise
+        self.before_round: Callable[[], object] | None = None
 
     # ------------------------------------------------------------------ control
 
@@ -247,6 +250,8 @@ class TrainingWorker:
             self._announce(recover_interrupted(self.project, self.state))
             if trigger == "auto" and not self._still_due():
                 return None
+            if self.before_round is not None:
+                self.before_round()
             plan = plan_round(self.project, self.state, trigger, self.num_threads)
             if isinstance(plan, RoundOutcome):
                 append_round(self.state, plan)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from backend.loop.worker import TrainingWorker
+from backend.service.catch_up import StudioCatchUp
 from backend.service.config import ServiceConfig
 from backend.service.linker_holder import LinkerHolder, TaskOptionsWriter
 from backend.service.metrics import Metrics
@@ -91,7 +92,21 @@ def build_services(
     services.inbox = Inbox(
         services.store, lambda body: read_queued(services, body), lambda n: stored(services, n)
     )
+    if studio.configured:
+        url, key = config.label_studio_url or "", config.label_studio_api_key or ""
+        catch_up_with_studio(services, url, key)
     return services
+
+
+def catch_up_with_studio(services: Services, url: str, api_key: str) -> StudioCatchUp:
+    """Annotations whose webhooks failed fetched from Label Studio when the annotation
+    database answers again after an outage, and before every training round."""
+    catch_up = StudioCatchUp(services, lambda: StudioClient(url, api_key))
+    services.catch_up = catch_up
+    services.store.db.on_back = lambda: catch_up.spawn("the annotation database is back")
+    if services.worker is not None:
+        services.worker.before_round = lambda: catch_up.run("a training round starts")
+    return catch_up
 
 
 def make_metrics() -> Metrics:
@@ -105,6 +120,9 @@ def make_metrics() -> Metrics:
     )
     metrics.counter("annotations_stored_total", "annotations written by webhooks")
     metrics.counter("annotations_deleted_total", "annotations tombstoned by webhooks")
+    metrics.counter(
+        "annotations_caught_up_total", "annotations fetched from Label Studio that webhooks missed"
+    )
     metrics.counter("webhook_events_total", "webhook events by action (unknown: other)")
     metrics.counter("training_requests_total", "training triggers by source and outcome")
     return metrics

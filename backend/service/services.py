@@ -16,6 +16,7 @@ from labeling.active.task_score import TaskScorer
 
 if TYPE_CHECKING:
     from backend.loop.worker import TrainingWorker
+    from backend.service.catch_up import StudioCatchUp
     from backend.service.config import ServiceConfig
     from backend.service.linker_holder import LinkerHolder, TaskOptionsWriter
     from backend.service.metrics import Metrics
@@ -53,6 +54,8 @@ class Services:
         None  # the project's taxonomy linker (backend/service/linker_holder.py)
     )
     link_options: TaskOptionsWriter | None = None  # candidates into Label Studio's tasks
+    # what webhooks missed, fetched from Label Studio (backend/service/catch_up.py)
+    catch_up: StudioCatchUp | None = None
 
     # the Label Studio project these services are for, on a backend serving several
     # (None: a backend serving one project answers every Label Studio project)

@@ -24,6 +24,7 @@ def status(s: Services) -> dict:
         "model_source": model.source,
         "studio_project": s.studio.project_id,
         "studio_refresh": s.studio.last_refresh,
+        "studio_catch_up": s.catch_up.last if s.catch_up is not None else None,
         "webhook_inbox": {**s.store.inbox(), "refused_last": s.store.inbox_errors()},
         "linking": s.linker.state() if s.linker is not None else {"enabled": False},
     }

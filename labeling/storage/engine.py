@@ -9,7 +9,13 @@ SQLAlchemy Core with the durability each write relies on.
 - PostgreSQL (psycopg 3): `synchronous_commit=on` is set on every connection whatever
   the server's or database's default, so a commit has returned only once its WAL is
   flushed on the server. A small connection pool; threads need no lock (the database
-  serialises a project's writers on its counter row, labeling/store.py).
+  serialises a project's writers on its counter row, labeling/store.py). Every wait for
+  the server's answer ends after ANSWER_S on the client's side too (labeling/storage/
+  deadline.py), so a frozen server (SIGSTOPped: TCP stays open, nothing answers) costs a
+  request ANSWER_S, not as long as it stays frozen.
+
+`Database.on_back`, when set, is called once the database answers again after operations
+failed as unavailable (the service fetches from Label Studio what it missed meanwhile).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +38,9 @@ WRITE = "skillloop_write"  # execution option: this transaction writes
 # operation fails with StoreUnavailable (the service answers 503) instead of holding the
 # request: Label Studio gives a webhook 1 s and does not retry, so waiting saves nothing.
 WAIT_S = 5
+# The client's own bound on one wait for the server's answer (a statement, a commit, a
+# pre-ping): past the server's timeouts, which a server that answers at all enforces first
+ANSWER_S = WAIT_S + 1
 # SQLAlchemy's errors that mean "the database cannot be reached or does not answer in
 # time", as opposed to a bug in a statement (ProgrammingError, IntegrityError, ...)
 UNAVAILABLE = (exc.OperationalError, exc.InterfaceError, exc.TimeoutError)
@@ -94,6 +103,8 @@ class Database:
                 f"unsupported database {describe(target)!r}: use a postgresql:// URL "
                 "or a SQLite file"
             )
+        self.on_back: Callable[[], None] | None = None
+        self._away = False  # the last operation failed as unavailable
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
@@ -117,7 +128,12 @@ class Database:
         try:
             yield
         except UNAVAILABLE as err:
+            self._away = True
             raise StoreUnavailable(self.target, err) from err
+        if self._away:  # answered again: a plain read of a flag in the common case
+            self._away = False
+            if self.on_back is not None:
+                self.on_back()
 
     def durability(self) -> dict[str, str]:
         """The settings each commit's durability rests on, as the database reports them."""
@@ -169,7 +185,10 @@ def _sqlite_engine(url: Any) -> Engine:
 
 
 def _postgres_engine(url: Any) -> Engine:
-    return create_engine(
+    # psycopg is imported only where PostgreSQL is used (0.1-0.6 s here: not on SQLite)
+    from labeling.storage.deadline import bound_answers
+
+    engine = create_engine(
         url,
         pool_size=4,
         max_overflow=8,
@@ -191,3 +210,5 @@ def _postgres_engine(url: Any) -> Engine:
             "tcp_user_timeout": WAIT_S * 1000,
         },
     )
+    bound_answers(engine, ANSWER_S)  # ... and one that is frozen, within ANSWER_S
+    return engine

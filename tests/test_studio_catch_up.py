@@ -1,0 +1,88 @@
+"""Nothing an annotator submits while the annotation database is away goes missing: a real
+Label Studio, a real `skillloop serve` on a real PostgreSQL of the test's own. The
+database is stopped, an annotator submits a new annotation and changes an old one in Label
+Studio (its webhooks get 503s, and Label Studio never sends them again), the database is
+started again: the service's catch-up fetches both from Label Studio, and the next
+training round trains on them."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from service_helpers import CONFIG_XML, write_project
+from studio_helpers import get_json, serve_backend, wait_for, wait_published
+
+from labeling.state import ProjectState
+
+pytestmark = [pytest.mark.studio, pytest.mark.slow]
+
+# posts the held-out split trains on (a round whose posts are all held out is skipped)
+TEXTS = [
+    "senior data engineer with spark and aws",
+    "machine learning with scala",
+    "excel reports for the business",
+]
+
+
+def regions(text: str, phrase: str, label: str) -> list[dict]:
+    start = text.index(phrase)
+    value = {"start": start, "end": start + len(phrase), "text": phrase, "labels": [label]}
+    return [{"from_name": "label", "to_name": "text", "type": "labels", "value": value}]
+
+
+def stored(state: ProjectState) -> dict[int, list[str]]:
+    """The store's annotations as the test reads them itself: id -> span labels."""
+    with state.store() as store:
+        return {r.annotation_id: [s.label for s in r.spans] for r in store.records()}
+
+
+def test_annotations_made_while_the_database_was_away_reach_the_next_round(
+    studio, tmp_path, tiny_reference_model, own_postgres, monkeypatch
+):
+    from backend.loop.heldout import is_heldout
+    from labeling.studio.client import StudioClient
+
+    assert not any(is_heldout(text, 0.2) for text in TEXTS)  # write_project's share
+
+    url = own_postgres.create_database("catchup")
+    monkeypatch.setenv("SKILLLOOP_DATABASE_URL", url)  # the served backend's store
+    project_dir = write_project(tmp_path / "project", tiny_reference_model, name="catchup")
+    client = StudioClient(studio.url, studio.token)
+    ref = client.ensure_project(f"skillloop catch-up {os.getpid()}", CONFIG_XML.read_text())
+    task_ids = client.import_tasks(ref.id, [{"text": t} for t in TEXTS]).task_ids
+    with serve_backend(project_dir, tmp_path / "state", studio) as backend:
+        state = ProjectState(tmp_path / "state" / "catchup", database_url=url)
+        client.connect_backend(ref.id, backend, "skillloop")
+        wait_published(backend)
+        first = client.annotate(task_ids[0], regions(TEXTS[0], "spark", "Technology"))
+        wait_for("the first annotation's webhook", lambda: first in stored(state), 30)
+
+        own_postgres.halt()
+        new = client.annotate(task_ids[1], regions(TEXTS[1], "scala", "Technology"))
+        client.ls.annotations.update(id=first, result=regions(TEXTS[0], "aws", "Soft"))
+        own_postgres.resume()
+        # the webhooks of both failed: the store holds the first version of one only
+        assert stored(state) == {first: ["Technology"]}
+
+        # the service notices the database is back at its next store operation
+        assert get_json(f"{backend}/status") is not None
+        back = {first: ["Soft"], new: ["Technology"]}
+        wait_for("the catch-up after the outage", lambda: stored(state) == back, 60)
+        catch_up = get_json(f"{backend}/status")["studio_catch_up"]
+        assert catch_up["ok"] and catch_up["reason"] == "the annotation database is back"
+        assert sorted(catch_up["annotation_ids"]) == sorted([first, new])
+
+        client.train(ref.id)  # Start Training: the round's data holds both
+        rounds = state.rounds_dir
+        plans = wait_for("the round's plan", lambda: list(rounds.glob("*/plan.json")), 120)
+        folder = plans[0].parent
+        used = {}
+        for part in ("train.jsonl", "heldout.jsonl"):
+            for line in (folder / part).read_text().splitlines():
+                doc = json.loads(line)
+                used[doc["meta"]["annotation_id"]] = sorted(s["label"] for s in doc["spans"])
+        assert used == {first: ["Soft"], new: ["Technology"]}
+        status = get_json(f"{backend}/status")["studio_catch_up"]
+        assert status["reason"] == "a training round starts" and status["stored"] == 0
