@@ -30,7 +30,7 @@ from sqlalchemy import Connection, bindparam, func, insert, inspect, select, upd
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from labeling.storage import inbox as inbox_rows
+from labeling.storage import webhook_inbox as inbox_rows
 from labeling.storage.engine import Database, describe
 from labeling.storage.records import (
     COLUMNS,
@@ -133,7 +133,7 @@ class AnnotationStore:
             return self._tombstone(conn, ids)
 
     # ------------------------------------------------------------------ the inbox
-    # (labeling/storage/inbox.py): big webhooks kept as sent, read after the answer
+    # (labeling/storage/webhook_inbox.py): big webhooks kept as sent, read after the answer
 
     def enqueue(self, body: bytes) -> int:
         """Keep a request body for later; committed before returning its id."""

@@ -15,7 +15,7 @@ from test_report import three_rounds
 
 from backend.cli import main
 from backend.loop.spec import RoundSpec, write_spec
-from backend.loop.status import changes_since_last_round
+from backend.loop.status_figures import changes_since_last_round
 from labeling.state import ProjectState
 from labeling.store import AnnotationRecord, AnnotationStore
 from training.registry import Registry

@@ -98,7 +98,7 @@ def check(client, services, method, route, body):
         reply.get_json()
     if not 200 <= reply.status_code < 300:
         assert snapshot(services) == before, (route, reply.status_code, body[:300])
-    services.inbox.wait_idle(30)  # a queued body is read before the next example
+    services.inbox_reader.wait_idle(30)  # a queued body is read before the next example
 
 
 @pytest.fixture

@@ -398,7 +398,7 @@ def test_a_bulk_of_5000_is_acknowledged_within_a_second_then_stored(client, serv
     seconds = time.perf_counter() - started
     assert reply.status_code == 200 and reply.get_json()["status"] == "queued"
     assert seconds < 1.0
-    assert services.inbox.wait_idle(120)
+    assert services.inbox_reader.wait_idle(120)
     assert len(services.store.records()) == 5000
     assert services.store.inbox() == {"pending": 0, "stored": 1, "refused": 0}
 
@@ -407,7 +407,7 @@ def test_a_bulk_of_5000_is_acknowledged_within_a_second_then_stored(client, serv
 def test_a_queued_bulk_with_a_bad_item_stores_none_and_says_why(client, services):
     reply = post_raw(client, "/webhook", json.dumps(bulk(400, bad=200)))
     assert reply.get_json()["status"] == "queued"
-    assert services.inbox.wait_idle(60)
+    assert services.inbox_reader.wait_idle(60)
     assert everything(services.store) == []
     inbox = client.get("/status").get_json()["webhook_inbox"]
     assert inbox["refused"] == 1
@@ -421,7 +421,7 @@ def test_a_big_deletion_is_queued_and_applied(client, services):
     ids = [{"id": i} for i in range(10, 30_010)]  # ~400 kB: over the in-request limit
     reply = client.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "annotations": ids})
     assert reply.get_json()["status"] == "queued"
-    assert services.inbox.wait_idle(60)
+    assert services.inbox_reader.wait_idle(60)
     assert services.store.records() == [] and len(everything(services.store)) == 3
 
 
@@ -433,7 +433,7 @@ def test_a_pending_inbox_row_is_read_at_the_next_start(tmp_path, spanful_model):
 
     first = make_app(tmp_path, spanful_model)
     services = first.extensions["skillloop"]
-    services.inbox.stop()  # as if killed before the drain ran
+    services.inbox_reader.stop()  # as if killed before the drain ran
     services.store.enqueue(json.dumps(bulk(300)).encode())
     where = (services.store.target, services.store.key)
     services.close()
@@ -441,7 +441,7 @@ def test_a_pending_inbox_row_is_read_at_the_next_start(tmp_path, spanful_model):
         assert store.inbox()["pending"] == 1 and store.records() == []
     again = make_app(tmp_path, spanful_model)
     try:
-        assert again.extensions["skillloop"].inbox.wait_idle(60)
+        assert again.extensions["skillloop"].inbox_reader.wait_idle(60)
         assert len(again.extensions["skillloop"].store.records()) == 300
     finally:
         again.extensions["skillloop"].close()

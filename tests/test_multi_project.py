@@ -223,7 +223,7 @@ def test_a_big_webhook_is_queued_in_its_own_project(app):
     reply = client.post("/webhook", json=body)
     assert reply.get_json()["status"] == "queued"
     by_id = {s.studio_id: s for s in app.extensions["skillloop.projects"].all()}
-    assert by_id[9].inbox is not None and by_id[9].inbox.wait_idle(30)
+    assert by_id[9].inbox_reader is not None and by_id[9].inbox_reader.wait_idle(30)
     assert [r.annotation_id for r in by_id[9].store.records()] == [801]
     assert by_id[7].store.records() == []
 

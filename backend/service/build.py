@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 
 from backend.loop.worker import TrainingWorker
 from backend.service.config import ServiceConfig
+from backend.service.inbox_reader import InboxReader
 from backend.service.linker_holder import LinkerHolder, TaskOptionsWriter
 from backend.service.metrics import Metrics
 from backend.service.model_holder import ModelHolder
 from backend.service.services import Services
 from backend.service.studio_ledger import PublicationLedger
 from backend.service.studio_sync import StudioLink
-from backend.service.webhook_inbox import Inbox
 from backend.service.webhooks import read_queued, stored
 from labeling.active.task_score import TaskScorer
 from labeling.project import load_project
@@ -88,7 +88,7 @@ def build_services(
         linker=LinkerHolder(project, state),
         link_options=link_options,
     )
-    services.inbox = Inbox(
+    services.inbox_reader = InboxReader(
         services.store, lambda body: read_queued(services, body), lambda n: stored(services, n)
     )
     return services

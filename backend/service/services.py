@@ -17,11 +17,11 @@ from labeling.active.task_score import TaskScorer
 if TYPE_CHECKING:
     from backend.loop.worker import TrainingWorker
     from backend.service.config import ServiceConfig
+    from backend.service.inbox_reader import InboxReader
     from backend.service.linker_holder import LinkerHolder, TaskOptionsWriter
     from backend.service.metrics import Metrics
     from backend.service.model_holder import ModelHolder
     from backend.service.studio_sync import StudioLink
-    from backend.service.webhook_inbox import Inbox
     from labeling.project import Project
     from labeling.state import ProjectState
     from labeling.store import AnnotationStore
@@ -45,8 +45,8 @@ class Services:
     metrics: Metrics
     # the config Label Studio last sent to /setup: how webhooks without one are read
     connected_config: str | None = None
-    inbox: Inbox | None = (
-        None  # bulk webhooks stored first, read after (backend/service/webhook_inbox.py)
+    inbox_reader: InboxReader | None = (
+        None  # bulk webhooks stored first, read after (backend/service/inbox_reader.py)
     )
     scorer: TaskScorer = field(default_factory=TaskScorer)  # the project's selection strategy
     linker: LinkerHolder | None = (
@@ -67,15 +67,15 @@ class Services:
             self.linker.start(self.config.background_load, after=lambda: holder.wait_ready(600))
         if self.worker is not None:
             self.worker.start()
-        if self.inbox is not None:
-            self.inbox.start()
+        if self.inbox_reader is not None:
+            self.inbox_reader.start()
 
     def stop_predicting(self) -> None:
         self.holder.stop_predicting()
 
     def close(self) -> None:
-        if self.inbox is not None:
-            self.inbox.stop()
+        if self.inbox_reader is not None:
+            self.inbox_reader.stop()
         if self.worker is not None:
             self.worker.stop()
         self.holder.stop()

@@ -14,7 +14,7 @@ from backend.service.requests import (
     WebhookRequest,
     json_object,
 )
-from backend.service.status import jsonable
+from backend.service.service_status import jsonable
 from labeling.studio.config import parse_config
 from labeling.studio.label_map import project_labels
 

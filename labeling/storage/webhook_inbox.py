@@ -1,6 +1,6 @@
 """The webhook inbox: bodies too big to read inside Label Studio's 1 s webhook timeout are
 kept here as sent (one committed write) and read afterwards by
-backend.service.webhook_inbox.Inbox. A row
+backend.service.inbox_reader.InboxReader. A row
 still "pending" after a crash is read at the next start, so an acknowledged payload is
 never lost. These run inside a transaction the store opens (labeling/store.py)."""
 

@@ -1,4 +1,4 @@
-"""Big webhooks, stored first and read after.
+"""The inbox reader: big webhooks, stored first and read after.
 
 Label Studio waits 1 s for a webhook, and reading a bulk ANNOTATIONS_CREATED of 5,000
 annotations (5.7 MB of JSON, every region checked, one row each) takes longer than that on
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 SYNC_BYTES = 256 * 1024
 
 
-class Inbox:
+class InboxReader:
     """Drains the store's inbox. `read(body)` turns a body into `(records, deleted ids)` or
     raises ValueError (the refusal recorded); `on_stored(n)` is called after each row."""
 
