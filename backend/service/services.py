@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from backend.service.linker_holder import LinkerHolder, TaskOptionsWriter
     from backend.service.metrics import Metrics
     from backend.service.model_holder import ModelHolder
-    from backend.service.studio_sync import StudioLink
+    from backend.service.studio_sync import StudioConnection
     from labeling.project import Project
     from labeling.state import ProjectState
     from labeling.store import AnnotationStore
@@ -41,7 +41,7 @@ class Services:
     registry: Registry
     worker: TrainingWorker | None  # None: training disabled
     holder: ModelHolder
-    studio: StudioLink
+    studio: StudioConnection
     metrics: Metrics
     # the config Label Studio last sent to /setup: how webhooks without one are read
     connected_config: str | None = None
