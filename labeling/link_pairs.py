@@ -58,7 +58,7 @@ def project_link_pairs(state: ProjectState) -> list[LinkPair]:
     """The linker's next round's pairs from a project's annotation store."""
     store = state.store()
     try:
-        return list(link_pairs(store.records()))
+        return list(link_pairs(store.annotations.records()))
     finally:
         store.close()
 
@@ -88,6 +88,6 @@ def project_taxonomy_additions(state: ProjectState) -> list[TaxonomyEntry]:
         return []
     store = state.store()
     try:
-        return taxonomy_additions(store.records())
+        return taxonomy_additions(store.annotations.records())
     finally:
         store.close()

@@ -86,7 +86,11 @@ raw_bodies = st.one_of(
 
 def snapshot(services):
     store = services.store
-    return (store.change_counter(), len(store.records(True, True)), store.inbox())
+    return (
+        store.annotations.change_counter(),
+        len(store.annotations.records(True, True)),
+        store.inbox.counts(),
+    )
 
 
 def check(client, services, method, route, body):

@@ -61,7 +61,7 @@ def test_a_database_that_is_away_gets_a_503_saying_so_and_one_log_line(app, own_
 
     own_server.resume()
     assert client.post("/webhook", json=event(7)).status_code == 200
-    assert [r.annotation_id for r in services.store.records()] == [1, 7]
+    assert [r.annotation_id for r in services.store.annotations.records()] == [1, 7]
     assert "answers again (6 requests got 503)" in caplog.text
 
 

@@ -142,7 +142,7 @@ def annotation_records(
     if not state.has_store():
         return []
     with state.store() as store:
-        return store.records(include_deleted=True, include_cancelled=True)
+        return store.annotations.records(include_deleted=True, include_cancelled=True)
 
 
 def add_label_options(p: argparse.ArgumentParser) -> None:

@@ -76,10 +76,10 @@ def _labelled_documents(project, state: ProjectState) -> list[Document]:
     """What training reads (`backend.loop.rounds.annotated_documents`); a project without an
     annotation store yet is read with an empty one, and `select` creates no file."""
     from backend.loop.heldout import annotated_documents
-    from labeling.store import AnnotationStore
+    from labeling.store import Store
 
-    with state.store() if state.has_store() else AnnotationStore(":memory:") as store:
-        return annotated_documents(project, store)
+    with state.store() if state.has_store() else Store(":memory:") as store:
+        return annotated_documents(project, store.annotations)
 
 
 def _unlabelled_posts(posts, labelled):

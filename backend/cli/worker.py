@@ -68,13 +68,13 @@ def worker_command(args: argparse.Namespace) -> int:
     log.info("training worker for %s on %s", project.name, state.root)
     try:
         with state.store() as store:
-            seen, asked = store.change_counter(), store.training_requests()
+            seen, asked = store.annotations.change_counter(), store.training_requests.count()
             while not stop.wait(args.poll):
-                counter = store.change_counter()
+                counter = store.annotations.change_counter()
                 if counter != seen:  # the serving hosts stored changes: feed the trigger
                     seen = counter
                     worker.annotation_changed()
-                requests = store.training_requests()
+                requests = store.training_requests.count()
                 if requests != asked:  # Start Training pressed on a serving host
                     asked = requests
                     log.info("%s: a round was requested on a serving host", project.name)

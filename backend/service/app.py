@@ -179,7 +179,7 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
         if len(raw) > SYNC_BYTES:
             s = router.for_request(_queued_project(router, raw))
             if s.inbox_reader is not None:
-                inbox_id = s.store.enqueue(raw)  # durable (fsynced) before we acknowledge
+                inbox_id = s.store.inbox.enqueue(raw)  # durable (fsynced) before we acknowledge
                 s.inbox_reader.wake()
                 return jsonify(status="queued", inbox_id=inbox_id, bytes=len(raw))
         req = WebhookRequest.parse(json_object(raw))

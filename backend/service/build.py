@@ -89,7 +89,9 @@ def build_services(
         link_options=link_options,
     )
     services.inbox_reader = InboxReader(
-        services.store, lambda body: read_queued(services, body), lambda n: stored(services, n)
+        services.store.inbox,
+        lambda body: read_queued(services, body),
+        lambda n: stored(services, n),
     )
     return services
 

@@ -24,7 +24,7 @@ def status(s: Services) -> dict:
         "model_source": model.source,
         "studio_project": s.studio.project_id,
         "studio_refresh": s.studio.last_refresh,
-        "webhook_inbox": {**s.store.inbox(), "refused_last": s.store.inbox_errors()},
+        "webhook_inbox": {**s.store.inbox.counts(), "refused_last": s.store.inbox.refusals()},
         "linking": s.linker.state() if s.linker is not None else {"enabled": False},
     }
 
@@ -42,7 +42,7 @@ def gauges(s: Services, labels: Labels = ()) -> list[Gauge]:
             (*labels, ("model_version", model.version)),
         ),
     ]
-    inbox = s.store.inbox()
+    inbox = s.store.inbox.counts()
     pending = float(inbox["pending"])
     found.append(Gauge("webhook_inbox_pending", "bulk webhooks not read yet", pending, labels))
     found.append(

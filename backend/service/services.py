@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from backend.service.studio_sync import StudioConnection
     from labeling.project import Project
     from labeling.state import ProjectState
-    from labeling.store import AnnotationStore
+    from labeling.store import Store
     from training.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class Services:
     config: ServiceConfig
     project: Project
     state: ProjectState  # its folder, and where its annotations live
-    store: AnnotationStore
+    store: Store  # its annotations, webhook inbox and training requests: one database
     registry: Registry
     worker: TrainingWorker | None  # None: training disabled
     holder: ModelHolder
