@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 STATE_ENV = "SKILLLOOP_STATE_DIR"
 DATABASE_URL_ENV = "SKILLLOOP_DATABASE_URL"
+# where the state base comes from without --state-dir, as help texts say it
+STATE_BASE_DEFAULT = f"${STATE_ENV} or ./state"
 STORE_FILE = "annotations.sqlite"
 # What a project's state folder holds once the service, a round or the demo used it: any
 # one of these means the folder is that project's state (an empty or missing folder is not)

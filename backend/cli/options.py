@@ -20,6 +20,7 @@ from backend.bulk_predict import TaggerSpec
 from backend.linkers import open_linker_for, project_linker
 from labeling.project import REPO_ROOT, Project, load_project
 from labeling.state import (
+    STATE_BASE_DEFAULT,
     STATE_ENV,
     STATE_MARKERS,
     ProjectState,
@@ -47,7 +48,7 @@ def add_project_options(p: argparse.ArgumentParser, state_dir: bool = True) -> N
         p.add_argument(
             "--state-dir",
             type=Path,
-            help="base state folder (default: $SKILLLOOP_STATE_DIR or ./state)",
+            help=f"base state folder (default: {STATE_BASE_DEFAULT})",
         )
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from backend.loop.lock import database_url
 from backend.loop.worker import TrainingWorker
 from labeling.project import load_project
-from labeling.state import DATABASE_URL_ENV, ProjectState
+from labeling.state import DATABASE_URL_ENV, STATE_BASE_DEFAULT, ProjectState
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--state-dir",
         type=Path,
-        help="the shared state folder (default $SKILLLOOP_STATE_DIR or ./state)",
+        help=f"the shared state folder (default {STATE_BASE_DEFAULT})",
     )
     p.add_argument("--poll", type=float, default=2.0, help="seconds between store checks")
     p.add_argument("--threads", type=int, default=1, help="torch threads for a CPU round")
