@@ -24,7 +24,7 @@ from pathlib import Path
 
 from backend.service.config import auth_from_env
 from labeling.project import load_project
-from labeling.state import ProjectState, state_base
+from labeling.state import STATE_BASE_DEFAULT, ProjectState, state_base
 from labeling.studio.client import StudioClient
 from labeling.studio.server import REPO_ROOT, StudioSettings, start, stop
 from labeling.studio.server import status as studio_status
@@ -35,7 +35,7 @@ CLI = ".venv/bin/skillloop"  # how the printed commands are run from the checkou
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="skillloop-demo", description=__doc__.split("\n")[0])
     parser.add_argument("--project", default="projects/linkedin-skills")
-    parser.add_argument("--state-dir", type=Path, help="default: $SKILLLOOP_STATE_DIR or ./state")
+    parser.add_argument("--state-dir", type=Path, help=f"default: {STATE_BASE_DEFAULT}")
     parser.add_argument("--studio-port", type=int, help="default $SKILLLOOP_STUDIO_PORT or 8081")
     parser.add_argument(
         "--backend-port", type=int, default=int(os.environ.get("SKILLLOOP_PORT") or 9090)
@@ -255,7 +255,6 @@ def wait_predictions(client: StudioClient, project_id: int, state, timeout: floa
 def start_backend(folder: Path, state_root: Path, port: int, settings: StudioSettings):
     env = dict(os.environ)
     env.update(
-        SKILLLOOP_STATE_DIR=str(state_root),
         SKILLLOOP_PORT=str(port),
         LABEL_STUDIO_URL=settings.url,
         LABEL_STUDIO_API_KEY=settings.token,
@@ -266,7 +265,10 @@ def start_backend(folder: Path, state_root: Path, port: int, settings: StudioSet
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "backend.cli", "serve", "--project", str(folder)],
+            [
+                *(sys.executable, "-m", "backend.cli", "serve", "--project", str(folder)),
+                *("--state-dir", str(state_root)),
+            ],
             cwd=REPO_ROOT,
             env=env,
             stdout=log,

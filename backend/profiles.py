@@ -85,7 +85,7 @@ def linked_skills(
     if not project.linking.taxonomy:
         return None
     with state.store() as store:
-        docs = annotated_documents(project, store)
+        docs = annotated_documents(project, store.annotations)
     if not docs:
         return None
     links = ProjectLinks(project, state)

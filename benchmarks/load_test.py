@@ -78,7 +78,7 @@ def stored_ids(project: Path, state: Path, database_url: str) -> set[int]:
 
     os.environ["SKILLLOOP_DATABASE_URL"] = database_url
     with ProjectState.of(load_project(project), state).store() as store:
-        return {r.annotation_id for r in store.records()}
+        return {r.annotation_id for r in store.annotations.records()}
 
 
 def load_phase(service: Gunicorn, args, first_id: int, kill: bool) -> dict:

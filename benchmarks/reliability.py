@@ -72,7 +72,7 @@ class Service(ServedProcess):
 
         # the service's own way to its store (SKILLLOOP_DATABASE_URL included)
         with ProjectState.of(load_project(self.project), self.state).store() as store:
-            return {r.annotation_id for r in store.records()}
+            return {r.annotation_id for r in store.annotations.records()}
 
     def wait_inbox(self, timeout: float = 300) -> None:
         import requests

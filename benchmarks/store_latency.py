@@ -99,7 +99,8 @@ def measure(args: argparse.Namespace, database_url: str | None) -> None:
         os.environ["SKILLLOOP_DATABASE_URL"] = database_url
     print(cpu_info().line())
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
-        store = ProjectState(Path(folder)).store()
+        opened = ProjectState(Path(folder)).store()
+        store = opened.annotations
         new = [
             timed(lambda i=i: store.upsert(record_from_webhook(payload(i, i, 40), CONFIG)))
             for i in range(1, args.n + 1)
@@ -110,11 +111,11 @@ def measure(args: argparse.Namespace, database_url: str | None) -> None:
             body["action"] = "ANNOTATION_UPDATED"
             updates.append(timed(lambda b=body: store.upsert(record_from_webhook(b, CONFIG))))
         deletes = [timed(lambda i=i: store.tombstone([i])) for i in range(1, args.n + 1)]
-        print(f"store in {store.location} ({len(TEXT)}-char posts, 20 regions each)")
+        print(f"store in {opened.location} ({len(TEXT)}-char posts, 20 regions each)")
         print(summary("create", new))
         print(summary("update", updates))
         print(summary("tombstone", deletes))
-        store.close()
+        opened.close()
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Annotator-decided links out of a project's store: the (span, context, entry) pairs the
-linker's next round trains on (training/linker_train.py takes them as `extra_pairs`).
+linker's next round trains on (`skillloop link-train` hands them to
+training/linker_round.py as `extra_pairs`).
 
 Also the entries annotators added to the taxonomy ("new entry" in the editor): the
 linker embeds them beside the taxonomy's own (`taxonomy_additions`).
@@ -34,7 +35,7 @@ class LinkPair:
     annotation_id: int
 
     def pair(self) -> tuple[str, str]:
-        """(span text, entry id): what linker_train.finetune's `extra_pairs` take."""
+        """(span text, entry id): what `train_linker_round`'s `extra_pairs` take."""
         return (self.span, self.taxonomy_id)
 
 
@@ -58,7 +59,7 @@ def project_link_pairs(state: ProjectState) -> list[LinkPair]:
     """The linker's next round's pairs from a project's annotation store."""
     store = state.store()
     try:
-        return list(link_pairs(store.records()))
+        return list(link_pairs(store.annotations.records()))
     finally:
         store.close()
 
@@ -88,6 +89,6 @@ def project_taxonomy_additions(state: ProjectState) -> list[TaxonomyEntry]:
         return []
     store = state.store()
     try:
-        return taxonomy_additions(store.records())
+        return taxonomy_additions(store.annotations.records())
     finally:
         store.close()

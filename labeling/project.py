@@ -2,7 +2,7 @@
 
 The project folder is configuration under version control; everything a project
 produces at run time (annotations, model versions, reports) lives in its state folder,
-`$SKILLLOOP_STATE_DIR/<name>` or `./state/<name>`, never in the source tree.
+`<state base>/<name>` (the base: labeling/state.py), never in the source tree.
 """
 
 from __future__ import annotations

@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from labeling.project import Project
-    from labeling.store import AnnotationStore
+    from labeling.store import Store
     from training.registry import LinkerRegistry, Registry
 
 STATE_ENV = "SKILLLOOP_STATE_DIR"
 DATABASE_URL_ENV = "SKILLLOOP_DATABASE_URL"
+# where the state base comes from without --state-dir, as help texts say it
+STATE_BASE_DEFAULT = f"${STATE_ENV} or ./state"
 STORE_FILE = "annotations.sqlite"
 # What a project's state folder holds once the service, a round or the demo used it: any
 # one of these means the folder is that project's state (an empty or missing folder is not)
@@ -194,14 +196,15 @@ class ProjectState:
         if self.database_url is None:
             return False
         with self.store() as store:  # another host's state: only its rows are shared
-            return store.change_counter() > 0
+            return store.annotations.change_counter() > 0
 
-    def store(self) -> AnnotationStore:
-        """A new connection to the annotation store: the database `database_url` names,
-        else the SQLite file here (created, and migrated, on first use)."""
-        from labeling.store import AnnotationStore
+    def store(self) -> Store:
+        """A new connection to the project's database (its annotations, webhook inbox and
+        training requests): the database `database_url` names, else the SQLite file here
+        (created, and migrated, on first use)."""
+        from labeling.store import Store
 
-        return AnnotationStore(self.database_url or self.store_path, key=self.store_key)
+        return Store(self.database_url or self.store_path, key=self.store_key)
 
     def registry(self) -> Registry:
         from training.registry import Registry

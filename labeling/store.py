@@ -1,20 +1,15 @@
-"""The annotation store: every correction Label Studio sends, kept durably.
+"""A project's database: its annotations, its webhook inbox and its training requests.
 
 A SQLite file in the project's state folder by default, or a PostgreSQL database shared by
-several projects and processes (`SKILLLOOP_DATABASE_URL`, `ProjectState.store()`); one
-schema for both (labeling/storage/schema.py, migrated when a store opens). A write is
-committed, and its log flushed to disk, when `upsert` returns (SQLite WAL with
-`synchronous=FULL`; PostgreSQL with `synchronous_commit=on`: labeling/storage/engine.py), so
-once the webhook has answered, a `kill -9` of the service (or a power cut) loses nothing.
-An upsert is one small transaction, a few milliseconds (docs/rounds.md), far under Label
-Studio's 1 s webhook timeout.
-
-Semantics: an annotation id is one row of its project. An update replaces the row; a
-deletion sets a tombstone (the row stays for audit, and a late replay of the same
-annotation does not bring it back); skipped/cancelled annotations are stored but never
-training data. Every real change bumps the project's counter, which drives automatic
-retraining. Each write transaction first locks that counter row, so a project's writers
-take turns (on SQLite, `BEGIN IMMEDIATE` does that for the whole file).
+several projects and processes (`ProjectState.database_url`, `ProjectState.store()`); one
+schema for both (labeling/storage/schema.py, migrated when a store opens). A `Store` opens
+the engine once (labeling/storage/engine.py: each commit waits for the disk) and hands out
+three views of the project's rows:
+- `annotations`: the annotation store (labeling/storage/annotations.py);
+- `inbox`: big webhooks kept as sent, read after the answer
+  (labeling/storage/webhook_inbox.py);
+- `training_requests`: Start Training recorded for a training host
+  (labeling/storage/training_requests.py).
 
 `AnnotationRecord` and the id/text checks live in labeling/storage/records.py and are part
 of this module's public API, hence imported here.
@@ -22,36 +17,30 @@ of this module's public API, hence imported here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, inspect, select, update
-from sqlalchemy.dialects.postgresql import insert as postgres_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, inspect, select
 
-from labeling.storage import inbox as inbox_rows
+from labeling.storage.annotations import CHANGES, AnnotationStore
 from labeling.storage.engine import Database, describe
 from labeling.storage.records import (
-    COLUMNS,
     AnnotationRecord,
     check_id,
     documents_sha256,
-    fill_times,
-    from_row,
     now,
-    rank,
-    same,
     short_repr,
     store_text,
-    to_row,
 )
-from labeling.storage.schema import annotation_table, counter_table, migrate
-from training.text import Document
+from labeling.storage.schema import counter_table, create_counter, migrate
+from labeling.storage.training_requests import TrainingRequests
+from labeling.storage.webhook_inbox import WebhookInbox
 
 __all__ = [
     "AnnotationRecord",
     "AnnotationStore",
+    "Store",
+    "TrainingRequests",
+    "WebhookInbox",
     "check_id",
     "documents_sha256",
     "now",
@@ -59,15 +48,10 @@ __all__ = [
     "store_text",
 ]
 
-CHANGES = "changes"  # the counter's name
-# Start Training asked of a serving host that does not train: `skillloop worker` reads it
-TRAINING_REQUESTS = "training_requests"
-CHUNK = 500  # ids per IN (...): under SQLite's bound on parameters per statement
 
-
-class AnnotationStore:
-    """One project's annotation records in a SQLite file or a PostgreSQL database, safe to
-    share between threads and between processes.
+class Store:
+    """One project's rows in a SQLite file or a PostgreSQL database, safe to share between
+    threads and between processes; opened (and migrated) once, closed once.
 
     `target` is a file path (or ":memory:") or a database URL; `key` is the project's
     partition. None: for a SQLite file, the one project it holds, else its folder's name
@@ -82,10 +66,13 @@ class AnnotationStore:
             with self.db.write() as conn:
                 self.key = key if key is not None else self._default_key(conn)
                 migrate(conn, self.key, now())
-                conn.execute(_create_counter(conn, self.key))
+                conn.execute(create_counter(conn, self.key, CHANGES))
         except Exception:
             self.db.close()
             raise
+        self.annotations = AnnotationStore(self.db, self.key)
+        self.inbox = WebhookInbox(self.db, self.key, self.annotations)
+        self.training_requests = TrainingRequests(self.db, self.key)
 
     @property
     def location(self) -> str:
@@ -95,7 +82,7 @@ class AnnotationStore:
     def close(self) -> None:
         self.db.close()
 
-    def __enter__(self) -> AnnotationStore:
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -105,204 +92,6 @@ class AnnotationStore:
         """The database's own report of what each commit waits for (journal_mode and
         synchronous on SQLite; synchronous_commit and fsync on PostgreSQL)."""
         return self.db.durability()
-
-    # ------------------------------------------------------------------ writes
-
-    def upsert(self, record: AnnotationRecord) -> bool:
-        """Insert or replace one annotation; committed (and flushed) before returning.
-
-        Returns whether anything changed (a replayed identical webhook changes nothing).
-        An annotation already deleted stays deleted.
-        """
-        return self.upsert_many([record]) == 1
-
-    def upsert_many(self, records: Sequence[AnnotationRecord]) -> int:
-        """`upsert` for many records in ONE transaction (one flush): all are stored or,
-        should any write fail, none. Returns how many changed something."""
-        rows = [to_row(record) for record in records]
-        with self.db.write() as conn:
-            return self._write_rows(conn, rows)
-
-    def tombstone(self, annotation_ids: Iterable[int]) -> int:
-        """Mark annotations deleted; returns how many were live before. Unknown ids are
-        ignored (nothing of them was stored, so nothing is trained on)."""
-        ids = sorted({check_id(i, "annotation id") for i in annotation_ids})
-        if not ids:
-            return 0
-        with self.db.write() as conn:
-            return self._tombstone(conn, ids)
-
-    # ------------------------------------------------------------------ the inbox
-    # (labeling/storage/inbox.py): big webhooks kept as sent, read after the answer
-
-    def enqueue(self, body: bytes) -> int:
-        """Keep a request body for later; committed before returning its id."""
-        with self.db.write() as conn:
-            return inbox_rows.enqueue(conn, self.key, body)
-
-    def pending(self) -> list[tuple[int, bytes]]:
-        """Inbox rows not read yet, oldest first."""
-        with self.db.read() as conn:
-            return inbox_rows.pending(conn, self.key)
-
-    def settle(
-        self,
-        inbox_id: int,
-        records: Sequence[AnnotationRecord] = (),
-        deleted: Sequence[int] = (),
-        error: str | None = None,
-    ) -> int:
-        """Store an inbox row's records (or tombstone its `deleted` ids) and mark it read,
-        in one transaction; with `error`, change nothing and mark it refused (its body kept
-        for a look). Records older than what is stored for their id (a later webhook won
-        the race) are left out. Returns how many annotations changed."""
-        rows = [to_row(record) for record in records] if error is None else []
-        with self.db.write() as conn:
-            if error is not None:
-                inbox_rows.mark_refused(conn, self.key, inbox_id, error)
-                return 0
-            changed = self._write_rows(conn, rows, keep_newer=True)
-            if deleted:
-                changed += self._tombstone(conn, sorted({check_id(i, "id") for i in deleted}))
-            inbox_rows.mark_stored(conn, self.key, inbox_id, changed)
-        return changed
-
-    def inbox(self) -> dict[str, int]:
-        """Inbox rows by state: pending, stored, refused."""
-        with self.db.read() as conn:
-            return inbox_rows.counts(conn, self.key)
-
-    def inbox_errors(self, limit: int = 5) -> list[dict]:
-        with self.db.read() as conn:
-            return inbox_rows.refusals(conn, self.key, limit)
-
-    # ------------------------------------------------------------------ reads
-
-    def records(
-        self, include_deleted: bool = False, include_cancelled: bool = False
-    ) -> list[AnnotationRecord]:
-        query = select(annotation_table).where(annotation_table.c.project_key == self.key)
-        if not include_deleted:
-            query = query.where(annotation_table.c.deleted.is_(False))
-        if not include_cancelled:
-            query = query.where(annotation_table.c.cancelled.is_(False))
-        with self.db.read() as conn:
-            rows = conn.execute(query.order_by(annotation_table.c.annotation_id)).mappings().all()
-        return [from_row(row) for row in rows]
-
-    def get(self, annotation_id: int) -> AnnotationRecord | None:
-        query = select(annotation_table).where(
-            annotation_table.c.project_key == self.key,
-            annotation_table.c.annotation_id == annotation_id,
-        )
-        with self.db.read() as conn:
-            row = conn.execute(query).mappings().first()
-        return None if row is None else from_row(row)
-
-    def training_documents(self) -> list[Document]:
-        """One document per task: its ground-truth annotation if any, else its latest
-        (by updated_at, then id) non-cancelled, non-deleted one."""
-        best: dict[int, AnnotationRecord] = {}
-        for record in self.records():
-            current = best.get(record.task_id)
-            if current is None or rank(record) > rank(current):
-                best[record.task_id] = record
-        return [best[task].document() for task in sorted(best)]
-
-    def snapshot(self) -> tuple[list[int], str]:
-        """The annotation ids training would use now, and the sha256 of their contents."""
-        docs = self.training_documents()
-        return sorted(d.meta["annotation_id"] for d in docs), documents_sha256(docs)
-
-    def change_counter(self) -> int:
-        """Bumped by every stored change (insert, real update, deletion)."""
-        with self.db.read() as conn:
-            return int(conn.execute(_COUNTER, {"b_key": self.key}).scalar_one())
-
-    def request_training(self) -> int:
-        """Record one request for a round (for a training host polling this store); returns
-        how many were recorded in all."""
-        with self.db.write() as conn:
-            conn.execute(_create_counter(conn, self.key, TRAINING_REQUESTS))
-            conn.execute(_BUMP_REQUESTS, {"b_key": self.key})
-            return int(conn.execute(_REQUESTS, {"b_key": self.key}).scalar_one())
-
-    def training_requests(self) -> int:
-        """How many rounds were requested through `request_training` (0: none yet)."""
-        with self.db.read() as conn:
-            return int(conn.execute(_REQUESTS, {"b_key": self.key}).scalar_one_or_none() or 0)
-
-    def changes_since(self, counter: int) -> int:
-        """How many annotations changed after `change_counter()` returned `counter`."""
-        query = (
-            select(func.count())
-            .select_from(annotation_table)
-            .where(annotation_table.c.project_key == self.key, annotation_table.c.change > counter)
-        )
-        with self.db.read() as conn:
-            return int(conn.execute(query).scalar_one())
-
-    # ------------------------------------------------------------------ inside a write
-
-    def _write_rows(self, conn: Connection, rows: list[dict], keep_newer: bool = False) -> int:
-        """Write the rows that change something, in order (a later row of the same id wins,
-        as if written one after the other); each change takes the next counter value."""
-        counter = int(conn.execute(_COUNTER_LOCKED, {"b_key": self.key}).scalar_one())
-        stored = self._existing(conn, [row["annotation_id"] for row in rows])
-        fresh = {i for i in {row["annotation_id"] for row in rows} if i not in stored}
-        latest: dict[int, dict] = {}
-        changes = 0
-        for row in rows:
-            old = stored.get(row["annotation_id"])
-            fill_times(row, old)
-            if old is not None:
-                row["deleted"] = bool(old["deleted"]) or row["deleted"]
-                if same(old, row):
-                    continue
-                if keep_newer and old["updated_at"] > row["updated_at"]:
-                    continue  # a queued payload older than what a later webhook stored
-            counter += 1
-            changes += 1
-            row["change"] = counter
-            row["project_key"] = self.key
-            stored[row["annotation_id"]] = latest[row["annotation_id"]] = row
-        if not latest:
-            return 0
-        inserts = [row for i, row in latest.items() if i in fresh]
-        updates = [row for i, row in latest.items() if i not in fresh]
-        if inserts:
-            conn.execute(insert(annotation_table), inserts)
-        if updates:
-            conn.execute(_UPDATE_ROW, [{f"b_{k}": v for k, v in row.items()} for row in updates])
-        self._set_counter(conn, counter)
-        return changes
-
-    def _tombstone(self, conn: Connection, ids: list[int]) -> int:
-        counter = int(conn.execute(_COUNTER_LOCKED, {"b_key": self.key}).scalar_one())
-        live: list[int] = []
-        for first in range(0, len(ids), CHUNK):
-            chunk = {"b_key": self.key, "b_ids": ids[first : first + CHUNK]}
-            live += [int(i) for i in conn.execute(_LIVE, chunk).scalars()]
-        if live:
-            changes = [
-                {"b_key": self.key, "b_id": i, "b_change": counter + n}
-                for n, i in enumerate(live, 1)
-            ]
-            conn.execute(_TOMBSTONE, changes)
-            self._set_counter(conn, counter + len(live))
-        return len(live)
-
-    def _existing(self, conn: Connection, ids: list[int]) -> dict[int, dict]:
-        unique = sorted(set(ids))
-        found: dict[int, dict] = {}
-        for first in range(0, len(unique), CHUNK):
-            chunk = {"b_key": self.key, "b_ids": unique[first : first + CHUNK]}
-            for row in conn.execute(_EXISTING, chunk).mappings():
-                found[int(row["annotation_id"])] = dict(row)
-        return found
-
-    def _set_counter(self, conn: Connection, value: int) -> None:
-        conn.execute(_SET_COUNTER, {"b_key": self.key, "b_value": value})
 
     def _default_key(self, conn: Connection) -> str:
         if self.db.dialect != "sqlite":
@@ -314,65 +103,3 @@ class AnnotationStore:
             if len(keys) > 1:
                 raise ValueError(f"{self.target} holds several projects {keys}: name one")
         return self.path.parent.name if self.path is not None else ""
-
-
-# The statements of a write, built once (building one costs more than running it on
-# SQLite); b_key is the store's project key.
-_KEY = ("project_key", "annotation_id")
-_COUNTER = select(counter_table.c.value).where(
-    counter_table.c.project_key == bindparam("b_key"), counter_table.c.name == CHANGES
-)
-_REQUESTS = select(counter_table.c.value).where(
-    counter_table.c.project_key == bindparam("b_key"), counter_table.c.name == TRAINING_REQUESTS
-)
-_BUMP_REQUESTS = (
-    update(counter_table)
-    .where(
-        counter_table.c.project_key == bindparam("b_key"),
-        counter_table.c.name == TRAINING_REQUESTS,
-    )
-    .values(value=counter_table.c.value + 1)
-)
-_COUNTER_LOCKED = _COUNTER.with_for_update()  # FOR UPDATE: SQLite leaves it out
-_SET_COUNTER = (
-    update(counter_table)
-    .where(counter_table.c.project_key == bindparam("b_key"), counter_table.c.name == CHANGES)
-    .values(value=bindparam("b_value"))
-)
-_EXISTING = select(*[annotation_table.c[name] for name in COLUMNS]).where(
-    annotation_table.c.project_key == bindparam("b_key"),
-    annotation_table.c.annotation_id.in_(bindparam("b_ids", expanding=True)),
-)
-_LIVE = select(annotation_table.c.annotation_id).where(
-    annotation_table.c.project_key == bindparam("b_key"),
-    annotation_table.c.deleted.is_(False),
-    annotation_table.c.annotation_id.in_(bindparam("b_ids", expanding=True)),
-)
-_TOMBSTONE = (
-    update(annotation_table)
-    .where(
-        annotation_table.c.project_key == bindparam("b_key"),
-        annotation_table.c.annotation_id == bindparam("b_id"),
-    )
-    .values(deleted=True, change=bindparam("b_change"))
-)
-_UPDATE_ROW = (
-    update(annotation_table)
-    .where(
-        annotation_table.c.project_key == bindparam("b_project_key"),
-        annotation_table.c.annotation_id == bindparam("b_annotation_id"),
-    )
-    .values(
-        {c.name: bindparam(f"b_{c.name}") for c in annotation_table.columns if c.name not in _KEY}
-    )
-)
-
-
-def _create_counter(conn: Connection, key: str, name: str = CHANGES) -> Any:
-    """The project's counter row `name`, unless it exists (both dialects say it alike)."""
-    dialect_insert = postgres_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    return (
-        dialect_insert(counter_table)
-        .values(project_key=key, name=name, value=0)
-        .on_conflict_do_nothing(index_elements=["project_key", "name"])
-    )

@@ -81,7 +81,7 @@ def test_the_catch_up_stores_what_webhooks_missed_and_nothing_twice(app):
         studio.add(body)
     deletion = {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 6}], "project": {"id": 7}}
     assert client.post("/webhook", json=deletion).status_code == 200
-    before = services.store.change_counter()
+    before = services.store.annotations.change_counter()
 
     # what annotators did while the store was away: in Label Studio only
     studio.add(event(2, 102, "2026-11-25T10:01:00Z"))  # new
@@ -92,19 +92,19 @@ def test_the_catch_up_stores_what_webhooks_missed_and_nothing_twice(app):
     assert outcome["ok"] and outcome["seen"] == 5 and outcome["stored"] == 2
     assert outcome["annotation_ids"] == [2, 4]
     assert len(outcome["refused"]) == 1 and "Nonsense" in outcome["refused"][0]
-    records = {r.annotation_id: r for r in services.store.records(include_deleted=True)}
+    records = {r.annotation_id: r for r in services.store.annotations.records(include_deleted=True)}
     assert sorted(records) == [1, 2, 4, 6]
     assert records[6].deleted  # deleted here: Label Studio's copy does not bring it back
     assert [s.label for s in records[4].spans] == ["Soft"]  # the newer version
     assert records[2].project == "7" and records[2].text == TEXT
     assert records[2].annotator == "admin@example.com"  # read as its webhook would be
     assert "predictions" not in records[2].raw["task"]  # the task as its webhook sends it
-    assert services.store.change_counter() == before + 2
+    assert services.store.annotations.change_counter() == before + 2
     assert services.metrics.value("annotations_caught_up_total") == 2
 
     again = catch_up.run("again")
     assert again["ok"] and again["stored"] == 0 and "refused" in again
-    assert services.store.change_counter() == before + 2
+    assert services.store.annotations.change_counter() == before + 2
 
 
 def test_without_a_connected_project_or_with_studio_away_the_catch_up_says_so(app, caplog):

@@ -15,9 +15,9 @@ from test_report import three_rounds
 
 from backend.cli import main
 from backend.loop.spec import RoundSpec, write_spec
-from backend.loop.status import changes_since_last_round
+from backend.loop.status_figures import changes_since_last_round
 from labeling.state import ProjectState
-from labeling.store import AnnotationRecord, AnnotationStore
+from labeling.store import AnnotationRecord, Store
 from training.registry import Registry
 from training.text import Document, Span
 
@@ -45,11 +45,11 @@ def state(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("SKILLLOOP_STATE_DIR", raising=False)
     folder = tmp_path / "state" / NAME
     folder.mkdir(parents=True)
-    store = AnnotationStore(folder / "annotations.sqlite")
+    store = Store(folder / "annotations.sqlite")
     for aid in range(95, 111):
-        store.upsert(record(aid, "ann" if aid % 2 else "bob"))
-    store.upsert(record(111, "cat", task=95))  # a second opinion on post 95
-    store.upsert(record(112, "bob", cancelled=True))
+        store.annotations.upsert(record(aid, "ann" if aid % 2 else "bob"))
+    store.annotations.upsert(record(111, "cat", task=95))  # a second opinion on post 95
+    store.annotations.upsert(record(112, "bob", cancelled=True))
     store.close()
     three_rounds(folder / "models")
     return tmp_path / "state"

@@ -57,7 +57,9 @@ def real_state(base: Path, annotations: int = 0, rounds: bool = False) -> Path:
     with state.store() as store:
         for aid in range(1, annotations + 1):
             text = f"Post {aid}: Python and Airflow."
-            store.upsert(AnnotationRecord(aid, aid, "1", text, [], annotator="ann@example.com"))
+            store.annotations.upsert(
+                AnnotationRecord(aid, aid, "1", text, [], annotator="ann@example.com")
+            )
     if rounds:
         three_rounds(state.models)
     return base
@@ -261,8 +263,10 @@ def test_status_names_annotators_by_e_mail(elsewhere, tmp_path):
     base = real_state(tmp_path / "state", annotations=1)  # one stored with its e-mail
     with ProjectState(base / NAME).store() as store:
         for aid in (7, 8):  # as a real webhook leaves them: the user id
-            store.upsert(AnnotationRecord(aid, aid, "1", f"Post {aid}: SQL.", [], annotator="1"))
-        store.upsert(AnnotationRecord(9, 9, "1", "Post 9: Go.", [], annotator="5"))
+            store.annotations.upsert(
+                AnnotationRecord(aid, aid, "1", f"Post {aid}: SQL.", [], annotator="1")
+            )
+        store.annotations.upsert(AnnotationRecord(9, 9, "1", "Post 9: Go.", [], annotator="5"))
     argv = ["status", "--project", NAME, "--state-dir", str(base)]
     offline = skillloop(elsewhere, *argv)
     assert offline.returncode == 0, offline.stderr
@@ -302,7 +306,9 @@ def test_with_a_shared_database_the_state_is_its_rows(elsewhere, tmp_path, monke
     assert f"no state of project {NAME}" in one_line_error(refused)
     monkeypatch.setenv("SKILLLOOP_DATABASE_URL", database["SKILLLOOP_DATABASE_URL"])
     with ProjectState(tmp_path / "service-host" / NAME).store() as store:  # same key
-        store.upsert(AnnotationRecord(1, 1, "1", "Post 1: Rust.", [], annotator="a@b.org"))
+        store.annotations.upsert(
+            AnnotationRecord(1, 1, "1", "Post 1: Rust.", [], annotator="a@b.org")
+        )
     done = skillloop(elsewhere, *argv, env=database)
     assert done.returncode == 0, done.stderr
     assert "annotations: 1 on 1 posts" in done.stdout and "; annotations: sqlite" in done.stdout

@@ -183,7 +183,7 @@ def test_the_worker_command_trains_promotes_and_stops_on_sigterm(
         from labeling.state import ProjectState
 
         with ProjectState(state / "tiny").store() as store:
-            store.request_training()
+            store.training_requests.request()
         while not any(r["trigger"] == "studio" for r in read_rounds(ProjectState(state / "tiny"))):
             assert worker.poll() is None, log.read_text()[-2000:]
             assert time.monotonic() < deadline, log.read_text()[-2000:]

@@ -97,7 +97,7 @@ def test_kill_9_loses_no_acknowledged_annotation(
     # the service's own way to its store (the URL is in this process's environment too)
     with ProjectState.of(load_project(project), state).store() as store:
         assert (store.path is None) == (database_url is not None)
-        records = {r.annotation_id: r for r in store.records()}
+        records = {r.annotation_id: r for r in store.annotations.records()}
     missing = sorted(acknowledged - set(records))
     assert not missing, f"acknowledged but lost after kill -9 (seed {seed}): {missing}"
     assert N_EVENTS + 1 in records

@@ -86,7 +86,11 @@ raw_bodies = st.one_of(
 
 def snapshot(services):
     store = services.store
-    return (store.change_counter(), len(store.records(True, True)), store.inbox())
+    return (
+        store.annotations.change_counter(),
+        len(store.annotations.records(True, True)),
+        store.inbox.counts(),
+    )
 
 
 def check(client, services, method, route, body):
@@ -98,7 +102,7 @@ def check(client, services, method, route, body):
         reply.get_json()
     if not 200 <= reply.status_code < 300:
         assert snapshot(services) == before, (route, reply.status_code, body[:300])
-    services.inbox.wait_idle(30)  # a queued body is read before the next example
+    services.inbox_reader.wait_idle(30)  # a queued body is read before the next example
 
 
 @pytest.fixture

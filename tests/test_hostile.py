@@ -36,7 +36,7 @@ def services(app):
 
 
 def everything(store):
-    return store.records(include_deleted=True, include_cancelled=True)
+    return store.annotations.records(include_deleted=True, include_cancelled=True)
 
 
 def post_raw(client, route, raw):
@@ -87,7 +87,7 @@ def test_a_lone_surrogate_in_a_webhook_text_is_replaced_and_recorded(client, ser
     raw = json.dumps(body).replace("We need", "We\\udc00need")
     reply = post_raw(client, "/webhook", raw)
     assert reply.status_code == 200
-    record = services.store.get(8)
+    record = services.store.annotations.get(8)
     assert record.text == TEXT.replace("We need", "We\ufffdneed")
     assert record.spans == [Span(8, 14, "Technology", "Python")]  # offsets unchanged
     assert record.raw["repairs"] == ["text: 1 lone surrogate(s) replaced by U+FFFD"]
@@ -100,7 +100,7 @@ def test_a_nul_in_a_webhook_text_is_replaced_and_recorded(client, services):
     raw = json.dumps(body).replace("We need", "We\\u0000need")
     reply = post_raw(client, "/webhook", raw)
     assert reply.status_code == 200, reply.get_json()
-    record = services.store.get(9)
+    record = services.store.annotations.get(9)
     assert record.text == TEXT.replace("We need", "We\ufffdneed")
     assert record.spans == [Span(8, 14, "Technology", "Python")]
     assert record.raw["repairs"] == ["text: 1 NUL character(s) replaced by U+FFFD"]
@@ -217,7 +217,7 @@ def test_an_annotation_from_a_foreign_config_is_read_with_its_own_names(
 ):
     reply = client.post("/webhook", json=foreign_event([label]))
     assert reply.status_code == 200, reply.get_json()
-    assert services.store.get(30).spans == [Span(8, 14, stored, "Python")]
+    assert services.store.annotations.get(30).spans == [Span(8, 14, stored, "Python")]
 
 
 @both_stores
@@ -235,7 +235,7 @@ def test_without_a_config_in_the_webhook_the_one_from_setup_is_used(client, serv
     body = foreign_event(["Method"])
     del body["project"]
     assert client.post("/webhook", json=body).status_code == 200
-    assert services.store.get(30).spans == [Span(8, 14, "Technical", "Python")]
+    assert services.store.annotations.get(30).spans == [Span(8, 14, "Technical", "Python")]
 
 
 # --- heavy /predict: cut texts, a time budget, no starvation -----------------------------
@@ -398,16 +398,16 @@ def test_a_bulk_of_5000_is_acknowledged_within_a_second_then_stored(client, serv
     seconds = time.perf_counter() - started
     assert reply.status_code == 200 and reply.get_json()["status"] == "queued"
     assert seconds < 1.0
-    assert services.inbox.wait_idle(120)
-    assert len(services.store.records()) == 5000
-    assert services.store.inbox() == {"pending": 0, "stored": 1, "refused": 0}
+    assert services.inbox_reader.wait_idle(120)
+    assert len(services.store.annotations.records()) == 5000
+    assert services.store.inbox.counts() == {"pending": 0, "stored": 1, "refused": 0}
 
 
 @both_stores
 def test_a_queued_bulk_with_a_bad_item_stores_none_and_says_why(client, services):
     reply = post_raw(client, "/webhook", json.dumps(bulk(400, bad=200)))
     assert reply.get_json()["status"] == "queued"
-    assert services.inbox.wait_idle(60)
+    assert services.inbox_reader.wait_idle(60)
     assert everything(services.store) == []
     inbox = client.get("/status").get_json()["webhook_inbox"]
     assert inbox["refused"] == 1
@@ -421,28 +421,28 @@ def test_a_big_deletion_is_queued_and_applied(client, services):
     ids = [{"id": i} for i in range(10, 30_010)]  # ~400 kB: over the in-request limit
     reply = client.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "annotations": ids})
     assert reply.get_json()["status"] == "queued"
-    assert services.inbox.wait_idle(60)
-    assert services.store.records() == [] and len(everything(services.store)) == 3
+    assert services.inbox_reader.wait_idle(60)
+    assert services.store.annotations.records() == [] and len(everything(services.store)) == 3
 
 
 @both_stores
 def test_a_pending_inbox_row_is_read_at_the_next_start(tmp_path, spanful_model):
     """What kill -9 leaves: a row enqueued (acknowledged) but not read yet."""
     from labeling.project import load_project
-    from labeling.store import AnnotationStore
+    from labeling.store import Store
 
     first = make_app(tmp_path, spanful_model)
     services = first.extensions["skillloop"]
-    services.inbox.stop()  # as if killed before the drain ran
-    services.store.enqueue(json.dumps(bulk(300)).encode())
+    services.inbox_reader.stop()  # as if killed before the drain ran
+    services.store.inbox.enqueue(json.dumps(bulk(300)).encode())
     where = (services.store.target, services.store.key)
     services.close()
-    with AnnotationStore(*where) as store:
-        assert store.inbox()["pending"] == 1 and store.records() == []
+    with Store(*where) as store:
+        assert store.inbox.counts()["pending"] == 1 and store.annotations.records() == []
     again = make_app(tmp_path, spanful_model)
     try:
-        assert again.extensions["skillloop"].inbox.wait_idle(60)
-        assert len(again.extensions["skillloop"].store.records()) == 300
+        assert again.extensions["skillloop"].inbox_reader.wait_idle(60)
+        assert len(again.extensions["skillloop"].store.annotations.records()) == 300
     finally:
         again.extensions["skillloop"].close()
     assert load_project(tmp_path / "project")
@@ -460,11 +460,11 @@ def test_unknown_webhook_actions_are_one_metrics_series(client):
 
 def test_the_annotator_is_stored_by_email(client, services):
     assert client.post("/webhook", json=payload("annotation_created")).status_code == 200
-    assert services.store.get(501).annotator == "admin@example.com"
+    assert services.store.annotations.get(501).annotator == "admin@example.com"
     body = annotation_event(502, 102, TEXT, [], completed_by={"id": 3, "email": "b@x.org"})
     client.post("/webhook", json=body)
-    assert services.store.get(502).annotator == "b@x.org"
+    assert services.store.annotations.get(502).annotator == "b@x.org"
     body = annotation_event(503, 103, TEXT, [], completed_by=4)
     body["annotation"].pop("created_username")
     client.post("/webhook", json=body)
-    assert services.store.get(503).annotator == "4"
+    assert services.store.annotations.get(503).annotator == "4"

@@ -215,7 +215,10 @@ def test_each_span_shows_its_own_candidates_and_any_entry_can_be_found_or_added(
             store = ProjectState(state / "linkbrowser").store()
             try:
                 (record,) = wait_for(
-                    "the submitted annotation in the backend's store", store.records, 30, 0.5
+                    "the submitted annotation in the backend's store",
+                    store.annotations.records,
+                    30,
+                    0.5,
                 )
             finally:
                 store.close()

@@ -171,14 +171,14 @@ def test_link_fields_ride_along_in_the_stored_json_and_unlinked_spans_are_unchan
 
 
 def test_the_store_keeps_corrected_links(tmp_path):
-    from labeling.store import AnnotationStore
+    from labeling.store import Store
 
     prediction = spans_to_regions(_predicted(), CONFIG, TEXT)
     annotation, task = _annotation({"python": "py", "sql": "k8s"}, prediction)
-    store = AnnotationStore(tmp_path / "store.sqlite")
+    store = Store(tmp_path / "store.sqlite")
     try:
-        store.upsert(record_from_annotation(annotation, task, CONFIG))
-        (stored,) = store.records()
+        store.annotations.upsert(record_from_annotation(annotation, task, CONFIG))
+        (stored,) = store.annotations.records()
     finally:
         store.close()
     assert [(s.taxonomy_id, s.link_status) for s in stored.spans] == [

@@ -261,7 +261,7 @@ def test_links_annotators_confirmed_or_corrected_join_the_next_linker_round(
         Span(33, 38, "Skill", "cobol", None, None, None, None, "no_match"),
     ]
     with ProjectState.of(load_project(project), state).store() as store:
-        store.upsert(AnnotationRecord(1, 1, "1", text, spans))
+        store.annotations.upsert(AnnotationRecord(1, 1, "1", text, spans))
     common = ["--project", str(project), "--state-dir", str(state), "--steps", "2"]
     train = ["link-train", *common, "--validation", str(project / "validation.jsonl")]
     assert main([*train, "--no-progress", "--preferred-weight", "0"]) == 0
@@ -289,7 +289,7 @@ def test_links_confirmed_in_a_studio_project_reach_link_train(project, tmp_path,
         Span(21, 28, "Skill", "talking", None, "talk", "communication", 0.9, "confirmed"),
     ]
     with studio.store() as store:
-        store.upsert(AnnotationRecord(1, 1, "1", text, spans))
+        store.annotations.upsert(AnnotationRecord(1, 1, "1", text, spans))
     common = ["--studio-project", "7", "--state-dir", str(state)]
     train = ["link-train", *common, "--validation", str(project / "validation.jsonl")]
     assert main([*train, "--steps", "2", "--no-progress", "--preferred-weight", "0"]) == 0

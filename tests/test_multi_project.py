@@ -118,9 +118,9 @@ def test_annotations_land_in_their_own_projects_store(app, tmp_path):
     assert client.post("/webhook", json=beta_annotation(601, text, 19, 22)).status_code == 200
     router = app.extensions["skillloop.projects"]
     by_id = {s.studio_id: s for s in router.all()}
-    assert [r.annotation_id for r in by_id[7].store.records()] == [501]
-    assert [r.annotation_id for r in by_id[9].store.records()] == [601]
-    (beta_record,) = by_id[9].store.records()
+    assert [r.annotation_id for r in by_id[7].store.annotations.records()] == [501]
+    assert [r.annotation_id for r in by_id[9].store.annotations.records()] == [601]
+    (beta_record,) = by_id[9].store.annotations.records()
     assert [(s.start, s.end, s.label) for s in beta_record.spans] == [(19, 22, "Skill")]
     # two state folders, two SQLite files, two registries: nothing shared
     state = tmp_path / "state"
@@ -141,7 +141,7 @@ def test_deletions_and_training_reach_only_their_project(app):
     deleted["project"] = {"id": 9}
     assert client.post("/webhook", json=deleted).get_json()["deleted"] == 0  # not 9's
     by_id = {s.studio_id: s for s in app.extensions["skillloop.projects"].all()}
-    assert len(by_id[7].store.records()) == 1
+    assert len(by_id[7].store.annotations.records()) == 1
     status = client.get("/status?project=9").get_json()
     assert status["project"] == "beta" and status["studio_project"] == 9
     assert {p["studio_project"] for p in client.get("/status").get_json()["projects"]} == {7, 9}
@@ -204,7 +204,7 @@ def test_a_restart_serves_each_project_again_and_refuses_a_reused_id(tmp_path, t
     try:
         by_id = {s.studio_id: s for s in again.extensions["skillloop.projects"].all()}
         assert (by_id[7].project.name, by_id[9].project.name) == ("alpha", "beta")
-        assert [r.annotation_id for r in by_id[9].store.records()] == [601]
+        assert [r.annotation_id for r in by_id[9].store.annotations.records()] == [601]
         # the config /setup sent is remembered: a webhook without one is read with it
         body = beta_annotation(602, "python sql", 7, 10)
         body["project"] = {"id": 9}
@@ -223,9 +223,9 @@ def test_a_big_webhook_is_queued_in_its_own_project(app):
     reply = client.post("/webhook", json=body)
     assert reply.get_json()["status"] == "queued"
     by_id = {s.studio_id: s for s in app.extensions["skillloop.projects"].all()}
-    assert by_id[9].inbox is not None and by_id[9].inbox.wait_idle(30)
-    assert [r.annotation_id for r in by_id[9].store.records()] == [801]
-    assert by_id[7].store.records() == []
+    assert by_id[9].inbox_reader is not None and by_id[9].inbox_reader.wait_idle(30)
+    assert [r.annotation_id for r in by_id[9].store.annotations.records()] == [801]
+    assert by_id[7].store.annotations.records() == []
 
 
 def test_settings_name_one_mode_and_known_templates():
@@ -273,7 +273,7 @@ def test_two_label_studio_projects_on_one_backend(studio, templates, tmp_path):
     own labels and tags, and each one's annotations land in its own state."""
     from studio_helpers import serve_backend, wait_for
 
-    from labeling.store import AnnotationStore
+    from labeling.store import Store
     from labeling.studio.client import StudioClient
     from training.text import Document
 
@@ -317,9 +317,11 @@ def test_two_label_studio_projects_on_one_backend(studio, templates, tmp_path):
                 ],
             )
         for project_id, (label, _, _) in expected.items():
-            store = AnnotationStore(ProjectState.for_studio(project_id, state).store_path)
+            store = Store(ProjectState.for_studio(project_id, state).store_path)
             try:
-                records = wait_for(f"project {project_id}'s annotation", store.records, 30)
+                records = wait_for(
+                    f"project {project_id}'s annotation", store.annotations.records, 30
+                )
                 assert len(records) == 1
                 assert [s.label for s in records[0].spans] == [label]
             finally:

@@ -85,8 +85,8 @@ def test_a_chunked_body_past_the_limit_is_refused_and_nothing_is_stored(app):
     reply = chunked(client, "/webhook", padded_event(LIMIT + 10))
     assert reply.status_code == 413
     assert "larger than" in reply.get_json()["error"]
-    assert services.store.records() == []
-    assert services.store.inbox()["pending"] == 0
+    assert services.store.annotations.records() == []
+    assert services.store.inbox.counts()["pending"] == 0
     too_big = json.dumps(predict_body(["python " * LIMIT])).encode()
     assert chunked(client, "/predict", too_big).status_code == 413  # not "invalid JSON"
 
@@ -97,4 +97,4 @@ def test_a_chunked_body_within_the_limit_is_read_whole(app):
     assert len(exactly) == LIMIT
     reply = chunked(client, "/webhook", exactly)
     assert reply.status_code == 200, reply.get_json()
-    assert [r.annotation_id for r in services.store.records()] == [7]
+    assert [r.annotation_id for r in services.store.annotations.records()] == [7]

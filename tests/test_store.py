@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from labeling.store import AnnotationRecord, AnnotationStore
+from labeling.store import AnnotationRecord, Store
 from labeling.studio.config import parse_config
 from labeling.studio.payloads import (
     deleted_ids_from_webhook,
@@ -113,8 +113,8 @@ def target(tmp_path, database_url):
     return tmp_path / "state" / "a.sqlite" if database_url is None else database_url
 
 
-def open_store(target, key="p1") -> AnnotationStore:
-    return AnnotationStore(target, key=key)
+def open_store(target, key="p1") -> Store:
+    return Store(target, key=key)
 
 
 def test_webhook_created_payload(target):
@@ -131,9 +131,9 @@ def test_webhook_created_payload(target):
     assert rec.raw["annotation"]["parent_prediction"] == 40
 
     store = open_store(target)
-    store.upsert(rec)
-    assert store.get(71).spans == rec.spans
-    assert store.get(71).prediction_spans[0].key() == (8, 14, "Tech")
+    store.annotations.upsert(rec)
+    assert store.annotations.get(71).spans == rec.spans
+    assert store.annotations.get(71).prediction_spans[0].key() == (8, 14, "Tech")
 
 
 def test_webhook_variants():
@@ -188,41 +188,42 @@ def test_malformed_webhooks(change, message):
 
 def test_upsert_replaces_tombstone_and_cancelled(target):
     store = open_store(target)
-    assert store.change_counter() == 0
-    assert store.upsert(record(1, task_id=1))
-    assert not store.upsert(record(1, task_id=1))  # a replayed webhook changes nothing
-    assert store.upsert(record(1, task_id=1, spans=[Span(19, 32, "Soft")]))  # update
-    store.upsert(record(2, task_id=2))
-    store.upsert(record(3, task_id=3, cancelled=True, spans=[]))  # skipped
-    store.upsert(
+    assert store.annotations.change_counter() == 0
+    assert store.annotations.upsert(record(1, task_id=1))
+    assert not store.annotations.upsert(record(1, task_id=1))  # a replayed webhook changes nothing
+    assert store.annotations.upsert(record(1, task_id=1, spans=[Span(19, 32, "Soft")]))  # update
+    store.annotations.upsert(record(2, task_id=2))
+    store.annotations.upsert(record(3, task_id=3, cancelled=True, spans=[]))  # skipped
+    store.annotations.upsert(
         record(4, task_id=2, updated_at="2026-11-25T18:00:00Z", spans=[Span(0, 2, "Soft")])
     )  # a newer annotation of task 2
-    assert store.change_counter() == 5 and store.changes_since(2) == 3
+    assert store.annotations.change_counter() == 5 and store.annotations.changes_since(2) == 3
 
-    assert [r.annotation_id for r in store.records()] == [1, 2, 4]
-    assert len(store.records(include_cancelled=True)) == 4
-    docs = store.training_documents()
+    assert [r.annotation_id for r in store.annotations.records()] == [1, 2, 4]
+    assert len(store.annotations.records(include_cancelled=True)) == 4
+    docs = store.annotations.training_documents()
     assert [(d.id, [s.key() for s in d.spans]) for d in docs] == [
         ("1", [(19, 32, "Soft")]),
         ("2", [(0, 2, "Soft")]),
     ]
     assert docs[1].meta["annotation_id"] == 4
 
-    assert store.tombstone([4, 4, 999]) == 1
-    assert store.tombstone([4]) == 0
-    assert store.upsert(record(4, task_id=2)) and store.get(4).deleted  # deletion is final
-    assert [d.meta["annotation_id"] for d in store.training_documents()] == [1, 2]
-    ids, digest = store.snapshot()
-    counter = store.change_counter()
+    assert store.annotations.tombstone([4, 4, 999]) == 1
+    assert store.annotations.tombstone([4]) == 0
+    assert store.annotations.upsert(record(4, task_id=2))
+    assert store.annotations.get(4).deleted  # deletion is final
+    assert [d.meta["annotation_id"] for d in store.annotations.training_documents()] == [1, 2]
+    ids, digest = store.annotations.snapshot()
+    counter = store.annotations.change_counter()
     store.close()
 
     reopened = open_store(target)  # everything is on disk
-    assert reopened.snapshot() == (ids, digest) and ids == [1, 2]
-    assert len(reopened.records(include_deleted=True, include_cancelled=True)) == 4
-    assert reopened.get(3).cancelled and reopened.get(4).deleted
-    assert reopened.change_counter() == counter == 7
-    reopened.upsert(record(1, task_id=1, spans=[Span(0, 2, "Tech")]))
-    assert reopened.snapshot()[1] != digest
+    assert reopened.annotations.snapshot() == (ids, digest) and ids == [1, 2]
+    assert len(reopened.annotations.records(include_deleted=True, include_cancelled=True)) == 4
+    assert reopened.annotations.get(3).cancelled and reopened.annotations.get(4).deleted
+    assert reopened.annotations.change_counter() == counter == 7
+    reopened.annotations.upsert(record(1, task_id=1, spans=[Span(0, 2, "Tech")]))
+    assert reopened.annotations.snapshot()[1] != digest
     reopened.close()
 
 
@@ -230,30 +231,30 @@ def test_a_replay_without_times_changes_nothing_even_a_second_later(target):
     import time
 
     store = open_store(target)
-    assert store.upsert(AnnotationRecord(1, 1, "3", TEXT, []))
-    first = store.get(1)
+    assert store.annotations.upsert(AnnotationRecord(1, 1, "3", TEXT, []))
+    first = store.annotations.get(1)
     assert first.created_at and first.updated_at == first.created_at
     time.sleep(1.1)  # now() has moved on
-    assert not store.upsert(AnnotationRecord(1, 1, "3", TEXT, []))
-    assert store.upsert(AnnotationRecord(1, 1, "3", TEXT, [Span(8, 14, "Tech")]))
-    assert store.get(1).created_at == first.created_at
-    assert store.change_counter() == 2
+    assert not store.annotations.upsert(AnnotationRecord(1, 1, "3", TEXT, []))
+    assert store.annotations.upsert(AnnotationRecord(1, 1, "3", TEXT, [Span(8, 14, "Tech")]))
+    assert store.annotations.get(1).created_at == first.created_at
+    assert store.annotations.change_counter() == 2
 
 
 def test_a_bulk_with_one_id_twice_is_written_as_if_one_after_the_other(target):
     store = open_store(target)
     first = record(5, spans=[Span(0, 2, "Tech")])
     second = record(5, spans=[Span(19, 32, "Soft")])
-    assert store.upsert_many([first, record(6), second, second]) == 3
-    assert store.get(5).spans == [Span(19, 32, "Soft")]
-    assert store.change_counter() == 3 and store.changes_since(0) == 2
-    assert store.upsert_many([]) == 0
+    assert store.annotations.upsert_many([first, record(6), second, second]) == 3
+    assert store.annotations.get(5).spans == [Span(19, 32, "Soft")]
+    assert store.annotations.change_counter() == 3 and store.annotations.changes_since(0) == 2
+    assert store.annotations.upsert_many([]) == 0
 
 
 def test_each_commit_waits_for_the_disk(tmp_path, postgres):
     """SQLite: WAL, fsynced at every commit. PostgreSQL: synchronous_commit on for the
     store's connections even where the database's default says off."""
-    with AnnotationStore(tmp_path / "a.sqlite") as store:
+    with Store(tmp_path / "a.sqlite") as store:
         assert store.durability() == {"journal_mode": "wal", "synchronous": "2"}
     import psycopg
 
@@ -263,7 +264,7 @@ def test_each_commit_waits_for_the_disk(tmp_path, postgres):
         assert db.execute("SHOW synchronous_commit").fetchone() == ("on",)  # set per session
     with psycopg.connect(postgres.dsn("lazy")) as db:
         assert db.execute("SHOW synchronous_commit").fetchone() == ("off",)
-    with AnnotationStore(url, key="p1") as store:
+    with Store(url, key="p1") as store:
         assert store.durability() == {"synchronous_commit": "on", "fsync": "on"}
     postgres.drop_database("lazy")
 
@@ -272,10 +273,10 @@ def test_acknowledged_upserts_survive_kill_9(target):
     """A writer process is killed with SIGKILL right after acknowledging writes."""
     script = textwrap.dedent(f"""
         import os, signal, sys
-        from labeling.store import AnnotationRecord, AnnotationStore
-        store = AnnotationStore({str(target)!r}, key="p1")
+        from labeling.store import AnnotationRecord, Store
+        store = Store({str(target)!r}, key="p1")
         for i in range(1, 21):
-            store.upsert(AnnotationRecord(i, i, "3", "text " + str(i), []))
+            store.annotations.upsert(AnnotationRecord(i, i, "3", "text " + str(i), []))
             print(i, flush=True)  # the acknowledgement
         os.kill(os.getpid(), signal.SIGKILL)
     """)
@@ -287,40 +288,62 @@ def test_acknowledged_upserts_survive_kill_9(target):
     acknowledged = [int(x) for x in proc.stdout.split()]
     assert acknowledged == list(range(1, 21))
     store = open_store(target)
-    assert [r.annotation_id for r in store.records()] == acknowledged
+    assert [r.annotation_id for r in store.annotations.records()] == acknowledged
 
 
 def test_projects_sharing_a_database_never_see_each_other(target):
     one, two = open_store(target, "one"), open_store(target, "two")
-    one.upsert(record(1, task_id=1))
-    two.upsert(record(1, task_id=1, spans=[Span(19, 32, "Soft")]))  # the same id, elsewhere
-    two.upsert(record(2, task_id=2))
-    assert one.tombstone([2]) == 0  # not one's
-    inbox_id = two.enqueue(b"{}")
-    assert [r.annotation_id for r in one.records()] == [1]
-    assert one.get(1).spans == [Span(8, 14, "Tech", "python")]
-    assert [r.annotation_id for r in two.records()] == [1, 2]
-    assert (one.change_counter(), two.change_counter()) == (1, 2)
-    assert one.pending() == [] and two.pending() == [(inbox_id, b"{}")]
-    assert one.inbox()["pending"] == 0 and two.inbox()["pending"] == 1
+    one.annotations.upsert(record(1, task_id=1))
+    # the same id, elsewhere
+    two.annotations.upsert(record(1, task_id=1, spans=[Span(19, 32, "Soft")]))
+    two.annotations.upsert(record(2, task_id=2))
+    assert one.annotations.tombstone([2]) == 0  # not one's
+    inbox_id = two.inbox.enqueue(b"{}")
+    assert [r.annotation_id for r in one.annotations.records()] == [1]
+    assert one.annotations.get(1).spans == [Span(8, 14, "Tech", "python")]
+    assert [r.annotation_id for r in two.annotations.records()] == [1, 2]
+    assert (one.annotations.change_counter(), two.annotations.change_counter()) == (1, 2)
+    assert one.inbox.pending() == [] and two.inbox.pending() == [(inbox_id, b"{}")]
+    assert one.inbox.counts()["pending"] == 0 and two.inbox.counts()["pending"] == 1
     one.close()
     two.close()
 
 
 def test_the_inbox_keeps_a_body_until_it_is_settled(target):
     store = open_store(target)
-    store.upsert(record(9, updated_at="2026-11-25T19:00:00Z", spans=[Span(0, 2, "Soft")]))
-    first, second = store.enqueue(b"\x00body one\xff"), store.enqueue(b"two")
-    assert store.pending() == [(first, b"\x00body one\xff"), (second, b"two")]
+    store.annotations.upsert(
+        record(9, updated_at="2026-11-25T19:00:00Z", spans=[Span(0, 2, "Soft")])
+    )
+    first, second = store.inbox.enqueue(b"\x00body one\xff"), store.inbox.enqueue(b"two")
+    assert store.inbox.pending() == [(first, b"\x00body one\xff"), (second, b"two")]
     older = record(9, updated_at="2026-11-25T18:00:00Z")  # a later webhook already won
-    assert store.settle(first, [record(7), older], deleted=[7]) == 2  # 7 stored, then deleted
-    assert store.get(9).spans == [Span(0, 2, "Soft")] and store.get(7).deleted
-    assert store.settle(second, [record(8)], error="item 1: bad \udc00 \x00") == 0
-    assert store.get(8) is None
-    assert store.inbox() == {"pending": 0, "stored": 1, "refused": 1}
-    (refusal,) = store.inbox_errors()
+    assert store.inbox.settle(first, [record(7), older], deleted=[7]) == 2  # 7 stored, then deleted
+    assert (
+        store.annotations.get(9).spans == [Span(0, 2, "Soft")] and store.annotations.get(7).deleted
+    )
+    assert store.inbox.settle(second, [record(8)], error="item 1: bad \udc00 \x00") == 0
+    assert store.annotations.get(8) is None
+    assert store.inbox.counts() == {"pending": 0, "stored": 1, "refused": 1}
+    (refusal,) = store.inbox.refusals()
     assert refusal["id"] == second and refusal["error"] == "item 1: bad \ufffd \ufffd"
     store.close()
+
+
+def test_one_database_hands_out_annotations_inbox_and_training_requests(target):
+    """The three views of a project's rows share the Store's one engine and key; training
+    requests are counted per project and kept across a reopen."""
+    one, two = open_store(target, "one"), open_store(target, "two")
+    views = (one.annotations, one.inbox, one.training_requests)
+    assert all(view.db is one.db and view.key == "one" for view in views)
+    assert one.inbox.annotations is one.annotations  # a settle writes this project's rows
+    assert one.training_requests.count() == 0
+    assert one.training_requests.request() == 1 and one.training_requests.request() == 2
+    assert two.training_requests.count() == 0 and two.training_requests.request() == 1
+    assert one.annotations.change_counter() == 0  # a request is no annotation change
+    one.close()
+    two.close()
+    with open_store(target, "one") as again:
+        assert again.training_requests.count() == 2
 
 
 def test_text_neither_database_can_hold_is_replaced_in_place(target):
@@ -329,8 +352,8 @@ def test_text_neither_database_can_hold_is_replaced_in_place(target):
     text = "we\x00need py\ud800thon"
     store = open_store(target)
     raw = {"text": text}
-    store.upsert(record(1, text=text, spans=[Span(3, 7, "Soft", "need")], raw=raw))
-    stored = store.get(1)
+    store.annotations.upsert(record(1, text=text, spans=[Span(3, 7, "Soft", "need")], raw=raw))
+    stored = store.annotations.get(1)
     assert stored.text == "we\ufffdneed py\ufffdthon" and len(stored.text) == len(text)
     assert stored.raw == raw
 
@@ -351,9 +374,9 @@ def test_concurrent_writers_from_two_processes_lose_nothing(target):
                 ids = [worker * 100 + i, 1000 + i]  # one id of its own, one shared by all
                 spans = [Span(0, 2, "Tech" if worker % 2 else "Soft")]
                 batch = [record(n, task_id=n, spans=spans) for n in ids]
-                changed.append(store.upsert_many(batch))
+                changed.append(store.annotations.upsert_many(batch))
                 if i % 5 == 4:
-                    changed.append(store.tombstone([worker * 100 + i - 1]))
+                    changed.append(store.annotations.tombstone([worker * 100 + i - 1]))
         except BaseException as err:  # pragma: no cover - reported below
             errors.append(err)
 
@@ -364,11 +387,11 @@ def test_concurrent_writers_from_two_processes_lose_nothing(target):
         thread.join(120)
     assert not errors, errors
     store = stores[0]
-    everything = store.records(include_deleted=True)
+    everything = store.annotations.records(include_deleted=True)
     assert len(everything) == 4 * 25 + 25
     assert len([r for r in everything if r.deleted]) == 4 * 5
-    assert store.change_counter() == sum(changed)
-    assert store.changes_since(0) == len(everything)
+    assert store.annotations.change_counter() == sum(changed)
+    assert store.annotations.changes_since(0) == len(everything)
     for s in stores:
         s.close()
 
@@ -376,7 +399,7 @@ def test_concurrent_writers_from_two_processes_lose_nothing(target):
 def test_concurrent_first_opens_migrate_once(target):
     import threading
 
-    opened: list[AnnotationStore] = []
+    opened: list[Store] = []
     errors: list[BaseException] = []
 
     def open_one(key: str) -> None:
@@ -396,7 +419,7 @@ def test_concurrent_first_opens_migrate_once(target):
         store.close()
 
 
-def migrations(store: AnnotationStore) -> list[int]:
+def migrations(store: Store) -> list[int]:
     from sqlalchemy import select
 
     from labeling.storage.schema import migration_table
@@ -440,28 +463,30 @@ def test_a_store_from_before_migrations_is_migrated_in_place(tmp_path):
     path.parent.mkdir()
     with sqlite3.connect(path) as db:
         db.executescript(VERSION_1)
-    store = AnnotationStore(path)  # no key: the state folder's name
+    store = Store(path)  # no key: the state folder's name
     assert store.key == "linkedin-skills" and migrations(store) == [1, 2]
-    everything = store.records(include_deleted=True, include_cancelled=True)
+    everything = store.annotations.records(include_deleted=True, include_cancelled=True)
     assert [(r.annotation_id, r.task_id, r.deleted, r.cancelled) for r in everything] == [
         (1, 10, False, False),
         (2, 11, True, True),
     ]
-    first = store.get(1)
+    first = store.annotations.get(1)
     assert first.spans == [Span(8, 14, "Tech", "python")] and first.ground_truth
     assert (first.annotator, first.lead_time, first.selected_by) == ("a@x.org", 2.5, "mnlp")
-    assert store.change_counter() == 3 and store.changes_since(1) == 1
-    assert store.pending() == [(1, b"{}")]
-    assert store.upsert(record(3, task_id=12)) and store.change_counter() == 4
-    assert store.enqueue(b"[]") == 2
+    assert store.annotations.change_counter() == 3 and store.annotations.changes_since(1) == 1
+    assert store.inbox.pending() == [(1, b"{}")]
+    assert (
+        store.annotations.upsert(record(3, task_id=12)) and store.annotations.change_counter() == 4
+    )
+    assert store.inbox.enqueue(b"[]") == 2
     store.close()
-    again = AnnotationStore(path)  # the one project the file holds; nothing to migrate
+    again = Store(path)  # the one project the file holds; nothing to migrate
     assert again.key == "linkedin-skills" and migrations(again) == [1, 2]
-    assert len(again.records()) == 2
+    assert len(again.annotations.records()) == 2
     again.close()
     with pytest.raises(ValueError, match="several projects"):
-        AnnotationStore(path, key="other").close()
-        AnnotationStore(path)
+        Store(path, key="other").close()
+        Store(path)
 
 
 def test_a_store_newer_than_the_code_is_refused(target):
@@ -479,6 +504,6 @@ def test_a_store_newer_than_the_code_is_refused(target):
 
 def test_a_shared_database_needs_a_project_key(postgres_url):
     with pytest.raises(ValueError, match="needs a project key"):
-        AnnotationStore(postgres_url)
+        Store(postgres_url)
     with pytest.raises(ValueError, match="unsupported database"):
-        AnnotationStore("mysql://u:secret@host/db")
+        Store("mysql://u:secret@host/db")

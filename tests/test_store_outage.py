@@ -62,7 +62,7 @@ def test_a_database_that_is_away_gets_a_503_saying_so_and_one_log_line(app, own_
     assert backs == []
     assert client.post("/webhook", json=event(7)).status_code == 200
     assert backs == [0]  # once, when it answered again
-    assert [r.annotation_id for r in services.store.records()] == [1, 7]
+    assert [r.annotation_id for r in services.store.annotations.records()] == [1, 7]
     assert backs == [0]
     assert "answers again (6 requests got 503)" in caplog.text
 
@@ -136,5 +136,5 @@ def test_a_frozen_database_answers_503_within_the_wait_and_holds_no_request(
     assert caplog.text.count("is unavailable") == 1
 
     assert client.post("/webhook", json=event(20)).status_code == 200  # continued: served
-    assert [r.annotation_id for r in services.store.records()] == [1, 20]
+    assert [r.annotation_id for r in services.store.annotations.records()] == [1, 20]
     assert "answers again (8 requests got 503)" in caplog.text

@@ -150,7 +150,7 @@ def test_the_editor_draws_backend_regions_on_their_words_and_stores_a_selection(
             try:
                 (record,) = wait_for(
                     "the submitted annotation in the backend's store",
-                    store.records,
+                    store.annotations.records,
                     30,
                     every=0.5,
                 )

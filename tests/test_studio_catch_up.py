@@ -35,7 +35,7 @@ def regions(text: str, phrase: str, label: str) -> list[dict]:
 def stored(state: ProjectState) -> dict[int, list[str]]:
     """The store's annotations as the test reads them itself: id -> span labels."""
     with state.store() as store:
-        return {r.annotation_id: [s.label for s in r.spans] for r in store.records()}
+        return {r.annotation_id: [s.label for s in r.spans] for r in store.annotations.records()}
 
 
 def test_annotations_made_while_the_database_was_away_reach_the_next_round(

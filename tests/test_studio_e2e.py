@@ -240,10 +240,12 @@ def test_the_whole_loop_on_a_real_label_studio(studio, project_dir, backend):
         client.annotate(by_post[post_id]["id"], regions, lead_time=3.5)
         annotated[post_id] = [(phrase, label) for phrase, label in phrases]
 
-    from labeling.store import AnnotationStore
+    from labeling.store import Store
 
-    store = AnnotationStore(state / "annotations.sqlite")
-    wait_for("the webhook's annotations in the store", lambda: len(store.records()) >= 4, 30)
+    store = Store(state / "annotations.sqlite")
+    wait_for(
+        "the webhook's annotations in the store", lambda: len(store.annotations.records()) >= 4, 30
+    )
 
     # Start Training: a new model version, promoted, whose predictions reach Label Studio
     client.train(ref.id)

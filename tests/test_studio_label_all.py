@@ -5,14 +5,14 @@ post the editor opened read from the page. It must be the post `skillloop select
 first, before and after a promotion; a skip or a task left open must not keep the top
 post from the others.
 
-What makes it so (labeling/studio/queue.py, backend/service/studio_sync.py `StudioLink`): on /setup
-the backend publishes its model in Label Studio (predictions, the project's
-model_version, Uncertainty sampling, which the button's plain next-task call follows) and
-makes its own Data Manager tab, ordered by prediction score, the first (the queue of
-"Label Tasks As Displayed" and of a selection); after every promotion again. Label
-Studio's task lock is what a left task holds: Label Studio started by skillloop sets
-TASK_LOCK_TTL (15 minutes; 24 h is Label Studio's default), the `studio` fixture
-conftest.STUDIO_LOCK_TTL_S (20 s).
+What makes it so (labeling/studio/queue.py, backend/service/studio_sync.py
+`StudioConnection`): on /setup the backend publishes its model in Label Studio
+(predictions, the project's model_version, Uncertainty sampling, which the button's plain
+next-task call follows) and makes its own Data Manager tab, ordered by prediction score,
+the first (the queue of "Label Tasks As Displayed" and of a selection); after every
+promotion again. Label Studio's task lock is what a left task holds: Label Studio started
+by skillloop sets TASK_LOCK_TTL (15 minutes; 24 h is Label Studio's default), the
+`studio` fixture conftest.STUDIO_LOCK_TTL_S (20 s).
 """
 
 from __future__ import annotations

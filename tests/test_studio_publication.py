@@ -8,7 +8,7 @@ import threading
 
 from backend.service.model_holder import ServingModel
 from backend.service.studio_ledger import PublicationLedger
-from backend.service.studio_sync import StudioLink
+from backend.service.studio_sync import StudioConnection
 from labeling.state import ProjectState
 
 
@@ -24,29 +24,29 @@ class RecordingStudio:
         return 0
 
 
-def workers(state, n: int, serving: list, calls: list) -> list[StudioLink]:
-    links = []
+def workers(state, n: int, serving: list, calls: list) -> list[StudioConnection]:
+    connections = []
     for _ in range(n):
         project_state = ProjectState(state)
-        link = StudioLink(
+        connection = StudioConnection(
             project_state.studio_file,
             PublicationLedger(project_state.studio_publish_lock, project_state.studio_published),
             "http://ls.test",
             "token",
             serving_version=lambda: serving[-1],
         )
-        link.project_id = 7
-        link._client = RecordingStudio(calls)  # type: ignore[assignment]
-        links.append(link)
-    return links
+        connection.project_id = 7
+        connection._client = RecordingStudio(calls)  # type: ignore[assignment]
+        connections.append(connection)
+    return connections
 
 
 def model(version: str) -> ServingModel:
     return ServingModel(tagger=object(), version=version, source="registry")  # type: ignore[arg-type]
 
 
-def refresh_all(links: list[StudioLink], version: str) -> None:
-    threads = [threading.Thread(target=w.refresh, args=(model(version),)) for w in links]
+def refresh_all(connections: list[StudioConnection], version: str) -> None:
+    threads = [threading.Thread(target=w.refresh, args=(model(version),)) for w in connections]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -56,13 +56,13 @@ def refresh_all(links: list[StudioLink], version: str) -> None:
 def test_three_workers_publish_each_promotion_once(tmp_path):
     calls: list = []
     serving = ["v1"]
-    links = workers(tmp_path, 3, serving, calls)
-    refresh_all(links, "v1")
+    connections = workers(tmp_path, 3, serving, calls)
+    refresh_all(connections, "v1")
     serving.append("v2")
-    refresh_all(links, "v2")
+    refresh_all(connections, "v2")
     assert calls == [(7, "v1"), (7, "v2")]
-    assert all(w.last_refresh and w.last_refresh["ok"] for w in links)
-    assert sum("skipped" in w.last_refresh for w in links) == 2
+    assert all(w.last_refresh and w.last_refresh["ok"] for w in connections)
+    assert sum("skipped" in w.last_refresh for w in connections) == 2
 
 
 def test_a_late_worker_never_publishes_an_older_version(tmp_path):

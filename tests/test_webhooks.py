@@ -16,7 +16,7 @@ TEXT = "We need Python and SQL experience."
 
 @pytest.fixture
 def store(app):
-    return app.extensions["skillloop"].store
+    return app.extensions["skillloop"].store.annotations
 
 
 def wait_for(predicate, timeout=120.0):
@@ -194,7 +194,7 @@ def test_start_training_on_a_host_that_does_not_train_is_recorded_for_the_traini
         assert reply.status_code == 200, reply.get_json()
         assert reply.get_json()["state"] == "forwarded"
         assert client.post("/train").get_json()["state"] == "forwarded"
-        assert app.extensions["skillloop"].store.training_requests() == 2
+        assert app.extensions["skillloop"].store.training_requests.count() == 2
     finally:
         app.extensions["skillloop"].close()
 
@@ -208,6 +208,6 @@ def test_training_can_be_disabled(tmp_path, spanful_model):
         assert "disabled" in reply.get_json()["error"]
         # annotations are still stored
         assert client.post("/webhook", json=payload("annotation_created")).status_code == 200
-        assert app.extensions["skillloop"].store.get(501) is not None
+        assert app.extensions["skillloop"].store.annotations.get(501) is not None
     finally:
         app.extensions["skillloop"].close()

@@ -18,7 +18,7 @@ from backend.loop.spec import RoundSpec
 from backend.loop.worker import TrainingWorker
 from labeling.project import load_project
 from labeling.state import ProjectState
-from labeling.store import AnnotationRecord, AnnotationStore
+from labeling.store import AnnotationRecord, Store
 from training.registry import Registry
 from training.text import Span
 
@@ -97,7 +97,7 @@ def annotate(state_dir: Path, numbers, first_id=1) -> None:
     with ProjectState(state_dir).store() as store:
         for i, n in enumerate(numbers):
             text, spans = post(n)
-            store.upsert(AnnotationRecord(first_id + i, 1000 + n, "1", text, spans))
+            store.annotations.upsert(AnnotationRecord(first_id + i, 1000 + n, "1", text, spans))
 
 
 def test_heldout_split_is_stable_and_never_trained_on(tmp_path):
@@ -106,8 +106,10 @@ def test_heldout_split_is_stable_and_never_trained_on(tmp_path):
     state = tmp_path / "state"
     annotate(state, posts(3, 4))
     annotate(state, [999], first_id=50)
-    with AnnotationStore(state / "annotations.sqlite") as store:
-        store.upsert(AnnotationRecord(60, 5000, "1", "skipped post", [], cancelled=True))
+    with Store(state / "annotations.sqlite") as store:
+        store.annotations.upsert(
+            AnnotationRecord(60, 5000, "1", "skipped post", [], cancelled=True)
+        )
     plan = rounds.plan_round(project, ProjectState(state), "test")
     train = [
         json.loads(x)["text"] for x in (plan.folder / "train.jsonl").read_text().split("\n") if x
@@ -378,9 +380,9 @@ def serve_fake_version(state: Path, project, numbers) -> None:
     checkpoint is a stub: a skipped round never loads it)."""
     from labeling.store import documents_sha256
 
-    with AnnotationStore(state / "annotations.sqlite") as store:
-        docs = split.annotated_documents(project, store)
-        counter = store.change_counter()
+    with Store(state / "annotations.sqlite") as store:
+        docs = split.annotated_documents(project, store.annotations)
+        counter = store.annotations.change_counter()
     train, _ = split.split_heldout(docs, project.retrain.heldout_share)
     stub = state / "models" / ".incoming" / "stub"
     stub.mkdir(parents=True)
@@ -399,9 +401,11 @@ def test_a_skipped_round_consumes_its_auto_trigger(tmp_path):
     not at every poll (it was 34 skipped rounds in 2 s at a 0.05 s poll)."""
     project = make_project(tmp_path, tmp_path, every=1, debounce=0.0)
     state = tmp_path / "state"
-    with AnnotationStore(state / "annotations.sqlite") as store:
+    with Store(state / "annotations.sqlite") as store:
         for i in range(3):
-            store.upsert(AnnotationRecord(i + 1, 10 + i, "1", f"skipped {i}", [], cancelled=True))
+            store.annotations.upsert(
+                AnnotationRecord(i + 1, 10 + i, "1", f"skipped {i}", [], cancelled=True)
+            )
     worker = TrainingWorker(project, ProjectState(state), poll_seconds=0.02)
     worker.start()
     try:
@@ -420,9 +424,11 @@ def test_a_round_on_the_serving_snapshot_is_skipped_and_consumed(tmp_path):
     state = tmp_path / "state"
     annotate(state, posts(2, 3))
     serve_fake_version(state, project, posts(2, 3))
-    with AnnotationStore(state / "annotations.sqlite") as store:  # a change, same data
-        store.upsert(AnnotationRecord(90, 900, "1", "skipped post", [], cancelled=True))
-        store.upsert(AnnotationRecord(91, 901, "1", "another skipped post", [], cancelled=True))
+    with Store(state / "annotations.sqlite") as store:  # a change, same data
+        store.annotations.upsert(AnnotationRecord(90, 900, "1", "skipped post", [], cancelled=True))
+        store.annotations.upsert(
+            AnnotationRecord(91, 901, "1", "another skipped post", [], cancelled=True)
+        )
     worker = TrainingWorker(project, ProjectState(state), poll_seconds=0.02, request_wait=10)
     worker.start()
     try:

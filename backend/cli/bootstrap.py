@@ -7,7 +7,7 @@ import argparse
 
 from backend.loop.cold_start import bootstrap
 from labeling.project import load_project
-from labeling.state import ProjectState
+from labeling.state import STATE_BASE_DEFAULT, ProjectState
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train a project's first model on posts labelled by its taxonomy dictionary",
     )
     p.add_argument("--project", required=True)
-    p.add_argument("--state-dir", help="state base folder (default $SKILLLOOP_STATE_DIR or state)")
+    p.add_argument("--state-dir", help=f"state base folder (default {STATE_BASE_DEFAULT})")
     p.add_argument("--posts", help="posts to label (default: the project's [data] posts)")
     p.add_argument("--force", action="store_true", help="even when a model already serves")
     p.add_argument("--threads", type=int, default=2, help="torch threads for training")

@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING
 from backend.linkers import open_linker_for, project_linker
 from labeling.project import REPO_ROOT, Project, load_project
 from labeling.state import (
+    STATE_BASE_DEFAULT,
     STATE_ENV,
     STATE_MARKERS,
     ProjectState,
@@ -48,7 +49,7 @@ def add_project_options(p: argparse.ArgumentParser, state_dir: bool = True) -> N
         p.add_argument(
             "--state-dir",
             type=Path,
-            help="base state folder (default: $SKILLLOOP_STATE_DIR or ./state)",
+            help=f"base state folder (default: {STATE_BASE_DEFAULT})",
         )
 
 
@@ -143,7 +144,7 @@ def annotation_records(
     if not state.has_store():
         return []
     with state.store() as store:
-        return store.records(include_deleted=True, include_cancelled=True)
+        return store.annotations.records(include_deleted=True, include_cancelled=True)
 
 
 def add_label_options(p: argparse.ArgumentParser) -> None:

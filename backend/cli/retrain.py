@@ -9,6 +9,7 @@ from pathlib import Path
 
 from backend.cli.options import add_project_options, project_and_state
 from backend.service.config import auth_from_env
+from labeling.state import STATE_BASE_DEFAULT
 
 URL_ENV = "SKILLLOOP_URL"
 
@@ -25,9 +26,7 @@ def register(subparsers) -> None:
         help=f"the running service, e.g. http://127.0.0.1:9090 (env {URL_ENV}); "
         "without it the round runs in this process",
     )
-    p.add_argument(
-        "--state-dir", type=Path, help="state folder (default $SKILLLOOP_STATE_DIR or ./state)"
-    )
+    p.add_argument("--state-dir", type=Path, help=f"state folder (default {STATE_BASE_DEFAULT})")
     p.add_argument("--threads", type=int, default=2, help="torch threads for a local round")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=retrain_command)

@@ -15,7 +15,7 @@ from labeling.active.strategies import (
     item_from_prediction,
     strategy_names,
 )
-from labeling.state import ProjectState
+from labeling.state import STATE_BASE_DEFAULT, ProjectState
 from training.text import Document, post_key
 
 
@@ -31,9 +31,7 @@ def register(sub) -> None:
     )
     p.add_argument("--budget-tokens", type=int, help="at most this many words in the batch")
     p.add_argument("--model", help="checkpoint folder (default: the serving model)")
-    p.add_argument(
-        "--state-dir", type=Path, help="state folder (default $SKILLLOOP_STATE_DIR or ./state)"
-    )
+    p.add_argument("--state-dir", type=Path, help=f"state folder (default {STATE_BASE_DEFAULT})")
     p.add_argument("--seed", type=int, default=0, help="for random and diverse selection")
     p.add_argument("--json", action="store_true", help="print the batch as JSON")
     p.set_defaults(func=select_command)
@@ -76,10 +74,10 @@ def _labelled_documents(project, state: ProjectState) -> list[Document]:
     """What training reads (`backend.loop.rounds.annotated_documents`); a project without an
     annotation store yet is read with an empty one, and `select` creates no file."""
     from backend.loop.heldout import annotated_documents
-    from labeling.store import AnnotationStore
+    from labeling.store import Store
 
-    with state.store() if state.has_store() else AnnotationStore(":memory:") as store:
-        return annotated_documents(project, store)
+    with state.store() if state.has_store() else Store(":memory:") as store:
+        return annotated_documents(project, store.annotations)
 
 
 def _unlabelled_posts(posts, labelled):

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from backend.service.config import ENV, ServiceConfig
+from labeling.state import STATE_BASE_DEFAULT
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def register(subparsers) -> None:
     parser.add_argument("--host", help=f"address to bind (default 127.0.0.1) [{ENV['host']}]")
     parser.add_argument("--port", type=int, help=f"port (default 9090) [{ENV['port']}]")
     parser.add_argument(
-        "--state-dir", type=Path, help=f"state folder (default ./state) [{ENV['state_dir']}]"
+        "--state-dir", type=Path, help=f"state folder (default {STATE_BASE_DEFAULT})"
     )
     parser.add_argument(
         "--threads", type=int, help=f"torch threads for prediction [{ENV['threads']}]"

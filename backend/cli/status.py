@@ -24,7 +24,7 @@ def register(subparsers) -> None:
 
 
 def status_command(args) -> int:
-    from backend.loop.status import (
+    from backend.loop.status_figures import (
         changes_since_last_round,
         format_status,
         local_training,

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from backend.service.config import auth_from_env
+from labeling.state import STATE_BASE_DEFAULT
 from labeling.studio.client import StudioClient
 from labeling.studio.queue import rank_tab
 from labeling.studio.server import StudioSettings, is_up, start, status, stop
@@ -55,7 +56,7 @@ def register(subparsers) -> None:
 
 
 def _studio_options(parser) -> None:
-    parser.add_argument("--state-dir", type=Path, help="default: $SKILLLOOP_STATE_DIR or ./state")
+    parser.add_argument("--state-dir", type=Path, help=f"default: {STATE_BASE_DEFAULT}")
     parser.add_argument("--port", type=int, help="Label Studio port (default 8081)")
 
 

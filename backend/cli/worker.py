@@ -20,7 +20,7 @@ from pathlib import Path
 from backend.loop.lock import database_url
 from backend.loop.worker import TrainingWorker
 from labeling.project import load_project
-from labeling.state import DATABASE_URL_ENV, ProjectState
+from labeling.state import DATABASE_URL_ENV, STATE_BASE_DEFAULT, ProjectState
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--state-dir",
         type=Path,
-        help="the shared state folder (default $SKILLLOOP_STATE_DIR or ./state)",
+        help=f"the shared state folder (default {STATE_BASE_DEFAULT})",
     )
     p.add_argument("--poll", type=float, default=2.0, help="seconds between store checks")
     p.add_argument("--threads", type=int, default=1, help="torch threads for a CPU round")
@@ -68,13 +68,13 @@ def worker_command(args: argparse.Namespace) -> int:
     log.info("training worker for %s on %s", project.name, state.root)
     try:
         with state.store() as store:
-            seen, asked = store.change_counter(), store.training_requests()
+            seen, asked = store.annotations.change_counter(), store.training_requests.count()
             while not stop.wait(args.poll):
-                counter = store.change_counter()
+                counter = store.annotations.change_counter()
                 if counter != seen:  # the serving hosts stored changes: feed the trigger
                     seen = counter
                     worker.annotation_changed()
-                requests = store.training_requests()
+                requests = store.training_requests.count()
                 if requests != asked:  # Start Training pressed on a serving host
                     asked = requests
                     log.info("%s: a round was requested on a serving host", project.name)

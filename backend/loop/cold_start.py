@@ -98,7 +98,7 @@ def bootstrap(
         )
     posts = project.posts() if posts is None else posts
     with state.store() as store:
-        human = annotated_documents(project, store)
+        human = annotated_documents(project, store.annotations)
     weak = dictionary_documents(project, posts, dictionary, human)
     if not weak:
         raise ValueError(f"project {project.name}: no unannotated posts to label")

@@ -106,8 +106,9 @@ def plan_round(
     started = _now()
     round_id = datetime.now(UTC).strftime("r%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
     with state.store() as store:
-        counter = store.change_counter()  # read first: later changes count for the next round
-        docs = annotated_documents(project, store) if documents is None else documents
+        # read first: later changes count for the next round
+        counter = store.annotations.change_counter()
+        docs = annotated_documents(project, store.annotations) if documents is None else documents
     share = frozen_share(state, project.retrain.heldout_share)
     train_docs, heldout = split_heldout(docs, share)
     if not train_docs:

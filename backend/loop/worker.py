@@ -33,7 +33,7 @@ from backend.loop.rounds import (
 from backend.loop.trigger import AutoTrigger
 from labeling.project import Project
 from labeling.state import ProjectState
-from labeling.store import AnnotationStore
+from labeling.store import Store
 from training.registry import ModelVersion
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class TrainingWorker:
         retrain = project.retrain
         self._auto = AutoTrigger(retrain.every_n_annotations, retrain.debounce_seconds)
         # the worker thread's own connection, for counting changes
-        self._store: AnnotationStore | None = None
+        self._store: Store | None = None
         # called before each round reads its data (the service fetches there what Label
         # Studio holds that the store missed: backend/service/catch_up.py); must not raise
         self.before_round: Callable[[], object] | None = None
@@ -236,7 +236,7 @@ class TrainingWorker:
     def _changes_since(self, counter: int) -> int:
         if self._store is None:
             self._store = self.state.store()
-        return self._store.changes_since(counter)
+        return self._store.annotations.changes_since(counter)
 
     def _run_one(self, trigger: str, answering: int = 0) -> RoundOutcome | None:
         """One round under the project's round lock (None: an auto round that another

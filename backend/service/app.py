@@ -24,6 +24,7 @@ from flask.json.provider import DefaultJSONProvider
 from backend.service import webhooks
 from backend.service.build import MakeWorker, build_services, make_metrics
 from backend.service.config import ServiceConfig
+from backend.service.inbox_reader import SYNC_BYTES
 from backend.service.predict_slots import PredictSlots
 from backend.service.predictions import Limits, deadline_from, predict_tasks
 from backend.service.requests import (
@@ -38,10 +39,9 @@ from backend.service.requests import (
     register_error_handlers,
 )
 from backend.service.routing import OneProject, SeveralProjects
+from backend.service.service_status import gauges, jsonable, status
 from backend.service.services import Services
-from backend.service.status import gauges, jsonable, status
 from backend.service.taxonomy_search import note_search_url, taxonomy_response
-from backend.service.webhook_inbox import SYNC_BYTES
 from labeling.studio.config import parse_config
 from labeling.studio.label_map import label_names
 
@@ -178,9 +178,9 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
         raw = request.get_data(cache=True)  # 413 past MAX_CONTENT_LENGTH
         if len(raw) > SYNC_BYTES:
             s = router.for_request(_queued_project(router, raw))
-            if s.inbox is not None:
-                inbox_id = s.store.enqueue(raw)  # durable (fsynced) before we acknowledge
-                s.inbox.wake()
+            if s.inbox_reader is not None:
+                inbox_id = s.store.inbox.enqueue(raw)  # durable (fsynced) before we acknowledge
+                s.inbox_reader.wake()
                 return jsonify(status="queued", inbox_id=inbox_id, bytes=len(raw))
         req = WebhookRequest.parse(json_object(raw))
         metrics.inc("webhook_events_total", action=req.metrics_action)

@@ -1,5 +1,5 @@
 """A project's `Services` built: its store, registry, model holder, training worker,
-Label Studio link, linker and webhook inbox, from the service config and a project state.
+Label Studio connection, linker and webhook inbox, from the service config and a project state.
 Nothing slow: the model loads when the services start."""
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING
 from backend.loop.worker import TrainingWorker
 from backend.service.catch_up import StudioCatchUp
 from backend.service.config import ServiceConfig
+from backend.service.inbox_reader import InboxReader
 from backend.service.linker_holder import LinkerHolder, TaskOptionsWriter
 from backend.service.metrics import Metrics
 from backend.service.model_holder import ModelHolder
 from backend.service.services import Services
 from backend.service.studio_ledger import PublicationLedger
-from backend.service.studio_sync import StudioLink
-from backend.service.webhook_inbox import Inbox
+from backend.service.studio_sync import StudioConnection
 from backend.service.webhooks import read_queued, stored
 from labeling.active.task_score import TaskScorer
 from labeling.project import load_project
@@ -47,7 +47,7 @@ def build_services(
     state = state or ProjectState.of(project, config.state_dir)
     state.root.mkdir(parents=True, exist_ok=True)
     registry = state.registry()
-    studio = StudioLink(
+    studio = StudioConnection(
         state.studio_file,
         PublicationLedger(state.studio_publish_lock, state.studio_published),
         config.label_studio_url,
@@ -89,8 +89,10 @@ def build_services(
         linker=LinkerHolder(project, state),
         link_options=link_options,
     )
-    services.inbox = Inbox(
-        services.store, lambda body: read_queued(services, body), lambda n: stored(services, n)
+    services.inbox_reader = InboxReader(
+        services.store.inbox,
+        lambda body: read_queued(services, body),
+        lambda n: stored(services, n),
     )
     if studio.configured:
         url, key = config.label_studio_url or "", config.label_studio_api_key or ""

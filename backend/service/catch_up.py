@@ -79,11 +79,11 @@ class StudioCatchUp:
         try:
             if self._client is None:
                 self._client = self._make_client()
-            records = self.s.store.records(include_deleted=True, include_cancelled=True)
+            records = self.s.store.annotations.records(include_deleted=True, include_cancelled=True)
             known = {r.annotation_id: None if r.deleted else r.updated_at for r in records}
             missed = missed_annotations(self._client, project_id, known)
             found, refused = self._read(missed, project_id)
-            changed = self.s.store.upsert_many(found) if found else 0
+            changed = self.s.store.annotations.upsert_many(found) if found else 0
         except Exception as err:  # Label Studio or the database away, a config it refuses
             outcome.update(ok=False, error=f"{type(err).__name__}: {str(err)[:300]}")
             log.warning(

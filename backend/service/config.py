@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from labeling.state import state_base
+
 # The limits on one request; their reasons are in docs/service.md ("Limits").
 DEFAULT_MAX_CONTENT_LENGTH = 16 * 1024 * 1024  # 5,000 Label Studio tasks of 3 kB each
 DEFAULT_MAX_PROJECTS = 20  # Label Studio projects one backend serves (+53 MB each, MiniLM)
@@ -30,7 +32,8 @@ class ServiceConfig:
     """How `create_app` builds the service. Environment variable names are in `ENV`."""
 
     project: str  # "projects/linkedin-skills" or a project name ("": several projects)
-    state_dir: Path | None = None  # base state folder; None: $SKILLLOOP_STATE_DIR or ./state
+    # base state folder; None: labeling.state.state_base decides (from_env asks it at once)
+    state_dir: Path | None = None
     host: str = "127.0.0.1"
     port: int = 9090
     basic_auth_user: str | None = None
@@ -141,7 +144,9 @@ class ServiceConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> ServiceConfig:
-        """Read `ENV` variables from `env` (default os.environ); non-None overrides win."""
+        """Read `ENV` variables from `env` (default os.environ); non-None overrides win.
+        The state base is the `state_dir` override, else what labeling.state.state_base
+        (the one reader of its environment variable) resolves."""
         env = os.environ if env is None else env
         values: dict = {}
         for name, variable in ENV.items():
@@ -150,8 +155,7 @@ class ServiceConfig:
                 continue
             values[name] = _convert(name, variable, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if "state_dir" in values:
-            values["state_dir"] = Path(values["state_dir"])
+        values["state_dir"] = state_base(values.get("state_dir"))
         values.setdefault("project", "")
         return cls(**values).validate()
 
@@ -162,7 +166,6 @@ class ServiceConfig:
 # field name -> environment variable
 ENV = {
     "project": "SKILLLOOP_PROJECT",
-    "state_dir": "SKILLLOOP_STATE_DIR",
     "host": "SKILLLOOP_HOST",
     "port": "SKILLLOOP_PORT",
     "basic_auth_user": "BASIC_AUTH_USER",

@@ -18,14 +18,14 @@ if TYPE_CHECKING:
     from backend.loop.worker import TrainingWorker
     from backend.service.catch_up import StudioCatchUp
     from backend.service.config import ServiceConfig
+    from backend.service.inbox_reader import InboxReader
     from backend.service.linker_holder import LinkerHolder, TaskOptionsWriter
     from backend.service.metrics import Metrics
     from backend.service.model_holder import ModelHolder
-    from backend.service.studio_sync import StudioLink
-    from backend.service.webhook_inbox import Inbox
+    from backend.service.studio_sync import StudioConnection
     from labeling.project import Project
     from labeling.state import ProjectState
-    from labeling.store import AnnotationStore
+    from labeling.store import Store
     from training.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -38,16 +38,16 @@ class Services:
     config: ServiceConfig
     project: Project
     state: ProjectState  # its folder, and where its annotations live
-    store: AnnotationStore
+    store: Store  # its annotations, webhook inbox and training requests: one database
     registry: Registry
     worker: TrainingWorker | None  # None: training disabled
     holder: ModelHolder
-    studio: StudioLink
+    studio: StudioConnection
     metrics: Metrics
     # the config Label Studio last sent to /setup: how webhooks without one are read
     connected_config: str | None = None
-    inbox: Inbox | None = (
-        None  # bulk webhooks stored first, read after (backend/service/webhook_inbox.py)
+    inbox_reader: InboxReader | None = (
+        None  # bulk webhooks stored first, read after (backend/service/inbox_reader.py)
     )
     scorer: TaskScorer = field(default_factory=TaskScorer)  # the project's selection strategy
     linker: LinkerHolder | None = (
@@ -70,15 +70,15 @@ class Services:
             self.linker.start(self.config.background_load, after=lambda: holder.wait_ready(600))
         if self.worker is not None:
             self.worker.start()
-        if self.inbox is not None:
-            self.inbox.start()
+        if self.inbox_reader is not None:
+            self.inbox_reader.start()
 
     def stop_predicting(self) -> None:
         self.holder.stop_predicting()
 
     def close(self) -> None:
-        if self.inbox is not None:
-            self.inbox.stop()
+        if self.inbox_reader is not None:
+            self.inbox_reader.stop()
         if self.worker is not None:
             self.worker.stop()
         self.holder.stop()

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class StudioLink:
+class StudioConnection:
     """Remembers the Label Studio project id (from /setup or webhooks, persisted in the
     state dir) and, when a URL and API key are configured, points Label Studio at the
     serving model with `StudioClient.publish_model`: its predictions fetched, the project's

@@ -14,7 +14,7 @@ from backend.service.requests import (
     WebhookRequest,
     json_object,
 )
-from backend.service.status import jsonable
+from backend.service.service_status import jsonable
 from labeling.studio.config import parse_config
 from labeling.studio.label_map import project_labels
 
@@ -48,7 +48,7 @@ def records(s: Services, req: WebhookRequest) -> list:
 def store_annotations(s: Services, req: WebhookRequest) -> dict:
     """All the webhook's annotations in one transaction, or (422) none of them."""
     found = records(s, req)
-    s.store.upsert_many(found)  # durable (committed, fsynced) before we acknowledge
+    s.store.annotations.upsert_many(found)  # durable (committed, fsynced) before we acknowledge
     stored(s, len(found))
     return {"status": "stored", "annotation_ids": [r.annotation_id for r in found]}
 
@@ -87,7 +87,7 @@ def delete_annotations(s: Services, body: dict) -> dict:
         ids = deleted_ids_from_webhook(body)
     except ValueError as err:
         raise BadRequest(f"cannot read the deletion: {err}", 422) from None
-    deleted = s.store.tombstone(ids)
+    deleted = s.store.annotations.tombstone(ids)
     s.metrics.inc("annotations_deleted_total", deleted)
     _notify_worker(s)
     return {"status": "deleted", "deleted": deleted, "annotation_ids": ids}
@@ -111,7 +111,7 @@ def request_training(s: Services, source: str) -> dict:
             raise BadRequest("training is disabled in this service (SKILLLOOP_TRAINING=0)", 409)
         # a serving host beside a training host (`skillloop worker`) on the shared database:
         # the request is recorded there and that host starts the round
-        total = s.store.request_training()
+        total = s.store.training_requests.request()
         s.metrics.inc("training_requests_total", source=source, outcome="forwarded")
         reason = f"recorded in the shared database for the training worker (request {total})"
         return {"accepted": True, "state": "forwarded", "reason": reason}

@@ -4,7 +4,7 @@
     gunicorn -w 4 --threads 4 --graceful-timeout 3 -b 127.0.0.1:9091 'backend.service.wsgi:app'
 
 Each worker process holds a warm model, a training worker thread and its metrics. Several
-workers (-w 4, and several hosts sharing the state folder and SKILLLOOP_DATABASE_URL) each
+workers (-w 4, and several hosts sharing the state folder and its database, labeling/state.py) each
 answer /predict from the registry's serving version and pick up a promotion within
 SKILLLOOP_WATCH_INTERVAL seconds; exactly one round runs across them (the round lock,
 backend/loop/lock.py). Threads (--threads) give concurrency within a worker:

@@ -1,3 +1,4 @@
-"""The annotation store's database layer: where it is (engine), what it holds (schema and
-migrations), how an annotation becomes a row (records) and the webhook inbox (inbox).
-`labeling.store.AnnotationStore` is the one class the rest of the code uses."""
+"""A project's database layer: where it is (engine), what it holds (schema and migrations),
+how an annotation becomes a row (records), and the three views of a project's rows that
+`labeling.store.Store` hands out: the annotation store (annotations), the webhook inbox
+(webhook_inbox) and the training requests (training_requests)."""

@@ -1,5 +1,5 @@
 """Where the annotation store lives: a SQLite file (the default, one per project state
-folder) or a PostgreSQL database named by `SKILLLOOP_DATABASE_URL`, opened through
+folder) or a PostgreSQL database named by a URL (`ProjectState.database_url`), opened through
 SQLAlchemy Core with the durability each write relies on.
 
 - SQLite: WAL mode with `synchronous=FULL` (the WAL is fsynced at every commit), and every

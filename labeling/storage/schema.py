@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -42,6 +43,8 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from labeling.storage.engine import describe
 
@@ -95,6 +98,18 @@ inbox_table = Table(
     Column("stored", Integer),
     Index("inbox_state", "project_key", "state"),
 )
+
+
+def create_counter(conn: Connection, key: str, name: str) -> Any:
+    """The statement that creates project `key`'s counter row `name`, unless it exists
+    (both dialects say it alike)."""
+    dialect_insert = postgres_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    return (
+        dialect_insert(counter_table)
+        .values(project_key=key, name=name, value=0)
+        .on_conflict_do_nothing(index_elements=["project_key", "name"])
+    )
+
 
 migration_table = Table(
     "schema_migrations",

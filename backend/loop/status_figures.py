@@ -30,7 +30,7 @@ def changes_since_last_round(state: ProjectState, versions: list) -> int | None:
     if counter is None or not state.has_store():
         return None
     with state.store() as store:
-        return store.changes_since(int(counter))
+        return store.annotations.changes_since(int(counter))
 
 
 def round_outcomes(state: ProjectState) -> Counter:

@@ -1,13 +1,14 @@
-"""Big webhooks, stored first and read after.
+"""The inbox reader: big webhooks, stored first and read after.
 
 Label Studio waits 1 s for a webhook, and reading a bulk ANNOTATIONS_CREATED of 5,000
 annotations (5.7 MB of JSON, every region checked, one row each) takes longer than that on
 a busy machine; even parsing its JSON takes a quarter of it. So a webhook body over
-`SYNC_BYTES` is kept as sent in the store's inbox table (one fsynced write,
-labeling.store.AnnotationStore.enqueue), acknowledged with `{"status": "queued"}`, and read
-here, in a thread: all its annotations are stored in one transaction, or, when one of them
-is bad, none, and the inbox row says why (`/status` shows the last refusals, /metrics
-counts them). A row left pending by a crash (kill -9) is read at the next start.
+`SYNC_BYTES` is kept as sent in the project's webhook inbox (one fsynced write,
+labeling.storage.webhook_inbox.WebhookInbox.enqueue), acknowledged with
+`{"status": "queued"}`, and read here, in a thread: all its annotations are stored in one
+transaction, or, when one of them is bad, none, and the inbox row says why (`/status`
+shows the last refusals, /metrics counts them). A row left pending by a crash (kill -9) is
+read at the next start.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from labeling.storage.webhook_inbox import WebhookInbox
 
 log = logging.getLogger(__name__)
 
@@ -22,17 +27,18 @@ log = logging.getLogger(__name__)
 SYNC_BYTES = 256 * 1024
 
 
-class Inbox:
-    """Drains the store's inbox. `read(body)` turns a body into `(records, deleted ids)` or
-    raises ValueError (the refusal recorded); `on_stored(n)` is called after each row."""
+class InboxReader:
+    """Drains the project's webhook inbox. `read(body)` turns a body into
+    `(records, deleted ids)` or raises ValueError (the refusal recorded); `on_stored(n)` is
+    called after each row."""
 
     def __init__(
         self,
-        store,
+        inbox: WebhookInbox,
         read: Callable[[bytes], tuple[Sequence, Sequence[int]]],
         on_stored: Callable[[int], None] = lambda n: None,
     ):
-        self.store = store
+        self.inbox = inbox
         self.read = read
         self.on_stored = on_stored
         self._wake = threading.Event()
@@ -76,16 +82,16 @@ class Inbox:
     def drain(self) -> int:
         """Read every pending row; returns how many annotations were stored."""
         total = 0
-        for inbox_id, body in self.store.pending():
+        for inbox_id, body in self.inbox.pending():
             if self._stop.is_set():
                 break
             try:
                 records, deleted = self.read(body)
             except (ValueError, RecursionError) as err:
                 log.warning("inbox row %d refused, nothing stored: %s", inbox_id, err)
-                self.store.settle(inbox_id, error=str(err) or type(err).__name__)
+                self.inbox.settle(inbox_id, error=str(err) or type(err).__name__)
                 continue
-            changed = self.store.settle(inbox_id, records, deleted)
+            changed = self.inbox.settle(inbox_id, records, deleted)
             log.info("inbox row %d: %d annotations changed", inbox_id, changed)
             total += changed
             self.on_stored(changed)

@@ -25,7 +25,7 @@ def status(s: Services) -> dict:
         "studio_project": s.studio.project_id,
         "studio_refresh": s.studio.last_refresh,
         "studio_catch_up": s.catch_up.last if s.catch_up is not None else None,
-        "webhook_inbox": {**s.store.inbox(), "refused_last": s.store.inbox_errors()},
+        "webhook_inbox": {**s.store.inbox.counts(), "refused_last": s.store.inbox.refusals()},
         "linking": s.linker.state() if s.linker is not None else {"enabled": False},
     }
 
@@ -43,7 +43,7 @@ def gauges(s: Services, labels: Labels = ()) -> list[Gauge]:
             (*labels, ("model_version", model.version)),
         ),
     ]
-    inbox = s.store.inbox()
+    inbox = s.store.inbox.counts()
     pending = float(inbox["pending"])
     found.append(Gauge("webhook_inbox_pending", "bulk webhooks not read yet", pending, labels))
     found.append(
