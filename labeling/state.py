@@ -228,6 +228,12 @@ def state_base_from_environment() -> bool:
     return bool(os.environ.get(STATE_ENV))
 
 
+def environment_for(base: str | Path) -> dict[str, str]:
+    """What a child process's environment needs so that its resolver finds `base` (gunicorn
+    is configured by the environment only: backend/service/wsgi.py)."""
+    return {STATE_ENV: str(base)}
+
+
 def label_studio_home(base: str | Path | None = None) -> Path:
     """The local Label Studio's data (labeling.studio.server), beside the projects' states."""
     return state_base(base).resolve() / "label-studio"

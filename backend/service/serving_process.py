@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from labeling.state import environment_for
 from labeling.studio.server import REPO_ROOT, free_port
 
 SERVERS = ("cli", "gunicorn")
@@ -124,7 +125,7 @@ class ServedProcess:
         # this checkout, whatever an installed copy points at
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         if self.server == "gunicorn":  # configured by the environment (backend/service/wsgi.py)
-            env["SKILLLOOP_STATE_DIR"] = str(self.state)
+            env |= environment_for(self.state)
             env["SKILLLOOP_THREADS"] = str(self.threads)
             if self.templates:
                 env["SKILLLOOP_PROJECT_TEMPLATES"] = ",".join(str(t) for t in self.templates)
