@@ -39,6 +39,7 @@ from backend.service.requests import (
 )
 from backend.service.routing import OneProject, SeveralProjects
 from backend.service.services import Services
+from backend.service.shown import shown
 from backend.service.status import gauges, jsonable, status
 from backend.service.taxonomy_search import note_search_url, taxonomy_response
 from backend.service.webhook_inbox import SYNC_BYTES
@@ -166,6 +167,7 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
             config.max_tasks,
             deadline_from(g.started, config.predict_budget_s, s.holder.clock),
         )
+        s.holder.ensure_loaded()  # a model unloaded while idle loads again (model_cache.py)
         if not s.holder.wait_ready(min(PREDICT_WAIT_S, config.predict_budget_s)):
             raise BadRequest("the model is still loading; retry shortly", 503)
         model = s.holder.current()  # this request's model, even if a swap happens now
@@ -210,7 +212,7 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
     @app.get("/versions")
     def versions():
         s = _named(router)
-        details = [jsonable(v) for v in s.registry.versions()]
+        details = shown(jsonable(s.registry.versions()), s.state.root)  # no absolute paths
         serving = s.registry.serving()
         return jsonify(
             versions=[d["version"] for d in details],
@@ -250,6 +252,8 @@ def _health(s: Services) -> dict:
     model = s.holder.current()
     body = {"model_loaded": model.loaded, "model_version": model.version}
     body["loading"] = not s.holder.ready
+    if model.unloaded:  # idle: loaded again by the next /predict
+        body["unloaded"] = True
     if s.studio_id is not None:
         body = {"studio_project": s.studio_id, **body}
     if s.holder.error:

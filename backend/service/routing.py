@@ -23,7 +23,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from backend.service.build import MakeWorker, build_services
+from backend.service.build import MakeWorker, build_services, model_cache
 from backend.service.requests import BadRequest, StudioProjectKey
 from backend.service.services import Services
 from labeling.studio.config import ConfigError, LabelingConfig, map_model_labels, parse_config
@@ -89,6 +89,7 @@ class SeveralProjects:
         self.config = config
         self.metrics = metrics
         self.make_worker = make_worker
+        self.models = model_cache(config)  # one loaded copy of a model for all projects
         # read at start, so a broken template fails the start, not a later /setup
         loaded = [(spec, load_project(spec)) for spec in config.templates()]
         self.templates = {project.name: project for _, project in loaded}
@@ -249,7 +250,12 @@ class SeveralProjects:
                 )
             project = load_project(template.folder)  # its own copy: no object shared
             services = build_services(
-                self.config, self.make_worker, project=project, state=state, metrics=self.metrics
+                self.config,
+                self.make_worker,
+                project=project,
+                state=state,
+                metrics=self.metrics,
+                models=self.models,
             )
             services.studio_id = key.id
             services.connected_config = connection.get("schema") or schema
@@ -270,8 +276,9 @@ class SeveralProjects:
         elif int(known) != key.created_ts:
             raise BadRequest(
                 f"Label Studio project {key.id} created at {key.created_ts} is not the project "
-                f"{key.id} (created at {known}) whose state is in {services.state.root}: Label "
-                "Studio reuses ids after a reset; move that folder away to connect it afresh",
+                f"{key.id} (created at {known}) whose state is {services.state.root.name} in "
+                "the backend's state folder: Label Studio reuses ids after a reset; move that "
+                "folder away to connect it afresh",
                 409,
             )
 

@@ -8,15 +8,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backend.service.metrics import Gauge, Labels
+from backend.service.shown import shown
 
 if TYPE_CHECKING:
     from backend.service.services import Services
 
 
 def status(s: Services) -> dict:
+    """The body of /status: no absolute paths (files in the state folder relative to it)."""
     model = s.holder.current()
     worker = jsonable(s.worker.status()) if s.worker is not None else {"training": "disabled"}
-    return {
+    body = {
         **worker,
         "project": s.project.name,
         "model_version": model.version,
@@ -27,6 +29,7 @@ def status(s: Services) -> dict:
         "webhook_inbox": {**s.store.inbox(), "refused_last": s.store.inbox_errors()},
         "linking": s.linker.state() if s.linker is not None else {"enabled": False},
     }
+    return shown(jsonable(body), s.state.root)
 
 
 def gauges(s: Services, labels: Labels = ()) -> list[Gauge]:
