@@ -143,7 +143,7 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
         s = router.for_setup(req.project, req.schema)
         if req.schema is not None:
             label_names(parse_config(req.schema), s.project)  # one we cannot serve: 422
-            s.connected_config = req.schema
+            router.remember_schema(s, req.schema)  # only now: a refused /setup changes nothing
         if not new:  # a model that just started loading is not ready within Label Studio's 3 s
             s.holder.wait_ready(max(0.0, SETUP_WAIT_S - (time.perf_counter() - g.started)))
         model = s.holder.current()

@@ -52,6 +52,9 @@ class OneProject:
     def for_setup(self, project: ProjectField, schema: str | None) -> Services:
         return self.services
 
+    def remember_schema(self, services: Services, schema: str) -> None:
+        services.connected_config = schema
+
     def for_request(
         self, project: ProjectField, label_config: str | None = None, *, create: bool = True
     ) -> Services:
@@ -146,10 +149,9 @@ class SeveralProjects:
 
     # --- routing -------------------------------------------------------------------------
     def for_setup(self, project: ProjectField, schema: str | None) -> Services:
-        services = self.for_request(project, schema)
-        if schema is not None and schema != services.connected_config:
-            self._remember_schema(services, schema)
-        return services
+        """The services /setup is for; its schema is remembered by `remember_schema`, once
+        the route has checked it (a refused /setup changes nothing)."""
+        return self.for_request(project, schema)
 
     def for_request(
         self, project: ProjectField, label_config: str | None = None, *, create: bool = True
@@ -173,6 +175,8 @@ class SeveralProjects:
             raise BadRequest(f"Label Studio project {key.id} is not connected to this backend", 404)
         title = project.get("title") if isinstance(project, dict) else None
         template = self.choose(key.id, title if isinstance(title, str) else None, label_config)
+        if label_config is not None:  # one the template cannot serve: 422, no state made
+            label_names(parse_config(label_config), template)
         return self._open(key, template, label_config, title)
 
     def choose(self, studio_id: int, title: str | None, schema: str | None) -> Project:
@@ -282,8 +286,10 @@ class SeveralProjects:
                 409,
             )
 
-    def _remember_schema(self, services: Services, schema: str) -> None:
-
+    def remember_schema(self, services: Services, schema: str) -> None:
+        """The labeling config /setup sent, checked: how webhooks without one are read."""
+        if schema == services.connected_config:
+            return
         state = services.state
         connection = state.read_connection() or {}
         connection["schema"] = schema
