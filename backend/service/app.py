@@ -24,6 +24,7 @@ from flask.json.provider import DefaultJSONProvider
 from backend.service import webhooks
 from backend.service.build import MakeWorker, build_services, make_metrics
 from backend.service.config import ServiceConfig
+from backend.service.memory import TRIM_AFTER_BYTES, release_memory
 from backend.service.predict_slots import PredictSlots
 from backend.service.predictions import Limits, deadline_from, predict_tasks
 from backend.service.requests import (
@@ -125,6 +126,8 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
             status=str(response.status_code),
         )
         metrics.observe("http_request_duration_seconds", seconds, route=route)
+        if config.trim_memory and (request.content_length or 0) > TRIM_AFTER_BYTES:
+            response.call_on_close(release_memory)  # once its objects are freed (memory.py)
         return response
 
     refuse_cut_bodies(app, config.max_content_length)  # after authentication (above)

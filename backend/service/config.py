@@ -66,6 +66,8 @@ class ServiceConfig:
     max_models: int = DEFAULT_MAX_MODELS
     # seconds without a prediction after which a model is unloaded (0: never)
     model_idle_s: float = 0.0
+    # after a request with a body past 1 MiB, hand freed memory back (malloc_trim)
+    trim_memory: bool = True
     # several Label Studio projects on one backend (docs/service.md): the project templates
     # (folders or names, comma-separated) a newly connected project's state is made from
     project_templates: str | None = None
@@ -193,6 +195,7 @@ ENV = {
     "max_projects": "SKILLLOOP_MAX_PROJECTS",
     "max_models": "SKILLLOOP_MAX_MODELS",
     "model_idle_s": "SKILLLOOP_MODEL_IDLE_S",
+    "trim_memory": "SKILLLOOP_TRIM_MEMORY",
     "studio_projects": "SKILLLOOP_STUDIO_PROJECTS",
 }
 
