@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from backend.service.chunks import FairLock
+
 if TYPE_CHECKING:
     from training.reading import Predictor
 
@@ -62,6 +64,7 @@ class ModelCache:
         self._entries: dict[ModelKey, _Entry] = {}
         self._lock = threading.Lock()
         self._loading: dict[ModelKey, threading.Lock] = {}  # one load of a key at a time
+        self._turns: dict[ModelKey, FairLock] = {}  # one forward pass of a model at a time
 
     def __len__(self) -> int:
         with self._lock:
@@ -93,6 +96,13 @@ class ModelCache:
                 evicted = self._make_room(key, room=0)  # others loaded meanwhile
             self._tell(evicted)
             return tagger
+
+    def turns(self, key: ModelKey) -> FairLock:
+        """The lock a model's forward passes take turns on, shared by every project that
+        serves it (a tokenizer must not be used by two threads at once: "Already
+        borrowed"); projects serving other models do not wait for it."""
+        with self._lock:
+            return self._turns.setdefault(key, FairLock())
 
     def release(self, key: ModelKey | None, holder: Holder) -> None:
         """`holder` no longer serves `key` (a swap, or its project closed): a model no one

@@ -287,11 +287,13 @@ class ModelHolder:
             for offset, piece in pieces(t, self.chunk_chars)
         ]
         done: list = [None] * len(parts)
+        # the model's turns are shared with the other projects serving it (model_cache.py)
+        turns = self._predict_lock if model.key is None else self.cache.turns(model.key)
         with self.cache.using(model.key):  # not unloaded while it predicts
             for first, last in chunks([len(p[2]) for p in parts], self.chunk_chars):
                 if first and self._out_of_time(deadline):
                     break
-                with self._predict_lock:
+                with turns:
                     if first and self._out_of_time(deadline):
                         break
                     training = self.training_threads and self.training_running()
