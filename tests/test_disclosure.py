@@ -33,7 +33,7 @@ def absolute_paths(value) -> list[str]:
     return []
 
 
-def test_status_and_versions_show_no_absolute_path(app, client, spanful_model):
+def test_status_and_versions_show_no_absolute_path(app, client, spanful_model, tiny_encoder):
     services = app.extensions["skillloop"]
     registry = Registry(services.state.models)
     shutil.copytree(spanful_model, registry.root / ".incoming" / "a")
@@ -48,6 +48,15 @@ def test_status_and_versions_show_no_absolute_path(app, client, spanful_model):
     assert detail["path"] == f"models/{first.version}"
     assert detail["base"] == spanful_model.name  # outside the state folder: its name
     assert absolute_paths(status) == [] and absolute_paths(versions) == []
+    # a version that cannot be loaded: /health (no login needed) says so, without its path
+    broken = registry.root / ".incoming" / "b"
+    shutil.copytree(tiny_encoder, broken)  # "<its path> has no BIO tagging head"
+    second = registry.add(broken, labels=LABELS)
+    registry.promote(second.version, "test")
+    services.holder.promoted(registry.get(second.version))
+    error = client.get("/health").get_json()["error"]
+    assert error.startswith(f"cannot load serving version {second.version}")
+    assert absolute_paths(error) == [] and f"models/{second.version}" in error, error
 
 
 def test_a_refusal_names_no_absolute_path(tmp_path, spanful_model):

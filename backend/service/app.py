@@ -40,7 +40,7 @@ from backend.service.requests import (
 )
 from backend.service.routing import OneProject, SeveralProjects
 from backend.service.services import Services
-from backend.service.shown import shown
+from backend.service.shown import shown, shown_text
 from backend.service.status import gauges, jsonable, status
 from backend.service.taxonomy_search import note_search_url, taxonomy_response
 from backend.service.webhook_inbox import SYNC_BYTES
@@ -259,8 +259,8 @@ def _health(s: Services) -> dict:
         body["unloaded"] = True
     if s.studio_id is not None:
         body = {"studio_project": s.studio_id, **body}
-    if s.holder.error:
-        body["error"] = s.holder.error
+    if s.holder.error:  # /health needs no login: no absolute path in it either
+        body["error"] = shown_text(s.holder.error, s.state.root)
     return body
 
 
