@@ -103,6 +103,9 @@ def test_past_the_bound_the_least_used_idle_model_is_unloaded_and_loads_again(ma
     reply = client.post("/predict", json=beta_predict(["python sql"]))
     assert labels_of(reply) == [("python", "Skill"), ("sql", "Skill")]
     assert models.loads == 4 and len(models) == 1
+    status = client.get("/status?project=7").get_json()
+    assert status["model_unloaded"] and not status["model_loaded"]
+    assert status["models_in_memory"] == {"held": 1, "max": 1, "loads": 4, "unloads": 3}
 
 
 def test_a_model_idle_past_the_idle_time_is_unloaded(make):

@@ -70,6 +70,12 @@ class ModelCache:
         with self._lock:
             return len(self._entries)
 
+    def summary(self) -> dict:
+        """What /status says: models held, the bound, loads and unloads so far."""
+        with self._lock:
+            held = len(self._entries)
+        return {"held": held, "max": self.max_models, "loads": self.loads, "unloads": self.unloads}
+
     def held(self) -> list[ModelKey]:
         with self._lock:
             return list(self._entries)

@@ -24,6 +24,8 @@ def status(s: Services) -> dict:
         "model_version": model.version,
         "model_loaded": model.loaded,
         "model_source": model.source,
+        "model_unloaded": model.unloaded,  # idle: loaded again by the next /predict
+        "models_in_memory": s.holder.cache.summary(),  # the process's, shared by projects
         "studio_project": s.studio.project_id,
         "studio_refresh": s.studio.last_refresh,
         "webhook_inbox": {**s.store.inbox(), "refused_last": s.store.inbox_errors()},
