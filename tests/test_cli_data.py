@@ -410,3 +410,20 @@ def test_export_refuses_a_folder_holding_other_files(state, capsys, tmp_path):
     assert [p.name for p in notes.iterdir()] == ["todo.txt"]
     code, _, err = run(capsys, *argv, "--out", str(notes / "todo.txt"))
     assert code == 2 and "is a file" in err and (notes / "todo.txt").read_text() == "mine"
+
+
+def test_export_force_replaces_a_folder_holding_other_files(state, capsys, tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    argv = ["export", "--project", PROJECT, "--state-dir", str(state), "--out", str(notes)]
+    code, _, err = run(capsys, *argv, "--format", "profiles", "--force")  # fails: no taxonomy
+    assert code == 2 and "taxonomy" in err
+    assert [p.name for p in notes.iterdir()] == ["todo.txt"]  # a failed export: untouched
+    argv = [*argv[:-2], "--format", "jsonl"]
+    code, out, _ = run(capsys, *argv, "--out", str(notes), "--force")
+    assert code == 0 and out.rstrip().endswith(f"-> {notes}")
+    assert not (notes / "todo.txt").exists() and (notes / "export.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".notes")) == []
+    code, _, err = run(capsys, *argv, "--out", str(notes / "train.jsonl"), "--force")
+    assert code == 2 and "is a file" in err

@@ -43,6 +43,12 @@ def register(subparsers) -> None:
         help="export the gold file's posts alone: the store is not read (no state needed)",
     )
     p.add_argument("--link", action="store_true", help="link spans to the project's taxonomy")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace --out even when it holds files that are not a previous export "
+        "(they are deleted once the export is complete)",
+    )
     p.set_defaults(func=export_command)
 
 
@@ -95,7 +101,7 @@ def export_command(args) -> int:
     )
     profiles = None
     # written beside --out and moved there once complete: a failed export leaves nothing
-    with staged_folder(args.out) as stage:
+    with staged_folder(args.out, force=args.force) as stage:
         result = export_dataset(records, stage, settings, gold)
         if args.format == "profiles":
             from backend.profiles import profiles_export

@@ -61,6 +61,7 @@ def register(subparsers) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     from backend.service.app import create_app
+    from backend.service.shown import NamedHandler
 
     config = ServiceConfig.from_env(
         project=args.project,
@@ -78,7 +79,13 @@ def serve(args: argparse.Namespace) -> int:
     # killed) and the model threads, and be gone within STOP_S whatever a request is doing
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        app.run(host=config.host, port=config.port, threaded=True, use_reloader=False)
+        app.run(
+            host=config.host,
+            port=config.port,
+            threaded=True,
+            use_reloader=False,
+            request_handler=NamedHandler,  # Server: skillloop, no versions
+        )
     except SystemExit:
         stop_within(services, STOP_S)
         logging.shutdown()

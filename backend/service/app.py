@@ -25,6 +25,7 @@ from backend.service import webhooks
 from backend.service.build import MakeWorker, build_services, make_metrics
 from backend.service.config import ServiceConfig
 from backend.service.inbox_reader import SYNC_BYTES
+from backend.service.memory import TRIM_AFTER_BYTES, release_memory
 from backend.service.predict_slots import PredictSlots
 from backend.service.predictions import Limits, deadline_from, predict_tasks
 from backend.service.requests import (
@@ -41,6 +42,7 @@ from backend.service.requests import (
 from backend.service.routing import OneProject, SeveralProjects
 from backend.service.service_status import gauges, jsonable, status
 from backend.service.services import Services
+from backend.service.shown import shown, shown_text
 from backend.service.taxonomy_search import note_search_url, taxonomy_response
 from labeling.studio.config import parse_config
 from labeling.studio.label_map import label_names
@@ -124,6 +126,8 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
             status=str(response.status_code),
         )
         metrics.observe("http_request_duration_seconds", seconds, route=route)
+        if config.trim_memory and (request.content_length or 0) > TRIM_AFTER_BYTES:
+            response.call_on_close(release_memory)  # once its objects are freed (memory.py)
         return response
 
     refuse_cut_bodies(app, config.max_content_length)  # after authentication (above)
@@ -142,7 +146,7 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
         s = router.for_setup(req.project, req.schema)
         if req.schema is not None:
             label_names(parse_config(req.schema), s.project)  # one we cannot serve: 422
-            s.connected_config = req.schema
+            router.remember_schema(s, req.schema)  # only now: a refused /setup changes nothing
         if not new:  # a model that just started loading is not ready within Label Studio's 3 s
             s.holder.wait_ready(max(0.0, SETUP_WAIT_S - (time.perf_counter() - g.started)))
         model = s.holder.current()
@@ -166,6 +170,7 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
             config.max_tasks,
             deadline_from(g.started, config.predict_budget_s, s.holder.clock),
         )
+        s.holder.ensure_loaded()  # a model unloaded while idle loads again (model_cache.py)
         if not s.holder.wait_ready(min(PREDICT_WAIT_S, config.predict_budget_s)):
             raise BadRequest("the model is still loading; retry shortly", 503)
         model = s.holder.current()  # this request's model, even if a swap happens now
@@ -210,7 +215,7 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
     @app.get("/versions")
     def versions():
         s = _named(router)
-        details = [jsonable(v) for v in s.registry.versions()]
+        details = shown(jsonable(s.registry.versions()), s.state.root)  # no absolute paths
         serving = s.registry.serving()
         return jsonify(
             versions=[d["version"] for d in details],
@@ -250,10 +255,12 @@ def _health(s: Services) -> dict:
     model = s.holder.current()
     body = {"model_loaded": model.loaded, "model_version": model.version}
     body["loading"] = not s.holder.ready
+    if model.unloaded:  # idle: loaded again by the next /predict
+        body["unloaded"] = True
     if s.studio_id is not None:
         body = {"studio_project": s.studio_id, **body}
-    if s.holder.error:
-        body["error"] = s.holder.error
+    if s.holder.error:  # /health needs no login: no absolute path in it either
+        body["error"] = shown_text(s.holder.error, s.state.root)
     return body
 
 

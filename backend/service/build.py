@@ -13,6 +13,7 @@ from backend.service.config import ServiceConfig
 from backend.service.inbox_reader import InboxReader
 from backend.service.linker_holder import LinkerHolder, TaskOptionsWriter
 from backend.service.metrics import Metrics
+from backend.service.model_cache import ModelCache
 from backend.service.model_holder import ModelHolder
 from backend.service.services import Services
 from backend.service.studio_ledger import PublicationLedger
@@ -36,12 +37,15 @@ def build_services(
     project: Project | None = None,
     state: ProjectState | None = None,
     metrics: Metrics | None = None,
+    models: ModelCache | None = None,
 ) -> Services:
     """The store, registry, model holder and training worker of `project` (default: the
     config's) in `state` (default: the project's own state folder). Nothing slow: the
     model is loaded by `Services.start`.
 
     `make_worker(project, state, on_promoted)` defaults to backend.loop.worker.TrainingWorker.
+    `models` holds the loaded models, shared by the projects of one backend (default: a
+    cache of the config's bounds for this project alone).
     """
     project = project or load_project(config.project)
     state = state or ProjectState.of(project, config.state_dir)
@@ -62,6 +66,7 @@ def build_services(
         watch_interval=config.watch_interval,
         threads=config.threads,
         training_threads=config.training_threads,
+        cache=model_cache(config) if models is None else models,
     )
     worker: TrainingWorker | None = None
     if config.training:
@@ -109,6 +114,11 @@ def catch_up_with_studio(services: Services, url: str, api_key: str) -> StudioCa
     if services.worker is not None:
         services.worker.before_round = lambda: catch_up.run("a training round starts")
     return catch_up
+
+
+def model_cache(config: ServiceConfig) -> ModelCache:
+    """The process's loaded models, bounded by SKILLLOOP_MAX_MODELS and _MODEL_IDLE_S."""
+    return ModelCache(config.max_models, config.model_idle_s)
 
 
 def make_metrics() -> Metrics:

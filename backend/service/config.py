@@ -13,7 +13,8 @@ from labeling.state import state_base
 
 # The limits on one request; their reasons are in docs/service.md ("Limits").
 DEFAULT_MAX_CONTENT_LENGTH = 16 * 1024 * 1024  # 5,000 Label Studio tasks of 3 kB each
-DEFAULT_MAX_PROJECTS = 20  # Label Studio projects one backend serves (+53 MB each, MiniLM)
+DEFAULT_MAX_PROJECTS = 20  # Label Studio projects one backend serves
+DEFAULT_MAX_MODELS = 8  # distinct models held loaded at once (+53 MB each with MiniLM)
 DEFAULT_MAX_TEXT_CHARS = 20_000  # twice a long job post; the rest of a task is not read
 DEFAULT_MAX_TASKS = 1_000  # tasks predicted per /predict; the rest answered "not reached"
 DEFAULT_PREDICT_BUDGET_S = 60.0  # Label Studio gives /predict 100 s
@@ -60,9 +61,16 @@ class ServiceConfig:
     # after a promotion, delete older versions' predictions from tasks nobody annotated
     # (once the new ones are stored), so the editor shows annotators one suggestion
     remove_older_predictions: bool = True
-    # several Label Studio projects: at most this many served (each holds a state folder,
-    # three threads and its own model copy; a request naming one more is refused)
+    # several Label Studio projects: at most this many served (each holds a state folder
+    # and three threads; a request naming one more is refused)
     max_projects: int = DEFAULT_MAX_PROJECTS
+    # distinct models held loaded (projects serving the same one share it); past it the
+    # least recently used idle model is unloaded, loaded again by its next /predict
+    max_models: int = DEFAULT_MAX_MODELS
+    # seconds without a prediction after which a model is unloaded (0: never)
+    model_idle_s: float = 0.0
+    # after a request with a body past 1 MiB, hand freed memory back (malloc_trim)
+    trim_memory: bool = True
     # several Label Studio projects on one backend (docs/service.md): the project templates
     # (folders or names, comma-separated) a newly connected project's state is made from
     project_templates: str | None = None
@@ -138,6 +146,10 @@ class ServiceConfig:
             raise ValueError("set both LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY, or neither")
         if self.max_projects < 1:
             raise ValueError(f"max projects must be at least 1, got {self.max_projects}")
+        if self.max_models < 1:
+            raise ValueError(f"max models must be at least 1, got {self.max_models}")
+        if self.model_idle_s < 0:
+            raise ValueError(f"model idle time must be >= 0 s, got {self.model_idle_s}")
         if self.watch_interval <= 0:
             raise ValueError(f"watch interval must be positive, got {self.watch_interval}")
         return self
@@ -184,6 +196,9 @@ ENV = {
     "remove_older_predictions": "SKILLLOOP_REMOVE_OLDER_PREDICTIONS",
     "project_templates": "SKILLLOOP_PROJECT_TEMPLATES",
     "max_projects": "SKILLLOOP_MAX_PROJECTS",
+    "max_models": "SKILLLOOP_MAX_MODELS",
+    "model_idle_s": "SKILLLOOP_MODEL_IDLE_S",
+    "trim_memory": "SKILLLOOP_TRIM_MEMORY",
     "studio_projects": "SKILLLOOP_STUDIO_PROJECTS",
 }
 

@@ -13,11 +13,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from backend.loop.cold_start import DICTIONARY_SOURCE, project_dictionary
 from backend.service.chunks import CHUNK_CHARS, FairLock, chunks, joined, pieces
+from backend.service.model_cache import ModelCache, ModelKey
 
 if TYPE_CHECKING:
     from labeling.project import Project
@@ -38,6 +39,8 @@ class ServingModel:
     source: str | None = None
     from_registry: bool = False  # False: the project's base model (or none)
     loaded_at: float = field(default_factory=time.time)
+    key: ModelKey | None = None  # its key in the ModelCache (None: not a loaded model)
+    unloaded: bool = False  # unloaded while idle (model_cache.py): loaded again on /predict
 
     @property
     def loaded(self) -> bool:
@@ -49,7 +52,8 @@ class ModelHolder:
     """Holds the serving Tagger for one project and predicts batches of texts with it.
 
     `registry` is a `training.registry.Registry`; `on_swap(model)` is called (in the thread
-    that loaded it) after each swap, e.g. to refresh Label Studio's predictions.
+    that loaded it) after each swap, e.g. to refresh Label Studio's predictions. `cache`
+    holds the loaded taggers, shared with the other projects' holders (model_cache.py).
     """
 
     def __init__(
@@ -62,8 +66,10 @@ class ModelHolder:
         threads: int | None = None,
         training_threads: int = 1,
         chunk_chars: int = CHUNK_CHARS,
+        cache: ModelCache | None = None,
     ):
         self.project = project
+        self.cache = ModelCache() if cache is None else cache
         self.registry = registry
         self.on_swap = on_swap
         self.watch_interval = watch_interval
@@ -72,6 +78,8 @@ class ModelHolder:
         self._model = ServingModel(None, UNTRAINED)
         self._ready = threading.Event()
         self._load_lock = threading.Lock()  # one load at a time (worker vs watcher)
+        self._swap_lock = threading.Lock()  # a swap vs the cache unloading the model
+        self._reloading = False  # a load after an unload is under way
         # one forward pass at a time (on two cores, parallel passes only slow each other),
         # handed out in arrival order, one chunk of a request per turn
         self._predict_lock = FairLock()
@@ -104,10 +112,11 @@ class ModelHolder:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=10)
+        self.cache.release(self._model.key, self)  # no other project: unloaded
 
     def _spawn(self, target, name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
-        self._threads.append(thread)
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
 
     def _initial_load(self) -> None:
@@ -120,6 +129,7 @@ class ModelHolder:
         seen = self.registry.index_mtime()
         while not self._stop.wait(self.watch_interval):
             try:
+                self.cache.unload_idle()  # every holder asks: cheap, and no thread of its own
                 if self.registry.serving_changed_since(seen):  # a stat, not a read
                     seen = self.registry.index_mtime()
                     self.reload()
@@ -156,7 +166,10 @@ class ModelHolder:
             model = self._load(wanted)
             if model is held:
                 return False
-            self._model = model  # the atomic swap: requests hold their own reference
+            with self._swap_lock:
+                self._model = model  # the atomic swap: requests hold their own reference
+            if held.key != model.key:
+                self.cache.release(held.key, self)
         log.info("serving model %s (%s)", model.version, model.source or "no model")
         if self.on_swap is not None and held.version != model.version:
             try:
@@ -164,6 +177,33 @@ class ModelHolder:
             except Exception:  # Label Studio being down must not undo a promotion
                 log.exception("after-swap hook failed for %s", model.version)
         return True
+
+    def unloaded(self, key: ModelKey) -> None:
+        """The cache unloaded `key` (idle, or the least used past SKILLLOOP_MAX_MODELS): if
+        this holder serves it, it serves nothing until `ensure_loaded` loads it again."""
+        with self._swap_lock:
+            if self._model.key == key and not self._model.unloaded:
+                self._model = replace(self._model, tagger=None, unloaded=True)
+
+    def ensure_loaded(self) -> None:
+        """Called by /predict: a model unloaded while idle is loaded again in a background
+        thread; the request then waits for it (`wait_ready`) as during the first load."""
+        with self._swap_lock:
+            if not self._model.unloaded or self._reloading or self._stop.is_set():
+                return
+            self._reloading = True
+            self._ready.clear()
+        self._spawn(self._load_again, "skillloop-model-reload")
+
+    def _load_again(self) -> None:
+        try:
+            self.reload(force=True)
+        except Exception:  # the request answers 503 (or the stale placeholder): keep serving
+            log.exception("loading the model again after it was unloaded failed")
+        finally:
+            with self._swap_lock:
+                self._reloading = False
+            self._ready.set()
 
     def promoted(self, version) -> None:
         """The worker's `on_promoted` callback: swap to the new serving version now."""
@@ -178,9 +218,19 @@ class ModelHolder:
         else:
             spec, version = self.project.tagger_spec(), None
         source = spec.source
+        # what loading reads: projects whose specs agree share one loaded copy
+        key = (
+            str(source),
+            tuple(spec.labels),
+            tuple(sorted((spec.label_map or {}).items())),
+            spec.window,
+            spec.precision,
+            spec.quantize,
+        )
         started = time.perf_counter()
+        loads = self.cache.loads
         try:
-            tagger = spec.load()
+            tagger = self.cache.acquire(key, self, spec.load)
         except CheckpointError as err:
             if wanted is not None:
                 self._failed = wanted.version
@@ -198,9 +248,14 @@ class ModelHolder:
             return ServingModel(None, UNTRAINED)
         self.error = self._failed = None
         seconds = time.perf_counter() - started
-        log.info("loaded %s in %.1f s", source or "backbone", seconds)
+        shared = "" if self.cache.loads > loads else " (already loaded for another project)"
+        log.info("loaded %s in %.1f s%s", source or "backbone", seconds, shared)
         return ServingModel(
-            tagger, version or tagger.version, str(source or "backbone"), wanted is not None
+            tagger,
+            version or tagger.version,
+            str(source or "backbone"),
+            wanted is not None,
+            key=key,
         )
 
     # --- prediction ----------------------------------------------------------------------
@@ -229,16 +284,19 @@ class ModelHolder:
             for offset, piece in pieces(t, self.chunk_chars)
         ]
         done: list = [None] * len(parts)
-        for first, last in chunks([len(p[2]) for p in parts], self.chunk_chars):
-            if first and self._out_of_time(deadline):
-                break
-            with self._predict_lock:
+        # the model's turns are shared with the other projects serving it (model_cache.py)
+        turns = self._predict_lock if model.key is None else self.cache.turns(model.key)
+        with self.cache.using(model.key):  # not unloaded while it predicts
+            for first, last in chunks([len(p[2]) for p in parts], self.chunk_chars):
                 if first and self._out_of_time(deadline):
                     break
-                training = self.training_threads and self.training_running()
-                self._set_threads(self.training_threads if training else self.threads)
-                assert model.tagger is not None  # predict() returns early without a model
-                done[first:last] = model.tagger.predict([p[2] for p in parts[first:last]])
+                with turns:
+                    if first and self._out_of_time(deadline):
+                        break
+                    training = self.training_threads and self.training_running()
+                    self._set_threads(self.training_threads if training else self.threads)
+                    assert model.tagger is not None  # predict() returns early without a model
+                    done[first:last] = model.tagger.predict([p[2] for p in parts[first:last]])
         by_text: dict[int, list] = {}
         for (i, offset, _), prediction in zip(parts, done, strict=True):
             by_text.setdefault(i, []).append((offset, prediction))

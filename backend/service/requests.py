@@ -21,6 +21,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from backend.service.shown import shown_text
 from labeling.storage.engine import StoreUnavailable
 from labeling.studio.config import ConfigError
 
@@ -222,14 +223,14 @@ def register_error_handlers(app: Flask, max_content_length: int) -> None:
     @app.errorhandler(BadRequest)
     def _bad_request(err: BadRequest) -> tuple[Response, int]:
         log.info("%s %s -> %d: %s", request.method, request.path, err.status, err)
-        return jsonify(error=str(err)), err.status
+        return jsonify(error=shown_text(str(err))), err.status
 
     @app.errorhandler(ConfigError)
     def _unreadable_config(err: ConfigError) -> tuple[Response, int]:
         # a labeling config the request brought (or named) that we cannot read or serve:
         # its labels unknown to the project (labeling.studio.label_map), a bad XML
         log.info("%s %s -> 422: %s", request.method, request.path, err)
-        return jsonify(error=str(err)), 422
+        return jsonify(error=shown_text(str(err))), 422
 
     outage = OutageLog()
 
@@ -238,7 +239,7 @@ def register_error_handlers(app: Flask, max_content_length: int) -> None:
         # Label Studio shows the message; the log gets one line per outage, not a
         # traceback per request (thousands a minute while the database is away)
         outage.failed(str(err))
-        return jsonify(error=str(err), retry=True), 503
+        return jsonify(error=shown_text(str(err)), retry=True), 503
 
     @app.after_request
     def _store_answered(response: Response) -> Response:

@@ -23,7 +23,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from backend.service.build import MakeWorker, build_services
+from backend.service.build import MakeWorker, build_services, model_cache
 from backend.service.requests import BadRequest, StudioProjectKey
 from backend.service.services import Services
 from labeling.studio.config import ConfigError, LabelingConfig, map_model_labels, parse_config
@@ -51,6 +51,9 @@ class OneProject:
 
     def for_setup(self, project: ProjectField, schema: str | None) -> Services:
         return self.services
+
+    def remember_schema(self, services: Services, schema: str) -> None:
+        services.connected_config = schema
 
     def for_request(
         self, project: ProjectField, label_config: str | None = None, *, create: bool = True
@@ -89,6 +92,7 @@ class SeveralProjects:
         self.config = config
         self.metrics = metrics
         self.make_worker = make_worker
+        self.models = model_cache(config)  # one loaded copy of a model for all projects
         # read at start, so a broken template fails the start, not a later /setup
         loaded = [(spec, load_project(spec)) for spec in config.templates()]
         self.templates = {project.name: project for _, project in loaded}
@@ -145,10 +149,9 @@ class SeveralProjects:
 
     # --- routing -------------------------------------------------------------------------
     def for_setup(self, project: ProjectField, schema: str | None) -> Services:
-        services = self.for_request(project, schema)
-        if schema is not None and schema != services.connected_config:
-            self._remember_schema(services, schema)
-        return services
+        """The services /setup is for; its schema is remembered by `remember_schema`, once
+        the route has checked it (a refused /setup changes nothing)."""
+        return self.for_request(project, schema)
 
     def for_request(
         self, project: ProjectField, label_config: str | None = None, *, create: bool = True
@@ -172,6 +175,8 @@ class SeveralProjects:
             raise BadRequest(f"Label Studio project {key.id} is not connected to this backend", 404)
         title = project.get("title") if isinstance(project, dict) else None
         template = self.choose(key.id, title if isinstance(title, str) else None, label_config)
+        if label_config is not None:  # one the template cannot serve: 422, no state made
+            label_names(parse_config(label_config), template)
         return self._open(key, template, label_config, title)
 
     def choose(self, studio_id: int, title: str | None, schema: str | None) -> Project:
@@ -249,7 +254,12 @@ class SeveralProjects:
                 )
             project = load_project(template.folder)  # its own copy: no object shared
             services = build_services(
-                self.config, self.make_worker, project=project, state=state, metrics=self.metrics
+                self.config,
+                self.make_worker,
+                project=project,
+                state=state,
+                metrics=self.metrics,
+                models=self.models,
             )
             services.studio_id = key.id
             services.connected_config = connection.get("schema") or schema
@@ -270,13 +280,16 @@ class SeveralProjects:
         elif int(known) != key.created_ts:
             raise BadRequest(
                 f"Label Studio project {key.id} created at {key.created_ts} is not the project "
-                f"{key.id} (created at {known}) whose state is in {services.state.root}: Label "
-                "Studio reuses ids after a reset; move that folder away to connect it afresh",
+                f"{key.id} (created at {known}) whose state is {services.state.root.name} in "
+                "the backend's state folder: Label Studio reuses ids after a reset; move that "
+                "folder away to connect it afresh",
                 409,
             )
 
-    def _remember_schema(self, services: Services, schema: str) -> None:
-
+    def remember_schema(self, services: Services, schema: str) -> None:
+        """The labeling config /setup sent, checked: how webhooks without one are read."""
+        if schema == services.connected_config:
+            return
         state = services.state
         connection = state.read_connection() or {}
         connection["schema"] = schema

@@ -8,26 +8,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backend.service.metrics import Gauge, Labels
+from backend.service.shown import shown
 
 if TYPE_CHECKING:
     from backend.service.services import Services
 
 
 def status(s: Services) -> dict:
+    """The body of /status: no absolute paths (files in the state folder relative to it)."""
     model = s.holder.current()
     worker = jsonable(s.worker.status()) if s.worker is not None else {"training": "disabled"}
-    return {
+    body = {
         **worker,
         "project": s.project.name,
         "model_version": model.version,
         "model_loaded": model.loaded,
         "model_source": model.source,
+        "model_unloaded": model.unloaded,  # idle: loaded again by the next /predict
+        "models_in_memory": s.holder.cache.summary(),  # the process's, shared by projects
         "studio_project": s.studio.project_id,
         "studio_refresh": s.studio.last_refresh,
         "studio_catch_up": s.catch_up.last if s.catch_up is not None else None,
         "webhook_inbox": {**s.store.inbox.counts(), "refused_last": s.store.inbox.refusals()},
         "linking": s.linker.state() if s.linker is not None else {"enabled": False},
     }
+    return shown(jsonable(body), s.state.root)
 
 
 def gauges(s: Services, labels: Labels = ()) -> list[Gauge]:

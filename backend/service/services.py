@@ -3,7 +3,9 @@ link and webhook inbox (built by backend/service/build.py), started and closed t
 
 A backend serving one project holds one `Services`; a backend serving several Label Studio
 projects holds one per connected project (backend/service/routing.py), so two projects never
-share a store, a model or a round. The metrics are the process's, shared by all.
+share a store, a registry or a round. The metrics are the process's, shared by all, and so
+are the loaded models: projects serving the same model hold one copy of it
+(backend/service/model_cache.py).
 """
 
 from __future__ import annotations

@@ -105,6 +105,7 @@ class ServedProcess:
                 raise ServeError("gunicorn is not installed")
             return [
                 str(gunicorn),
+                *("-c", str(REPO_ROOT / "deploy" / "gunicorn.conf.py")),  # as deployed
                 *("-w", str(self.workers), "--threads", str(self.server_threads)),
                 *("--timeout", "120", "--graceful-timeout", "3"),
                 *("-b", f"127.0.0.1:{self.port}", "backend.service.wsgi:app"),

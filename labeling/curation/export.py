@@ -298,18 +298,21 @@ def _write_side_files(out: Path, splits, conflicts, duplicates) -> list[Path]:
 
 
 @contextmanager
-def staged_folder(out_dir: str | Path) -> Iterator[Path]:
+def staged_folder(out_dir: str | Path, *, force: bool = False) -> Iterator[Path]:
     """A fresh folder beside `out_dir` (so on the same filesystem) to write an export into,
     renamed to `out_dir` only when the block completes and removed when it raises: a failed
     export leaves nothing behind, not even a card. A previous export at `out_dir` (a folder
     with an `export.json`) is replaced; any other non-empty folder, or a file, is refused
-    so that no unrelated file is ever deleted."""
+    so that no unrelated file is ever deleted, unless `force` (`export --force`): then a
+    non-empty folder is replaced all the same, once the export is complete (a file still
+    is refused)."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file: name a folder for the export")
-    if out.is_dir() and any(out.iterdir()) and not (out / "export.json").is_file():
+    if not force and out.is_dir() and any(out.iterdir()) and not (out / "export.json").is_file():
         raise ValueError(
-            f"{out} already holds files that are not an export: name a new or empty folder"
+            f"{out} already holds files that are not an export: name a new or empty folder, "
+            "or pass --force to replace them"
         )
     created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
