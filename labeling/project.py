@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from labeling.studio.config import LabelingConfig, LabelSpec, build_config, parse_config
-from training.text import Document
+from training.text import Document, check_layers, is_layered
 from training.windows import WINDOWS, WindowConfig
 
 PROJECT_FILE = "project.toml"
@@ -41,6 +41,9 @@ class ModelSettings:
     label_map: dict[str, str] = field(default_factory=dict)  # model tag type -> project label
     max_tokens: int = WINDOWS.max_tokens  # special tokens excluded (training.windows)
     stride: int = WINDOWS.stride
+    # label layers whose spans may overlap, e.g. [["Skill"], ["Knowledge"]]: one encoder,
+    # one BIO head (and CRF) per layer (training.layers); [] is one flat layer
+    layers: list[list[str]] = field(default_factory=list)
 
     @property
     def window(self) -> WindowConfig:
@@ -139,6 +142,8 @@ class Project:
 
         known = {f.name for f in fields(TrainConfig)}
         kwargs = {"max_tokens": self.model.max_tokens, "stride": self.model.stride}
+        if is_layered(self.model.layers):
+            kwargs["layers"] = self.model.layers
         kwargs.update({k: v for k, v in self.training.items() if k in known})
         kwargs.update(overrides)
         return TrainConfig(**kwargs)
@@ -198,6 +203,12 @@ def load_project(folder_or_name: str | Path) -> Project:
             f"labels {values}: keep them the same, in the same order"
         )
     retrain = _section(RetrainSettings, raw.get("retrain"), toml_path, "retrain")
+    model = _section(ModelSettings, raw.get("model"), toml_path, "model")
+    if model.layers:
+        try:
+            model.layers = check_layers(model.layers, values)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{toml_path}: [model] {err}") from None
     linking = _section(LinkingSettings, raw.get("linking"), toml_path, "linking")
     unknown_types = sorted(set(linking.types.values()) - set(values))
     if unknown_types:
@@ -210,7 +221,7 @@ def load_project(folder_or_name: str | Path) -> Project:
         labels=labels,
         labeling_config=xml,
         config=config,
-        model=_section(ModelSettings, raw.get("model"), toml_path, "model"),
+        model=model,
         training=dict(raw.get("training") or {}),
         retrain=_checked_retrain(retrain, toml_path),
         selection=_section(SelectionSettings, raw.get("selection"), toml_path, "selection"),

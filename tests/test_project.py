@@ -102,6 +102,8 @@ def test_project_folder(tmp_path, monkeypatch):
         (lambda t: t.replace("heldout_share = 0.3", "heldout_share = 1.5"), "heldout_share"),
         (lambda t: t.replace("[[labels]]", "[[labels]]\ncolour = 1", 1), "unknown keys"),
         (lambda t: t + "\n[oops", "invalid TOML"),
+        (lambda t: t.replace("stride = 8", 'stride = 8\nlayers = [["Tech"]]'), "exactly once"),
+        (lambda t: t.replace("stride = 8", 'stride = 8\nlayers = [["Tech"], []]'), "no labels"),
     ],
 )
 def test_invalid_projects(tmp_path, edit, message):
@@ -157,3 +159,16 @@ def test_a_project_in_the_working_directory_wins_over_the_sample(tmp_path, monke
     assert load_project("linkedin-skills").name == "demo"  # the local one, not the repo's
     with pytest.raises(FileNotFoundError, match="project not found: no-such-project"):
         load_project("no-such-project")
+
+
+def test_label_layers_reach_the_training_config(tmp_path):
+    (tmp_path / "project.toml").write_text(
+        TOML.replace("stride = 8", 'stride = 8\nlayers = [["Soft"], ["Tech"]]')
+    )
+    project = load_project(tmp_path)
+    assert project.model.layers == [["Soft"], ["Tech"]]
+    assert project.train_config().layers == [["Soft"], ["Tech"]]
+    (tmp_path / "project.toml").write_text(
+        TOML.replace("stride = 8", 'stride = 8\nlayers = [["Soft", "Tech"]]')
+    )
+    assert load_project(tmp_path).train_config().layers == []  # one layer: the flat tagger

@@ -26,7 +26,7 @@ import torch
 
 from training import layers as label_layers
 from training.crf import Transitions
-from training.text import OUTSIDE, split_tag, tag_names
+from training.text import OUTSIDE, check_layers, is_layered, split_tag, tag_names
 from training.windows import require_fast_tokenizer
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ def load(
     except OSError as err:
         raise CheckpointError(f"cannot load model {name!r}: {err}") from err
     require_fast_tokenizer(tokenizer)
-    if label_layers.is_layered(layers) or label_layers.saved_layers(config):
+    if is_layered(layers) or label_layers.saved_layers(config):
         return _load_layered(name, config, tokenizer, labels, layers, crf, allow_new_labels)
 
     model_tags = [config.id2label[i] for i in range(len(config.id2label))]
@@ -184,9 +184,9 @@ def load(
 def _load_layered(name, config, tokenizer, labels, layers, crf, allow_new_labels) -> Loaded:
     """A layered model (`training.layers`) for `labels` grouped as `layers` (default: the
     checkpoint's own layers)."""
-    wanted = layers if label_layers.is_layered(layers) else label_layers.saved_layers(config)
+    wanted = layers if is_layered(layers) else label_layers.saved_layers(config)
     try:
-        grouped = label_layers.check_layers(wanted or [], labels)
+        grouped = check_layers(wanted or [], labels)
         with _quiet_transformers():
             net, fresh = label_layers.build_network(name, config, grouped, crf, allow_new_labels)
     except ValueError as err:

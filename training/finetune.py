@@ -28,7 +28,7 @@ from training.crf import CRF, word_emissions
 from training.devices import Placement, place
 from training.early_stopping import EarlyStopping
 from training.freezing import freeze_for_epoch
-from training.layers import CRF_PREFIX, is_layered, make_layered_examples
+from training.layers import CRF_PREFIX, make_layered_examples
 from training.saving import check_out_dir, save
 from training.text import Document, tag_names
 from training.train_examples import IGNORE, Example, batches, collate, make_examples
@@ -139,10 +139,10 @@ def prepare(
     placement = place(config.device, config.accelerate)
     torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)  # the fresh head rows are drawn here
-    layered = is_layered(config.layers)
     loaded = checkpoint.load(
         base, labels, label_map, allow_new_labels=True, layers=config.layers, crf=config.crf
     )
+    layered = loaded.layers is not None  # asked for, or a layered base's own layers
     # dev predictions go through the same code as serving, on the model being trained; it
     # also caps the window at what the model's position embeddings allow
     dev_tagger = Tagger.from_loaded(
@@ -158,8 +158,8 @@ def prepare(
     if crf is not None:
         crf.to(placement.device)
     windows = (dev_tagger.max_tokens, dev_tagger.stride)
-    if layered:
-        examples = make_layered_examples(loaded.tokenizer, train_docs, config.layers, *windows)
+    if loaded.layers is not None:
+        examples = make_layered_examples(loaded.tokenizer, train_docs, loaded.layers, *windows)
     else:
         examples = make_examples(loaded.tokenizer, train_docs, labels, *windows)
     if not examples:
