@@ -29,7 +29,9 @@ from training.windows import forward_windows, window_jobs
 
 if TYPE_CHECKING:
     from training.checkpoint import Loaded
-    from training.tagger import Tagger
+
+# a `training.tagger.Tagger`; not imported, even for type checking: tagger imports this
+Tagger = Any
 
 
 class LayeredTagger:
