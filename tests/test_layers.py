@@ -283,3 +283,14 @@ def test_cli_trains_calibrates_and_evaluates_per_layer(tiny_encoder, tmp_path, c
     assert "label layers [['Skill'], ['Knowledge']]" in table
     knowledge = next(line for line in table.splitlines() if line.startswith("Knowledge"))
     assert knowledge.split()[-1] == "3"  # its support: the nested spans reading dropped
+
+
+def test_a_flat_checkpoint_is_the_base_of_a_layered_model(tiny_reference_model, tmp_path):
+    # a project that turns layers on: its next round starts from the flat model's encoder
+    config = TrainConfig(**{**FAST.__dict__, "epochs": 1})
+    out = tmp_path / "from-flat"
+    train(tiny_reference_model, corpus(), LABELS, out, config=config, progress=False)
+    loaded = checkpoint.load(out, LABELS)
+    assert loaded.layers == LAYERS and loaded.model.encoder.config.model_type == "distilbert"
+    with pytest.raises(checkpoint.CheckpointError, match="exactly once"):
+        checkpoint.load(out, ["Skill", "Knowledge", "Soft"])
