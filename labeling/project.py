@@ -13,7 +13,7 @@ from pathlib import Path
 
 from labeling.studio.config import LabelingConfig, LabelSpec, build_config, parse_config
 from training.tagger_spec import TaggerSpec
-from training.text import Document
+from training.text import Document, check_layers, is_layered
 from training.windows import WINDOW_KEYS, WINDOWS, WindowConfig
 
 PROJECT_FILE = "project.toml"
@@ -43,6 +43,9 @@ class ModelSettings:
     # how the project's tagger cuts long posts: `max_tokens` (special tokens excluded) and
     # `stride` in project.toml's [model]
     window: WindowConfig = WINDOWS
+    # label layers whose spans may overlap, e.g. [["Skill"], ["Knowledge"]]: one encoder,
+    # one BIO head (and CRF) per layer (training.layers); [] is one flat layer
+    layers: list[list[str]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -148,6 +151,8 @@ class Project:
         known = TrainConfig.json_keys()
         raw = self.model.window.as_keys()
         raw.update({k: v for k, v in self.training.items() if k in known})
+        if is_layered(self.model.layers):
+            raw["layers"] = self.model.layers
         raw.update(overrides)
         return TrainConfig.from_json(raw)
 
@@ -206,6 +211,12 @@ def load_project(folder_or_name: str | Path) -> Project:
             f"labels {values}: keep them the same, in the same order"
         )
     retrain = _section(RetrainSettings, raw.get("retrain"), toml_path, "retrain")
+    model = _model_settings(raw.get("model"), toml_path)
+    if model.layers:
+        try:
+            model.layers = check_layers(model.layers, values)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{toml_path}: [model] {err}") from None
     linking = _section(LinkingSettings, raw.get("linking"), toml_path, "linking")
     unknown_types = sorted(set(linking.types.values()) - set(values))
     if unknown_types:
@@ -218,7 +229,7 @@ def load_project(folder_or_name: str | Path) -> Project:
         labels=labels,
         labeling_config=xml,
         config=config,
-        model=_model_settings(raw.get("model"), toml_path),
+        model=model,
         training=dict(raw.get("training") or {}),
         retrain=_checked_retrain(retrain, toml_path),
         selection=_section(SelectionSettings, raw.get("selection"), toml_path, "selection"),

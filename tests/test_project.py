@@ -102,6 +102,8 @@ def test_project_folder(tmp_path, monkeypatch):
         (lambda t: t.replace("heldout_share = 0.3", "heldout_share = 1.5"), "heldout_share"),
         (lambda t: t.replace("[[labels]]", "[[labels]]\ncolour = 1", 1), "unknown keys"),
         (lambda t: t + "\n[oops", "invalid TOML"),
+        (lambda t: t.replace("stride = 8", 'stride = 8\nlayers = [["Tech"]]'), "exactly once"),
+        (lambda t: t.replace("stride = 8", 'stride = 8\nlayers = [["Tech"], []]'), "no labels"),
     ],
 )
 def test_invalid_projects(tmp_path, edit, message):
@@ -196,3 +198,16 @@ def test_the_project_window_reaches_its_tagger_its_training_and_the_round_spec(
     raw = json.loads((plan.folder / SPEC_FILE).read_text())
     assert raw["tagger"] == {"max_tokens": 32, "stride": 8}  # spec.json as before
     assert (raw["config"]["max_tokens"], raw["config"]["stride"]) == (32, 8)
+
+
+def test_label_layers_reach_the_training_config(tmp_path):
+    (tmp_path / "project.toml").write_text(
+        TOML.replace("stride = 8", 'stride = 8\nlayers = [["Soft"], ["Tech"]]')
+    )
+    project = load_project(tmp_path)
+    assert project.model.layers == [["Soft"], ["Tech"]]
+    assert project.train_config().layers == [["Soft"], ["Tech"]]
+    (tmp_path / "project.toml").write_text(
+        TOML.replace("stride = 8", 'stride = 8\nlayers = [["Soft", "Tech"]]')
+    )
+    assert load_project(tmp_path).train_config().layers == []  # one layer: the flat tagger

@@ -254,10 +254,53 @@ def calibrate_checkpoint(
     from training.tagger import Tagger
 
     tagger = Tagger.load(folder, labels, label_map, **tagger_options)
+    if tagger.layered is not None:  # a label-layered model: one temperature per layer
+        fitted = fit_layer_temperatures(tagger.layered, documents)
+        write_calibration(folder, fitted)
+        return fitted
     tagger.set_temperature(1.0)  # fit from the model as trained, not a stale temperature
     fit = fit_temperature(tagger, documents)
     write_calibration(folder, fit)
     return fit.to_json()
+
+
+def fit_layer_temperatures(layered, documents: Sequence[Document]) -> dict:
+    """Each layer's temperature (`training.layered_tagger.LayeredTagger`), fitted on its
+    own spans against the layer's full gold, from one run of the model. The JSON holds
+    `temperatures` (per layer, what `training.checkpoint.load` reads), each layer's fit
+    under `layers`, and the spans of all layers pooled under the flat fit's keys."""
+    from training.layers import layer_documents
+
+    layered.set_temperatures([1.0] * len(layered.parts))
+    readings = layered.read([doc.text for doc in documents])
+    fits, before, after = [], [], []
+    for part, layer_readings in zip(layered.parts, readings, strict=True):
+        docs = layer_documents(documents, part.labels)
+        fit = fit_temperature(part, docs, readings=layer_readings)
+        fits.append(fit)
+        before.append(span_outcomes(part.score(layer_readings), docs))
+        after.append(span_outcomes(part.score(layer_readings, fit.temperature), docs))
+    pooled = [
+        (np.concatenate([o[0] for o in outcomes]), np.concatenate([o[1] for o in outcomes]))
+        for outcomes in (before, after)
+    ]
+    some = len(pooled[0][0]) > 0
+    summary = Calibration(
+        1.0,
+        sum(f.spans for f in fits),
+        len(documents),
+        *(expected_calibration_error(*o) if some else 0.0 for o in pooled),
+        *(span_nll(*o) if some else 0.0 for o in pooled),
+    ).to_json()
+    del summary["temperature"]
+    return {
+        "temperatures": [round(f.temperature, 5) for f in fits],
+        **summary,
+        "layers": [
+            {"labels": part.labels, **f.to_json()}
+            for part, f in zip(layered.parts, fits, strict=True)
+        ],
+    }
 
 
 @dataclass(frozen=True)

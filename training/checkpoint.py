@@ -24,8 +24,9 @@ from typing import Any
 
 import torch
 
+from training import layers as label_layers
 from training.crf import Transitions
-from training.text import OUTSIDE, split_tag, tag_names
+from training.text import OUTSIDE, check_layers, is_layered, split_tag, tag_names
 from training.windows import require_fast_tokenizer
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,11 @@ class Loaded:
     # divides the emissions (and a CRF's scores) when probabilities are reported: the
     # temperature fitted on held-out posts (`training.calibration`), 1.0 when none was
     temperature: float = 1.0
+    # a layered checkpoint (training.layers): the label layers, one head each, and per
+    # layer its CRF scores and temperature; None for the flat tagger
+    layers: list[list[str]] | None = None
+    layer_transitions: list[Transitions | None] | None = None
+    layer_temperatures: list[float] | None = None
 
 
 def backbone_path() -> Path:
@@ -111,11 +117,15 @@ def load(
     labels: Sequence[str],
     label_map: Mapping[str, str] | None = None,
     allow_new_labels: bool = False,
+    layers: Sequence[Sequence[str]] | None = None,
+    crf: bool = True,
 ) -> Loaded:
     """Load tokenizer and model whose outputs are the project tags for `labels`.
 
     With `allow_new_labels` (training), project tags the checkpoint lacks get freshly
     initialised head rows; otherwise a label the model cannot predict is an error.
+    A checkpoint whose config records label layers loads as layered (`training.layers`);
+    `layers` (more than one) asks for a layered model, with a CRF per layer if `crf`.
     """
     from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
 
@@ -130,6 +140,8 @@ def load(
     except OSError as err:
         raise CheckpointError(f"cannot load model {name!r}: {err}") from err
     require_fast_tokenizer(tokenizer)
+    if is_layered(layers) or label_layers.saved_layers(config):
+        return _load_layered(name, config, tokenizer, labels, layers, crf, allow_new_labels)
 
     model_tags = [config.id2label[i] for i in range(len(config.id2label))]
     columns = map_tags(model_tags, labels, label_map)
@@ -166,6 +178,30 @@ def load(
         fresh,
         _crf_scores(name, columns, wanted),
         _temperature(name),
+    )
+
+
+def _load_layered(name, config, tokenizer, labels, layers, crf, allow_new_labels) -> Loaded:
+    """A layered model (`training.layers`) for `labels` grouped as `layers` (default: the
+    checkpoint's own layers)."""
+    wanted = layers if is_layered(layers) else label_layers.saved_layers(config)
+    try:
+        grouped = check_layers(wanted or [], labels)
+        with _quiet_transformers():
+            net, fresh = label_layers.build_network(name, config, grouped, crf, allow_new_labels)
+    except ValueError as err:
+        raise CheckpointError(str(err)) from err
+    if fresh:
+        log.info("new layer heads (to be trained) for %s", ", ".join(fresh))
+    calibration = read_metadata(name).get("calibration") or {}
+    return Loaded(
+        tokenizer,
+        net,
+        list(labels),
+        fresh,
+        layers=grouped,
+        layer_transitions=net.transitions(),
+        layer_temperatures=label_layers.layer_temperatures(calibration, len(grouped)),
     )
 
 

@@ -7,7 +7,8 @@ text by joining tokens with single spaces and sentences with newlines.
 Nesting policy: a flat BIO tagger holds one label per word, so where two layers overlap
 (a Knowledge span inside a Skill span in SkillSpan) `training.text.resolve_overlaps`
 keeps the longer span. The spans it drops are kept in `doc.meta["dropped"]` so their cost
-can be counted (`dropped_by_label`) and so writers can restore them.
+can be counted (`dropped_by_label`) and so writers and label layers (`training.layers`,
+which train each layer on all its spans) can restore them.
 """
 
 from __future__ import annotations
@@ -228,23 +229,40 @@ def _conll_document(sentences, column_labels, path, n) -> Document:
     return doc
 
 
-def write_conll(docs: Iterable[Document], path: str | Path) -> None:
+def write_conll(
+    docs: Iterable[Document], path: str | Path, layers: Sequence[Sequence[str]] | None = None
+) -> None:
     """One tag column with labelled IOB2 tags; tokens are `training.text.words`, sentences
     the text's lines; `-DOCSTART-` before each document.
 
-    A sentence never breaks inside a span: the lines a span crosses (a line break or a
-    blank line inside it) are written as one sentence, so the span stays one entity (B-
-    then I- tags), as it is one span in JSONL and the HF dataset.
+    With label `layers` (more than one), one tag column per layer, as SkillSpan ships
+    Skill and Knowledge: each column holds its layer's spans, overlaps with other layers
+    kept (the spans the nesting policy dropped included, `all_spans`); `read_conll` reads
+    them back. A sentence never breaks inside a span: the lines a span crosses (a line
+    break or a blank line inside it) are written as one sentence, so the span stays one
+    entity (B- then I- tags), as it is one span in JSONL and the HF dataset.
     """
+    groups = [list(layer) for layer in layers or []]
     with open(path, "w", encoding="utf-8") as out:
         for doc in docs:
-            out.write(f"{DOCSTART}\tO\n\n")
             offsets = words(doc.text)
-            tags = spans_to_tags(doc.spans, offsets)
-            for i, ((start, end), tag) in enumerate(zip(offsets, tags, strict=True)):
-                if i and "\n" in doc.text[offsets[i - 1][1] : start] and split_tag(tag)[0] != "I":
+            if len(groups) > 1:
+                spans = all_spans(doc)
+                unknown = sorted({s.label for s in spans} - {x for g in groups for x in g})
+                if unknown:
+                    raise ValueError(f"labels {unknown} are in none of the layers {groups}")
+                columns = [
+                    spans_to_tags([s for s in spans if s.label in group], offsets)
+                    for group in groups
+                ]
+            else:
+                columns = [spans_to_tags(doc.spans, offsets)]
+            out.write(DOCSTART + "\tO" * len(columns) + "\n\n")
+            for i, ((start, end), *tags) in enumerate(zip(offsets, *columns, strict=True)):
+                inside = any(split_tag(tag)[0] == "I" for tag in tags)
+                if i and "\n" in doc.text[offsets[i - 1][1] : start] and not inside:
                     out.write("\n")
-                out.write(f"{doc.text[start:end]}\t{tag}\n")
+                out.write("\t".join([doc.text[start:end], *tags]) + "\n")
             if offsets:
                 out.write("\n")
 

@@ -59,6 +59,8 @@ class EvalReport:
     documents: int
     spans: list[list[Span]] = field(default_factory=list, repr=False)  # predicted, per doc
     entity_model: dict[str, Score] = field(default_factory=dict)
+    # a layered tagger's (`evaluate_layers`): each layer's overall row, named "layer A+B"
+    layer_names: list[str] = field(default_factory=list)
 
     @property
     def f1(self) -> float:
@@ -72,6 +74,7 @@ class EvalReport:
         return {
             "documents": self.documents,
             "labels": self.labels,
+            **({"layers": self.layer_names} if self.layer_names else {}),
             "entity_strict": block(self.entity),
             "entity_strict_model_tags": block(self.entity_model),
             "entity_default": block(self.entity_default),
@@ -82,7 +85,7 @@ class EvalReport:
         rows: list[tuple[str, ...]] = [
             ("", "strict P", "R", "F1", "default F1", "char P", "R", "F1", "support")
         ]
-        for name in [*self.labels, OVERALL]:
+        for name in [*self.labels, *self.layer_names, OVERALL]:
             e, d, c = self.entity[name], self.entity_default[name], self.char[name]
             rows.append(
                 (
@@ -217,8 +220,11 @@ def evaluate(
     tagger, docs: Sequence[Document], decoding: str | None = None, progress: bool = False
 ) -> EvalReport:
     """Predict `docs` with a `training.tagger.Tagger` and score its word tags and spans
-    against the gold documents."""
+    against the gold documents (a layered tagger's per layer: `evaluate_layers`)."""
     from tqdm.auto import tqdm
+
+    if getattr(tagger, "layered", None) is not None:
+        return evaluate_layers(tagger.layered, docs, decoding, progress)
 
     predictions = []
     with tqdm(total=len(docs), disable=not progress, desc="evaluating", unit="doc") as bar:
@@ -231,4 +237,61 @@ def evaluate(
         [p.spans for p in predictions],
         labels=tagger.labels,
         predicted_tag_lists=[p.word_tags for p in predictions],
+    )
+
+
+def evaluate_layers(
+    layered, docs: Sequence[Document], decoding: str | None = None, progress: bool = False
+) -> EvalReport:
+    """Score a `training.layered_tagger.LayeredTagger` layer by layer, each against the
+    full gold of its labels (overlaps with other layers kept, `training.layers`), with
+    seqeval on that layer's tags. Labels belong to one layer each, so their rows are their
+    layer's; "layer A+B" rows are each layer's overall, `overall` the micro average."""
+    from tqdm.auto import tqdm
+
+    from training.layers import layer_documents
+
+    per_layer: list[list] = [[] for _ in layered.layers]
+    with tqdm(total=len(docs), disable=not progress, desc="evaluating", unit="doc") as bar:
+        for i in range(0, len(docs), EVAL_CHUNK):
+            chunk = docs[i : i + EVAL_CHUNK]
+            texts = [doc.text for doc in chunk]
+            for n, predictions in enumerate(layered.predict_layers(texts, decoding)):
+                per_layer[n] += predictions
+            bar.update(len(chunk))
+    reports = [
+        evaluate_predictions(
+            layer_documents(docs, layer),
+            [p.spans for p in predictions],
+            labels=layer,
+            predicted_tag_lists=[p.word_tags for p in predictions],
+        )
+        for layer, predictions in zip(layered.layers, per_layer, strict=True)
+    ]
+    names = ["layer " + "+".join(layer) for layer in layered.layers]
+    labels = [label for layer in layered.layers for label in layer]
+
+    def combined(kind: str) -> dict[str, Score]:
+        blocks = [getattr(report, kind) for report in reports]
+        scores = {label: b[label] for b in blocks for label in b if label != OVERALL}
+        scores.update({name: b[OVERALL] for name, b in zip(names, blocks, strict=True)})
+        overall = [b[OVERALL] for b in blocks]
+        correct = sum(round(s.recall * s.support) for s in overall)
+        scores[OVERALL] = Score.from_counts(
+            correct, sum(s.predicted for s in overall), sum(s.support for s in overall)
+        )
+        return scores
+
+    return EvalReport(
+        labels=labels,
+        entity=combined("entity"),
+        entity_default=combined("entity_default"),
+        char=combined("char"),
+        documents=len(docs),
+        spans=[
+            sorted(sum(spans, []), key=lambda s: s.key())
+            for spans in zip(*(r.spans for r in reports), strict=True)
+        ],
+        entity_model=combined("entity_model"),
+        layer_names=names,
     )

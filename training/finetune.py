@@ -28,6 +28,7 @@ from training.crf import CRF, word_emissions
 from training.devices import Placement, place
 from training.early_stopping import EarlyStopping
 from training.freezing import freeze_for_epoch
+from training.layers import CRF_PREFIX, make_layered_examples
 from training.saving import check_out_dir, save
 from training.text import Document, tag_names
 from training.train_examples import IGNORE, Example, batches, collate, make_examples
@@ -75,6 +76,9 @@ class TrainConfig:
     # (also on under a multi-process `accelerate launch`) shares batches over the GPUs
     device: str = "auto"
     accelerate: bool = False
+    # label layers whose spans may overlap (training.layers): one head (and CRF) per
+    # layer; [] or a single layer is the flat tagger
+    layers: list[list[str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
@@ -154,7 +158,10 @@ def prepare(
     placement = place(config.device, config.accelerate)
     torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)  # the fresh head rows are drawn here
-    loaded = checkpoint.load(base, labels, label_map, allow_new_labels=True)
+    loaded = checkpoint.load(
+        base, labels, label_map, allow_new_labels=True, layers=config.layers, crf=config.crf
+    )
+    layered = loaded.layers is not None  # asked for, or a layered base's own layers
     # dev predictions go through the same code as serving, on the model being trained; it
     # also caps the window at what the model's position embeddings allow
     dev_tagger = Tagger.from_loaded(
@@ -163,11 +170,16 @@ def prepare(
         window=config.window,
         decoding=config.decoding,
     )
-    crf = CRF(dev_tagger.tags, init=loaded.transitions) if config.crf else None
+    # a layered model holds its CRFs itself (and computes its own loss)
+    crf = CRF(dev_tagger.tags, init=loaded.transitions) if config.crf and not layered else None
     loaded.model.to(placement.device)
     if crf is not None:
         crf.to(placement.device)
-    examples = make_examples(loaded.tokenizer, train_docs, labels, dev_tagger.window)
+    window = dev_tagger.window
+    if loaded.layers is not None:
+        examples = make_layered_examples(loaded.tokenizer, train_docs, loaded.layers, window)
+    else:
+        examples = make_examples(loaded.tokenizer, train_docs, labels, window)
     if not examples:
         raise ValueError("the training documents hold no words")
     pad = loaded.tokenizer.pad_token_id
@@ -199,20 +211,18 @@ class Optimizer:
 
         decay: list[torch.nn.Parameter] = []
         no_decay: list[torch.nn.Parameter] = []
+        crf = list(run.crf.parameters()) if run.crf is not None else []
         for name, param in run.model.named_parameters():
+            if name.startswith(CRF_PREFIX):  # a layered model's CRFs
+                crf.append(param)
+                continue
             (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
         groups = [
             {"params": decay, "weight_decay": config.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
-        if run.crf is not None:
-            groups.append(
-                {
-                    "params": list(run.crf.parameters()),
-                    "weight_decay": 0.0,
-                    "lr": config.crf_learning_rate,
-                }
-            )
+        if crf:
+            groups.append({"params": crf, "weight_decay": 0.0, "lr": config.crf_learning_rate})
         self.optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
         schedule = (
             get_cosine_schedule_with_warmup
@@ -279,6 +289,8 @@ def dev_f1(run: Prepared, dev_docs: Sequence[Document]) -> float:
     from training.evaluate import evaluate
 
     run.dev_tagger.transitions = run.crf.transitions() if run.crf else None
+    if run.dev_tagger.layered is not None:
+        run.dev_tagger.layered.refresh_transitions()
     # the serving tagger predicts on the CPU: dev scores of a GPU run are taken there
     with (
         run.placement.on_cpu(run.model),

@@ -30,6 +30,7 @@ import torch
 from training import checkpoint
 from training.crf import Lattice, Transitions
 from training.decoding import DECODINGS, decode_many, no_span_across_lines
+from training.layered_tagger import LayeredTagger
 from training.onnx_runtime import OnnxForward
 from training.precision import resolve_precision, set_precision
 from training.reading import (
@@ -109,6 +110,8 @@ class Tagger:
         self.precision = "fp32"  # as far as this class knows; from_loaded sets it
         # the forward pass in ONNX Runtime (training.onnx_runtime), else None: the torch model
         self.runtime: OnnxForward | None = None
+        # a layered checkpoint's per-layer taggers (training.layered_tagger), else None
+        self.layered: LayeredTagger | None = None
         self.width_step = WIDTH_STEP
         self.batch_tokens = batch_tokens
         self.specials = special_tokens(tokenizer)
@@ -184,7 +187,10 @@ class Tagger:
             if num_threads < 1:
                 raise ValueError(f"num_threads must be at least 1, got {num_threads}")
             torch.set_num_threads(num_threads)
-        precision, runtime = set_precision(loaded.model, resolve_precision(precision, None))
+        precision = resolve_precision(precision, None)
+        if loaded.layers:  # the ONNX export knows one head: layered models run in torch
+            precision = LayeredTagger.torch_precision(precision)
+        precision, runtime = set_precision(loaded.model, precision)
         if precision in ("int8", "bf16", "onnx-int8"):
             options.setdefault("batch_tokens", 0)  # one window per pass, see BATCH_TOKENS
         options.setdefault("transitions", loaded.transitions)
@@ -196,6 +202,8 @@ class Tagger:
             tagger.width_step = 1  # ONNX Runtime compiles nothing per shape: no padding
         if precision != "fp32":
             tagger.version += f"+{precision}"
+        if loaded.layers:
+            tagger.layered = LayeredTagger.build(cls, loaded, source, tagger, options)
         return tagger
 
     def __repr__(self) -> str:
@@ -229,6 +237,8 @@ class Tagger:
 
         An empty (or whitespace-only) text gets an empty prediction.
         """
+        if self.layered is not None:  # every layer's spans, overlaps across layers kept
+            return self.layered.predict(texts, decoding, hidden)
         return self.score(self.read(texts, decoding, hidden))
 
     def read(
@@ -237,10 +247,16 @@ class Tagger:
         """Run the model and decode: everything `predict` does but reading probabilities
         off the lattice, which `score` does (calibration scores one reading at many
         temperatures without running the model again)."""
+        if self.layered is not None:
+            raise ValueError(f"{self.version} is layered: read each layer's tagger (.layered)")
         texts = check_texts(texts)
-        decoding = decoding or self.decoding
         docs = [self._prepare(text) for text in texts]
         self._fill_probs(docs, hidden)
+        return self.decode(docs, decoding or self.decoding)
+
+    def decode(self, docs: list[WindowedText], decoding: str) -> list[Reading]:
+        """Decode texts whose probabilities the model filled in (`read`; a layered tagger
+        fills each layer's from one forward pass)."""
         for doc in docs:
             continue_orphans(doc, self.tagset)
         line_aware = [no_span_across_lines(d.probs, d.words, d.text, self.tags) for d in docs]

@@ -158,6 +158,22 @@ def tag_names(labels: Sequence[str]) -> list[str]:
     return tags
 
 
+def check_layers(layers: Sequence[Sequence[str]], labels: Sequence[str]) -> list[list[str]]:
+    """`layers` as lists, checked to hold every label of `labels` exactly once."""
+    out = [list(layer) for layer in layers]
+    if any(not layer for layer in out):
+        raise ValueError(f"label layers {out}: a layer has no labels")
+    grouped = [label for layer in out for label in layer]
+    if sorted(grouped) != sorted(labels) or len(set(grouped)) != len(grouped):
+        raise ValueError(f"label layers {out} must hold every label {list(labels)} exactly once")
+    return out
+
+
+def is_layered(layers: Sequence[Sequence[str]] | None) -> bool:
+    """More than one layer: a single layer is the flat tagger, exactly as without layers."""
+    return bool(layers) and len(layers or []) > 1
+
+
 def split_tag(tag: str) -> tuple[str, str | None]:
     """`"B-Skill"` -> `("B", "Skill")`; `"O"` -> `("O", None)`. Bare B/I are label-less."""
     if tag == OUTSIDE or not tag:

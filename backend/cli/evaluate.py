@@ -33,6 +33,8 @@ def evaluate_command(args) -> int:
     check_labels(docs, tagger.labels, str(args.data))
     report = evaluate(tagger, docs, progress=not args.no_progress)
     print(f"{tagger!r} on {args.data} ({len(docs)} documents)")
+    if tagger.layered is not None:
+        print(f"label layers {tagger.layered.layers}: each scored against its full gold")
     print(report.table())
     if args.json:
         args.json.write_text(json.dumps(report.to_dict(), indent=2) + "\n")

@@ -73,7 +73,8 @@ def export_command(args) -> int:
     reads_store = args.from_studio_export is None and not args.gold_only
     project, state = project_and_state(args, must_exist=reads_store)
     records = [] if args.gold_only else annotation_records(project, state, args.from_studio_export)
-    gold = gold_posts(project.gold()) if args.include_gold or args.gold_only else []
+    layers = project.model.layers
+    gold = gold_posts(project.gold(), layers) if args.include_gold or args.gold_only else []
     if not records and not gold:
         raise ValueError(
             f"no annotations in {state.store_location}: nothing to export "
@@ -98,6 +99,7 @@ def export_command(args) -> int:
         license=args.license,
         source=source,
         name=args.name or project.name,
+        layers=layers,
     )
     profiles = None
     # written beside --out and moved there once complete: a failed export leaves nothing

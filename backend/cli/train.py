@@ -34,6 +34,13 @@ def register(subparsers) -> None:
         help="a CRF over the word tags, trained with the encoder (default on)",
     )
     p.add_argument(
+        "--layers",
+        nargs="+",
+        metavar="LAYER",
+        help="label layers whose spans may overlap, one head each (training.layers): "
+        "labels joined by '+' per layer, e.g. --layers Skill Knowledge",
+    )
+    p.add_argument(
         "--calibration-share",
         type=float,
         help="without --dev: the share of training posts held out to fit the span-score "
@@ -48,11 +55,14 @@ def train_command(args) -> int:
     from training.calibration import CALIBRATION_SHARE, calibrate_checkpoint, plan_calibration
     from training.datasets import labels_of, read_documents
     from training.finetune import TrainConfig, train
+    from training.text import check_layers
     from training.windows import WindowConfig
 
     train_docs = read_documents(args.data, args.columns)
     dev_docs = read_documents(args.dev, args.columns) if args.dev else None
-    labels = args.labels or labels_of(train_docs)
+    layers = [layer.split("+") for layer in args.layers or []]
+    # a layered file's nested spans are not in labels_of's flattened view: the layers name all
+    labels = args.labels or [x for layer in layers for x in layer] or labels_of(train_docs)
     if not labels:
         raise ValueError(f"{args.data} holds no labelled spans: nothing to learn")
     check_labels(train_docs, labels, str(args.data))
@@ -74,6 +84,8 @@ def train_command(args) -> int:
     if args.max_tokens is not None:  # the window's, with the default stride
         given["window"] = WindowConfig(max_tokens=args.max_tokens)
     config = TrainConfig(**given)
+    if layers:
+        config.layers = check_layers(layers, labels)
     plan = plan_calibration(train_docs, dev_docs, share, config.seed)
     label_map = parse_label_map(args.label_map)
     result = train(
@@ -93,8 +105,10 @@ def train_command(args) -> int:
     )
     if plan.held:  # every model it writes serves calibrated span scores (docs/calibration.md)
         fit = calibrate_checkpoint(result.path, labels, plan.held, label_map or None)
+        temperature = fit.get("temperatures") or [fit["temperature"]]  # one per label layer
         print(
-            f"span scores calibrated on {plan.source}: temperature {fit['temperature']:.2f}, "
+            f"span scores calibrated on {plan.source}: temperature "
+            f"{', '.join(f'{t:.2f}' for t in temperature)}, "
             f"ECE {fit['ece_before']:.3f} -> {fit['ece_after']:.3f}"
         )
     else:

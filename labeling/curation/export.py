@@ -16,7 +16,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +25,7 @@ from labeling.curation.posts import CuratedPost
 from labeling.curation.quality import latest_per_annotator, usable
 from labeling.curation.splits import DEFAULT_SHARES, stratified_split
 from labeling.studio.client import POST_ID_KEY
+from training.datasets import all_spans
 from training.text import (
     Document,
     Span,
@@ -63,15 +64,28 @@ class Conflict:
 # ---------------------------------------------------------------- one annotation per post
 
 
-def snap(text: str, spans: Iterable[Span]) -> list[Span]:
-    """Spans on whole words, overlaps resolved: what a word tagger can learn and return."""
+def snap(
+    text: str, spans: Iterable[Span], layers: Sequence[Sequence[str]] | None = None
+) -> list[Span]:
+    """Spans on whole words, overlaps resolved: what a word tagger can learn and return.
+    With label `layers` (more than one) overlaps are resolved within each layer only: a
+    layered tagger learns and returns overlapping spans of different layers."""
     spans = list(spans)
     offsets = words(text)
+    if layers is not None and len(layers) > 1:
+        layer_of = {label: n for n, layer in enumerate(layers) for label in layer}
+        groups: dict[int, list[Span]] = defaultdict(list)
+        for span in spans:
+            groups[layer_of.get(span.label, -1)].append(span)
+        snapped = [s for group in groups.values() for s in snap(text, group)]
+        return sorted(snapped, key=lambda s: (s.start, s.end, s.label))
     return carry_links(spans, tags_to_spans(spans_to_tags(spans, offsets), offsets, text))
 
 
 def resolve(
-    records: Iterable[AnnotationRecord], policy: str = "latest"
+    records: Iterable[AnnotationRecord],
+    policy: str = "latest",
+    layers: Sequence[Sequence[str]] | None = None,
 ) -> tuple[list[CuratedPost], list[Conflict]]:
     """One annotation per post (task).
 
@@ -91,11 +105,13 @@ def resolve(
             chosen = reviewed[-1] if reviewed else latest
         else:
             chosen = latest
-        snapped = {id(r): snap(r.text, r.spans) for r in group}
+        snapped = {id(r): snap(r.text, r.spans, layers) for r in group}
         if policy == "majority" and len(group) > 1:
             votes = Counter(s.key() for r in group for s in snapped[id(r)])
             spans = snap(
-                latest.text, [Span(*key) for key, n in votes.items() if 2 * n > len(group)]
+                latest.text,
+                [Span(*key) for key, n in votes.items() if 2 * n > len(group)],
+                layers,
             )
             chosen_name = "majority vote"
         else:
@@ -168,6 +184,9 @@ class ExportSettings:
     license: str = "unspecified"
     source: str = "skillloop annotation store"
     name: str = "skillloop-export"
+    # the project's label layers (training.layers): overlaps across layers are kept, and
+    # CoNLL has one tag column per layer
+    layers: list[list[str]] = field(default_factory=list)
 
 
 @dataclass
@@ -197,13 +216,17 @@ class ExportResult:
         self.out_dir = out
 
 
-def gold_posts(docs: Iterable[Document]) -> list[CuratedPost]:
-    """Posts annotated outside Label Studio (a project's gold file) as curated posts."""
+def gold_posts(
+    docs: Iterable[Document], layers: Sequence[Sequence[str]] | None = None
+) -> list[CuratedPost]:
+    """Posts annotated outside Label Studio (a project's gold file) as curated posts
+    (with label `layers`, the spans reading dropped as overlaps restored)."""
+    layered = layers is not None and len(layers) > 1
     return [
         CuratedPost(
             f"gold-{doc.id or n}",
             doc.text,
-            snap(doc.text, doc.spans),
+            snap(doc.text, all_spans(doc) if layered else doc.spans, layers),
             {
                 "source": "gold file",
                 "annotator": None,
@@ -238,7 +261,7 @@ def export_dataset(
         raise ValueError(f"unknown format {settings.format!r}: choose one of {', '.join(FORMATS)}")
     records = list(records)
     counted = len(usable(records))
-    posts, conflicts = resolve(records, settings.policy)
+    posts, conflicts = resolve(records, settings.policy, settings.layers)
     annotated = {post_key(p.text) for p in posts}
     posts += [p for p in gold if post_key(p.text) not in annotated]
     if not posts:
@@ -252,7 +275,9 @@ def export_dataset(
     out.mkdir(parents=True, exist_ok=True)
     # a profiles export writes its rows once the spans are linked (backend.cli.export)
     files = (
-        [] if settings.format == "profiles" else write_format(splits, out, settings.format, labels)
+        []
+        if settings.format == "profiles"
+        else write_format(splits, out, settings.format, labels, settings.layers)
     )
     files += _write_side_files(out, splits, conflicts, duplicates)
     result = ExportResult(

@@ -21,14 +21,20 @@ def to_document(post) -> Document:
     return Document(post.text, list(post.spans), id=post.id, meta=dict(post.provenance))
 
 
-def write_format(splits: dict, out: Path, fmt: str, labels: list[str]) -> list[Path]:
+def write_format(
+    splits: dict, out: Path, fmt: str, labels: list[str], layers: list[list[str]] | None = None
+) -> list[Path]:
+    """The split files; CoNLL with one tag column per label layer (`write_conll`)."""
     if fmt == "hf":
         return write_hf(splits, out, labels)
     files = []
     for name, posts in splits.items():
         path = out / f"{name}.{fmt}"
-        writer = write_conll if fmt == "conll" else write_jsonl
-        writer([to_document(p) for p in posts], path)
+        docs = [to_document(p) for p in posts]
+        if fmt == "conll":
+            write_conll(docs, path, layers)
+        else:
+            write_jsonl(docs, path)
         files.append(path)
     return files
 
