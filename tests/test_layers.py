@@ -20,6 +20,7 @@ from training.layers import (
 )
 from training.tagger import Tagger
 from training.text import Document, Span, check_layers
+from training.windows import WindowConfig
 
 LABELS = ["Skill", "Knowledge"]
 LAYERS = [["Skill"], ["Knowledge"]]
@@ -46,8 +47,7 @@ FAST = TrainConfig(
     epochs=25,
     learning_rate=5e-3,
     batch_size=2,
-    max_tokens=16,
-    stride=4,
+    window=WindowConfig(16, 4),
     warmup_ratio=0.0,
     patience=50,
     layers=LAYERS,
