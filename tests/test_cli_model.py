@@ -61,6 +61,22 @@ def test_train_writes_a_checkpoint_with_labels_from_the_data(trained):
     assert meta["config"]["crf"] is True and len(meta["crf"]["transitions"]) == 5
 
 
+def test_train_encoder_layers_writes_a_smaller_student(tiny_encoder, data, tmp_path, capsys):
+    out = tmp_path / "student"
+    args = ["train", "--data", str(data), "--out", str(out), "--base", str(tiny_encoder)]
+    assert main([*args, "--encoder-layers", "1", *FAST]) == 0
+    assert read_metadata(out)["config"]["encoder_layers"] == 1
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 1
+    source, predicted = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text('{"text": "we need python"}\n')
+    predict = ["predict", "--model", str(out), "--input", str(source), "--output", str(predicted)]
+    assert main([*predict, "--no-progress", "--fp32"]) == 0
+    assert json.loads(predicted.read_text())["text"] == "we need python"
+    capsys.readouterr()
+    assert main([*args, "--encoder-layers", "-1", *FAST]) == 2
+    assert "encoder_layers" in capsys.readouterr().err
+
+
 def test_train_fits_a_temperature_on_the_dev_posts(trained, capsys):
     fit = read_metadata(trained)["calibration"]
     assert fit["documents"] == 3 and fit["temperature"] > 0  # the 3 --dev posts

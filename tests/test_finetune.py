@@ -272,3 +272,29 @@ def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience():
     assert (stopping.best_epoch, stopping.best_f1) == (2, 0.5)
     stopping.restore(model)
     assert model.weight.eq(2.0).all()
+
+
+def test_a_student_keeps_the_lower_encoder_layers_and_loads_with_them(tiny_encoder, tmp_path):
+    from dataclasses import replace
+
+    from transformers import AutoConfig
+
+    from training.student import encoder_layers, truncate_encoder
+
+    base = checkpoint.load(tiny_encoder, LABELS, allow_new_labels=True).model
+    lowest = encoder_layers(base)[0]
+    assert truncate_encoder(base, 0) == 2 and truncate_encoder(base, 5) == 2
+    assert truncate_encoder(base, 1) == 1 and base.config.num_hidden_layers == 1
+    assert list(encoder_layers(base)) == [lowest]  # the lowest block, as it was
+    out = tmp_path / "student"
+    config = replace(FAST, encoder_layers=1)
+    result = train(tiny_encoder, corpus(), LABELS, out, dev_docs=corpus(), config=config)
+    assert result.losses[-1] < result.losses[0]
+    assert AutoConfig.from_pretrained(out).num_hidden_layers == 1
+    assert read_metadata(out)["config"]["encoder_layers"] == 1
+    loaded = checkpoint.load(out, LABELS)
+    assert len(encoder_layers(loaded.model)) == 1
+    tagger = Tagger.load(out, LABELS, quantize=False)
+    assert len(tagger.predict(["we need python and sql"])[0].words) == 5
+    with pytest.raises(ValueError, match="encoder_layers"):
+        TrainConfig(encoder_layers=-1)

@@ -32,6 +32,7 @@ from training.layers import CRF_PREFIX, make_layered_examples
 from training.saving import check_out_dir, save
 from training.text import Document, tag_names
 from training.train_examples import IGNORE, Example, batches, collate, make_examples
+from training.student import truncate_encoder
 from training.windows import WINDOW_KEYS, WINDOWS, WindowConfig
 
 if TYPE_CHECKING:
@@ -79,10 +80,15 @@ class TrainConfig:
     # label layers whose spans may overlap (training.layers): one head (and CRF) per
     # layer; [] or a single layer is the flat tagger
     layers: list[list[str]] = field(default_factory=list)
+    # a smaller student (training.student): only the base's lowest N encoder layers are
+    # kept and fine-tuned (MiniLM's lower 3: about 1.6x faster prediction); 0 keeps all
+    encoder_layers: int = 0
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ValueError("epochs, batch_size and learning_rate must be positive")
+        if self.encoder_layers < 0:
+            raise ValueError("encoder_layers must be positive (0 keeps every layer)")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}: choose one of {SCHEDULES}")
         if self.precision not in TRAIN_PRECISIONS:
@@ -162,6 +168,8 @@ def prepare(
         base, labels, label_map, allow_new_labels=True, layers=config.layers, crf=config.crf
     )
     layered = loaded.layers is not None  # asked for, or a layered base's own layers
+    if config.encoder_layers:
+        truncate_encoder(loaded.model, config.encoder_layers)
     # dev predictions go through the same code as serving, on the model being trained; it
     # also caps the window at what the model's position embeddings allow
     dev_tagger = Tagger.from_loaded(

@@ -41,6 +41,13 @@ def register(subparsers) -> None:
         "labels joined by '+' per layer, e.g. --layers Skill Knowledge",
     )
     p.add_argument(
+        "--encoder-layers",
+        type=int,
+        metavar="K",
+        help="a smaller student: keep only the base's lowest K encoder layers (training."
+        "student; MiniLM's lower 3 predict about 1.6x faster); default all",
+    )
+    p.add_argument(
         "--calibration-share",
         type=float,
         help="without --dev: the share of training posts held out to fit the span-score "
@@ -76,6 +83,7 @@ def train_command(args) -> int:
         "patience",
         "num_threads",
         "crf",
+        "encoder_layers",
     )
     share = CALIBRATION_SHARE if args.calibration_share is None else args.calibration_share
     if not 0 <= share < 1:
