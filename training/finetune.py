@@ -30,9 +30,9 @@ from training.early_stopping import EarlyStopping
 from training.freezing import freeze_for_epoch
 from training.layers import CRF_PREFIX, make_layered_examples
 from training.saving import check_out_dir, save
+from training.student import truncate_encoder
 from training.text import Document, tag_names
 from training.train_examples import IGNORE, Example, batches, collate, make_examples
-from training.student import truncate_encoder
 from training.windows import WINDOW_KEYS, WINDOWS, WindowConfig
 
 if TYPE_CHECKING:
