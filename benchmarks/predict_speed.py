@@ -32,6 +32,7 @@ from training.datasets import read_skillspan
 from training.decoding import decode_many
 from training.evaluate import OVERALL, evaluate_predictions, span_scores
 from training.precision import quantize_encoder
+from training.student import truncate_encoder
 from training.tagger import BATCH_TOKENS, Tagger
 from training.text import Span, split_tag, tags_to_spans, words
 from training.windows import WindowConfig
@@ -60,6 +61,9 @@ VARIANTS: dict[str, tuple] = {
     "onnx-int8-126": (126, 32, "onnx-int8", 2),
     "onnx-int8-510": (510, 64, "onnx-int8", 2),
     "onnx-int8-254-1thread": (254, 32, "onnx-int8", 1),
+    "onnx-fused-254": (254, 32, "onnx-fused", 2),
+    "onnx-fused-int8-254": (254, 32, "onnx-fused-int8", 2),
+    "onnx-fused-int8-254-seq": (254, 32, "onnx-fused-int8", 2, {"concurrent": False}),
     "onnx-int8-254-seq": (254, 32, "onnx-int8", 2, {"concurrent": False}),
     "onnx-254-seq": (254, 32, "onnx", 2, {"concurrent": False}),
     "onnx-int8pt-254": (254, 32, "onnx-int8", 2, {"int8": {"per_channel": False}}),
@@ -223,6 +227,13 @@ def main(argv=None) -> int:
     )
     add_skillspan_data(parser, "dev")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--encoder-layers",
+        type=int,
+        default=0,
+        help="keep only the model's lowest K encoder layers (training.student), untrained "
+        "as cut: for speed; F1 needs a student trained with `skillloop train --encoder-layers`",
+    )
     parser.add_argument("--limit", type=int, help="use only the first N posts")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--repeat", type=int, default=1, help="time N runs, keep the fastest")
@@ -245,10 +256,13 @@ def main(argv=None) -> int:
         labels = sorted({s.label for spans in gold for s in spans})
     torch.manual_seed(0)
     loaded = checkpoint.load(args.model, labels, allow_new_labels=not args.model)
+    layers = truncate_encoder(loaded.model, args.encoder_layers)
     lengths = [len(loaded.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     cpu = cpu_info()
     print(cpu.line())
+    cut = " (cut, untrained as cut)" if args.encoder_layers else ""
     print(f"model: {args.model or 'backbone + random head'}; labels {labels}")
+    print(f"encoder layers: {layers}{cut}")
     print(
         f"{len(texts)} posts from {args.data}; subwords per post: median "
         f"{int(np.median(lengths))}, max {max(lengths)}, {sum(n > 510 for n in lengths)} "
@@ -353,6 +367,7 @@ def main(argv=None) -> int:
     print(f"load average at the end: {end_cpu.load_average:.1f}")
     if args.json:
         report = {"cpu": cpu.as_dict(), "load_average_end": end_cpu.load_average}
+        report["encoder_layers"] = layers
         Path(args.json).write_text(json.dumps(report | {"variants": results}, indent=2))
     return 0
 

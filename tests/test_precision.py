@@ -125,6 +125,29 @@ def test_onnx_int8_stays_close_to_fp32(tiny_reference_model, reference_label_map
 
 
 @needs_onnx
+def test_fused_graphs_give_the_unfused_spans(tiny_reference_model, reference_label_map, caplog):
+    """ONNX Runtime's BERT fusions (attention, GELU, layer norms) change how the forward
+    pass is computed, not what it computes: fp32 matches torch, int8 stays by int8."""
+    texts = [TEXT * 2, "we need a data engineer with python and sql", "c and java"]
+    options = {"window": WindowConfig(12, 4)}
+    with caplog.at_level(logging.INFO, logger="training.onnx_runtime"):
+        runs = {
+            name: load(tiny_reference_model, reference_label_map, precision=name, **options)
+            for name in ("fp32", "onnx-fused", "onnx-int8", "onnx-fused-int8")
+        }
+    assert "'Attention': 2" in caplog.text and "SkipLayerNormalization" in caplog.text
+    assert runs["onnx-fused-int8"].batch_tokens == 0  # quantized: one window per pass
+    out = {name: tagger.predict(texts, hidden=True) for name, tagger in runs.items()}
+    for fp32, fused in zip(out["fp32"], out["onnx-fused"], strict=True):
+        np.testing.assert_allclose(fused.probs, fp32.probs, atol=1e-4)
+        np.testing.assert_allclose(fused.hidden, fp32.hidden, atol=1e-3)
+        assert [s.key() for s in fused.spans] == [s.key() for s in fp32.spans]
+    for int8, fused in zip(out["onnx-int8"], out["onnx-fused-int8"], strict=True):
+        assert np.abs(fused.probs - int8.probs).max() < 0.05
+        assert fused.word_tags == int8.word_tags
+
+
+@needs_onnx
 @pytest.mark.parametrize(("name", "tolerance"), [("onnx", 1e-5), ("onnx-int8", 0)])
 def test_onnx_batches_give_what_one_by_one_gives(
     tiny_reference_model, reference_label_map, name, tolerance

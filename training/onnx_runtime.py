@@ -6,7 +6,11 @@ works offline with transformers 5) writes the token-classification model, inputs
 hidden state (what the classifier reads, for BALD). For "onnx-int8" the graph then goes
 through `onnxruntime.quantization.quantize_dynamic`: int8 weights, activations quantized
 per tensor at run time (so, as with torch's int8, one window per pass keeps a post's
-result independent of its batchmates). Export and quantization take a few seconds at load
+result independent of its batchmates). The "-fused" precisions first run ONNX Runtime's
+transformer optimizer (`onnxruntime.transformers.optimizer`, BERT fusions: embeddings +
+layer norm, attention, bias + GELU, skip + layer norm) on a graph exported with eager
+attention (torch's SDPA exports as primitives the attention fusion does not recognise);
+docs/tagger.md measures when that helps. Export and quantization take a few seconds at load
 (docs/tagger.md) and happen in a temporary folder: nothing is written beside the checkpoint.
 
 Only the forward pass moves to ONNX Runtime: tokenization, windows, softmax and the CRF's
@@ -21,6 +25,7 @@ import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +35,9 @@ from training.windows import WindowJob, padded_batches
 
 log = logging.getLogger(__name__)
 
-ONNX_PRECISIONS = ("onnx", "onnx-int8")
+ONNX_PRECISIONS = ("onnx", "onnx-int8", "onnx-fused", "onnx-fused-int8")
+INT8_PRECISIONS = ("onnx-int8", "onnx-fused-int8")  # quantized: one window per pass
+FUSED_PRECISIONS = ("onnx-fused", "onnx-fused-int8")
 OPSET = 17
 # windows run concurrently, one thread each, rather than one at a time on all threads
 CONCURRENT = True
@@ -86,8 +93,11 @@ class OnnxForward:
         concurrent = CONCURRENT if concurrent is None else concurrent
         self._pool: ThreadPoolExecutor | None = None
         with tempfile.TemporaryDirectory(prefix="skillloop-onnx-") as folder:
-            path = export(model, Path(folder) / "model.onnx")
-            if precision == "onnx-int8":
+            fused = precision in FUSED_PRECISIONS
+            path = export(model, Path(folder) / "model.onnx", eager_attention=fused)
+            if fused:
+                path = fuse(path, Path(folder) / "model-fused.onnx", model.config)
+            if precision in INT8_PRECISIONS:
                 path = quantize(path, Path(folder) / "model-int8.onnx", int8_options)
             options = ort.SessionOptions()
             threads = threads or torch.get_num_threads()
@@ -141,10 +151,15 @@ class OnnxForward:
         return self._pool.map(lambda pair: self(pair[0], pair[1], hidden), inputs)
 
 
-def export(model: torch.nn.Module, path: Path) -> Path:
+def export(model: torch.nn.Module, path: Path, eager_attention: bool = False) -> Path:
     """Write `model` (a transformers token classifier) as ONNX; the model is not changed
-    (the exporter leaves modules in train mode, so a copy is exported)."""
-    wrapped = _Logits(copy.deepcopy(model).float()).eval()
+    (the exporter leaves modules in train mode, so a copy is exported). With
+    `eager_attention` the copy computes attention as explicit products and softmax, the
+    pattern ONNX Runtime's attention fusion matches."""
+    copied = copy.deepcopy(model).float()
+    if eager_attention:
+        copied.set_attn_implementation("eager")
+    wrapped = _Logits(copied).eval()
     ids = torch.ones((1, 8), dtype=torch.long)
     dynamic = {0: "batch", 1: "length"}
     with warnings.catch_warnings():
@@ -186,16 +201,46 @@ def quantize(source: Path, target: Path, options: dict | None = None) -> Path:
             or (ffn_outputs and "/output/dense/" in node.name and "/attention/" not in node.name)
         )
     ]
-    # it logs a hint through the root logger, which configures logging for the whole
-    # process when nothing has: keep the root logger as it was
+    # a fused graph's ONNX Runtime operators (Attention, SkipLayerNormalization) escape
+    # ONNX's shape inference: their outputs are fp32 like everything quantized here
+    settings["extra_options"] = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+    with _root_logger_kept():
+        quantize_dynamic(str(source), str(target), **settings)
+    return target
+
+
+def fuse(source: Path, target: Path, config) -> Path:
+    """ONNX Runtime's BERT fusions on the graph at `source` (heads and width from the
+    transformers `config`), written to `target`. ONNX Runtime's own graph optimizations
+    still run when the session loads."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    with _root_logger_kept(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optimized = optimize_model(
+            str(source),
+            model_type="bert",
+            num_heads=config.num_attention_heads,
+            hidden_size=config.hidden_size,
+            opt_level=0,
+        )
+        optimized.save_model_to_file(str(target))
+    fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
+    log.info("ONNX fusions: %s", fused)
+    return target
+
+
+@contextmanager
+def _root_logger_kept() -> Iterator[None]:
+    """onnxruntime's tools log through the root logger, which configures logging for the
+    whole process when nothing has: keep the root logger as it was."""
     root = logging.getLogger()
     handlers, disabled = list(root.handlers), root.disabled
     root.disabled = True
     try:
-        quantize_dynamic(str(source), str(target), **settings)
+        yield
     finally:
         root.disabled = disabled
         for handler in root.handlers[:]:
             if handler not in handlers:
                 root.removeHandler(handler)
-    return target

@@ -31,7 +31,7 @@ from training import checkpoint
 from training.crf import Lattice, Transitions
 from training.decoding import DECODINGS, decode_many, no_span_across_lines
 from training.layered_tagger import LayeredTagger
-from training.onnx_runtime import OnnxForward
+from training.onnx_runtime import INT8_PRECISIONS, OnnxForward
 from training.precision import resolve_precision, set_precision
 from training.reading import (
     Prediction,
@@ -191,7 +191,7 @@ class Tagger:
         if loaded.layers:  # the ONNX export knows one head: layered models run in torch
             precision = LayeredTagger.torch_precision(precision)
         precision, runtime = set_precision(loaded.model, precision)
-        if precision in ("int8", "bf16", "onnx-int8"):
+        if precision in ("int8", "bf16", *INT8_PRECISIONS):
             options.setdefault("batch_tokens", 0)  # one window per pass, see BATCH_TOKENS
         options.setdefault("transitions", loaded.transitions)
         options.setdefault("temperature", loaded.temperature)

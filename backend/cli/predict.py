@@ -45,7 +45,16 @@ def register(subparsers) -> None:
     p.add_argument("--fp32", action="store_true", help="full fp32 precision (no int8/bf16)")
     p.add_argument(
         "--precision",
-        choices=["auto", "fp32", "bf16", "int8", "onnx", "onnx-int8"],
+        choices=[
+            "auto",
+            "fp32",
+            "bf16",
+            "int8",
+            "onnx",
+            "onnx-int8",
+            "onnx-fused",
+            "onnx-fused-int8",
+        ],
         default="auto",
         help="auto: the fastest measured for this CPU class (docs/tagger.md)",
     )
