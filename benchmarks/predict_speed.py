@@ -64,6 +64,14 @@ VARIANTS: dict[str, tuple] = {
     "onnx-fused-254": (254, 32, "onnx-fused", 2),
     "onnx-fused-int8-254": (254, 32, "onnx-fused-int8", 2),
     "onnx-fused-int8-254-seq": (254, 32, "onnx-fused-int8", 2, {"concurrent": False}),
+    # GELU and layer norms fused, attention left as products (so all of them are int8)
+    "onnx-fusednoatt-int8-254": (
+        254,
+        32,
+        "onnx-fused-int8",
+        2,
+        {"fusions": {"enable_attention": False}},
+    ),
     "onnx-int8-254-seq": (254, 32, "onnx-int8", 2, {"concurrent": False}),
     "onnx-254-seq": (254, 32, "onnx", 2, {"concurrent": False}),
     "onnx-int8pt-254": (254, 32, "onnx-int8", 2, {"int8": {"per_channel": False}}),
@@ -92,6 +100,7 @@ def make_tagger(loaded, source: str, name: str) -> Tagger:
     saved = dict(onnx_runtime.INT8_OPTIONS)
     onnx_runtime.INT8_OPTIONS.update(extra.get("int8", {}))
     onnx_runtime.CONCURRENT = extra.get("concurrent", True)
+    onnx_runtime.FUSIONS.update(extra.get("fusions", {}))
     try:
         fresh = checkpoint.Loaded(loaded.tokenizer, model, loaded.labels, [], loaded.transitions)
         tagger = Tagger.from_loaded(
@@ -105,6 +114,7 @@ def make_tagger(loaded, source: str, name: str) -> Tagger:
         onnx_runtime.INT8_OPTIONS.clear()
         onnx_runtime.INT8_OPTIONS.update(saved)
         onnx_runtime.CONCURRENT = True
+        onnx_runtime.FUSIONS.clear()
     if extra.get("ffn_outputs"):
         tagger.precision = "int8-full"
     return tagger
@@ -272,7 +282,7 @@ def main(argv=None) -> int:
 
     results = {}
     fp32_spans = {}  # (max_tokens, stride) -> spans of the fp32 variant with those windows
-    header = f"{'variant':<18}{'posts/s':>8}{'x pipe':>7}{'read':>7}{'padding':>8}"
+    header = f"{'variant':<25}{'posts/s':>8}{'x pipe':>7}{'read':>7}{'padding':>8}"
     header += f"{'agree pipe':>11}{'agree ref':>10}"
     header += f"{'F1':>7}{'F1 argmax':>10}{'strict':>7}" if args.model else ""
     pipe_spans, pipe_rate = None, float("nan")
@@ -294,7 +304,7 @@ def main(argv=None) -> int:
         results["pipeline-stride64"] = {"posts_per_s": pipe_rate, "share_read": pipe_share}
         print(f"pipeline without stride reads {plain_share:.1%} of the word characters")
         print(header)
-        line = f"{'pipeline-stride64':<18}{pipe_rate:>8.2f}{1.0:>7.2f}{pipe_share:>7.1%}{'':>8}"
+        line = f"{'pipeline-stride64':<25}{pipe_rate:>8.2f}{1.0:>7.2f}{pipe_share:>7.1%}{'':>8}"
         line += f"{1.0:>11.3f}"
         if args.model:
             results["pipeline-stride64"].update(gold_f1(docs, pipe_spans, labels))
@@ -331,7 +341,7 @@ def main(argv=None) -> int:
             "agree_reference_f1": agreement(reference, spans, labels),
         }
         line = (
-            f"{name:<18}{rate:>8.2f}{row['ratio']:>7.2f}{row['share_read']:>7.1%}"
+            f"{name:<25}{rate:>8.2f}{row['ratio']:>7.2f}{row['share_read']:>7.1%}"
             f"{row['padding'][0]:>8.1%}{row['agree_pipeline_f1']:>11.3f}"
             f"{row['agree_reference_f1']:>10.3f}"
         )

@@ -46,6 +46,9 @@ CONCURRENT = True
 # (as torch's int8 here does)
 # (per output channel: 0.3 points of span F1 below fp32 where per tensor lost 2.9)
 INT8_OPTIONS: dict = {"weight_type": "QInt8", "per_channel": True, "reduce_range": False}
+# onnxruntime.transformers FusionOptions flags for the "-fused" precisions, e.g.
+# {"enable_attention": False} (benchmarks compare settings; docs/tagger.md)
+FUSIONS: dict = {}
 
 
 def available() -> bool:
@@ -158,7 +161,7 @@ def export(model: torch.nn.Module, path: Path, eager_attention: bool = False) ->
     pattern ONNX Runtime's attention fusion matches."""
     copied = copy.deepcopy(model).float()
     if eager_attention:
-        copied.set_attn_implementation("eager")
+        getattr(copied, "set_attn_implementation")("eager")  # noqa: B009 (a transformers model)
     wrapped = _Logits(copied).eval()
     ids = torch.ones((1, 8), dtype=torch.long)
     dynamic = {0: "batch", 1: "length"}
@@ -213,8 +216,12 @@ def fuse(source: Path, target: Path, config) -> Path:
     """ONNX Runtime's BERT fusions on the graph at `source` (heads and width from the
     transformers `config`), written to `target`. ONNX Runtime's own graph optimizations
     still run when the session loads."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
+    options = FusionOptions("bert")
+    for flag, value in FUSIONS.items():
+        setattr(options, flag, value)
     with _root_logger_kept(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         optimized = optimize_model(
@@ -223,6 +230,7 @@ def fuse(source: Path, target: Path, config) -> Path:
             num_heads=config.num_attention_heads,
             hidden_size=config.hidden_size,
             opt_level=0,
+            optimization_options=options,
         )
         optimized.save_model_to_file(str(target))
     fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}

@@ -6,6 +6,8 @@
   output layers.
 - "onnx": the same model through ONNX Runtime in fp32 (`training.onnx_runtime`).
 - "onnx-int8": ONNX Runtime with dynamic int8 matrix products.
+- "onnx-fused", "onnx-fused-int8": the same after ONNX Runtime's BERT graph fusions
+  (attention, bias + GELU, skip + layer norm; `training.onnx_runtime.fuse`).
 - "auto": `AUTO[cpu_class()]`, the fastest variant that kept span F1 within 0.5 points of
   fp32 in docs/tagger.md's measurements on that class of CPU.
 

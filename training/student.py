@@ -10,6 +10,7 @@ K layers and finds a weight for each.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 
@@ -35,7 +36,7 @@ def truncate_encoder(model: torch.nn.Module, keep: int) -> int:
         return len(blocks)
     before = len(blocks)
     del blocks[keep:]
-    config = model.base_model.config
+    config: Any = getattr(model.base_model, "config")  # noqa: B009 (typed as a Tensor)
     config.num_hidden_layers = keep
     # configs that list a type per layer (newer transformers) keep the first `keep`
     types = getattr(config, "layer_types", None)
