@@ -32,7 +32,7 @@ from training.datasets import read_skillspan
 from training.decoding import decode_many
 from training.evaluate import OVERALL, evaluate_predictions, span_scores
 from training.precision import quantize_encoder
-from training.student import truncate_encoder
+from training.student import encoder_layers, truncate_encoder
 from training.tagger import BATCH_TOKENS, Tagger
 from training.text import Span, split_tag, tags_to_spans, words
 from training.windows import WindowConfig
@@ -266,11 +266,12 @@ def main(argv=None) -> int:
         labels = sorted({s.label for spans in gold for s in spans})
     torch.manual_seed(0)
     loaded = checkpoint.load(args.model, labels, allow_new_labels=not args.model)
+    full = len(encoder_layers(loaded.model))
     layers = truncate_encoder(loaded.model, args.encoder_layers)
     lengths = [len(loaded.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     cpu = cpu_info()
     print(cpu.line())
-    cut = " (cut, untrained as cut)" if args.encoder_layers else ""
+    cut = f" (the lowest of {full}, as they are: not trained as a student)" if layers < full else ""
     print(f"model: {args.model or 'backbone + random head'}; labels {labels}")
     print(f"encoder layers: {layers}{cut}")
     print(
