@@ -64,13 +64,13 @@ VARIANTS: dict[str, tuple] = {
     "onnx-fused-254": (254, 32, "onnx-fused", 2),
     "onnx-fused-int8-254": (254, 32, "onnx-fused-int8", 2),
     "onnx-fused-int8-254-seq": (254, 32, "onnx-fused-int8", 2, {"concurrent": False}),
-    # GELU and layer norms fused, attention left as products (so all of them are int8)
-    "onnx-fusednoatt-int8-254": (
+    # attention fused too (the int8 default leaves it as products, all of them int8)
+    "onnx-fusedatt-int8-254": (
         254,
         32,
         "onnx-fused-int8",
         2,
-        {"fusions": {"enable_attention": False}},
+        {"fusions": {"enable_attention": True}},
     ),
     "onnx-int8-254-seq": (254, 32, "onnx-int8", 2, {"concurrent": False}),
     "onnx-254-seq": (254, 32, "onnx", 2, {"concurrent": False}),

@@ -135,7 +135,10 @@ def test_fused_graphs_give_the_unfused_spans(tiny_reference_model, reference_lab
             name: load(tiny_reference_model, reference_label_map, precision=name, **options)
             for name in ("fp32", "onnx-fused", "onnx-int8", "onnx-fused-int8")
         }
-    assert "'Attention': 2" in caplog.text and "SkipLayerNormalization" in caplog.text
+    fusions = [r.getMessage() for r in caplog.records if "fusions" in r.getMessage()]
+    assert len(fusions) == 2 and all("SkipLayerNormalization" in f for f in fusions)
+    # fp32 fuses attention; int8 keeps it as products (quantized: faster, docs/tagger.md)
+    assert "'Attention': 2" in fusions[0] and "Attention'" not in fusions[1]
     assert runs["onnx-fused-int8"].batch_tokens == 0  # quantized: one window per pass
     out = {name: tagger.predict(texts, hidden=True) for name, tagger in runs.items()}
     for fp32, fused in zip(out["fp32"], out["onnx-fused"], strict=True):

@@ -46,9 +46,11 @@ CONCURRENT = True
 # (as torch's int8 here does)
 # (per output channel: 0.3 points of span F1 below fp32 where per tensor lost 2.9)
 INT8_OPTIONS: dict = {"weight_type": "QInt8", "per_channel": True, "reduce_range": False}
-# onnxruntime.transformers FusionOptions flags for the "-fused" precisions, e.g.
-# {"enable_attention": False} (benchmarks compare settings; docs/tagger.md)
+# onnxruntime.transformers FusionOptions flags for the "-fused" precisions (benchmarks
+# compare settings; docs/tagger.md); for int8, attention stays unfused: its fused operator
+# (QAttention) was slower than the int8 products and attention it replaces
 FUSIONS: dict = {}
+FUSIONS_INT8: dict = {"enable_attention": False}
 
 
 def available() -> bool:
@@ -99,7 +101,8 @@ class OnnxForward:
             fused = precision in FUSED_PRECISIONS
             path = export(model, Path(folder) / "model.onnx", eager_attention=fused)
             if fused:
-                path = fuse(path, Path(folder) / "model-fused.onnx", model.config)
+                target = Path(folder) / "model-fused.onnx"
+                path = fuse(path, target, model.config, precision in INT8_PRECISIONS)
             if precision in INT8_PRECISIONS:
                 path = quantize(path, Path(folder) / "model-int8.onnx", int8_options)
             options = ort.SessionOptions()
@@ -212,15 +215,16 @@ def quantize(source: Path, target: Path, options: dict | None = None) -> Path:
     return target
 
 
-def fuse(source: Path, target: Path, config) -> Path:
+def fuse(source: Path, target: Path, config, int8: bool = False) -> Path:
     """ONNX Runtime's BERT fusions on the graph at `source` (heads and width from the
-    transformers `config`), written to `target`. ONNX Runtime's own graph optimizations
-    still run when the session loads."""
+    transformers `config`), written to `target`; `int8`: the graph is to be quantized
+    (`FUSIONS_INT8`). ONNX Runtime's own graph optimizations still run when the session
+    loads."""
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     options = FusionOptions("bert")
-    for flag, value in FUSIONS.items():
+    for flag, value in {**(FUSIONS_INT8 if int8 else {}), **FUSIONS}.items():
         setattr(options, flag, value)
     with _root_logger_kept(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
