@@ -113,7 +113,7 @@ def test_a_layered_model_trains_saves_loads_and_predicts_overlapping_spans(layer
     assert hidden is not None and hidden.shape == (len(prediction.words), 32)
 
 
-@pytest.mark.parametrize("precision", ["bf16", "int8", "onnx-int8"])
+@pytest.mark.parametrize("precision", ["bf16", "int8", "onnx-int8", "onnx-fused-int8"])
 def test_a_layered_model_serves_in_other_precisions(layered_model, precision):
     out, _ = layered_model
     tagger = Tagger.load(out, LABELS, precision=precision)

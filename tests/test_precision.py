@@ -83,7 +83,7 @@ def test_auto_picks_the_measured_variant_of_each_cpu_class(monkeypatch, caplog, 
 def test_auto_without_onnxruntime_falls_back_to_fp32(monkeypatch):
     monkeypatch.setattr(precision, "cpu_class", lambda: "avx2")
     monkeypatch.setattr(precision, "onnx_available", lambda: False)
-    assert precision.AUTO["avx2"] == "onnx-int8"
+    assert precision.AUTO["avx2"] == "onnx-fused-int8"
     assert precision.resolve_precision("auto") == "fp32"
 
 
@@ -94,9 +94,10 @@ def test_loaded_tagger_says_which_precision_auto_picked(
     monkeypatch.setattr(precision, "cpu_class", lambda: "avx2")
     tagger = load(tiny_reference_model, reference_label_map)
     fp32 = load(tiny_reference_model, reference_label_map, quantize=False)
-    assert tagger.precision == "onnx-int8" and tagger.runtime is not None
-    assert tagger.version == fp32.version + "+onnx-int8"
-    assert "precision='onnx-int8'" in repr(tagger)
+    assert tagger.precision == "onnx-fused-int8" and tagger.runtime is not None
+    assert tagger.version == fp32.version + "+onnx-fused-int8"
+    assert "precision='onnx-fused-int8'" in repr(tagger)
+    assert tagger.batch_tokens == 0  # int8: one window per pass
 
 
 @needs_onnx
