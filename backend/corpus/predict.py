@@ -61,8 +61,7 @@ def run_predict(spec: TaggerSpec, job: CorpusJob, linker=None, top_k: int = 5) -
                 if job.progress:
                     say(f"block {count}/{len(todo)} {row['key']}: {row['posts']} posts")
         finally:
-            if job.address == "local":
-                disconnect()
+            disconnect()
     summary = assemble(job.out, keys, job.studio_config is not None)
     summary |= {
         "skipped_blocks": len(blocks) - len(todo),
