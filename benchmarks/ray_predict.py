@@ -100,7 +100,7 @@ def spans_of(out: Path) -> dict[str, list]:
 
         rows = duckdb.sql(
             f"select post_id, start, \"end\", label from '{out}/spans/*.parquet' "
-            "order by post_id, start, \"end\", label"
+            'order by post_id, start, "end", label'
         ).fetchall()
         ids = duckdb.sql(f"select post_id from '{out}/posts/*.parquet'").fetchall()
         found: dict[str, list] = {pid: [] for (pid,) in ids}
