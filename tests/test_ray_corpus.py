@@ -95,12 +95,14 @@ def cluster():
             _wait_for_nodes(f"127.0.0.1:{port}", len(started), temp)
         yield f"127.0.0.1:{port}"
     finally:
-        for process in reversed(started):
-            os.killpg(process.pid, signal.SIGTERM)  # `ray start --block` stops its node
-            try:
-                process.wait(timeout=30)
+        for process in started:  # `ray start --block` stops its node's processes
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in started:
+            try:  # it drains for up to 30 s: a node of a throwaway cluster need not
+                process.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                os.killpg(process.pid, signal.SIGKILL)  # its group: raylet, GCS, workers
+                process.wait()
         shutil.rmtree(temp, ignore_errors=True)
         patch.undo()
 
@@ -222,14 +224,33 @@ def test_predict_and_link_on_two_nodes_match_one_process_and_resume(
     assert json.loads((out / "summary.json").read_text())["posts"] == 60
 
 
+class StubStudio:
+    """What `--import-to-studio` asks of Label Studio's client, recorded."""
+
+    url = "http://studio.test"
+
+    def __init__(self):
+        self.imported: list = []
+
+    def import_tasks(self, project_id, tasks):
+        from labeling.studio.client import ImportResult
+
+        self.imported += [(project_id, task) for task in tasks]
+        return ImportResult(len(tasks), 0, [])
+
+
 def test_select_from_a_pool_on_two_nodes_picks_what_one_process_picks(
-    cluster, corpus, tiny_reference_model, tmp_path, capsys
+    cluster, corpus, tiny_reference_model, tmp_path, monkeypatch, capsys
 ):
+    from backend.cli import select_pool
+
     folder, rows = corpus
     project = tmp_path / "projects" / "pool"
     project.mkdir(parents=True)
     (project / "project.toml").write_text(PROJECT_TOML)
-    shutil.copy(folder / "all.jsonl", project / "posts.jsonl")
+    # p5 is already a task in Label Studio: the single-process pool is the rest
+    kept = [r for r in rows if r["id"] != "p5"]
+    (project / "posts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
     state = tmp_path / "state"
     from labeling.state import ProjectState
 
@@ -239,11 +260,23 @@ def test_select_from_a_pool_on_two_nodes_picks_what_one_process_picks(
     args += ["--state-dir", str(state), "--json", "-n", "3", "--strategy", "mnlp+diverse"]
     assert main(args) == 0
     alone = json.loads(capsys.readouterr().out)
+
+    studio = StubStudio()
+    monkeypatch.setattr(select_pool, "_studio_target", lambda a, p: (studio, 7, {"id:p5"}))
     pool = ["--pool", str(folder / "in"), "--ray-address", cluster, "--workers", "2"]
-    assert main([*args, *pool, "--block-rows", "8"]) == 0
+    assert main([*args, *pool, "--block-rows", "8", "--import-to-studio"]) == 0
     out = capsys.readouterr()
     on_ray = json.loads(out.out)
     assert len(on_ray["batch"]) == 3
     assert [r["id"] for r in on_ray["batch"]] == [r["id"] for r in alone["batch"]]
     assert [r["task_score"] for r in on_ray["batch"]] == [r["task_score"] for r in alone["batch"]]
-    assert "61 rows in 7 blocks: 1 rejected" in out.err
+    assert "61 rows in 7 blocks: 1 rejected, 1 already labelled or in Label Studio" in out.err
+    assert "Label Studio project 7: created 3 tasks with predictions" in out.err
+    assert [t["data"]["post_id"] for _, t in studio.imported] == [r["id"] for r in alone["batch"]]
+    for (project_id, task), row in zip(studio.imported, on_ray["batch"], strict=True):
+        [prediction] = task["predictions"]
+        assert project_id == 7 and prediction["score"] == round(row["task_score"], 6)
+        assert prediction["model_version"].startswith(tiny_reference_model.name + "@")
+        for region in prediction["result"]:
+            value = region["value"]
+            assert task["data"]["text"][value["start"] : value["end"]] == value["text"]

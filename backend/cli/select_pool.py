@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from backend.bulk_predict import Tagged, TaggerSpec, studio_task
 from backend.cli.select_rows import batch_row, print_batch
@@ -131,5 +130,6 @@ def _import(studio, project, spec: TaggerSpec, chosen) -> None:
     result = client.import_tasks(project_id, tasks)
     print(
         f"Label Studio project {project_id}: created {result.imported} tasks with predictions, "
-        f"{result.skipped} already there ({Path(client.url).name or client.url})"
+        f"{result.skipped} already there ({client.url})",
+        file=sys.stderr,
     )
