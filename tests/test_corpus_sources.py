@@ -102,3 +102,6 @@ def test_ray_predict_bad_arguments_are_one_line_errors(tiny_reference_model, inp
     bad = ["--input", str(inputs), "--output", str(inputs / "o"), "--block-rows", "0"]
     assert main([*base, *bad]) == 2
     assert "--block-rows must be at least 1" in capsys.readouterr().err
+    client = ["predict", "--model", str(tiny_reference_model), "--ray-address", "ray://h:10001"]
+    assert main([*client, "--input", str(inputs), "--output", str(inputs / "o")]) == 2
+    assert "does not run over Ray Client" in capsys.readouterr().err

@@ -43,7 +43,7 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--ray-address",
-        metavar="local|auto|ray://HOST:PORT",
+        metavar="local|auto|HOST:PORT",
         help="tag a corpus on Ray (docs/ray.md): --input a JSONL or Parquet file, a glob or "
         "a folder; --output a folder of Parquet (posts/, spans/), resumable; --workers N "
         "actors (default: the cluster's CPUs)",

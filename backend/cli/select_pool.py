@@ -22,7 +22,7 @@ def add_pool_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ray-address",
         default="local",
-        metavar="local|auto|ray://HOST:PORT",
+        metavar="local|auto|HOST:PORT",
         help="with --pool: where Ray runs (default: a local Ray for this command)",
     )
     p.add_argument("--workers", type=int, help="with --pool: Ray actors (default: its CPUs)")

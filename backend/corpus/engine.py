@@ -1,10 +1,11 @@
 """Ray: where the job runs, and the one Ray Data pipeline every corpus command uses.
 
 `--ray-address local` starts a Ray on this machine for the job (stopped with it); `auto`
-joins the cluster this machine is part of (`ray start` ran here); `ray://HOST:PORT` is a
-remote cluster's client port. The pipeline: the planned blocks as a dataset (one row per
-block), `map_batches` over a callable class with `concurrency=` actors, each holding one
-model, one block at a time, results streamed back to the driver as they complete.
+joins the cluster this machine is part of (`ray start` ran here); `HOST:PORT` is a
+cluster's GCS address. Not `ray://` (Ray Client): Ray Data needs its driver on the
+cluster. The pipeline: the planned blocks as a dataset (one row per block), `map_batches`
+over a callable class with `concurrency=` actors, each holding one model, one block at a
+time, results streamed back to the driver as they complete.
 """
 
 from __future__ import annotations
@@ -34,18 +35,21 @@ def connect(address: str, num_cpus: int | None = None) -> int:
     ray_version()
     import ray
 
+    if address.startswith("ray://"):
+        # Ray Data's executor needs a driver on the cluster: over Ray Client it fails with
+        # "'Worker' object has no attribute 'core_worker'" (tried with Ray 2.58.0)
+        raise ValueError(
+            "Ray Data does not run over Ray Client (ray://): run the command on a node of "
+            "the cluster with --ray-address auto (docs/ray.md)"
+        )
     if not ray.is_initialized():
-        options: dict[str, Any] = {"log_to_driver": False}
+        options: dict[str, Any] = {"address": address, "log_to_driver": False}
         if address == "local":
-            options |= {"address": "local", "include_dashboard": False}
+            options["include_dashboard"] = False
             if num_cpus:
                 options["num_cpus"] = num_cpus
-        elif address == "auto" or address.startswith("ray://") or ":" in address:
-            options["address"] = address
-        else:
-            raise ValueError(
-                f"--ray-address takes local, auto, ray://HOST:PORT or HOST:PORT, got {address!r}"
-            )
+        elif address != "auto" and ":" not in address:
+            raise ValueError(f"--ray-address takes local, auto or HOST:PORT, got {address!r}")
         try:
             ray.init(**options)
         except (ConnectionError, RuntimeError, TimeoutError) as err:
