@@ -70,7 +70,7 @@ def cluster():
 
     A driver given 127.0.0.1 connects to this machine's outward address unless Ray's
     "no multi-node cluster" flag is off (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, read when
-    ray is imported): set for the probe's process, patched in this one."""
+    ray is imported): patched in this process, whose commands are the drivers."""
     from ray._private import ray_constants
 
     patch = pytest.MonkeyPatch()
@@ -97,9 +97,10 @@ def cluster():
     finally:
         for process in started:  # `ray start --block` stops its node's processes
             os.killpg(process.pid, signal.SIGTERM)
+        stop = time.monotonic() + 3  # it drains for up to 30 s: a throwaway node need not
         for process in started:
-            try:  # it drains for up to 30 s: a node of a throwaway cluster need not
-                process.wait(timeout=5)
+            try:
+                process.wait(timeout=max(0.1, stop - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)  # its group: raylet, GCS, workers
                 process.wait()
@@ -108,26 +109,19 @@ def cluster():
 
 
 def _wait_for_nodes(address: str, count: int, temp: Path) -> None:
-    deadline = time.monotonic() + 60
+    """Until each `ray start` says its node runs (it prints READY, then blocks): a file
+    read, not a probing driver (which costs seconds of imports on loaded cores)."""
+    deadline = time.monotonic() + 90
+    logs = [temp / f"start-{i}.log" for i in range(count)]
     while time.monotonic() < deadline:
-        probe = subprocess.run(
-            [sys.executable, "-c", NODES, address],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=os.environ | {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"},
-        )
-        if probe.returncode == 0 and int(probe.stdout.split()[-1]) >= count:
+        if all(READY in log.read_text() for log in logs):
             return
-        time.sleep(1)
-    logs = " | ".join(p.read_text()[-300:] for p in temp.glob("start-*.log"))
-    raise AssertionError(f"the Ray cluster did not reach {count} nodes: {logs}")
+        time.sleep(0.5)
+    tails = " | ".join(log.read_text()[-300:] for log in logs)
+    raise AssertionError(f"the Ray cluster at {address} did not reach {count} nodes: {tails}")
 
 
-NODES = (
-    "import sys, ray; ray.init(address=sys.argv[1], log_to_driver=False); "
-    "print(sum(n['Alive'] for n in ray.nodes()))"
-)
+READY = "This command will now block forever"
 
 
 @pytest.fixture(scope="module")

@@ -88,7 +88,7 @@ def _title(chosen, pick) -> str:
     return str(chosen.pool[pick.index].data.get("title") or "")
 
 
-def _studio_target(args, project):
+def _studio_target(args, project) -> tuple:
     """(client, Label Studio project id, the text hashes and ids of its tasks)."""
     from backend.cli.studio import studio_client
 
