@@ -237,6 +237,22 @@ class Linker:
             linker.adapter = np.load(Path(folder) / settings.adapter)
         return linker
 
+    @classmethod
+    def from_index(
+        cls,
+        taxonomy: Taxonomy,
+        encoder: SentenceEncoder,
+        settings: LinkerSettings,
+        index: LabelIndex,
+        adapter: np.ndarray | None = None,
+    ) -> Linker:
+        """A linker around label embeddings built elsewhere (built once and shipped to the
+        Ray actors, backend/corpus): no label is embedded again."""
+        linker = cls.__new__(cls)
+        linker.taxonomy, linker.encoder, linker.settings = taxonomy, encoder, settings
+        linker.index, linker.adapter = index, adapter
+        return linker
+
     @property
     def threshold(self) -> float:
         return self.settings.threshold
