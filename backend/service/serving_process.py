@@ -2,8 +2,8 @@
 development server) or gunicorn (docs/service.md), started in its own session, waited for
 until /health says it is ready, and stopped with its whole process group.
 
-What the tests and benchmarks that need the real server (kill -9, SIGTERM, nginx in front,
-several workers, latency under load) start, one way for all of them:
+What the tests, benchmarks and `make demo` that need the real server (kill -9, SIGTERM,
+nginx in front, several workers, latency under load) start, one way for all of them:
 
     with served(project, state, server="gunicorn", workers=4) as service:
         requests.post(f"{service.url}/predict", json=body)
