@@ -13,16 +13,21 @@ both servers (and a round still training). A second run reuses all of it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from backend.service.config import auth_from_env
+from backend.service.serving_process import (
+    ServedProcess,
+    ServeError,
+    health_at,
+    settled,
+    stop_group,
+)
 from labeling.project import load_project
 from labeling.state import STATE_BASE_DEFAULT, ProjectState, state_base
 from labeling.studio.client import StudioClient
@@ -73,7 +78,7 @@ def run(args) -> int:
     backend_url = f"http://127.0.0.1:{args.backend_port}"
     commands = Commands(project.name, state_root)
     started_studio = not studio_status(settings)["running"]
-    backend: subprocess.Popen | None = None
+    backend: ServedProcess | None = None
     first_round: FirstRound | None = None
     # Ctrl-C even when started in the background (where SIGINT arrives ignored), and
     # SIGTERM (e.g. from a supervisor), stop the demo cleanly
@@ -95,12 +100,12 @@ def run(args) -> int:
         )
 
         step("skillloop backend")
-        if is_up_backend(backend_url):
+        if health_at(backend_url) is not None:
             raise ValueError(
                 f"something already answers on {backend_url}; stop it or pass --backend-port"
             )
-        backend = start_backend(project.folder, state_root, args.backend_port, settings)
-        health = wait_backend(backend, backend_url, state.backend_log)
+        backend = served_backend(project.folder, state_root, args.backend_port, settings)
+        health = start_backend(backend)
         client.connect_backend(ref.id, backend_url, "skillloop", basic_auth=auth_from_env())
         print(f"  connected {backend_url} to project {ref.id}")
 
@@ -124,7 +129,8 @@ def run(args) -> int:
         print_next_steps(project, commands, backend_url)
         if args.no_wait and first_round is None:
             return 0
-        while backend.poll() is None:
+        assert backend.process is not None
+        while backend.process.poll() is None:
             if first_round is not None and first_round.finished():
                 first_round.report(state, time.monotonic() - began)
                 first_round = None
@@ -132,7 +138,7 @@ def run(args) -> int:
                     wait_predictions(client, ref.id, state)
                     return 0
             time.sleep(1.0)
-        print(f"the backend exited with code {backend.returncode}; see {state.backend_log}")
+        print(f"the backend exited with code {backend.process.returncode}; see {state.backend_log}")
         return 1
     except KeyboardInterrupt:
         print("\nstopping...")
@@ -141,7 +147,7 @@ def run(args) -> int:
         if first_round is not None:
             first_round.stop()
         if backend is not None:
-            stop_backend(backend)
+            backend.stop()
         if started_studio:
             stop(settings)
         print(
@@ -231,7 +237,7 @@ class FirstRound:
         )
 
     def stop(self) -> None:
-        stop_backend(self.process)  # the same: its process group, TERM then KILL
+        stop_group(self.process)  # as the backend: its process group, TERM then KILL
 
 
 def wait_predictions(client: StudioClient, project_id: int, state, timeout: float = 300) -> None:
@@ -252,67 +258,34 @@ def wait_predictions(client: StudioClient, project_id: int, state, timeout: floa
     raise RuntimeError("Label Studio did not get the first model's predictions in time")
 
 
-def start_backend(folder: Path, state_root: Path, port: int, settings: StudioSettings):
-    env = dict(os.environ)
-    env.update(
-        SKILLLOOP_PORT=str(port),
-        LABEL_STUDIO_URL=settings.url,
-        LABEL_STUDIO_API_KEY=settings.token,
-        HF_HUB_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
+def served_backend(
+    folder: Path, state_root: Path, port: int, settings: StudioSettings
+) -> ServedProcess:
+    """`skillloop serve` on `port`, told about Label Studio, logging to the state folder;
+    ready once the model has loaded (or failed to): Label Studio's /setup must not time
+    out on a loading model."""
+    return ServedProcess(
+        folder,
+        state_root,
+        ProjectState.of(load_project(folder), state_root).backend_log,
+        threads=None,  # the service's default, as `skillloop serve` run by hand
+        env={"LABEL_STUDIO_URL": settings.url, "LABEL_STUDIO_API_KEY": settings.token},
+        ready=settled,
+        timeout=300,
+        port=port,
     )
-    log_path = ProjectState.of(load_project(folder), state_root).backend_log
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            [
-                *(sys.executable, "-m", "backend.cli", "serve", "--project", str(folder)),
-                *("--state-dir", str(state_root)),
-            ],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
 
 
-def backend_health(url: str) -> dict | None:
+def start_backend(backend: ServedProcess) -> dict:
+    """Start it and wait until it is ready; its /health."""
     try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
-            return json.loads(reply.read() or b"{}")
-    except (OSError, ValueError):
-        return None
-
-
-def is_up_backend(url: str) -> bool:
-    return backend_health(url) is not None
-
-
-def wait_backend(process: subprocess.Popen, url: str, log: Path, timeout: float = 300) -> dict:
-    """Until /health says the model has loaded (Label Studio's /setup must not time out)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the backend exited (code {process.returncode}); log: {log}")
-        health = backend_health(url)
-        if health and not health.get("loading", False):
-            print(f"  backend up on {url}: model {health.get('model_version', '?')}")
-            return health
-        time.sleep(1.0)
-    raise RuntimeError(f"the backend did not answer {url}/health in {timeout:.0f} s; log: {log}")
-
-
-def stop_backend(process: subprocess.Popen, timeout: float = 30) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        backend.start()
+    except ServeError as err:  # one line for people: its message ends with the log's tail
+        reason = str(err).split(": ", 1)[0].replace("service", "backend")
+        raise RuntimeError(f"{reason}; log: {backend.log}") from None
+    health = backend.health() or {}
+    print(f"  backend up on {backend.url}: model {health.get('model_version', '?')}")
+    return health
 
 
 def print_login(settings: StudioSettings, project_id: int, seconds: float) -> None:

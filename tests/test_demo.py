@@ -10,6 +10,9 @@ from types import SimpleNamespace
 import pytest
 
 from backend import demo
+from backend.service.serving_process import ServeError, settled
+from labeling.project import load_project
+from labeling.state import ProjectState
 
 
 class FakeClient:
@@ -25,6 +28,7 @@ class FakeClient:
 
     def connect_backend(self, project_id, url, title, basic_auth=None):
         self.events.append("connect")
+        FakeService.connected = url
 
     def tasks(self, project_id):
         return []
@@ -35,6 +39,33 @@ class FakeProcess:
 
     def poll(self):
         return None
+
+
+class FakeService:
+    """The demo's `ServedProcess`: what it was made with, and its /health once started."""
+
+    events: list[str] = []
+    made: list[tuple] = []
+    reply: dict = {"model_loaded": False}
+    fails: str | None = None
+    connected: str | None = None
+
+    def __init__(self, project, state, log, **options):
+        self.made.append((project, state, log, options))
+        self.process, self.log = FakeProcess(), log
+        self.url = f"http://127.0.0.1:{options['port']}"
+
+    def start(self):
+        if self.fails:
+            raise ServeError(self.fails)
+        self.events.append("backend up")
+        return self
+
+    def health(self):
+        return self.reply
+
+    def stop(self):
+        self.events.append("backend stopped")
 
 
 class FakeRound:
@@ -57,10 +88,11 @@ def faked(monkeypatch, capsys):
     monkeypatch.setattr(demo, "studio_status", lambda settings: {"running": True})
     monkeypatch.setattr(demo, "start", lambda settings: events.append("studio up"))
     monkeypatch.setattr(demo, "StudioClient", lambda url, token: FakeClient(url, token, events))
-    monkeypatch.setattr(demo, "is_up_backend", lambda url: False)
-    monkeypatch.setattr(demo, "start_backend", lambda *a: FakeProcess())
-    monkeypatch.setattr(demo, "wait_backend", lambda *a: {"model_loaded": False})
-    monkeypatch.setattr(demo, "stop_backend", lambda process: events.append("backend stopped"))
+    monkeypatch.setattr(demo, "health_at", lambda url: None)  # nothing on the port yet
+    monkeypatch.setattr(FakeService, "events", events)
+    monkeypatch.setattr(FakeService, "made", [])
+    monkeypatch.setattr(FakeService, "connected", None)
+    monkeypatch.setattr(demo, "ServedProcess", FakeService)
     monkeypatch.setattr(demo, "wait_predictions", lambda *a: events.append("predictions"))
 
     def first_round(project, state_root, threads):
@@ -74,11 +106,23 @@ def faked(monkeypatch, capsys):
 def test_the_url_comes_first_and_the_first_model_trains_behind_it(faked, tmp_path, capsys):
     code = demo.main(
         ["--state-dir", str(tmp_path), "--no-wait", "--wait-model", "--train-threads", "1"]
+        + ["--backend-port", "9191"]
     )
     out = capsys.readouterr().out
     assert code == 0
     assert out.index("login:") < out.index("training one on the gold posts in the background")
-    assert faked.index("studio up") < faked.index("import") < faked.index("connect")
+    assert faked.index("studio up") < faked.index("import") < faked.index("backend up")
+    assert faked.index("backend up") < faked.index("connect")
+    # the backend: on the port asked for, its log in the state folder, and connected only
+    # once its model has loaded (or failed to): Label Studio's /setup must not time out
+    [(folder, state, log, options)] = FakeService.made
+    project = load_project("projects/linkedin-skills")
+    assert (folder, state) == (project.folder, tmp_path.resolve())
+    assert log == ProjectState.of(project, tmp_path.resolve()).backend_log
+    assert options["port"] == 9191 and options["ready"] is settled
+    assert options["env"]["LABEL_STUDIO_URL"].startswith("http://")
+    assert "  backend up on http://127.0.0.1:9191: model ?" in out
+    assert FakeService.connected == "http://127.0.0.1:9191"
     assert faked.index("connect") < faked.index("first round started (1 threads)")
     assert faked[-3:] == ["first round finished", "predictions", "backend stopped"]
     # the printed commands look where the demo's state is, and run from the checkout
@@ -91,14 +135,36 @@ def test_a_serving_model_is_published_and_no_round_starts(faked, tmp_path, monke
     monkeypatch.setattr(
         demo.ProjectState, "registry", lambda self: SimpleNamespace(serving=lambda: serving)
     )
-    monkeypatch.setattr(
-        demo, "wait_backend", lambda *a: {"model_loaded": True, "model_version": "v0002"}
-    )
+    monkeypatch.setattr(FakeService, "reply", {"model_loaded": True, "model_version": "v0002"})
     assert demo.main(["--state-dir", str(tmp_path), "--no-wait"]) == 0
     out = capsys.readouterr().out
     assert "serving model v0002 (held-out F1 0.617)" in out  # rounded where printed
     assert faked.index("connect") < faked.index("predictions")  # the backend publishes it
     assert not any(event.startswith("first round") for event in faked)
+
+
+def test_a_backend_that_does_not_start_is_one_line_and_exit_2(faked, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(FakeService, "fails", "the service exited (code 1): Traceback:\n  boom")
+    assert demo.main(["--state-dir", str(tmp_path), "--no-wait"]) == 2
+    err = capsys.readouterr().err
+    log = ProjectState.of(load_project("projects/linkedin-skills"), tmp_path).backend_log
+    assert err == f"skillloop demo: error: the backend exited (code 1); log: {log}\n"
+    assert "connect" not in faked and faked[-1] == "backend stopped"
+
+
+def test_the_backend_is_skillloop_serve_told_about_label_studio(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    settings = SimpleNamespace(url="http://127.0.0.1:8081", token="t0ken")
+    backend = demo.served_backend(Path("projects/linkedin-skills"), tmp_path, 9191, settings)
+    backend.port = 9191
+    command = backend.command()
+    assert command[command.index("serve") :] == [
+        *("serve", "--project", "projects/linkedin-skills"),
+        *("--state-dir", str(tmp_path), "--port", "9191"),
+    ]  # no --threads: the service's own default, as before
+    env = backend.environment()
+    assert env["LABEL_STUDIO_URL"] == settings.url and env["LABEL_STUDIO_API_KEY"] == "t0ken"
+    assert env["HF_HUB_OFFLINE"] == "1"  # no model hub
 
 
 def test_f1_for_people():
