@@ -87,7 +87,8 @@ def run(spec: RoundSpec, progress_bar: bool = False) -> dict:
     from training.calibration import calibrate_checkpoint
     from training.datasets import read_jsonl
     from training.devices import is_main_process
-    from training.finetune import TrainConfig, train
+    from training.distill import train  # finetune's, with teachers if the config asks
+    from training.finetune import TrainConfig
 
     folder = spec.folder
     progress = Progress(folder / "progress.json")
