@@ -189,9 +189,9 @@ def test_a_round_distils_when_its_spec_asks(tiny_encoder, tmp_path):
     spec = RoundSpec(folder, str(tiny_encoder), LABELS, out, config=config, quantize=False)
     result = run(read_spec(write_spec(spec)))  # as the child reads it
     assert result["candidate"]["f1"] is not None
-    assert [t["path"] for t in read_metadata(out)["distillation"]["teachers"]] == [
-        str(teacher_dir(out) / "teacher-1")
-    ]
+    record = read_metadata(out)["distillation"]
+    assert [t["path"] for t in record["teachers"]] == [str(folder / "teachers" / "teacher-1")]
+    assert record["teachers_kept"] is False and not (folder / "teachers").exists()
 
 
 def test_project_training_section_names_the_teachers(tmp_path):

@@ -9,13 +9,15 @@ they are, reads every training document with each teacher
 (`training.soft_targets.teacher_marginals`) and trains the student from the base with
 the soft loss at `config.distil_weight`. Teachers trained here are kept beside the
 student, in `<out_dir>-teachers/` (`teacher_dir`), and the student's `skillloop.json`
-names them with their dev F1 under "distillation". Flat models only: label layers are
+names them with their dev F1 under "distillation" (a round trains them in its round
+folder and removes them after the student: `keep_teachers`). Flat models only: label layers are
 refused before any work.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -74,9 +76,15 @@ def train(
     label_map: Mapping[str, str] | None = None,
     progress: bool = True,
     on_step: StepCallback | None = None,
+    teachers_in: Path | None = None,
+    keep_teachers: bool = True,
     **options,
 ) -> TrainResult:
-    """`training.finetune.train`, with teachers when `config` names them (module doc)."""
+    """`training.finetune.train`, with teachers when `config` names them (module doc).
+
+    Teachers are trained into `teachers_in` (None: `teacher_dir(out_dir)`) and, unless
+    `keep_teachers`, removed once the student is saved (a round keeps only its candidate).
+    """
     config = config or TrainConfig()
     if not distils(config):
         return finetune(
@@ -95,7 +103,7 @@ def train(
     plain = replace(config, teachers=0, teacher_bases=[], teacher_checkpoints=[])
     trained: list[dict] = []
     for k, (teacher_base, seed) in enumerate(plan):
-        folder = teacher_dir(out_dir) / f"teacher-{k + 1}"
+        folder = (teachers_in or teacher_dir(out_dir)) / f"teacher-{k + 1}"
         result = finetune(
             teacher_base, train_docs, labels, folder, dev_docs, replace(plain, seed=seed),
             label_map, progress, on_step=stage(k),
@@ -111,7 +119,10 @@ def train(
         on_step=stage(n_models - 1), soft_targets=soft, **options,
     )  # fmt: skip
     result.teachers = trained + [{"path": str(p)} for p in config.teacher_checkpoints]
-    note_teachers(result.path, {"teachers": result.teachers, "weight": config.distil_weight})
+    if not keep_teachers:
+        shutil.rmtree(teachers_in or teacher_dir(out_dir), ignore_errors=True)
+    record = {"teachers": result.teachers, "weight": config.distil_weight}
+    note_teachers(result.path, {**record, "teachers_kept": keep_teachers})
     return result
 
 

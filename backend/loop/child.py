@@ -113,6 +113,8 @@ def run(spec: RoundSpec, progress_bar: bool = False) -> dict:
         label_map=spec.label_map,
         progress=progress_bar,
         on_step=on_step,
+        teachers_in=folder / "teachers",  # if the config names any; only the student stays
+        keep_teachers=False,
     )
     train_s = time.perf_counter() - started
     if not is_main_process():  # a data-parallel helper of `accelerate launch`: done
