@@ -126,6 +126,8 @@ def test_train_config_keeps_the_distillation_options_for_rounds():
     )
     with pytest.raises(ValueError, match="distil_weight"):
         TrainConfig(distil_weight=1.5)
+    with pytest.raises(ValueError, match="training.distill"):  # not silently without them
+        train(None, docs(), LABELS, "unused", config=TrainConfig(teachers=1))
 
 
 @pytest.fixture

@@ -347,6 +347,10 @@ def train(
     probabilities, `training.distill`) adds the soft loss at `config.distil_weight`.
     """
     config = config or TrainConfig()
+    if soft_targets is None and (
+        config.teachers or config.teacher_bases or config.teacher_checkpoints
+    ):
+        raise ValueError("the config names teachers: train through training.distill.train")
     labels = list(labels)
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
