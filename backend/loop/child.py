@@ -88,7 +88,7 @@ def run(spec: RoundSpec, progress_bar: bool = False) -> dict:
     from training.calibration import calibrate_checkpoint
     from training.datasets import read_jsonl
     from training.devices import is_main_process
-    from training.finetune import train
+    from training.distill import train  # finetune's, with teachers if the config asks
 
     folder = spec.folder
     progress = Progress(folder / "progress.json")
@@ -113,6 +113,8 @@ def run(spec: RoundSpec, progress_bar: bool = False) -> dict:
         label_map=spec.label_map,
         progress=progress_bar,
         on_step=on_step,
+        teachers_in=folder / "teachers",  # if the config names any; only the student stays
+        keep_teachers=False,
     )
     train_s = time.perf_counter() - started
     if not is_main_process():  # a data-parallel helper of `accelerate launch`: done
