@@ -5,6 +5,7 @@ options."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -186,7 +187,7 @@ def test_a_round_distils_when_its_spec_asks(tiny_encoder, tmp_path):
     folder.mkdir()
     write_jsonl(docs()[:2], folder / "train.jsonl")
     write_jsonl(docs()[2:], folder / "heldout.jsonl")
-    config = {**FAST.to_json(), "epochs": 1, "teachers": 1, "distil_weight": 0.5}
+    config = replace(FAST, epochs=1, teachers=1, distil_weight=0.5)
     out = tmp_path / "candidate"
     spec = RoundSpec(folder, str(tiny_encoder), LABELS, out, config=config, quantize=False)
     result = run(read_spec(write_spec(spec)))  # as the child reads it

@@ -23,8 +23,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from training import checkpoint
+from training import finetune as fit  # fit.train looked up at call time (tests patch it)
 from training.finetune import StepCallback, TrainConfig, TrainResult
-from training.finetune import train as finetune
 from training.layers import saved_layers
 from training.soft_targets import teacher_marginals
 from training.text import Document, tag_names
@@ -87,7 +87,7 @@ def train(
     """
     config = config or TrainConfig()
     if not distils(config):
-        return finetune(
+        return fit.train(
             base, train_docs, labels, out_dir, dev_docs, config, label_map, progress,
             on_step=on_step, **options,
         )  # fmt: skip
@@ -104,7 +104,7 @@ def train(
     trained: list[dict] = []
     for k, (teacher_base, seed) in enumerate(plan):
         folder = (teachers_in or teacher_dir(out_dir)) / f"teacher-{k + 1}"
-        result = finetune(
+        result = fit.train(
             teacher_base, train_docs, labels, folder, dev_docs, replace(plain, seed=seed),
             label_map, progress, on_step=stage(k),
         )  # fmt: skip
@@ -114,7 +114,7 @@ def train(
     teachers = [t["path"] for t in trained] + list(config.teacher_checkpoints)
     # every teacher predicts the labels as they are (a given checkpoint must hold them)
     soft = teacher_marginals(teachers, train_docs, list(labels), tag_names(list(labels)))
-    result = finetune(
+    result = fit.train(
         base, train_docs, labels, out_dir, dev_docs, config, label_map, progress,
         on_step=stage(n_models - 1), soft_targets=soft, **options,
     )  # fmt: skip
