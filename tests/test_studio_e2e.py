@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 import pytest
-from sample_project import PLAIN_CONFIG
+from sample_project import PLAIN_CONFIG, unlinked_copy
 from studio_helpers import get_json, post_json, serve_backend, wait_for, wait_published
 
 from labeling.state import ProjectState
@@ -308,7 +308,8 @@ def test_gold_posts_arrive_completed_and_the_unlabelled_pool_is_selects(studio, 
     from labeling.project import load_project
     from labeling.studio.client import StudioClient
 
-    project = load_project("linkedin-skills")
+    # the sample project as it was before linking: its first import sent plain documents
+    project = load_project(unlinked_copy(tmp_path / "linkedin-skills"))
     client = StudioClient(studio.url, studio.token)
     ref = client.ensure_project("gold " + project.title, project.labeling_config)
     client.import_documents(ref.id, project.posts()[:40])  # as the demo did before
