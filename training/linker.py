@@ -201,6 +201,10 @@ def sentence_around(text: str, start: int, end: int, limit: int = 300) -> str:
 
 
 class Linker:
+    # a label's written form -> its entries, made when first asked (also for linkers made
+    # without __init__: training.linker_round.with_index)
+    _exact: dict[str, set[int]] | None = None
+
     def __init__(
         self,
         taxonomy: Taxonomy,
@@ -217,7 +221,6 @@ class Linker:
             taxonomy, encoder, cache_dir, progress, preferred_only, self.settings.label_precision
         )
         self.adapter: np.ndarray | None = None  # (dim, dim), applied to span embeddings
-        self._exact: dict[str, set[int]] | None = None  # a label's written form -> entries
 
     @classmethod
     def load(
