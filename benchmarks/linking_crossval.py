@@ -212,6 +212,8 @@ def crossval_table(features: dict, sets: dict) -> dict:
         "sentence re-rank (g)": ("g",),
         "lexical re-rank (l)": ("l",),
         "w + p": ("w", "p"),
+        "p + d": ("p", "d"),
+        "p + d + g + l": ("p", "d", "g", "l"),
         "all (w, p, d, g, l)": tuple(GRID),
     }
     out: dict = {}
