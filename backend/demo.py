@@ -6,8 +6,11 @@ project folder -> its sample posts, the gold ones as completed ground-truth anno
 (annotators are never served what the first model trains or is gated on) -> the skillloop
 backend, connected -> when no model serves yet, a first round trained on the gold posts in
 the background (`skillloop status` shows its progress; when it is promoted the backend's
-swap hook puts its predictions into Label Studio). Then it waits for Ctrl-C and stops
-both servers (and a round still training). A second run reuses all of it.
+swap hook puts its predictions into Label Studio). A project that links spans to a
+taxonomy (the sample's `[linking] taxonomy = "esco"`) has the backend load its linker
+first; the demo prints when links are ready and starts the first round then, so the first
+model's suggestions carry links (the two share the cores anyway). Then it waits for Ctrl-C
+and stops both servers (and a round still training). A second run reuses all of it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from backend.demo_links import LinkWatch
 from backend.service.config import auth_from_env
 from backend.service.serving_process import (
     ServedProcess,
@@ -80,6 +84,7 @@ def run(args) -> int:
     started_studio = not studio_status(settings)["running"]
     backend: ServedProcess | None = None
     first_round: FirstRound | None = None
+    round_waits = False  # a first round to start once links are ready
     # Ctrl-C even when started in the background (where SIGINT arrives ignored), and
     # SIGTERM (e.g. from a supervisor), stop the demo cleanly
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -108,6 +113,15 @@ def run(args) -> int:
         health = start_backend(backend)
         client.connect_backend(ref.id, backend_url, "skillloop", basic_auth=auth_from_env())
         print(f"  connected {backend_url} to project {ref.id}")
+        links = (
+            LinkWatch(backend_url, project.linking.taxonomy) if project.linking.taxonomy else None
+        )
+        if links is not None:
+            print(
+                f"  links: each span is linked to {project.linking.taxonomy}; the first use "
+                f"embeds the taxonomy's labels (minutes), later runs read them back\n"
+                f"  follow it: {commands.status}"
+            )
 
         step("model")
         serving = state.registry().serving()
@@ -118,19 +132,20 @@ def run(args) -> int:
         elif not project.gold():
             print("  no gold posts and no model: posts arrive without pre-annotations")
         elif not args.no_wait or args.wait_model:
-            first_round = FirstRound.start(project, state_root, args.train_threads)
-            print(
-                f"  no trained model yet: training one on the gold posts in the background "
-                f"({args.train_threads} thread(s); log {state.first_round_log})\n"
-                f"  follow it: {commands.status}\n"
-                "  posts show the model's suggestions once it is promoted"
-            )
+            round_waits = True
+            if links is not None and not links.poll():
+                print("  no trained model yet: one trains on the gold posts once links are ready")
 
         print_next_steps(project, commands, backend_url)
-        if args.no_wait and first_round is None:
+        if args.no_wait and not round_waits:
             return 0
         assert backend.process is not None
         while backend.process.poll() is None:
+            if links is not None:
+                links.poll()
+            if round_waits and (links is None or links.settled):
+                round_waits = False
+                first_round = start_first_round(project, state_root, args.train_threads, commands)
             if first_round is not None and first_round.finished():
                 first_round.report(state, time.monotonic() - began)
                 first_round = None
@@ -154,6 +169,19 @@ def run(args) -> int:
             "stopped"
             + (" (Label Studio was already running: left as it was)" if not started_studio else "")
         )
+
+
+def start_first_round(project, state_root: Path, threads: int, commands: Commands):
+    first_round = FirstRound.start(project, state_root, threads)
+    log = ProjectState.of(project, state_root).first_round_log
+    print(
+        f"  no trained model yet: training one on the gold posts in the background "
+        f"({threads} thread(s); log {log})\n"
+        f"  follow it: {commands.status}\n"
+        "  posts show the model's suggestions once it is promoted",
+        flush=True,
+    )
+    return first_round
 
 
 def step(title: str) -> None:

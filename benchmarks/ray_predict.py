@@ -10,7 +10,7 @@ first setting's. Without `--model`, an untrained MiniLM tagger (the backbone wit
 head for the reference model's tags) is saved to a temp folder: the same network and speed
 as a trained checkpoint, spans not meaningful (their equality still is).
 
-    nice -n 10 .venv/bin/python benchmarks/ray_predict.py --posts 10000 \\
+    nice -n 10 .venv/bin/python -m benchmarks.ray_predict --posts 10000 \\
         --settings pool-2 ray-1 ray-2 --precision onnx-int8
 """
 
@@ -26,15 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from benchmarks.common import ROOT, SKILLSPAN
+from training.cpu import cpu_info
+from training.datasets import read_skillspan
 
-from training.cpu import cpu_info  # noqa: E402
-from training.datasets import read_skillspan  # noqa: E402
-
-DEV = ROOT.parent / "shared" / "data" / "skillspan" / "dev.json"
+DEV = SKILLSPAN / "dev.json"
 SETTINGS = {
     "pool-1": ["--workers", "1"],
     "pool-2": ["--workers", "2"],

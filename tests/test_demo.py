@@ -1,6 +1,7 @@
 """`make demo`'s order of events, with Label Studio, the backend and the first round faked:
 the URL and login come first, the first model trains behind them (it never holds the
-demo up), and the commands it prints find the demo's state folder."""
+demo up) once the sample project's links are ready, and the commands it prints find the
+demo's state folder."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from backend import demo
+from backend import demo, demo_links
 from backend.service.serving_process import ServeError, settled
 from labeling.project import load_project
 from labeling.state import ProjectState
@@ -94,6 +95,8 @@ def faked(monkeypatch, capsys):
     monkeypatch.setattr(FakeService, "connected", None)
     monkeypatch.setattr(demo, "ServedProcess", FakeService)
     monkeypatch.setattr(demo, "wait_predictions", lambda *a: events.append("predictions"))
+    ready = {"enabled": True, "ready": True, "loading": False, "embedding": None, "error": None}
+    monkeypatch.setattr(demo_links, "linking_state", lambda url: ready)
 
     def first_round(project, state_root, threads):
         events.append(f"first round started ({threads} threads)")
@@ -176,3 +179,52 @@ def test_commands_leave_out_the_default_state_folder(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     commands = demo.Commands("linkedin-skills", Path("state").resolve())
     assert commands.status == ".venv/bin/skillloop status --project linkedin-skills"
+
+
+def linking_states(monkeypatch, events: list[str], states: list[dict]) -> None:
+    """/status's linking object answers `states` in turn (the last one from then on)."""
+    answers = iter(states)
+
+    def linking_state(url):
+        state = next(answers, states[-1])
+        events.append("links ready" if state.get("ready") else "links asked")
+        return state
+
+    monkeypatch.setattr(demo_links, "linking_state", linking_state)
+    monkeypatch.setattr(demo_links, "POLL_S", 0.0)
+    monkeypatch.setattr(demo_links, "PROGRESS_EVERY_S", 0.0)
+
+
+def test_the_first_model_trains_once_links_are_ready_and_the_demo_says_so(
+    faked, tmp_path, monkeypatch, capsys
+):
+    embedding = {"done": 24064, "total": 96135, "seconds": 41, "seconds_left": 130}
+    loading = {"enabled": True, "ready": False, "loading": True, "embedding": embedding}
+    ready = {"enabled": True, "ready": True, "loading": False, "embedding": None}
+    linking_states(monkeypatch, faked, [loading, loading, ready])
+    assert demo.main(["--state-dir", str(tmp_path), "--no-wait", "--wait-model"]) == 0
+    out = capsys.readouterr().out
+    assert "links: each span is linked to esco" in out  # the sample project links to ESCO
+    assert "one trains on the gold posts once links are ready" in out
+    assert "links: embedding esco's labels: 24,064 of 96,135 (25%), about 2 min left" in out
+    assert out.index("embedding esco's labels") < out.index("== links ready after")
+    assert out.index("== links ready after") < out.index("training one on the gold posts")
+    assert faked.index("links ready") < faked.index("first round started (1 threads)")
+    assert faked.count("links ready") == 1  # asked no more once ready
+
+
+def test_a_linker_that_fails_does_not_hold_the_first_model_up(faked, tmp_path, monkeypatch, capsys):
+    failed = {"enabled": True, "ready": False, "loading": False, "error": "OSError: disk full"}
+    linking_states(monkeypatch, faked, [failed])
+    assert demo.main(["--state-dir", str(tmp_path), "--no-wait", "--wait-model"]) == 0
+    out = capsys.readouterr().out
+    assert "== no links: OSError: disk full (see the backend log)" in out
+    assert "first round started (1 threads)" in faked
+
+
+def test_progress_line():
+    assert demo_links.progress_line(None, "esco") == "loading the esco linker"
+    done = {"done": 100, "total": 400, "seconds_left": 20}
+    assert demo_links.progress_line(done, "esco") == (
+        "embedding esco's labels: 100 of 400 (25%), about 1 min left"
+    )
