@@ -46,7 +46,7 @@ UV_COMPILE = $(VENV)/bin/uv pip compile --python-version 3.11 --generate-hashes 
 	$(if $(wildcard $(TORCH_FIND_LINKS)),--find-links $(TORCH_FIND_LINKS))
 lock: install
 	$(call STEP,compiling locks/project-lock.txt)
-	$(UV_COMPILE) --upgrade pyproject.toml locks/tools.in --extra dev --no-emit-package torch \
+	$(UV_COMPILE) --upgrade pyproject.toml locks/tools.in --extra dev --extra ray --no-emit-package torch \
 		-o locks/project-lock.txt
 	$(call STEP,compiling locks/studio-lock.txt)
 	$(UV_COMPILE) --upgrade locks/studio.in -o locks/studio-lock.txt

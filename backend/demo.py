@@ -6,23 +6,32 @@ project folder -> its sample posts, the gold ones as completed ground-truth anno
 (annotators are never served what the first model trains or is gated on) -> the skillloop
 backend, connected -> when no model serves yet, a first round trained on the gold posts in
 the background (`skillloop status` shows its progress; when it is promoted the backend's
-swap hook puts its predictions into Label Studio). Then it waits for Ctrl-C and stops
-both servers (and a round still training). A second run reuses all of it.
+swap hook puts its predictions into Label Studio). A project that links spans to a
+taxonomy (the sample's `[linking] taxonomy = "esco"`) has the backend load its linker
+first; the demo prints when links are ready and starts the first round then, so the first
+model's suggestions carry links (the two share the cores anyway). Then it waits for Ctrl-C
+and stops both servers (and a round still training). A second run reuses all of it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
+from backend.demo_links import LinkWatch
 from backend.service.config import auth_from_env
+from backend.service.serving_process import (
+    ServedProcess,
+    ServeError,
+    health_at,
+    settled,
+    stop_group,
+)
 from labeling.project import load_project
 from labeling.state import STATE_BASE_DEFAULT, ProjectState, state_base
 from labeling.studio.client import StudioClient
@@ -73,8 +82,9 @@ def run(args) -> int:
     backend_url = f"http://127.0.0.1:{args.backend_port}"
     commands = Commands(project.name, state_root)
     started_studio = not studio_status(settings)["running"]
-    backend: subprocess.Popen | None = None
+    backend: ServedProcess | None = None
     first_round: FirstRound | None = None
+    round_waits = False  # a first round to start once links are ready
     # Ctrl-C even when started in the background (where SIGINT arrives ignored), and
     # SIGTERM (e.g. from a supervisor), stop the demo cleanly
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -95,14 +105,23 @@ def run(args) -> int:
         )
 
         step("skillloop backend")
-        if is_up_backend(backend_url):
+        if health_at(backend_url) is not None:
             raise ValueError(
                 f"something already answers on {backend_url}; stop it or pass --backend-port"
             )
-        backend = start_backend(project.folder, state_root, args.backend_port, settings)
-        health = wait_backend(backend, backend_url, state.backend_log)
+        backend = served_backend(project.folder, state_root, args.backend_port, settings)
+        health = start_backend(backend)
         client.connect_backend(ref.id, backend_url, "skillloop", basic_auth=auth_from_env())
         print(f"  connected {backend_url} to project {ref.id}")
+        links = (
+            LinkWatch(backend_url, project.linking.taxonomy) if project.linking.taxonomy else None
+        )
+        if links is not None:
+            print(
+                f"  links: each span is linked to {project.linking.taxonomy}; the first use "
+                f"embeds the taxonomy's labels (minutes), later runs read them back\n"
+                f"  follow it: {commands.status}"
+            )
 
         step("model")
         serving = state.registry().serving()
@@ -113,18 +132,20 @@ def run(args) -> int:
         elif not project.gold():
             print("  no gold posts and no model: posts arrive without pre-annotations")
         elif not args.no_wait or args.wait_model:
-            first_round = FirstRound.start(project, state_root, args.train_threads)
-            print(
-                f"  no trained model yet: training one on the gold posts in the background "
-                f"({args.train_threads} thread(s); log {state.first_round_log})\n"
-                f"  follow it: {commands.status}\n"
-                "  posts show the model's suggestions once it is promoted"
-            )
+            round_waits = True
+            if links is not None and not links.poll():
+                print("  no trained model yet: one trains on the gold posts once links are ready")
 
         print_next_steps(project, commands, backend_url)
-        if args.no_wait and first_round is None:
+        if args.no_wait and not round_waits:
             return 0
-        while backend.poll() is None:
+        assert backend.process is not None
+        while backend.process.poll() is None:
+            if links is not None:
+                links.poll()
+            if round_waits and (links is None or links.settled):
+                round_waits = False
+                first_round = start_first_round(project, state_root, args.train_threads, commands)
             if first_round is not None and first_round.finished():
                 first_round.report(state, time.monotonic() - began)
                 first_round = None
@@ -132,7 +153,7 @@ def run(args) -> int:
                     wait_predictions(client, ref.id, state)
                     return 0
             time.sleep(1.0)
-        print(f"the backend exited with code {backend.returncode}; see {state.backend_log}")
+        print(f"the backend exited with code {backend.process.returncode}; see {state.backend_log}")
         return 1
     except KeyboardInterrupt:
         print("\nstopping...")
@@ -141,13 +162,26 @@ def run(args) -> int:
         if first_round is not None:
             first_round.stop()
         if backend is not None:
-            stop_backend(backend)
+            backend.stop()
         if started_studio:
             stop(settings)
         print(
             "stopped"
             + (" (Label Studio was already running: left as it was)" if not started_studio else "")
         )
+
+
+def start_first_round(project, state_root: Path, threads: int, commands: Commands):
+    first_round = FirstRound.start(project, state_root, threads)
+    log = ProjectState.of(project, state_root).first_round_log
+    print(
+        f"  no trained model yet: training one on the gold posts in the background "
+        f"({threads} thread(s); log {log})\n"
+        f"  follow it: {commands.status}\n"
+        "  posts show the model's suggestions once it is promoted",
+        flush=True,
+    )
+    return first_round
 
 
 def step(title: str) -> None:
@@ -231,7 +265,7 @@ class FirstRound:
         )
 
     def stop(self) -> None:
-        stop_backend(self.process)  # the same: its process group, TERM then KILL
+        stop_group(self.process)  # as the backend: its process group, TERM then KILL
 
 
 def wait_predictions(client: StudioClient, project_id: int, state, timeout: float = 300) -> None:
@@ -252,67 +286,34 @@ def wait_predictions(client: StudioClient, project_id: int, state, timeout: floa
     raise RuntimeError("Label Studio did not get the first model's predictions in time")
 
 
-def start_backend(folder: Path, state_root: Path, port: int, settings: StudioSettings):
-    env = dict(os.environ)
-    env.update(
-        SKILLLOOP_PORT=str(port),
-        LABEL_STUDIO_URL=settings.url,
-        LABEL_STUDIO_API_KEY=settings.token,
-        HF_HUB_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
+def served_backend(
+    folder: Path, state_root: Path, port: int, settings: StudioSettings
+) -> ServedProcess:
+    """`skillloop serve` on `port`, told about Label Studio, logging to the state folder;
+    ready once the model has loaded (or failed to): Label Studio's /setup must not time
+    out on a loading model."""
+    return ServedProcess(
+        folder,
+        state_root,
+        ProjectState.of(load_project(folder), state_root).backend_log,
+        threads=None,  # the service's default, as `skillloop serve` run by hand
+        env={"LABEL_STUDIO_URL": settings.url, "LABEL_STUDIO_API_KEY": settings.token},
+        ready=settled,
+        timeout=300,
+        port=port,
     )
-    log_path = ProjectState.of(load_project(folder), state_root).backend_log
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            [
-                *(sys.executable, "-m", "backend.cli", "serve", "--project", str(folder)),
-                *("--state-dir", str(state_root)),
-            ],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
 
 
-def backend_health(url: str) -> dict | None:
+def start_backend(backend: ServedProcess) -> dict:
+    """Start it and wait until it is ready; its /health."""
     try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
-            return json.loads(reply.read() or b"{}")
-    except (OSError, ValueError):
-        return None
-
-
-def is_up_backend(url: str) -> bool:
-    return backend_health(url) is not None
-
-
-def wait_backend(process: subprocess.Popen, url: str, log: Path, timeout: float = 300) -> dict:
-    """Until /health says the model has loaded (Label Studio's /setup must not time out)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the backend exited (code {process.returncode}); log: {log}")
-        health = backend_health(url)
-        if health and not health.get("loading", False):
-            print(f"  backend up on {url}: model {health.get('model_version', '?')}")
-            return health
-        time.sleep(1.0)
-    raise RuntimeError(f"the backend did not answer {url}/health in {timeout:.0f} s; log: {log}")
-
-
-def stop_backend(process: subprocess.Popen, timeout: float = 30) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        backend.start()
+    except ServeError as err:  # one line for people: its message ends with the log's tail
+        reason = str(err).split(": ", 1)[0].replace("service", "backend")
+        raise RuntimeError(f"{reason}; log: {backend.log}") from None
+    health = backend.health() or {}
+    print(f"  backend up on {backend.url}: model {health.get('model_version', '?')}")
+    return health
 
 
 def print_login(settings: StudioSettings, project_id: int, seconds: float) -> None:

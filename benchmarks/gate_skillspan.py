@@ -54,7 +54,7 @@ def main() -> int:
         flush=True,
     )
     shutil.rmtree(args.out, ignore_errors=True)
-    config = TrainConfig(epochs=args.epochs, num_threads=args.threads).to_json()
+    config = TrainConfig(epochs=args.epochs, num_threads=args.threads)
     champion: Baseline | None = None
     rounds = []
     for number, size in enumerate(args.sizes, start=1):

@@ -8,7 +8,7 @@ Same recipe for both (the TrainConfig defaults, or the flags given), same seed.
 
 Prints the CPU (the figures are F1, not speed; timings are of a shared machine unless the
 load average says otherwise):
-    flock /work/heavy.lock nice -n 5 .venv/bin/python benchmarks/layers_skillspan.py
+    flock /work/heavy.lock nice -n 5 .venv/bin/python -m benchmarks.layers_skillspan
 """
 
 from __future__ import annotations
@@ -21,10 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from benchmarks.common import ROOT
 
 DATA = ROOT.parent / "shared" / "data" / "skillspan"
 LABELS = ["Skill", "Knowledge"]

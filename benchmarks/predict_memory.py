@@ -29,6 +29,7 @@ from pathlib import Path
 from backend.service.serving_process import ServedProcess, served
 from benchmarks.common import ROOT as REPO
 from benchmarks.common import run_benchmark
+from benchmarks.service_project import skillspan_backbone_project
 from training.cpu import cpu_info
 
 POSTS, CHARS = 800, 20_000  # SKILLLOOP_MAX_TEXT_CHARS
@@ -38,27 +39,6 @@ SETUPS = {
     "trim": {},
     "trim-arenas": {"MALLOC_ARENA_MAX": "2"},
 }
-
-
-def project_folder(tmp: Path) -> Path:
-    """A skillspan-like project on the backbone with a seeded random head."""
-    import torch
-
-    from training import checkpoint
-
-    torch.manual_seed(0)
-    base = tmp / "base"
-    loaded = checkpoint.load(None, ["Skill", "Knowledge"], allow_new_labels=True)
-    loaded.model.save_pretrained(base)
-    loaded.tokenizer.save_pretrained(base)
-    project = tmp / "project"
-    project.mkdir()
-    source = REPO / "projects" / "skillspan"
-    (project / "labeling_config.xml").write_text((source / "labeling_config.xml").read_text())
-    head, _, _ = (source / "project.toml").read_text().partition("[model]")
-    model = f'[model]\nbase = "{base}"\nmax_tokens = 256\nstride = 64\n'
-    (project / "project.toml").write_text(head + model)
-    return project
 
 
 def body(posts: int, seed: int) -> dict:
@@ -133,7 +113,7 @@ def main() -> int:
     print(f"load average at start {os.getloadavg()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="predict-memory-") as tmp_name:
         tmp = Path(tmp_name)
-        project = project_folder(tmp)
+        project = skillspan_backbone_project(tmp)
         for setup in args.setups:
             env = {"SKILLLOOP_PREDICT_BUDGET_S": str(args.budget), **SETUPS[setup]}
             with served(

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 from conftest import REFERENCE_TAGS, save_tiny_model, tiny_vocab
+from sample_project import PLAIN_CONFIG
 
 from backend.service.app import create_app
 from backend.service.config import ServiceConfig
 from backend.service.serving_process import gunicorn_path
 
 PAYLOADS = Path(__file__).parent / "payloads"
-CONFIG_XML = Path(__file__).parents[1] / "projects/linkedin-skills/labeling_config.xml"
 LABELS = ["Technology", "Technical", "Business", "Soft"]
 
 
@@ -104,9 +104,10 @@ def keyword_model(
 
 
 def write_project(folder: Path, base: Path | str, every_n: int = 0, name: str = "svc") -> Path:
-    """A project like linkedin-skills whose base model is `base` (auto-retraining off)."""
+    """A project like linkedin-skills (no links) whose base model is `base` (auto-retraining
+    off)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "labeling_config.xml").write_text(CONFIG_XML.read_text())
+    (folder / "labeling_config.xml").write_text(PLAIN_CONFIG)
     labels = "\n".join(
         f'[[labels]]\nvalue = "{label}"\npredicted_values = ["{tag}"]\n'
         for label, tag in zip(LABELS, ["TECHNOLOGY", "TECHNICAL", "BUS", "SOFT"], strict=True)

@@ -5,6 +5,7 @@ load."""
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -215,7 +216,7 @@ def test_a_round_fits_the_temperature_on_its_held_out_posts_before_the_gate(tiny
     docs = corpus()
     write_jsonl(docs[:4], folder / "train.jsonl")
     write_jsonl(docs[4:] or docs[:2], folder / "heldout.jsonl")
-    config = {**FAST.to_json(), "epochs": 1, "crf": True}
+    config = replace(FAST, epochs=1, crf=True)
     spec = RoundSpec(
         folder,
         str(tiny_encoder),

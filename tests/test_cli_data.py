@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from sample_project import unlinked_copy
 from test_report import three_rounds
 
 from backend.cli import main
@@ -23,6 +24,12 @@ from training.text import Document, Span
 
 PROJECT = str(Path(__file__).resolve().parents[1] / "projects" / "linkedin-skills")
 NAME = "linkedin-skills"
+
+
+@pytest.fixture(scope="module")
+def unlinked(tmp_path_factory) -> str:
+    """The sample project with linking off: its report and profiles would embed ESCO."""
+    return str(unlinked_copy(tmp_path_factory.mktemp("sample") / NAME))
 
 
 def record(aid: int, who: str, task: int | None = None, **extra) -> AnnotationRecord:
@@ -139,16 +146,16 @@ def test_status_asks_a_running_service(state, capsys):
     assert err.count("\n") == 1
 
 
-def test_rounds_and_report(state, capsys, tmp_path):
-    code, out, _ = run(capsys, "rounds", "--project", PROJECT, "--state-dir", str(state))
+def test_rounds_and_report(state, capsys, tmp_path, unlinked):
+    code, out, _ = run(capsys, "rounds", "--project", unlinked, "--state-dir", str(state))
     assert code == 0
     lines = out.splitlines()
     assert lines[0].split()[:4] == ["version", "parent", "annotations", "snapshot"]
     assert "refused" in lines[3] and "tolerance" in lines[3]
-    code, out, _ = run(capsys, "rounds", "--project", PROJECT, "--state-dir", str(state), "--json")
+    code, out, _ = run(capsys, "rounds", "--project", unlinked, "--state-dir", str(state), "--json")
     assert [r["status"] for r in json.loads(out)] == ["retired", "serving", "refused"]
     code, out, _ = run(
-        capsys, "report", "--project", PROJECT, "--state-dir", str(state), "--format", "md"
+        capsys, "report", "--project", unlinked, "--state-dir", str(state), "--format", "md"
     )
     report = Path(out.strip())
     assert code == 0 and report == state / NAME / "reports" / "report.md"
@@ -282,24 +289,24 @@ def test_user_errors_are_one_line_exit_2(state, capsys, monkeypatch, argv, messa
     assert err.count("\n") == 1 and not out
 
 
-def test_empty_state_is_reported_not_crashed(tmp_path, capsys, monkeypatch):
+def test_empty_state_is_reported_not_crashed(tmp_path, capsys, monkeypatch, unlinked):
     """A state the service just made (its folder and an empty store) is an empty project;
     a folder with no state at all is refused (tests/test_cli_shell.py)."""
-    monkeypatch.delenv("SKILLLOOP_PROJECT", raising=False)
+    monkeypatch.delenv("SKILLLOOP_unlinked", raising=False)
     empty = tmp_path / "empty"
     with ProjectState(empty / NAME).store():
         pass
-    code, out, _ = run(capsys, "status", "--project", PROJECT, "--state-dir", str(empty))
+    code, out, _ = run(capsys, "status", "--project", unlinked, "--state-dir", str(empty))
     assert code == 0 and "annotations: 0" in out and "no trained version yet" in out
-    code, _, err = run(capsys, "status", "--project", PROJECT, "--state-dir", str(tmp_path / "x"))
+    code, _, err = run(capsys, "status", "--project", unlinked, "--state-dir", str(tmp_path / "x"))
     assert code == 2 and "no state of project linkedin-skills" in err
-    code, _, err = run(capsys, "report", "--project", PROJECT, "--state-dir", str(empty))
+    code, _, err = run(capsys, "report", "--project", unlinked, "--state-dir", str(empty))
     assert code == 2 and "no recorded rounds" in err
     code, _, err = run(
         capsys,
         "export",
         "--project",
-        PROJECT,
+        unlinked,
         "--state-dir",
         str(empty),
         "--format",
@@ -312,7 +319,7 @@ def test_empty_state_is_reported_not_crashed(tmp_path, capsys, monkeypatch):
         capsys,
         "export",
         "--project",
-        PROJECT,
+        unlinked,
         "--state-dir",
         str(empty),
         "--format",
@@ -321,7 +328,7 @@ def test_empty_state_is_reported_not_crashed(tmp_path, capsys, monkeypatch):
         str(tmp_path / "g"),
         "--include-gold",
     )
-    gold = [line for line in (Path(PROJECT) / "gold.jsonl").read_text().splitlines() if line]
+    gold = [line for line in (Path(unlinked) / "gold.jsonl").read_text().splitlines() if line]
     assert code == 0 and out.startswith(f"{len(gold)} posts")
     assert "gold file" in (tmp_path / "g" / "README.md").read_text()
     assert not Registry(empty / NAME / "models").versions()
@@ -382,9 +389,9 @@ def test_quality_checks_gold_posts_the_store_does_not_hold():
     assert "gold-dup" not in ids and any(i.startswith("gold-") for i in ids)
 
 
-def test_a_failed_export_leaves_nothing_behind(state, capsys, tmp_path):
+def test_a_failed_export_leaves_nothing_behind(state, capsys, tmp_path, unlinked):
     out_dir = tmp_path / "exports" / "profiles"
-    argv = ["export", "--project", PROJECT, "--state-dir", str(state), "--out", str(out_dir)]
+    argv = ["export", "--project", unlinked, "--state-dir", str(state), "--out", str(out_dir)]
     code, _, err = run(capsys, *argv, "--format", "profiles")  # the project names no taxonomy
     assert code == 2 and "taxonomy" in err
     assert not (tmp_path / "exports").exists()  # no card, no export.json, no stage folder

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from service_helpers import CONFIG_XML, keyword_model
+from service_helpers import keyword_model
 from studio_helpers import serve_backend, wait_for, wait_published
 from test_link_studio import linked_project
 
@@ -139,7 +139,6 @@ def test_each_span_shows_its_own_candidates_and_any_entry_can_be_found_or_added(
     from labeling.studio.client import StudioClient, login_session
     from labeling.studio.links import entry_id_of
 
-    assert CONFIG_XML.is_file()
     model = keyword_model(tmp_path / "keyword-model", KEYWORDS)
     project_dir = linked_project(
         tmp_path, model, tiny_encoder, "linkbrowser", TAXONOMY_CSV, top_k=TOP_K

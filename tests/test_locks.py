@@ -37,7 +37,8 @@ def pinned(lock: Path) -> dict[str, Version]:
 
 def project_requirements() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    deps = project["dependencies"] + project["optional-dependencies"]["dev"]
+    extras = project["optional-dependencies"]
+    deps = project["dependencies"] + extras["dev"] + extras["ray"]  # both locked, both installed
     return [Requirement(d) for d in deps]
 
 
@@ -55,6 +56,15 @@ def test_every_project_dependency_is_pinned_in_the_lock_within_its_range():
 def test_the_lock_tools_are_locked_too():
     pins = pinned(LOCKS / "project-lock.txt")
     assert "uv" in pins and "setuptools" in pins  # `make lock` and the editable build
+
+
+def test_the_ray_extra_is_locked_so_make_install_installs_it():
+    pins = pinned(LOCKS / "project-lock.txt")
+    assert pins["ray"] == Version("2.58.0") and "duckdb" in pins and "pyarrow" in pins
+    dry = subprocess.run(
+        ["make", "-n", "-B", "lock"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert "--extra dev --extra ray" in dry
 
 
 def test_label_studio_is_locked_with_a_sentry_sdk_it_can_start_with():

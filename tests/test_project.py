@@ -166,7 +166,6 @@ def test_the_project_window_reaches_its_tagger_its_training_and_the_round_spec(
 ):
     from backend.loop.rounds import plan_round
     from backend.loop.spec import SPEC_FILE, read_spec
-    from training.finetune import TrainConfig
     from training.tagger_spec import TaggerSpec
     from training.text import Document, Span
     from training.windows import WindowConfig
@@ -191,13 +190,15 @@ def test_the_project_window_reaches_its_tagger_its_training_and_the_round_spec(
     docs = [Document(t, [Span(t.index("python"), t.index(" and"), "Tech")]) for t in texts]
     plan = plan_round(project, ProjectState(tmp_path / "state"), "test", documents=docs)
     spec = read_spec(plan.folder / SPEC_FILE)  # what the child process reads
-    assert spec.window == window and TrainConfig.from_json(spec.config).window == window
+    assert spec.window == window and spec.config.window == window
+    assert spec.config == project.train_config()  # a TrainConfig, read back whole
     assert (spec.base, spec.label_map) == (base.source, labels_map)
     candidate = TaggerSpec(str(spec.out_dir), ["Tech", "Soft"], None, window)
     assert spec.tagger(spec.out_dir) == candidate
     raw = json.loads((plan.folder / SPEC_FILE).read_text())
     assert raw["tagger"] == {"max_tokens": 32, "stride": 8}  # spec.json as before
     assert (raw["config"]["max_tokens"], raw["config"]["stride"]) == (32, 8)
+    assert raw["config"] == project.train_config().to_json()  # its flat keys, as before
 
 
 def test_label_layers_reach_the_training_config(tmp_path):

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 import pytest
-from service_helpers import CONFIG_XML, keyword_model, write_project
+from service_helpers import PLAIN_CONFIG, keyword_model, write_project
 from studio_helpers import serve_backend, wait_for, wait_published
 
 from labeling.studio.browser import (
@@ -102,7 +102,7 @@ def test_the_editor_draws_backend_regions_on_their_words_and_stores_a_selection(
     project_dir = write_project(tmp_path / "project", model, name="browser")
     state = tmp_path / "state"
     shots = Path(os.environ.get("SKILLLOOP_SCREENSHOT_DIR") or tmp_path)  # to look at them
-    xml = CONFIG_XML.read_text()
+    xml = PLAIN_CONFIG
     colours = {label.value: label.background for label in parse_config(xml).labels}
     client = StudioClient(studio.url, studio.token)
     ref = client.ensure_project(f"skillloop browser {os.getpid()}", xml)

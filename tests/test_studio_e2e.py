@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
+from sample_project import PLAIN_CONFIG, unlinked_copy
 from studio_helpers import get_json, post_json, serve_backend, wait_for, wait_published
 
 from labeling.state import ProjectState
-from labeling.studio.server import REPO_ROOT
 
 pytestmark = [pytest.mark.studio, pytest.mark.slow]
 
@@ -79,7 +78,7 @@ def project_dir(tmp_path, tiny_reference_model) -> Path:
     promoting any round (this test checks the plumbing, not the model's quality)."""
     folder = tmp_path / "e2e-skills"
     folder.mkdir()
-    shutil.copy(REPO_ROOT / "projects/linkedin-skills/labeling_config.xml", folder)
+    (folder / "labeling_config.xml").write_text(PLAIN_CONFIG)
     label_lines = "\n".join(
         f'[[labels]]\nvalue = "{label}"\npredicted_values = ["{tag}"]\n'
         for label, tag in zip(LABELS, ["TECHNOLOGY", "TECHNICAL", "BUS", "SOFT"], strict=True)
@@ -311,7 +310,8 @@ def test_gold_posts_arrive_completed_and_the_unlabelled_pool_is_selects(studio, 
     from labeling.project import load_project
     from labeling.studio.client import StudioClient
 
-    project = load_project("linkedin-skills")
+    # the sample project as it was before linking: its first import sent plain documents
+    project = load_project(unlinked_copy(tmp_path / "linkedin-skills"))
     client = StudioClient(studio.url, studio.token)
     ref = client.ensure_project("gold " + project.title, project.labeling_config)
     client.import_documents(ref.id, project.posts()[:40])  # as the demo did before
@@ -349,8 +349,7 @@ def test_a_published_model_leaves_one_suggestion_on_unannotated_tasks(studio):
     from labeling.studio.client import StudioClient
 
     client = StudioClient(studio.url, studio.token)
-    config = (REPO_ROOT / "projects/linkedin-skills/labeling_config.xml").read_text()
-    ref = client.ensure_project("suggestions", config)
+    ref = client.ensure_project("suggestions", PLAIN_CONFIG)
     texts = ["python and sql", "docker for data", "excel reports", "aws and spark"]
     ids = client.import_tasks(ref.id, [{"text": t} for t in texts]).task_ids
     region = {

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 from conftest import STUDIO_LOCK_TTL_S
-from service_helpers import CONFIG_XML, LABELS, keyword_model, write_project
+from service_helpers import LABELS, PLAIN_CONFIG, keyword_model, write_project
 from studio_helpers import serve_backend, signup_session, wait_for
 
 from labeling.studio.server import REPO_ROOT
@@ -129,7 +129,7 @@ def test_label_all_tasks_serves_selects_first_post_before_and_after_a_promotion(
     post_of = {text: post_id for post_id, text in POSTS.items()}
 
     client = StudioClient(studio.url, studio.token)
-    ref = client.ensure_project(f"skillloop button {os.getpid()}", CONFIG_XML.read_text())
+    ref = client.ensure_project(f"skillloop button {os.getpid()}", PLAIN_CONFIG)
     client.import_tasks(ref.id, [{"text": t, "post_id": i} for i, t in POSTS.items()])
     admin = login_session(studio.url, studio.username, studio.password).cookies.get_dict()
     with chromium(admin, studio.url) as tools:  # looked at before connecting: its own tab

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from training import checkpoint
@@ -30,6 +31,7 @@ from training.early_stopping import EarlyStopping
 from training.freezing import freeze_for_epoch
 from training.layers import CRF_PREFIX, make_layered_examples
 from training.saving import check_out_dir, save
+from training.soft_targets import mixed_loss
 from training.student import truncate_encoder
 from training.text import Document, tag_names
 from training.train_examples import IGNORE, Example, batches, collate, make_examples
@@ -83,12 +85,22 @@ class TrainConfig:
     # a smaller student (training.student): only the base's lowest N encoder layers are
     # kept and fine-tuned (MiniLM's lower 3: about 1.6x faster prediction); 0 keeps all
     encoder_layers: int = 0
+    # distillation (training.distill): train `teachers` models from the base (seeds
+    # seed+1...), one from each of `teacher_bases`, take `teacher_checkpoints` as they
+    # are, and mix KL to their averaged per-word probabilities into the loss by
+    # `distil_weight` (training.soft_targets); flat models only
+    teachers: int = 0
+    teacher_bases: list[str] = field(default_factory=list)
+    teacher_checkpoints: list[str] = field(default_factory=list)
+    distil_weight: float = 0.5
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ValueError("epochs, batch_size and learning_rate must be positive")
         if self.encoder_layers < 0:
             raise ValueError("encoder_layers must be positive (0 keeps every layer)")
+        if self.teachers < 0 or not 0.0 <= self.distil_weight <= 1.0:
+            raise ValueError("teachers must be at least 0 and distil_weight within [0, 1]")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}: choose one of {SCHEDULES}")
         if self.precision not in TRAIN_PRECISIONS:
@@ -128,6 +140,7 @@ class TrainResult:
     seconds: float
     n_windows: int
     timings: dict = field(default_factory=dict)
+    teachers: list[dict] = field(default_factory=list)  # training.distill's, if any
 
 
 class TrainingCancelled(Exception):
@@ -150,6 +163,7 @@ class Prepared:
     bf16: bool
     pad_id: int
     placement: Placement
+    distil_weight: float = 0.0  # with teachers' soft targets on the examples
 
 
 def prepare(
@@ -158,6 +172,7 @@ def prepare(
     labels: list[str],
     config: TrainConfig,
     label_map: Mapping[str, str] | None,
+    soft: Sequence[np.ndarray] | None = None,
 ) -> Prepared:
     from training.tagger import Tagger
 
@@ -185,9 +200,11 @@ def prepare(
         crf.to(placement.device)
     window = dev_tagger.window
     if loaded.layers is not None:
+        if soft is not None:
+            raise ValueError("distillation supports flat models only, not label layers")
         examples = make_layered_examples(loaded.tokenizer, train_docs, loaded.layers, window)
     else:
-        examples = make_examples(loaded.tokenizer, train_docs, labels, window)
+        examples = make_examples(loaded.tokenizer, train_docs, labels, window, soft)
     if not examples:
         raise ValueError("the training documents hold no words")
     pad = loaded.tokenizer.pad_token_id
@@ -200,6 +217,7 @@ def prepare(
         bf16=placement.bf16(config.precision),
         pad_id=pad if pad is not None else 0,
         placement=placement,
+        distil_weight=config.distil_weight if soft is not None else 0.0,
     )
 
 
@@ -283,14 +301,17 @@ def batch_loss(run: Prepared, batch: list[Example]) -> torch.Tensor:
     # reads only owned words; training needs gradients, the seeded shuffled batch order
     # and every word of a window. The windows and the padding (`pad_rows`) are shared.
     inputs = run.placement.to_device(collate(batch, run.pad_id))
-    targets = inputs.pop("labels") if run.crf else None
+    targets = inputs.pop("labels") if run.crf else inputs["labels"]
     with run.placement.autocast(run.bf16):
         out = run.model(**inputs)
     if run.crf is None:
-        return out.loss
-    assert targets is not None  # popped above whenever there is a CRF
-    emissions, tags, mask = word_emissions(out.logits.float(), targets, IGNORE)
-    return run.crf.nll(emissions, tags, mask) / mask.sum().clamp(min=1)
+        gold = out.loss
+    else:
+        emissions, tags, mask = word_emissions(out.logits.float(), targets, IGNORE)
+        gold = run.crf.nll(emissions, tags, mask) / mask.sum().clamp(min=1)
+    if not run.distil_weight:
+        return gold
+    return mixed_loss(gold, out.logits, targets, batch, run.crf, run.distil_weight)
 
 
 def dev_f1(run: Prepared, dev_docs: Sequence[Document]) -> float:
@@ -321,6 +342,7 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     on_step: StepCallback | None = None,
     on_epoch: EpochCallback | None = None,
+    soft_targets: Sequence[np.ndarray] | None = None,
 ) -> TrainResult:
     """Fine-tune `base` (checkpoint folder, hub name, or None for the backbone) on
     `train_docs` and save the best epoch (by dev entity F1, else the last) to `out_dir`.
@@ -329,15 +351,21 @@ def train(
     after every epoch report progress. Raises TrainingCancelled when `should_stop()` turns
     true (nothing is saved then), and ValueError before any work when `out_dir` is a
     non-empty folder that is not a skillloop checkpoint (it would be replaced).
+    `soft_targets` (one (n_words, n_tags) array per training document: teachers' per-word
+    probabilities, `training.distill`) adds the soft loss at `config.distil_weight`.
     """
     config = config or TrainConfig()
+    if soft_targets is None and (
+        config.teachers or config.teacher_bases or config.teacher_checkpoints
+    ):
+        raise ValueError("the config names teachers: train through training.distill.train")
     labels = list(labels)
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
     if not train_docs:
         raise ValueError("no training documents")
     started = time.perf_counter()
-    run = prepare(base, train_docs, labels, config, label_map)
+    run = prepare(base, train_docs, labels, config, label_map, soft_targets)
     prepared = time.perf_counter()
     history = run_epochs(run, config, dev_docs, progress, should_stop, on_step, on_epoch)
     trained = time.perf_counter()

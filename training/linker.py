@@ -40,9 +40,11 @@ LINKER_FILE = "linker.json"
 # (benchmarks/linking_esco.py, docs/linking.md); a linker folder stores its own.
 DEFAULT_THRESHOLD = 0.77
 # The precision the plain backbone embeds a taxonomy's labels in (spans stay fp32): on
-# ESCO int8 embedded 2.2x as fast as fp32 and scored accuracy@1 0.626 / 0.533 against
-# 0.589 / 0.505 (TECH / HOUSE; benchmarks/esco_embedding.py, docs/linking.md "ESCO's first
-# use"). Linker folders say their own (`label_precision`, fp32 unless set).
+# ESCO int8 embedded 2.2x as fast as fp32 at the same accuracy within noise (accuracy@1
+# 0.626 / 0.533 against 0.607 / 0.495 on TECH / HOUSE, 8 discordant pairs each; 0.898 vs
+# 0.901 on 5,000 alternative labels as queries: benchmarks/label_precision.py,
+# docs/linking.md "ESCO's first use"). Linker folders say their own (`label_precision`,
+# fp32 unless set).
 BACKBONE_LABEL_PRECISION = "int8"
 MAX_CONTEXT_TOKENS = 128
 SENTENCE_END = re.compile(r"[.!?;\n]")
@@ -199,6 +201,10 @@ def sentence_around(text: str, start: int, end: int, limit: int = 300) -> str:
 
 
 class Linker:
+    # a label's written form -> its entries, made when first asked (also for linkers made
+    # without __init__: training.linker_round.with_index)
+    _exact: dict[str, set[int]] | None = None
+
     def __init__(
         self,
         taxonomy: Taxonomy,
@@ -237,6 +243,22 @@ class Linker:
             linker.adapter = np.load(Path(folder) / settings.adapter)
         return linker
 
+    @classmethod
+    def from_index(
+        cls,
+        taxonomy: Taxonomy,
+        encoder: SentenceEncoder,
+        settings: LinkerSettings,
+        index: LabelIndex,
+        adapter: np.ndarray | None = None,
+    ) -> Linker:
+        """A linker around label embeddings built elsewhere (built once and shipped to the
+        Ray actors, backend/corpus): no label is embedded again."""
+        linker = cls.__new__(cls)
+        linker.taxonomy, linker.encoder, linker.settings = taxonomy, encoder, settings
+        linker.index, linker.adapter = index, adapter
+        return linker
+
     @property
     def threshold(self) -> float:
         return self.settings.threshold
@@ -256,7 +278,16 @@ class Linker:
             [*self.index.texts, *texts],
         )
         self.taxonomy = with_additions(self.taxonomy, fresh)
+        self._exact = None
         return len(fresh)
+
+    def exact_entries(self, text: str) -> set[int]:
+        """The entries with a label written like `text` (case and spacing aside)."""
+        if self._exact is None:
+            self._exact = {}
+            for row, entry in enumerate(self.index.entry_of_row):
+                self._exact.setdefault(written(self.index.texts[row]), set()).add(int(entry))
+        return self._exact.get(written(text), set())
 
     def embed(self, spans: Sequence[str], contexts: Sequence[str] | None = None) -> np.ndarray:
         vectors = self.encoder.encode(list(spans))
@@ -271,15 +302,29 @@ class Linker:
         """Span embeddings through the adapter (unchanged without one)."""
         return apply_adapter(vectors, self.adapter)
 
-    def rank(self, queries: np.ndarray, k: int = 5) -> list[list[Candidate]]:
+    def rank(
+        self, queries: np.ndarray, k: int = 5, texts: Sequence[str] | None = None
+    ) -> list[list[Candidate]]:
+        """The top k entries of each query. With the queries' `texts`, an entry that has a
+        label written exactly like the text (case and spacing aside) scores at least 1.0,
+        as an fp32 label embedding of the same words does: int8 label embeddings (cosine
+        0.987 with the fp32 ones on average) lost such matches to near neighbours ("SQL"
+        -> "database management systems"; docs/linking.md). Ties go to the cosine."""
         out = []
         for start in range(0, len(queries), 64):  # bounds the (queries x labels) matrix
             scores, sims = self.index.entry_scores(
                 queries[start : start + 64], self.settings.preferred_weight
             )
-            for q_scores, q_sims in zip(scores, sims, strict=True):
-                top = np.argpartition(-q_scores, min(k, len(q_scores) - 1))[:k]
-                top = top[np.argsort(-q_scores[top])]
+            for n, (q_scores, q_sims) in enumerate(zip(scores, sims, strict=True)):
+                order = q_scores
+                exact = self.exact_entries(texts[start + n]) if texts is not None else set()
+                if exact:
+                    picked = np.fromiter(exact, dtype=np.int64)
+                    q_scores = q_scores.copy()
+                    q_scores[picked] = np.maximum(q_scores[picked], 1.0)
+                    order = q_scores + 1e-6 * order  # the cosine breaks ties at 1.0
+                top = np.argpartition(-order, min(k, len(order) - 1))[:k]
+                top = top[np.argsort(-order[top])]
                 out.append(
                     [
                         Candidate(
@@ -298,8 +343,13 @@ class Linker:
     ) -> list[Link]:
         if not spans:
             return []
-        ranked = self.rank(self.embed(spans, contexts), k)
+        ranked = self.rank(self.embed(spans, contexts), k, spans)
         return [Link(candidates, self.threshold) for candidates in ranked]
+
+
+def written(text: str) -> str:
+    """A label's written form: case-folded, runs of spaces as one."""
+    return " ".join(text.casefold().split())
 
 
 def link_spans(linker: Linker, docs: Sequence, k: int = 5) -> list[list[Link]]:

@@ -159,7 +159,7 @@ def evaluate(linker: Linker, gold: GoldSet) -> dict:
     if not gold.pairs:
         raise ValueError(f"{gold.name}: no validation pair with a gold entry")
     queries = linker.embed([p.span for p in everything], [p.sentence or p.span for p in everything])
-    ranked = linker.rank(queries, K)
+    ranked = linker.rank(queries, K, [p.span for p in everything])
     n = len(gold.pairs)
     figures = ranking_figures(gold.pairs, ranked[:n])
     scored: list[tuple[float, bool | None]] = [

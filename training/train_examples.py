@@ -33,6 +33,9 @@ IGNORE = -100
 class Example:
     input_ids: list[int]
     labels: list[int]
+    # with teachers (training.soft_targets): their averaged tag probabilities of the
+    # window's target words, in target order, (n_targets, n_tags); else None
+    soft: np.ndarray | None = None
 
 
 def make_examples(
@@ -40,13 +43,15 @@ def make_examples(
     docs: Sequence[Document],
     labels: Sequence[str],
     window: WindowConfig,
+    soft: Sequence[np.ndarray] | None = None,
 ) -> list[Example]:
-    """Model inputs and per-subword targets for every window of every document."""
+    """Model inputs and per-subword targets for every window of every document; with
+    `soft` (one (n_words, n_tags) array per document), each window's rows of it too."""
     tag_index = {t: i for i, t in enumerate(tag_names(labels))}
     specials = special_tokens(tokenizer)
     offset = len(specials[0])
     examples = []
-    for doc in docs:
+    for d, doc in enumerate(docs):
         unknown = {s.label for s in doc.spans} - set(labels)
         if unknown:
             raise ValueError(
@@ -64,7 +69,8 @@ def make_examples(
             inside = np.flatnonzero((first >= cut.start) & (first < cut.end))
             for w in inside:
                 targets[offset + first[w] - cut.start] = tag_index[tags[w]]
-            examples.append(Example(ids, targets))
+            rows = None if soft is None else np.asarray(soft[d], dtype=np.float32)[inside]
+            examples.append(Example(ids, targets, rows))
     return examples
 
 

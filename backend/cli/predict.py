@@ -41,6 +41,19 @@ def register(subparsers) -> None:
         help="N spawned worker processes, one torch thread each, input order kept "
         "(default: this process)",
     )
+    p.add_argument(
+        "--ray-address",
+        metavar="local|auto|HOST:PORT",
+        help="tag a corpus on Ray (docs/ray.md): --input a JSONL or Parquet file, a glob or "
+        "a folder; --output a folder of Parquet (posts/, spans/), resumable; --workers N "
+        "actors (default: the cluster's CPUs)",
+    )
+    p.add_argument(
+        "--block-rows",
+        type=int,
+        default=2000,
+        help="with --ray-address: JSONL lines per block (a Parquet block is a row group)",
+    )
     add_label_options(p)
     p.add_argument("--fp32", action="store_true", help="full fp32 precision (no int8/bf16)")
     p.add_argument(
@@ -97,6 +110,8 @@ def predict_command(args) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    if args.ray_address:
+        return _predict_on_ray(args)
     if same_file(args.input, args.output):
         raise ValueError(f"--output {args.output} is the --input file: it would be overwritten")
     limit = max_text_chars_from_env()  # the service's limit, the same variable
@@ -152,6 +167,31 @@ def predict_command(args) -> int:
         f"model_version {version}, precision {precision}",
         file=sys.stderr,
     )
+    return 0
+
+
+def _predict_on_ray(args) -> int:
+    from backend.bulk_predict import studio_config
+    from backend.corpus.predict import CorpusJob, run_predict
+
+    if args.input == "-" or args.output == "-":
+        raise ValueError("--ray-address reads --input files and writes an --output folder")
+    if Path(args.output).is_file():
+        raise ValueError(f"--output {args.output} is a file: with --ray-address it is a folder")
+    spec = tagger_spec(args)
+    linker, top_k = _linker_if_asked(args)
+    studio = args.format == "label-studio"
+    job = CorpusJob(
+        [args.input],
+        Path(args.output),
+        args.ray_address,
+        args.workers,
+        args.block_rows,
+        max_text_chars_from_env(),
+        studio_config(args.labeling_config, spec.labels) if studio else None,
+        not args.no_progress,
+    )
+    run_predict(spec, job, linker, top_k)
     return 0
 
 

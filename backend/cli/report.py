@@ -37,6 +37,9 @@ def report_command(args) -> int:
     out = args.out or state.reports / f"report.{fmt}"
     if out.is_dir():  # refused before its PNGs are written beside it
         raise ValueError(f"--out {out} is a folder: name the report file, e.g. {out}/report.{fmt}")
+    # a folder that cannot be made fails now, not after the skills are linked (a taxonomy's
+    # first use embeds its labels: minutes for ESCO)
+    out.parent.mkdir(parents=True, exist_ok=True)
     live = [r for r in annotation_records(project, state) if not r.cancelled and not r.deleted]
     serving = next((v.version for v in versions if v.status == "serving"), None)
     summary = {

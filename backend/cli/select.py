@@ -3,15 +3,15 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from backend.cli.options import add_project_options, project_and_state
+from backend.cli.select_pool import add_pool_options, select_pool
+from backend.cli.select_rows import batch_row, print_batch
 from labeling.active.strategies import (
     StrategyName,
     build_strategy,
-    candidate_spans,
     item_from_prediction,
     strategy_names,
 )
@@ -34,6 +34,7 @@ def register(sub) -> None:
     p.add_argument("--state-dir", type=Path, help=f"state folder (default {STATE_BASE_DEFAULT})")
     p.add_argument("--seed", type=int, default=0, help="for random and diverse selection")
     p.add_argument("--json", action="store_true", help="print the batch as JSON")
+    add_pool_options(p)
     p.set_defaults(func=select_command)
 
     s = sub.add_parser("simulate", help="replay labelling on gold data: strategies vs random")
@@ -100,13 +101,17 @@ def _serving_model(project, state: ProjectState, model: str | None) -> str:
 
 
 def select_command(args) -> int:
-    from labeling.active.strategies import task_score
 
     project, state = project_and_state(args, must_exist=True)
     n = project.selection.batch_size if args.n is None else args.n
     name = args.strategy or project.selection.strategy
     parsed = StrategyName.parse(name)  # an unknown name fails before any work
     labelled = _labelled_documents(project, state)
+    if args.pool:
+        source = _serving_model(project, state, args.model)
+        return select_pool(args, project, labelled, source, n, name)
+    if args.import_to_studio:
+        raise ValueError("--import-to-studio imports a batch picked from a --pool")
     posts = _unlabelled_posts(project.posts(), labelled)
     if not posts:
         print(f"{project.name}: every post is labelled; nothing to select", file=sys.stderr)
@@ -124,49 +129,11 @@ def select_command(args) -> int:
     for item in items:  # the tagger gives no post vector: diversity uses the tag profile
         item.embedding = item.probs.mean(axis=0) if item.cost else None
     picks = strategy.query(items, n, budget_tokens=args.budget_tokens, rng=args.seed)
-    rows = []
-    for rank, pick in enumerate(picks, 1):
-        item, post = items[pick.index], posts[pick.index]
-        doubts = sorted(candidate_spans(item), key=lambda s: -s.doubt)[:3]
-        rows.append(
-            {
-                "rank": rank,
-                "id": pick.id,
-                "title": post.meta.get("title", ""),
-                "score": pick.score,
-                "task_score": task_score(item, strategy),
-                "words": pick.cost,
-                "reasons": pick.reasons,
-                "uncertain_spans": [
-                    {
-                        "text": item.text[item.words[s.first][0] : item.words[s.last][1]],
-                        "label": s.label if s.predicted else None,
-                        "doubt": round(s.doubt, 4),
-                    }
-                    for s in doubts
-                ],
-            }
-        )
-    if args.json:
-        print(
-            json.dumps(
-                {"model": tagger.version, "strategy": strategy.name, "batch": rows}, indent=2
-            )
-        )
-        return 0
-    print(
-        f"next {len(rows)} of {len(posts)} unlabelled posts by {strategy.name} "
-        f"(model {tagger.version}; task score: lower is served first)"
-    )
-    for row in rows:
-        title = f" {row['title']!r}" if row["title"] else ""
-        print(
-            f"{row['rank']:>3}. {row['id']}{title}  score {row['score']:.4f}  "
-            f"task score {row['task_score']:.4f}  {row['words']} words"
-        )
-        for span in row["uncertain_spans"]:
-            kind = span["label"] or "near miss"
-            print(f"       {kind}: {span['text']!r} (doubt {span['doubt']:.2f})")
+    rows = [
+        batch_row(rank, pick, items[pick.index], posts[pick.index].meta.get("title", ""), strategy)
+        for rank, pick in enumerate(picks, 1)
+    ]
+    print_batch(rows, tagger.version, strategy, args.json, f"{len(posts)} unlabelled posts")
     return 0
 
 

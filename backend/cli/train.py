@@ -48,6 +48,32 @@ def register(subparsers) -> None:
         "student; MiniLM's lower 3 predict about 1.6x faster); default all",
     )
     p.add_argument(
+        "--teachers",
+        type=int,
+        metavar="N",
+        help="distil: first train N teachers from --base (seeds seed+1..), then the served "
+        "model on their averaged per-word tag probabilities (training.distill)",
+    )
+    p.add_argument(
+        "--teacher",
+        action="append",
+        dest="teacher_checkpoints",
+        metavar="PATH",
+        help="an existing checkpoint folder to distil from (repeatable; holds the labels)",
+    )
+    p.add_argument(
+        "--teacher-base",
+        action="append",
+        dest="teacher_bases",
+        metavar="NAME",
+        help="train one more teacher from this backbone or checkpoint (repeatable)",
+    )
+    p.add_argument(
+        "--distil-weight",
+        type=float,
+        help="the soft loss's share of the loss, within [0, 1] (default 0.5)",
+    )
+    p.add_argument(
         "--calibration-share",
         type=float,
         help="without --dev: the share of training posts held out to fit the span-score "
@@ -61,7 +87,8 @@ def register(subparsers) -> None:
 def train_command(args) -> int:
     from training.calibration import CALIBRATION_SHARE, calibrate_checkpoint, plan_calibration
     from training.datasets import labels_of, read_documents
-    from training.finetune import TrainConfig, train
+    from training.distill import check_distillation, train
+    from training.finetune import TrainConfig
     from training.text import check_layers
     from training.windows import WindowConfig
 
@@ -84,6 +111,10 @@ def train_command(args) -> int:
         "num_threads",
         "crf",
         "encoder_layers",
+        "teachers",
+        "teacher_checkpoints",
+        "teacher_bases",
+        "distil_weight",
     )
     share = CALIBRATION_SHARE if args.calibration_share is None else args.calibration_share
     if not 0 <= share < 1:
@@ -94,6 +125,7 @@ def train_command(args) -> int:
     config = TrainConfig(**given)
     if layers:
         config.layers = check_layers(layers, labels)
+    check_distillation(config)
     plan = plan_calibration(train_docs, dev_docs, share, config.seed)
     label_map = parse_label_map(args.label_map)
     result = train(
@@ -111,6 +143,10 @@ def train_command(args) -> int:
         f"saved {result.path} (labels {labels}; {result.epochs_run} epochs, best epoch "
         f"{result.best_epoch}{dev}; {result.seconds:.0f} s)"
     )
+    for k, teacher in enumerate(result.teachers, start=1):
+        f1 = teacher.get("dev_f1")
+        score = "" if f1 is None else f", dev entity F1 {f1:.3f}"
+        print(f"teacher {k}: {teacher['path']}{score}")
     if plan.held:  # every model it writes serves calibrated span scores (docs/calibration.md)
         fit = calibrate_checkpoint(result.path, labels, plan.held, label_map or None)
         temperature = fit.get("temperatures") or [fit["temperature"]]  # one per label layer

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 from backend.loop.spec import RoundSpec, read_spec
@@ -87,7 +88,7 @@ def run(spec: RoundSpec, progress_bar: bool = False) -> dict:
     from training.calibration import calibrate_checkpoint
     from training.datasets import read_jsonl
     from training.devices import is_main_process
-    from training.finetune import TrainConfig, train
+    from training.distill import train  # finetune's, with teachers if the config asks
 
     folder = spec.folder
     progress = Progress(folder / "progress.json")
@@ -96,7 +97,7 @@ def run(spec: RoundSpec, progress_bar: bool = False) -> dict:
     torch.set_num_threads(threads)
     train_docs = read_jsonl(folder / "train.jsonl")
     heldout = read_jsonl(folder / "heldout.jsonl")
-    config = TrainConfig.from_json({**spec.config, "num_threads": threads})
+    config = replace(spec.config, num_threads=threads)
 
     def on_step(done: int, total: int) -> None:
         progress.report("training", TRAIN_SHARE * done / max(total, 1))
@@ -112,6 +113,8 @@ def run(spec: RoundSpec, progress_bar: bool = False) -> dict:
         label_map=spec.label_map,
         progress=progress_bar,
         on_step=on_step,
+        teachers_in=folder / "teachers",  # if the config names any; only the student stays
+        keep_teachers=False,
     )
     train_s = time.perf_counter() - started
     if not is_main_process():  # a data-parallel helper of `accelerate launch`: done

@@ -181,7 +181,7 @@ def plan_round(
         labels,
         registry.root / ".incoming" / round_id,
         label_map=label_map,
-        config=project.train_config().to_json(),
+        config=project.train_config(),
         window=project_base.window,
         baseline=baseline,
         num_threads=num_threads,

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from training.finetune import TrainConfig
 from training.tagger_spec import TaggerSpec
 from training.windows import WINDOWS, WindowConfig
 
@@ -32,7 +33,7 @@ class RoundSpec:
     labels: list[str]
     out_dir: Path  # where the candidate checkpoint is saved
     label_map: dict[str, str] | None = None  # the base's tag types -> project labels
-    config: dict = field(default_factory=dict)  # training.finetune.TrainConfig fields
+    config: TrainConfig = field(default_factory=TrainConfig)  # how the candidate trains
     window: WindowConfig = WINDOWS  # how the candidate and the baseline cut long posts
     quantize: bool | None = None  # how they load to be scored (None: the tagger's default)
     baseline: Baseline | None = None
@@ -53,7 +54,7 @@ def write_spec(spec: RoundSpec) -> Path:
         "base": spec.base,
         "label_map": spec.label_map,
         "labels": list(spec.labels),
-        "config": spec.config,
+        "config": spec.config.to_json(),
         "tagger": _tagger_keys(spec),
         "out_dir": str(spec.out_dir),
         "baseline": None if spec.baseline is None else vars(spec.baseline),
@@ -77,7 +78,8 @@ def _tagger_keys(spec: RoundSpec) -> dict:
 
 
 def read_spec(path: Path) -> RoundSpec:
-    """The spec `write_spec` wrote (OSError, ValueError or KeyError when it cannot be read)."""
+    """The spec `write_spec` wrote (OSError, ValueError, KeyError or TypeError when it
+    cannot be read)."""
     raw = json.loads(Path(path).read_text(encoding="utf-8"))
     baseline = raw.get("baseline")
     tagger = dict(raw.get("tagger") or {})
@@ -87,7 +89,7 @@ def read_spec(path: Path) -> RoundSpec:
         labels=list(raw["labels"]),
         out_dir=Path(raw["out_dir"]),
         label_map=raw.get("label_map"),
-        config=dict(raw.get("config") or {}),
+        config=TrainConfig.from_json(raw.get("config") or {}),
         window=WindowConfig.take_keys(tagger),
         quantize=tagger.get("quantize"),
         baseline=Baseline(**baseline) if baseline else None,

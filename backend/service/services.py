@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from labeling.active.task_score import TaskScorer
 
 if TYPE_CHECKING:
     from backend.loop.worker import TrainingWorker
-    from backend.service.catch_up import StudioCatchUp
     from backend.service.config import ServiceConfig
     from backend.service.inbox_reader import InboxReader
     from backend.service.linker_holder import LinkerHolder, TaskOptionsWriter
@@ -31,6 +30,14 @@ if TYPE_CHECKING:
     from training.registry import Registry
 
 log = logging.getLogger(__name__)
+
+
+class CatchUp(Protocol):
+    """What the services keep of their catch-up with Label Studio: its last outcome for
+    /status (a `backend.service.catch_up.StudioCatchUp`, which reads these services: named
+    here by this protocol, not imported, so that neither module imports the other)."""
+
+    last: dict | None
 
 
 @dataclass
@@ -57,7 +64,7 @@ class Services:
     )
     link_options: TaskOptionsWriter | None = None  # candidates into Label Studio's tasks
     # what webhooks missed, fetched from Label Studio (backend/service/catch_up.py)
-    catch_up: StudioCatchUp | None = None
+    catch_up: CatchUp | None = None
 
     # the Label Studio project these services are for, on a backend serving several
     # (None: a backend serving one project answers every Label Studio project)

@@ -2,8 +2,8 @@
 development server) or gunicorn (docs/service.md), started in its own session, waited for
 until /health says it is ready, and stopped with its whole process group.
 
-What the tests and benchmarks that need the real server (kill -9, SIGTERM, nginx in front,
-several workers, latency under load) start, one way for all of them:
+What the tests, benchmarks and `make demo` that need the real server (kill -9, SIGTERM,
+nginx in front, several workers, latency under load) start, one way for all of them:
 
     with served(project, state, server="gunicorn", workers=4) as service:
         requests.post(f"{service.url}/predict", json=body)
@@ -57,6 +57,28 @@ def gunicorn_path() -> Path | None:
     return path if path.exists() else None
 
 
+def health_at(url: str) -> dict | None:
+    """/health's JSON at `url`, or None when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
+            return json.loads(reply.read() or b"{}")
+    except (OSError, ValueError):  # refused, or slow while torch loads on busy cores
+        return None
+
+
+def stop_group(process: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 30.0) -> None:
+    """`sig` to the process group of `process` (started with `start_new_session`); SIGKILL
+    when it is still there after `grace` s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+
+
 def child_pids(pid: int) -> list[int]:
     """The direct children of process `pid` (Linux /proc); none once it is gone."""
     try:
@@ -67,7 +89,8 @@ def child_pids(pid: int) -> list[int]:
 
 class ServedProcess:
     """One served project (or templates), restartable on the same state: each `start` takes
-    a free port unless `port` is given; `kill` and `stop` take the whole process group."""
+    a free port unless `port` is given; `kill` and `stop` take the whole process group.
+    `threads` None leaves the torch threads to the service's own default."""
 
     def __init__(
         self,
@@ -77,7 +100,7 @@ class ServedProcess:
         *,
         server: str = "cli",
         templates: Sequence[Path] = (),
-        threads: int = 1,
+        threads: int | None = 1,
         workers: int = 1,
         server_threads: int = 4,
         env: Mapping[str, str] | None = None,
@@ -116,7 +139,7 @@ class ServedProcess:
         return [
             *(sys.executable, "-m", "backend.cli", "serve", *where),
             *("--state-dir", str(self.state), "--port", str(self.port)),
-            *("--threads", str(self.threads)),
+            *(("--threads", str(self.threads)) if self.threads else ()),
         ]
 
     def environment(self) -> dict[str, str]:
@@ -127,7 +150,8 @@ class ServedProcess:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         if self.server == "gunicorn":  # configured by the environment (backend/service/wsgi.py)
             env |= environment_for(self.state)
-            env["SKILLLOOP_THREADS"] = str(self.threads)
+            if self.threads:
+                env["SKILLLOOP_THREADS"] = str(self.threads)
             if self.templates:
                 env["SKILLLOOP_PROJECT_TEMPLATES"] = ",".join(str(t) for t in self.templates)
             else:
@@ -164,11 +188,7 @@ class ServedProcess:
 
     def health(self) -> dict | None:
         """/health's JSON, or None when it does not answer."""
-        try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=2) as reply:
-                return json.loads(reply.read() or b"{}")
-        except (OSError, ValueError):  # refused, or slow while torch loads on busy cores
-            return None
+        return health_at(self.url)
 
     def worker_pids(self) -> list[int]:
         """The served process's children (gunicorn's workers)."""
@@ -188,14 +208,8 @@ class ServedProcess:
 
     def stop(self, sig: int = signal.SIGTERM, grace: float = 30.0) -> None:
         """`sig` to the process group; SIGKILL when it is still there after `grace` s."""
-        if self.process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, sig)
-        try:
-            self.process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        if self.process is not None:
+            stop_group(self.process, sig, grace)
 
     def log_tail(self, chars: int = 3000) -> str:
         try:

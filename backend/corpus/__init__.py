@@ -1,0 +1,8 @@
+"""Corpus-scale predict, link and select on Ray Data (`skillloop predict --ray-address`,
+`skillloop select --pool`; docs/ray.md).
+
+`sources` plans the input (JSONL and Parquet files, a glob or a folder) as blocks and reads
+one block at a time, malformed rows set aside as rejects; `outputs` writes one block's
+Parquet and import JSON atomically and assembles the folder; `actors` holds the callable
+classes Ray Data runs, one tagger per actor; `engine` connects to Ray and runs the blocks;
+`selection` keeps each block's best candidates and ranks their union."""

@@ -1,0 +1,276 @@
+"""Corpus-scale predict, link and select on a real two-node Ray cluster on loopback (a head
+and one worker node, `ray start --block`, stopped at the end), with the tiny models:
+the same spans, links and batch as the single-process commands; Parquet read back with
+DuckDB; a malformed row in the rejects; a restarted job resuming from its done blocks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="the skillloop[ray] extra (make install) is missing")
+duckdb = pytest.importorskip("duckdb")
+
+from backend.cli import main  # noqa: E402
+from training.linker import LinkerSettings  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RAY = Path(sys.executable).parent / "ray"
+MAP = ["BUS=Business", "TECHNOLOGY=Technology", "TECHNICAL=Technical", "SOFT=Soft"]
+TEXT = "team work and communication skills for the analyst , excel or spark python sql"
+TAXONOMY = """id,preferred_label,alt_labels,type,description
+k8s,kubernetes,k8s|container orchestration,S,
+py,python,python programming,K,
+sql,sql,structured query language|databases,K,
+talk,communication,communication skills,T,
+"""
+PROJECT_TOML = """
+[project]
+name = "pool"
+[[labels]]
+value = "Business"
+[[labels]]
+value = "Technology"
+[[labels]]
+value = "Technical"
+[[labels]]
+value = "Soft"
+[model]
+label_map = {BUS = "Business", TECHNOLOGY = "Technology", TECHNICAL = "Technical", SOFT = "Soft"}
+[selection]
+strategy = "mnlp"
+batch_size = 3
+[data]
+posts = "posts.jsonl"
+"""
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """`127.0.0.1:PORT` of a head node and one worker node, one CPU and 100 MB of object
+    store each; each `ray start --block` is stopped by its own process group at the end.
+
+    A driver given 127.0.0.1 connects to this machine's outward address unless Ray's
+    "no multi-node cluster" flag is off (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, read when
+    ray is imported): patched in this process, whose commands are the drivers."""
+    from ray._private import ray_constants
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
+    port = free_port()
+    temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths
+    env = os.environ | {"PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
+    common = ["--num-cpus", "1", "--object-store-memory", str(100 * 2**20), "--block"]
+    common += ["--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
+    head = [str(RAY), "start", "--head", "--port", str(port), "--include-dashboard", "false"]
+    head += ["--temp-dir", str(temp)]
+    worker = [str(RAY), "start", "--address", f"127.0.0.1:{port}"]
+    started = []
+    try:
+        for command in (head, worker):
+            log = open(temp / f"start-{len(started)}.log", "w")  # noqa: SIM115
+            started.append(
+                subprocess.Popen(
+                    command + common, env=env, stdout=log, stderr=log, start_new_session=True
+                )
+            )
+            _wait_for_nodes(f"127.0.0.1:{port}", len(started), temp)
+        yield f"127.0.0.1:{port}"
+    finally:
+        for process in started:  # `ray start --block` stops its node's processes
+            os.killpg(process.pid, signal.SIGTERM)
+        stop = time.monotonic() + 3  # it drains for up to 30 s: a throwaway node need not
+        for process in started:
+            try:
+                process.wait(timeout=max(0.1, stop - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)  # its group: raylet, GCS, workers
+                process.wait()
+        shutil.rmtree(temp, ignore_errors=True)
+        patch.undo()
+
+
+def _wait_for_nodes(address: str, count: int, temp: Path) -> None:
+    """Until each `ray start` says its node runs (it prints READY, then blocks): a file
+    read, not a probing driver (which costs seconds of imports on loaded cores)."""
+    deadline = time.monotonic() + 90
+    logs = [temp / f"start-{i}.log" for i in range(count)]
+    while time.monotonic() < deadline:
+        if all(READY in log.read_text() for log in logs):
+            return
+        time.sleep(0.5)
+    tails = " | ".join(log.read_text()[-300:] for log in logs)
+    raise AssertionError(f"the Ray cluster at {address} did not reach {count} nodes: {tails}")
+
+
+READY = "This command will now block forever"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """60 posts: 30 in a JSONL file (with a malformed line), 30 in Parquet (row groups of
+    10); `all.jsonl` holds the 60 good rows for the single-process commands."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path_factory.mktemp("corpus")
+    words = TEXT.split()
+    rows = [{"id": f"p{i}", "text": " ".join(words[i % 7 :] * (1 + i % 4))} for i in range(60)]
+    inputs = folder / "in"
+    inputs.mkdir()
+    lines = [json.dumps(r) for r in rows[:30]]
+    lines.insert(12, '{"id": "broken", "text": ')  # line 13 of a.jsonl
+    (inputs / "a.jsonl").write_text("\n".join(lines) + "\n")
+    pq.write_table(pa.Table.from_pylist(rows[30:]), inputs / "b.parquet", row_group_size=10)
+    (folder / "all.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "skills.csv").write_text(TAXONOMY)
+    return folder, rows
+
+
+@pytest.fixture(scope="module")
+def linker_folder(tmp_path_factory, tiny_encoder):
+    folder = tmp_path_factory.mktemp("linker")
+    LinkerSettings(encoder=str(tiny_encoder), threshold=0.0).save(folder)
+    return folder
+
+
+def span_keys(rows):
+    return sorted((r[0], r[1], r[2], r[3], r[4]) for r in rows)
+
+
+def test_predict_and_link_on_two_nodes_match_one_process_and_resume(
+    cluster, corpus, linker_folder, tiny_reference_model, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("SKILLLOOP_STATE_DIR", str(tmp_path / "state"))
+    folder, rows = corpus
+    common = ["--model", str(tiny_reference_model), "--label-map", *MAP, "--no-progress"]
+    common += ["--precision", "fp32", "--link", "--taxonomy", str(folder / "skills.csv")]
+    common += ["--linker", str(linker_folder)]
+    alone = tmp_path / "alone.jsonl"
+    single = ["--input", str(folder / "all.jsonl"), "--output", str(alone)]
+    assert main(["predict", *common, *single]) == 0
+    expected = [
+        (row["id"], s["start"], s["end"], s["label"], s["taxonomy_id"])
+        for row in map(json.loads, alone.read_text().splitlines())
+        for s in row["spans"]
+    ]
+    assert expected and all(key[4] for key in expected)  # threshold 0: every span linked
+
+    out = tmp_path / "out"
+    on_ray = [*common, "--input", str(folder / "in"), "--output", str(out), "--block-rows", "8"]
+    on_ray += ["--ray-address", cluster, "--workers", "2", "--format", "label-studio"]
+    assert main(["predict", *on_ray]) == 0
+    err = capsys.readouterr().err
+    assert "with 2 actor(s)" in err and "1 rejected rows" in err
+
+    spans = duckdb.sql(
+        f"select post_id, start, \"end\", label, taxonomy_id from '{out}/spans/*.parquet'"
+    ).fetchall()
+    assert span_keys(spans) == span_keys(expected)
+    posts = duckdb.sql(
+        f"select post_id, model_version, task_score, spans from '{out}/posts/*.parquet'"
+    ).fetchall()
+    assert sorted(p[0] for p in posts) == sorted(r["id"] for r in rows)
+    assert all(p[1].startswith(tiny_reference_model.name + "@") for p in posts)
+    counts = duckdb.sql(
+        f"select taxonomy_label, count(*) from '{out}/spans/*.parquet' group by 1"
+    ).fetchall()
+    assert sum(c for _, c in counts) == len(expected)
+    [reject] = map(json.loads, (out / "rejects.jsonl").read_text().splitlines())
+    assert reject["file"].endswith("a.jsonl") and reject["row"] == 13
+    tasks = json.loads((out / "label-studio.json").read_text())
+    assert [t["data"]["id"] for t in tasks] == [r["id"] for r in rows]  # input order
+    regions = sum(len(t["predictions"][0]["result"]) for t in tasks)
+    assert regions == len(expected)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["posts"] == 60 and summary["rejects"] == 1 and summary["blocks"] == 7
+
+    # a job killed before its last blocks: their done markers (and outputs) are missing
+    markers = sorted((out / "done").glob("*.json"))
+    for marker in markers[-2:]:
+        marker.unlink()
+        (out / "posts" / f"{marker.stem}.parquet").unlink()
+    assert main(["predict", *on_ray]) == 0
+    err = capsys.readouterr().err
+    assert "tagging 2 blocks" in err and "5 blocks done before" in err
+    again = duckdb.sql(
+        f"select post_id, start, \"end\", label, taxonomy_id from '{out}/spans/*.parquet'"
+    ).fetchall()
+    assert span_keys(again) == span_keys(expected)
+    assert json.loads((out / "summary.json").read_text())["posts"] == 60
+
+
+class StubStudio:
+    """What `--import-to-studio` asks of Label Studio's client, recorded."""
+
+    url = "http://studio.test"
+
+    def __init__(self):
+        self.imported: list = []
+
+    def import_tasks(self, project_id, tasks):
+        from labeling.studio.client import ImportResult
+
+        self.imported += [(project_id, task) for task in tasks]
+        return ImportResult(len(tasks), 0, [])
+
+
+def test_select_from_a_pool_on_two_nodes_picks_what_one_process_picks(
+    cluster, corpus, tiny_reference_model, tmp_path, monkeypatch, capsys
+):
+    from backend.cli import select_pool
+
+    folder, rows = corpus
+    project = tmp_path / "projects" / "pool"
+    project.mkdir(parents=True)
+    (project / "project.toml").write_text(PROJECT_TOML)
+    # p5 is already a task in Label Studio: the single-process pool is the rest
+    kept = [r for r in rows if r["id"] != "p5"]
+    (project / "posts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    state = tmp_path / "state"
+    from labeling.state import ProjectState
+
+    with ProjectState(state / "pool").store():  # nothing labelled yet
+        pass
+    args = ["select", "--project", str(project), "--model", str(tiny_reference_model)]
+    args += ["--state-dir", str(state), "--json", "-n", "3", "--strategy", "mnlp+diverse"]
+    assert main(args) == 0
+    alone = json.loads(capsys.readouterr().out)
+
+    studio = StubStudio()
+    monkeypatch.setattr(select_pool, "_studio_target", lambda a, p: (studio, 7, {"id:p5"}))
+    pool = ["--pool", str(folder / "in"), "--ray-address", cluster, "--workers", "2"]
+    assert main([*args, *pool, "--block-rows", "8", "--import-to-studio"]) == 0
+    out = capsys.readouterr()
+    on_ray = json.loads(out.out)
+    assert len(on_ray["batch"]) == 3
+    assert [r["id"] for r in on_ray["batch"]] == [r["id"] for r in alone["batch"]]
+    assert [r["task_score"] for r in on_ray["batch"]] == [r["task_score"] for r in alone["batch"]]
+    assert "61 rows in 7 blocks: 1 rejected, 1 already labelled or in Label Studio" in out.err
+    assert "Label Studio project 7: created 3 tasks with predictions" in out.err
+    assert [t["data"]["post_id"] for _, t in studio.imported] == [r["id"] for r in alone["batch"]]
+    for (project_id, task), row in zip(studio.imported, on_ray["batch"], strict=True):
+        [prediction] = task["predictions"]
+        assert project_id == 7 and prediction["score"] == round(row["task_score"], 6)
+        assert prediction["model_version"].startswith(tiny_reference_model.name + "@")
+        for region in prediction["result"]:
+            value = region["value"]
+            assert task["data"]["text"][value["start"] : value["end"]] == value["text"]
