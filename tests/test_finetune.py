@@ -298,3 +298,18 @@ def test_a_student_keeps_the_lower_encoder_layers_and_loads_with_them(tiny_encod
     assert len(tagger.predict(["we need python and sql"])[0].words) == 5
     with pytest.raises(ValueError, match="encoder_layers"):
         TrainConfig(encoder_layers=-1)
+
+
+def test_a_distilled_student_is_cut_but_its_teachers_keep_every_layer(tiny_encoder, tmp_path):
+    from dataclasses import replace
+
+    from transformers import AutoConfig
+
+    from training.distill import train as distil
+
+    config = replace(FAST, epochs=1, teachers=1, encoder_layers=1)
+    out = tmp_path / "student"
+    distil(tiny_encoder, corpus(), LABELS, out, dev_docs=corpus(), config=config, progress=False)
+    [teacher] = read_metadata(out)["distillation"]["teachers"]
+    assert AutoConfig.from_pretrained(teacher["path"]).num_hidden_layers == 2
+    assert AutoConfig.from_pretrained(out).num_hidden_layers == 1
