@@ -11,7 +11,8 @@ import json
 import os
 
 import pytest
-from service_helpers import CONFIG_XML, write_project
+from sample_project import PLAIN_CONFIG
+from service_helpers import write_project
 from studio_helpers import get_json, serve_backend, wait_for, wait_published
 
 from labeling.state import ProjectState
@@ -50,7 +51,7 @@ def test_annotations_made_while_the_database_was_away_reach_the_next_round(
     monkeypatch.setenv("SKILLLOOP_DATABASE_URL", url)  # the served backend's store
     project_dir = write_project(tmp_path / "project", tiny_reference_model, name="catchup")
     client = StudioClient(studio.url, studio.token)
-    ref = client.ensure_project(f"skillloop catch-up {os.getpid()}", CONFIG_XML.read_text())
+    ref = client.ensure_project(f"skillloop catch-up {os.getpid()}", PLAIN_CONFIG)
     task_ids = client.import_tasks(ref.id, [{"text": t} for t in TEXTS]).task_ids
     with serve_backend(project_dir, tmp_path / "state", studio) as backend:
         state = ProjectState(tmp_path / "state" / "catchup", database_url=url)
