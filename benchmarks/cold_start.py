@@ -57,10 +57,11 @@ def main() -> int:
     from training.cpu import cpu_info
     from training.dictionary import Dictionary
     from training.evaluate import evaluate, evaluate_predictions
-    from training.finetune import TrainConfig, train
+    from training.finetune import train
     from training.tagger import Tagger
     from training.taxonomy import load_taxonomy
     from training.text import Document
+    from training.train_config import TrainConfig
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SKILLSPAN)

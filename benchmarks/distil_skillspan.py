@@ -37,7 +37,7 @@ def main() -> int:
     from training.cpu import cpu_info
     from training.distill import train
     from training.evaluate import OVERALL
-    from training.finetune import TrainConfig
+    from training.train_config import TrainConfig
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SKILLSPAN)

@@ -31,7 +31,7 @@ def main() -> int:
     from labeling.project import RetrainSettings
     from training.cpu import cpu_info
     from training.datasets import write_jsonl
-    from training.finetune import TrainConfig
+    from training.train_config import TrainConfig
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SKILLSPAN)

@@ -55,8 +55,9 @@ def per_layer_scores(tagger, dev_docs) -> dict:
 def main() -> int:
     from training.cpu import cpu_info
     from training.datasets import dropped_by_label, read_documents
-    from training.finetune import TrainConfig, train
+    from training.finetune import train
     from training.tagger import Tagger
+    from training.train_config import TrainConfig
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)

@@ -26,7 +26,8 @@ def main() -> int:
     from training.cpu import cpu_info
     from training.datasets import all_spans, dropped_by_label
     from training.evaluate import evaluate, span_scores
-    from training.finetune import TrainConfig, train
+    from training.finetune import train
+    from training.train_config import TrainConfig
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SKILLSPAN)

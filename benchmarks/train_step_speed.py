@@ -33,8 +33,9 @@ VARIANTS: dict[str, dict] = {
 
 def main() -> int:
     from training.cpu import cpu_info
-    from training.finetune import Optimizer, TrainConfig, batch_loss, prepare
+    from training.finetune import Optimizer, batch_loss, prepare
     from training.freezing import freeze_for_epoch
+    from training.train_config import TrainConfig
     from training.train_examples import batches
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

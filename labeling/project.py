@@ -146,7 +146,7 @@ class Project:
 
     def train_config(self, **overrides):
         """The project's TrainConfig (`[training]` plus `[model]` windows), with overrides."""
-        from training.finetune import TrainConfig
+        from training.train_config import TrainConfig
 
         known = TrainConfig.json_keys()
         raw = self.model.window.as_keys()

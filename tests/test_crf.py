@@ -13,8 +13,9 @@ from training import checkpoint
 from training.checkpoint import read_metadata
 from training.crf import CRF, Transitions, word_emissions
 from training.decoding import decode, decode_many, transitions, viterbi
-from training.finetune import TrainConfig, train
+from training.finetune import train
 from training.tagger import Tagger
+from training.train_config import TrainConfig
 
 
 def random_scores(seed: int) -> Transitions:

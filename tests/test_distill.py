@@ -17,10 +17,11 @@ from training.crf import CRF
 from training.datasets import write_jsonl
 from training.distill import teacher_dir, teacher_plan
 from training.distill import train as distil
-from training.finetune import TrainConfig, train
+from training.finetune import train
 from training.soft_targets import average_marginals, crf_log_marginals, teacher_marginals
 from training.tagger import Tagger
 from training.text import Document, Span, tag_names
+from training.train_config import TrainConfig
 from training.windows import WindowConfig
 
 LABELS = ["Technology", "Soft"]

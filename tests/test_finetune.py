@@ -8,9 +8,10 @@ import torch
 
 from training import checkpoint
 from training.checkpoint import read_metadata
-from training.finetune import METADATA_FILE, TrainConfig, TrainingCancelled, train
+from training.finetune import METADATA_FILE, TrainingCancelled, train
 from training.tagger import Tagger
 from training.text import Document, Span
+from training.train_config import TrainConfig
 from training.train_examples import batches, make_examples
 from training.windows import WindowConfig
 

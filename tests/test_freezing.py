@@ -5,8 +5,9 @@ import torch
 from test_finetune import FAST, LABELS, corpus
 
 from training import checkpoint
-from training.finetune import TrainConfig, train
+from training.finetune import train
 from training.freezing import is_frozen
+from training.train_config import TrainConfig
 
 
 def test_which_weights_a_setting_freezes():

@@ -10,7 +10,7 @@ from training import checkpoint
 from training.checkpoint import read_metadata
 from training.datasets import all_spans, read_conll, read_jsonl, write_conll, write_jsonl
 from training.evaluate import evaluate
-from training.finetune import TrainConfig, train
+from training.finetune import train
 from training.layers import (
     HEADS_FILE,
     LayeredTokenClassifier,
@@ -20,6 +20,7 @@ from training.layers import (
 )
 from training.tagger import Tagger
 from training.text import Document, Span, check_layers
+from training.train_config import TrainConfig
 from training.windows import WindowConfig
 
 LABELS = ["Skill", "Knowledge"]

@@ -24,10 +24,11 @@ from pathlib import Path
 
 from training import checkpoint
 from training import finetune as fit  # fit.train looked up at call time (tests patch it)
-from training.finetune import StepCallback, TrainConfig, TrainResult
+from training.finetune import StepCallback, TrainResult
 from training.layers import saved_layers
 from training.soft_targets import teacher_marginals
 from training.text import Document, tag_names
+from training.train_config import TrainConfig
 
 LAYERS_REFUSED = "distillation supports flat models only: drop the label layers or the teachers"
 

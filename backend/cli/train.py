@@ -88,8 +88,8 @@ def train_command(args) -> int:
     from training.calibration import CALIBRATION_SHARE, calibrate_checkpoint, plan_calibration
     from training.datasets import labels_of, read_documents
     from training.distill import check_distillation, train
-    from training.finetune import TrainConfig
     from training.text import check_layers
+    from training.train_config import TrainConfig
     from training.windows import WindowConfig
 
     train_docs = read_documents(args.data, args.columns)

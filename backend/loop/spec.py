@@ -10,8 +10,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from training.finetune import TrainConfig
 from training.tagger_spec import TaggerSpec
+from training.train_config import TrainConfig
 from training.windows import WINDOWS, WindowConfig
 
 SPEC_FILE = "spec.json"

@@ -219,8 +219,9 @@ class FullLearner:
         self.rounds = 0
 
     def fit(self, indices, seed):
-        from training.finetune import TrainConfig, train
+        from training.finetune import train
         from training.tagger import Tagger
+        from training.train_config import TrainConfig
 
         self.rounds += 1
         out = Path(self.work.name) / f"round-{self.rounds}"
