@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import ESCO_LINKING as DATA
+from benchmarks.common import ESCO_SETS as SETS
+from benchmarks.common import named_files, run_benchmark
 from training.cpu import cpu_info
 from training.linker import written
 from training.linker_eval import read_linking_csv
 from training.sentence_encoder import SentenceEncoder
 from training.taxonomy import load_esco
-
-SETS = {"TECH": "tech_validation_annotations.csv", "HOUSE": "house_validation_annotations.csv"}
 
 
 def main() -> int:
@@ -43,6 +43,7 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=5000)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    files = named_files([args.data], SETS)  # both sets, or one line naming what is missing
     info = cpu_info()
     print(info.line())
     start = time.time()
@@ -85,8 +86,8 @@ def main() -> int:
 
     print("\n2. validation sets, the same fp32 span embeddings against each cache")
     sign: dict = {}
-    for set_name, file in SETS.items():
-        pairs = read_linking_csv(set_name, args.data / file, taxonomy).pairs
+    for set_name, file in files.items():
+        pairs = read_linking_csv(set_name, file, taxonomy).pairs
         spans = encoder.encode([p.span for p in pairs])
         right = {}
         top = {}
@@ -175,4 +176,4 @@ def sign_test(wins: int, losses: int) -> float:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)

@@ -34,19 +34,19 @@ import csv
 import itertools
 import json
 import re
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.common import ESCO_LINKING as DATA
+from benchmarks.common import ESCO_SETS as SETS
+from benchmarks.common import named_files, run_benchmark
 from training.cpu import cpu_info
 from training.linker import Linker
 from training.linker_eval import K, read_linking_csv
 from training.taxonomy import load_esco
 
-SETS = {"TECH": "tech_validation_annotations.csv", "HOUSE": "house_validation_annotations.csv"}
 GRID = {
     "w": (0.0, 0.1, 0.2, 0.3, 0.4, 0.5),  # the sentence mixed into the span's query
     "p": (0.0, 0.3, 0.5, 0.7),  # the preferred label's share of the first-stage score
@@ -70,16 +70,14 @@ def main() -> int:
     args = parser.parse_args()
     GRID["w"] = tuple(args.w or GRID["w"])
     GRID["g"] = tuple(args.g or GRID["g"])
-    if not all((args.data / f).is_file() for f in SETS.values()):
-        print(f"ESCO linking data not found in {args.data} (see its README)", file=sys.stderr)
-        return 2
+    files = named_files([args.data], SETS)  # both sets, or one line naming what is missing
     info = cpu_info()
     print(info.line())
     start = time.time()
     taxonomy = load_esco()
     linker = Linker.load(taxonomy, None, cache_dir=args.cache, progress=True)
     print(f"labels ({linker.settings.label_precision}) ready in {time.time() - start:.0f} s")
-    sets = {n: read_linking_csv(n, args.data / f, taxonomy) for n, f in SETS.items()}
+    sets = {n: read_linking_csv(n, file, taxonomy) for n, file in files.items()}
     docs = description_vectors(args, linker)
     lexical = Lexical(linker)
     features = {name: Features(linker, s.pairs, docs, lexical) for name, s in sets.items()}
@@ -320,4 +318,4 @@ def rp5(scores: np.ndarray, golds: list[set], linker: Linker) -> float:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)

@@ -20,19 +20,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.common import ESCO_LINKING as DATA
+from benchmarks.common import ESCO_SETS as SETS
+from benchmarks.common import named_files, run_benchmark
 from training.cpu import cpu_info
 from training.linker import Linker
 from training.linker_eval import read_linking_csv
 from training.taxonomy import load_esco
 
-SETS = {"TECH": "tech_validation_annotations.csv", "HOUSE": "house_validation_annotations.csv"}
 ROUNDS = (0, 10, 25, 50, 75, 100)  # confirmed links after each round (then all of A)
 PREFERRED = (0.0, 0.3, 0.5, 0.7)
 
@@ -44,9 +44,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    if not all((args.data / f).is_file() for f in SETS.values()):
-        print(f"ESCO linking data not found in {args.data} (see its README)", file=sys.stderr)
-        return 2
+    files = named_files([args.data], SETS)  # both sets, or one line naming what is missing
     info = cpu_info()
     print(info.line())
     start = time.time()
@@ -56,8 +54,8 @@ def main() -> int:
     ids = np.array([e.id for e in taxonomy.entries])
     position = {entry_id: i for i, entry_id in enumerate(ids)}
     sets = {}
-    for name, file in SETS.items():
-        pairs = read_linking_csv(name, args.data / file, taxonomy).pairs
+    for name, file in files.items():
+        pairs = read_linking_csv(name, file, taxonomy).pairs
         vectors = linker.encoder.encode([p.span for p in pairs])
         sims = vectors @ index.vectors.T
         best = np.maximum.reduceat(sims, index.offsets, axis=1)
@@ -144,4 +142,4 @@ def accuracy(scores: np.ndarray, golds: list[set], ids: np.ndarray) -> float:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)
