@@ -292,7 +292,7 @@ def test_user_errors_are_one_line_exit_2(state, capsys, monkeypatch, argv, messa
 def test_empty_state_is_reported_not_crashed(tmp_path, capsys, monkeypatch, unlinked):
     """A state the service just made (its folder and an empty store) is an empty project;
     a folder with no state at all is refused (tests/test_cli_shell.py)."""
-    monkeypatch.delenv("SKILLLOOP_unlinked", raising=False)
+    monkeypatch.delenv("SKILLLOOP_PROJECT", raising=False)
     empty = tmp_path / "empty"
     with ProjectState(empty / NAME).store():
         pass
@@ -419,11 +419,11 @@ def test_export_refuses_a_folder_holding_other_files(state, capsys, tmp_path):
     assert code == 2 and "is a file" in err and (notes / "todo.txt").read_text() == "mine"
 
 
-def test_export_force_replaces_a_folder_holding_other_files(state, capsys, tmp_path):
+def test_export_force_replaces_a_folder_holding_other_files(state, capsys, tmp_path, unlinked):
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "todo.txt").write_text("mine")
-    argv = ["export", "--project", PROJECT, "--state-dir", str(state), "--out", str(notes)]
+    argv = ["export", "--project", unlinked, "--state-dir", str(state), "--out", str(notes)]
     code, _, err = run(capsys, *argv, "--format", "profiles", "--force")  # fails: no taxonomy
     assert code == 2 and "taxonomy" in err
     assert [p.name for p in notes.iterdir()] == ["todo.txt"]  # a failed export: untouched
