@@ -96,6 +96,22 @@ def add_linking_data(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_linking_folder(parser: argparse.ArgumentParser) -> None:
+    """`--data FOLDER` holding both validation sets and `--cache` for the label embeddings:
+    what the benchmarks that score on TECH and HOUSE together take."""
+    parser.add_argument("--data", type=Path, default=ESCO_LINKING, help="tech_ and house_ CSVs")
+    parser.add_argument("--cache", type=Path, default=Path("state/linking-cache"))
+
+
+def plain_esco_linker(cache: Path):
+    """ESCO and the plain linker over it (label embeddings read from, or written to, `cache`)."""
+    from training.linker import Linker
+    from training.taxonomy import load_esco
+
+    taxonomy = load_esco()
+    return taxonomy, Linker.load(taxonomy, None, cache_dir=cache, progress=True)
+
+
 def linking_sets(paths: Sequence[Path]) -> dict[str, Path]:
     """The linking validation CSVs named by `--data`, by set name (TECH, HOUSE, ...)."""
     return named_files(paths, ESCO_SETS)

@@ -26,9 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import ESCO_LINKING as DATA
 from benchmarks.common import ESCO_SETS as SETS
-from benchmarks.common import named_files, run_benchmark
+from benchmarks.common import add_linking_folder, named_files, run_benchmark
 from training.cpu import cpu_info
 from training.linker import written
 from training.linker_eval import read_linking_csv
@@ -38,8 +37,7 @@ from training.taxonomy import load_esco
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--cache", type=Path, default=Path("state/linking-cache"))
+    add_linking_folder(parser)
     parser.add_argument("--queries", type=int, default=5000)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()

