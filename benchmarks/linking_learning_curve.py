@@ -45,6 +45,8 @@ def main() -> int:
     print(info.line())
     start = time.time()
     taxonomy, linker = plain_esco_linker(args.cache)
+    # with an empty --cache this is ESCO's first use: every label embedded (docs/linking.md)
+    print(f"labels ({linker.settings.label_precision}) ready in {time.time() - start:.0f} s")
     index = linker.index
     ids = np.array([e.id for e in taxonomy.entries])
     position = {entry_id: i for i, entry_id in enumerate(ids)}
