@@ -25,7 +25,7 @@ import torch
 from training.layers import HeadView, LayeredTokenClassifier
 from training.reading import Prediction, Reading, check_texts
 from training.text import OUTSIDE
-from training.windows import forward_windows, window_jobs
+from training.windows import window_jobs
 
 if TYPE_CHECKING:
     from training.checkpoint import Loaded
@@ -117,15 +117,7 @@ class LayeredTagger:
             probs = [torch.softmax(logits.float(), dim=-1) for logits in out.layer_logits]
             return [*probs, out.hidden_states[-1]] if hidden else probs
 
-        results = forward_windows(
-            self.net,
-            jobs,
-            read,
-            pad_id=outer.pad_id,
-            batch_tokens=outer.batch_tokens,
-            width=outer.input_width,
-            hidden_states=hidden,
-        )
+        results = outer.forward_torch(self.net, jobs, read, hidden)
         for job, rows in results:
             for i in range(n):
                 layer_docs[i][job.doc].probs[job.owned] = rows[i]

@@ -21,7 +21,7 @@ tags unchanged: every path score is divided alike.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,7 @@ from training.text import TagSet, words
 from training.windows import (
     WINDOWS,
     WindowConfig,
+    WindowJob,
     encode,
     forward_windows,
     make_windows,
@@ -287,6 +288,21 @@ class Tagger:
                 out[i] = prediction_of(readings[i].doc, readings[i].word_tags, posterior, self.tags)
         return [p for p in out if p is not None]
 
+    def forward_torch(
+        self, net: torch.nn.Module, jobs, read, hidden: bool
+    ) -> Iterator[tuple[WindowJob, list[np.ndarray]]]:
+        """`forward_windows` with this tagger's padding, batch size and widths: one place for
+        the flat model and a layered tagger's heads (training/layered_tagger.py)."""
+        return forward_windows(
+            net,
+            jobs,
+            read,
+            pad_id=self.pad_id,
+            batch_tokens=self.batch_tokens,
+            width=self.input_width,
+            hidden_states=hidden,
+        )
+
     def input_width(self, length: int) -> int:
         """Padded width of a batch whose longest input (specials included) is `length`."""
         return min(-(-length // self.width_step) * self.width_step, self.max_width)
@@ -339,15 +355,7 @@ class Tagger:
             return [probs, out.hidden_states[-1]] if hidden else [probs]
 
         if self.runtime is None:
-            results = forward_windows(
-                self.model,
-                jobs,
-                read,
-                pad_id=self.pad_id,
-                batch_tokens=self.batch_tokens,
-                width=self.input_width,
-                hidden_states=hidden,
-            )
+            results = self.forward_torch(self.model, jobs, read, hidden)
         else:  # ONNX Runtime: the same jobs and batches, run by its session
             results = self.runtime.forward_windows(
                 jobs,
