@@ -13,7 +13,7 @@ import pytest
 from service_helpers import annotation_event, make_app
 
 from backend.service.catch_up import StudioCatchUp
-from labeling.studio.catch_up import later
+from labeling.studio.catch_up import gone_annotations, held_annotations, later
 
 TEXT = "we need python and sql"
 STUDIO_PROJECT = 7
@@ -26,6 +26,8 @@ class FakeStudio:
         self.label_config = label_config
         self.tasks_by_id: dict[int, dict] = {}
         self.calls = 0
+        self.short: set[int] = set()  # tasks listed with one annotation fewer than counted
+        self.broken = False
 
     def add(self, event: dict) -> None:
         task = self.tasks_by_id.setdefault(
@@ -41,10 +43,23 @@ class FakeStudio:
         assert project_id == STUDIO_PROJECT
         return {"id": project_id, "label_config": self.label_config}
 
+    def delete(self, annotation_id: int) -> None:
+        for task in self.tasks_by_id.values():
+            task["annotations"] = [a for a in task["annotations"] if a["id"] != annotation_id]
+
     def tasks(self, project_id: int) -> list[dict]:
         assert project_id == STUDIO_PROJECT
         self.calls += 1
-        return copy.deepcopy(list(self.tasks_by_id.values()))
+        listed = copy.deepcopy(list(self.tasks_by_id.values()))
+        for task in listed:  # Label Studio's own counts of the task's annotations
+            cancelled = sum(1 for a in task["annotations"] if a.get("was_cancelled"))
+            task.update(cancelled_annotations=cancelled)
+            task.update(total_annotations=len(task["annotations"]) - cancelled)
+            if task["id"] in self.short:  # a listing that lost one of them
+                task["annotations"] = task["annotations"][1:]
+        if self.broken:  # a page of the listing failed (the client reads all pages first)
+            raise ConnectionError("Label Studio stopped answering mid-listing")
+        return listed
 
 
 @pytest.fixture
@@ -125,6 +140,74 @@ def test_without_a_connected_project_or_with_studio_away_the_catch_up_says_so(ap
     assert not outcome["ok"] and "not answering" in outcome["error"]
     assert "Traceback" not in caplog.text and "failed: ConnectionError" in caplog.text
     assert app.test_client().get("/status").get_json()["studio_catch_up"] is None
+
+
+def test_a_deletion_the_webhooks_missed_is_applied_only_after_a_complete_read(app):
+    client, services = app.test_client(), app.extensions["skillloop"]
+    studio = FakeStudio(event(1, 101, "")["project"]["label_config"])
+    services.catch_up = catch_up = StudioCatchUp(services, lambda: studio)  # what /status shows
+    services.studio.remember(STUDIO_PROJECT)
+    bodies = [event(i, 100 + i // 10, "2026-11-25T10:00:00Z") for i in (10, 11, 20, 21, 30)]
+    for body in bodies:  # tasks 101 (10, 11), 102 (20, 21), 103 (30)
+        assert client.post("/webhook", json=body).status_code == 200
+        studio.add(body)
+    for gone in (11, 21, 30):  # deleted in Label Studio while the webhooks failed
+        studio.delete(gone)
+    live = lambda: [r.annotation_id for r in services.store.annotations.records()]  # noqa: E731
+    before = services.store.annotations.change_counter()
+
+    studio.broken = True  # Label Studio fails: nothing is deleted
+    assert not catch_up.run("studio fails")["ok"] and live() == [10, 11, 20, 21, 30]
+    studio.broken = False
+    studio.short = {102}  # task 102 listed short of its counts: nothing of it is deleted
+    outcome = catch_up.run("task 102 read short")
+    assert outcome["ok"] and outcome["deleted"] == 2 and outcome["deleted_ids"] == [11, 30]
+    assert outcome["tasks_not_read_completely"] == 1 and live() == [10, 20, 21]
+    assert services.store.annotations.get(11).deleted  # the store's own tombstone
+    assert services.store.annotations.change_counter() == before + 2
+    studio.short = set()
+    assert catch_up.run("complete")["deleted_ids"] == [21] and live() == [10, 20]
+    assert catch_up.run("again")["deleted"] == 0 and live() == [10, 20]
+
+    assert services.metrics.value("annotations_caught_up_deleted_total") == 3
+    assert services.metrics.value("annotations_deleted_total") == 3
+    status = client.get("/status").get_json()["studio_catch_up"]
+    assert status["reason"] == "again" and status["deleted"] == 0
+    scrape = client.get("/metrics").get_data(as_text=True)
+    assert "skillloop_annotations_caught_up_deleted_total 3" in scrape
+
+
+def listed(task_id: int, ids: list, total: object, cancelled: object = 0) -> dict:
+    task = {"id": task_id, "total_annotations": total, "cancelled_annotations": cancelled}
+    return {**task, "annotations": [{"id": i} for i in ids]}
+
+
+@pytest.mark.parametrize(
+    ("task", "expected"),
+    [
+        (listed(1, [5, 6], 2), {5, 6}),
+        (listed(1, [5, 6], 1, 1), {5, 6}),  # one of them skipped
+        (listed(1, [], 0), set()),  # all deleted
+        (listed(1, [5], 2), None),  # fewer listed than counted: partial
+        (listed(1, [5], 1, 1), None),
+        (listed(1, [5, 5], 2), None),  # the same one twice is one
+        (listed(1, [5, None], 2), None),  # an entry without an id
+        (listed(1, [5, 6], None), None),  # no counts: cannot tell
+        (listed(1, [5, 6], True), None),
+        ({"id": 1, "total_annotations": 0, "cancelled_annotations": 0}, None),  # no list
+        ({**listed(1, [], 0), "annotations": None}, None),
+    ],
+)
+def test_a_task_counts_as_read_completely_only_with_all_it_counts(task, expected):
+    assert held_annotations(task) == expected
+
+
+def test_deletions_are_decided_only_for_tasks_read_completely():
+    live = {5: 1, 6: 1, 7: 2, 8: 3, 9: 4}  # annotation id -> task id, live in the store
+    held = {1: {5}, 2: set(), 3: {8}}  # task 4 missing from the listing
+    assert gone_annotations(live, held) == [6, 7]
+    assert gone_annotations(live, held, partial={1, 2}) == []  # read short once: nothing
+    assert gone_annotations(live, {}) == [] and gone_annotations({}, held) == []
 
 
 @pytest.mark.parametrize(

@@ -1,14 +1,16 @@
 """Nothing an annotator submits while the annotation database is away goes missing: a real
 Label Studio, a real `skillloop serve` on a real PostgreSQL of the test's own. The
-database is stopped, an annotator submits a new annotation and changes an old one in Label
-Studio (its webhooks get 503s, and Label Studio never sends them again), the database is
-started again: the service's catch-up fetches both from Label Studio, and the next
-training round trains on them."""
+database is stopped, an annotator submits a new annotation, changes an old one and deletes
+another in Label Studio (their webhooks get 503s, and Label Studio never sends them again),
+the database is started again: the service's catch-up fetches the new and the changed one
+from Label Studio and marks the deleted one deleted, and the next training round trains on
+the first two and not on the third."""
 
 from __future__ import annotations
 
 import json
 import os
+import urllib.request
 
 import pytest
 from sample_project import PLAIN_CONFIG
@@ -58,22 +60,30 @@ def test_annotations_made_while_the_database_was_away_reach_the_next_round(
         client.connect_backend(ref.id, backend, "skillloop")
         wait_published(backend)
         first = client.annotate(task_ids[0], regions(TEXTS[0], "spark", "Technology"))
-        wait_for("the first annotation's webhook", lambda: first in stored(state), 30)
+        doomed = client.annotate(task_ids[2], regions(TEXTS[2], "excel", "Technology"))
+        wait_for("the first webhooks", lambda: {first, doomed} <= set(stored(state)), 30)
 
         own_postgres.halt()
         new = client.annotate(task_ids[1], regions(TEXTS[1], "scala", "Technology"))
         client.ls.annotations.update(id=first, result=regions(TEXTS[0], "aws", "Soft"))
+        client.ls.annotations.delete(id=doomed)
         own_postgres.resume()
-        # the webhooks of both failed: the store holds the first version of one only
-        assert stored(state) == {first: ["Technology"]}
+        # the webhooks of all three failed: the store holds the two first versions
+        assert stored(state) == {first: ["Technology"], doomed: ["Technology"]}
 
         # the service notices the database is back at its next store operation
         assert get_json(f"{backend}/status") is not None
         back = {first: ["Soft"], new: ["Technology"]}
         wait_for("the catch-up after the outage", lambda: stored(state) == back, 60)
+        with state.store() as store:
+            assert store.annotations.get(doomed).deleted  # tombstoned, as its webhook would
         catch_up = get_json(f"{backend}/status")["studio_catch_up"]
         assert catch_up["ok"] and catch_up["reason"] == "the annotation database is back"
         assert sorted(catch_up["annotation_ids"]) == sorted([first, new])
+        assert catch_up["deleted"] == 1 and catch_up["deleted_ids"] == [doomed]
+        with urllib.request.urlopen(f"{backend}/metrics", timeout=5) as reply:
+            scrape = reply.read().decode()
+        assert "skillloop_annotations_caught_up_deleted_total 1" in scrape
 
         client.train(ref.id)  # Start Training: the round's data holds both
         rounds = state.rounds_dir
@@ -84,6 +94,7 @@ def test_annotations_made_while_the_database_was_away_reach_the_next_round(
             for line in (folder / part).read_text().splitlines():
                 doc = json.loads(line)
                 used[doc["meta"]["annotation_id"]] = sorted(s["label"] for s in doc["spans"])
-        assert used == {first: ["Soft"], new: ["Technology"]}
+        assert used == {first: ["Soft"], new: ["Technology"]}  # the deleted one is not there
         status = get_json(f"{backend}/status")["studio_catch_up"]
         assert status["reason"] == "a training round starts" and status["stored"] == 0
+        assert status["deleted"] == 0

@@ -135,6 +135,10 @@ def make_metrics() -> Metrics:
     metrics.counter(
         "annotations_caught_up_total", "annotations fetched from Label Studio that webhooks missed"
     )
+    metrics.counter(
+        "annotations_caught_up_deleted_total",
+        "annotations tombstoned by a catch-up: deleted in Label Studio while webhooks failed",
+    )
     metrics.counter("webhook_events_total", "webhook events by action (unknown: other)")
     metrics.counter("training_requests_total", "training triggers by source and outcome")
     return metrics

@@ -6,7 +6,11 @@ catch-up reads the connected project's annotations (labeling/studio/catch_up.py)
 those the store lacks or holds an older version of, reads each exactly as its webhook
 would have been read (the project's labeling config and label mapping,
 `record_from_annotation`) and stores them in one transaction. Stored annotations compare
-by id and `updated_at`, so a catch-up that finds nothing new changes nothing.
+by id and `updated_at`, so a catch-up that finds nothing new changes nothing. In the same
+transaction it marks deleted (the tombstone of an ANNOTATIONS_DELETED webhook) the live
+annotations of the project's tasks that Label Studio listed completely and that no longer
+hold them: deletions made while the webhooks failed. A task read short deletes nothing,
+and a failed listing nothing at all.
 
 It runs when the database answers again after an outage (in a thread of its own:
 `Database.on_back`) and at the start of every training round (`TrainingWorker.before_round`),
@@ -79,11 +83,17 @@ class StudioCatchUp:
         try:
             if self._client is None:
                 self._client = self._make_client()
+            # the store first, then Label Studio: an annotation in this read is in the
+            # listing unless it was deleted there (labeling/studio/catch_up.py)
             records = self.s.store.annotations.records(include_deleted=True, include_cancelled=True)
             known = {r.annotation_id: None if r.deleted else r.updated_at for r in records}
-            missed = missed_annotations(self._client, project_id, known)
+            ours = str(project_id)
+            live = {
+                r.annotation_id: r.task_id for r in records if not r.deleted and r.project == ours
+            }
+            missed = missed_annotations(self._client, project_id, known, live)
             found, refused = self._read(missed, project_id)
-            changed = self.s.store.annotations.upsert_many(found) if found else 0
+            changed, deleted = self.s.store.annotations.catch_up(found, missed.gone)
         except Exception as err:  # Label Studio or the database away, a config it refuses
             outcome.update(ok=False, error=f"{type(err).__name__}: {str(err)[:300]}")
             log.warning(
@@ -94,17 +104,25 @@ class StudioCatchUp:
             )
             self.last = outcome
             return outcome
+        if deleted:
+            self.s.metrics.inc("annotations_caught_up_deleted_total", deleted)
+            self.s.metrics.inc("annotations_deleted_total", deleted)
         if changed:
             self.s.metrics.inc("annotations_caught_up_total", changed)
+        if changed or deleted:
             stored(self.s, changed)  # counted, and the training worker told
         ids = [r.annotation_id for r in found]
         outcome.update(ok=True, seen=missed.seen, stored=changed, annotation_ids=ids[:SHOWN_IDS])
+        outcome.update(deleted=deleted, deleted_ids=missed.gone[:SHOWN_IDS])
+        if missed.partial_tasks:
+            outcome["tasks_not_read_completely"] = missed.partial_tasks
         if refused:
             outcome["refused"] = refused[:SHOWN_IDS]
-        if found or refused:
+        if found or refused or missed.gone:
             log.warning(
                 "caught up with Label Studio project %s (%s): %d of its %d annotations were "
-                "missing or older here, %d stored (ids %s), %d unreadable",
+                "missing or older here, %d stored (ids %s), %d unreadable; %d deleted there "
+                "(ids %s)",
                 project_id,
                 reason,
                 len(found),
@@ -112,6 +130,8 @@ class StudioCatchUp:
                 changed,
                 ids[:SHOWN_IDS],
                 len(refused),
+                deleted,
+                missed.gone[:SHOWN_IDS],
             )
         self.last = outcome
         return outcome

@@ -75,6 +75,20 @@ class AnnotationStore:
         with self.db.write() as conn:
             return self.tombstone_in(conn, ids)
 
+    def catch_up(
+        self, records: Sequence[AnnotationRecord], deleted: Iterable[int]
+    ) -> tuple[int, int]:
+        """`upsert_many` and `tombstone` in ONE transaction (what a catch-up with Label
+        Studio found: backend/service/catch_up.py): all or nothing. Returns (changed,
+        deleted)."""
+        rows = [to_row(record) for record in records]
+        ids = sorted({check_id(i, "annotation id") for i in deleted})
+        if not rows and not ids:
+            return 0, 0
+        with self.db.write() as conn:
+            changed = self.write_rows_in(conn, rows) if rows else 0
+            return changed, self.tombstone_in(conn, ids) if ids else 0
+
     # ------------------------------------------------------------------ reads
 
     def records(

@@ -7,11 +7,25 @@ the store does not hold, or that Label Studio changed after the version stored (
 `updated_at` is later); backend/service/catch_up.py reads them as their webhooks would
 have been read and stores them. Annotations the store holds as deleted are never brought
 back (a deletion wins, as it does for a late webhook replay).
+
+It also lists the deletions the store missed (`Missed.gone`): annotations the store holds
+live for a task whose annotations Label Studio listed completely, and that the listing no
+longer holds. A task counts as read completely only when its `annotations` is a list of
+readable annotations no shorter than its own counts (`total_annotations` +
+`cancelled_annotations`, sent by Label Studio 1.23 with fields=all); anything else (no
+list, no counts, an entry without an id, fewer entries than counted, a task listed twice
+with one read short) deletes nothing of that task, and a task missing from the listing
+deletes nothing either. A listing that fails raises: nothing is decided.
+
+Why a listing read after the store cannot delete a fresh annotation: the caller reads the
+store's live annotations first, and Label Studio sends an annotation's webhook only after
+the request that saved it has committed, so every annotation in that read was already in
+Label Studio when the listing started; one it no longer lists was deleted there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -36,15 +50,31 @@ class Missed:
     label_config: str | None
     items: list[tuple[dict, dict]] = field(default_factory=list)
     seen: int = 0  # annotations Label Studio holds in the project
+    gone: list[int] = field(default_factory=list)  # live in the store, deleted in Label Studio
+    partial_tasks: int = 0  # tasks not read completely: nothing of theirs deleted
 
 
 def missed_annotations(
-    client: TaskSource, project_id: int, known: Mapping[int, str | None]
+    client: TaskSource,
+    project_id: int,
+    known: Mapping[int, str | None],
+    live: Mapping[int, int] | None = None,
 ) -> Missed:
-    """`known`: annotation id -> the `updated_at` the store holds (None: deleted there)."""
+    """`known`: annotation id -> the `updated_at` the store holds (None: deleted there);
+    `live`: annotation id -> task id of the store's live annotations of this project
+    (read from the store BEFORE this call), the candidates for `gone`."""
     config = client.project(project_id).get("label_config")
     missed = Missed(config if isinstance(config, str) and config else None)
+    held: dict[int, set[int]] = {}  # task id -> its annotation ids, tasks read completely
+    partial: set[int] = set()
     for task in client.tasks(project_id):
+        task_id = _id(task.get("id"))
+        if task_id is not None:
+            ids = held_annotations(task)
+            if ids is None:
+                partial.add(task_id)
+            else:
+                held.setdefault(task_id, set()).update(ids)
         bare = {k: v for k, v in task.items() if k not in _TASK_EXTRAS}
         for annotation in task.get("annotations") or []:
             annotation_id = annotation.get("id") if isinstance(annotation, Mapping) else None
@@ -57,7 +87,42 @@ def missed_annotations(
                     continue
             missed.items.append((dict(annotation), bare))
     missed.items.sort(key=_order)
+    missed.gone = gone_annotations(live or {}, held, partial)
+    missed.partial_tasks = len(partial)
     return missed
+
+
+def held_annotations(task: Mapping) -> set[int] | None:
+    """The ids of a task's annotations if the listing holds all of them, else None."""
+    annotations = task.get("annotations")
+    total, cancelled = _id(task.get("total_annotations")), _id(task.get("cancelled_annotations"))
+    if not isinstance(annotations, list) or total is None or cancelled is None:
+        return None
+    ids: set[int] = set()
+    for annotation in annotations:
+        annotation_id = _id(annotation.get("id")) if isinstance(annotation, Mapping) else None
+        if annotation_id is None:
+            return None
+        ids.add(annotation_id)
+    return ids if len(ids) >= total + cancelled else None
+
+
+def gone_annotations(
+    live: Mapping[int, int], held: Mapping[int, set[int]], partial: Set[int] = frozenset()
+) -> list[int]:
+    """The live annotations (id -> task id) that a completely read task no longer holds;
+    a task in `partial` (also read short once) or absent from `held` deletes nothing."""
+    return sorted(
+        annotation_id
+        for annotation_id, task_id in live.items()
+        if task_id in held and task_id not in partial and annotation_id not in held[task_id]
+    )
+
+
+def _id(value: Any) -> int | None:
+    """A count or an id as JSON gives it (a non-negative int, not a bool), else None."""
+    readable = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return value if readable else None
 
 
 def _order(item: tuple[dict, dict]) -> tuple[float, int]:
