@@ -193,12 +193,18 @@ def load_csv(path: str | Path, name: str | None = None) -> Taxonomy:
 
 def load_taxonomy(spec: str | Path, base: str | Path | None = None) -> Taxonomy:
     """ "esco", or a CSV path (relative paths resolved against `base`, e.g. the project)."""
+    path = taxonomy_path(spec, base)
+    return load_esco(path) if str(spec).strip().lower() == ESCO_NAME else load_csv(path)
+
+
+def taxonomy_path(spec: str | Path, base: str | Path | None = None) -> Path:
+    """The file `load_taxonomy(spec, base)` reads (TaxonomyError: ESCO not installed)."""
     if str(spec).strip().lower() == ESCO_NAME:
-        return load_esco()
+        return esco_csv_path()
     path = Path(spec)
     if not path.is_absolute() and base is not None:
         path = Path(base) / path
-    return load_csv(path)
+    return path
 
 
 # Entries annotators add ("new entry" in the editor, docs/studio.md): their ids carry

@@ -38,6 +38,7 @@ def build_services(
     state: ProjectState | None = None,
     metrics: Metrics | None = None,
     models: ModelCache | None = None,
+    linkers: ModelCache | None = None,
 ) -> Services:
     """The store, registry, model holder and training worker of `project` (default: the
     config's) in `state` (default: the project's own state folder). Nothing slow: the
@@ -45,7 +46,8 @@ def build_services(
 
     `make_worker(project, state, on_promoted)` defaults to backend.loop.worker.TrainingWorker.
     `models` holds the loaded models, shared by the projects of one backend (default: a
-    cache of the config's bounds for this project alone).
+    cache of the config's bounds for this project alone); `linkers` the loaded linkers,
+    shared the same way (default: this project's alone).
     """
     project = project or load_project(config.project)
     state = state or ProjectState.of(project, config.state_dir)
@@ -91,7 +93,7 @@ def build_services(
         studio,
         metrics or make_metrics(),
         scorer=TaskScorer(project.selection.strategy),
-        linker=LinkerHolder(project, state),
+        linker=LinkerHolder(project, state, linkers),
         link_options=link_options,
     )
     services.inbox_reader = InboxReader(

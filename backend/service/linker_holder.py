@@ -9,6 +9,13 @@ Studio's API (when a URL and API key are configured). Label Studio's own stored
 prediction already holds the chosen entries; the options only make them visible and
 selectable. The same PATCH writes the URL of `GET /taxonomy` (`taxonomy_response`), from
 which the annotator's browser loads the whole taxonomy for the link search.
+
+Projects whose linkers are the same (`backend.linkers.linker_key`: taxonomy, linker folder
+and their versions, settings, annotators' additions; the Label Studio projects of one
+template on a backend serving several) hold one loaded linker, in a `ModelCache` of
+linkers as backend/service/model_cache.py shares taggers, and take turns linking with it
+(a tokenizer must not run in two threads at once). Linkers are not bounded: one is
+unloaded when no project holds it any longer.
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from backend.linkers import project_linker
+from backend.linkers import LinkerKey, linker_key, project_linker
+from backend.service.model_cache import ModelCache
+from labeling.link_pairs import project_taxonomy_additions
 from training.text import Document, Span
 
 if TYPE_CHECKING:
@@ -31,6 +40,7 @@ if TYPE_CHECKING:
     from labeling.state import ProjectState
     from labeling.studio.client import StudioClient
     from training.linker import Link, Linker
+    from training.taxonomy import TaxonomyEntry
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +49,12 @@ class LinkerHolder:
     """The project's linker (`[linking]` in project.toml), loaded once in a thread; None
     until then (and forever when the project names no taxonomy or loading failed)."""
 
-    def __init__(self, project: Project, state: ProjectState):
+    def __init__(self, project: Project, state: ProjectState, cache: ModelCache | None = None):
         self.project = project
         self.project_state = state  # its linker versions and label-embedding cache
         self.enabled = bool(project.linking.taxonomy)
+        self.cache = ModelCache() if cache is None else cache  # shared by a backend's projects
+        self.key: LinkerKey | None = None  # the loaded linker's key in `cache`
         self.linker: Linker | None = None
         self.top_k = project.linking.top_k
         self.error: str | None = None
@@ -69,9 +81,12 @@ class LinkerHolder:
             after()
         started = time.perf_counter()
         try:
-            self.linker, self.top_k = project_linker(
-                self.project, self.project_state, progress=False
-            )
+            if self.top_k < 1:
+                raise ValueError("[linking] top_k must be at least 1")
+            additions = project_taxonomy_additions(self.project_state)
+            key = linker_key(self.project, self.project_state, additions=additions)
+            self.linker = self.cache.acquire(key, self, lambda: self._open(additions))
+            self.key = key
             self.search_body = search_body(self.linker)
             log.info("linker ready in %.1f s", time.perf_counter() - started)
         except Exception as err:  # linking is an extra: predictions go on without it
@@ -79,6 +94,22 @@ class LinkerHolder:
             log.exception("the linker could not be loaded; predictions carry no links")
         finally:
             self._ready.set()
+
+    def _open(self, additions: list[TaxonomyEntry]) -> Linker:
+        found, _ = project_linker(
+            self.project, self.project_state, progress=False, additions=additions
+        )
+        return found
+
+    def unloaded(self, key: LinkerKey) -> None:
+        """The cache dropped the linker (not done: the linker cache has no bound)."""
+        if key == self.key:
+            self.linker, self.key = None, None
+
+    def close(self) -> None:
+        """The project stops serving: its linker is unloaded unless another project holds it."""
+        key, self.key, self.linker = self.key, None, None
+        self.cache.release(key, self)
 
     @property
     def ready(self) -> bool:
@@ -113,10 +144,12 @@ class LinkerHolder:
         """Links for each text's spans ([] per text while the linker is not loaded)."""
         from training.linker import link_spans
 
-        if self.linker is None:
+        linker, key = self.linker, self.key
+        if linker is None or key is None:
             return [[] for _ in texts]
         docs = [Document(t, list(s)) for t, s in zip(texts, spans, strict=True)]
-        return link_spans(self.linker, docs, self.top_k)
+        with self.cache.turns(key), self.cache.using(key):  # projects sharing it take turns
+            return link_spans(linker, docs, self.top_k)
 
 
 class TaskOptionsWriter:

@@ -20,16 +20,14 @@ import time
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from backend.service.chunks import FairLock
-
-if TYPE_CHECKING:
-    from training.reading import Predictor
 
 log = logging.getLogger(__name__)
 
 ModelKey = Hashable
+T = TypeVar("T")
 
 
 class Holder(Protocol):
@@ -80,8 +78,9 @@ class ModelCache:
         with self._lock:
             return list(self._entries)
 
-    def acquire(self, key: ModelKey, holder: Holder, load: Callable[[], Predictor]) -> Predictor:
-        """The tagger for `key`, loaded by `load()` unless another holder has it already;
+    def acquire(self, key: ModelKey, holder: Holder, load: Callable[[], T]) -> T:
+        """The tagger for `key` (or a linker: backend/service/linker_holder.py keeps one
+        cache of them), loaded by `load()` unless another holder has it already;
         `holder` is one of its users until it `release`s it. `load` may raise: nothing is
         held then."""
         with self._lock:

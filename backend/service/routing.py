@@ -24,6 +24,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from backend.service.build import MakeWorker, build_services, model_cache
+from backend.service.model_cache import ModelCache
 from backend.service.requests import BadRequest, StudioProjectKey
 from backend.service.services import Services
 from labeling.studio.config import ConfigError, LabelingConfig, map_model_labels, parse_config
@@ -93,6 +94,7 @@ class SeveralProjects:
         self.metrics = metrics
         self.make_worker = make_worker
         self.models = model_cache(config)  # one loaded copy of a model for all projects
+        self.linkers = ModelCache()  # and of a linker (backend/service/linker_holder.py)
         # read at start, so a broken template fails the start, not a later /setup
         loaded = [(spec, load_project(spec)) for spec in config.templates()]
         self.templates = {project.name: project for _, project in loaded}
@@ -260,6 +262,7 @@ class SeveralProjects:
                 state=state,
                 metrics=self.metrics,
                 models=self.models,
+                linkers=self.linkers,
             )
             services.studio_id = key.id
             services.connected_config = connection.get("schema") or schema

@@ -91,4 +91,6 @@ class Services:
         if self.worker is not None:
             self.worker.stop()
         self.holder.stop()
+        if self.linker is not None:
+            self.linker.close()
         self.store.close()
