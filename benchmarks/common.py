@@ -5,6 +5,11 @@ one line and exit code 2.
 
 The offline environment is set by the package itself (benchmarks/__init__.py); the real
 service as a process is `backend.service.serving_process.served`, shared with the tests.
+The throwaway servers some benchmarks start are the tests' own, imported as `tests.*`
+(so run benchmarks from the checkout root, `python -m benchmarks.NAME`): PostgreSQL from
+tests/postgres.py (load_test, store_latency) and nginx from tests/nginx_proxy.py
+(slow_clients). They stay in tests/: some 360 lines that drive system binaries for
+throwaway servers, no code the installed packages should carry.
 """
 
 from __future__ import annotations
