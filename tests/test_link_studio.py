@@ -438,6 +438,7 @@ def test_status_says_whether_the_linker_is_ready(linked_client):
         "loading": False,
         "embedding": None,
         "error": None,
+        "in_memory": {"held": 1, "max": 0, "loads": 1, "unloads": 0},
     }
 
 

@@ -37,6 +37,8 @@ def test_two_projects_of_one_template_share_one_loaded_linker(
         seven, eight = by_id[7].linker, by_id[8].linker
         assert projects.linkers.loads == 1 and len(projects.linkers) == 1
         assert seven.linker is eight.linker is not None and seven.key == eight.key
+        status = client.get("/status?project=8").get_json()["linking"]
+        assert status["ready"] and status["in_memory"]["loads"] == 1
         for project in ("7.1764079200", "8.1764079200"):  # both link with it
             body = {**predict_body(["python sql"], label_config=xml), "project": project}
             (result,) = client.post("/predict", json=body).get_json()["results"]

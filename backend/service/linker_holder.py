@@ -135,6 +135,7 @@ class LinkerHolder:
             "loading": self.enabled and not self.ready,
             "embedding": self.embedding(),
             "error": self.error,
+            "in_memory": self.cache.summary(),  # linkers held, loads: the process's
         }
 
     def wait_ready(self, timeout: float) -> bool:
