@@ -218,6 +218,83 @@ def test_predict_and_link_on_two_nodes_match_one_process_and_resume(
     assert json.loads((out / "summary.json").read_text())["posts"] == 60
 
 
+def link_input(folder: Path, rows: list[dict]) -> tuple[Path, list[dict]]:
+    """`skillloop link`'s three kinds of rows: phrases, texts with spans (JSONL, and Parquet
+    with a list-of-structs column in row groups of 4), texts to tag; a bad span on line 4."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def spanned(i: int, row: dict) -> dict:
+        words = [(m, m + len(w)) for m, w in _word_starts(row["text"])]
+        spans = [{"start": a, "end": b, "label": "Technology"} for a, b in words[i % 3 :: 4]]
+        return {"id": f"s{i}", "text": row["text"], "spans": spans}
+
+    phrases = [{"id": f"w{i}", "span": w} for i, w in enumerate(["k8s", "sql", "python"])]
+    good = [*phrases, *(spanned(i, r) for i, r in enumerate(rows[:5])), *rows[5:10]]
+    lines = [json.dumps(r) for r in good]
+    lines.insert(3, json.dumps({"id": "bad", "text": "abc", "spans": [{"start": 2, "end": 9}]}))
+    inputs = folder / "link-in"
+    inputs.mkdir(exist_ok=True)
+    (inputs / "a.jsonl").write_text("\n".join(lines) + "\n")
+    table = [spanned(i, r) for i, r in enumerate(rows[10:20], 10)]
+    pq.write_table(pa.Table.from_pylist(table), inputs / "b.parquet", row_group_size=4)
+    return inputs, [*good, *table]
+
+
+def _word_starts(text: str):
+    at = 0
+    for word in text.split(" "):
+        yield at, word
+        at += len(word) + 1
+
+
+def link_keys(row: dict) -> tuple:
+    if "span" in row:
+        return (row["id"], row["taxonomy_id"], row["link_score"])
+    if "text_link" in row:
+        return (row["id"], row["text_link"]["taxonomy_id"], row["text_link"]["link_score"])
+    return (row["id"], *((s["start"], s["end"], s["taxonomy_id"]) for s in row["spans"]))
+
+
+def test_link_on_two_nodes_matches_one_process(
+    cluster, corpus, linker_folder, tiny_reference_model, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("SKILLLOOP_STATE_DIR", str(tmp_path / "state"))
+    folder, rows = corpus
+    inputs, good = link_input(tmp_path, rows)
+    (tmp_path / "all.jsonl").write_text("".join(json.dumps(r) + "\n" for r in good))
+    common = ["--taxonomy", str(folder / "skills.csv"), "--linker", str(linker_folder)]
+    common += ["--model", str(tiny_reference_model), "--no-progress"]
+    alone = tmp_path / "alone.jsonl"
+    assert (
+        main(["link", *common, "--input", str(tmp_path / "all.jsonl"), "--output", str(alone)]) == 0
+    )
+    expected = [json.loads(line) for line in alone.read_text().splitlines()]
+    assert sum(len(r.get("spans") or []) for r in expected) > 10  # the model tagged spans
+
+    out = tmp_path / "out"
+    on_ray = ["--input", str(inputs), "--output", str(out), "--block-rows", "4"]
+    assert main(["link", *common, *on_ray, "--ray-address", cluster, "--workers", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "linking 7 blocks" in err and "with 2 actor(s)" in err and "1 rejected rows" in err
+    linked = [json.loads(line) for line in (out / "linked.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in linked] == [r["id"] for r in expected]  # input order
+    for got, want in zip(linked, expected, strict=True):
+        assert link_keys(got)[:1] == link_keys(want)[:1]
+        if "span" not in got and "text_link" not in got:
+            assert link_keys(got) == link_keys(want)  # the same spans, the same entries
+            assert [s["label"] for s in got["spans"]] == [s["label"] for s in want["spans"]]
+        else:
+            assert link_keys(got)[1] == link_keys(want)[1]
+            assert link_keys(got)[2] == pytest.approx(link_keys(want)[2], abs=1e-3)
+    [reject] = map(json.loads, (out / "rejects.jsonl").read_text().splitlines())
+    assert reject["row"] == 4 and "within the text" in reject["problem"]
+    spans = duckdb.sql(f"select post_id, taxonomy_id from '{out}/spans/*.parquet'").fetchall()
+    want = [(r["id"], r["taxonomy_id"]) for r in expected if "span" in r]
+    want += [(r["id"], s["taxonomy_id"]) for r in expected for s in r.get("spans") or []]
+    assert sorted(spans) == sorted(want)
+
+
 class StubStudio:
     """What `--import-to-studio` asks of Label Studio's client, recorded."""
 
