@@ -1,12 +1,14 @@
 """Corpus-scale predict, link and select on a real two-node Ray cluster on loopback (a head
 and one worker node, `ray start --block`, stopped at the end), with the tiny models:
 the same spans, links and batch as the single-process commands; Parquet read back with
-DuckDB; a malformed row in the rejects; a restarted job resuming from its done blocks."""
+DuckDB; a malformed row in the rejects; a restarted job resuming from its done blocks;
+`select --pool --import-to-studio` into the real Label Studio the tests start."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -225,7 +227,7 @@ def link_input(folder: Path, rows: list[dict]) -> tuple[Path, list[dict]]:
     import pyarrow.parquet as pq
 
     def spanned(i: int, row: dict) -> dict:
-        words = [(m, m + len(w)) for m, w in _word_starts(row["text"])]
+        words = [m.span() for m in re.finditer(r"\S+", row["text"])]
         spans = [{"start": a, "end": b, "label": "Technology"} for a, b in words[i % 3 :: 4]]
         return {"id": f"s{i}", "text": row["text"], "spans": spans}
 
@@ -239,13 +241,6 @@ def link_input(folder: Path, rows: list[dict]) -> tuple[Path, list[dict]]:
     table = [spanned(i, r) for i, r in enumerate(rows[10:20], 10)]
     pq.write_table(pa.Table.from_pylist(table), inputs / "b.parquet", row_group_size=4)
     return inputs, [*good, *table]
-
-
-def _word_starts(text: str):
-    at = 0
-    for word in text.split(" "):
-        yield at, word
-        at += len(word) + 1
 
 
 def link_keys(row: dict) -> tuple:
@@ -351,3 +346,64 @@ def test_select_from_a_pool_on_two_nodes_picks_what_one_process_picks(
         for region in prediction["result"]:
             value = region["value"]
             assert task["data"]["text"][value["start"] : value["end"]] == value["text"]
+
+
+@pytest.mark.studio
+def test_select_from_a_pool_into_a_real_label_studio_skips_what_is_there(
+    cluster, corpus, studio, tiny_reference_model, tmp_path, monkeypatch, capsys
+):
+    """`select --pool --import-to-studio` against the Label Studio the tests start: the
+    batch becomes tasks with predictions in the project titled as ours; a post already
+    there by text, and on a second run the first batch by post id, are not picked again."""
+    from labeling.project import load_project
+    from labeling.state import ProjectState
+    from labeling.studio.client import StudioClient
+
+    folder, rows = corpus
+    project_dir = tmp_path / "projects" / "pool"
+    project_dir.mkdir(parents=True)
+    toml = PROJECT_TOML.replace('name = "pool"', f'name = "pool"\ntitle = "pool {os.getpid()}"')
+    (project_dir / "project.toml").write_text(toml)
+    (project_dir / "posts.jsonl").write_text("")
+    project = load_project(str(project_dir))
+    client = StudioClient(studio.url, studio.token)
+    ref = client.ensure_project(project.title, project.labeling_config)
+    client.import_tasks(ref.id, [{"text": rows[5]["text"]}])  # p5, by text: no post id
+    monkeypatch.setenv("LABEL_STUDIO_URL", studio.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", studio.token)
+    state = tmp_path / "state"
+    with ProjectState(state / "pool").store():
+        pass
+    args = ["select", "--project", str(project_dir), "--model", str(tiny_reference_model)]
+    args += ["--state-dir", str(state), "--json", "-n", "3", "--strategy", "mnlp"]
+    args += ["--pool", str(folder / "in"), "--ray-address", cluster, "--workers", "2"]
+    args += ["--block-rows", "8", "--import-to-studio"]
+
+    texts = {r["id"]: r["text"] for r in rows}
+    there = {rows[5]["text"]}  # texts repeat every 28 posts: p33 is p5's text too
+    picked: list[str] = []
+    for _ in range(2):
+        assert main(args) == 0
+        out = capsys.readouterr()
+        batch = [r["id"] for r in json.loads(out.out)["batch"]]
+        assert len(batch) == 3 and not {texts[p] for p in batch} & there
+        skipped = sum(text in there for text in texts.values())
+        assert f"1 rejected, {skipped} already labelled or in Label Studio" in out.err
+        assert f"Label Studio project {ref.id}: created 3 tasks with predictions" in out.err
+        picked += batch
+        there |= {texts[p] for p in batch}
+    assert len(set(picked)) == 6
+
+    tasks = client.tasks(ref.id)
+    assert len(tasks) == 7
+    by_post = {t["data"].get("post_id"): t for t in tasks}
+    assert set(by_post) == {None, *picked}
+    for post in picked:
+        task = by_post[post]
+        assert task["data"]["text"] == texts[post]
+        [prediction] = task["predictions"]
+        assert prediction["model_version"].startswith(tiny_reference_model.name + "@")
+        for region in prediction["result"]:
+            value = region["value"]
+            assert texts[post][value["start"] : value["end"]] == value["text"]
+    assert any(by_post[post]["predictions"][0]["result"] for post in picked)
