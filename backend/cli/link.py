@@ -89,9 +89,11 @@ def model_spec(folder: str):
 
 
 def _link_on_ray(args: argparse.Namespace) -> int:
+    from backend.corpus.engine import check_address
     from backend.corpus.link import run_link
     from backend.corpus.predict import CorpusJob
 
+    check_address(args.ray_address)
     if args.input == "-" or args.output == "-":
         raise ValueError("--ray-address reads --input files and writes an --output folder")
     if Path(args.output).is_file():
