@@ -105,3 +105,15 @@ def test_ray_predict_bad_arguments_are_one_line_errors(tiny_reference_model, inp
     client = ["predict", "--model", str(tiny_reference_model), "--ray-address", "ray://h:10001"]
     assert main([*client, "--input", str(inputs), "--output", str(inputs / "o")]) == 2
     assert "does not run over Ray Client" in capsys.readouterr().err
+
+
+def test_ray_link_bad_arguments_are_one_line_errors(inputs, capsys):
+    base = ["link", "--taxonomy", str(inputs / "missing.csv"), "--input", str(inputs)]
+    assert main([*base, "--ray-address", "ray://h:10001", "--output", str(inputs / "o")]) == 2
+    assert "does not run over Ray Client" in capsys.readouterr().err  # before the taxonomy
+    assert main([*base, "--ray-address", "local"]) == 2  # --output - (stdout)
+    assert "writes an --output folder" in capsys.readouterr().err
+    assert main([*base, "--ray-address", "nowhere", "--output", str(inputs / "o")]) == 2
+    assert "takes local, auto or HOST:PORT" in capsys.readouterr().err
+    assert main([*base, "--workers", "2"]) == 2
+    assert "--workers takes effect with --ray-address" in capsys.readouterr().err

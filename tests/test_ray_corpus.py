@@ -1,7 +1,8 @@
 """Corpus-scale predict, link and select on a real two-node Ray cluster on loopback (a head
 and one worker node, `ray start --block`, stopped at the end), with the tiny models:
 the same spans, links and batch as the single-process commands; Parquet read back with
-DuckDB; a malformed row in the rejects; a restarted job resuming from its done blocks."""
+DuckDB; a malformed row in the rejects; a restarted job resuming from its done blocks;
+`select --pool --import-to-studio` into the real Label Studio the tests start."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from link_rows import link_input, link_keys
 
 ray = pytest.importorskip("ray", reason="the skillloop[ray] extra (make install) is missing")
 duckdb = pytest.importorskip("duckdb")
@@ -218,6 +220,51 @@ def test_predict_and_link_on_two_nodes_match_one_process_and_resume(
     assert json.loads((out / "summary.json").read_text())["posts"] == 60
 
 
+def test_link_on_two_nodes_matches_one_process(
+    cluster, corpus, linker_folder, tiny_reference_model, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("SKILLLOOP_STATE_DIR", str(tmp_path / "state"))
+    folder, rows = corpus
+    inputs, good = link_input(tmp_path, rows)
+    (tmp_path / "all.jsonl").write_text("".join(json.dumps(r) + "\n" for r in good))
+    common = ["--taxonomy", str(folder / "skills.csv"), "--linker", str(linker_folder)]
+    common += ["--model", str(tiny_reference_model), "--no-progress"]
+    alone = tmp_path / "alone.jsonl"
+    assert (
+        main(["link", *common, "--input", str(tmp_path / "all.jsonl"), "--output", str(alone)]) == 0
+    )
+    expected = [json.loads(line) for line in alone.read_text().splitlines()]
+    assert sum(len(r.get("spans") or []) for r in expected) > 10  # the model tagged spans
+
+    out = tmp_path / "out"
+    on_ray = ["--input", str(inputs), "--output", str(out), "--block-rows", "4"]
+    assert main(["link", *common, *on_ray, "--ray-address", cluster, "--workers", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "linking 7 blocks" in err and "with 2 actor(s)" in err and "1 rejected rows" in err
+    linked = [json.loads(line) for line in (out / "linked.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in linked] == [r["id"] for r in expected]  # input order
+    for got, want in zip(linked, expected, strict=True):
+        assert link_keys(got)[:1] == link_keys(want)[:1]
+        if "span" not in got and "text_link" not in got:
+            assert link_keys(got) == link_keys(want)  # the same spans, the same entries
+            assert [s["label"] for s in got["spans"]] == [s["label"] for s in want["spans"]]
+        else:
+            assert link_keys(got)[1] == link_keys(want)[1]
+            assert link_keys(got)[2] == pytest.approx(link_keys(want)[2], abs=1e-3)
+    [reject] = map(json.loads, (out / "rejects.jsonl").read_text().splitlines())
+    assert reject["row"] == 4 and "within the text" in reject["problem"]
+    spans = duckdb.sql(f"select post_id, taxonomy_id from '{out}/spans/*.parquet'").fetchall()
+    want = [(r["id"], r["taxonomy_id"]) for r in expected if "span" in r]
+    want += [(r["id"], s["taxonomy_id"]) for r in expected for s in r.get("spans") or []]
+    assert sorted(spans) == sorted(want)
+
+    marker = sorted((out / "done").glob("*.json"))[0]  # a job killed before one block
+    marker.unlink()
+    assert main(["link", *common, *on_ray, "--ray-address", cluster, "--workers", "2"]) == 0
+    assert "linking 1 blocks" in capsys.readouterr().err
+    assert (out / "linked.jsonl").read_text().splitlines() == list(map(json.dumps, linked))
+
+
 class StubStudio:
     """What `--import-to-studio` asks of Label Studio's client, recorded."""
 
@@ -274,3 +321,64 @@ def test_select_from_a_pool_on_two_nodes_picks_what_one_process_picks(
         for region in prediction["result"]:
             value = region["value"]
             assert task["data"]["text"][value["start"] : value["end"]] == value["text"]
+
+
+@pytest.mark.studio
+def test_select_from_a_pool_into_a_real_label_studio_skips_what_is_there(
+    cluster, corpus, studio, tiny_reference_model, tmp_path, monkeypatch, capsys
+):
+    """`select --pool --import-to-studio` against the Label Studio the tests start: the
+    batch becomes tasks with predictions in the project titled as ours; a post already
+    there by text, and on a second run the first batch by post id, are not picked again."""
+    from labeling.project import load_project
+    from labeling.state import ProjectState
+    from labeling.studio.client import StudioClient
+
+    folder, rows = corpus
+    project_dir = tmp_path / "projects" / "pool"
+    project_dir.mkdir(parents=True)
+    toml = PROJECT_TOML.replace('name = "pool"', f'name = "pool"\ntitle = "pool {os.getpid()}"')
+    (project_dir / "project.toml").write_text(toml)
+    (project_dir / "posts.jsonl").write_text("")
+    project = load_project(str(project_dir))
+    client = StudioClient(studio.url, studio.token)
+    ref = client.ensure_project(project.title, project.labeling_config)
+    client.import_tasks(ref.id, [{"text": rows[5]["text"]}])  # p5, by text: no post id
+    monkeypatch.setenv("LABEL_STUDIO_URL", studio.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", studio.token)
+    state = tmp_path / "state"
+    with ProjectState(state / "pool").store():
+        pass
+    args = ["select", "--project", str(project_dir), "--model", str(tiny_reference_model)]
+    args += ["--state-dir", str(state), "--json", "-n", "3", "--strategy", "mnlp"]
+    args += ["--pool", str(folder / "in"), "--ray-address", cluster, "--workers", "2"]
+    args += ["--block-rows", "8", "--import-to-studio"]
+
+    texts = {r["id"]: r["text"] for r in rows}
+    there = {rows[5]["text"]}  # texts repeat every 28 posts: p33 is p5's text too
+    picked: list[str] = []
+    for _ in range(2):
+        assert main(args) == 0
+        out = capsys.readouterr()
+        batch = [r["id"] for r in json.loads(out.out)["batch"]]
+        assert len(batch) == 3 and not {texts[p] for p in batch} & there
+        skipped = sum(text in there for text in texts.values())
+        assert f"1 rejected, {skipped} already labelled or in Label Studio" in out.err
+        assert f"Label Studio project {ref.id}: created 3 tasks with predictions" in out.err
+        picked += batch
+        there |= {texts[p] for p in batch}
+    assert len(set(picked)) == 6
+
+    tasks = client.tasks(ref.id)
+    assert len(tasks) == 7
+    by_post = {t["data"].get("post_id"): t for t in tasks}
+    assert set(by_post) == {None, *picked}
+    for post in picked:
+        task = by_post[post]
+        assert task["data"]["text"] == texts[post]
+        [prediction] = task["predictions"]
+        assert prediction["model_version"].startswith(tiny_reference_model.name + "@")
+        for region in prediction["result"]:
+            value = region["value"]
+            assert texts[post][value["start"] : value["end"]] == value["text"]
+    assert any(by_post[post]["predictions"][0]["result"] for post in picked)

@@ -8,19 +8,19 @@ Input JSONL, one object per line, any of:
                                                      whole text is linked as one phrase
 Output: the same rows, each span with taxonomy_id, taxonomy_label, link_score (null for
 "no match") and link_candidates (the top k with scores).
+
+With --ray-address the same rows come from JSONL and Parquet files (a glob or a folder)
+and go to an output folder on Ray (backend/corpus/link.py, docs/ray.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 from backend.cli.options import add_link_options, model_labels, open_linker, open_stream
 from training.datasets import jsonl_objects
-
-if TYPE_CHECKING:
-    pass
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,80 +29,95 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output", default="-", help="JSONL output (- = stdout)")
     p.add_argument("--model", help="a tagger checkpoint to find spans in rows with text only")
     add_link_options(p)
+    p.add_argument(
+        "--ray-address",
+        metavar="local|auto|HOST:PORT",
+        help="link a corpus on Ray (docs/ray.md): --input JSONL or Parquet files, a glob or a "
+        "folder; --output a folder (linked.jsonl, posts/ and spans/ Parquet), resumable",
+    )
+    p.add_argument("--workers", type=int, help="with --ray-address: Ray actors (default: CPUs)")
+    p.add_argument(
+        "--block-rows",
+        type=int,
+        default=2000,
+        help="with --ray-address: JSONL lines per block (a Parquet block is a row group)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=link_command)
 
 
 def read_link_rows(handle, name: str) -> list[dict]:
+    from backend.corpus.link import link_row_problem
+
     rows = []
     for number, row in jsonl_objects(handle, name):
-        if isinstance(row.get("span"), str):
-            rows.append(row)
-            continue
-        text = row.get("text")
-        if not isinstance(text, str):
-            raise ValueError(f'{name}:{number}: each line needs a "span" or a "text" string')
-        spans = row.get("spans")
-        if spans is not None:
-            if not isinstance(spans, list):
-                raise ValueError(f'{name}:{number}: "spans" must be a list')
-            for span in spans:
-                if not _valid_span(span, len(text)):
-                    raise ValueError(
-                        f"{name}:{number}: each span needs integer start < end within the text"
-                    )
+        problem = link_row_problem(row)
+        if problem:
+            raise ValueError(f"{name}:{number}: {problem}")
         rows.append(row)
     return rows
 
 
-def _valid_span(span, length: int) -> bool:
-    if not isinstance(span, dict):
-        return False
-    start, end = span.get("start"), span.get("end")
-    return isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= length
-
-
 def link_command(args: argparse.Namespace) -> int:
-    from training.linker import link_fields, link_spans
-    from training.text import Document, Span
+    from backend.corpus.link import apply_links, link_document, needs_tagging
+    from training.linker import link_spans
 
+    if args.ray_address:
+        return _link_on_ray(args)
+    if args.workers is not None:
+        raise ValueError("--workers takes effect with --ray-address (link runs in this process)")
     with open_stream(args.input, "r") as handle:
         rows = read_link_rows(handle, args.input)
-    untagged = [r for r in rows if "span" not in r and r.get("spans") is None]
+    untagged = [r for r in rows if needs_tagging(r)]
     if untagged and args.model:
         tag_rows(args, untagged)
     linker, top_k = open_linker(args)
-    docs = []
-    for row in rows:
-        if "span" in row:
-            text = row["span"]
-            docs.append(Document(text, [Span(0, len(text), "", text)]))
-        elif row.get("spans") is None:  # no tagger: the whole text is the phrase
-            docs.append(Document(row["text"], [Span(0, len(row["text"]), "", row["text"])]))
-        else:
-            docs.append(
-                Document(row["text"], [Span(s["start"], s["end"], "") for s in row["spans"]])
-            )
-    links = link_spans(linker, docs, top_k)
+    links = link_spans(linker, [link_document(row) for row in rows], top_k)
     with open_stream(args.output, "w") as out:
         for row, doc_links in zip(rows, links, strict=True):
-            if "span" in row:
-                row |= link_fields(doc_links[0])
-            elif row.get("spans") is None:
-                row["text_link"] = link_fields(doc_links[0])
-            else:
-                for span, link in zip(row["spans"], doc_links, strict=True):
-                    span.setdefault("text", row["text"][span["start"] : span["end"]])
-                    span |= link_fields(link)
+            apply_links(row, doc_links)
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return 0
+
+
+def model_spec(folder: str):
+    """The tagger `--model` names, loaded as `skillloop link` always has (its own labels,
+    the default precision)."""
+    from training.tagger_spec import TaggerSpec
+
+    return TaggerSpec(folder, model_labels(folder, {}), {})
+
+
+def _link_on_ray(args: argparse.Namespace) -> int:
+    from backend.corpus.engine import check_address
+    from backend.corpus.link import run_link
+    from backend.corpus.predict import CorpusJob
+
+    check_address(args.ray_address)
+    if args.input == "-" or args.output == "-":
+        raise ValueError("--ray-address reads --input files and writes an --output folder")
+    if Path(args.output).is_file():
+        raise ValueError(f"--output {args.output} is a file: with --ray-address it is a folder")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    spec = model_spec(args.model) if args.model else None
+    linker, top_k = open_linker(args)
+    job = CorpusJob(
+        [args.input],
+        Path(args.output),
+        args.ray_address,
+        args.workers,
+        args.block_rows,
+        progress=not args.no_progress,
+    )
+    run_link(job, linker, top_k, spec)
     return 0
 
 
 def tag_rows(args: argparse.Namespace, rows: list[dict]) -> None:
     """Spans for rows with text only, from the tagger --model names (labels as it knows)."""
     from training.datasets import span_dict
-    from training.tagger import Tagger
 
-    tagger = Tagger.load(args.model, model_labels(args.model, {}), {})
+    tagger = model_spec(args.model).load()
     for row, prediction in zip(rows, tagger.predict([r["text"] for r in rows]), strict=True):
         row["spans"] = [span_dict(s) for s in prediction.spans]

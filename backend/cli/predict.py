@@ -172,8 +172,10 @@ def predict_command(args) -> int:
 
 def _predict_on_ray(args) -> int:
     from backend.bulk_predict import studio_config
+    from backend.corpus.engine import check_address
     from backend.corpus.predict import CorpusJob, run_predict
 
+    check_address(args.ray_address)
     if args.input == "-" or args.output == "-":
         raise ValueError("--ray-address reads --input files and writes an --output folder")
     if Path(args.output).is_file():

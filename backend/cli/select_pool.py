@@ -37,8 +37,10 @@ def add_pool_options(p: argparse.ArgumentParser) -> None:
 
 
 def select_pool(args, project, labelled, model: str, n: int, name: str) -> int:
+    from backend.corpus.engine import check_address
     from backend.corpus.selection import ScoreSettings, keep_for, run_select
 
+    check_address(args.ray_address)
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
     keep = keep_for(name, n)

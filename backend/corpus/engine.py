@@ -30,26 +30,31 @@ def ray_version() -> str:
     return str(ray.__version__)
 
 
-def connect(address: str, num_cpus: int | None = None) -> int:
-    """Join or start Ray; returns the CPUs the cluster has (the default actor count)."""
-    ray_version()
-    import ray
-
+def check_address(address: str) -> None:
+    """Refuse what `connect` cannot use, before a command builds anything."""
     if address.startswith("ray://"):
         # Ray Data's executor needs a driver on the cluster: over Ray Client it fails with
         # "'Worker' object has no attribute 'core_worker'" (tried with Ray 2.58.0)
         raise ValueError(
             "Ray Data does not run over Ray Client (ray://): run the command on a node of "
-            "the cluster with --ray-address auto (docs/ray.md)"
+            "the cluster with --ray-address auto, or as a job: ray job submit (docs/ray.md)"
         )
+    if address not in ("local", "auto") and ":" not in address:
+        raise ValueError(f"--ray-address takes local, auto or HOST:PORT, got {address!r}")
+
+
+def connect(address: str, num_cpus: int | None = None) -> int:
+    """Join or start Ray; returns the CPUs the cluster has (the default actor count)."""
+    ray_version()
+    import ray
+
+    check_address(address)
     if not ray.is_initialized():
         options: dict[str, Any] = {"address": address, "log_to_driver": False}
         if address == "local":
             options["include_dashboard"] = False
             if num_cpus:
                 options["num_cpus"] = num_cpus
-        elif address != "auto" and ":" not in address:
-            raise ValueError(f"--ray-address takes local, auto or HOST:PORT, got {address!r}")
         try:
             ray.init(**options)
         except (ConnectionError, RuntimeError, TimeoutError) as err:

@@ -5,9 +5,11 @@ marker last; a restarted job skips the blocks whose marker is there.
     OUT/posts/KEY.parquet    post_id, text_hash, model_version, task_score, spans, ...
     OUT/spans/KEY.parquet    post_id, start, end, label, text, confidence, taxonomy_*, ...
     OUT/tasks/KEY.jsonl      Label Studio import tasks (with --format label-studio)
+    OUT/linked/KEY.jsonl     `skillloop link`'s output rows (link --ray-address)
     OUT/rejects/KEY.jsonl    malformed rows: file, row, problem
     OUT/done/KEY.json        the block's counts; written last
-    OUT/label-studio.json, OUT/rejects.jsonl, OUT/summary.json   assembled at the end
+    OUT/label-studio.json, OUT/linked.jsonl, OUT/rejects.jsonl, OUT/summary.json
+                             assembled at the end
 
 `duckdb -c "select label, count(*) from 'OUT/spans/*.parquet' group by 1"` reads it.
 """
@@ -49,7 +51,7 @@ SPANS = pa.schema(
         ("link_score", pa.float64()),
     ]
 )
-PARTS = ("posts", "spans", "tasks", "rejects", "done")
+PARTS = ("posts", "spans", "tasks", "linked", "rejects", "done")
 
 
 def text_hash(text: str) -> str:
@@ -77,17 +79,19 @@ def remove_stale(out: Path, keys: set[str]) -> int:
 
 
 class BlockWriter:
-    """One block's outputs, written as rows arrive (memory stays one chunk)."""
+    """One block's outputs, written as rows arrive (memory stays one chunk). Its JSON lines
+    (`write`'s `lines`) are Label Studio tasks with `studio`, link's rows with `linked`."""
 
-    def __init__(self, out: Path, block: Block, studio: bool):
+    def __init__(self, out: Path, block: Block, studio: bool, linked: bool = False):
         self.out, self.block = out, block
+        self.lines_part = "tasks" if studio else "linked"
         for part in PARTS:
             (out / part).mkdir(parents=True, exist_ok=True)
         self.posts = pq.ParquetWriter(self._tmp("posts", "parquet"), POSTS)
         self.spans = pq.ParquetWriter(self._tmp("spans", "parquet"), SPANS)
         # open across the block's chunks, closed (and renamed) in close()
-        tasks = self._tmp("tasks", "jsonl")
-        self.tasks = open(tasks, "w", encoding="utf-8") if studio else None  # noqa: SIM115
+        tasks = self._tmp(self.lines_part, "jsonl")
+        self.tasks = open(tasks, "w", encoding="utf-8") if studio or linked else None  # noqa: SIM115
         self.rejects = open(self._tmp("rejects", "jsonl"), "w", encoding="utf-8")  # noqa: SIM115
         self.counts = {"rows": 0, "posts": 0, "spans": 0, "rejects": 0, "linked": 0}
 
@@ -100,12 +104,12 @@ class BlockWriter:
         self.counts["rows"] += 1
         self.counts["rejects"] += 1
 
-    def write(self, posts: Sequence[dict], spans: Sequence[dict], tasks: Iterable[dict]) -> None:
+    def write(self, posts: Sequence[dict], spans: Sequence[dict], lines: Iterable[dict]) -> None:
         self.posts.write_table(pa.Table.from_pylist(list(posts), schema=POSTS))
         self.spans.write_table(pa.Table.from_pylist(list(spans), schema=SPANS))
         if self.tasks is not None:
-            for task in tasks:
-                self.tasks.write(json.dumps(task, ensure_ascii=False, default=str) + "\n")
+            for line in lines:
+                self.tasks.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
         self.counts["rows"] += len(posts)
         self.counts["posts"] += len(posts)
         self.counts["spans"] += len(spans)
@@ -119,7 +123,7 @@ class BlockWriter:
         parts = [("posts", "parquet"), ("spans", "parquet"), ("rejects", "jsonl")]
         if self.tasks is not None:
             self.tasks.close()
-            parts.append(("tasks", "jsonl"))
+            parts.append((self.lines_part, "jsonl"))
         for part, suffix in parts:
             tmp = self._tmp(part, suffix)
             tmp.replace(tmp.with_suffix(""))
@@ -131,9 +135,10 @@ class BlockWriter:
         return summary
 
 
-def assemble(out: Path, keys: Sequence[str], studio: bool) -> dict:
+def assemble(out: Path, keys: Sequence[str], studio: bool, linked: bool = False) -> dict:
     """The job's summary over all planned blocks (those done before a restart included),
-    `rejects.jsonl` and, with `studio`, `label-studio.json`, in input order."""
+    `rejects.jsonl` and, with `studio`, `label-studio.json` (with `linked`, `linked.jsonl`),
+    in input order."""
     totals = {"blocks": 0, "rows": 0, "posts": 0, "spans": 0, "rejects": 0, "linked": 0}
     with open(out / "rejects.jsonl", "w", encoding="utf-8") as rejects:
         for key in keys:
@@ -152,5 +157,9 @@ def assemble(out: Path, keys: Sequence[str], studio: bool) -> dict:
                         handle.write(("\n" if first else ",\n") + line.rstrip("\n"))
                         first = False
             handle.write("\n]\n" if not first else "]\n")
+    if linked:
+        with open(out / "linked.jsonl", "w", encoding="utf-8") as handle:
+            for key in keys:
+                handle.write((out / "linked" / f"{key}.jsonl").read_text(encoding="utf-8"))
     (out / "summary.json").write_text(json.dumps(totals, indent=2) + "\n", encoding="utf-8")
     return totals

@@ -1,5 +1,6 @@
 """`skillloop predict --ray-address ...`: a corpus tagged (and linked) on Ray into an output
-folder of Parquet (backend/corpus/outputs.py), resumable block by block."""
+folder of Parquet (backend/corpus/outputs.py), resumable block by block; `run_job` is the
+driver `skillloop link --ray-address` (backend/corpus/link.py) runs too."""
 
 from __future__ import annotations
 
@@ -30,6 +31,28 @@ class CorpusJob:
 
 def run_predict(spec: TaggerSpec, job: CorpusJob, linker=None, top_k: int = 5) -> dict:
     """Tag every planned block not already done; returns the summary over all blocks."""
+    settings = JobSettings(str(job.out.resolve()), job.max_chars, job.studio_config)
+    summary = run_job(job, BlockTagger, (spec, settings), linker, top_k, "tagging")
+    say(
+        f"predicted {summary['posts']} posts ({summary['spans']} spans, {summary['linked']} "
+        f"linked) in {summary['blocks']} blocks; {summary['rejects']} rejected rows "
+        f"(-> {job.out / 'rejects.jsonl'}); {summary['skipped_blocks']} blocks done before; "
+        f"{summary['seconds']} s on Ray {summary['ray']}"
+    )
+    return summary
+
+
+def run_job(
+    job: CorpusJob,
+    actor: type,
+    args: tuple,
+    linker=None,
+    top_k: int = 5,
+    verb: str = "tagging",
+    linked_rows: bool = False,
+) -> dict:
+    """`actor(*args, shipped_linker)` over every planned block not already done (the one
+    driver of `predict` and `link` on Ray); returns the summary over all blocks."""
     started = time.perf_counter()
     version = ray_version()
     files = expand_inputs(job.inputs)
@@ -49,31 +72,23 @@ def run_predict(spec: TaggerSpec, job: CorpusJob, linker=None, top_k: int = 5) -
         cpus = connect(job.address)
         actors = job.actors or cpus
         try:
-            settings = JobSettings(str(job.out.resolve()), job.max_chars, job.studio_config)
             shipped = None
             if linker is not None:  # the label embeddings, built once, to every actor
                 import ray
 
                 shipped = [ray.put(LinkerParts.of(linker, top_k))]
-            args = (spec, settings, shipped)
-            say(f"tagging {len(todo)} blocks on Ray {version} with {actors} actor(s)")
-            for count, row in enumerate(run_blocks(BlockTagger, todo, args, actors), 1):
+            say(f"{verb} {len(todo)} blocks on Ray {version} with {actors} actor(s)")
+            for count, row in enumerate(run_blocks(actor, todo, (*args, shipped), actors), 1):
                 if job.progress:
                     say(f"block {count}/{len(todo)} {row['key']}: {row['posts']} posts")
         finally:
             disconnect()
-    summary = assemble(job.out, keys, job.studio_config is not None)
+    summary = assemble(job.out, keys, job.studio_config is not None, linked_rows)
     summary |= {
         "skipped_blocks": len(blocks) - len(todo),
         "seconds": round(time.perf_counter() - started, 1),
         "ray": version,
     }
-    say(
-        f"predicted {summary['posts']} posts ({summary['spans']} spans, {summary['linked']} "
-        f"linked) in {summary['blocks']} blocks; {summary['rejects']} rejected rows "
-        f"(-> {job.out / 'rejects.jsonl'}); {summary['skipped_blocks']} blocks done before; "
-        f"{summary['seconds']} s on Ray {version}"
-    )
     return summary
 
 

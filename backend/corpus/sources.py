@@ -15,7 +15,7 @@ import glob
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,18 +124,21 @@ def _row_groups(path: Path) -> Iterator[tuple[int, int, int]]:
         first += rows
 
 
-def read_block(block: Block, max_chars: int) -> Iterator[Row]:
+def read_block(
+    block: Block, max_chars: int | None, check: Callable[[dict], str] | None = None
+) -> Iterator[Row]:
     """The block's rows in order; texts longer than `max_chars` are read up to it (the row
-    says `text_cut_at`, as `skillloop predict` and /predict do)."""
+    says `text_cut_at`, as `skillloop predict` and /predict do; None: never cut). `check`
+    names a row's problem ("" when fine; default: it needs a "text" string)."""
     raw = _jsonl_rows(block) if block.kind == "jsonl" else _parquet_rows(block)
     for number, data, problem in raw:
         if data is not None and not problem:
-            problem = _text_problem(data)
+            problem = (check or _text_problem)(data)
         if problem:
             yield Row(block.file, number, None, problem)
             continue
         assert data is not None
-        if len(data["text"]) > max_chars:
+        if max_chars is not None and len(data["text"]) > max_chars:
             data = {**data, "text": data["text"][:max_chars], "text_cut_at": max_chars}
         yield Row(block.file, number, data)
 
@@ -180,11 +183,15 @@ def _parquet_rows(block: Block) -> Iterator[tuple[int, dict | None, str]]:
 
 
 def _text_problem(data: dict) -> str:
-    from labeling.studio.tasks import lone_surrogates
-
     text = data.get("text")
     if not isinstance(text, str):
         return 'no "text" string'
+    return surrogate_problem(text)
+
+
+def surrogate_problem(text: str) -> str:
+    from labeling.studio.tasks import lone_surrogates
+
     if lone_surrogates(text):
         return "the text holds a lone UTF-16 surrogate"
     return ""
