@@ -8,7 +8,8 @@ The project has no labeling_config.xml: its config is the one skillloop generate
 `<Labels>` that overlap as nested highlights; a second `<Labels>` per layer is not needed
 (docs/layers.md). The test reads from the editor's DOM that the Skill phrase and the
 Knowledge word inside it are both drawn, each on its own characters and in its own colour,
-the word's highlight inside the phrase's.
+the word's highlight inside the phrase's; then an annotator draws another Knowledge region
+inside the Skill phrase and submits, and the backend stores the overlapping spans as drawn.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from labeling.studio.browser import (
     INSTALL_HINT,
     chromium,
     find_chromium,
+    highlights,
     open_task,
     save_screenshot,
+    submit,
 )
 
 pytestmark = [pytest.mark.studio, pytest.mark.slow]
@@ -124,6 +127,33 @@ REGIONS_JS = """(() => [...document.querySelectorAll('.lsf-outliner-item')].map(
   item.querySelector('.lsf-outliner-item__text')?.textContent]))()"""
 
 
+# Label a word the way an annotator does, where it lies inside a drawn region: the label's
+# button, a DOM Range over the word in the highlight's text node, the mouse released on it
+LABEL_INSIDE_JS = r"""((word, label) => {
+  const button = [...document.querySelectorAll('.lsf-label')]
+      .find(el => el.querySelector('.lsf-label__text')?.textContent === label);
+  if (!button) return 'no label button ' + label;
+  button.click();
+  const root = document.querySelector('.lsf-richtext__container');
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  for (let node; (node = walker.nextNode());) {
+    const at = node.textContent.search(new RegExp('\\b' + word + '\\b'));
+    if (at < 0 || !node.parentElement.closest('.htx-highlight')) continue;
+    const range = document.createRange();
+    range.setStart(node, at);
+    range.setEnd(node, at + word.length);
+    const selected = range.toString();  // before the editor redraws the text
+    window.getSelection().removeAllRanges();
+    window.getSelection().addRange(range);
+    const box = range.getBoundingClientRect();
+    node.parentElement.dispatchEvent(new MouseEvent('mouseup',
+        {bubbles: true, clientX: box.right, clientY: box.bottom}));
+    return selected;
+  }
+  return 'no ' + word + ' inside a region';
+})"""
+
+
 def _inside(inner: list[dict], outer: list[dict]) -> bool:
     """Every box of `inner` lies within one box of `outer` (page pixels, 1 px slack)."""
 
@@ -157,6 +187,7 @@ def test_the_editor_draws_overlapping_skill_and_knowledge_regions_of_one_predict
     browser_available, studio, tmp_path
 ):
     from labeling.project import load_project
+    from labeling.state import ProjectState
     from labeling.studio.client import StudioClient, login_session
 
     model = layered_keyword_model(tmp_path / "layered-model")
@@ -194,6 +225,27 @@ def test_the_editor_draws_overlapping_skill_and_knowledge_regions_of_one_predict
             nesting = sorted(map(tuple, tools.evaluate(NESTING_JS)))
             regions = sorted(map(tuple, tools.evaluate(REGIONS_JS)))
 
+            # an annotator adds a Knowledge region inside the Skill phrase, and submits
+            assert tools.evaluate(f"({LABEL_INSIDE_JS})('data', 'Knowledge')") == "data"
+            wait_for(
+                "the editor to draw the new region",
+                lambda: ("Knowledge", "data") in [(h.label, h.text) for h in highlights(tools)],
+                10,
+                every=0.3,
+            )
+            save_screenshot(tools, shots / "layers-task-annotated.png")
+            submit(tools)
+            store = ProjectState(tmp_path / "state" / "layers").store()
+            try:
+                (record,) = wait_for(
+                    "the submitted annotation in the backend's store",
+                    store.annotations.records,
+                    30,
+                    every=0.5,
+                )
+            finally:
+                store.close()
+
     expected = sorted((label, phrase) for phrase, label in PREDICTED)
     # the regions list holds the three regions of the one prediction
     assert regions == expected
@@ -212,3 +264,8 @@ def test_the_editor_draws_overlapping_skill_and_knowledge_regions_of_one_predict
     skill, python, sql = (by_text[phrase] for phrase, _ in PREDICTED)
     assert _inside(python.boxes, skill.boxes)
     assert not _inside(sql.boxes, skill.boxes)  # the control: a word outside the phrase
+    # the annotation stores the overlapping regions as drawn: the prediction's and the new
+    # Knowledge word inside the Skill phrase
+    assert sorted((s.start, s.end, s.label, s.text) for s in record.spans) == sorted(
+        [*(_span(p, lab) for p, lab in PREDICTED), _span("data", "Knowledge")]
+    )
