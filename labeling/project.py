@@ -110,16 +110,18 @@ class Project:
 
     def gold(self) -> list[Document]:
         """Posts annotated outside Label Studio (`[data] gold`): [] while there are none.
+        The file is JSONL (`{text, spans}`), CoNLL (a tag column per label layer, as
+        SkillSpan ships it) or SkillSpan's JSON, read by `training.datasets.read_documents`.
 
         Gold posts are seed training data, so a missing file is not an error: a new project
         starts without any.
         """
-        from training.datasets import read_jsonl
+        from training.datasets import read_documents
 
         path = self.data_path("gold")
         if path is None or not path.is_file():
             return []
-        docs = read_jsonl(path)
+        docs = read_documents(path)
         unknown = sorted({s.label for d in docs for s in d.spans} - set(self.label_values))
         if unknown:
             raise ValueError(f"{path}: labels {unknown} are not project labels")

@@ -20,8 +20,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from training.text import (
+    TOKENIZED,
     Document,
     Span,
+    file_tokens,
     resolve_overlaps,
     spans_to_tags,
     split_tag,
@@ -130,7 +132,7 @@ def read_skillspan(path: str | Path) -> list[Document]:
                 text, row.get(column) or ["O"] * len(row["tokens"]), sentence_offsets, label
             )
         ]
-        doc = flatten(text, spans, source=source, idx=idx)
+        doc = flatten(text, spans, source=source, idx=idx, **{TOKENIZED: True})
         doc.id = f"{source}-{idx}"
         docs.append(doc)
     return docs
@@ -224,7 +226,7 @@ def _conll_document(sentences, column_labels, path, n) -> Document:
                 spans += column_spans(text, tags, sentence_offsets, label)
             except ValueError as err:
                 raise ValueError(f"{path}: {err} (pass column labels)") from None
-    doc = flatten(text, spans)
+    doc = flatten(text, spans, **{TOKENIZED: True})
     doc.id = str(n)
     return doc
 
@@ -232,8 +234,9 @@ def _conll_document(sentences, column_labels, path, n) -> Document:
 def write_conll(
     docs: Iterable[Document], path: str | Path, layers: Sequence[Sequence[str]] | None = None
 ) -> None:
-    """One tag column with labelled IOB2 tags; tokens are `training.text.words`, sentences
-    the text's lines; `-DOCSTART-` before each document.
+    """One tag column with labelled IOB2 tags; tokens are `training.text.words` (a document
+    read from a tokenised file: its own tokens, `training.text.file_tokens`), sentences the
+    text's lines; `-DOCSTART-` before each document.
 
     With label `layers` (more than one), one tag column per layer, as SkillSpan ships
     Skill and Knowledge: each column holds its layer's spans, overlaps with other layers
@@ -245,9 +248,9 @@ def write_conll(
     groups = [list(layer) for layer in layers or []]
     with open(path, "w", encoding="utf-8") as out:
         for doc in docs:
-            offsets = words(doc.text)
+            spans = all_spans(doc) if len(groups) > 1 else doc.spans
+            offsets = file_tokens(doc.text, spans) if doc.meta.get(TOKENIZED) else words(doc.text)
             if len(groups) > 1:
-                spans = all_spans(doc)
                 unknown = sorted({s.label for s in spans} - {x for g in groups for x in g})
                 if unknown:
                     raise ValueError(f"labels {unknown} are in none of the layers {groups}")

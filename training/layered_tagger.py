@@ -3,7 +3,8 @@ spans.
 
 `Tagger.from_loaded` gives a layered checkpoint's tagger one `Tagger` per layer (on a
 `HeadView` of that layer's head, with that layer's CRF scores and temperature) and hands
-them here. `LayeredTagger.read` runs the encoder once per window, splits the heads'
+them here. `LayeredTagger.read` runs the encoder once per window (in torch, or in the
+outer tagger's ONNX Runtime session, whose graph holds every head), splits the heads'
 logits, and each layer's tagger decodes and scores its own words exactly as a flat tagger
 does (`Tagger.decode`, `Tagger.score`): span scores are each layer's calibrated span
 probabilities. `merge` puts the layers' predictions together: spans of every layer, so a
@@ -60,14 +61,6 @@ class LayeredTagger:
             parts.append(part)
         return cls(net, parts, outer)
 
-    @staticmethod
-    def torch_precision(precision: str) -> str:
-        """The torch precision a layered model runs in for `precision` (ONNX Runtime's
-        export reads one head: its int8 becomes torch's int8, else fp32)."""
-        if precision.startswith("onnx"):
-            return "int8" if precision.endswith("int8") else "fp32"
-        return precision
-
     @property
     def temperatures(self) -> list[float]:
         return [part.temperature for part in self.parts]
@@ -117,7 +110,17 @@ class LayeredTagger:
             probs = [torch.softmax(logits.float(), dim=-1) for logits in out.layer_logits]
             return [*probs, out.hidden_states[-1]] if hidden else probs
 
-        results = outer.forward_torch(self.net, jobs, read, hidden)
+        if outer.runtime is None:
+            results = outer.forward_torch(self.net, jobs, read, hidden)
+        else:  # ONNX Runtime: the exported graph's logits are the heads side by side
+            results = outer.runtime.forward_windows(
+                jobs,
+                hidden,
+                pad_id=outer.pad_id,
+                batch_tokens=outer.batch_tokens,
+                width=outer.input_width,
+                splits=self.net.sizes,
+            )
         for job, rows in results:
             for i in range(n):
                 layer_docs[i][job.doc].probs[job.owned] = rows[i]

@@ -142,6 +142,11 @@ class LayeredTokenClassifier(torch.nn.Module):
     def base_model(self) -> torch.nn.Module:
         return self.encoder
 
+    def set_attn_implementation(self, implementation: str) -> None:
+        """The encoder's attention implementation (the ONNX export's fused precisions ask
+        for "eager", `training.onnx_runtime.export`)."""
+        self.encoder.set_attn_implementation(implementation)
+
     def forward(
         self,
         input_ids: torch.Tensor,

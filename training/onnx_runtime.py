@@ -132,15 +132,19 @@ class OnnxForward:
         pad_id: int,
         batch_tokens: int,
         width: Callable[[int], int] | None = None,
+        splits: Sequence[int] | None = None,
     ) -> Iterator[tuple[WindowJob, list[np.ndarray]]]:
         """`training.windows.forward_windows` run by this session: per job, its words'
-        tag probabilities (and, with `hidden`, last hidden states)."""
+        tag probabilities (and, with `hidden`, last hidden states). `splits`: the logits
+        are several heads side by side (a layered model's, `training.layers`), of these
+        sizes: one probability row per head, each head's softmax its own."""
         batches = list(padded_batches(jobs, pad_id, batch_tokens, width))
         outputs = self.map([(ids, mask) for _, ids, mask in batches], hidden)
         for (batch, _, _), (logits, states) in zip(batches, outputs, strict=True):
-            probs = torch.softmax(torch.from_numpy(logits).float(), dim=-1).numpy()
+            heads = torch.from_numpy(logits).float().split(list(splits or [logits.shape[-1]]), -1)
+            probs = [torch.softmax(head, dim=-1).numpy() for head in heads]
             for row, job in enumerate(batch):
-                rows = [probs[row, job.positions]]
+                rows = [p[row, job.positions] for p in probs]
                 if states is not None:
                     rows.append(states[row, job.positions].astype(np.float32))
                 yield job, rows
@@ -204,6 +208,7 @@ def quantize(source: Path, target: Path, options: dict | None = None) -> Path:
         if node.op_type == "MatMul"
         and (
             "classifier" in node.name
+            or "/heads." in node.name  # a layered model's heads (training.layers)
             or (ffn_outputs and "/output/dense/" in node.name and "/attention/" not in node.name)
         )
     ]

@@ -189,8 +189,6 @@ class Tagger:
                 raise ValueError(f"num_threads must be at least 1, got {num_threads}")
             torch.set_num_threads(num_threads)
         precision = resolve_precision(precision, None)
-        if loaded.layers:  # the ONNX export knows one head: layered models run in torch
-            precision = LayeredTagger.torch_precision(precision)
         precision, runtime = set_precision(loaded.model, precision)
         if precision in ("int8", "bf16", *INT8_PRECISIONS):
             options.setdefault("batch_tokens", 0)  # one window per pass, see BATCH_TOKENS

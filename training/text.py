@@ -149,6 +149,26 @@ def words(text: str) -> list[Word]:
     return [m.span() for m in WORD_PATTERN.finditer(text)]
 
 
+# `Document.meta` key of a document read from a tokenised file (CoNLL, SkillSpan's JSON):
+# its text is the file's tokens joined by spaces and newlines
+TOKENIZED = "tokenized"
+
+
+def file_tokens(text: str, spans: Iterable[Span]) -> list[Word]:
+    """The tokens of a tokenised document's text (see `TOKENIZED`), what a CoNLL file of it
+    holds again: its space-separated parts, each cut into `words` only where a span starts
+    or ends inside it (so every span stays whole tokens)."""
+    edges = {edge for span in spans for edge in (span.start, span.end)}
+    out: list[Word] = []
+    for part in re.finditer(r"\S+", text):
+        start, end = part.span()
+        if any(start < edge < end for edge in edges):
+            out += [(start + a, start + b) for a, b in words(part.group())]
+        else:
+            out.append((start, end))
+    return out
+
+
 def tag_names(labels: Sequence[str]) -> list[str]:
     """The IOB2 tag set for `labels`: O first, then B-/I- per label in the given order.
     Code that needs a tag's column asks a `TagSet` by name, never counts positions."""

@@ -89,7 +89,8 @@ def write_card(result, settings, extra_labels: list[str]) -> Path:
         f"{len(result.conflicts)} posts where annotators disagree are listed in "
         "`conflicts.jsonl`.",
         f"3. Spans snapped to whole words ({WORD_RULE}) and overlaps resolved (longer span "
-        "wins), so every format holds the same spans: one span is one entity in each (a "
+        f"wins{_within_layers(settings.layers)}), so every format holds the same spans: "
+        "one span is one entity in each (a "
         "CoNLL sentence, a line of the text, never breaks inside a span; the lines a span "
         "crosses are one sentence there).",
         f"4. Duplicates collapsed: {exact} exact (same normalised text) and {near} near "
@@ -130,3 +131,14 @@ def write_card(result, settings, extra_labels: list[str]) -> Path:
     path = result.out_dir / "README.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _within_layers(layers) -> str:
+    """How overlaps are resolved with label layers (more than one): within each layer."""
+    if not layers or len(layers) < 2:
+        return ""
+    names = "; ".join(" + ".join(layer) for layer in layers)
+    return (
+        f", within each label layer: {names}; spans of different layers may overlap, and "
+        "CoNLL files have one tag column per layer"
+    )

@@ -27,6 +27,7 @@ from labeling.curation.splits import DEFAULT_SHARES, stratified_split
 from labeling.studio.client import POST_ID_KEY
 from training.datasets import all_spans
 from training.text import (
+    TOKENIZED,
     Document,
     Span,
     carry_links,
@@ -236,6 +237,8 @@ def gold_posts(
                 "selected_by": None,
                 "ground_truth": False,
                 "policy": "gold",
+                # read from a tokenised file: a CoNLL export writes its own tokens again
+                **({TOKENIZED: True} if doc.meta.get(TOKENIZED) else {}),
             },
         )
         for n, doc in enumerate(docs, 1)

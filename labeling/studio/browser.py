@@ -186,12 +186,13 @@ def chromium(
 
 @dataclass(frozen=True, slots=True)
 class Highlight:
-    """One region as the editor drew it: the text inside its highlight elements and the
-    boxes (page pixels) they cover."""
+    """One region as the editor drew it: the text inside its highlight elements, the
+    boxes (page pixels) they cover, its colour and label."""
 
     text: str
     boxes: list[dict]
     background: str
+    label: str = ""  # the region's label, as the editor writes it on the element
 
 
 def open_task(tools: DevTools, page: str, wait_s: float = 60.0) -> list[Highlight]:
@@ -304,7 +305,8 @@ LABEL_WORD_JS = r"""((word, label) => {
 
 # The editor draws a region over text as span.htx-highlight elements (one per text node it
 # covers), all carrying the region's own class `htx-highlight-<region id>`... in the page
-# or in an iframe; the region's drawn text is its elements' text joined.
+# or in an iframe; the region's drawn text is its elements' text joined. Overlapping
+# regions nest their elements; each region's text is still its own characters.
 HIGHLIGHTS_JS = """(() => {
   const frames = [...document.querySelectorAll('iframe')];
   const docs = [[document, {left: 0, top: 0}]];
@@ -318,10 +320,17 @@ HIGHLIGHTS_JS = """(() => {
       const own = [...el.classList].find(c => /^htx-highlight-./.test(c)
           && c !== 'htx-highlight-last') || ('element-' + regions.size);
       if (!regions.has(own)) regions.set(own, {text: '', boxes: [],
-          background: getComputedStyle(el).backgroundColor});
+          background: getComputedStyle(el).backgroundColor,
+          label: (el.dataset.label || '').replace(/^\\d+:/, '')});
       const region = regions.get(own);
-      // nested highlights (overlapping regions) hold their children's text too
-      if (el.parentElement && el.parentElement.closest('span.htx-highlight')) continue;
+      // overlapping regions nest: a region's element inside another element of the same
+      // region is counted there (its text is in that one's), one inside another region's
+      // element is the region's own text (a Knowledge word inside a Skill phrase)
+      let outer = el.parentElement && el.parentElement.closest('span.htx-highlight');
+      while (outer && !outer.classList.contains(own)) {
+        outer = outer.parentElement && outer.parentElement.closest('span.htx-highlight');
+      }
+      if (outer) continue;
       region.text += el.textContent;
       for (const r of el.getClientRects()) {
         region.boxes.push({left: r.left + frame.left, top: r.top + frame.top,
