@@ -169,3 +169,13 @@ def test_entries_written_like_the_span_keep_their_own_order(tmp_path, tiny_encod
     nearer_a, nearer_b = linker.rank(queries, 2, ["K8s", "k8s "])
     assert [c.id for c in nearer_a] == ["a", "b"] and [c.id for c in nearer_b] == ["b", "a"]
     assert [c.score for c in nearer_a] == [1.0, 1.0]
+
+
+def test_added_entries_join_a_trigram_index_already_built(taxonomy, tiny_encoder):
+    from training.taxonomy import TaxonomyEntry
+
+    linker = Linker(taxonomy, SentenceEncoder(tiny_encoder))
+    assert linker.lexical.scores(["helm charts"]).shape == (1, 3)
+    assert linker.add_entries([TaxonomyEntry("new:helm", "helm charts", type="added")]) == 1
+    scores = linker.lexical.scores(["helm chart"])
+    assert scores.shape == (1, 4) and scores[0].argmax() == 3

@@ -212,6 +212,8 @@ class Linker:
         linker = cls(taxonomy, encoder, settings, cache_dir, progress)
         if folder is not None and settings.adapter:
             linker.adapter = np.load(Path(folder) / settings.adapter)
+        if settings.lexical_weight:
+            _ = linker.lexical  # built with the linker, not in its first request (5 s on ESCO)
         return linker
 
     @classmethod
@@ -249,7 +251,9 @@ class Linker:
             [*self.index.texts, *texts],
         )
         self.taxonomy = with_additions(self.taxonomy, fresh)
-        self._exact = self._lexical = None
+        self._exact = None
+        if self._lexical is not None:  # built already: rebuilt now, with the new labels
+            self._lexical = LexicalIndex(self.index.texts, self.index.offsets)
         return len(fresh)
 
     def exact_entries(self, text: str) -> set[int]:
