@@ -179,3 +179,19 @@ def test_added_entries_join_a_trigram_index_already_built(taxonomy, tiny_encoder
     assert linker.add_entries([TaxonomyEntry("new:helm", "helm charts", type="added")]) == 1
     scores = linker.lexical.scores(["helm chart"])
     assert scores.shape == (1, 4) and scores[0].argmax() == 3
+
+
+def test_a_sentence_shared_by_spans_is_embedded_once(taxonomy, tiny_encoder, monkeypatch):
+    linker = Linker(taxonomy, SentenceEncoder(tiny_encoder))
+    encode, seen = linker.encoder.encode, []
+
+    def spy(texts, **options):
+        seen.append(list(texts))
+        return encode(texts, **options)
+
+    monkeypatch.setattr(linker.encoder, "encode", spy)
+    shared = "We run k8s and sql."
+    _, sentences = linker.encode(["k8s", "sql", "python"], [shared, shared, ""])
+    assert seen[1] == [shared, "python"]  # distinct; a span without one stands for it
+    assert np.array_equal(sentences[0], sentences[1]) and len(sentences) == 3
+    assert np.allclose(sentences[2], encode(["python"], max_tokens=128)[0], atol=1e-5)

@@ -274,13 +274,16 @@ class Linker:
         self, spans: Sequence[str], contexts: Sequence[str] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """The spans' embeddings and their sentences' (a span stands for a sentence it lacks;
-        the spans' own when the settings use no sentence)."""
+        the spans' own when the settings use no sentence). Each distinct sentence is
+        embedded once: a post's spans often share one."""
         vectors = self.encoder.encode(list(spans))
         uses = self.settings.context_weight > 0 or self.settings.sentence_weight > 0
         if contexts is None or not uses:
             return vectors, vectors
         texts = [context or span for span, context in zip(spans, contexts, strict=True)]
-        return vectors, self.encoder.encode(texts, max_tokens=MAX_CONTEXT_TOKENS)
+        distinct = {text: n for n, text in enumerate(dict.fromkeys(texts))}
+        sentences = self.encoder.encode(list(distinct), max_tokens=MAX_CONTEXT_TOKENS)
+        return vectors, sentences[[distinct[text] for text in texts]]
 
     def queries(self, spans: np.ndarray, sentences: np.ndarray) -> np.ndarray:
         """`(1-w) span + w sentence`, renormalised, through the adapter."""
