@@ -4,8 +4,11 @@ project's gold posts the way backend/service/linker_holder.py does (one `link_sp
 per batch).
 
     .venv/bin/python -m benchmarks.link_predict_latency [--state state] [--posts 10] [--repeat 3]
+        [--cache state/linking-cache] [--first-stage]
 
 Prints the CPU it ran on, the linker's load time, and per batch: spans, seconds, ms/span.
+`--first-stage` times, in each round before the default, the first stage alone (the span
+without its sentence, best label only, no re-ranking: the default before issue 25).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.common import ROOT
@@ -29,12 +33,15 @@ def main() -> int:
     parser.add_argument("--posts", type=int, default=10, help="gold posts per /predict batch")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--cache", help="the label cache folder (default: STATE/linking)")
+    parser.add_argument("--first-stage", action="store_true", help="time it too, interleaved")
     args = parser.parse_args()
 
     cpu = cpu_info()
     print(f"cpu: {cpu}")
     started = time.perf_counter()
-    linker = Linker.load(load_esco(), None, cache_dir=Path(args.state) / "linking")
+    cache = Path(args.cache) if args.cache else Path(args.state) / "linking"
+    linker = Linker.load(load_esco(), None, cache_dir=cache)
     load_s = time.perf_counter() - started
     print(f"linker loaded in {load_s:.1f} s ({linker.index.vectors.shape[0]} label vectors)")
     gold = ROOT / "projects/linkedin-skills/gold.jsonl"
@@ -44,16 +51,23 @@ def main() -> int:
         for r in rows[: args.posts]
     ]
     n_spans = sum(len(d.spans) for d in docs)
-    runs = []
+    default = linker.settings
+    first = replace(default, context_weight=0.0, preferred_weight=0.0)
+    first = replace(first, sentence_weight=0.0, lexical_weight=0.0)
+    variants = {"first stage alone": first, "default": default} if args.first_stage else {}
+    runs: list[float] = []
+    first_runs: list[float] = []
     for _ in range(args.repeat):
-        started = time.perf_counter()
-        link_spans(linker, docs, 5)
-        seconds = time.perf_counter() - started
-        runs.append(seconds)
-        print(
-            f"{len(docs)} posts, {n_spans} spans: {seconds:.3f} s, "
-            f"{1000 * seconds / max(n_spans, 1):.1f} ms/span"
-        )
+        for name, settings in (variants or {"default": default}).items():
+            linker.settings = settings
+            started = time.perf_counter()
+            link_spans(linker, docs, 5)
+            seconds = time.perf_counter() - started
+            (runs if settings is default else first_runs).append(seconds)
+            print(
+                f"{name}: {len(docs)} posts, {n_spans} spans: {seconds:.3f} s, "
+                f"{1000 * seconds / max(n_spans, 1):.1f} ms/span"
+            )
     if args.json:
         Path(args.json).write_text(
             json.dumps(
@@ -63,6 +77,7 @@ def main() -> int:
                     "posts": len(docs),
                     "spans": n_spans,
                     "seconds": runs,
+                    "first_stage_seconds": first_runs,
                 },
                 indent=2,
             )

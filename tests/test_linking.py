@@ -34,6 +34,10 @@ talk,communication,communication skills,T,
 """
 
 
+# the first stage alone: no re-ranking by the sentence or the span's trigrams
+FIRST_STAGE = LinkerSettings(sentence_weight=0.0, lexical_weight=0.0)
+
+
 @pytest.fixture
 def taxonomy_file(tmp_path: Path) -> Path:
     path = tmp_path / "skills.csv"
@@ -99,8 +103,8 @@ def test_span_written_like_an_alt_label_links_to_its_entry(taxonomy_file, encode
 def test_a_span_written_like_a_label_links_to_it_whatever_its_embedding(taxonomy_file, encoder):
     """int8 label embeddings are a little off the fp32 ones (cosine 0.987 on ESCO), which
     lost "SQL" to a neighbour: a label written like the span (case and spacing aside)
-    scores at least 1.0 for its entry."""
-    linker = Linker(load_csv(taxonomy_file), encoder)
+    scores at least 1.0 for its entry (the first stage alone here; below with re-ranking)."""
+    linker = Linker(load_csv(taxonomy_file), encoder, FIRST_STAGE)
     index = linker.index
     for row, text in enumerate(index.texts):
         if text == "sql":  # the label's embedding moved away, as quantization noise would
@@ -114,6 +118,20 @@ def test_a_span_written_like_a_label_links_to_it_whatever_its_embedding(taxonomy
     (other,) = linker.link(["sql server"], k=4)  # not written like a label: by vectors only
     (plain,) = linker.rank(linker.embed(["sql server"]), 4)
     assert [c.score for c in other.candidates] == [c.score for c in plain]
+
+
+def test_a_span_written_like_a_label_still_wins_after_re_ranking(taxonomy_file, encoder):
+    linker = Linker(load_csv(taxonomy_file), encoder)  # the defaults re-rank
+    assert linker.settings.sentence_weight > 0 and linker.settings.lexical_weight > 0
+    for row, text in enumerate(linker.index.texts):
+        if text == "sql":
+            linker.index.vectors[row] = linker.index.vectors[linker.index.texts.index("python")]
+    (by_vectors,) = linker.rank(linker.embed(["SQL "]), 4)  # no texts: no exact-label rule
+    assert {c.id: c.score for c in by_vectors}["sql"] < 0.999
+    (link,) = linker.link(["SQL "], ["We use SQL daily."], k=4)
+    assert link.best is not None and link.best.id == "sql"
+    assert link.best.score == pytest.approx(1.0)
+    assert all(c.score < 1.0 for c in link.candidates[1:])
 
 
 def test_below_threshold_is_no_match(taxonomy_file, encoder):
@@ -138,7 +156,8 @@ def test_label_embeddings_are_cached_per_encoder_and_taxonomy(taxonomy_file, enc
 
 def test_context_weight_mixes_the_sentence_in(taxonomy_file, encoder):
     taxonomy = load_csv(taxonomy_file)
-    plain = Linker(taxonomy, encoder).embed(["k8s"], ["we run k8s in production"])
+    alone = LinkerSettings(context_weight=0.0)
+    plain = Linker(taxonomy, encoder, alone).embed(["k8s"], ["we run k8s in production"])
     mixed = Linker(taxonomy, encoder, LinkerSettings(context_weight=0.3))
     vector = mixed.embed(["k8s"], ["we run k8s in production"])
     assert np.allclose(plain, encoder.encode(["k8s"]), atol=1e-6)

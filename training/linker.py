@@ -1,44 +1,41 @@
 """Linking spans to taxonomy entries with a sentence-embedding model.
 
 Every label of the taxonomy (preferred and alternative) is embedded once per linker
-version and cached; a span is embedded (optionally mixed with a little of its sentence),
-ranked against all labels by cosine, and each entry scores its best label. Brute-force
-NumPy over ~96.5k labels x 384 dimensions is ~37M multiply-adds per span: milliseconds.
-Beyond a few million labels an approximate index (FAISS, hnswlib) would take its place.
+version and cached; a span is embedded, mixed with a little of its sentence, and ranked in
+two stages. First every entry scores its best label's cosine, mixed with its preferred
+label's (`preferred_weight`: ESCO's alternative labels include loose synonyms that win ties
+they should not): brute-force NumPy over ~96.5k labels x 384 dimensions, milliseconds per
+span (beyond a few million labels an approximate index, FAISS or hnswlib, would take its
+place). Then the top 20 are re-scored by the sentence's cosine with their best label and by
+the span's character trigrams (training/link_rerank.py). A trained linker adds an adapter:
+a 384x384 matrix applied to the span's embedding only (`q + qW`, renormalised), so the
+label embeddings of the plain encoder, and their cache, serve every adapter version
+(training/linker_adapter.py).
 
-An entry's score is its best label's cosine, optionally mixed with its preferred label's
-(`preferred_weight`: ESCO's alternative labels include loose synonyms that win ties they
-should not). A trained linker adds an adapter: a 384x384 matrix applied to the span's
-embedding only (`q + qW`, renormalised), so the label embeddings of the plain encoder, and
-their cache, serve every adapter version (training/linker_adapter.py).
-
-A linker version is a folder with `linker.json` (the encoder, the no-match threshold, the
-context and preferred-label weights, tuned on validation data), the adapter's `.npy` if it
-has one and, for a fine-tuned encoder, its weights. The plain linker is the offline MiniLM
-backbone with defaults.
+A linker version is a folder with `linker.json` (its settings, tuned on validation data:
+training/linker_settings.py), the adapter's `.npy` if it has one and, for a fine-tuned
+encoder, its weights. The plain linker is the offline MiniLM backbone with the default
+settings, chosen on one ESCO validation set and reported on the other (docs/linking.md).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from training.embedding_progress import PROGRESS_FILE, EmbeddingProgress
+from training.link_rerank import LexicalIndex, best_first, rerank, sentence_scores
+from training.linker_settings import LinkerSettings
 from training.sentence_encoder import SentenceEncoder
 from training.taxonomy import Taxonomy, TaxonomyEntry, with_additions
 
 log = logging.getLogger(__name__)
 
-LINKER_FILE = "linker.json"
-# The plain backbone's no-match threshold, tuned on the ESCO linking validation sets
-# (benchmarks/linking_esco.py, docs/linking.md); a linker folder stores its own.
-DEFAULT_THRESHOLD = 0.77
 # The precision the plain backbone embeds a taxonomy's labels in (spans stay fp32): on
 # ESCO int8 embedded 2.2x as fast as fp32 at the same accuracy within noise (accuracy@1
 # 0.626 / 0.533 against 0.607 / 0.495 on TECH / HOUSE, 8 discordant pairs each; 0.898 vs
@@ -54,7 +51,7 @@ SENTENCE_END = re.compile(r"[.!?;\n]")
 class Candidate:
     id: str
     label: str  # the entry's preferred label
-    score: float  # cosine of the span and the entry's best-matching label
+    score: float  # the entry's score: its labels' cosines, re-ranked (at most 1)
     matched_label: str = ""  # that label (an alternative label when it was one)
 
     def to_dict(self) -> dict:
@@ -76,33 +73,6 @@ class Link:
         if self.candidates and self.candidates[0].score >= self.threshold:
             return self.candidates[0]
         return None
-
-
-@dataclass(slots=True)
-class LinkerSettings:
-    """What `linker.json` holds: everything a linker version needs besides the taxonomy."""
-
-    encoder: str = "backbone"  # "backbone", or "." for weights in the linker's own folder
-    threshold: float = DEFAULT_THRESHOLD
-    context_weight: float = 0.0  # share of the sentence's embedding mixed into the span's
-    preferred_weight: float = 0.0  # share of the preferred label's cosine in an entry's score
-    adapter: str = ""  # the adapter matrix's file in the linker folder ("" = none)
-    # the taxonomy's labels embedded in "fp32" or "int8" (SentenceEncoder.encode)
-    label_precision: str = "fp32"
-    details: dict = field(default_factory=dict)  # how it was trained / tuned, figures
-
-    def save(self, folder: str | Path) -> Path:
-        path = Path(folder) / LINKER_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
-        return path
-
-    @classmethod
-    def read(cls, folder: str | Path) -> LinkerSettings:
-        path = Path(folder) / LINKER_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"not a linker folder (no {LINKER_FILE}): {folder}")
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
 
 
 @dataclass
@@ -201,9 +171,10 @@ def sentence_around(text: str, start: int, end: int, limit: int = 300) -> str:
 
 
 class Linker:
-    # a label's written form -> its entries, made when first asked (also for linkers made
-    # without __init__: training.linker_round.with_index)
+    # a label's written form -> its entries, and the labels' trigram index, made when first
+    # asked (also for linkers made without __init__: training.linker_round.with_index)
     _exact: dict[str, set[int]] | None = None
+    _lexical: LexicalIndex | None = None
 
     def __init__(
         self,
@@ -241,6 +212,8 @@ class Linker:
         linker = cls(taxonomy, encoder, settings, cache_dir, progress)
         if folder is not None and settings.adapter:
             linker.adapter = np.load(Path(folder) / settings.adapter)
+        if settings.lexical_weight:
+            _ = linker.lexical  # built with the linker, not in its first request (5 s on ESCO)
         return linker
 
     @classmethod
@@ -279,6 +252,8 @@ class Linker:
         )
         self.taxonomy = with_additions(self.taxonomy, fresh)
         self._exact = None
+        if self._lexical is not None:  # built already: rebuilt now, with the new labels
+            self._lexical = LexicalIndex(self.index.texts, self.index.offsets)
         return len(fresh)
 
     def exact_entries(self, text: str) -> set[int]:
@@ -289,61 +264,107 @@ class Linker:
                 self._exact.setdefault(written(self.index.texts[row]), set()).add(int(entry))
         return self._exact.get(written(text), set())
 
-    def embed(self, spans: Sequence[str], contexts: Sequence[str] | None = None) -> np.ndarray:
+    @property
+    def lexical(self) -> LexicalIndex:
+        if self._lexical is None:
+            self._lexical = LexicalIndex(self.index.texts, self.index.offsets)
+        return self._lexical
+
+    def encode(
+        self, spans: Sequence[str], contexts: Sequence[str] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The spans' embeddings and their sentences' (a span stands for a sentence it lacks;
+        the spans' own when the settings use no sentence). Each distinct sentence is
+        embedded once: a post's spans often share one."""
         vectors = self.encoder.encode(list(spans))
+        uses = self.settings.context_weight > 0 or self.settings.sentence_weight > 0
+        if contexts is None or not uses:
+            return vectors, vectors
+        texts = [context or span for span, context in zip(spans, contexts, strict=True)]
+        distinct = {text: n for n, text in enumerate(dict.fromkeys(texts))}
+        sentences = self.encoder.encode(list(distinct), max_tokens=MAX_CONTEXT_TOKENS)
+        return vectors, sentences[[distinct[text] for text in texts]]
+
+    def queries(self, spans: np.ndarray, sentences: np.ndarray) -> np.ndarray:
+        """`(1-w) span + w sentence`, renormalised, through the adapter."""
         weight = self.settings.context_weight
-        if contexts is not None and weight > 0:
-            context = self.encoder.encode(list(contexts), max_tokens=MAX_CONTEXT_TOKENS)
-            vectors = (1 - weight) * vectors + weight * context
-            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-9)
-        return self.adapt(vectors)
+        if weight > 0 and sentences is not spans:
+            spans = (1 - weight) * spans + weight * sentences
+            spans /= np.linalg.norm(spans, axis=1, keepdims=True).clip(min=1e-9)
+        return self.adapt(spans)
+
+    def embed(self, spans: Sequence[str], contexts: Sequence[str] | None = None) -> np.ndarray:
+        return self.queries(*self.encode(spans, contexts))
 
     def adapt(self, vectors: np.ndarray) -> np.ndarray:
         """Span embeddings through the adapter (unchanged without one)."""
         return apply_adapter(vectors, self.adapter)
 
     def rank(
-        self, queries: np.ndarray, k: int = 5, texts: Sequence[str] | None = None
+        self,
+        queries: np.ndarray,
+        k: int = 5,
+        texts: Sequence[str] | None = None,
+        sentences: np.ndarray | None = None,
     ) -> list[list[Candidate]]:
-        """The top k entries of each query. With the queries' `texts`, an entry that has a
-        label written exactly like the text (case and spacing aside) scores at least 1.0,
-        as an fp32 label embedding of the same words does: int8 label embeddings (cosine
-        0.987 with the fp32 ones on average) lost such matches to near neighbours ("SQL"
-        -> "database management systems"; docs/linking.md). Ties go to the cosine."""
+        """The top k entries of each query: the first stage over all entries, its top
+        `rerank_top` re-scored (training/link_rerank.py) with the `sentences`' embeddings
+        (the queries stand in without them) and the `texts`' trigrams (none without texts).
+
+        With the `texts`, an entry that has a label written exactly like the text (case and
+        spacing aside) scores at least 1.0, as an fp32 label embedding of the same words
+        does: int8 label embeddings (cosine 0.987 with the fp32 ones on average) lost such
+        matches to near neighbours ("SQL" -> "database management systems";
+        docs/linking.md). Ties go to the score without that rule."""
+        sentences = queries if sentences is None else sentences
         out = []
         for start in range(0, len(queries), 64):  # bounds the (queries x labels) matrix
             scores, sims = self.index.entry_scores(
                 queries[start : start + 64], self.settings.preferred_weight
             )
             for n, (q_scores, q_sims) in enumerate(zip(scores, sims, strict=True)):
-                order = q_scores
-                exact = self.exact_entries(texts[start + n]) if texts is not None else set()
-                if exact:
-                    picked = np.fromiter(exact, dtype=np.int64)
-                    q_scores = q_scores.copy()
-                    q_scores[picked] = np.maximum(q_scores[picked], 1.0)
-                    order = q_scores + 1e-6 * order  # the cosine breaks ties at 1.0
-                top = np.argpartition(-order, min(k, len(order) - 1))[:k]
-                top = top[np.argsort(-order[top])]
+                at = start + n
+                text = texts[at] if texts is not None else None
+                top, score = self.top_entries(q_scores, k, sentences[at], text)
                 out.append(
                     [
                         Candidate(
                             self.taxonomy.entries[e].id,
                             self.taxonomy.entries[e].preferred_label,
-                            float(q_scores[e]),
+                            float(x),
                             self.index.texts[self.index.best_row(q_sims, e)],
                         )
-                        for e in top
+                        for e, x in zip(top, score, strict=True)
                     ]
                 )
         return out
+
+    def top_entries(
+        self, first: np.ndarray, k: int, sentence: np.ndarray, text: str | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One query's top k entries, best first, and their scores, from the first stage's
+        scores of every entry (see `rank`)."""
+        s = self.settings
+        exact = self.exact_entries(text) if text is not None else set()
+        top = best_first(first, max(k, s.rerank_top) if s.reranks else k, exact)
+        score = first[top]
+        floor = np.isin(top, list(exact))
+        if s.reranks:
+            lexical = self.lexical.scores([text], top[None])[0] if text is not None else 0.0
+            index = self.index
+            on_sentence = sentence_scores(index.vectors, index.offsets, sentence[None], top[None])
+            score = rerank(score, on_sentence[0], lexical, s.sentence_weight, s.lexical_weight)
+            order = best_first(score, k, set(np.flatnonzero(floor).tolist()))
+            top, score, floor = top[order], score[order], floor[order]
+        return top[:k], np.where(floor, np.maximum(score, 1.0), score)[:k]
 
     def link(
         self, spans: Sequence[str], contexts: Sequence[str] | None = None, k: int = 5
     ) -> list[Link]:
         if not spans:
             return []
-        ranked = self.rank(self.embed(spans, contexts), k, spans)
+        vectors, sentences = self.encode(spans, contexts)
+        ranked = self.rank(self.queries(vectors, sentences), k, spans, sentences)
         return [Link(candidates, self.threshold) for candidates in ranked]
 
 
@@ -353,8 +374,8 @@ def written(text: str) -> str:
 
 
 def link_spans(linker: Linker, docs: Sequence, k: int = 5) -> list[list[Link]]:
-    """Links for every span of every document (training.text.Document), each span embedded
-    with its sentence as context (used when the linker's context weight is above 0)."""
+    """Links for every span of every document (training.text.Document), each span with its
+    sentence as context (mixed into its query and re-ranking its candidates)."""
     spans, contexts, sizes = [], [], []
     for doc in docs:
         sizes.append(len(doc.spans))

@@ -152,20 +152,27 @@ def best_threshold(scored: list[tuple[float, bool | None]]) -> float:
     return float(max(grid, key=lambda t: (decision_accuracy(scored, t), -t)))
 
 
-def evaluate(linker: Linker, gold: GoldSet) -> dict:
-    """The linker's figures on `gold` (span alone, as the linker embeds it, with context
-    if its settings mix some in), the threshold tuned on it and the decision accuracy."""
+def link_gold(linker: Linker, gold: GoldSet) -> tuple[dict, list[tuple[float, bool | None]]]:
+    """The linker's ranking figures on `gold` (each span linked as the linker links it, with
+    its sentence), and each pair's top score with whether it is right (None: a no-match pair)."""
     everything = gold.pairs + gold.no_match
     if not gold.pairs:
         raise ValueError(f"{gold.name}: no validation pair with a gold entry")
-    queries = linker.embed([p.span for p in everything], [p.sentence or p.span for p in everything])
-    ranked = linker.rank(queries, K, [p.span for p in everything])
+    links = linker.link([p.span for p in everything], [p.sentence for p in everything], K)
+    ranked = [link.candidates for link in links]
     n = len(gold.pairs)
-    figures = ranking_figures(gold.pairs, ranked[:n])
     scored: list[tuple[float, bool | None]] = [
         (ranked[i][0].score, ranked[i][0].id in p.gold) for i, p in enumerate(gold.pairs)
     ]
     scored += [(ranked[n + i][0].score, None) for i in range(len(gold.no_match))]
+    return ranking_figures(gold.pairs, ranked[:n]), scored
+
+
+def evaluate(linker: Linker, gold: GoldSet) -> dict:
+    """The linker's figures on `gold` (`link_gold`), the threshold tuned on it and the
+    decision accuracy."""
+    figures, scored = link_gold(linker, gold)
+    n = len(gold.pairs)
     threshold = best_threshold(scored)
     figures |= {
         "pairs": n,
