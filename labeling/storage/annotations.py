@@ -75,6 +75,19 @@ class AnnotationStore:
         with self.db.write() as conn:
             return self.tombstone_in(conn, ids)
 
+    def tombstone_tasks(self, task_ids: Iterable[int]) -> list[int]:
+        """Mark deleted every live annotation of these tasks (Label Studio deleted the
+        tasks: TASKS_DELETED) in one transaction; the annotation ids it marked. Unknown
+        tasks, and tasks whose annotations are all deleted already, change nothing."""
+        ids = sorted({check_id(i, "task id") for i in task_ids})
+        if not ids:
+            return []
+        with self.db.write() as conn:
+            live = self.live_of_tasks_in(conn, ids)
+            if live:
+                self.tombstone_in(conn, live)
+            return live
+
     def catch_up(
         self, records: Sequence[AnnotationRecord], deleted: Iterable[int]
     ) -> tuple[int, int]:
@@ -111,6 +124,14 @@ class AnnotationStore:
         with self.db.read() as conn:
             row = conn.execute(query).mappings().first()
         return None if row is None else from_row(row)
+
+    def live_of_tasks(self, task_ids: Iterable[int]) -> list[int]:
+        """The live annotation ids of these tasks, sorted."""
+        ids = sorted({check_id(i, "task id") for i in task_ids})
+        if not ids:
+            return []
+        with self.db.read() as conn:
+            return self.live_of_tasks_in(conn, ids)
 
     def training_documents(self) -> list[Document]:
         """One document per task: its ground-truth annotation if any, else its latest
@@ -196,6 +217,14 @@ class AnnotationStore:
             self._set_counter(conn, counter + len(live))
         return len(live)
 
+    def live_of_tasks_in(self, conn: Connection, task_ids: list[int]) -> list[int]:
+        """The live annotation ids of these tasks (`task_ids` checked), sorted."""
+        found: list[int] = []
+        for first in range(0, len(task_ids), CHUNK):
+            chunk = {"b_key": self.key, "b_ids": task_ids[first : first + CHUNK]}
+            found += [int(i) for i in conn.execute(_LIVE_OF_TASKS, chunk).scalars()]
+        return sorted(found)
+
     def _existing(self, conn: Connection, ids: list[int]) -> dict[int, dict]:
         unique = sorted(set(ids))
         found: dict[int, dict] = {}
@@ -229,6 +258,11 @@ _LIVE = select(annotation_table.c.annotation_id).where(
     annotation_table.c.project_key == bindparam("b_key"),
     annotation_table.c.deleted.is_(False),
     annotation_table.c.annotation_id.in_(bindparam("b_ids", expanding=True)),
+)
+_LIVE_OF_TASKS = select(annotation_table.c.annotation_id).where(
+    annotation_table.c.project_key == bindparam("b_key"),
+    annotation_table.c.deleted.is_(False),
+    annotation_table.c.task_id.in_(bindparam("b_ids", expanding=True)),
 )
 _TOMBSTONE = (
     update(annotation_table)
