@@ -89,18 +89,25 @@ class AnnotationStore:
             return live
 
     def catch_up(
-        self, records: Sequence[AnnotationRecord], deleted: Iterable[int]
-    ) -> tuple[int, int]:
+        self,
+        records: Sequence[AnnotationRecord],
+        deleted: Iterable[int],
+        deleted_with_tasks: Iterable[int] = (),
+    ) -> tuple[int, int, int]:
         """`upsert_many` and `tombstone` in ONE transaction (what a catch-up with Label
-        Studio found: backend/service/catch_up.py): all or nothing. Returns (changed,
-        deleted)."""
+        Studio found: backend/service/catch_up.py): all or nothing. `deleted`: annotations
+        Label Studio no longer holds, `deleted_with_tasks`: annotations of tasks it no
+        longer holds. Returns (changed, deleted, of them deleted with their tasks)."""
         rows = [to_row(record) for record in records]
         ids = sorted({check_id(i, "annotation id") for i in deleted})
-        if not rows and not ids:
-            return 0, 0
+        of_tasks = sorted({check_id(i, "annotation id") for i in deleted_with_tasks} - set(ids))
+        if not rows and not ids and not of_tasks:
+            return 0, 0, 0
         with self.db.write() as conn:
             changed = self.write_rows_in(conn, rows) if rows else 0
-            return changed, self.tombstone_in(conn, ids) if ids else 0
+            gone = self.tombstone_in(conn, ids) if ids else 0
+            with_tasks = self.tombstone_in(conn, of_tasks) if of_tasks else 0
+            return changed, gone + with_tasks, with_tasks
 
     # ------------------------------------------------------------------ reads
 

@@ -17,6 +17,20 @@ list, no counts, an entry without an id, fewer entries than counted, a task list
 with one read short) deletes nothing of that task, and a task missing from the listing
 deletes nothing either. A listing that fails raises: nothing is decided.
 
+Deleted tasks (`Missed.gone_with_tasks`): Label Studio deletes a task's annotations with
+it, and its TASKS_DELETED webhook may have failed too. A task the listing does not hold
+is gone only when the listing is complete: the project's own task count
+(`task_number` of GET /api/projects/<id>) read before the listing and again after it is
+the same, and equals the number of distinct tasks listed, each with an id
+(`listing_complete`). Then the live annotations of tasks not listed are deleted; when the
+listing is not known complete (a count missing or changed, a task without an id, more or
+fewer tasks than counted) nothing of an unlisted task is (`Missed.unlisted_tasks` says
+how many such tasks were left undecided). The count is read again only when there is
+something to decide. What the counts cannot see: a task deleted and another created
+while the listing ran, with the deletion shifting a later page so that a third task is
+skipped; the two counts then agree with the listing, and the skipped task's annotations
+would be taken as deleted (docs/service.md).
+
 Why a listing read after the store cannot delete a fresh annotation: the caller reads the
 store's live annotations first, and Label Studio sends an annotation's webhook only after
 the request that saved it has committed, so every annotation in that read was already in
@@ -52,6 +66,9 @@ class Missed:
     seen: int = 0  # annotations Label Studio holds in the project
     gone: list[int] = field(default_factory=list)  # live in the store, deleted in Label Studio
     partial_tasks: int = 0  # tasks not read completely: nothing of theirs deleted
+    gone_with_tasks: list[int] = field(default_factory=list)  # of tasks deleted there
+    gone_tasks: int = 0  # tasks deleted in Label Studio that held live annotations here
+    unlisted_tasks: int = 0  # tasks with live annotations, not listed, the listing unsure
 
 
 def missed_annotations(
@@ -63,13 +80,19 @@ def missed_annotations(
     """`known`: annotation id -> the `updated_at` the store holds (None: deleted there);
     `live`: annotation id -> task id of the store's live annotations of this project
     (read from the store BEFORE this call), the candidates for `gone`."""
-    config = client.project(project_id).get("label_config")
+    project = client.project(project_id)
+    config = project.get("label_config")
     missed = Missed(config if isinstance(config, str) and config else None)
     held: dict[int, set[int]] = {}  # task id -> its annotation ids, tasks read completely
     partial: set[int] = set()
-    for task in client.tasks(project_id):
+    tasks = client.tasks(project_id)
+    listed: set[int] = set()
+    unnamed = False  # a task without a readable id: the listing cannot prove an absence
+    for task in tasks:
         task_id = _id(task.get("id"))
+        unnamed = unnamed or task_id is None
         if task_id is not None:
+            listed.add(task_id)
             ids = held_annotations(task)
             if ids is None:
                 partial.add(task_id)
@@ -89,7 +112,25 @@ def missed_annotations(
     missed.items.sort(key=_order)
     missed.gone = gone_annotations(live or {}, held, partial)
     missed.partial_tasks = len(partial)
+    unlisted = {a: t for a, t in (live or {}).items() if t not in listed}
+    if unlisted:
+        before = project.get("task_number")
+        complete = not unnamed and listing_complete(
+            before, client.project(project_id).get("task_number"), len(listed)
+        )
+        if complete:
+            missed.gone_with_tasks = sorted(unlisted)
+            missed.gone_tasks = len(set(unlisted.values()))
+        else:
+            missed.unlisted_tasks = len(set(unlisted.values()))
     return missed
+
+
+def listing_complete(before: Any, after: Any, listed: int) -> bool:
+    """Whether a listing of `listed` distinct tasks holds all of the project's tasks: its
+    task count read before the listing and after it agree, and equal `listed`."""
+    before, after = _id(before), _id(after)
+    return before is not None and before == after == listed
 
 
 def held_annotations(task: Mapping) -> set[int] | None:
