@@ -36,6 +36,8 @@ class FakeStudio:
         self.broken = False
         self.counts: list[int | None] | None = None  # task_number per project() call, if set
         self.unlisted: set[int] = set()  # tasks a short listing leaves out
+        self.deleted_meanwhile: set[int] = set()  # listed, then deleted: they answer 404
+        self.asked: list[int] = []  # tasks asked for one by one
 
     def add(self, event: dict) -> None:
         task = self.tasks_by_id.setdefault(
@@ -56,6 +58,10 @@ class FakeStudio:
 
     def delete_task(self, task_id: int) -> None:
         del self.tasks_by_id[task_id]
+
+    def task_exists(self, task_id: int) -> bool | None:
+        self.asked.append(task_id)
+        return task_id in self.tasks_by_id and task_id not in self.deleted_meanwhile
 
     def delete(self, annotation_id: int) -> None:
         for task in self.tasks_by_id.values():
@@ -261,10 +267,13 @@ def test_annotations_of_tasks_deleted_in_studio_go_only_after_a_complete_listing
     assert catch_up.run("no count")["tasks_unlisted_not_decided"] == 1
     assert services.store.annotations.change_counter() == before
 
+    assert studio.asked == []  # no listing known complete: no task asked for
+
     studio.counts = None  # 2 tasks counted before and after, 2 listed: complete
     outcome = catch_up.run("complete")
     assert outcome["deleted"] == 2 and outcome["deleted_ids"] == [10, 11]
     assert outcome["deleted_with_tasks"] == 2 and outcome["tasks_deleted"] == 1
+    assert studio.asked == [101]  # and it answered 404
     assert "tasks_unlisted_not_decided" not in outcome and live() == [20, 30]
     assert services.store.annotations.get(10).deleted  # the store's own tombstone
     assert services.store.annotations.change_counter() == before + 2
@@ -277,6 +286,26 @@ def test_annotations_of_tasks_deleted_in_studio_go_only_after_a_complete_listing
     assert status["reason"] == "again" and status["deleted_with_tasks"] == 0
     scrape = client.get("/metrics").get_data(as_text=True)
     assert "skillloop_annotations_caught_up_task_deleted_total 2" in scrape
+
+
+def test_a_task_a_shifted_page_skipped_is_asked_for_and_kept(app):
+    """What the counts cannot see: while the listing runs, task 101 (already listed) is
+    deleted and task 104 created; the deletion shifts a page, so 102 is skipped. Three
+    tasks counted before and after, three listed: complete by the counts, yet 102 is
+    there when asked for, and keeps its annotation."""
+    client, services = app.test_client(), app.extensions["skillloop"]
+    studio = FakeStudio(event(1, 101, "")["project"]["label_config"])
+    catch_up = StudioCatchUp(services, lambda: studio)
+    services.studio.remember(STUDIO_PROJECT)
+    for body in [event(i, 100 + i // 10, "2026-11-25T10:00:00Z") for i in (10, 20, 30)]:
+        assert client.post("/webhook", json=body).status_code == 200
+        studio.add(body)
+    studio.add(event(40, 104, "2026-11-25T10:00:00Z"))
+    studio.counts, studio.unlisted, studio.deleted_meanwhile = [3, 3], {102}, {101}
+    outcome = catch_up.run("a shifted page")
+    assert outcome["ok"] and outcome["deleted"] == 0 and outcome["tasks_deleted"] == 0
+    assert outcome["tasks_unlisted_not_decided"] == 1 and studio.asked == [102]
+    assert [r.annotation_id for r in services.store.annotations.records()] == [10, 20, 30, 40]
 
 
 @pytest.mark.parametrize(
@@ -310,6 +339,9 @@ class Listing:
     def tasks(self, project_id: int) -> list[dict]:
         return self.listed
 
+    def task_exists(self, task_id: int) -> bool | None:
+        return None if task_id == 3 else False  # task 3: Label Studio answers a 500
+
 
 def test_a_task_without_an_id_makes_a_listing_unable_to_prove_an_absence():
     live = {5: 1, 7: 2}  # annotation 7's task 2 is not listed
@@ -320,5 +352,7 @@ def test_a_task_without_an_id_makes_a_listing_unable_to_prove_an_absence():
     assert unnamed.gone_with_tasks == [] and unnamed.unlisted_tasks == 1
     twice = missed_annotations(Listing([task, task], [2, 2]), 7, {}, live)  # one task twice
     assert twice.gone_with_tasks == [] and twice.unlisted_tasks == 1
+    unsure = missed_annotations(Listing([task], [1, 1]), 7, {}, {**live, 8: 3})
+    assert unsure.gone_with_tasks == [7] and unsure.unlisted_tasks == 1  # 3 did not say 404
     nothing_unlisted = Listing([task], [1])  # the count is not read again: nothing to decide
     assert missed_annotations(nothing_unlisted, 7, {}, {5: 1}).unlisted_tasks == 0

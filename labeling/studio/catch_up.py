@@ -22,14 +22,16 @@ it, and its TASKS_DELETED webhook may have failed too. A task the listing does n
 is gone only when the listing is complete: the project's own task count
 (`task_number` of GET /api/projects/<id>) read before the listing and again after it is
 the same, and equals the number of distinct tasks listed, each with an id
-(`listing_complete`). Then the live annotations of tasks not listed are deleted; when the
-listing is not known complete (a count missing or changed, a task without an id, more or
-fewer tasks than counted) nothing of an unlisted task is (`Missed.unlisted_tasks` says
-how many such tasks were left undecided). The count is read again only when there is
-something to decide. What the counts cannot see: a task deleted and another created
-while the listing ran, with the deletion shifting a later page so that a third task is
-skipped; the two counts then agree with the listing, and the skipped task's annotations
-would be taken as deleted (docs/service.md).
+(`listing_complete`), and each unlisted task is then asked for on its own and answers
+404 (`TaskSource.task_exists`: up to `CONFIRMED_AT_MOST` tasks a catch-up, the next one
+takes the rest). Only then are its live annotations deleted. When the listing is not
+known complete (a count missing or changed, a task without an id, more or fewer tasks
+than counted) or a task does not answer 404, nothing of it is (`Missed.unlisted_tasks`
+says how many such tasks were left undecided). The count is read again only when there
+is something to decide. Why both: the counts alone cannot see a task deleted and another
+created while the listing ran, the deletion shifting a later page so that a third task
+is skipped (the counts then agree with the listing); the 404 alone would cost a request
+for every unlisted task of a listing that is merely short.
 
 Why a listing read after the store cannot delete a fresh annotation: the caller reads the
 store's live annotations first, and Label Studio sends an annotation's webhook only after
@@ -49,11 +51,16 @@ _TASK_EXTRAS = ("annotations", "predictions", "drafts")
 
 
 class TaskSource(Protocol):
-    """The two StudioClient calls a catch-up makes (labeling/studio/client.py)."""
+    """The StudioClient calls a catch-up makes (labeling/studio/client.py)."""
 
     def project(self, project_id: int) -> dict: ...
 
     def tasks(self, project_id: int) -> list[dict]: ...
+
+    def task_exists(self, task_id: int) -> bool | None: ...
+
+
+CONFIRMED_AT_MOST = 200  # unlisted tasks asked for one by one in a catch-up
 
 
 @dataclass(slots=True)
@@ -118,11 +125,14 @@ def missed_annotations(
         complete = not unnamed and listing_complete(
             before, client.project(project_id).get("task_number"), len(listed)
         )
-        if complete:
-            missed.gone_with_tasks = sorted(unlisted)
-            missed.gone_tasks = len(set(unlisted.values()))
-        else:
-            missed.unlisted_tasks = len(set(unlisted.values()))
+        by_task: dict[int, list[int]] = {}
+        for annotation_id, task_id in unlisted.items():
+            by_task.setdefault(task_id, []).append(annotation_id)
+        asked = sorted(by_task)[:CONFIRMED_AT_MOST] if complete else []
+        gone = [task_id for task_id in asked if client.task_exists(task_id) is False]
+        missed.gone_with_tasks = sorted(a for task_id in gone for a in by_task[task_id])
+        missed.gone_tasks = len(gone)
+        missed.unlisted_tasks = len(by_task) - len(gone)
     return missed
 
 
