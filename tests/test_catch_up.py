@@ -13,7 +13,13 @@ import pytest
 from service_helpers import annotation_event, make_app
 
 from backend.service.catch_up import StudioCatchUp
-from labeling.studio.catch_up import gone_annotations, held_annotations, later
+from labeling.studio.catch_up import (
+    gone_annotations,
+    held_annotations,
+    later,
+    listing_complete,
+    missed_annotations,
+)
 
 TEXT = "we need python and sql"
 STUDIO_PROJECT = 7
@@ -28,6 +34,10 @@ class FakeStudio:
         self.calls = 0
         self.short: set[int] = set()  # tasks listed with one annotation fewer than counted
         self.broken = False
+        self.counts: list[int | None] | None = None  # task_number per project() call, if set
+        self.unlisted: set[int] = set()  # tasks a short listing leaves out
+        self.deleted_meanwhile: set[int] = set()  # listed, then deleted: they answer 404
+        self.asked: list[int] = []  # tasks asked for one by one
 
     def add(self, event: dict) -> None:
         task = self.tasks_by_id.setdefault(
@@ -41,7 +51,17 @@ class FakeStudio:
 
     def project(self, project_id: int) -> dict:
         assert project_id == STUDIO_PROJECT
-        return {"id": project_id, "label_config": self.label_config}
+        count: int | None = len(self.tasks_by_id)  # Label Studio's task_number
+        if self.counts is not None:  # what a changing (or lying) project answers
+            count = self.counts.pop(0)
+        return {"id": project_id, "label_config": self.label_config, "task_number": count}
+
+    def delete_task(self, task_id: int) -> None:
+        del self.tasks_by_id[task_id]
+
+    def task_exists(self, task_id: int) -> bool | None:
+        self.asked.append(task_id)
+        return task_id in self.tasks_by_id and task_id not in self.deleted_meanwhile
 
     def delete(self, annotation_id: int) -> None:
         for task in self.tasks_by_id.values():
@@ -50,7 +70,7 @@ class FakeStudio:
     def tasks(self, project_id: int) -> list[dict]:
         assert project_id == STUDIO_PROJECT
         self.calls += 1
-        listed = copy.deepcopy(list(self.tasks_by_id.values()))
+        listed = copy.deepcopy([t for i, t in self.tasks_by_id.items() if i not in self.unlisted])
         for task in listed:  # Label Studio's own counts of the task's annotations
             cancelled = sum(1 for a in task["annotations"] if a.get("was_cancelled"))
             task.update(cancelled_annotations=cancelled)
@@ -222,3 +242,117 @@ def test_deletions_are_decided_only_for_tasks_read_completely():
 )
 def test_later_compares_instants_not_strings(theirs, ours, expected):
     assert later(theirs, ours) is expected
+
+
+def test_annotations_of_tasks_deleted_in_studio_go_only_after_a_complete_listing(app):
+    client, services = app.test_client(), app.extensions["skillloop"]
+    studio = FakeStudio(event(1, 101, "")["project"]["label_config"])
+    services.catch_up = catch_up = StudioCatchUp(services, lambda: studio)
+    services.studio.remember(STUDIO_PROJECT)
+    for body in [event(i, 100 + i // 10, "2026-11-25T10:00:00Z") for i in (10, 11, 20, 30)]:
+        assert client.post("/webhook", json=body).status_code == 200  # tasks 101, 102, 103
+        studio.add(body)
+    studio.delete_task(101)  # deleted in Label Studio while its TASKS_DELETED failed
+    live = lambda: [r.annotation_id for r in services.store.annotations.records()]  # noqa: E731
+    before = services.store.annotations.change_counter()
+
+    studio.unlisted = {103}  # a listing one task short of the count: nothing of 101 goes
+    outcome = catch_up.run("a short listing")
+    assert outcome["ok"] and outcome["deleted"] == 0 and outcome["tasks_deleted"] == 0
+    assert outcome["tasks_unlisted_not_decided"] == 2 and live() == [10, 11, 20, 30]
+    studio.unlisted = set()
+    studio.counts = [2, 3]  # a task created while the listing ran: the counts disagree
+    assert catch_up.run("counts changed")["deleted"] == 0 and live() == [10, 11, 20, 30]
+    studio.counts = [None, None]  # a project answer without a count
+    assert catch_up.run("no count")["tasks_unlisted_not_decided"] == 1
+    assert services.store.annotations.change_counter() == before
+
+    assert studio.asked == []  # no listing known complete: no task asked for
+
+    studio.counts = None  # 2 tasks counted before and after, 2 listed: complete
+    outcome = catch_up.run("complete")
+    assert outcome["deleted"] == 2 and outcome["deleted_ids"] == [10, 11]
+    assert outcome["deleted_with_tasks"] == 2 and outcome["tasks_deleted"] == 1
+    assert studio.asked == [101]  # and it answered 404
+    assert "tasks_unlisted_not_decided" not in outcome and live() == [20, 30]
+    assert services.store.annotations.get(10).deleted  # the store's own tombstone
+    assert services.store.annotations.change_counter() == before + 2
+    again = catch_up.run("again")
+    assert again["deleted"] == 0 and again["tasks_deleted"] == 0 and live() == [20, 30]
+
+    assert services.metrics.value("annotations_caught_up_task_deleted_total") == 2
+    assert services.metrics.value("annotations_caught_up_deleted_total") == 2
+    status = client.get("/status").get_json()["studio_catch_up"]
+    assert status["reason"] == "again" and status["deleted_with_tasks"] == 0
+    scrape = client.get("/metrics").get_data(as_text=True)
+    assert "skillloop_annotations_caught_up_task_deleted_total 2" in scrape
+
+
+def test_a_task_a_shifted_page_skipped_is_asked_for_and_kept(app):
+    """What the counts cannot see: while the listing runs, task 101 (already listed) is
+    deleted and task 104 created; the deletion shifts a page, so 102 is skipped. Three
+    tasks counted before and after, three listed: complete by the counts, yet 102 is
+    there when asked for, and keeps its annotation."""
+    client, services = app.test_client(), app.extensions["skillloop"]
+    studio = FakeStudio(event(1, 101, "")["project"]["label_config"])
+    catch_up = StudioCatchUp(services, lambda: studio)
+    services.studio.remember(STUDIO_PROJECT)
+    for body in [event(i, 100 + i // 10, "2026-11-25T10:00:00Z") for i in (10, 20, 30)]:
+        assert client.post("/webhook", json=body).status_code == 200
+        studio.add(body)
+    studio.add(event(40, 104, "2026-11-25T10:00:00Z"))
+    studio.counts, studio.unlisted, studio.deleted_meanwhile = [3, 3], {102}, {101}
+    outcome = catch_up.run("a shifted page")
+    assert outcome["ok"] and outcome["deleted"] == 0 and outcome["tasks_deleted"] == 0
+    assert outcome["tasks_unlisted_not_decided"] == 1 and studio.asked == [102]
+    assert [r.annotation_id for r in services.store.annotations.records()] == [10, 20, 30, 40]
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "listed", "expected"),
+    [
+        (3, 3, 3, True),
+        (0, 0, 0, True),  # every task deleted
+        (3, 3, 2, False),  # a task missing from the listing
+        (3, 4, 4, False),  # a task created while listing
+        (4, 3, 3, False),  # a task deleted while listing
+        (None, 3, 3, False),
+        (3, None, 3, False),
+        (True, True, 1, False),
+        ("3", "3", 3, False),
+        (-1, -1, -1, False),
+    ],
+)
+def test_a_listing_is_complete_only_when_both_counts_equal_it(before, after, listed, expected):
+    assert listing_complete(before, after, listed) is expected
+
+
+class Listing:
+    """A TaskSource answering fixed tasks and a task count per project() call."""
+
+    def __init__(self, tasks: list[dict], counts: list):
+        self.listed, self.counts = tasks, counts
+
+    def project(self, project_id: int) -> dict:
+        return {"label_config": "<View/>", "task_number": self.counts.pop(0)}
+
+    def tasks(self, project_id: int) -> list[dict]:
+        return self.listed
+
+    def task_exists(self, task_id: int) -> bool | None:
+        return None if task_id == 3 else False  # task 3: Label Studio answers a 500
+
+
+def test_a_task_without_an_id_makes_a_listing_unable_to_prove_an_absence():
+    live = {5: 1, 7: 2}  # annotation 7's task 2 is not listed
+    task = listed(1, [5], 1)
+    gone = missed_annotations(Listing([task], [1, 1]), 7, {}, live)
+    assert gone.gone_with_tasks == [7] and gone.gone_tasks == 1
+    unnamed = missed_annotations(Listing([task, {"id": None}], [2, 2]), 7, {}, live)
+    assert unnamed.gone_with_tasks == [] and unnamed.unlisted_tasks == 1
+    twice = missed_annotations(Listing([task, task], [2, 2]), 7, {}, live)  # one task twice
+    assert twice.gone_with_tasks == [] and twice.unlisted_tasks == 1
+    unsure = missed_annotations(Listing([task], [1, 1]), 7, {}, {**live, 8: 3})
+    assert unsure.gone_with_tasks == [7] and unsure.unlisted_tasks == 1  # 3 did not say 404
+    nothing_unlisted = Listing([task], [1])  # the count is not read again: nothing to decide
+    assert missed_annotations(nothing_unlisted, 7, {}, {5: 1}).unlisted_tasks == 0

@@ -426,6 +426,17 @@ def test_a_big_deletion_is_queued_and_applied(client, services):
 
 
 @both_stores
+def test_a_big_task_deletion_is_queued_and_applied(client, services):
+    client.post("/webhook", json=bulk(3, first=10))  # tasks 10, 11, 12
+    ids = [{"id": i} for i in range(11, 30_011)]  # ~400 kB: over the in-request limit
+    reply = client.post("/webhook", json={"action": "TASKS_DELETED", "tasks": ids})
+    assert reply.get_json()["status"] == "queued"
+    assert services.inbox_reader.wait_idle(60)
+    assert [r.annotation_id for r in services.store.annotations.records()] == [10]
+    assert services.store.inbox.counts() == {"pending": 0, "stored": 1, "refused": 0}
+
+
+@both_stores
 def test_a_pending_inbox_row_is_read_at_the_next_start(tmp_path, spanful_model):
     """What kill -9 leaves: a row enqueued (acknowledged) but not read yet."""
     from labeling.project import load_project

@@ -64,6 +64,35 @@ def test_annotations_deleted_tombstones(client, store):
     assert store.records() == []
 
 
+def test_tasks_deleted_tombstones_the_tasks_annotations_once(client, store, app):
+    client.post("/webhook", json=payload("annotation_created"))  # 501 on task 101
+    skipped = annotation_event(502, 101, TEXT, [], was_cancelled=True)
+    for body in (skipped, annotation_event(6, 60, TEXT, [(8, 14, "Technology")])):
+        assert client.post("/webhook", json=body).status_code == 200
+    counter = store.change_counter()
+
+    reply = client.post("/webhook", json=payload("tasks_deleted"))  # task 101
+    assert reply.status_code == 200
+    assert reply.get_json() == {
+        "status": "deleted",
+        "deleted": 2,
+        "annotation_ids": [501, 502],
+        "task_ids": [101],
+    }
+    assert store.get(501).deleted and store.get(502).deleted and not store.get(6).deleted
+    assert [r.annotation_id for r in store.records()] == [6]
+    assert store.change_counter() == counter + 2
+    metrics = app.extensions["skillloop"].metrics
+    assert metrics.value("annotations_deleted_total") == 2
+    # a replay, and a task the store never heard of, change nothing
+    again = client.post(
+        "/webhook", json={**payload("tasks_deleted"), "tasks": [{"id": 101}, {"id": 9}]}
+    )
+    assert again.get_json()["deleted"] == 0 and store.change_counter() == counter + 2
+    client.post("/webhook", json=payload("annotation_created"))  # a late replay: still deleted
+    assert [r.annotation_id for r in store.records()] == [6]
+
+
 def test_cancelled_annotations_are_stored_but_never_training_data(client, store):
     skipped = annotation_event(6, 60, TEXT, [], was_cancelled=True)
     assert client.post("/webhook", json=skipped).status_code == 200
@@ -87,6 +116,11 @@ def test_other_events_are_acknowledged_and_ignored(client, store, name):
         ({"action": "ANNOTATION_CREATED", "task": {"id": 1}}, 422, "'annotation' must be"),
         ({"action": "ANNOTATIONS_DELETED", "annotations": "501"}, 422, "'annotations' list"),
         ({"action": "ANNOTATIONS_DELETED", "annotations": [{"id": "x"}]}, 422, "integer"),
+        ({"action": "TASKS_DELETED"}, 422, "'tasks' list"),
+        ({"action": "TASKS_DELETED", "tasks": {"id": 1}}, 422, "'tasks' list"),
+        ({"action": "TASKS_DELETED", "tasks": [5]}, 422, "task must be a JSON object"),
+        ({"action": "TASKS_DELETED", "tasks": [{"id": -1}]}, 422, "task.id"),
+        ({"action": "TASKS_DELETED", "tasks": [{"id": 1}, {"id": 2**63}]}, 422, "task.id"),
     ],
 )
 def test_malformed_webhooks_get_4xx_json(client, body, status, message):

@@ -59,6 +59,12 @@ SETUP_WAIT_S = 2.0  # Label Studio gives /setup 3 s
 PREDICT_WAIT_S = 60.0  # ... and /predict 100 s: wait for a model still loading
 # the webhooks that set up a project the backend has not met (serving several)
 SETS_UP = (*ANNOTATION_EVENTS, "START_TRAINING")
+# what a deletion webhook does: Label Studio deletes a task's annotations with the task
+# and sends TASKS_DELETED only
+DELETIONS = {
+    "ANNOTATIONS_DELETED": webhooks.delete_annotations,
+    "TASKS_DELETED": webhooks.delete_tasks,
+}
 __all__ = ["BadRequest", "Services", "build_services", "create_app"]
 Router = OneProject | SeveralProjects
 
@@ -198,8 +204,8 @@ def _register(app: Flask, config: ServiceConfig, router: Router, metrics: Metric
             )  # before remember(): a refusal leaves no trace
             s.studio.remember(req.project)
             return jsonify(reply)
-        if req.action == "ANNOTATIONS_DELETED":
-            reply = webhooks.delete_annotations(s, req.body)  # a refusal raises: no trace
+        if req.action in DELETIONS:  # a refusal raises: no trace
+            reply = DELETIONS[req.action](s, req.body)
             s.studio.remember(req.project)
             return jsonify(reply)
         if req.project is not None:

@@ -141,6 +141,10 @@ def make_metrics() -> Metrics:
         "annotations_caught_up_deleted_total",
         "annotations tombstoned by a catch-up: deleted in Label Studio while webhooks failed",
     )
+    metrics.counter(
+        "annotations_caught_up_task_deleted_total",
+        "of those, annotations of tasks deleted in Label Studio (a complete task listing)",
+    )
     metrics.counter("webhook_events_total", "webhook events by action (unknown: other)")
     metrics.counter("training_requests_total", "training triggers by source and outcome")
     return metrics

@@ -10,7 +10,10 @@ by id and `updated_at`, so a catch-up that finds nothing new changes nothing. In
 transaction it marks deleted (the tombstone of an ANNOTATIONS_DELETED webhook) the live
 annotations of the project's tasks that Label Studio listed completely and that no longer
 hold them: deletions made while the webhooks failed. A task read short deletes nothing,
-and a failed listing nothing at all.
+and a failed listing nothing at all. When the listing holds all the project's tasks (its
+task count, read before and after, agrees with it) the live annotations of tasks it no
+longer holds are marked deleted too: tasks deleted there (`deleted_with_tasks`,
+`tasks_deleted`); otherwise such tasks are left alone (`tasks_unlisted_not_decided`).
 
 It runs when the database answers again after an outage (in a thread of its own:
 `Database.on_back`) and at the start of every training round (`TrainingWorker.before_round`),
@@ -93,7 +96,9 @@ class StudioCatchUp:
             }
             missed = missed_annotations(self._client, project_id, known, live)
             found, refused = self._read(missed, project_id)
-            changed, deleted = self.s.store.annotations.catch_up(found, missed.gone)
+            changed, deleted, with_tasks = self.s.store.annotations.catch_up(
+                found, missed.gone, missed.gone_with_tasks
+            )
         except Exception as err:  # Label Studio or the database away, a config it refuses
             outcome.update(ok=False, error=f"{type(err).__name__}: {str(err)[:300]}")
             log.warning(
@@ -107,22 +112,28 @@ class StudioCatchUp:
         if deleted:
             self.s.metrics.inc("annotations_caught_up_deleted_total", deleted)
             self.s.metrics.inc("annotations_deleted_total", deleted)
+        if with_tasks:
+            self.s.metrics.inc("annotations_caught_up_task_deleted_total", with_tasks)
         if changed:
             self.s.metrics.inc("annotations_caught_up_total", changed)
         if changed or deleted:
             stored(self.s, changed)  # counted, and the training worker told
         ids = [r.annotation_id for r in found]
         outcome.update(ok=True, seen=missed.seen, stored=changed, annotation_ids=ids[:SHOWN_IDS])
-        outcome.update(deleted=deleted, deleted_ids=missed.gone[:SHOWN_IDS])
+        gone = sorted({*missed.gone, *missed.gone_with_tasks})
+        outcome.update(deleted=deleted, deleted_ids=gone[:SHOWN_IDS])
+        outcome.update(deleted_with_tasks=with_tasks, tasks_deleted=missed.gone_tasks)
         if missed.partial_tasks:
             outcome["tasks_not_read_completely"] = missed.partial_tasks
+        if missed.unlisted_tasks:
+            outcome["tasks_unlisted_not_decided"] = missed.unlisted_tasks
         if refused:
             outcome["refused"] = refused[:SHOWN_IDS]
-        if found or refused or missed.gone:
+        if found or refused or gone:
             log.warning(
                 "caught up with Label Studio project %s (%s): %d of its %d annotations were "
                 "missing or older here, %d stored (ids %s), %d unreadable; %d deleted there "
-                "(ids %s)",
+                "(ids %s), %d of them with their %d tasks",
                 project_id,
                 reason,
                 len(found),
@@ -131,7 +142,9 @@ class StudioCatchUp:
                 ids[:SHOWN_IDS],
                 len(refused),
                 deleted,
-                missed.gone[:SHOWN_IDS],
+                gone[:SHOWN_IDS],
+                with_tasks,
+                missed.gone_tasks,
             )
         self.last = outcome
         return outcome

@@ -1,6 +1,7 @@
 """What a webhook does to one project: annotations read with the config they were made
-with and stored (all or none, durable before the answer), deletions tombstoned, training
-requested; and the same reading for a big body queued in the project's inbox."""
+with and stored (all or none, durable before the answer), deletions tombstoned (of
+annotations, and of tasks: their annotations), training requested; and the same reading
+for a big body queued in the project's inbox."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def store_annotations(s: Services, req: WebhookRequest) -> dict:
 
 def read_queued(s: Services, body: bytes) -> tuple[list, list[int]]:
     """What a queued webhook body stores or deletes (ValueError: refused, nothing done)."""
-    from labeling.studio.payloads import deleted_ids_from_webhook
+    from labeling.studio.payloads import deleted_ids_from_webhook, deleted_task_ids_from_webhook
 
     try:
         req = WebhookRequest.parse(json_object(body))
@@ -70,9 +71,13 @@ def read_queued(s: Services, body: bytes) -> tuple[list, list[int]]:
             return records(s, req), []
         if req.action == "ANNOTATIONS_DELETED":
             return [], deleted_ids_from_webhook(req.body)
+        if req.action == "TASKS_DELETED":  # their annotations live now, tombstoned on settling
+            return [], s.store.annotations.live_of_tasks(deleted_task_ids_from_webhook(req.body))
     except BadRequest as err:
         raise ValueError(str(err)) from None
-    raise ValueError(f"only annotation events are read from the inbox, not {req.action}")
+    raise ValueError(
+        f"only annotation and task deletion events are read from the inbox, not {req.action}"
+    )
 
 
 def stored(s: Services, count: int) -> None:
@@ -91,6 +96,22 @@ def delete_annotations(s: Services, body: dict) -> dict:
     s.metrics.inc("annotations_deleted_total", deleted)
     _notify_worker(s)
     return {"status": "deleted", "deleted": deleted, "annotation_ids": ids}
+
+
+def delete_tasks(s: Services, body: dict) -> dict:
+    """TASKS_DELETED: Label Studio deleted these tasks, and their annotations with them
+    without an ANNOTATIONS_DELETED; each live one of them is tombstoned (a replay: none)."""
+    from labeling.studio.payloads import deleted_task_ids_from_webhook
+
+    try:
+        task_ids = deleted_task_ids_from_webhook(body)
+    except ValueError as err:
+        raise BadRequest(f"cannot read the task deletion: {err}", 422) from None
+    ids = s.store.annotations.tombstone_tasks(task_ids)
+    s.metrics.inc("annotations_deleted_total", len(ids))
+    if ids:
+        _notify_worker(s)
+    return {"status": "deleted", "deleted": len(ids), "annotation_ids": ids, "task_ids": task_ids}
 
 
 def _notify_worker(s: Services) -> None:

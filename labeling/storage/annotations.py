@@ -75,19 +75,39 @@ class AnnotationStore:
         with self.db.write() as conn:
             return self.tombstone_in(conn, ids)
 
+    def tombstone_tasks(self, task_ids: Iterable[int]) -> list[int]:
+        """Mark deleted every live annotation of these tasks (Label Studio deleted the
+        tasks: TASKS_DELETED) in one transaction; the annotation ids it marked. Unknown
+        tasks, and tasks whose annotations are all deleted already, change nothing."""
+        ids = sorted({check_id(i, "task id") for i in task_ids})
+        if not ids:
+            return []
+        with self.db.write() as conn:
+            live = self.live_of_tasks_in(conn, ids)
+            if live:
+                self.tombstone_in(conn, live)
+            return live
+
     def catch_up(
-        self, records: Sequence[AnnotationRecord], deleted: Iterable[int]
-    ) -> tuple[int, int]:
+        self,
+        records: Sequence[AnnotationRecord],
+        deleted: Iterable[int],
+        deleted_with_tasks: Iterable[int] = (),
+    ) -> tuple[int, int, int]:
         """`upsert_many` and `tombstone` in ONE transaction (what a catch-up with Label
-        Studio found: backend/service/catch_up.py): all or nothing. Returns (changed,
-        deleted)."""
+        Studio found: backend/service/catch_up.py): all or nothing. `deleted`: annotations
+        Label Studio no longer holds, `deleted_with_tasks`: annotations of tasks it no
+        longer holds. Returns (changed, deleted, of them deleted with their tasks)."""
         rows = [to_row(record) for record in records]
         ids = sorted({check_id(i, "annotation id") for i in deleted})
-        if not rows and not ids:
-            return 0, 0
+        of_tasks = sorted({check_id(i, "annotation id") for i in deleted_with_tasks} - set(ids))
+        if not rows and not ids and not of_tasks:
+            return 0, 0, 0
         with self.db.write() as conn:
             changed = self.write_rows_in(conn, rows) if rows else 0
-            return changed, self.tombstone_in(conn, ids) if ids else 0
+            gone = self.tombstone_in(conn, ids) if ids else 0
+            with_tasks = self.tombstone_in(conn, of_tasks) if of_tasks else 0
+            return changed, gone + with_tasks, with_tasks
 
     # ------------------------------------------------------------------ reads
 
@@ -111,6 +131,14 @@ class AnnotationStore:
         with self.db.read() as conn:
             row = conn.execute(query).mappings().first()
         return None if row is None else from_row(row)
+
+    def live_of_tasks(self, task_ids: Iterable[int]) -> list[int]:
+        """The live annotation ids of these tasks, sorted."""
+        ids = sorted({check_id(i, "task id") for i in task_ids})
+        if not ids:
+            return []
+        with self.db.read() as conn:
+            return self.live_of_tasks_in(conn, ids)
 
     def training_documents(self) -> list[Document]:
         """One document per task: its ground-truth annotation if any, else its latest
@@ -196,6 +224,14 @@ class AnnotationStore:
             self._set_counter(conn, counter + len(live))
         return len(live)
 
+    def live_of_tasks_in(self, conn: Connection, task_ids: list[int]) -> list[int]:
+        """The live annotation ids of these tasks (`task_ids` checked), sorted."""
+        found: list[int] = []
+        for first in range(0, len(task_ids), CHUNK):
+            chunk = {"b_key": self.key, "b_ids": task_ids[first : first + CHUNK]}
+            found += [int(i) for i in conn.execute(_LIVE_OF_TASKS, chunk).scalars()]
+        return sorted(found)
+
     def _existing(self, conn: Connection, ids: list[int]) -> dict[int, dict]:
         unique = sorted(set(ids))
         found: dict[int, dict] = {}
@@ -229,6 +265,11 @@ _LIVE = select(annotation_table.c.annotation_id).where(
     annotation_table.c.project_key == bindparam("b_key"),
     annotation_table.c.deleted.is_(False),
     annotation_table.c.annotation_id.in_(bindparam("b_ids", expanding=True)),
+)
+_LIVE_OF_TASKS = select(annotation_table.c.annotation_id).where(
+    annotation_table.c.project_key == bindparam("b_key"),
+    annotation_table.c.deleted.is_(False),
+    annotation_table.c.task_id.in_(bindparam("b_ids", expanding=True)),
 )
 _TOMBSTONE = (
     update(annotation_table)

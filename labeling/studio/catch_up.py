@@ -17,6 +17,22 @@ list, no counts, an entry without an id, fewer entries than counted, a task list
 with one read short) deletes nothing of that task, and a task missing from the listing
 deletes nothing either. A listing that fails raises: nothing is decided.
 
+Deleted tasks (`Missed.gone_with_tasks`): Label Studio deletes a task's annotations with
+it, and its TASKS_DELETED webhook may have failed too. A task the listing does not hold
+is gone only when the listing is complete: the project's own task count
+(`task_number` of GET /api/projects/<id>) read before the listing and again after it is
+the same, and equals the number of distinct tasks listed, each with an id
+(`listing_complete`), and each unlisted task is then asked for on its own and answers
+404 (`TaskSource.task_exists`: up to `CONFIRMED_AT_MOST` tasks a catch-up, the next one
+takes the rest). Only then are its live annotations deleted. When the listing is not
+known complete (a count missing or changed, a task without an id, more or fewer tasks
+than counted) or a task does not answer 404, nothing of it is (`Missed.unlisted_tasks`
+says how many such tasks were left undecided). The count is read again only when there
+is something to decide. Why both: the counts alone cannot see a task deleted and another
+created while the listing ran, the deletion shifting a later page so that a third task
+is skipped (the counts then agree with the listing); the 404 alone would cost a request
+for every unlisted task of a listing that is merely short.
+
 Why a listing read after the store cannot delete a fresh annotation: the caller reads the
 store's live annotations first, and Label Studio sends an annotation's webhook only after
 the request that saved it has committed, so every annotation in that read was already in
@@ -35,11 +51,16 @@ _TASK_EXTRAS = ("annotations", "predictions", "drafts")
 
 
 class TaskSource(Protocol):
-    """The two StudioClient calls a catch-up makes (labeling/studio/client.py)."""
+    """The StudioClient calls a catch-up makes (labeling/studio/client.py)."""
 
     def project(self, project_id: int) -> dict: ...
 
     def tasks(self, project_id: int) -> list[dict]: ...
+
+    def task_exists(self, task_id: int) -> bool | None: ...
+
+
+CONFIRMED_AT_MOST = 200  # unlisted tasks asked for one by one in a catch-up
 
 
 @dataclass(slots=True)
@@ -52,6 +73,9 @@ class Missed:
     seen: int = 0  # annotations Label Studio holds in the project
     gone: list[int] = field(default_factory=list)  # live in the store, deleted in Label Studio
     partial_tasks: int = 0  # tasks not read completely: nothing of theirs deleted
+    gone_with_tasks: list[int] = field(default_factory=list)  # of tasks deleted there
+    gone_tasks: int = 0  # tasks deleted in Label Studio that held live annotations here
+    unlisted_tasks: int = 0  # tasks with live annotations, not listed, the listing unsure
 
 
 def missed_annotations(
@@ -63,13 +87,19 @@ def missed_annotations(
     """`known`: annotation id -> the `updated_at` the store holds (None: deleted there);
     `live`: annotation id -> task id of the store's live annotations of this project
     (read from the store BEFORE this call), the candidates for `gone`."""
-    config = client.project(project_id).get("label_config")
+    project = client.project(project_id)
+    config = project.get("label_config")
     missed = Missed(config if isinstance(config, str) and config else None)
     held: dict[int, set[int]] = {}  # task id -> its annotation ids, tasks read completely
     partial: set[int] = set()
-    for task in client.tasks(project_id):
+    tasks = client.tasks(project_id)
+    listed: set[int] = set()
+    unnamed = False  # a task without a readable id: the listing cannot prove an absence
+    for task in tasks:
         task_id = _id(task.get("id"))
+        unnamed = unnamed or task_id is None
         if task_id is not None:
+            listed.add(task_id)
             ids = held_annotations(task)
             if ids is None:
                 partial.add(task_id)
@@ -89,7 +119,28 @@ def missed_annotations(
     missed.items.sort(key=_order)
     missed.gone = gone_annotations(live or {}, held, partial)
     missed.partial_tasks = len(partial)
+    unlisted = {a: t for a, t in (live or {}).items() if t not in listed}
+    if unlisted:
+        before = project.get("task_number")
+        complete = not unnamed and listing_complete(
+            before, client.project(project_id).get("task_number"), len(listed)
+        )
+        by_task: dict[int, list[int]] = {}
+        for annotation_id, task_id in unlisted.items():
+            by_task.setdefault(task_id, []).append(annotation_id)
+        asked = sorted(by_task)[:CONFIRMED_AT_MOST] if complete else []
+        gone = [task_id for task_id in asked if client.task_exists(task_id) is False]
+        missed.gone_with_tasks = sorted(a for task_id in gone for a in by_task[task_id])
+        missed.gone_tasks = len(gone)
+        missed.unlisted_tasks = len(by_task) - len(gone)
     return missed
+
+
+def listing_complete(before: Any, after: Any, listed: int) -> bool:
+    """Whether a listing of `listed` distinct tasks holds all of the project's tasks: its
+    task count read before the listing and after it agree, and equal `listed`."""
+    before, after = _id(before), _id(after)
+    return before is not None and before == after == listed
 
 
 def held_annotations(task: Mapping) -> set[int] | None:

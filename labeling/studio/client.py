@@ -162,6 +162,13 @@ class StudioClient:
         tasks: Iterable[Any] = self.ls.tasks.list(project=project_id, fields="all", page_size=100)
         return [t.model_dump(mode="json") if hasattr(t, "model_dump") else dict(t) for t in tasks]
 
+    def task_exists(self, task_id: int) -> bool | None:
+        """Whether Label Studio holds the task: False on a 404 only, None if it cannot tell."""
+        headers = self.ls._client_wrapper.get_headers()
+        url, params = f"{self.url}/api/tasks/{task_id}", {"fields": "task_only"}
+        reply = requests.get(url, headers=headers, params=params, timeout=self.timeout)
+        return {200: True, 404: False}.get(reply.status_code)
+
     def imported_post_ids(self, project_id: int) -> dict[str, int]:
         """Stable post id -> task id, for the project's tasks that carry one."""
         return {post_id: task_id for post_id, (task_id, _) in self._imported(project_id).items()}

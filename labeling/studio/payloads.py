@@ -1,7 +1,8 @@
 """Label Studio's webhook payloads read into AnnotationRecords, every field checked.
 
 ANNOTATION_CREATED / ANNOTATION_UPDATED carry `{action, annotation, task, project}`, the bulk
-ANNOTATIONS_CREATED the same with lists, ANNOTATIONS_DELETED `{annotations: [{id}]}`.
+ANNOTATIONS_CREATED the same with lists, ANNOTATIONS_DELETED `{annotations: [{id}]}`,
+TASKS_DELETED `{tasks: [{id}]}`.
 Anything Label Studio could not have sent for the config raises ValueError naming the item
 and the field; a bulk payload is read all or nothing. Ids must fit SQLite's INTEGER.
 """
@@ -208,3 +209,16 @@ def deleted_ids_from_webhook(payload: Mapping) -> list[int]:
     if not isinstance(items, list):
         raise ValueError("ANNOTATIONS_DELETED needs an 'annotations' list")
     return [check_id(_object(item, "annotation").get("id"), "annotation.id") for item in items]
+
+
+def deleted_task_ids_from_webhook(payload: Mapping) -> list[int]:
+    """Task ids of a TASKS_DELETED webhook (`{tasks: [{id}], project?}`: Label Studio
+    1.23.2's webhooks/models.py, WebhookAction.ACTIONS[TASKS_DELETED], key "tasks" and
+    OnlyIDWebhookSerializer; sent by tasks/api.py TaskAPI.delete,
+    data_manager/actions/basic.py delete_tasks and projects/api.py
+    ProjectTaskListAPI.delete, the last without a project)."""
+    payload = _object(payload, "the webhook body")
+    items = payload.get("tasks")
+    if not isinstance(items, list):
+        raise ValueError("TASKS_DELETED needs a 'tasks' list")
+    return [check_id(_object(item, "task").get("id"), "task.id") for item in items]
