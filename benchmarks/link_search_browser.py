@@ -22,9 +22,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from benchmarks.screenshot_task import throwaway_studio
 from labeling.studio.browser import chromium, click, open_task, type_text
-from labeling.studio.client import StudioClient, login_session
+from labeling.studio.client import StudioClient
 from labeling.studio.config import LabelSpec, build_config, parse_config
 from labeling.studio.links import taxonomy_items
+from labeling.studio.login import login_session
 from labeling.studio.server import free_port
 from training.cpu import cpu_info
 from training.taxonomy import load_esco

@@ -37,8 +37,9 @@ from pathlib import Path
 
 from benchmarks.common import run_benchmark
 from labeling.studio.browser import Highlight, chromium, open_task, save_screenshot
-from labeling.studio.client import StudioClient, login_session
+from labeling.studio.client import StudioClient
 from labeling.studio.config import parse_config
+from labeling.studio.login import login_session
 from labeling.studio.server import StudioSettings
 from labeling.studio.tasks import spans_to_regions
 from training.cpu import cpu_info

@@ -55,7 +55,7 @@ _TOKENS: dict[str, str] = {}
 def personal_access_token(studio: StudioSettings) -> str:
     """The admin's personal access token, made once per Label Studio: it holds one at a time
     (a second POST /api/token/ answers 409), and the `studio` tests share one server."""
-    from labeling.studio.client import create_personal_access_token
+    from labeling.studio.login import create_personal_access_token
 
     if studio.url not in _TOKENS:
         _TOKENS[studio.url] = create_personal_access_token(

@@ -188,7 +188,8 @@ def test_the_editor_draws_overlapping_skill_and_knowledge_regions_of_one_predict
 ):
     from labeling.project import load_project
     from labeling.state import ProjectState
-    from labeling.studio.client import StudioClient, login_session
+    from labeling.studio.client import StudioClient
+    from labeling.studio.login import login_session
 
     model = layered_keyword_model(tmp_path / "layered-model")
     project_dir = layered_project(tmp_path / "project", model)

@@ -136,8 +136,9 @@ def test_each_span_shows_its_own_candidates_and_any_entry_can_be_found_or_added(
     browser_available, studio, tmp_path, tiny_encoder
 ):
     from labeling.state import ProjectState
-    from labeling.studio.client import StudioClient, login_session
+    from labeling.studio.client import StudioClient
     from labeling.studio.links import entry_id_of
+    from labeling.studio.login import login_session
 
     model = keyword_model(tmp_path / "keyword-model", KEYWORDS)
     project_dir = linked_project(

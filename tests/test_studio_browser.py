@@ -95,8 +95,9 @@ def test_the_editor_draws_backend_regions_on_their_words_and_stores_a_selection(
     browser_available, studio, tmp_path
 ):
     from labeling.state import ProjectState
-    from labeling.studio.client import StudioClient, login_session
+    from labeling.studio.client import StudioClient
     from labeling.studio.config import parse_config
+    from labeling.studio.login import login_session
 
     model = keyword_model(tmp_path / "keyword-model", KEYWORDS)
     project_dir = write_project(tmp_path / "project", model, name="browser")

@@ -117,7 +117,8 @@ def test_label_all_tasks_serves_selects_first_post_before_and_after_a_promotion(
 ):
     from labeling.state import ProjectState
     from labeling.studio.browser import chromium, label_all_tasks, skip_task
-    from labeling.studio.client import StudioClient, login_session
+    from labeling.studio.client import StudioClient
+    from labeling.studio.login import login_session
     from labeling.studio.queue import RANKED_TAB_TITLE, views
 
     first_model = keyword_model(tmp_path / "first", TAGS, FIRST_DOUBTS)

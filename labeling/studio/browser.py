@@ -3,7 +3,7 @@
 Chromium is driven over its DevTools protocol, spoken here with a minimal WebSocket client
 (RFC 6455 text frames), so nothing beyond Debian's `chromium` package is needed: no
 Playwright, no driver to download. The Label Studio session cookie (from the form login
-of `labeling.studio.client.login_session`) is handed to Chromium before the page loads.
+of `labeling.studio.login.login_session`) is handed to Chromium before the page loads.
 
 Used by `make screenshot` (benchmarks/screenshot_task.py) and by the browser test
 (tests/test_studio_browser.py), which reads the drawn highlights' text from the editor's
