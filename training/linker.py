@@ -322,7 +322,11 @@ class Linker:
                     picked = np.fromiter(exact, dtype=np.int64)
                     q_scores = q_scores.copy()
                     q_scores[picked] = np.maximum(q_scores[picked], 1.0)
-                    order = q_scores + 1e-6 * order  # the cosine breaks ties at 1.0
+                    # the cosine breaks ties at 1.0, then the preferred label's cosine
+                    # (entries sharing the span's label tie on their best label); in
+                    # float64: 1e-6 x a cosine difference is below float32's resolution
+                    preferred = q_sims[self.index.offsets]
+                    order = q_scores.astype(np.float64) + 1e-6 * order + 1e-9 * preferred
                 top = np.argpartition(-order, min(k, len(order) - 1))[:k]
                 top = top[np.argsort(-order[top])]
                 out.append(
