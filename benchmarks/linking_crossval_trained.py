@@ -4,7 +4,8 @@ trained without the set it is scored on.
 
 Usage:
     nice -n 10 python -m benchmarks.linking_crossval_trained [--adapter state/adapter.npy]
-        [--adapter-steps 100] [--head-queries 20000] [--json out.json]
+        [--adapter-steps 100] [--adapter-preferred-weight 0.5] [--head state/head.npy]
+        [--head-queries 20000] [--save-linker FOLDER] [--json out.json]
 
 On top of linking_crossval's scores (w: the sentence in the query, p: the preferred
 label's share, g: the sentence's cosine with the entry's best label, l: lexical) it adds:
@@ -58,6 +59,12 @@ def main() -> int:
     add_linking_folder(parser)
     parser.add_argument("--adapter", type=Path, default=Path("state/adapter-esco-s100.npy"))
     parser.add_argument("--adapter-steps", type=int, default=100, help="if --adapter is missing")
+    parser.add_argument(
+        "--adapter-preferred-weight",
+        type=float,
+        default=AdapterConfig().preferred_weight,
+        help="the entry scoring the adapter trains with, if --adapter is missing",
+    )
     parser.add_argument("--head-queries", type=int, default=20000)
     parser.add_argument(
         "--head", type=Path, default=Path("state/head-esco.npy"), help="trained once, then read"
@@ -76,7 +83,7 @@ def main() -> int:
     start = time.time()
     taxonomy, linker = plain_esco_linker(args.cache)
     sets = {n: read_linking_csv(n, file, taxonomy) for n, file in files.items()}
-    adapter = esco_adapter(linker, args.adapter, args.adapter_steps)
+    adapter = esco_adapter(linker, args.adapter, args.adapter_steps, args.adapter_preferred_weight)
     lexical = Lexical(linker)
     if args.head.is_file():
         weights, head_info = np.load(args.head), {"read_from": str(args.head)}
@@ -103,13 +110,14 @@ def main() -> int:
     return 0
 
 
-def esco_adapter(linker: Linker, path: Path, steps: int) -> np.ndarray:
+def esco_adapter(linker: Linker, path: Path, steps: int, preferred: float = 0.5) -> np.ndarray:
     """The adapter at `path`, else one trained on ESCO's alternative labels (no validation
     pair) and saved there."""
     if path.is_file():
         print(f"adapter from {path}")
         return np.load(path)
-    result = train_adapter(linker.index, AdapterConfig(steps=steps), progress=True)
+    config = AdapterConfig(steps=steps, preferred_weight=preferred, max_seconds=30 * 60)
+    result = train_adapter(linker.index, config, progress=True)
     print(
         f"adapter: {result.steps} steps in {result.seconds} s, loss {result.first_loss} -> "
         f"{result.last_loss}"
@@ -261,6 +269,10 @@ FAMILIES = {
     "+ exact-label rule (x)": ("w", "p", "g", "l", "x"),
     "adapter only (a)": ("a",),
     "adapter + p": ("a", "p"),
+    "adapter + p + w": ("a", "p", "w"),
+    "adapter + p + g": ("a", "p", "g"),
+    "adapter + p + l": ("a", "p", "l"),
+    "adapter + p + x": ("a", "p", "x"),
     "adapter + w, p, g, l": ("a", "w", "p", "g", "l"),
     "adapter + w, p, g, l, x": ("a", "w", "p", "g", "l", "x"),
     "ESCO head only (h; p sets its pool)": ("h", "p"),
