@@ -59,6 +59,7 @@ def main() -> int:
     add_linking_folder(parser)
     parser.add_argument("--adapter", type=Path, default=Path("state/adapter-esco-s100.npy"))
     parser.add_argument("--adapter-steps", type=int, default=100, help="if --adapter is missing")
+    parser.add_argument("--adapter-seed", type=int, default=AdapterConfig().seed)
     parser.add_argument(
         "--adapter-preferred-weight",
         type=float,
@@ -83,7 +84,9 @@ def main() -> int:
     start = time.time()
     taxonomy, linker = plain_esco_linker(args.cache)
     sets = {n: read_linking_csv(n, file, taxonomy) for n, file in files.items()}
-    adapter = esco_adapter(linker, args.adapter, args.adapter_steps, args.adapter_preferred_weight)
+    adapter = esco_adapter(
+        linker, args.adapter, args.adapter_steps, args.adapter_preferred_weight, args.adapter_seed
+    )
     lexical = Lexical(linker)
     if args.head.is_file():
         weights, head_info = np.load(args.head), {"read_from": str(args.head)}
@@ -110,13 +113,15 @@ def main() -> int:
     return 0
 
 
-def esco_adapter(linker: Linker, path: Path, steps: int, preferred: float = 0.5) -> np.ndarray:
+def esco_adapter(
+    linker: Linker, path: Path, steps: int, preferred: float = 0.5, seed: int = 13
+) -> np.ndarray:
     """The adapter at `path`, else one trained on ESCO's alternative labels (no validation
     pair) and saved there."""
     if path.is_file():
         print(f"adapter from {path}")
         return np.load(path)
-    config = AdapterConfig(steps=steps, preferred_weight=preferred, max_seconds=30 * 60)
+    config = AdapterConfig(steps=steps, preferred_weight=preferred, max_seconds=30 * 60, seed=seed)
     result = train_adapter(linker.index, config, progress=True)
     print(
         f"adapter: {result.steps} steps in {result.seconds} s, loss {result.first_loss} -> "
