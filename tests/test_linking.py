@@ -317,3 +317,25 @@ def test_project_names_its_taxonomy_and_exports_carry_links(taxonomy_file, tiny_
     assert exported["spans"][1]["taxonomy_id"] is None
     card = (out / "README.md").read_text()
     assert "## Taxonomy links" in card and "1 with no match" in card and "| sql | sql | 1 |" in card
+
+
+def test_entries_sharing_a_label_written_like_the_span_keep_their_cosine_order(
+    tmp_path: Path, encoder
+):
+    """ESCO's "business analysis" is the preferred label of one entry and an alternative
+    label of "financial analysis": both score 1.0 by the exact-label rule; the cosine must
+    break the tie however small the difference (1e-6 x it was below float32's resolution at
+    1.0), and where the cosines tie too (the same best label), the preferred label's."""
+    path = tmp_path / "shared.csv"
+    path.write_text(
+        "id,preferred_label,alt_labels,type,description\n"
+        "fin,financial analysis,business analysis,S,\n"
+        "ba,business analysis,,S,\n"
+        "talk,communication,,T,\n",
+        encoding="utf-8",
+    )
+    for weight in (0.05, 0.0):  # 0: they tie on the cosine too; the preferred label decides
+        linker = Linker(load_csv(path), encoder, LinkerSettings(preferred_weight=weight))
+        (link,) = linker.link(["Business Analysis"], k=3)
+        assert [c.id for c in link.candidates[:2]] == ["ba", "fin"]
+        assert link.candidates[0].score == link.candidates[1].score == pytest.approx(1.0)

@@ -41,15 +41,23 @@ def rerank(
     return total / (1.0 + sentence_weight + lexical_weight)
 
 
-def best_first(scores: np.ndarray, k: int, exact: set[int] | None = None) -> np.ndarray:
+def best_first(
+    scores: np.ndarray,
+    k: int,
+    exact: set[int] | None = None,
+    preferred: np.ndarray | None = None,
+) -> np.ndarray:
     """The positions of the k highest scores, highest first; positions in `exact` count at
-    least 1.0, ties broken by their own score."""
+    least 1.0, ties broken by their own score, then by `preferred` (each position's
+    preferred label's cosine: entries sharing the span's label tie on their best label)."""
     order = scores
     if exact:  # in float64: 1e-6 x a float32 score difference is below float32's step at 1.0
         picked = np.fromiter(exact, dtype=np.int64)
         order = scores.astype(np.float64)
         order[picked] = np.maximum(order[picked], 1.0)
         order += 1e-6 * scores.astype(np.float64)
+        if preferred is not None:
+            order += 1e-9 * preferred.astype(np.float64)
     k = min(k, len(order))
     top = np.argpartition(-order, k - 1)[:k]
     return top[np.argsort(-order[top])]

@@ -325,7 +325,8 @@ class Linker:
             for n, (q_scores, q_sims) in enumerate(zip(scores, sims, strict=True)):
                 at = start + n
                 text = texts[at] if texts is not None else None
-                top, score = self.top_entries(q_scores, k, sentences[at], text)
+                preferred = q_sims[self.index.offsets]  # each entry's preferred label's cosine
+                top, score = self.top_entries(q_scores, k, sentences[at], text, preferred)
                 out.append(
                     [
                         Candidate(
@@ -340,13 +341,19 @@ class Linker:
         return out
 
     def top_entries(
-        self, first: np.ndarray, k: int, sentence: np.ndarray, text: str | None
+        self,
+        first: np.ndarray,
+        k: int,
+        sentence: np.ndarray,
+        text: str | None,
+        preferred: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """One query's top k entries, best first, and their scores, from the first stage's
-        scores of every entry (see `rank`)."""
+        scores of every entry (see `rank`); `preferred`: each entry's preferred label's
+        cosine, which breaks ties among entries sharing the span's label."""
         s = self.settings
         exact = self.exact_entries(text) if text is not None else set()
-        top = best_first(first, max(k, s.rerank_top) if s.reranks else k, exact)
+        top = best_first(first, max(k, s.rerank_top) if s.reranks else k, exact, preferred)
         score = first[top]
         floor = np.isin(top, list(exact))
         if s.reranks:
@@ -354,7 +361,8 @@ class Linker:
             index = self.index
             on_sentence = sentence_scores(index.vectors, index.offsets, sentence[None], top[None])
             score = rerank(score, on_sentence[0], lexical, s.sentence_weight, s.lexical_weight)
-            order = best_first(score, k, set(np.flatnonzero(floor).tolist()))
+            ties = None if preferred is None else preferred[top]
+            order = best_first(score, k, set(np.flatnonzero(floor).tolist()), ties)
             top, score, floor = top[order], score[order], floor[order]
         return top[:k], np.where(floor, np.maximum(score, 1.0), score)[:k]
 

@@ -1,0 +1,142 @@
+"""A cross-encoder re-ranker (training/link_cross.py) inside the cross-set protocol of
+benchmarks/linking_crossval_trained.py: trained on ESCO alone (its alternative labels as
+queries, their entry's preferred label the positive, the label cache's nearest wrong
+entries' preferred labels the hard negatives; no validation pair), then its score added
+with a weight c to the first stage's top 20, c and every other weight chosen on one set
+and reported on the other.
+
+Usage:
+    nice -n 10 python -m benchmarks.linking_crossval_cross [--cross state/cross-esco]
+        [--minutes 10] [--groups 4000] [--json out.json]
+
+A folder at --cross that already holds a trained cross-encoder is read, not trained again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import linking_crossval_trained as trained
+from benchmarks.common import ESCO_SETS as SETS
+from benchmarks.common import add_linking_folder, named_files, plain_esco_linker, run_benchmark
+from benchmarks.linking_crossval import RERANK
+from training.cpu import cpu_info
+from training.link_cross import CrossConfig, CrossEncoder, Group, train_cross_encoder
+from training.link_head import taxonomy_hard_negatives
+from training.link_rerank import LexicalIndex
+from training.linker import Linker
+from training.linker_eval import read_linking_csv
+
+CROSS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)  # the cross-encoder's weight c
+# the first stages whose top 20 are cross-encoded (each pool's entries cost a forward pass)
+POOLS = {"w": (0.0, 0.1, 0.2, 0.3, 0.4), "a": (0.0, 1.0), "p": (0.3, 0.5)}
+AXES = trained.GRID | POOLS | {"h": (0.0,), "c": CROSS}
+FAMILIES = {
+    "adapter + w, p, g, l, x (no cross)": ("a", "w", "p", "g", "l", "x"),
+    "cross-encoder only (c; p sets its pool)": ("c", "p"),
+    "cross + p + x": ("c", "p", "x"),
+    "cross + adapter + w, p, g, l, x": ("c", "a", "w", "p", "g", "l", "x"),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_linking_folder(parser)
+    parser.add_argument("--adapter", type=Path, default=Path("state/adapter-esco-s100.npy"))
+    parser.add_argument("--cross", type=Path, default=Path("state/cross-esco"))
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--groups", type=int, default=4000, help="ESCO queries to draw from")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    files = named_files([args.data], SETS)
+    info = cpu_info()
+    print(info.line(), flush=True)
+    start = time.time()
+    taxonomy, linker = plain_esco_linker(args.cache)
+    sets = {n: read_linking_csv(n, file, taxonomy) for n, file in files.items()}
+    adapter = trained.esco_adapter(linker, args.adapter, 100)
+    cross, training = esco_cross_encoder(linker, args.cross, args.minutes, args.groups)
+    lexical = LexicalIndex(linker.index.texts, linker.index.offsets)
+    head = np.zeros(len(trained.HEAD_FEATURES), dtype=np.float32)  # h stays 0 here
+    features = {}
+    for name, gold in sets.items():
+        started = time.time()
+        features[name] = CrossScores(linker, gold.pairs, lexical, adapter, head, cross)
+        print(f"{name}: scores in {time.time() - started:.0f} s", flush=True)
+    results: dict = {"cpu": info.as_dict(), "training": training}
+    results["crossval"] = trained.crossval_table(features, FAMILIES, AXES)
+    results["seconds"] = round(time.time() - start, 1)
+    results["cpu_after"] = cpu_info().as_dict()
+    print(f"\nwhole run {results['seconds']} s; {cpu_info().line()}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=float) + "\n")
+        print("wrote", args.json)
+    return 0
+
+
+def esco_cross_encoder(
+    linker: Linker, folder: Path, minutes: float, groups: int
+) -> tuple[CrossEncoder, dict]:
+    if (folder / "cross_head.pt").is_file():
+        print(f"cross-encoder from {folder}")
+        return CrossEncoder(folder), {"read_from": str(folder)}
+    negatives = taxonomy_hard_negatives(linker.index, groups, RERANK, seed=29)
+    entries = linker.taxonomy.entries
+    made = []
+    for row, top, gold in zip(negatives.rows, negatives.top, negatives.gold, strict=True):
+        positive = entries[int(top[gold][0])].preferred_label
+        query = linker.index.texts[row]
+        wrong = [entries[int(e)].preferred_label for e in top[~gold]]
+        if query != positive:
+            made.append(Group(query, [positive, *wrong]))
+    cross = CrossEncoder(None)
+    config = CrossConfig(steps=100_000, max_seconds=minutes * 60)
+    result = train_cross_encoder(cross, made, config)
+    cross.save(folder)
+    training = {"groups": len(made), "missed_top20": negatives.missed} | {
+        k: getattr(result, k) for k in ("steps", "seconds", "first_loss", "last_loss")
+    }
+    print(f"cross-encoder trained: {json.dumps(training)}", flush=True)
+    return cross, training
+
+
+class CrossScores(trained.Scores):
+    """linking_crossval_trained's scores and the cross-encoder's, added with weight c."""
+
+    def __init__(self, linker, pairs, lexical, adapter, head, cross: CrossEncoder):
+        super().__init__(linker, pairs, lexical, adapter, head)
+        self.cross = cross_scores(cross, linker, pairs, self)
+
+    def rank(self, s: dict, head=None) -> np.ndarray:
+        top, first, _, _ = self.pool(s["w"], s["a"], s["p"])
+        rows = np.arange(len(top))[:, None]
+        score = first + s["g"] * self.context[rows, top] + s["l"] * self.lexical[rows, top]
+        score = score + s["x"] * self.exact[rows, top] + s["c"] * self.cross[rows, top]
+        return top[rows, np.argsort(-score, axis=1)[:, : trained.K]]
+
+
+def cross_scores(cross: CrossEncoder, linker: Linker, pairs, scores: trained.Scores) -> np.ndarray:
+    """(pairs x entries) cross-encoder scores, filled for every entry of every pool."""
+    needed: set[tuple[int, int]] = set()
+    for w, a, p in itertools.product(*POOLS.values()):
+        top = scores.pool(w, a, p)[0]
+        needed |= {(n, int(e)) for n, row in enumerate(top) for e in row}
+    keys = sorted(needed)
+    entries = linker.taxonomy.entries
+    found = cross.score(
+        [pairs[n].span for n, _ in keys], [entries[e].preferred_label for _, e in keys]
+    )
+    out = np.zeros((len(pairs), len(entries)), dtype=np.float32)
+    for (n, e), s in zip(keys, found, strict=True):
+        out[n, e] = s
+    return out
+
+
+if __name__ == "__main__":
+    run_benchmark(main)
