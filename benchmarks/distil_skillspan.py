@@ -6,8 +6,10 @@ The F1 is the served-span headline of `training.evaluate` (strict IOB2 entity F1
 spans a user gets), per label and overall, every model loaded as it serves (fp32 here so
 the figures do not depend on the CPU's precision). A teacher is the same recipe as a
 plain `skillloop train` with another seed, so the teachers' column is also what the
-student must beat. Each SkillSpan training takes 12-20 min on two cores with 12 epochs: K teachers and
-the student take (K + 1) times that.
+student must beat. Each SkillSpan training takes 12-20 min on two quiet cores with 12
+epochs: K teachers and the student take (K + 1) times that. `--teacher PATH` takes a
+trained checkpoint as a teacher (no training), `--single PATH` scores a plain model in
+the same table (the single model the student must match).
 
     flock /work/heavy.lock nice -n 5 .venv/bin/python -m benchmarks.distil_skillspan --teachers 3
 """
@@ -44,6 +46,10 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "state" / "models" / "distil-bench")
     parser.add_argument("--base", default=None, help="start checkpoint (default: backbone)")
     parser.add_argument("--teacher-base", action="append", default=[], dest="teacher_bases")
+    parser.add_argument(
+        "--teacher", type=Path, action="append", default=[], dest="teacher_checkpoints",
+        help="a trained checkpoint taken as a teacher as it is (repeatable)",
+    )  # fmt: skip
     parser.add_argument("--train-limit", type=int, default=None, help="first N train postings")
     parser.add_argument("--dev-limit", type=int, default=None, help="first N dev postings")
     parser.add_argument("--threads", type=int, default=2)
@@ -79,14 +85,15 @@ def main() -> int:
         name: getattr(args, name) for name in defaults if getattr(args, name, None) is not None
     }
     options |= {"num_threads": args.threads, "teacher_bases": args.teacher_bases}
+    options["teacher_checkpoints"] = [str(path) for path in args.teacher_checkpoints]
     options.setdefault("teachers", 3)
     try:
         config = TrainConfig.from_json(options)
     except ValueError as err:
         raise DataError(str(err)) from None
-    for path in args.single:  # before the long training, not after it
+    for path in [*args.single, *args.teacher_checkpoints]:  # before the long training
         if not (path / "config.json").is_file():
-            raise DataError(f"--single {path} is not a checkpoint folder")
+            raise DataError(f"{path} is not a checkpoint folder")
     print(f"config: {config}")
     load_before, started = os.getloadavg()[0], time.perf_counter()
     result = train(
@@ -102,8 +109,8 @@ def main() -> int:
     print(f"{len(result.teachers)} teachers and the student: {seconds:.0f} s, "
           f"load {load_before:.1f} -> {load_after:.1f}")  # fmt: skip
 
-    rows = {f"teacher {k} (seed {t.get('seed')})": Path(t["path"]) for k, t in
-            enumerate(result.teachers, start=1)}  # fmt: skip
+    rows = {f"teacher {k} ({'seed ' + str(t['seed']) if 'seed' in t else Path(t['path']).name})":
+            Path(t["path"]) for k, t in enumerate(result.teachers, start=1)}  # fmt: skip
     rows["student"] = result.path
     rows |= {f"single ({path.name})": path for path in args.single}
     figures = {name: scores(path, dev_docs) for name, path in rows.items()}
