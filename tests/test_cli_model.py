@@ -292,3 +292,12 @@ def test_predict_names_a_lone_surrogate_instead_of_a_traceback(trained, tmp_path
     err = capsys.readouterr().err.strip()
     assert err.endswith("posts.jsonl:2: the text holds a lone UTF-16 surrogate")
     assert "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_train_can_score_dev_only_after_the_last_epoch(tiny_encoder, data, tmp_path):
+    out = tmp_path / "once"
+    args = ["train", "--data", str(data), "--dev", str(data), "--out", str(out)]
+    assert main([*args, "--base", str(tiny_encoder), "--no-dev-every-epoch", *FAST]) == 0
+    meta = read_metadata(out)
+    assert meta["config"]["dev_every_epoch"] is False and meta["best_epoch"] == 2
+    assert len(meta["metrics"]["dev_f1"]) == 1  # one dev pass for the 2 epochs

@@ -314,3 +314,23 @@ def test_a_distilled_student_is_cut_but_its_teachers_keep_every_layer(tiny_encod
     [teacher] = read_metadata(out)["distillation"]["teachers"]
     assert AutoConfig.from_pretrained(teacher["path"]).num_hidden_layers == 2
     assert AutoConfig.from_pretrained(out).num_hidden_layers == 1
+
+
+def test_dev_only_after_the_last_epoch_keeps_the_last_epoch(tiny_encoder, tmp_path, monkeypatch):
+    """dev_every_epoch=False: one dev pass, after the last epoch, whatever the patience."""
+    from training import finetune
+
+    passes = []
+    real = finetune.dev_f1
+    monkeypatch.setattr(finetune, "dev_f1", lambda run, docs: passes.append(1) or real(run, docs))
+    epochs = []
+    config = TrainConfig(**{**FAST.__dict__, "epochs": 3, "patience": 1, "dev_every_epoch": False})
+    result = train(
+        tiny_encoder, corpus(), LABELS, tmp_path / "m", dev_docs=corpus()[:2], config=config,
+        progress=False, on_epoch=lambda epoch, loss, f1: epochs.append((epoch, f1)),
+    )  # fmt: skip
+    assert len(passes) == 1 and [e[0] for e in epochs] == [1, 2, 3]
+    assert [e[1] is None for e in epochs] == [True, True, False]
+    assert result.epochs_run == 3 and result.best_epoch == 3
+    assert result.dev_f1 == [epochs[-1][1]] and result.best_dev_f1 == epochs[-1][1]
+    assert read_metadata(tmp_path / "m")["config"]["dev_every_epoch"] is False

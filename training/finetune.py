@@ -349,7 +349,7 @@ def run_epochs(
             freeze_for_epoch(run.model, config, epoch)
             history.losses.append(optimizer.epoch(run, epoch_batches, bar, epoch, should_stop))
             f1 = None
-            if dev_docs:
+            if dev_docs and (config.dev_every_epoch or epoch == config.epochs):
                 eval_started = time.perf_counter()
                 f1 = dev_f1(run, dev_docs)
                 history.eval_seconds += time.perf_counter() - eval_started

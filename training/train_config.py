@@ -23,6 +23,9 @@ class TrainConfig:
     window: WindowConfig = WINDOWS  # how long documents are cut into training windows
     seed: int = 13
     patience: int = 2  # epochs without dev improvement before stopping
+    # False: dev F1 only after the last epoch (no early stopping; the last epoch is kept),
+    # which saves a dev pass per epoch on slow CPUs (docs/training.md)
+    dev_every_epoch: bool = True
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     num_threads: int = 2

@@ -34,6 +34,13 @@ def register(subparsers) -> None:
         help="a CRF over the word tags, trained with the encoder (default on)",
     )
     p.add_argument(
+        "--dev-every-epoch",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="score --dev after every epoch and keep the best (default); --no-dev-every-epoch "
+        "scores it once, after the last epoch, and keeps that one (faster on slow CPUs)",
+    )
+    p.add_argument(
         "--layers",
         nargs="+",
         metavar="LAYER",
@@ -108,6 +115,7 @@ def train_command(args) -> int:
         "batch_size",
         "seed",
         "patience",
+        "dev_every_epoch",
         "num_threads",
         "crf",
         "encoder_layers",
