@@ -14,7 +14,7 @@ The linker's label embeddings are built once by the driver and shipped with `ray
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -85,7 +85,41 @@ def batch_of(blocks: Sequence[Block]) -> dict[str, list]:
     return {f.name: [getattr(b, f.name) for b in blocks] for f in fields(Block)}
 
 
-class BlockTagger:
+class BlockActor:
+    """What a Ray Data callable class of a corpus job does with its batch: each block's rows
+    read, the unreadable ones written to rejects, the rest handed to `chunk` CHUNK at a time,
+    and the block's summary returned. Subclasses say how a block is written and read."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        done = [self.block(block) for block in blocks_of(batch)]
+        return {name: [d[name] for d in done] for name in done[0]} if done else {}
+
+    def block(self, block: Block) -> dict:
+        writer = self.writer(block)
+        pending: list[Row] = []
+        for row in self.rows(block):
+            if row.data is None:
+                writer.reject(row)
+                continue
+            pending.append(row)
+            if len(pending) == CHUNK:
+                self.chunk(writer, pending)
+                pending = []
+        if pending:
+            self.chunk(writer, pending)
+        return writer.close()
+
+    def writer(self, block: Block) -> BlockWriter:
+        raise NotImplementedError
+
+    def rows(self, block: Block) -> Iterator[Row]:
+        raise NotImplementedError
+
+    def chunk(self, writer: BlockWriter, rows: Sequence[Row]) -> None:
+        raise NotImplementedError
+
+
+class BlockTagger(BlockActor):
     """A Ray Data callable class: one tagger (and linker) per actor."""
 
     def __init__(self, spec: TaggerSpec, job: JobSettings, linker: list | None = None):
@@ -104,24 +138,11 @@ class BlockTagger:
             parts: LinkerParts = ray.get(linker[0])
             self.linker, self.top_k = parts.build(), parts.top_k
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        done = [self.block(block) for block in blocks_of(batch)]
-        return {name: [d[name] for d in done] for name in done[0]} if done else {}
+    def writer(self, block: Block) -> BlockWriter:
+        return BlockWriter(Path(self.job.out), block, self.studio)
 
-    def block(self, block: Block) -> dict:
-        writer = BlockWriter(Path(self.job.out), block, self.studio)
-        pending: list[Row] = []
-        for row in read_block(block, self.job.max_chars):
-            if row.data is None:
-                writer.reject(row)
-                continue
-            pending.append(row)
-            if len(pending) == CHUNK:
-                self.chunk(writer, pending)
-                pending = []
-        if pending:
-            self.chunk(writer, pending)
-        return writer.close()
+    def rows(self, block: Block) -> Iterator[Row]:
+        return read_block(block, self.job.max_chars)
 
     def chunk(self, writer: BlockWriter, rows: Sequence[Row]) -> None:
         from training.text import Document

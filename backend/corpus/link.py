@@ -12,13 +12,11 @@ built once by the driver and shipped (`LinkerParts`), as for `predict --link`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from backend.bulk_predict import TaggerSpec, tag
-from backend.corpus.actors import CHUNK, JobSettings, blocks_of, one_thread
+from backend.corpus.actors import BlockActor, JobSettings, one_thread
 from backend.corpus.outputs import BlockWriter, text_hash
 from backend.corpus.predict import CorpusJob, run_job, say
 from backend.corpus.sources import Block, Row, post_id, read_block
@@ -108,7 +106,7 @@ def span_rows(pid: str, row: dict) -> list[dict]:
     ]
 
 
-class BlockLinker:
+class BlockLinker(BlockActor):
     """A Ray Data callable class: the shipped linker (and a tagger for text-only rows)."""
 
     def __init__(self, spec: TaggerSpec | None, job: JobSettings, linker: list):
@@ -122,24 +120,11 @@ class BlockLinker:
         parts: LinkerParts = ray.get(linker[0])  # [ObjectRef]: the reference, not the value
         self.linker, self.top_k = parts.build(), parts.top_k
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        done = [self.block(block) for block in blocks_of(batch)]
-        return {name: [d[name] for d in done] for name in done[0]} if done else {}
+    def writer(self, block: Block) -> BlockWriter:
+        return BlockWriter(Path(self.job.out), block, studio=False, linked=True)
 
-    def block(self, block: Block) -> dict:
-        writer = BlockWriter(Path(self.job.out), block, studio=False, linked=True)
-        pending: list[Row] = []
-        for row in read_block(block, None, link_row_problem):  # never cut, as `link`
-            if row.data is None:
-                writer.reject(row)
-                continue
-            pending.append(row)
-            if len(pending) == CHUNK:
-                self.chunk(writer, pending)
-                pending = []
-        if pending:
-            self.chunk(writer, pending)
-        return writer.close()
+    def rows(self, block: Block) -> Iterator[Row]:
+        return read_block(block, None, link_row_problem)  # never cut, as `link`
 
     def chunk(self, writer: BlockWriter, rows: Sequence[Row]) -> None:
         from training.datasets import span_dict
