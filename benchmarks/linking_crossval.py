@@ -202,16 +202,7 @@ def crossval_table(features: dict, sets: dict) -> dict:
     print(f"\n{header} {'HOUSE acc@1':>11s} {'RP@5':>6s}  chosen on HOUSE | on TECH")
     for title, only in families.items():
         family = [s for s in grid if all(s[k] == 0 for k in GRID if k not in only)]
-        row: dict = {}
-        for target, source in (("TECH", "HOUSE"), ("HOUSE", "TECH")):
-            chosen = max(family, key=lambda s, src=source: pick_key(scores[src][key(s)], s))
-            row[target] = {
-                "chosen_on": source,
-                "setting": chosen,
-                "accuracy@1": scores[target][key(chosen)][0],
-                "r_precision@5": scores[target][key(chosen)][1],
-                "on_its_own_set": scores[source][key(chosen)],
-            }
+        row = cross_row(family, scores)
         out[title] = row
         t, h = row["TECH"], row["HOUSE"]
         print(
@@ -223,6 +214,22 @@ def crossval_table(features: dict, sets: dict) -> dict:
     print("best on each set itself (tuned on the data it is scored on):", best)
     out["best_on_itself"] = best
     return out
+
+
+def cross_row(family: list[dict], scores: dict) -> dict:
+    """Each set's figures for the setting of `family` chosen on the other set (`scores`:
+    set name -> setting key -> (accuracy@1, RP@5))."""
+    row = {}
+    for target, source in (("TECH", "HOUSE"), ("HOUSE", "TECH")):
+        chosen = max(family, key=lambda s, src=source: pick_key(scores[src][key(s)], s))
+        row[target] = {
+            "chosen_on": source,
+            "setting": chosen,
+            "accuracy@1": scores[target][key(chosen)][0],
+            "r_precision@5": scores[target][key(chosen)][1],
+            "on_its_own_set": scores[source][key(chosen)],
+        }
+    return row
 
 
 def key(s: dict) -> str:

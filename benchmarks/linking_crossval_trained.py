@@ -34,7 +34,7 @@ import numpy as np
 
 from benchmarks.common import ESCO_SETS as SETS
 from benchmarks.common import add_linking_folder, named_files, plain_esco_linker, run_benchmark
-from benchmarks.linking_crossval import RERANK, key, pick_key, short
+from benchmarks.linking_crossval import RERANK, cross_row, key, pick_key, short
 from training.cpu import cpu_info
 from training.link_head import HeadConfig, head_scores, taxonomy_hard_negatives, train_head
 from training.link_rerank import LexicalIndex
@@ -300,16 +300,7 @@ def crossval_table(features: dict, families: dict = FAMILIES, axes: dict = GRID)
         family = [s for s in grid if all(s[k] == 0 for k in axes if k not in only)]
         if "h" in only and "l" not in only:
             family = [s for s in family if s["h"]] or family
-        row = {}
-        for target, source in (("TECH", "HOUSE"), ("HOUSE", "TECH")):
-            chosen = max(family, key=lambda s, src=source: pick_key(scores[src][key(s)], s))
-            row[target] = {
-                "chosen_on": source,
-                "setting": chosen,
-                "accuracy@1": scores[target][key(chosen)][0],
-                "r_precision@5": scores[target][key(chosen)][1],
-                "on_its_own_set": scores[source][key(chosen)],
-            }
+        row = cross_row(family, scores)
         out[title] = row
         print_row(title, row)
     best = {n: max(scores[n].values()) for n in scores}
