@@ -113,14 +113,7 @@ class LayeredTagger:
         if outer.runtime is None:
             results = outer.forward_torch(self.net, jobs, read, hidden)
         else:  # ONNX Runtime: the exported graph's logits are the heads side by side
-            results = outer.runtime.forward_windows(
-                jobs,
-                hidden,
-                pad_id=outer.pad_id,
-                batch_tokens=outer.batch_tokens,
-                width=outer.input_width,
-                splits=self.net.sizes,
-            )
+            results = outer.forward_runtime(jobs, hidden, self.net.sizes)
         for job, rows in results:
             for i in range(n):
                 layer_docs[i][job.doc].probs[job.owned] = rows[i]

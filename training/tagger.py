@@ -301,6 +301,21 @@ class Tagger:
             hidden_states=hidden,
         )
 
+    def forward_runtime(
+        self, jobs, hidden: bool, splits: Sequence[int] | None = None
+    ) -> Iterator[tuple[WindowJob, list[np.ndarray]]]:
+        """The same jobs and batches run by the ONNX Runtime session (`splits`: a layered
+        model's heads, side by side in the exported graph's logits)."""
+        assert self.runtime is not None
+        return self.runtime.forward_windows(
+            jobs,
+            hidden,
+            pad_id=self.pad_id,
+            batch_tokens=self.batch_tokens,
+            width=self.input_width,
+            splits=splits,
+        )
+
     def input_width(self, length: int) -> int:
         """Padded width of a batch whose longest input (specials included) is `length`."""
         return min(-(-length // self.width_step) * self.width_step, self.max_width)
@@ -355,13 +370,7 @@ class Tagger:
         if self.runtime is None:
             results = self.forward_torch(self.model, jobs, read, hidden)
         else:  # ONNX Runtime: the same jobs and batches, run by its session
-            results = self.runtime.forward_windows(
-                jobs,
-                hidden,
-                pad_id=self.pad_id,
-                batch_tokens=self.batch_tokens,
-                width=self.input_width,
-            )
+            results = self.forward_runtime(jobs, hidden)
         for job, rows in results:
             doc = docs[job.doc]
             doc.probs[job.owned] = rows[0]
