@@ -102,18 +102,27 @@ def test_ray_predict_bad_arguments_are_one_line_errors(tiny_reference_model, inp
     bad = ["--input", str(inputs), "--output", str(inputs / "o"), "--block-rows", "0"]
     assert main([*base, *bad]) == 2
     assert "--block-rows must be at least 1" in capsys.readouterr().err
+
+
+def test_ray_client_without_grpcio_says_what_to_install(tiny_reference_model, inputs, capsys):
+    try:
+        import grpc  # noqa: F401
+
+        pytest.skip("grpcio is installed: ray:// would try to connect")
+    except ImportError:
+        pass
     client = ["predict", "--model", str(tiny_reference_model), "--ray-address", "ray://h:10001"]
     assert main([*client, "--input", str(inputs), "--output", str(inputs / "o")]) == 2
-    assert "does not run over Ray Client" in capsys.readouterr().err
+    assert "pip install 'ray[client]'" in capsys.readouterr().err
 
 
 def test_ray_link_bad_arguments_are_one_line_errors(inputs, capsys):
     base = ["link", "--taxonomy", str(inputs / "missing.csv"), "--input", str(inputs)]
-    assert main([*base, "--ray-address", "ray://h:10001", "--output", str(inputs / "o")]) == 2
-    assert "does not run over Ray Client" in capsys.readouterr().err  # before the taxonomy
+    assert main([*base, "--ray-address", "h:1", "--output", str(inputs / "o")]) == 2
+    assert "missing.csv" in capsys.readouterr().err  # the address is fine: the taxonomy
     assert main([*base, "--ray-address", "local"]) == 2  # --output - (stdout)
     assert "writes an --output folder" in capsys.readouterr().err
     assert main([*base, "--ray-address", "nowhere", "--output", str(inputs / "o")]) == 2
-    assert "takes local, auto or HOST:PORT" in capsys.readouterr().err
+    assert "takes local, auto, HOST:PORT or ray://HOST:PORT" in capsys.readouterr().err
     assert main([*base, "--workers", "2"]) == 2
     assert "--workers takes effect with --ray-address" in capsys.readouterr().err

@@ -66,9 +66,20 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def client_port() -> int | None:
+    """The head's Ray Client server port (`ray://`), where grpcio (`ray[client]`) is here."""
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        return None
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def cluster(client_port):
     """`127.0.0.1:PORT` of a head node and one worker node, one CPU and 100 MB of object
     store each; each `ray start --block` is stopped by its own process group at the end.
+    The head serves Ray Client on `client_port` where grpcio is installed.
 
     A driver given 127.0.0.1 connects to this machine's outward address unless Ray's
     "no multi-node cluster" flag is off (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, read when
@@ -79,11 +90,14 @@ def cluster():
     patch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
     port = free_port()
     temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths
-    env = os.environ | {"PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = os.environ | {"PYTHONPATH": path, "RAY_USAGE_STATS_ENABLED": "0"}
     common = ["--num-cpus", "1", "--object-store-memory", str(100 * 2**20), "--block"]
     common += ["--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
     head = [str(RAY), "start", "--head", "--port", str(port), "--include-dashboard", "false"]
     head += ["--temp-dir", str(temp)]
+    if client_port is not None:
+        head += ["--ray-client-server-port", str(client_port)]
     worker = [str(RAY), "start", "--address", f"127.0.0.1:{port}"]
     started = []
     try:
@@ -220,6 +234,42 @@ def test_predict_and_link_on_two_nodes_match_one_process_and_resume(
     assert json.loads((out / "summary.json").read_text())["posts"] == 60
 
 
+def test_predict_over_ray_client_runs_its_driver_on_the_cluster(
+    cluster, client_port, corpus, linker_folder, tiny_reference_model, tmp_path, monkeypatch
+):
+    """`--ray-address ray://HOST:PORT`: the driver goes to the cluster as a task (Ray Data
+    fails over Ray Client), and the folder it writes holds the single-process spans."""
+    if client_port is None:
+        pytest.skip("Ray Client needs grpcio (pip install 'ray[client]')")
+    monkeypatch.setenv("SKILLLOOP_STATE_DIR", str(tmp_path / "state"))
+    folder, rows = corpus
+    common = ["--model", str(tiny_reference_model), "--label-map", *MAP, "--no-progress"]
+    common += ["--precision", "fp32", "--link", "--taxonomy", str(folder / "skills.csv")]
+    common += ["--linker", str(linker_folder)]
+    alone = tmp_path / "alone.jsonl"
+    assert (
+        main(["predict", *common, "--input", str(folder / "all.jsonl"), "--output", str(alone)])
+        == 0
+    )
+    expected = [
+        (row["id"], s["start"], s["end"], s["label"], s["taxonomy_id"])
+        for row in map(json.loads, alone.read_text().splitlines())
+        for s in row["spans"]
+    ]
+    assert expected
+
+    out = tmp_path / "out"
+    on_ray = [*common, "--input", str(folder / "in"), "--output", str(out), "--block-rows", "8"]
+    on_ray += ["--ray-address", f"ray://127.0.0.1:{client_port}", "--workers", "2"]
+    assert main(["predict", *on_ray]) == 0
+    spans = duckdb.sql(
+        f"select post_id, start, \"end\", label, taxonomy_id from '{out}/spans/*.parquet'"
+    ).fetchall()
+    assert span_keys(spans) == span_keys(expected)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["posts"] == 60 and summary["rejects"] == 1 and summary["blocks"] == 7
+
+
 def test_link_on_two_nodes_matches_one_process(
     cluster, corpus, linker_folder, tiny_reference_model, tmp_path, monkeypatch, capsys
 ):
@@ -281,7 +331,7 @@ class StubStudio:
 
 
 def test_select_from_a_pool_on_two_nodes_picks_what_one_process_picks(
-    cluster, corpus, tiny_reference_model, tmp_path, monkeypatch, capsys
+    cluster, client_port, corpus, tiny_reference_model, tmp_path, monkeypatch, capsys
 ):
     from backend.cli import select_pool
 
@@ -321,6 +371,16 @@ def test_select_from_a_pool_on_two_nodes_picks_what_one_process_picks(
         for region in prediction["result"]:
             value = region["value"]
             assert task["data"]["text"][value["start"] : value["end"]] == value["text"]
+
+    if client_port is None:
+        return  # Ray Client needs grpcio
+    # over Ray Client the scoring runs on the cluster, the import here (into the stub)
+    studio = StubStudio()
+    pool[3] = f"ray://127.0.0.1:{client_port}"
+    assert main([*args, *pool, "--block-rows", "8", "--import-to-studio"]) == 0
+    out = capsys.readouterr()
+    assert [r["id"] for r in json.loads(out.out)["batch"]] == [r["id"] for r in alone["batch"]]
+    assert [t["data"]["post_id"] for _, t in studio.imported] == [r["id"] for r in alone["batch"]]
 
 
 @pytest.mark.studio

@@ -31,9 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_link_options(p)
     p.add_argument(
         "--ray-address",
-        metavar="local|auto|HOST:PORT",
+        metavar="local|auto|HOST:PORT|ray://HOST:PORT",
         help="link a corpus on Ray (docs/ray.md): --input JSONL or Parquet files, a glob or a "
-        "folder; --output a folder (linked.jsonl, posts/ and spans/ Parquet), resumable",
+        "folder; --output a folder (linked.jsonl, posts/ and spans/ Parquet), resumable; "
+        "with ray:// the job runs on the cluster, the paths are the cluster nodes'",
     )
     p.add_argument("--workers", type=int, help="with --ray-address: Ray actors (default: CPUs)")
     p.add_argument(

@@ -43,10 +43,11 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--ray-address",
-        metavar="local|auto|HOST:PORT",
+        metavar="local|auto|HOST:PORT|ray://HOST:PORT",
         help="tag a corpus on Ray (docs/ray.md): --input a JSONL or Parquet file, a glob or "
         "a folder; --output a folder of Parquet (posts/, spans/), resumable; --workers N "
-        "actors (default: the cluster's CPUs)",
+        "actors (default: the cluster's CPUs); with ray:// the job runs on the cluster, "
+        "the paths are the cluster nodes'",
     )
     p.add_argument(
         "--block-rows",

@@ -22,8 +22,9 @@ def add_pool_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ray-address",
         default="local",
-        metavar="local|auto|HOST:PORT",
-        help="with --pool: where Ray runs (default: a local Ray for this command)",
+        metavar="local|auto|HOST:PORT|ray://HOST:PORT",
+        help="with --pool: where Ray runs (default: a local Ray for this command; with "
+        "ray:// the scoring runs on the cluster, --pool a path there)",
     )
     p.add_argument("--workers", type=int, help="with --pool: Ray actors (default: its CPUs)")
     p.add_argument("--block-rows", type=int, default=2000, help="with --pool: lines per block")

@@ -2,22 +2,27 @@
 
 `--ray-address local` starts a Ray on this machine for the job (stopped with it); `auto`
 joins the cluster this machine is part of (`ray start` ran here); `HOST:PORT` is a
-cluster's GCS address. Not `ray://` (Ray Client): Ray Data needs its driver on the
-cluster. The pipeline: the planned blocks as a dataset (one row per block), `map_batches`
-over a callable class with `concurrency=` actors, each holding one model, one block at a
-time, results streamed back to the driver as they complete.
+cluster's GCS address; `ray://HOST:PORT` reaches a cluster's Ray Client server from
+anywhere, and the job's driver then runs as a Ray task on the cluster (`on_cluster`): Ray
+Data needs its driver on the cluster. The pipeline: the planned blocks as a dataset (one
+row per block), `map_batches` over a callable class with `concurrency=` actors, each
+holding one model, one block at a time, results streamed back to the driver as they
+complete.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
 from backend.corpus.sources import Block
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+_joined = False  # whether `connect` ran ray.init in this process (a task's Ray is not ours)
 
 
 def ray_version() -> str:
@@ -32,15 +37,37 @@ def ray_version() -> str:
 
 def check_address(address: str) -> None:
     """Refuse what `connect` cannot use, before a command builds anything."""
-    if address.startswith("ray://"):
-        # Ray Data's executor needs a driver on the cluster: over Ray Client it fails with
-        # "'Worker' object has no attribute 'core_worker'" (tried with Ray 2.58.0)
-        raise ValueError(
-            "Ray Data does not run over Ray Client (ray://): run the command on a node of "
-            "the cluster with --ray-address auto, or as a job: ray job submit (docs/ray.md)"
-        )
     if address not in ("local", "auto") and ":" not in address:
-        raise ValueError(f"--ray-address takes local, auto or HOST:PORT, got {address!r}")
+        raise ValueError(
+            f"--ray-address takes local, auto, HOST:PORT or ray://HOST:PORT, got {address!r}"
+        )
+
+
+def on_cluster(address: str, driver: Callable[..., T], *args: Any) -> T:
+    """`driver(*args)`: here, or for a `ray://` address as a Ray task on the cluster.
+
+    Over Ray Client a Ray Data pipeline fails (Ray 2.58.0: "'Worker' object has no
+    attribute 'core_worker'"), so the whole driver goes to the cluster, where its `connect`
+    finds the task's own Ray; only its arguments and its result travel. The paths it reads
+    and writes are then the cluster's."""
+    if not address.startswith("ray://"):
+        return driver(*args)
+    ray_version()
+    import ray
+
+    if importlib.util.find_spec("grpc") is None:
+        raise ValueError(
+            "Ray Client (ray://) needs grpcio here and on the cluster's head: "
+            "pip install 'ray[client]' (docs/ray.md)"
+        )
+    try:
+        ray.init(address, log_to_driver=True)
+    except (ConnectionError, RuntimeError, TimeoutError) as err:
+        raise ValueError(f"could not connect to Ray at {address}: {err}") from None
+    try:
+        return ray.get(ray.remote(num_cpus=0)(driver).remote(*args))
+    finally:
+        ray.shutdown()
 
 
 def connect(address: str, num_cpus: int | None = None) -> int:
@@ -48,6 +75,7 @@ def connect(address: str, num_cpus: int | None = None) -> int:
     ray_version()
     import ray
 
+    global _joined
     check_address(address)
     if not ray.is_initialized():
         options: dict[str, Any] = {"address": address, "log_to_driver": False}
@@ -57,16 +85,20 @@ def connect(address: str, num_cpus: int | None = None) -> int:
                 options["num_cpus"] = num_cpus
         try:
             ray.init(**options)
+            _joined = True
         except (ConnectionError, RuntimeError, TimeoutError) as err:
             raise ValueError(f"could not connect to Ray at {address}: {err}") from None
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
 def disconnect() -> None:
+    """Stop what `connect` joined or started (inside a task, nothing)."""
+    global _joined
     import ray
 
-    if ray.is_initialized():
+    if _joined and ray.is_initialized():
         ray.shutdown()
+    _joined = False
 
 
 def run_blocks(

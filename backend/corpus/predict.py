@@ -12,7 +12,7 @@ from typing import Any
 
 from backend.bulk_predict import TaggerSpec
 from backend.corpus.actors import BlockTagger, JobSettings, LinkerParts
-from backend.corpus.engine import connect, disconnect, ray_version, run_blocks
+from backend.corpus.engine import connect, disconnect, on_cluster, ray_version, run_blocks
 from backend.corpus.outputs import assemble, done_keys, remove_stale
 from backend.corpus.sources import expand_inputs, plan_blocks
 
@@ -52,7 +52,20 @@ def run_job(
     linked_rows: bool = False,
 ) -> dict:
     """`actor(*args, shipped_linker)` over every planned block not already done (the one
-    driver of `predict` and `link` on Ray); returns the summary over all blocks."""
+    driver of `predict` and `link` on Ray; on the cluster for a `ray://` address); returns
+    the summary over all blocks."""
+    return on_cluster(job.address, _run_job, job, actor, args, linker, top_k, verb, linked_rows)
+
+
+def _run_job(
+    job: CorpusJob,
+    actor: type,
+    args: tuple,
+    linker,
+    top_k: int,
+    verb: str,
+    linked_rows: bool,
+) -> dict:
     started = time.perf_counter()
     version = ray_version()
     files = expand_inputs(job.inputs)

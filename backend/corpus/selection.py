@@ -196,7 +196,38 @@ def run_select(
     block_rows: int = 2000,
     progress: bool = True,
 ) -> Selected:
-    """Score the pool `inputs` on Ray, `skip` (text hashes and "id:" ids) left out."""
+    """Score the pool `inputs` on Ray, `skip` (text hashes and "id:" ids) left out (on the
+    cluster for a `ray://` address: only the selection comes back)."""
+    from backend.corpus.engine import on_cluster
+
+    return on_cluster(
+        address,
+        _run_select,
+        spec,
+        inputs,
+        settings,
+        n,
+        budget_tokens,
+        skip,
+        address,
+        actors,
+        block_rows,
+        progress,
+    )
+
+
+def _run_select(
+    spec: TaggerSpec,
+    inputs: Sequence[str],
+    settings: ScoreSettings,
+    n: int,
+    budget_tokens: int | None,
+    skip: set[str],
+    address: str,
+    actors: int | None,
+    block_rows: int,
+    progress: bool,
+) -> Selected:
     import ray
 
     from backend.corpus.engine import connect, disconnect, run_blocks
