@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from backend.corpus.sources import Block
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+CLIENT_ATTEMPTS = 3  # Ray Client connections tried before `on_cluster` gives up
 _joined = False  # whether `connect` ran ray.init in this process (a task's Ray is not ours)
 
 
@@ -60,10 +62,18 @@ def on_cluster(address: str, driver: Callable[..., T], *args: Any) -> T:
             "Ray Client (ray://) needs grpcio here and on the cluster's head: "
             "pip install 'ray[client]' (docs/ray.md)"
         )
-    try:
-        ray.init(address, log_to_driver=True)
-    except (ConnectionError, RuntimeError, TimeoutError) as err:
-        raise ValueError(f"could not connect to Ray at {address}: {err}") from None
+    for attempt in range(CLIENT_ATTEMPTS):
+        try:
+            ray.init(address, log_to_driver=True)
+            break
+        except (ConnectionError, RuntimeError, TimeoutError) as err:
+            # the head starts one server per client connection; seen failing to start now
+            # and then on loaded loopback clusters (2 of 8 tries, docs/ray.md): try again
+            if "client server failed" in str(err) and attempt + 1 < CLIENT_ATTEMPTS:
+                log.warning("Ray Client server did not start at %s; trying again", address)
+                time.sleep(2.0)
+                continue
+            raise ValueError(f"could not connect to Ray at {address}: {err}") from None
     try:
         return ray.get(ray.remote(num_cpus=0)(driver).remote(*args))
     finally:
