@@ -94,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train nothing: score the flat and layered models already in --out",
     )
+    parser.add_argument(
+        "--taggers",
+        nargs="+",
+        choices=("flat", "layered"),
+        default=["flat", "layered"],
+        help="which of the two to train; the other is scored from --out (a run that stopped "
+        "after the flat model resumes with --taggers layered)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--no-progress", action="store_true")
     return parser
@@ -130,10 +138,12 @@ def main() -> int:
         print(f"dev {label}: {c['gold']} gold spans, {c['dropped']} nested in another layer's")
     figures: dict = {"cpu": cpu_info().as_dict()}
     for name, layers in (("flat", []), ("layered", LAYERS)):
+        if (args.score_only or name not in args.taggers) and not (args.out / name).is_dir():
+            raise SystemExit(f"no {name} model in {args.out} to score: train it (--taggers)")
         load_before = os.getloadavg()[0]
         started = time.perf_counter()
         figures[name] = {}
-        if not args.score_only:
+        if not args.score_only and name in args.taggers:
             result = train(
                 None,
                 train_docs,

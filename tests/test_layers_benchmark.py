@@ -23,6 +23,11 @@ def test_without_flags_both_taggers_train_with_the_defaults():
     assert config.dev_every_epoch is True
 
 
+def test_one_of_the_two_taggers_can_be_run_alone():
+    assert build_parser().parse_args([]).taggers == ["flat", "layered"]
+    assert build_parser().parse_args(["--taggers", "layered"]).taggers == ["layered"]
+
+
 def test_nested_recovered_counts_exact_predictions_of_dropped_spans():
     text = "build data pipelines in Python and SQL"
     doc = Document(
