@@ -15,7 +15,9 @@ throwaway servers, no code the installed packages should carry.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -131,3 +133,18 @@ def run_benchmark(main: Callable[[], int | None]) -> NoReturn:
         print(f"{Path(sys.argv[0]).stem}: error: {err}", file=sys.stderr)
         code = 2
     sys.exit(code)
+
+
+def finish_run(results: dict, started: float, json_path: Path | None) -> int:
+    """A run's closing lines: its wall time (from `started`, a time.time()) and the CPU line
+    after it (the load then), kept in `results` too, and `results` written to `json_path`."""
+    from training.cpu import cpu_info
+
+    after = cpu_info()
+    results["seconds"] = round(time.time() - started, 1)
+    results["cpu_after"] = after.as_dict()
+    print(f"\nwhole run {results['seconds']} s; {after.line()}")
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=2, default=float) + "\n")
+        print("wrote", json_path)
+    return 0

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import ESCO_SETS as SETS
-from benchmarks.common import add_linking_folder, named_files, run_benchmark
+from benchmarks.common import add_linking_folder, finish_run, named_files, run_benchmark
 from training.cpu import cpu_info
 from training.linker import written
 from training.linker_eval import read_linking_csv
@@ -156,12 +156,7 @@ def main() -> int:
         f"accuracy@1 fp32 labels {self_check['fp32']:.4f}, int8 labels {self_check['int8']:.4f}"
     )
     results["alternative_labels_as_queries"] = {"queries": len(rows), **self_check}
-    results["seconds"] = round(time.time() - start, 1)
-    print(f"whole run {results['seconds']} s")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-        print("wrote", args.json)
-    return 0
+    return finish_run(results, start, args.json)
 
 
 def sign_test(wins: int, losses: int) -> float:

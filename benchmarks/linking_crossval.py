@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
-import json
 import re
 import time
 from pathlib import Path
@@ -42,7 +41,13 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import ESCO_SETS as SETS
-from benchmarks.common import add_linking_folder, named_files, plain_esco_linker, run_benchmark
+from benchmarks.common import (
+    add_linking_folder,
+    finish_run,
+    named_files,
+    plain_esco_linker,
+    run_benchmark,
+)
 from training.cpu import cpu_info
 from training.link_rerank import RERANK_TOP as RERANK
 from training.link_rerank import LexicalIndex, rerank, sentence_scores
@@ -87,12 +92,7 @@ def main() -> int:
     table = crossval_table(features, sets)
     results["crossval"] = table
     results["sentence_rp5"] = sentence_table(linker, sets, table)
-    results["seconds"] = round(time.time() - start, 1)
-    print(f"\nwhole run {results['seconds']} s")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-        print("wrote", args.json)
-    return 0
+    return finish_run(results, start, args.json)
 
 
 def description_vectors(args, linker: Linker) -> tuple[np.ndarray, np.ndarray] | None:

@@ -24,7 +24,13 @@ import numpy as np
 
 from benchmarks import linking_crossval_trained as trained
 from benchmarks.common import ESCO_SETS as SETS
-from benchmarks.common import add_linking_folder, named_files, plain_esco_linker, run_benchmark
+from benchmarks.common import (
+    add_linking_folder,
+    finish_run,
+    named_files,
+    plain_esco_linker,
+    run_benchmark,
+)
 from benchmarks.linking_crossval import RERANK
 from training.cpu import cpu_info
 from training.link_cross import CrossConfig, CrossEncoder, Group, train_cross_encoder
@@ -71,13 +77,7 @@ def main() -> int:
         print(f"{name}: scores in {time.time() - started:.0f} s", flush=True)
     results: dict = {"cpu": info.as_dict(), "training": training}
     results["crossval"] = trained.crossval_table(features, FAMILIES, AXES)
-    results["seconds"] = round(time.time() - start, 1)
-    results["cpu_after"] = cpu_info().as_dict()
-    print(f"\nwhole run {results['seconds']} s; {cpu_info().line()}")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2, default=float) + "\n")
-        print("wrote", args.json)
-    return 0
+    return finish_run(results, start, args.json)
 
 
 def esco_cross_encoder(

@@ -33,7 +33,13 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import ESCO_SETS as SETS
-from benchmarks.common import add_linking_folder, named_files, plain_esco_linker, run_benchmark
+from benchmarks.common import (
+    add_linking_folder,
+    finish_run,
+    named_files,
+    plain_esco_linker,
+    run_benchmark,
+)
 from benchmarks.linking_crossval import RERANK, cross_row, key, pick_key, short
 from training.cpu import cpu_info
 from training.link_head import HeadConfig, head_scores, taxonomy_hard_negatives, train_head
@@ -105,13 +111,7 @@ def main() -> int:
         results["saved_linker"] = save_linker(
             args.save_linker, linker, adapter, results["crossval"][SAVED], sets
         )
-    results["seconds"] = round(time.time() - start, 1)
-    results["cpu_after"] = cpu_info().as_dict()
-    print(f"\nwhole run {results['seconds']} s; {cpu_info().line()}")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2, default=float) + "\n")
-        print("wrote", args.json)
-    return 0
+    return finish_run(results, start, args.json)
 
 
 def esco_adapter(

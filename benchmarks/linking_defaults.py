@@ -27,6 +27,7 @@ import numpy as np
 from benchmarks.common import (
     ESCO_SETS,
     add_linking_folder,
+    finish_run,
     named_files,
     plain_esco_linker,
     run_benchmark,
@@ -99,12 +100,8 @@ def main() -> int:
     )
     results = {"cpu": info.as_dict(), "settings": setting, "figures": figures}
     results |= {"threshold": linker.threshold, "trigram_index_s": trigrams_s}
-    results |= {"median_threshold": median, "seconds": round(time.time() - start, 1)}
-    print(f"whole run {results['seconds']} s")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-        print("wrote", args.json)
-    return 0
+    results |= {"median_threshold": median}
+    return finish_run(results, start, args.json)
 
 
 if __name__ == "__main__":

@@ -19,14 +19,19 @@ confirmed spans (what a recurring phrase does not explain).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.common import ESCO_SETS as SETS
-from benchmarks.common import add_linking_folder, named_files, plain_esco_linker, run_benchmark
+from benchmarks.common import (
+    add_linking_folder,
+    finish_run,
+    named_files,
+    plain_esco_linker,
+    run_benchmark,
+)
 from training.cpu import cpu_info
 from training.linker_eval import read_linking_csv
 
@@ -112,12 +117,7 @@ def main() -> int:
                 f"{n:16d} {np.mean(v):11.3f} {min(v):6.3f}-{max(v):.3f} "
                 f"{np.mean(unseen_curve[n]):13.3f}"
             )
-    results["seconds"] = round(time.time() - start, 1)
-    print(f"\nwhole run {results['seconds']} s")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-        print("wrote", args.json)
-    return 0
+    return finish_run(results, start, args.json)
 
 
 def with_memory(best, queries, memory, rows: list[int], entries: list[int]) -> np.ndarray:
