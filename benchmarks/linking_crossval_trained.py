@@ -145,7 +145,7 @@ def esco_head(linker: Linker, lexical: LexicalIndex, queries: int) -> tuple[np.n
         rows = negatives.rows[at : at + 256]
         top = negatives.top[at : at + 256]
         texts = [index.texts[r] for r in rows]
-        sims = (lexical.vectorizer.transform(texts) @ lexical.labels).toarray()
+        sims = (lexical.vectorizer.transform(texts) @ lexical.labels.T).toarray()
         sims[np.arange(len(rows)), rows] = 0.0  # its own row is not evidence
         grid = np.arange(len(rows))[:, None]
         lex.append(np.maximum.reduceat(sims, index.offsets, axis=1)[grid, top])
@@ -210,7 +210,7 @@ class Scores:
             self.best[w, a] = np.maximum.reduceat(sims, index.offsets, axis=1)
             self.pref[w, a] = sims[:, index.offsets]
         self.context = np.maximum.reduceat(sentences @ index.vectors.T, index.offsets, axis=1)
-        raw = (lexical.vectorizer.transform(span_texts) @ lexical.labels).toarray()
+        raw = (lexical.vectorizer.transform(span_texts) @ lexical.labels.T).toarray()
         self.lexical = np.maximum.reduceat(raw, index.offsets, axis=1).astype(np.float32)
         self.lexical_pref = raw[:, index.offsets].astype(np.float32)
         self.exact = np.zeros_like(self.lexical)
