@@ -104,6 +104,24 @@ def test_ray_predict_bad_arguments_are_one_line_errors(tiny_reference_model, inp
     assert "--block-rows must be at least 1" in capsys.readouterr().err
 
 
+def test_ray_link_refuses_bad_arguments_before_loading_a_taxonomy(inputs, capsys, monkeypatch):
+    import backend.cli.link as link_cli
+
+    def no_loading(args):
+        raise AssertionError("the taxonomy was loaded before the options were checked")
+
+    monkeypatch.setattr(link_cli, "open_linker", no_loading)
+    base = ["link", "--ray-address", "local", "--input", str(inputs)]
+    assert main(base) == 2  # --output - (stdout)
+    assert "writes an --output folder" in capsys.readouterr().err
+    assert main([*base, "--output", str(inputs / "o"), "--workers", "0"]) == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err
+    assert main([*base, "--output", str(inputs / "o"), "--block-rows", "0"]) == 2
+    assert "--block-rows must be at least 1" in capsys.readouterr().err
+    assert main([*base, "--output", str(inputs / "o"), "--ray-address", "nowhere"]) == 2
+    assert "--ray-address takes local, auto" in capsys.readouterr().err
+
+
 def test_ray_client_without_grpcio_says_what_to_install(
     tiny_reference_model, inputs, capsys, monkeypatch
 ):

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
+from backend.cli.corpus_options import add_block_rows_option, corpus_job
 from backend.cli.options import add_link_options, model_labels, open_linker, open_stream
 from training.datasets import jsonl_objects
 
@@ -37,12 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "with ray:// the job runs on the cluster, the paths are the cluster nodes'",
     )
     p.add_argument("--workers", type=int, help="with --ray-address: Ray actors (default: CPUs)")
-    p.add_argument(
-        "--block-rows",
-        type=int,
-        default=2000,
-        help="with --ray-address: JSONL lines per block (a Parquet block is a row group)",
-    )
+    add_block_rows_option(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=link_command)
 
@@ -90,27 +85,11 @@ def model_spec(folder: str):
 
 
 def _link_on_ray(args: argparse.Namespace) -> int:
-    from backend.corpus.engine import check_address
     from backend.corpus.link import run_link
-    from backend.corpus.predict import CorpusJob
 
-    check_address(args.ray_address)
-    if args.input == "-" or args.output == "-":
-        raise ValueError("--ray-address reads --input files and writes an --output folder")
-    if Path(args.output).is_file():
-        raise ValueError(f"--output {args.output} is a file: with --ray-address it is a folder")
-    if args.workers is not None and args.workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    job = corpus_job(args)
     spec = model_spec(args.model) if args.model else None
     linker, top_k = open_linker(args)
-    job = CorpusJob(
-        [args.input],
-        Path(args.output),
-        args.ray_address,
-        args.workers,
-        args.block_rows,
-        progress=not args.no_progress,
-    )
     run_link(job, linker, top_k, spec)
     return 0
 

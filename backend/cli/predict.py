@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+from backend.cli.corpus_options import add_block_rows_option, corpus_job
 from backend.cli.options import (
     add_label_options,
     add_link_options,
@@ -49,12 +50,7 @@ def register(subparsers) -> None:
         "actors (default: the cluster's CPUs); with ray:// the job runs on the cluster, "
         "the paths are the cluster nodes'",
     )
-    p.add_argument(
-        "--block-rows",
-        type=int,
-        default=2000,
-        help="with --ray-address: JSONL lines per block (a Parquet block is a row group)",
-    )
+    add_block_rows_option(p)
     add_label_options(p)
     p.add_argument("--fp32", action="store_true", help="full fp32 precision (no int8/bf16)")
     p.add_argument(
@@ -172,28 +168,17 @@ def predict_command(args) -> int:
 
 
 def _predict_on_ray(args) -> int:
-    from backend.bulk_predict import studio_config
-    from backend.corpus.engine import check_address
-    from backend.corpus.predict import CorpusJob, run_predict
+    from dataclasses import replace
 
-    check_address(args.ray_address)
-    if args.input == "-" or args.output == "-":
-        raise ValueError("--ray-address reads --input files and writes an --output folder")
-    if Path(args.output).is_file():
-        raise ValueError(f"--output {args.output} is a file: with --ray-address it is a folder")
+    from backend.bulk_predict import studio_config
+    from backend.corpus.predict import run_predict
+
+    job = corpus_job(args)
     spec = tagger_spec(args)
     linker, top_k = _linker_if_asked(args)
     studio = args.format == "label-studio"
-    job = CorpusJob(
-        [args.input],
-        Path(args.output),
-        args.ray_address,
-        args.workers,
-        args.block_rows,
-        max_text_chars_from_env(),
-        studio_config(args.labeling_config, spec.labels) if studio else None,
-        not args.no_progress,
-    )
+    config = studio_config(args.labeling_config, spec.labels) if studio else None
+    job = replace(job, max_chars=max_text_chars_from_env(), studio_config=config)
     run_predict(spec, job, linker, top_k)
     return 0
 
