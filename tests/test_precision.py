@@ -64,6 +64,19 @@ def test_bf16_unit_tells_amx_from_avx512_bf16_from_neither(monkeypatch, flags, u
     assert f"({shown})" in line and cpu.cpu_info().bf16_unit == unit
 
 
+def test_a_cpu_line_under_isa_caps_says_it_is_an_emulation(monkeypatch):
+    for name in cpu.ISA_CAPS:
+        monkeypatch.delenv(name, raising=False)
+    assert "capped" not in cpu.cpu_info().line()
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")
+    info = cpu.cpu_info()
+    assert info.isa_caps == "ATEN_CPU_CAPABILITY=avx2 DNNL_MAX_CPU_ISA=AVX2"
+    assert info.line().endswith(
+        "; ISA capped by ATEN_CPU_CAPABILITY=avx2 DNNL_MAX_CPU_ISA=AVX2 (emulated on this CPU)"
+    )
+
+
 def test_cpu_flags_are_read_from_this_machine():
     flags = cpu.cpu_flags()
     assert not flags or "fpu" in flags or "fp" in flags or "neon" in flags or len(flags) > 5

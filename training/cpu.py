@@ -22,6 +22,15 @@ CPU_CLASSES = ("bf16", "avx2", "other")
 # (docs/training.md): AMX tiles (Intel Sapphire Rapids on) or AVX512-BF16 vector
 # instructions alone (AMD Zen 4, Intel Cooper Lake). Read from the kernel's CPU flags.
 BF16_UNITS = ("amx", "avx512-bf16", "none")
+# Variables that hold torch's own kernels, oneDNN and MKL below what the CPU can do: set
+# together, they make a faster CPU compute as an AVX2-only one would (an emulation on the
+# same cores, not that machine: its clocks and caches differ), and every line says so.
+ISA_CAPS = (
+    "ATEN_CPU_CAPABILITY",
+    "DNNL_MAX_CPU_ISA",
+    "ONEDNN_MAX_CPU_ISA",
+    "MKL_ENABLE_INSTRUCTIONS",
+)
 BF16_UNIT_NAMES = {
     "amx": "AMX",
     "avx512-bf16": "AVX512-BF16, no AMX",
@@ -39,6 +48,7 @@ class CpuInfo:
     cpu_class: str  # one of CPU_CLASSES
     bf16_unit: str  # one of BF16_UNITS: what computes bf16 inside the "bf16" class
     load_average: float  # 1-minute load when asked: above `cores`, others share the CPU
+    isa_caps: str = ""  # the ISA_CAPS variables set, "NAME=value ...": an emulated class
 
     def line(self) -> str:
         """One line for a benchmark's output."""
@@ -48,6 +58,7 @@ class CpuInfo:
             f"({BF16_UNIT_NAMES[self.bf16_unit]}); "
             f"torch threads {self.threads} of {self.cores} cores; "
             f"load average {self.load_average:.1f}"
+            + (f"; ISA capped by {self.isa_caps} (emulated on this CPU)" if self.isa_caps else "")
         )
 
     def as_dict(self) -> dict:
@@ -106,7 +117,13 @@ def cpu_info() -> CpuInfo:
         cpu_class=cpu_class(),
         bf16_unit=bf16_unit(),
         load_average=_load_average(),
+        isa_caps=isa_caps(),
     )
+
+
+def isa_caps() -> str:
+    """The ISA_CAPS variables this process runs under, as one string ("" when none)."""
+    return " ".join(f"{name}={os.environ[name]}" for name in ISA_CAPS if os.environ.get(name))
 
 
 def cpu_flags() -> frozenset[str]:
