@@ -2,7 +2,7 @@
 
 Usage:
     python -m benchmarks.esco_embedding [--sample 3000] [--rounds 3]
-        [--variants fp32 bf16 bf16-weights int8] [--batch-sizes 64 256]
+        [--variants fp32 bf16 bf16-weights int8 onnx-int8] [--batch-sizes 64 256]
         [--full fp32 int8] [--json out.json]
 
 1. Padding waste over all 96,135 labels of ESCO v1.1.1: padded tokens per real token when
@@ -36,9 +36,74 @@ from training.linker_round import with_index
 from training.taxonomy import load_esco
 
 
-def encoder_for(precision: str) -> SentenceEncoder:
+class OnnxLabelEncoder:
+    """The backbone as an ONNX Runtime graph with dynamic int8 matrix products (per channel,
+    as the tagger's onnx-int8: training.onnx_runtime.quantize), pooled and normalised as
+    SentenceEncoder does; `encode` batches by token count the same way."""
+
+    def __init__(self, folder: Path):
+        import copy
+
+        import onnxruntime as ort
+        import torch
+
+        from training.onnx_runtime import quantize
+
+        self.plain = SentenceEncoder(None)
+        model = copy.deepcopy(self.plain.model)
+        model.set_attn_implementation("eager")  # the padding mask traced as products
+
+        class Hidden(torch.nn.Module):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, input_ids, attention_mask):
+                return self.inner(input_ids=input_ids, attention_mask=attention_mask)[0]
+
+        # a padded example: a batch with a mask of ones only may be traced without the mask
+        example = self.plain.tokenizer(["a", "a longer label"], padding=True, return_tensors="pt")
+        axes = {0: "batch", 1: "length"}
+        torch.onnx.export(
+            Hidden(model).eval(),
+            (example["input_ids"], example["attention_mask"]),
+            str(folder / "encoder.onnx"),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["hidden"],
+            dynamic_axes={"input_ids": axes, "attention_mask": axes, "hidden": axes},
+            opset_version=17,
+            dynamo=False,
+        )
+        quantize(folder / "encoder.onnx", folder / "encoder-int8.onnx")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        self.session = ort.InferenceSession(
+            str(folder / "encoder-int8.onnx"), options, providers=["CPUExecutionProvider"]
+        )
+
+    def encode(self, texts, batch_size: int = 256, precision: str = "fp32") -> np.ndarray:
+        tokenizer = self.plain.tokenizer
+        ids = tokenizer(list(texts), truncation=True, max_length=32)["input_ids"]
+        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+        out = np.zeros((len(texts), self.plain.model.config.hidden_size), dtype=np.float32)
+        for i in range(0, len(order), batch_size):
+            idx = order[i : i + batch_size]
+            batch = tokenizer.pad({"input_ids": [ids[j] for j in idx]}, return_tensors="np")
+            feed = {name: batch[name].astype(np.int64) for name in ("input_ids", "attention_mask")}
+            hidden = self.session.run(None, feed)[0]
+            mask = batch["attention_mask"][..., None].astype(np.float32)
+            pooled = (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)
+            out[idx] = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+        return out
+
+
+def encoder_for(precision: str):
     """fp32; bf16 (autocast); bf16-weights (the model converted, as the tagger's bf16);
-    int8 (dynamic int8 Linear layers, training.precision)."""
+    int8 (dynamic int8 Linear layers, training.precision); onnx-int8 (ONNX Runtime)."""
+    if precision == "onnx-int8":
+        import tempfile
+
+        return OnnxLabelEncoder(Path(tempfile.mkdtemp(prefix="skillloop-esco-onnx-")))
     encoder = SentenceEncoder(None)
     if precision == "bf16-weights":
         import torch
