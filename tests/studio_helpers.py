@@ -52,6 +52,24 @@ def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: fl
 _TOKENS: dict[str, str] = {}
 
 
+def stored_annotation(state: Path, timeout: float = 30) -> Any:
+    """The one annotation a submit in the editor stored in the project state at `state`
+    (the backend's store, reached by Label Studio's webhook), waited for."""
+    from labeling.state import ProjectState
+
+    store = ProjectState(state).store()
+    try:
+        (record,) = wait_for(
+            "the submitted annotation in the backend's store",
+            store.annotations.records,
+            timeout,
+            every=0.5,
+        )
+        return record
+    finally:
+        store.close()
+
+
 def personal_access_token(studio: StudioSettings) -> str:
     """The admin's personal access token, made once per Label Studio: it holds one at a time
     (a second POST /api/token/ answers 409), and the `studio` tests share one server."""

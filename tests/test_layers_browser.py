@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from service_helpers import keyword_model
-from studio_helpers import serve_backend, wait_for, wait_published
+from studio_helpers import serve_backend, stored_annotation, wait_for, wait_published
 
 from labeling.studio.browser import (
     INSTALL_HINT,
@@ -187,7 +187,6 @@ def test_the_editor_draws_overlapping_skill_and_knowledge_regions_of_one_predict
     browser_available, studio, tmp_path
 ):
     from labeling.project import load_project
-    from labeling.state import ProjectState
     from labeling.studio.client import StudioClient
     from labeling.studio.login import login_session
 
@@ -236,16 +235,7 @@ def test_the_editor_draws_overlapping_skill_and_knowledge_regions_of_one_predict
             )
             save_screenshot(tools, shots / "layers-task-annotated.png")
             submit(tools)
-            store = ProjectState(tmp_path / "state" / "layers").store()
-            try:
-                (record,) = wait_for(
-                    "the submitted annotation in the backend's store",
-                    store.annotations.records,
-                    30,
-                    every=0.5,
-                )
-            finally:
-                store.close()
+            record = stored_annotation(tmp_path / "state" / "layers")
 
     expected = sorted((label, phrase) for phrase, label in PREDICTED)
     # the regions list holds the three regions of the one prediction

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from service_helpers import keyword_model
-from studio_helpers import serve_backend, wait_for, wait_published
+from studio_helpers import serve_backend, stored_annotation, wait_for, wait_published
 from test_link_studio import linked_project
 
 from labeling.studio.browser import (
@@ -135,7 +135,6 @@ def _search_and_pick(tools, typed: str, label: str, shots: Path) -> list[str]:
 def test_each_span_shows_its_own_candidates_and_any_entry_can_be_found_or_added(
     browser_available, studio, tmp_path, tiny_encoder
 ):
-    from labeling.state import ProjectState
     from labeling.studio.client import StudioClient
     from labeling.studio.links import entry_id_of
     from labeling.studio.login import login_session
@@ -212,16 +211,9 @@ def test_each_span_shows_its_own_candidates_and_any_entry_can_be_found_or_added(
             time.sleep(0.5)
             save_screenshot(tools, shots / "link-task-corrected.png")
             submit(tools)
-            store = ProjectState(state / "linkbrowser").store()
             try:
-                (record,) = wait_for(
-                    "the submitted annotation in the backend's store",
-                    store.annotations.records,
-                    30,
-                    0.5,
-                )
+                record = stored_annotation(state / "linkbrowser")
             finally:
-                store.close()
                 save_screenshot(tools, shots / "link-task-submitted.png")
                 print((tmp_path / "state-backend.log").read_text()[-3000:])
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from service_helpers import PLAIN_CONFIG, keyword_model, write_project
-from studio_helpers import serve_backend, wait_for, wait_published
+from studio_helpers import serve_backend, stored_annotation, wait_for, wait_published
 
 from labeling.studio.browser import (
     INSTALL_HINT,
@@ -94,7 +94,6 @@ def test_the_post_discriminates_code_points_from_utf16():
 def test_the_editor_draws_backend_regions_on_their_words_and_stores_a_selection(
     browser_available, studio, tmp_path
 ):
-    from labeling.state import ProjectState
     from labeling.studio.client import StudioClient
     from labeling.studio.config import parse_config
     from labeling.studio.login import login_session
@@ -147,16 +146,7 @@ def test_the_editor_draws_backend_regions_on_their_words_and_stores_a_selection(
             save_screenshot(tools, shots / "astral-task-selected.png")
             submit(tools)
 
-            store = ProjectState(state / "browser").store()
-            try:
-                (record,) = wait_for(
-                    "the submitted annotation in the backend's store",
-                    store.annotations.records,
-                    30,
-                    every=0.5,
-                )
-            finally:
-                store.close()
+            record = stored_annotation(state / "browser")
 
     assert record.task_id == task["id"] and record.text == POST
     spans = sorted((s.start, s.end, s.label, s.text) for s in record.spans)
