@@ -147,7 +147,20 @@ def send(client, path: str, method: str, body: bytes | None, headers: dict):
     )
 
 
+def settled(client) -> None:
+    """Wait until no project has work under way: an accepted /train writes rounds.jsonl
+    after its reply, and a queued webhook body is stored after its reply; neither must be
+    taken for a change made by the next, refused, request."""
+    router = client.application.extensions["skillloop.projects"]
+    for services in router.all():
+        if services.worker is not None:
+            assert services.worker.wait_idle(60), "a training round did not end in 60 s"
+        if services.inbox_reader is not None:
+            assert services.inbox_reader.wait_idle(60), "a queued body was not read in 60 s"
+
+
 def assert_refusal_changes_nothing(client, root: Path, path, method, body, headers) -> int:
+    settled(client)
     before = fingerprint(root)
     reply = send(client, path, method, body, headers)
     if 400 <= reply.status_code < 500:

@@ -277,6 +277,29 @@ def test_trigger_during_training_queues_one_follow_up(tmp_path):
         worker.stop()
 
 
+def test_wait_idle_returns_once_the_round_and_its_follow_up_have_ended(tmp_path):
+    project = make_project(tmp_path, tmp_path)
+    worker = TrainingWorker(
+        project, ProjectState(tmp_path / "state"), poll_seconds=0.02, request_wait=0.05
+    )
+    fake = FakeRounds(worker)
+    worker.start()
+    try:
+        assert worker.wait_idle(1)  # nothing asked yet
+        worker.request("studio")
+        assert fake.started.wait(5)
+        worker.request("api")  # queued behind it
+        assert not worker.wait_idle(0.2)  # the first round holds
+        fake.release.release()
+        assert not worker.wait_idle(0.2)  # the follow-up runs now
+        fake.release.release()
+        assert worker.wait_idle(5)
+        assert fake.triggers == ["studio", "api"]
+    finally:
+        fake.release.release()
+        worker.stop()
+
+
 def test_auto_trigger_every_n_debounced(tmp_path):
     project = make_project(tmp_path, tmp_path, every=3, debounce=0.3)
     state = tmp_path / "state"

@@ -116,6 +116,14 @@ class TrainingWorker:
         """Whether a round runs now (no I/O, no lock)."""
         return self.running.is_set()
 
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Whether, within `timeout` seconds, no round runs and none is queued: what a caller
+        that needs the state folder to settle after an accepted request waits for."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: self._running is None and self._pending is None, timeout
+            )
+
     def request(self, reason: str = "request") -> dict:
         """Ask for a round. While one runs, one follow-up is queued; more requests join it.
         Otherwise waits up to `request_wait` seconds for the round's plan, to say whether
@@ -227,6 +235,7 @@ class TrainingWorker:
                     if self._decided[0] < answering:
                         state = outcome.status if outcome is not None else "stopped"
                         self._answer(answering, state, outcome.reason if outcome else "")
+                    self._cond.notify_all()  # wait_idle callers
 
     def _answer(self, upto: int, state: str, message: str) -> None:
         """Tell request() callers up to number `upto` what their round became (under lock)."""
