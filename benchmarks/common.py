@@ -135,16 +135,6 @@ def run_benchmark(main: Callable[[], int | None]) -> NoReturn:
     sys.exit(code)
 
 
-def start_run():
-    """A run's opening: the CPU line printed (every figure says where it was measured),
-    and the CPU's details with the start time (a time.time()) for `finish_run`."""
-    from training.cpu import cpu_info
-
-    info = cpu_info()
-    print(info.line(), flush=True)
-    return info, time.time()
-
-
 def finish_run(results: dict, started: float, json_path: Path | None) -> int:
     """A run's closing lines: its wall time (from `started`, a time.time()) and the CPU line
     after it (the load then), kept in `results` too, and `results` written to `json_path`."""

@@ -21,12 +21,14 @@ import argparse
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.common import ESCO_SETS as SETS
-from benchmarks.common import add_linking_folder, finish_run, named_files, run_benchmark, start_run
+from benchmarks.common import add_linking_folder, finish_run, named_files, run_benchmark
+from training.cpu import cpu_info
 from training.linker import written
 from training.linker_eval import read_linking_csv
 from training.sentence_encoder import SentenceEncoder
@@ -40,7 +42,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     files = named_files([args.data], SETS)  # both sets, or one line naming what is missing
-    info, start = start_run()
+    info = cpu_info()
+    print(info.line())
+    start = time.time()
     taxonomy = load_esco()
     encoder = SentenceEncoder(None)
     name = f"labels-{encoder.key()}-{taxonomy.fingerprint()}"

@@ -47,8 +47,8 @@ from benchmarks.common import (
     named_files,
     plain_esco_linker,
     run_benchmark,
-    start_run,
 )
+from training.cpu import cpu_info
 from training.link_rerank import RERANK_TOP as RERANK
 from training.link_rerank import LexicalIndex, rerank, sentence_scores
 from training.linker import Linker
@@ -76,7 +76,9 @@ def main() -> int:
     GRID["w"] = tuple(args.w or GRID["w"])
     GRID["g"] = tuple(args.g or GRID["g"])
     files = named_files([args.data], SETS)  # both sets, or one line naming what is missing
-    info, start = start_run()
+    info = cpu_info()
+    print(info.line())
+    start = time.time()
     taxonomy, linker = plain_esco_linker(args.cache)
     print(f"labels ({linker.settings.label_precision}) ready in {time.time() - start:.0f} s")
     sets = {n: read_linking_csv(n, file, taxonomy) for n, file in files.items()}

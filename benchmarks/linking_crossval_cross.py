@@ -30,9 +30,9 @@ from benchmarks.common import (
     named_files,
     plain_esco_linker,
     run_benchmark,
-    start_run,
 )
 from benchmarks.linking_crossval import RERANK
+from training.cpu import cpu_info
 from training.link_cross import CrossConfig, CrossEncoder, Group, train_cross_encoder
 from training.link_head import taxonomy_hard_negatives
 from training.link_rerank import LexicalIndex
@@ -61,7 +61,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     files = named_files([args.data], SETS)
-    info, start = start_run()
+    info = cpu_info()
+    print(info.line(), flush=True)
+    start = time.time()
     taxonomy, linker = plain_esco_linker(args.cache)
     sets = {n: read_linking_csv(n, file, taxonomy) for n, file in files.items()}
     adapter = trained.esco_adapter(linker, args.adapter, 100)

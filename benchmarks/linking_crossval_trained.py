@@ -39,9 +39,9 @@ from benchmarks.common import (
     named_files,
     plain_esco_linker,
     run_benchmark,
-    start_run,
 )
 from benchmarks.linking_crossval import RERANK, cross_row, key, pick_key, short
+from training.cpu import cpu_info
 from training.link_head import HeadConfig, head_scores, taxonomy_hard_negatives, train_head
 from training.link_rerank import LexicalIndex
 from training.linker import Linker, LinkerSettings, apply_adapter, written
@@ -86,7 +86,9 @@ def main() -> int:
     )
     args = parser.parse_args()
     files = named_files([args.data], SETS)
-    info, start = start_run()
+    info = cpu_info()
+    print(info.line(), flush=True)
+    start = time.time()
     taxonomy, linker = plain_esco_linker(args.cache)
     sets = {n: read_linking_csv(n, file, taxonomy) for n, file in files.items()}
     adapter = esco_adapter(

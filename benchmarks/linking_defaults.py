@@ -31,8 +31,8 @@ from benchmarks.common import (
     named_files,
     plain_esco_linker,
     run_benchmark,
-    start_run,
 )
+from training.cpu import cpu_info
 from training.link_rerank import LexicalIndex
 from training.linker_eval import best_threshold, decision_accuracy, link_gold, read_linking_csv
 
@@ -48,7 +48,9 @@ def main() -> int:
         parser.add_argument(f"--{short}", type=float, help=f"{name} (default: the linker's)")
     args = parser.parse_args()
     files = named_files([args.data], ESCO_SETS)
-    info, start = start_run()
+    info = cpu_info()
+    print(info.line())
+    start = time.time()
     taxonomy, linker = plain_esco_linker(args.cache)
     for short, name in WEIGHTS.items():
         if getattr(args, short) is not None:

@@ -17,6 +17,7 @@ chosen by accuracy@1 on one set (ties to the smaller t) and reported on the othe
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +29,8 @@ from benchmarks.common import (
     named_files,
     plain_esco_linker,
     run_benchmark,
-    start_run,
 )
+from training.cpu import cpu_info
 from training.linker import MAX_CONTEXT_TOKENS
 from training.linker_eval import read_linking_csv
 
@@ -82,7 +83,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     files = named_files([args.data], ESCO_SETS)
-    _, start = start_run()
+    print(cpu_info().line())
+    start = time.time()
     taxonomy, linker = plain_esco_linker(args.cache)
     names, under = group_rows(taxonomy)
     titles = linker.encoder.encode(names)

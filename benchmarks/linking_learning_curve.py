@@ -31,8 +31,8 @@ from benchmarks.common import (
     named_files,
     plain_esco_linker,
     run_benchmark,
-    start_run,
 )
+from training.cpu import cpu_info
 from training.linker_eval import read_linking_csv
 
 ROUNDS = (0, 10, 25, 50, 75, 100)  # confirmed links after each round (then all of A)
@@ -46,7 +46,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     files = named_files([args.data], SETS)  # both sets, or one line naming what is missing
-    info, start = start_run()
+    info = cpu_info()
+    print(info.line())
+    start = time.time()
     taxonomy, linker = plain_esco_linker(args.cache)
     # with an empty --cache this is ESCO's first use: every label embedded (docs/linking.md)
     print(f"labels ({linker.settings.label_precision}) ready in {time.time() - start:.0f} s")
