@@ -39,7 +39,7 @@ def add_pool_options(p: argparse.ArgumentParser) -> None:
 
 def select_pool(args, project, labelled, model: str, n: int, name: str) -> int:
     from backend.corpus.engine import check_address
-    from backend.corpus.selection import ScoreSettings, keep_for, run_select
+    from backend.corpus.selection import ScoreSettings, SelectJob, keep_for, run_select
 
     check_address(args.ray_address)
     if args.workers is not None and args.workers < 1:
@@ -53,17 +53,17 @@ def select_pool(args, project, labelled, model: str, n: int, name: str) -> int:
     labels = tuple(span.label for doc in labelled for span in doc.spans)
     settings = ScoreSettings(name, keep, labels, args.seed, max_text_chars_from_env())
     print(f"scoring the pool {args.pool} on Ray ({args.ray_address})", file=sys.stderr)
-    chosen = run_select(
-        spec,
+    job = SelectJob(
         [args.pool],
         settings,
         n,
         args.budget_tokens,
         skip,
-        args.ray_address,
-        args.workers,
-        args.block_rows,
+        address=args.ray_address,
+        actors=args.workers,
+        block_rows=args.block_rows,
     )
+    chosen = run_select(spec, job)
     counts = chosen.counts
     print(
         f"{counts['rows']} rows in {counts['blocks']} blocks: {counts['rejects']} rejected, "

@@ -184,61 +184,41 @@ def block_order(blocks: Sequence[Block]) -> dict[str, int]:
     return {block.key: i for i, block in enumerate(blocks)}
 
 
-def run_select(
-    spec: TaggerSpec,
-    inputs: Sequence[str],
-    settings: ScoreSettings,
-    n: int,
-    budget_tokens: int | None,
-    skip: set[str],
-    address: str = "local",
-    actors: int | None = None,
-    block_rows: int = 2000,
-    progress: bool = True,
-) -> Selected:
-    """Score the pool `inputs` on Ray, `skip` (text hashes and "id:" ids) left out (on the
-    cluster for a `ray://` address: only the selection comes back)."""
+@dataclass
+class SelectJob:
+    """One `select --pool` run: the pool, the batch asked for, where Ray runs it."""
+
+    inputs: list[str]  # files, globs or folders (`backend.corpus.sources.expand_inputs`)
+    settings: ScoreSettings
+    n: int
+    budget_tokens: int | None = None
+    skip: set[str] = field(default_factory=set)  # text hashes and "id:" ids left out
+    address: str = "local"
+    actors: int | None = None  # default: the cluster's CPUs
+    block_rows: int = 2000
+    progress: bool = True
+
+
+def run_select(spec: TaggerSpec, job: SelectJob) -> Selected:
+    """Score the job's pool on Ray and pick its batch (on the cluster for a `ray://`
+    address: only the selection comes back)."""
     from backend.corpus.engine import on_cluster
 
-    return on_cluster(
-        address,
-        _run_select,
-        spec,
-        inputs,
-        settings,
-        n,
-        budget_tokens,
-        skip,
-        address,
-        actors,
-        block_rows,
-        progress,
-    )
+    return on_cluster(job.address, _run_select, spec, job)
 
 
-def _run_select(
-    spec: TaggerSpec,
-    inputs: Sequence[str],
-    settings: ScoreSettings,
-    n: int,
-    budget_tokens: int | None,
-    skip: set[str],
-    address: str,
-    actors: int | None,
-    block_rows: int,
-    progress: bool,
-) -> Selected:
+def _run_select(spec: TaggerSpec, job: SelectJob) -> Selected:
     import ray
 
     from backend.corpus.engine import connect, disconnect, run_blocks
     from backend.corpus.sources import expand_inputs, plan_blocks
 
-    blocks = list(plan_blocks(expand_inputs(inputs), block_rows))
-    cpus = connect(address)
+    blocks = list(plan_blocks(expand_inputs(job.inputs), job.block_rows))
+    cpus = connect(job.address)
     try:
-        shipped = [ray.put(skip)]
-        args = (spec, settings, shipped)
-        results = run_blocks(BlockScorer, blocks, args, actors or cpus, progress=progress)
-        return select_from(results, block_order(blocks), settings, n, budget_tokens)
+        args = (spec, job.settings, [ray.put(job.skip)])
+        actors = job.actors or cpus
+        results = run_blocks(BlockScorer, blocks, args, actors, progress=job.progress)
+        return select_from(results, block_order(blocks), job.settings, job.n, job.budget_tokens)
     finally:
         disconnect()
