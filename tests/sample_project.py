@@ -29,3 +29,21 @@ def unlinked_copy(dest: Path) -> Path:
     (dest / "project.toml").write_text(LINKING_SECTION.sub("", toml))
     (dest / "labeling_config.xml").write_text(PLAIN_CONFIG)
     return dest
+
+
+def reference_project_toml(name: str, *, title: str | None = None, gold: str | None = None) -> str:
+    """A project.toml whose four labels take the reference model's tags (BUS, TECHNOLOGY,
+    TECHNICAL, SOFT) through its label map, MNLP selection of 3 posts from posts.jsonl
+    (and `gold` as its gold file when given)."""
+    labels = "".join(
+        f'[[labels]]\nvalue = "{v}"\n' for v in ("Business", "Technology", "Technical", "Soft")
+    )
+    return (
+        f'[project]\nname = "{name}"\n'
+        + (f'title = "{title}"\n' if title else "")
+        + labels
+        + '[model]\nlabel_map = {BUS = "Business", TECHNOLOGY = "Technology", '
+        'TECHNICAL = "Technical", SOFT = "Soft"}\n'
+        '[selection]\nstrategy = "mnlp"\nbatch_size = 3\n'
+        '[data]\nposts = "posts.jsonl"\n' + (f'gold = "{gold}"\n' if gold else "")
+    )

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from link_rows import link_input, link_keys
+from sample_project import reference_project_toml
 
 ray = pytest.importorskip("ray", reason="the skillloop[ray] extra (make install) is missing")
 duckdb = pytest.importorskip("duckdb")
@@ -36,25 +37,7 @@ py,python,python programming,K,
 sql,sql,structured query language|databases,K,
 talk,communication,communication skills,T,
 """
-PROJECT_TOML = """
-[project]
-name = "pool"
-[[labels]]
-value = "Business"
-[[labels]]
-value = "Technology"
-[[labels]]
-value = "Technical"
-[[labels]]
-value = "Soft"
-[model]
-label_map = {BUS = "Business", TECHNOLOGY = "Technology", TECHNICAL = "Technical", SOFT = "Soft"}
-[selection]
-strategy = "mnlp"
-batch_size = 3
-[data]
-posts = "posts.jsonl"
-"""
+PROJECT_TOML = reference_project_toml("pool")
 
 pytestmark = pytest.mark.slow
 
@@ -397,7 +380,7 @@ def test_select_from_a_pool_into_a_real_label_studio_skips_what_is_there(
     folder, rows = corpus
     project_dir = tmp_path / "projects" / "pool"
     project_dir.mkdir(parents=True)
-    toml = PROJECT_TOML.replace('name = "pool"', f'name = "pool"\ntitle = "pool {os.getpid()}"')
+    toml = reference_project_toml("pool", title=f"pool {os.getpid()}")
     (project_dir / "project.toml").write_text(toml)
     (project_dir / "posts.jsonl").write_text("")
     project = load_project(str(project_dir))

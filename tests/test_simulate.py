@@ -8,6 +8,7 @@ import random
 
 import numpy as np
 import pytest
+from sample_project import reference_project_toml
 
 from backend.cli import main
 from labeling.active.curves import summarize, tokens_to_reach
@@ -193,26 +194,7 @@ def test_simulate_rejects_bad_settings(tmp_path):
     )
 
 
-PROJECT_TOML = """
-[project]
-name = "tiny"
-[[labels]]
-value = "Business"
-[[labels]]
-value = "Technology"
-[[labels]]
-value = "Technical"
-[[labels]]
-value = "Soft"
-[model]
-label_map = {BUS = "Business", TECHNOLOGY = "Technology", TECHNICAL = "Technical", SOFT = "Soft"}
-[selection]
-strategy = "mnlp"
-batch_size = 3
-[data]
-posts = "posts.jsonl"
-gold = "gold.jsonl"
-"""
+PROJECT_TOML = reference_project_toml("tiny", gold="gold.jsonl")
 
 
 def test_select_prints_the_next_batch(tmp_path, tiny_reference_model, capsys):
