@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,26 @@ def accuracy(rows: list[tuple], text: str, t: float) -> float:
     return float(np.mean([right[np.argmax(s + t * by[text])] for s, right, by in rows]))
 
 
+def cross_set(rows: dict[str, list[tuple]], texts: Sequence[str], what: str) -> dict:
+    """Each text's score weighted by t: the accuracy@1 curve over GRID on each set, and t
+    chosen on one set (the first best: the smaller t) reported on the other."""
+    results: dict = {"grid": GRID, "curves": {}, "chosen": {}}
+    for text in texts:
+        for name, set_rows in rows.items():
+            curve = [round(accuracy(set_rows, text, t), 4) for t in GRID]
+            results["curves"][f"{text} on {name}"] = curve
+            print(f"{text} x {what}, {name}: " + ", ".join(
+                f"t {t}: {a:.3f}" for t, a in zip(GRID, curve, strict=True)))  # fmt: skip
+        for chooser, other in (("HOUSE", "TECH"), ("TECH", "HOUSE")):
+            curve = results["curves"][f"{text} on {chooser}"]
+            t = GRID[int(np.argmax(curve))]
+            reported = accuracy(rows[other], text, t)
+            results["chosen"][f"{text}: on {chooser} for {other}"] = {"t": t, other: reported}
+            print(f"  {text}: t {t} chosen on {chooser} -> {other} accuracy@1 {reported:.3f} "
+                  f"(t 0: {accuracy(rows[other], text, 0.0):.3f})")  # fmt: skip
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_linking_folder(parser)
@@ -93,20 +114,7 @@ def main() -> int:
         name: features(linker, taxonomy, read_linking_csv(name, file, taxonomy), titles, under)
         for name, file in files.items()
     }
-    results: dict = {"grid": GRID, "curves": {}, "chosen": {}}
-    for text in ("sentence", "span"):
-        for name, set_rows in rows.items():
-            curve = [round(accuracy(set_rows, text, t), 4) for t in GRID]
-            results["curves"][f"{text} on {name}"] = curve
-            print(f"{text} x group titles, {name}: " + ", ".join(
-                f"t {t}: {a:.3f}" for t, a in zip(GRID, curve, strict=True)))  # fmt: skip
-        for chooser, other in (("HOUSE", "TECH"), ("TECH", "HOUSE")):
-            curve = results["curves"][f"{text} on {chooser}"]
-            t = GRID[int(np.argmax(curve))]  # the first best: the smaller t
-            reported = accuracy(rows[other], text, t)
-            results["chosen"][f"{text}: on {chooser} for {other}"] = {"t": t, other: reported}
-            print(f"  {text}: t {t} chosen on {chooser} -> {other} accuracy@1 {reported:.3f} "
-                  f"(t 0: {accuracy(rows[other], text, 0.0):.3f})")  # fmt: skip
+    results = cross_set(rows, ("sentence", "span"), "group titles")
     return finish_run(results, start, args.json)
 
 
