@@ -5,8 +5,8 @@ Usage (WordLlama is not a project dependency):
     pip install wordllama==0.4.0.post1
     nice -n 10 python -m benchmarks.linking_wordllama [--json out.json]
 
-Ensembles of unlike encoders often rank better than either; WordLlama (MIT) is the one
-other English text embedding a package ships with its weights (`l2_supercat`, 256
+Ensembles of unlike encoders often rank better than either; WordLlama (MIT) is an English
+text embedding whose package ships its weights (`l2_supercat`, 256
 dimensions: token embeddings taken from large language models and trained for sentence
 similarity, averaged over the tokens), so it runs offline. The default linker (as
 `benchmarks.linking_hierarchy` runs it: both stages, the exact-label rule) ranks each
