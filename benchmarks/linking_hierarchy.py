@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -52,26 +52,44 @@ def group_rows(taxonomy) -> tuple[list[str], dict[str, list[int]]]:
     return [taxonomy.groups[code] for code in codes], under
 
 
-def features(linker, taxonomy, gold, titles: np.ndarray, under: dict) -> list[tuple]:
-    """Each pair's top entries: their scores, which are gold, and the two hierarchy scores."""
+def top_rows(linker, gold, by_text: Callable[[int, list[str]], dict]) -> list[tuple]:
+    """Each pair's top entries as the default linker ranks them: their scores, which are
+    gold, and `by_text(pair number, entry ids)`: a score per entry for each text."""
+    links = linker.link([p.span for p in gold.pairs], [p.sentence for p in gold.pairs], TOP)
+    rows = []
+    for n, (pair, link) in enumerate(zip(gold.pairs, links, strict=True)):
+        ids = [c.id for c in link.candidates]
+        score = np.array([c.score for c in link.candidates])
+        rows.append((score, np.array([i in pair.gold for i in ids]), by_text(n, ids)))
+    return rows
+
+
+def features(linker, gold, titles: np.ndarray, under: dict) -> list[tuple]:
+    """Each pair's top entries (`top_rows`) with the two hierarchy scores."""
     spans, sentences = [p.span for p in gold.pairs], [p.sentence for p in gold.pairs]
-    links = linker.link(spans, sentences, TOP)
     texts = {
         "sentence": linker.encoder.encode(
             [s or x for s, x in zip(sentences, spans, strict=True)], max_tokens=MAX_CONTEXT_TOKENS
         ),
         "span": linker.encoder.encode(spans),
     }
-    rows = []
-    for n, (pair, link) in enumerate(zip(gold.pairs, links, strict=True)):
-        ids = [c.id for c in link.candidates]
-        by_text = {
+    return top_rows(
+        linker,
+        gold,
+        lambda n, ids: {
             name: np.array([(titles[under[i]] @ vec[n]).max() if under[i] else 0.0 for i in ids])
             for name, vec in texts.items()
-        }
-        score = np.array([c.score for c in link.candidates])
-        rows.append((score, np.array([i in pair.gold for i in ids]), by_text))
-    return rows
+        },
+    )
+
+
+def linking_args(doc: str) -> tuple[argparse.Namespace, dict[str, Path]]:
+    """The command line of a re-ranking benchmark (--data, --cache, --json) and its sets."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    add_linking_folder(parser)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    return args, named_files([args.data], ESCO_SETS)
 
 
 def accuracy(rows: list[tuple], text: str, t: float) -> float:
@@ -99,11 +117,7 @@ def cross_set(rows: dict[str, list[tuple]], texts: Sequence[str], what: str) -> 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_linking_folder(parser)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    files = named_files([args.data], ESCO_SETS)
+    args, files = linking_args(__doc__)
     print(cpu_info().line())
     start = time.time()
     taxonomy, linker = plain_esco_linker(args.cache)
@@ -111,7 +125,7 @@ def main() -> int:
     titles = linker.encoder.encode(names)
     print(f"{len(names)} group titles; {sum(1 for g in under.values() if g)} entries under one")
     rows = {
-        name: features(linker, taxonomy, read_linking_csv(name, file, taxonomy), titles, under)
+        name: features(linker, read_linking_csv(name, file, taxonomy), titles, under)
         for name, file in files.items()
     }
     results = cross_set(rows, ("sentence", "span"), "group titles")

@@ -18,22 +18,18 @@ accuracy@1 on one set (ties to the smaller t) and reported on the other
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.common import (
-    ESCO_SETS,
     DataError,
-    add_linking_folder,
     finish_run,
-    named_files,
     plain_esco_linker,
     run_benchmark,
 )
-from benchmarks.linking_hierarchy import TOP, accuracy, cross_set
+from benchmarks.linking_hierarchy import TOP, accuracy, cross_set, linking_args, top_rows
 from training.cpu import cpu_info
 from training.linker_eval import read_linking_csv
 
@@ -51,33 +47,26 @@ def wordllama():
 
 
 def features(linker, taxonomy, gold, model) -> list[tuple]:
-    """Each pair's top entries: their scores, which are gold, and the two WordLlama scores."""
+    """Each pair's top entries (`linking_hierarchy.top_rows`) with the two WordLlama scores."""
     labels = {entry.id: entry.labels for entry in taxonomy.entries}
     spans, sentences = [p.span for p in gold.pairs], [p.sentence for p in gold.pairs]
-    links = linker.link(spans, sentences, TOP)
     texts = {
         "span": model.embed(spans, norm=True),
         "sentence": model.embed([s or x for s, x in zip(sentences, spans, strict=True)], norm=True),
     }
-    rows = []
-    for n, (pair, link) in enumerate(zip(gold.pairs, links, strict=True)):
-        ids = [c.id for c in link.candidates]
+
+    def by_text(n: int, ids: list[str]) -> dict:
         vectors = [model.embed(labels[i], norm=True) for i in ids]
-        by_text = {
+        return {
             name: np.array([float((v @ vec[n]).max()) for v in vectors])
             for name, vec in texts.items()
         }
-        score = np.array([c.score for c in link.candidates])
-        rows.append((score, np.array([i in pair.gold for i in ids]), by_text))
-    return rows
+
+    return top_rows(linker, gold, by_text)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_linking_folder(parser)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    files = named_files([args.data], ESCO_SETS)
+    args, files = linking_args(__doc__)
     model = wordllama()
     print(cpu_info().line())
     start = time.time()
