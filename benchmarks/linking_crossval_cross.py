@@ -7,7 +7,8 @@ and reported on the other.
 
 Usage:
     nice -n 10 python -m benchmarks.linking_crossval_cross [--cross state/cross-esco]
-        [--minutes 10] [--groups 4000] [--json out.json]
+        [--minutes 10] [--groups 4000] [--steps N] [--seed 13] [--c 0 0.01 ...]
+        [--json out.json]
 
 A folder at --cross that already holds a trained cross-encoder is read, not trained again.
 """
@@ -48,6 +49,7 @@ FAMILIES = {
     "cross-encoder only (c; p sets its pool)": ("c", "p"),
     "cross + p + x": ("c", "p", "x"),
     "cross + adapter + w, p, g, l, x": ("c", "a", "w", "p", "g", "l", "x"),
+    "cross + w, p, g, l, x (no adapter)": ("c", "w", "p", "g", "l", "x"),
 }
 
 
@@ -58,6 +60,11 @@ def main() -> int:
     parser.add_argument("--cross", type=Path, default=Path("state/cross-esco"))
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--groups", type=int, default=4000, help="ESCO queries to draw from")
+    parser.add_argument("--steps", type=int, default=100_000, help="at most this many steps")
+    parser.add_argument("--seed", type=int, default=13, help="the training's seed")
+    parser.add_argument(
+        "--c", type=float, nargs="+", default=list(CROSS), help="the cross-encoder's weights"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     files = named_files([args.data], SETS)
@@ -67,7 +74,9 @@ def main() -> int:
     taxonomy, linker = plain_esco_linker(args.cache)
     sets = {n: read_linking_csv(n, file, taxonomy) for n, file in files.items()}
     adapter = trained.esco_adapter(linker, args.adapter, 100)
-    cross, training = esco_cross_encoder(linker, args.cross, args.minutes, args.groups)
+    cross, training = esco_cross_encoder(
+        linker, args.cross, args.minutes, args.groups, args.steps, args.seed
+    )
     lexical = LexicalIndex(linker.index.texts, linker.index.offsets)
     head = np.zeros(len(trained.HEAD_FEATURES), dtype=np.float32)  # h stays 0 here
     features = {}
@@ -76,12 +85,13 @@ def main() -> int:
         features[name] = CrossScores(linker, gold.pairs, lexical, adapter, head, cross)
         print(f"{name}: scores in {time.time() - started:.0f} s", flush=True)
     results: dict = {"cpu": info.as_dict(), "training": training}
-    results["crossval"] = trained.crossval_table(features, FAMILIES, AXES)
+    axes = AXES | {"c": tuple(args.c)}
+    results["crossval"] = trained.crossval_table(features, FAMILIES, axes)
     return finish_run(results, start, args.json)
 
 
 def esco_cross_encoder(
-    linker: Linker, folder: Path, minutes: float, groups: int
+    linker: Linker, folder: Path, minutes: float, groups: int, steps: int, seed: int
 ) -> tuple[CrossEncoder, dict]:
     if (folder / "cross_head.pt").is_file():
         print(f"cross-encoder from {folder}")
@@ -96,7 +106,7 @@ def esco_cross_encoder(
         if query != positive:
             made.append(Group(query, [positive, *wrong]))
     cross = CrossEncoder(None)
-    config = CrossConfig(steps=100_000, max_seconds=minutes * 60)
+    config = CrossConfig(steps=steps, max_seconds=minutes * 60, seed=seed)
     result = train_cross_encoder(cross, made, config)
     cross.save(folder)
     training = {"groups": len(made), "missed_top20": negatives.missed} | {
