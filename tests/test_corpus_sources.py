@@ -149,3 +149,30 @@ def test_ray_link_bad_arguments_are_one_line_errors(inputs, capsys):
     assert "takes local, auto, HOST:PORT or ray://HOST:PORT" in capsys.readouterr().err
     assert main([*base, "--workers", "2"]) == 2
     assert "--workers takes effect with --ray-address" in capsys.readouterr().err
+
+
+def test_a_client_server_that_does_not_start_is_tried_again_then_named(monkeypatch):
+    """The head's per-client server exiting at start reaches the client as an
+    initialization failure (a ZombieProcess traceback when it exits while the head checks
+    on it): tried CLIENT_ATTEMPTS times, each failure undone, then one line naming it."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("grpc")
+    from backend.corpus import engine
+
+    calls = []
+
+    def failing_init(address, **options):
+        calls.append(address)
+        raise ConnectionAbortedError(
+            "Initialization failure from server:\nTraceback ... psutil.ZombieProcess: "
+            "PID still exists but it's a zombie (pid=27591)"
+        )
+
+    shutdowns = []
+    monkeypatch.setattr(ray, "init", failing_init)
+    monkeypatch.setattr(ray, "shutdown", lambda: shutdowns.append(True))
+    monkeypatch.setattr(engine.time, "sleep", lambda seconds: None)
+    with pytest.raises(ValueError, match="could not connect to Ray at ray://h:1: Initial"):
+        engine.on_cluster("ray://h:1", print)
+    assert calls == ["ray://h:1"] * engine.CLIENT_ATTEMPTS
+    assert len(shutdowns) == engine.CLIENT_ATTEMPTS

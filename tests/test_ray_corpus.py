@@ -253,6 +253,30 @@ def test_predict_over_ray_client_runs_its_driver_on_the_cluster(
     assert summary["posts"] == 60 and summary["rejects"] == 1 and summary["blocks"] == 7
 
 
+def test_a_failed_ray_client_connection_leaves_the_next_job_able_to_run(
+    cluster, client_port, corpus, tiny_reference_model, tmp_path, monkeypatch, capsys
+):
+    """A ray:// connection that fails (here: nothing listens) is a one-line error, and does
+    not leave this process in Ray Client mode, where the next job's ray.init would fail
+    with a bare AssertionError (seen in CI after the head's client server failed to start)."""
+    if client_port is None:
+        pytest.skip("Ray Client needs grpcio (pip install 'ray[client]')")
+    from ray.util.client import worker
+
+    monkeypatch.setattr(worker, "INITIAL_TIMEOUT_SEC", 1)  # Ray's 30 s of retries, shorter
+    monkeypatch.setenv("SKILLLOOP_STATE_DIR", str(tmp_path / "state"))
+    folder, _ = corpus
+    common = ["--model", str(tiny_reference_model), "--label-map", *MAP, "--no-progress"]
+    common += ["--precision", "fp32", "--input", str(folder / "in"), "--block-rows", "8"]
+    nowhere = f"ray://127.0.0.1:{free_port()}"
+    failed = ["predict", *common, "--output", str(tmp_path / "a"), "--ray-address", nowhere]
+    assert main(failed) == 2
+    assert f"could not connect to Ray at {nowhere}" in capsys.readouterr().err
+    out = tmp_path / "b"
+    assert main(["predict", *common, "--output", str(out), "--ray-address", cluster]) == 0
+    assert json.loads((out / "summary.json").read_text())["posts"] == 60
+
+
 def test_link_on_two_nodes_matches_one_process(
     cluster, corpus, linker_folder, tiny_reference_model, tmp_path, monkeypatch, capsys
 ):

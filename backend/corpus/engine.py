@@ -67,9 +67,14 @@ def on_cluster(address: str, driver: Callable[..., T], *args: Any) -> T:
             ray.init(address, log_to_driver=True)
             break
         except (ConnectionError, RuntimeError, TimeoutError) as err:
+            # a failed ray:// init leaves this process in client mode, where every later
+            # ray.init (a local job, another address) fails: undo it before anything else
+            ray.shutdown()
             # the head starts one server per client connection; seen failing to start now
-            # and then on loaded loopback clusters (2 of 8 tries, docs/ray.md): try again
-            if "client server failed" in str(err) and attempt + 1 < CLIENT_ATTEMPTS:
+            # and then on loaded loopback clusters (docs/ray.md), reported as the server
+            # failing or, when it exits while the head checks on it, as a ZombieProcess
+            # traceback: both come back as an initialization failure, worth a retry
+            if _server_did_not_start(err) and attempt + 1 < CLIENT_ATTEMPTS:
                 log.warning("Ray Client server did not start at %s; trying again", address)
                 time.sleep(2.0)
                 continue
@@ -78,6 +83,10 @@ def on_cluster(address: str, driver: Callable[..., T], *args: Any) -> T:
         return ray.get(ray.remote(num_cpus=0)(driver).remote(*args))
     finally:
         ray.shutdown()
+
+
+def _server_did_not_start(err: Exception) -> bool:
+    return "Initialization failure from server" in str(err) or "client server failed" in str(err)
 
 
 def connect(address: str, num_cpus: int | None = None) -> int:
