@@ -4,11 +4,13 @@ project's gold posts the way backend/service/linker_holder.py does (one `link_sp
 per batch).
 
     .venv/bin/python -m benchmarks.link_predict_latency [--state state] [--posts 10] [--repeat 3]
-        [--cache state/linking-cache] [--first-stage]
+        [--cache state/linking-cache] [--first-stage] [--cross FOLDER [--cross-weight 0.3]]
 
 Prints the CPU it ran on, the linker's load time, and per batch: spans, seconds, ms/span.
 `--first-stage` times, in each round before the default, the first stage alone (the span
 without its sentence, best label only, no re-ranking: the default before issue 25).
+`--cross` times, in each round after the default, the default with a cross-encoder stage
+(training/link_cross.py: the top 20 of each span read with the span by that model).
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from benchmarks.common import ROOT
 
 def main() -> int:
     from training.cpu import cpu_info
+    from training.link_cross import CrossEncoder
     from training.linker import Linker, link_spans
+    from training.linker_settings import DEFAULT_CROSS_WEIGHT
     from training.taxonomy import load_esco
     from training.text import Document, Span
 
@@ -35,6 +39,8 @@ def main() -> int:
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--cache", help="the label cache folder (default: STATE/linking)")
     parser.add_argument("--first-stage", action="store_true", help="time it too, interleaved")
+    parser.add_argument("--cross", type=Path, help="a cross-encoder folder to time too")
+    parser.add_argument("--cross-weight", type=float, default=DEFAULT_CROSS_WEIGHT)
     args = parser.parse_args()
 
     cpu = cpu_info()
@@ -54,20 +60,24 @@ def main() -> int:
     default = linker.settings
     first = replace(default, context_weight=0.0, preferred_weight=0.0)
     first = replace(first, sentence_weight=0.0, lexical_weight=0.0)
-    variants = {"first stage alone": first, "default": default} if args.first_stage else {}
-    runs: list[float] = []
-    first_runs: list[float] = []
+    variants = {"first stage alone": first} if args.first_stage else {}
+    variants["default"] = default
+    if args.cross:
+        linker.cross = CrossEncoder(args.cross)
+        variants["cross stage"] = replace(default, cross="cross", cross_weight=args.cross_weight)
+    times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.repeat):
-        for name, settings in (variants or {"default": default}).items():
+        for name, settings in variants.items():
             linker.settings = settings
             started = time.perf_counter()
             link_spans(linker, docs, 5)
             seconds = time.perf_counter() - started
-            (runs if settings is default else first_runs).append(seconds)
+            times[name].append(seconds)
             print(
                 f"{name}: {len(docs)} posts, {n_spans} spans: {seconds:.3f} s, "
                 f"{1000 * seconds / max(n_spans, 1):.1f} ms/span"
             )
+    runs, first_runs = times["default"], times.get("first stage alone", [])
     if args.json:
         Path(args.json).write_text(
             json.dumps(
@@ -78,6 +88,7 @@ def main() -> int:
                     "spans": n_spans,
                     "seconds": runs,
                     "first_stage_seconds": first_runs,
+                    "cross_stage_seconds": times.get("cross stage", []),
                 },
                 indent=2,
             )

@@ -3,11 +3,12 @@ benchmarks/linking_crossval_trained.py: trained on ESCO alone (its alternative l
 queries, their entry's preferred label the positive, the label cache's nearest wrong
 entries' preferred labels the hard negatives; no validation pair), then its score added
 with a weight c to the first stage's top 20, c and every other weight chosen on one set
-and reported on the other.
+and reported on the other. The score added is the served one, squashed to 0-1
+(training.link_cross.squash); `--raw` adds the unbounded logits, as session 16 measured.
 
 Usage:
     nice -n 10 python -m benchmarks.linking_crossval_cross [--cross state/cross-esco]
-        [--minutes 10] [--groups 4000] [--steps N] [--seed 13] [--c 0 0.01 ...]
+        [--minutes 10] [--groups 4000] [--steps N] [--seed 13] [--c 0 0.1 ...] [--raw]
         [--json out.json]
 
 A folder at --cross that already holds a trained cross-encoder is read, not trained again.
@@ -34,13 +35,14 @@ from benchmarks.common import (
 )
 from benchmarks.linking_crossval import RERANK
 from training.cpu import cpu_info
-from training.link_cross import CrossConfig, CrossEncoder, Group, train_cross_encoder
-from training.link_head import taxonomy_hard_negatives
+from training.link_cross import CrossConfig, CrossEncoder, squash, train_cross_encoder
+from training.link_head import cross_groups, taxonomy_hard_negatives
 from training.link_rerank import LexicalIndex
 from training.linker import Linker
 from training.linker_eval import read_linking_csv
 
-CROSS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)  # the cross-encoder's weight c
+CROSS = (0.0, 0.03, 0.1, 0.2, 0.3, 0.5, 1.0)  # the weight c of the squashed score
+RAW_CROSS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)  # c for the raw logits (--raw)
 # the first stages whose top 20 are cross-encoded (each pool's entries cost a forward pass)
 POOLS = {"w": (0.0, 0.1, 0.2, 0.3, 0.4), "a": (0.0, 1.0), "p": (0.3, 0.5)}
 AXES = trained.GRID | POOLS | {"h": (0.0,), "c": CROSS}
@@ -51,6 +53,9 @@ FAMILIES = {
     "cross + adapter + w, p, g, l, x": ("c", "a", "w", "p", "g", "l", "x"),
     "cross + w, p, g, l, x (no adapter)": ("c", "w", "p", "g", "l", "x"),
 }
+# what `link-train --cross-minutes` serves: the default ranking and the exact-label rule as
+# they are (training/linker_settings.py), the cross-encoder's weight c the one choice
+SERVED = {"w": (0.3,), "p": (0.5,), "g": (0.2,), "l": (0.1,), "x": (1.0,)}
 
 
 def main() -> int:
@@ -62,8 +67,9 @@ def main() -> int:
     parser.add_argument("--groups", type=int, default=4000, help="ESCO queries to draw from")
     parser.add_argument("--steps", type=int, default=100_000, help="at most this many steps")
     parser.add_argument("--seed", type=int, default=13, help="the training's seed")
+    parser.add_argument("--c", type=float, nargs="+", help="the cross-encoder's weights")
     parser.add_argument(
-        "--c", type=float, nargs="+", default=list(CROSS), help="the cross-encoder's weights"
+        "--raw", action="store_true", help="add its raw logits, not the served 0-1 score"
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -82,11 +88,12 @@ def main() -> int:
     features = {}
     for name, gold in sets.items():
         started = time.time()
-        features[name] = CrossScores(linker, gold.pairs, lexical, adapter, head, cross)
+        features[name] = CrossScores(linker, gold.pairs, lexical, adapter, head, cross, args.raw)
         print(f"{name}: scores in {time.time() - started:.0f} s", flush=True)
-    results: dict = {"cpu": info.as_dict(), "training": training}
-    axes = AXES | {"c": tuple(args.c)}
-    results["crossval"] = trained.crossval_table(features, FAMILIES, axes)
+    results: dict = {"cpu": info.as_dict(), "training": training, "raw": args.raw}
+    axes = AXES | {"c": tuple(args.c or (RAW_CROSS if args.raw else CROSS))}
+    served = {"the served default ranking + c (w0.3 p0.5 g0.2 l0.1 x1)": SERVED | {"c": axes["c"]}}
+    results["crossval"] = trained.crossval_table(features, FAMILIES | served, axes)
     return finish_run(results, start, args.json)
 
 
@@ -97,14 +104,7 @@ def esco_cross_encoder(
         print(f"cross-encoder from {folder}")
         return CrossEncoder(folder), {"read_from": str(folder)}
     negatives = taxonomy_hard_negatives(linker.index, groups, RERANK, seed=29)
-    entries = linker.taxonomy.entries
-    made = []
-    for row, top, gold in zip(negatives.rows, negatives.top, negatives.gold, strict=True):
-        positive = entries[int(top[gold][0])].preferred_label
-        query = linker.index.texts[row]
-        wrong = [entries[int(e)].preferred_label for e in top[~gold]]
-        if query != positive:
-            made.append(Group(query, [positive, *wrong]))
+    made = cross_groups(negatives, linker.index, linker.taxonomy)
     cross = CrossEncoder(None)
     config = CrossConfig(steps=steps, max_seconds=minutes * 60, seed=seed)
     result = train_cross_encoder(cross, made, config)
@@ -119,9 +119,10 @@ def esco_cross_encoder(
 class CrossScores(trained.Scores):
     """linking_crossval_trained's scores and the cross-encoder's, added with weight c."""
 
-    def __init__(self, linker, pairs, lexical, adapter, head, cross: CrossEncoder):
+    def __init__(self, linker, pairs, lexical, adapter, head, cross: CrossEncoder, raw: bool):
         super().__init__(linker, pairs, lexical, adapter, head)
-        self.cross = cross_scores(cross, linker, pairs, self)
+        logits = cross_scores(cross, linker, pairs, self)
+        self.cross = logits if raw else squash(logits)
 
     def rank(self, s: dict, head=None) -> np.ndarray:
         top, first, _, _ = self.pool(s["w"], s["a"], s["p"])

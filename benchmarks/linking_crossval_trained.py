@@ -297,7 +297,9 @@ def crossval_table(features: dict, families: dict = FAMILIES, axes: dict = GRID)
         f"{'HOUSE acc@1':>11s} {'RP@5':>6s}  chosen on HOUSE | on TECH"
     )
     for title, only in families.items():
-        family = [s for s in grid if all(s[k] == 0 for k in axes if k not in only)]
+        # a family varies the axes it names (a dict: over the values it gives), the rest 0
+        allowed = only if isinstance(only, dict) else {k: axes[k] for k in only}
+        family = [s for s in grid if all(s[k] in allowed.get(k, (0,)) for k in axes)]
         if "h" in only and "l" not in only:
             family = [s for s in family if s["h"]] or family
         row = cross_row(family, scores)

@@ -12,7 +12,7 @@ import pytest
 
 from backend.cli import main
 from training import linker_round
-from training.linker import LabelIndex, Linker, LinkerSettings, apply_adapter
+from training.linker import LabelIndex, Linker, LinkerSettings, SentenceEncoder, apply_adapter
 from training.linker_adapter import AdapterConfig, AdapterResult, train_adapter
 from training.linker_eval import GoldSet, LinkPair
 from training.linker_round import train_linker_round
@@ -240,6 +240,8 @@ def test_link_train_cli_trains_lists_serves_and_rolls_back(project, tmp_path, ca
         (["--validation", "V", "--pairs", "P"], '{"span": "x"}\n', "pairs.jsonl:1: needs"),
         (["--validation", "V", "--pairs", "P"], '{"span": "x", "taxonomy_id": "no"}\n', "no entry"),
         (["--validation", "V", "--steps", "0"], None, "--steps must be at least 1"),
+        (["--validation", "V", "--cross-weight", "0"], None, "--cross-weight above 0"),
+        (["--validation", "V", "--cross-minutes", "-1"], None, "--cross-minutes must be"),
     ],
 )
 def test_link_train_cli_errors_are_one_clean_line(
@@ -312,3 +314,65 @@ def test_links_confirmed_in_a_studio_project_reach_link_train(project, tmp_path,
     assert linker.adapter is not None  # the studio project's serving version
     assert main(["link-versions", *common]) == 0
     assert "v0001" in capsys.readouterr().out
+
+
+def test_link_train_with_a_cross_stage_serves_the_cross_encoder(project, tmp_path, capsys):
+    """`--cross-minutes`: the round also trains a cross-encoder (the taxonomy's own groups
+    and one per extra pair), the version keeps it in cross/, and the project's serving
+    linker re-ranks with it, its scores still at most 1 for the no-match threshold."""
+    from backend.linkers import project_linker
+    from labeling.project import load_project
+    from labeling.state import ProjectState
+    from training.link_cross import CrossEncoder
+    from training.linker_settings import DEFAULT_CROSS_WEIGHT
+
+    state = str(tmp_path / "state")
+    common = ["--project", str(project), "--state-dir", state]
+    train = ["link-train", *common, "--validation", str(project / "validation.jsonl")]
+    train += ["--pairs", str(project / "pairs.jsonl"), "--steps", "2", "--no-progress"]
+    train += ["--preferred-weight", "0", "--cross-minutes", "1", "--cross-steps", "3"]
+    assert main(train) == 0
+    assert "v0001 serving" in capsys.readouterr().out
+    loaded = load_project(project)
+    folder = ProjectState.of(loaded, state).linker_registry().get("v0001").path
+    settings = LinkerSettings.read(folder)
+    assert (settings.cross, settings.cross_weight) == ("cross", DEFAULT_CROSS_WEIGHT)
+    assert (folder / "cross" / "cross_head.pt").is_file()
+    trained = settings.details["cross"]
+    assert trained["steps"] == 3 and trained["groups"] >= 1  # the extra pair's group at least
+    linker, _ = project_linker(loaded, ProjectState.of(loaded, state), progress=False)
+    assert isinstance(linker.cross, CrossEncoder)
+    [link] = linker.link(["container orchestration tools"], ["We run containers."])
+    assert link.candidates and all(c.score <= 1.0 for c in link.candidates)
+
+    from backend.corpus.actors import LinkerParts  # what Ray actors rebuild: the stage too
+
+    rebuilt = LinkerParts.of(linker, 5).build()
+    assert isinstance(rebuilt.cross, CrossEncoder) and rebuilt.cross.folder == folder / "cross"
+    [again] = rebuilt.link(["container orchestration tools"], ["We run containers."])
+    assert [c.to_dict() for c in again.candidates] == [c.to_dict() for c in link.candidates]
+
+
+class FavouringCross:
+    """A cross-encoder stand-in: a high logit for one label, a low one for the rest."""
+
+    def __init__(self, label: str):
+        self.label = label
+
+    def score(self, queries, labels):
+        return np.array([20.0 if label == self.label else -20.0 for label in labels])
+
+
+def test_the_cross_stage_re_ranks_the_top_entries_by_its_weight(taxonomy_file, tiny_encoder):
+    taxonomy = load_csv(taxonomy_file)
+    plain = Linker(taxonomy, SentenceEncoder(tiny_encoder), LinkerSettings(threshold=0.0))
+    before = [c.id for c in plain.link(["postgres"])[0].candidates]
+    favoured = next(e for e in before[1:])  # not the plain linker's first
+    label = taxonomy.get(favoured).preferred_label
+    settings = LinkerSettings(threshold=0.0, cross="cross", cross_weight=5.0)
+    crossed = Linker.from_index(taxonomy, plain.encoder, settings, plain.index)
+    crossed.cross = FavouringCross(label)  # type: ignore[assignment]
+    after = crossed.link(["postgres"])[0].candidates
+    assert after[0].id == favoured and all(c.score <= 1.0 for c in after)
+    settings.cross_weight = 0.0  # the stage off: the plain order
+    assert [c.id for c in crossed.link(["postgres"])[0].candidates] == before

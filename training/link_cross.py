@@ -34,6 +34,16 @@ class CrossConfig:
 
 
 @dataclass(slots=True)
+class CrossStage:
+    """A linker round's cross-encoder stage: how it trains, how many taxonomy queries it
+    draws from, and the weight its squashed score gets among the re-ranking scores."""
+
+    config: CrossConfig
+    weight: float
+    queries: int = 4000
+
+
+@dataclass(slots=True)
 class CrossResult:
     steps: int
     seconds: float
@@ -59,6 +69,7 @@ class CrossEncoder:
         from training.checkpoint import resolve_source
 
         source = Path(resolve_source(None if folder in (None, "backbone") else str(folder)))
+        self.folder = source
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         self.model = AutoModel.from_pretrained(source)
         self.head = torch.nn.Linear(self.model.config.hidden_size, 1)
@@ -102,6 +113,13 @@ class CrossEncoder:
         self.tokenizer.save_pretrained(folder)
         self._torch.save(self.head.state_dict(), folder / "cross_head.pt")
         return folder
+
+
+def squash(logits: np.ndarray) -> np.ndarray:
+    """A cross-encoder score on the scale of the linker's others (0 to 1): the logistic of
+    its logit. The raw logits are unbounded (about -10 to 15 after ESCO training), where
+    the linker's served score must stay at most 1 for its no-match threshold."""
+    return (1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))).astype(np.float32)
 
 
 def train_cross_encoder(

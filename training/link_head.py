@@ -19,7 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from training.link_cross import Group
 from training.linker import LabelIndex
+from training.taxonomy import Taxonomy
 
 
 @dataclass(slots=True)
@@ -86,6 +88,21 @@ def taxonomy_hard_negatives(
     return HardNegatives(
         part[hit], top[hit], gold[hit], best[hit], pref[hit], missed=int((~hit).sum())
     )
+
+
+def cross_groups(negatives: HardNegatives, index: LabelIndex, taxonomy: Taxonomy) -> list[Group]:
+    """The cross-encoder's training groups from `taxonomy_hard_negatives`: each alternative
+    label as the query, its entry's preferred label first, the wrong candidates' after
+    (a query that is its entry's preferred label itself teaches nothing and is left out)."""
+    entries = taxonomy.entries
+    groups = []
+    for row, top, gold in zip(negatives.rows, negatives.top, negatives.gold, strict=True):
+        positive = entries[int(top[gold][0])].preferred_label
+        query = index.texts[row]
+        wrong = [entries[int(e)].preferred_label for e in top[~gold]]
+        if query != positive:
+            groups.append(Group(query, [positive, *wrong]))
+    return groups
 
 
 def train_head(

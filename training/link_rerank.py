@@ -12,7 +12,11 @@ cosine with the span's query, mixed with its preferred label's (`preferred_weigh
   the entry's best label for it (the span's written form: "kubernetes admin" against
   "administer Kubernetes" rather than a loose synonym near it in the embedding).
 
-Dividing by 1 + g + l keeps a score at most 1, on the scale the no-match threshold is tuned
+A linker folder may add a third, a cross-encoder's score of the span and the entry's
+preferred label read together (c, `cross_weight`; training/link_cross.py, squashed to
+0-1), weighted in the same sum.
+
+Dividing by 1 + g + l (+ c) keeps a score at most 1, on the scale the no-match threshold is tuned
 on; it does not change the order. The weights were chosen on one ESCO validation set and
 reported on the other (benchmarks/linking_crossval.py, docs/linking.md), which computes its
 grid with these functions over all entries at once; the linker computes them for its top
@@ -34,11 +38,13 @@ def rerank(
     lexical: np.ndarray | float,
     sentence_weight: float,
     lexical_weight: float,
+    cross: np.ndarray | float = 0.0,
+    cross_weight: float = 0.0,
 ) -> np.ndarray:
-    """The second stage's score from the first stage's and the two re-ranking scores (arrays
-    of one shape), at most 1 when each of them is."""
-    total = first + sentence_weight * sentence + lexical_weight * lexical
-    return total / (1.0 + sentence_weight + lexical_weight)
+    """The second stage's score from the first stage's and the re-ranking scores (arrays
+    of one shape; `cross` a cross-encoder's squashed score), at most 1 when each of them is."""
+    total = first + sentence_weight * sentence + lexical_weight * lexical + cross_weight * cross
+    return total / (1.0 + sentence_weight + lexical_weight + cross_weight)
 
 
 def best_first(

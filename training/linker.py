@@ -13,9 +13,11 @@ label embeddings of the plain encoder, and their cache, serve every adapter vers
 (training/linker_adapter.py).
 
 A linker version is a folder with `linker.json` (its settings, tuned on validation data:
-training/linker_settings.py), the adapter's `.npy` if it has one and, for a fine-tuned
-encoder, its weights. The plain linker is the offline MiniLM backbone with the default
-settings, chosen on one ESCO validation set and reported on the other (docs/linking.md).
+training/linker_settings.py), the adapter's `.npy` if it has one, for a fine-tuned
+encoder its weights, and for a cross-encoder stage (the top 20 re-scored by the span and
+each entry's label read together: training/link_cross.py) that model's subfolder. The
+plain linker is the offline MiniLM backbone with the default settings, chosen on one ESCO
+validation set and reported on the other (docs/linking.md).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from training.embedding_progress import PROGRESS_FILE, EmbeddingProgress
+from training.link_cross import CrossEncoder, squash
 from training.link_rerank import LexicalIndex, best_first, rerank, sentence_scores
 from training.linker_settings import LinkerSettings
 from training.sentence_encoder import SentenceEncoder
@@ -175,6 +178,8 @@ class Linker:
     # asked (also for linkers made without __init__: training.linker_round.with_index)
     _exact: dict[str, set[int]] | None = None
     _lexical: LexicalIndex | None = None
+    # the settings' cross-encoder, loaded from the linker folder (None: that stage is off)
+    cross: CrossEncoder | None = None
 
     def __init__(
         self,
@@ -212,6 +217,8 @@ class Linker:
         linker = cls(taxonomy, encoder, settings, cache_dir, progress)
         if folder is not None and settings.adapter:
             linker.adapter = np.load(Path(folder) / settings.adapter)
+        if folder is not None and settings.crosses:
+            linker.cross = CrossEncoder(Path(folder) / settings.cross)
         if settings.lexical_weight:
             _ = linker.lexical  # built with the linker, not in its first request (5 s on ESCO)
         return linker
@@ -224,12 +231,13 @@ class Linker:
         settings: LinkerSettings,
         index: LabelIndex,
         adapter: np.ndarray | None = None,
+        cross: CrossEncoder | None = None,
     ) -> Linker:
         """A linker around label embeddings built elsewhere (built once and shipped to the
         Ray actors, backend/corpus): no label is embedded again."""
         linker = cls.__new__(cls)
         linker.taxonomy, linker.encoder, linker.settings = taxonomy, encoder, settings
-        linker.index, linker.adapter = index, adapter
+        linker.index, linker.adapter, linker.cross = index, adapter, cross
         return linker
 
     @property
@@ -360,11 +368,22 @@ class Linker:
             lexical = self.lexical.scores([text], top[None])[0] if text is not None else 0.0
             index = self.index
             on_sentence = sentence_scores(index.vectors, index.offsets, sentence[None], top[None])
-            score = rerank(score, on_sentence[0], lexical, s.sentence_weight, s.lexical_weight)
+            cross = self.cross_scores(text, top)
+            score = rerank(
+                score, on_sentence[0], lexical, s.sentence_weight, s.lexical_weight, *cross
+            )
             ties = None if preferred is None else preferred[top]
             order = best_first(score, k, set(np.flatnonzero(floor).tolist()), ties)
             top, score, floor = top[order], score[order], floor[order]
         return top[:k], np.where(floor, np.maximum(score, 1.0), score)[:k]
+
+    def cross_scores(self, text: str | None, top: np.ndarray) -> tuple[np.ndarray | float, float]:
+        """The cross-encoder's squashed scores of `text` with each `top` entry's preferred
+        label, and their weight; (0, 0) where the settings use none or there is no text."""
+        if self.cross is None or not self.settings.crosses or text is None:
+            return 0.0, 0.0
+        labels = [self.taxonomy.entries[int(e)].preferred_label for e in top]
+        return squash(self.cross.score([text] * len(labels), labels)), self.settings.cross_weight
 
     def link(
         self, spans: Sequence[str], contexts: Sequence[str] | None = None, k: int = 5

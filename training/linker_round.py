@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training.link_cross import CrossEncoder, CrossResult, CrossStage, Group, train_cross_encoder
+from training.link_head import cross_groups, taxonomy_hard_negatives
 from training.linker import LabelIndex, Linker, LinkerSettings, SentenceEncoder
 from training.linker_adapter import AdapterConfig, train_adapter
 from training.linker_eval import GoldSet, evaluate
@@ -30,6 +32,7 @@ from training.taxonomy import Taxonomy
 log = logging.getLogger(__name__)
 
 ADAPTER_FILE = "adapter.npy"
+CROSS_FOLDER = "cross"
 GATE_METRIC = "accuracy@1"
 
 
@@ -61,12 +64,10 @@ def with_index(
     index: LabelIndex,
     settings: LinkerSettings,
     adapter: np.ndarray | None = None,
+    cross: CrossEncoder | None = None,
 ) -> Linker:
     """A linker over an index already built (no cache read per version)."""
-    linker = Linker.__new__(Linker)
-    linker.taxonomy, linker.encoder, linker.settings = taxonomy, encoder, settings
-    linker.index, linker.adapter = index, adapter
-    return linker
+    return Linker.from_index(taxonomy, encoder, settings, index, adapter, cross)
 
 
 def load_version(
@@ -83,7 +84,30 @@ def load_version(
     if settings.encoder != encoder_source:
         return Linker.load(taxonomy, folder, cache_dir)  # another encoder: its own labels
     adapter = np.load(folder / settings.adapter) if settings.adapter else None
-    return with_index(taxonomy, encoder, index, settings, adapter)
+    cross = CrossEncoder(folder / settings.cross) if settings.crosses else None
+    return with_index(taxonomy, encoder, index, settings, adapter, cross)
+
+
+def train_cross_stage(
+    plain: Linker, pairs: Sequence[tuple[str, int]], stage: CrossStage
+) -> tuple[CrossEncoder, CrossResult, int]:
+    """A cross-encoder on the plain encoder's weights, trained on the taxonomy's own groups
+    (alternative labels against their nearest wrong entries: training/link_head.py) and
+    one group per extra pair (its span, its entry first, the plain linker's other top
+    entries). Returns the model, how training went and how many groups it had."""
+    size, top = stage.config.group_size, plain.settings.rerank_top
+    negatives = taxonomy_hard_negatives(plain.index, stage.queries, top, seed=stage.config.seed)
+    groups = cross_groups(negatives, plain.index, plain.taxonomy)
+    entries = plain.taxonomy.entries
+    if pairs:
+        ranked = plain.rank(plain.embed([text for text, _ in pairs]), size)
+        for (text, entry), candidates in zip(pairs, ranked, strict=True):
+            positive = entries[entry].preferred_label
+            wrong = [c.label for c in candidates if c.id != entries[entry].id]
+            groups.append(Group(text, [positive, *wrong[: size - 1]]))
+    cross = CrossEncoder(plain.encoder.folder)
+    result = train_cross_encoder(cross, groups, stage.config)
+    return cross, result, len(groups)
 
 
 def train_linker_round(
@@ -96,10 +120,12 @@ def train_linker_round(
     trigger: str = "cli",
     encoder_source: str = "backbone",
     progress: bool = False,
+    cross: CrossStage | None = None,
 ) -> LinkerRound:
     """Train, score, gate and register one linker version. `extra_pairs`: (span text,
     entry id), e.g. annotator-confirmed links. `encoder_source`: the frozen encoder the
-    adapter sits on ("backbone" or a model folder), stored in the version."""
+    adapter sits on ("backbone" or a model folder), stored in the version. `cross`: also
+    train a cross-encoder stage (training/link_cross.py), served with the version."""
     config = config or AdapterConfig()
     if not validation or not any(gold.pairs for gold in validation):
         raise ValueError("a linker round needs validation pairs with gold entries")
@@ -129,10 +155,19 @@ def train_linker_round(
 
     result = train_adapter(index, config, extra, progress)
     timings["train_s"] = result.seconds
+    stage: dict = {}  # the settings of the cross-encoder stage, where there is one
+    cross_details: dict = {}
+    cross_model = None
+    if cross is not None:
+        plain_linker = with_index(taxonomy, encoder, index, LinkerSettings(encoder_source))
+        cross_model, trained, groups = train_cross_stage(plain_linker, kept, cross)
+        timings["cross_train_s"] = trained.seconds
+        stage = {"cross": CROSS_FOLDER, "cross_weight": cross.weight}
+        cross_details = asdict(trained) | {"groups": groups, "config": asdict(cross.config)}
     plain = LinkerSettings(
-        encoder_source, preferred_weight=config.preferred_weight, adapter=ADAPTER_FILE
+        encoder_source, preferred_weight=config.preferred_weight, adapter=ADAPTER_FILE, **stage
     )
-    candidate = with_index(taxonomy, encoder, index, plain, result.adapter)
+    candidate = with_index(taxonomy, encoder, index, plain, result.adapter, cross_model)
     started = time.time()
     figures = evaluate_all(candidate, validation)
     # One threshold for the version: the median of those tuned on each validation set.
@@ -176,17 +211,22 @@ def train_linker_round(
         "timings": timings,
         "validation": figures,
     }
+    if cross_details:
+        details["cross"] = cross_details
     settings = LinkerSettings(
         encoder=encoder_source,
         threshold=threshold,
         preferred_weight=config.preferred_weight,
         adapter=ADAPTER_FILE,
         details=details,
+        **stage,
     )
     incoming = registry.root / ".incoming" / f"linker-{int(time.time() * 1000)}"
     shutil.rmtree(incoming, ignore_errors=True)
     incoming.mkdir(parents=True)
     np.save(incoming / ADAPTER_FILE, result.adapter)
+    if cross_model is not None:
+        cross_model.save(incoming / CROSS_FOLDER)
     settings.save(incoming)
     version = registry.add(
         incoming,

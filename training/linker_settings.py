@@ -29,6 +29,10 @@ DEFAULT_LEXICAL_WEIGHT = 0.1
 # HOUSE (0.62), as a trained round sets its own (benchmarks/linking_defaults.py); a linker
 # folder stores its own.
 DEFAULT_THRESHOLD = 0.65
+# A cross-encoder stage's weight (`skillloop link-train --cross-minutes`): chosen on one
+# ESCO validation set and reported on the other (benchmarks/linking_crossval_cross.py,
+# docs/linking.md "The cross-encoder served").
+DEFAULT_CROSS_WEIGHT = 0.3
 # What a linker.json written before the re-ranking meant by the keys it leaves out: the
 # first stage alone, as its threshold was tuned (a file with either re-ranking weight is
 # read with the dataclass's defaults).
@@ -56,6 +60,10 @@ class LinkerSettings:
     sentence_weight: float = DEFAULT_SENTENCE_WEIGHT
     lexical_weight: float = DEFAULT_LEXICAL_WEIGHT
     rerank_top: int = RERANK_TOP
+    # a cross-encoder (training/link_cross.py) in this subfolder re-scores those top
+    # entries too, its squashed score weighted `cross_weight` ("" = none)
+    cross: str = ""
+    cross_weight: float = 0.0
     adapter: str = ""  # the adapter matrix's file in the linker folder ("" = none)
     # the taxonomy's labels embedded in "fp32" or "int8" (SentenceEncoder.encode)
     label_precision: str = "fp32"
@@ -78,5 +86,9 @@ class LinkerSettings:
         return cls(**data)
 
     @property
+    def crosses(self) -> bool:
+        return bool(self.cross and self.cross_weight)
+
+    @property
     def reranks(self) -> bool:
-        return bool(self.sentence_weight or self.lexical_weight)
+        return bool(self.sentence_weight or self.lexical_weight or self.crosses)

@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING
 
 from backend.cli.options import add_project_options, project_and_state, roll_back
 from labeling.link_pairs import project_link_pairs
+from training.linker_settings import DEFAULT_CROSS_WEIGHT
 
 if TYPE_CHECKING:
     from labeling.project import Project
     from labeling.state import ProjectState
+    from training.link_cross import CrossStage
     from training.taxonomy import Taxonomy
 
 
@@ -40,6 +42,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--minutes", type=float, default=15.0, help="training time budget")
     p.add_argument("--preferred-weight", type=float, default=0.5)
+    p.add_argument(
+        "--cross-minutes",
+        type=float,
+        default=0.0,
+        help="also train a cross-encoder re-ranking stage for this long (0 = none; "
+        "docs/linking.md: 50 minutes on two cores for ESCO)",
+    )
+    p.add_argument("--cross-steps", type=int, default=100_000, help="its steps at most")
+    p.add_argument(
+        "--cross-weight",
+        type=float,
+        default=DEFAULT_CROSS_WEIGHT,
+        help="its squashed score's weight among the re-ranking scores",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=link_train_command)
 
@@ -103,6 +119,20 @@ def read_pairs(path: str | Path, taxonomy: Taxonomy) -> list[tuple[str, str]]:
     return pairs
 
 
+def cross_stage(args: argparse.Namespace) -> CrossStage | None:
+    """The cross-encoder stage `--cross-minutes` asks for (None without it)."""
+    from training.link_cross import CrossConfig, CrossStage
+
+    if args.cross_minutes < 0 or args.cross_steps < 1 or args.cross_weight <= 0:
+        raise ValueError(
+            "--cross-minutes must be at least 0, --cross-steps at least 1, --cross-weight above 0"
+        )
+    if not args.cross_minutes:
+        return None
+    config = CrossConfig(steps=args.cross_steps, max_seconds=args.cross_minutes * 60)
+    return CrossStage(config, args.cross_weight)
+
+
 def link_train_command(args: argparse.Namespace) -> int:
     from training.linker_adapter import AdapterConfig
     from training.linker_eval import read_gold
@@ -120,6 +150,7 @@ def link_train_command(args: argparse.Namespace) -> int:
         raise ValueError("--steps must be at least 1 and --minutes above 0")
     if not 0.0 <= args.preferred_weight <= 1.0:
         raise ValueError("--preferred-weight must be between 0 and 1")
+    cross = cross_stage(args)
     taxonomy = load_taxonomy(project.linking.taxonomy, project.folder)
     validation = [read_gold(path, taxonomy) for path in args.validation]
     pairs = store_pairs(state, taxonomy)
@@ -143,6 +174,7 @@ def link_train_command(args: argparse.Namespace) -> int:
         trigger="link-train",
         encoder_source=encoder,
         progress=not args.no_progress,
+        cross=cross,
     )
     for name, figures in outcome.figures.items():
         old = outcome.baseline[name]

@@ -38,18 +38,24 @@ class LinkerParts:
     adapter: np.ndarray | None
     encoder: str  # the sentence encoder's folder
     top_k: int
+    cross: str | None = None  # the cross-encoder's folder, where the linker has one
 
     @classmethod
     def of(cls, linker, top_k: int) -> LinkerParts:
         encoder = str(linker.encoder.folder)
-        return cls(linker.taxonomy, linker.index, linker.settings, linker.adapter, encoder, top_k)
+        cross = str(linker.cross.folder) if linker.cross is not None else None
+        parts = (linker.taxonomy, linker.index, linker.settings, linker.adapter)
+        return cls(*parts, encoder, top_k, cross)
 
     def build(self):
+        from training.link_cross import CrossEncoder
         from training.linker import Linker
         from training.sentence_encoder import SentenceEncoder
 
         encoder = SentenceEncoder(self.encoder)
-        return Linker.from_index(self.taxonomy, encoder, self.settings, self.index, self.adapter)
+        cross = CrossEncoder(self.cross) if self.cross else None
+        parts = (self.taxonomy, encoder, self.settings, self.index, self.adapter)
+        return Linker.from_index(*parts, cross)
 
 
 @dataclass(frozen=True)
