@@ -4,7 +4,7 @@ Distillation (`training.distill`) trains the student on the teachers' averaged p
 marginals (`training.soft_targets.average_marginals`). A student can only learn more than
 the gold tags teach where that average knows more than one model: this scores it. Each
 teacher and the ensemble are decoded the same way, a BIO-constrained viterbi over the
-per-word probabilities (`training.decoding.decode_many`, no transition scores, no span
+per-word probabilities (`training.decoding.decode_texts`, no transition scores, no span
 across a line break, as served), and the
 spans scored as `skillloop evaluate` scores served spans (strict IOB2 entity F1 per label);
 each teacher's served (CRF viterbi) figure is printed beside it. fp32, SkillSpan dev.
@@ -34,7 +34,7 @@ from benchmarks.common import (
 
 def main() -> int:
     from training.cpu import cpu_info
-    from training.decoding import decode_many, no_span_across_lines
+    from training.decoding import decode_texts
     from training.evaluate import OVERALL, evaluate_predictions
     from training.soft_targets import average_marginals
     from training.tagger import Tagger
@@ -63,16 +63,11 @@ def main() -> int:
     first: list = []  # the first teacher's predictions: words and texts, alike for all
 
     def decoded(probs, tags) -> dict:
-        fixed = [
-            no_span_across_lines(x, p.words, p.text, tags)
-            for x, p in zip(probs, first, strict=True)
-        ]
-        tag_lists = decode_many(fixed, tags, "viterbi")
-        return f1(
-            [tags_to_spans(t, p.words, p.text) for t, p in zip(tag_lists, first, strict=True)]
-        )
+        words, texts = [p.words for p in first], [p.text for p in first]
+        _, tag_lists = decode_texts(probs, words, texts, tags, "viterbi")
+        return f1([tags_to_spans(t, w, x) for t, w, x in zip(tag_lists, words, texts, strict=True)])
 
-    rows, per_teacher, teacher_tags = {}, [], []
+    rows, per_teacher, teacher_tags, members = {}, [], [], []
     for k, path in enumerate(args.teachers, start=1):
         tagger = Tagger.load(path, LABELS, precision="fp32")
         predictions = tagger.predict(texts)
@@ -81,13 +76,13 @@ def main() -> int:
         per_teacher.append([p.probs for p in predictions])
         teacher_tags.append(tagger.tags)
         rows[f"teacher {k} ({path.name}) served"] = f1([p.spans for p in predictions])
-        rows[f"teacher {k} ({path.name}) marginals"] = decoded(per_teacher[-1], tagger.tags)
+        members.append(decoded(per_teacher[-1], tagger.tags))
+        rows[f"teacher {k} ({path.name}) marginals"] = members[-1]
         print(f"read dev with {path} ({time.time() - started:.0f} s)", flush=True)
         del tagger
     tags = teacher_tags[0]
     ensemble = average_marginals(per_teacher, teacher_tags, tags)
     rows[f"ensemble of {len(args.teachers)}, marginals"] = decoded(ensemble, tags)
-    members = [f for name, f in rows.items() if name.endswith(" marginals") and "teacher" in name]
     rows["teachers' mean, marginals"] = {
         key: round(sum(m[key] for m in members) / len(members), 4) for key in members[0]
     }

@@ -135,3 +135,21 @@ def decode_many(
     else:
         raise ValueError(f"unknown decoding {method!r}: choose one of {', '.join(DECODINGS)}")
     return [[tags[int(i)] for i in path] for path in best]
+
+
+def decode_texts(
+    probs: Sequence[np.ndarray],
+    words: Sequence[Sequence[tuple[int, int]]],
+    texts: Sequence[str],
+    tags: Sequence[str],
+    method: str = "viterbi",
+    scores: Scores | None = None,
+) -> tuple[list[np.ndarray], list[list[str]]]:
+    """Whole texts' per-word probabilities to word tags as the tagger decodes them: no span
+    across a line break (`no_span_across_lines`), then `decode_many`. Returns the
+    line-aware probabilities (the decoding's own) and the tags."""
+    line_aware = [
+        no_span_across_lines(p, w, text, tags)
+        for p, w, text in zip(probs, words, texts, strict=True)
+    ]
+    return line_aware, decode_many(line_aware, tags, method, scores)

@@ -29,7 +29,7 @@ import torch
 
 from training import checkpoint
 from training.crf import Lattice, Transitions
-from training.decoding import DECODINGS, decode_many, no_span_across_lines
+from training.decoding import DECODINGS, decode_texts
 from training.layered_tagger import LayeredTagger
 from training.onnx_runtime import INT8_PRECISIONS, OnnxForward
 from training.precision import resolve_precision, set_precision
@@ -258,10 +258,16 @@ class Tagger:
         fills each layer's from one forward pass)."""
         for doc in docs:
             continue_orphans(doc, self.tagset)
-        line_aware = [no_span_across_lines(d.probs, d.words, d.text, self.tags) for d in docs]
         learned = self.transitions
         scores = None if learned is None else (learned.start, learned.matrix, learned.end)
-        word_tags = decode_many(line_aware, self.tags, decoding, scores)
+        line_aware, word_tags = decode_texts(
+            [d.probs for d in docs],
+            [d.words for d in docs],
+            [d.text for d in docs],
+            self.tags,
+            decoding,
+            scores,
+        )
         return [
             Reading(doc, probs, tags, decoding)
             for doc, probs, tags in zip(docs, line_aware, word_tags, strict=True)
