@@ -3,12 +3,12 @@ benchmarks/linking_crossval_trained.py: trained on ESCO alone (its alternative l
 queries, their entry's preferred label the positive, the label cache's nearest wrong
 entries' preferred labels the hard negatives; no validation pair), then its score added
 with a weight c to the first stage's top 20, c and every other weight chosen on one set
-and reported on the other. The score added is the served one, squashed to 0-1
-(training.link_cross.squash); `--raw` adds the unbounded logits, as session 16 measured.
+and reported on the other. The score added is the raw logit (t 0, as session 16
+measured) or the served one, squashed to 0-1 at a temperature t (training.link_cross.squash).
 
 Usage:
     nice -n 10 python -m benchmarks.linking_crossval_cross [--cross state/cross-esco]
-        [--minutes 10] [--groups 4000] [--steps N] [--seed 13] [--c 0 0.1 ...] [--raw]
+        [--minutes 10] [--groups 4000] [--steps N] [--seed 13] [--c 0 0.01 ...]
         [--json out.json]
 
 A folder at --cross that already holds a trained cross-encoder is read, not trained again.
@@ -41,21 +41,34 @@ from training.link_rerank import LexicalIndex
 from training.linker import Linker
 from training.linker_eval import read_linking_csv
 
-CROSS = (0.0, 0.03, 0.1, 0.2, 0.3, 0.5, 1.0)  # the weight c of the squashed score
-RAW_CROSS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)  # c for the raw logits (--raw)
+CROSS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)  # the cross-encoder's weight c
+# t: the squashing temperature (the served score is logistic(logit / t): training.link_cross
+# .squash); 0 adds the raw, unbounded logit instead (session 16's figures)
+TEMPERATURES = (0.0, 1.0, 3.0, 10.0, 30.0)
+SQUASHED = TEMPERATURES[1:]
 # the first stages whose top 20 are cross-encoded (each pool's entries cost a forward pass)
 POOLS = {"w": (0.0, 0.1, 0.2, 0.3, 0.4), "a": (0.0, 1.0), "p": (0.3, 0.5)}
-AXES = trained.GRID | POOLS | {"h": (0.0,), "c": CROSS}
-FAMILIES = {
+AXES = trained.GRID | POOLS | {"h": (0.0,), "c": CROSS, "t": TEMPERATURES}
+NO_ADAPTER = ("c", "w", "p", "g", "l", "x")
+FAMILIES: dict = {
     "adapter + w, p, g, l, x (no cross)": ("a", "w", "p", "g", "l", "x"),
     "cross-encoder only (c; p sets its pool)": ("c", "p"),
     "cross + p + x": ("c", "p", "x"),
     "cross + adapter + w, p, g, l, x": ("c", "a", "w", "p", "g", "l", "x"),
-    "cross + w, p, g, l, x (no adapter)": ("c", "w", "p", "g", "l", "x"),
+    "cross + w, p, g, l, x (no adapter)": NO_ADAPTER,
+    "the same, squashed (t)": {k: AXES[k] for k in NO_ADAPTER} | {"t": SQUASHED},
+    # what `link-train --cross-minutes` serves: the default ranking and the exact-label
+    # rule as they are (training/linker_settings.py), the cross-encoder's c and t chosen
+    "served: default ranking + c, t": {
+        "w": (0.3,),
+        "p": (0.5,),
+        "g": (0.2,),
+        "l": (0.1,),
+        "x": (1.0,),
+        "c": CROSS,
+        "t": SQUASHED,
+    },
 }
-# what `link-train --cross-minutes` serves: the default ranking and the exact-label rule as
-# they are (training/linker_settings.py), the cross-encoder's weight c the one choice
-SERVED = {"w": (0.3,), "p": (0.5,), "g": (0.2,), "l": (0.1,), "x": (1.0,)}
 
 
 def main() -> int:
@@ -67,9 +80,8 @@ def main() -> int:
     parser.add_argument("--groups", type=int, default=4000, help="ESCO queries to draw from")
     parser.add_argument("--steps", type=int, default=100_000, help="at most this many steps")
     parser.add_argument("--seed", type=int, default=13, help="the training's seed")
-    parser.add_argument("--c", type=float, nargs="+", help="the cross-encoder's weights")
     parser.add_argument(
-        "--raw", action="store_true", help="add its raw logits, not the served 0-1 score"
+        "--c", type=float, nargs="+", default=list(CROSS), help="the cross-encoder's weights"
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -88,12 +100,18 @@ def main() -> int:
     features = {}
     for name, gold in sets.items():
         started = time.time()
-        features[name] = CrossScores(linker, gold.pairs, lexical, adapter, head, cross, args.raw)
+        features[name] = CrossScores(linker, gold.pairs, lexical, adapter, head, cross)
         print(f"{name}: scores in {time.time() - started:.0f} s", flush=True)
-    results: dict = {"cpu": info.as_dict(), "training": training, "raw": args.raw}
-    axes = AXES | {"c": tuple(args.c or (RAW_CROSS if args.raw else CROSS))}
-    served = {"the served default ranking + c (w0.3 p0.5 g0.2 l0.1 x1)": SERVED | {"c": axes["c"]}}
-    results["crossval"] = trained.crossval_table(features, FAMILIES | served, axes)
+    logits = np.concatenate([f.logits[f.logits != 0] for f in features.values()])
+    spread = {f"p{q}": round(float(np.percentile(logits, q)), 2) for q in (5, 50, 95)}
+    print(f"cross-encoder logits over the pools' pairs: {spread}")
+    results: dict = {"cpu": info.as_dict(), "training": training, "logits": spread}
+    axes = AXES | {"c": tuple(args.c)}
+    families = {
+        title: only | {"c": axes["c"]} if isinstance(only, dict) else only
+        for title, only in FAMILIES.items()
+    }
+    results["crossval"] = trained.crossval_table(features, families, axes)
     return finish_run(results, start, args.json)
 
 
@@ -119,16 +137,17 @@ def esco_cross_encoder(
 class CrossScores(trained.Scores):
     """linking_crossval_trained's scores and the cross-encoder's, added with weight c."""
 
-    def __init__(self, linker, pairs, lexical, adapter, head, cross: CrossEncoder, raw: bool):
+    def __init__(self, linker, pairs, lexical, adapter, head, cross: CrossEncoder):
         super().__init__(linker, pairs, lexical, adapter, head)
-        logits = cross_scores(cross, linker, pairs, self)
-        self.cross = logits if raw else squash(logits)
+        self.logits = cross_scores(cross, linker, pairs, self)
+        self.cross = {t: squash(self.logits, t) if t else self.logits for t in TEMPERATURES}
 
     def rank(self, s: dict, head=None) -> np.ndarray:
         top, first, _, _ = self.pool(s["w"], s["a"], s["p"])
         rows = np.arange(len(top))[:, None]
         score = first + s["g"] * self.context[rows, top] + s["l"] * self.lexical[rows, top]
-        score = score + s["x"] * self.exact[rows, top] + s["c"] * self.cross[rows, top]
+        cross = self.cross[s["t"]][rows, top]
+        score = score + s["x"] * self.exact[rows, top] + s["c"] * cross
         return top[rows, np.argsort(-score, axis=1)[:, : trained.K]]
 
 

@@ -290,18 +290,22 @@ FAMILIES = {
 
 def crossval_table(features: dict, families: dict = FAMILIES, axes: dict = GRID) -> dict:
     grid = list(settings(axes))
-    scores = {n: {key(s): f.figures(s) for s in grid} for n, f in features.items()}
-    out: dict = {}
-    print(
-        f"\n{'chosen on the other set':38s} {'TECH acc@1':>10s} {'RP@5':>6s} "
-        f"{'HOUSE acc@1':>11s} {'RP@5':>6s}  chosen on HOUSE | on TECH"
-    )
+    members = {}
     for title, only in families.items():
         # a family varies the axes it names (a dict: over the values it gives), the rest 0
         allowed = only if isinstance(only, dict) else {k: axes[k] for k in only}
         family = [s for s in grid if all(s[k] in allowed.get(k, (0,)) for k in axes)]
         if "h" in only and "l" not in only:
             family = [s for s in family if s["h"]] or family
+        members[title] = family
+    scored = {key(s): s for family in members.values() for s in family}  # each once
+    scores = {n: {k: f.figures(s) for k, s in scored.items()} for n, f in features.items()}
+    out: dict = {}
+    print(
+        f"\n{'chosen on the other set':38s} {'TECH acc@1':>10s} {'RP@5':>6s} "
+        f"{'HOUSE acc@1':>11s} {'RP@5':>6s}  chosen on HOUSE | on TECH"
+    )
+    for title, family in members.items():
         row = cross_row(family, scores)
         out[title] = row
         print_row(title, row)

@@ -240,7 +240,8 @@ def test_link_train_cli_trains_lists_serves_and_rolls_back(project, tmp_path, ca
         (["--validation", "V", "--pairs", "P"], '{"span": "x"}\n', "pairs.jsonl:1: needs"),
         (["--validation", "V", "--pairs", "P"], '{"span": "x", "taxonomy_id": "no"}\n', "no entry"),
         (["--validation", "V", "--steps", "0"], None, "--steps must be at least 1"),
-        (["--validation", "V", "--cross-weight", "0"], None, "--cross-weight above 0"),
+        (["--validation", "V", "--cross-weight", "0"], None, "--cross-weight and --cross-t"),
+        (["--validation", "V", "--cross-temperature", "0"], None, "--cross-temperature must"),
         (["--validation", "V", "--cross-minutes", "-1"], None, "--cross-minutes must be"),
     ],
 )
@@ -324,7 +325,7 @@ def test_link_train_with_a_cross_stage_serves_the_cross_encoder(project, tmp_pat
     from labeling.project import load_project
     from labeling.state import ProjectState
     from training.link_cross import CrossEncoder
-    from training.linker_settings import DEFAULT_CROSS_WEIGHT
+    from training.linker_settings import DEFAULT_CROSS_TEMPERATURE, DEFAULT_CROSS_WEIGHT
 
     state = str(tmp_path / "state")
     common = ["--project", str(project), "--state-dir", state]
@@ -336,7 +337,8 @@ def test_link_train_with_a_cross_stage_serves_the_cross_encoder(project, tmp_pat
     loaded = load_project(project)
     folder = ProjectState.of(loaded, state).linker_registry().get("v0001").path
     settings = LinkerSettings.read(folder)
-    assert (settings.cross, settings.cross_weight) == ("cross", DEFAULT_CROSS_WEIGHT)
+    stage = (settings.cross, settings.cross_weight, settings.cross_temperature)
+    assert stage == ("cross", DEFAULT_CROSS_WEIGHT, DEFAULT_CROSS_TEMPERATURE)
     assert (folder / "cross" / "cross_head.pt").is_file()
     trained = settings.details["cross"]
     assert trained["steps"] == 3 and trained["groups"] >= 1  # the extra pair's group at least

@@ -35,11 +35,13 @@ class CrossConfig:
 
 @dataclass(slots=True)
 class CrossStage:
-    """A linker round's cross-encoder stage: how it trains, how many taxonomy queries it
-    draws from, and the weight its squashed score gets among the re-ranking scores."""
+    """A linker round's cross-encoder stage: how it trains, the weight and temperature of
+    its squashed score among the re-ranking scores, and how many taxonomy queries it draws
+    its training groups from."""
 
     config: CrossConfig
     weight: float
+    temperature: float = 1.0  # the squashing's (`squash`)
     queries: int = 4000
 
 
@@ -115,11 +117,14 @@ class CrossEncoder:
         return folder
 
 
-def squash(logits: np.ndarray) -> np.ndarray:
+def squash(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """A cross-encoder score on the scale of the linker's others (0 to 1): the logistic of
-    its logit. The raw logits are unbounded (about -10 to 15 after ESCO training), where
-    the linker's served score must stay at most 1 for its no-match threshold."""
-    return (1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))).astype(np.float32)
+    its logit over `temperature`. The raw logits are unbounded, where the linker's served
+    score must stay at most 1 for its no-match threshold; a trained model's logits spread
+    widely (benchmarks/linking_crossval_cross.py prints them), so at temperature 1 the
+    logistic saturates and no longer orders the top candidates."""
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    return (1.0 / (1.0 + np.exp(-scaled))).astype(np.float32)
 
 
 def train_cross_encoder(

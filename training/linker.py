@@ -383,7 +383,8 @@ class Linker:
         if self.cross is None or not self.settings.crosses or text is None:
             return 0.0, 0.0
         labels = [self.taxonomy.entries[int(e)].preferred_label for e in top]
-        return squash(self.cross.score([text] * len(labels), labels)), self.settings.cross_weight
+        logits = self.cross.score([text] * len(labels), labels)
+        return squash(logits, self.settings.cross_temperature), self.settings.cross_weight
 
     def link(
         self, spans: Sequence[str], contexts: Sequence[str] | None = None, k: int = 5

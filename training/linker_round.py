@@ -162,7 +162,11 @@ def train_linker_round(
         plain_linker = with_index(taxonomy, encoder, index, LinkerSettings(encoder_source))
         cross_model, trained, groups = train_cross_stage(plain_linker, kept, cross)
         timings["cross_train_s"] = trained.seconds
-        stage = {"cross": CROSS_FOLDER, "cross_weight": cross.weight}
+        stage = {
+            "cross": CROSS_FOLDER,
+            "cross_weight": cross.weight,
+            "cross_temperature": cross.temperature,
+        }
         cross_details = asdict(trained) | {"groups": groups, "config": asdict(cross.config)}
     plain = LinkerSettings(
         encoder_source, preferred_weight=config.preferred_weight, adapter=ADAPTER_FILE, **stage

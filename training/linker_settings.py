@@ -33,6 +33,7 @@ DEFAULT_THRESHOLD = 0.65
 # ESCO validation set and reported on the other (benchmarks/linking_crossval_cross.py,
 # docs/linking.md "The cross-encoder served").
 DEFAULT_CROSS_WEIGHT = 0.3
+DEFAULT_CROSS_TEMPERATURE = 10.0
 # What a linker.json written before the re-ranking meant by the keys it leaves out: the
 # first stage alone, as its threshold was tuned (a file with either re-ranking weight is
 # read with the dataclass's defaults).
@@ -64,6 +65,7 @@ class LinkerSettings:
     # entries too, its squashed score weighted `cross_weight` ("" = none)
     cross: str = ""
     cross_weight: float = 0.0
+    cross_temperature: float = 1.0  # its logit over this, then the logistic (link_cross.squash)
     adapter: str = ""  # the adapter matrix's file in the linker folder ("" = none)
     # the taxonomy's labels embedded in "fp32" or "int8" (SentenceEncoder.encode)
     label_precision: str = "fp32"
