@@ -9,8 +9,8 @@ per batch).
 Prints the CPU it ran on, the linker's load time, and per batch: spans, seconds, ms/span.
 `--first-stage` times, in each round before the default, the first stage alone (the span
 without its sentence, best label only, no re-ranking: the default before issue 25).
-`--cross` times, in each round after the default, the default with a cross-encoder stage
-(training/link_cross.py: the top 20 of each span read with the span by that model).
+`--cross` times, in each round after the default, the ranking a cross-encoder version
+serves (training/link_cross.py: the top 20 of each span read with the span by that model).
 """
 
 from __future__ import annotations
@@ -28,7 +28,11 @@ def main() -> int:
     from training.cpu import cpu_info
     from training.link_cross import CrossEncoder
     from training.linker import Linker, link_spans
-    from training.linker_settings import DEFAULT_CROSS_WEIGHT
+    from training.linker_settings import (
+        DEFAULT_CROSS_TEMPERATURE,
+        DEFAULT_CROSS_WEIGHT,
+        cross_ranking,
+    )
     from training.taxonomy import load_esco
     from training.text import Document, Span
 
@@ -64,7 +68,8 @@ def main() -> int:
     variants["default"] = default
     if args.cross:
         linker.cross = CrossEncoder(args.cross)
-        variants["cross stage"] = replace(default, cross="cross", cross_weight=args.cross_weight)
+        served = cross_ranking("cross", args.cross_weight, DEFAULT_CROSS_TEMPERATURE)
+        variants["cross stage"] = replace(default, **served)
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.repeat):
         for name, settings in variants.items():

@@ -50,6 +50,7 @@ SQUASHED = TEMPERATURES[1:]
 POOLS = {"w": (0.0, 0.1, 0.2, 0.3, 0.4), "a": (0.0, 1.0), "p": (0.3, 0.5)}
 AXES = trained.GRID | POOLS | {"h": (0.0,), "c": CROSS, "t": TEMPERATURES}
 NO_ADAPTER = ("c", "w", "p", "g", "l", "x")
+DEFAULT_RANKING = {"w": (0.3,), "p": (0.5,), "g": (0.2,), "l": (0.1,), "c": CROSS, "t": SQUASHED}
 FAMILIES: dict = {
     "adapter + w, p, g, l, x (no cross)": ("a", "w", "p", "g", "l", "x"),
     "cross-encoder only (c; p sets its pool)": ("c", "p"),
@@ -57,16 +58,20 @@ FAMILIES: dict = {
     "cross + adapter + w, p, g, l, x": ("c", "a", "w", "p", "g", "l", "x"),
     "cross + w, p, g, l, x (no adapter)": NO_ADAPTER,
     "the same, squashed (t)": {k: AXES[k] for k in NO_ADAPTER} | {"t": SQUASHED},
-    # what `link-train --cross-minutes` serves: the default ranking and the exact-label
-    # rule as they are (training/linker_settings.py), the cross-encoder's c and t chosen
-    "served: default ranking + c, t": {
-        "w": (0.3,),
+    # as the service ranks: the exact-label rule on (x 1)
+    "the same, exact rule on (x1)": {k: AXES[k] for k in NO_ADAPTER} | {"t": SQUASHED, "x": (1.0,)},
+    # the default ranking as it is (training/linker_settings.py), c and t chosen
+    "default ranking + c, t (x1)": DEFAULT_RANKING | {"x": (1.0,)},
+    "default ranking + c, t, exact rule off (x0)": DEFAULT_RANKING | {"x": (0.0,)},
+    # what `link-train --cross-minutes` serves (training/linker_settings.py: CROSS_RANKING),
+    # one setting: its TECH figure is cross-set (chosen on HOUSE, seed 13's model)
+    "served: w0.2 p0.5 g0.2 l0.2 c1 t10, no exact rule": {
+        "w": (0.2,),
         "p": (0.5,),
         "g": (0.2,),
-        "l": (0.1,),
-        "x": (1.0,),
-        "c": CROSS,
-        "t": SQUASHED,
+        "l": (0.2,),
+        "c": (1.0,),
+        "t": (10.0,),
     },
 }
 
@@ -107,8 +112,8 @@ def main() -> int:
     print(f"cross-encoder logits over the pools' pairs: {spread}")
     results: dict = {"cpu": info.as_dict(), "training": training, "logits": spread}
     axes = AXES | {"c": tuple(args.c)}
-    families = {
-        title: only | {"c": axes["c"]} if isinstance(only, dict) else only
+    families = {  # --c narrows the families that choose c
+        title: only | {"c": axes["c"]} if isinstance(only, dict) and len(only["c"]) > 1 else only
         for title, only in FAMILIES.items()
     }
     results["crossval"] = trained.crossval_table(features, families, axes)

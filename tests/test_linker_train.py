@@ -318,14 +318,19 @@ def test_links_confirmed_in_a_studio_project_reach_link_train(project, tmp_path,
 
 
 def test_link_train_with_a_cross_stage_serves_the_cross_encoder(project, tmp_path, capsys):
-    """`--cross-minutes`: the round also trains a cross-encoder (the taxonomy's own groups
-    and one per extra pair), the version keeps it in cross/, and the project's serving
-    linker re-ranks with it, its scores still at most 1 for the no-match threshold."""
+    """`--cross-minutes`: the round trains a cross-encoder instead of an adapter (the
+    taxonomy's own groups and one per extra pair), the version keeps it in cross/ with the
+    ranking chosen for it, and the project's serving linker re-ranks with it, its scores
+    still at most 1 for the no-match threshold."""
     from backend.linkers import project_linker
     from labeling.project import load_project
     from labeling.state import ProjectState
     from training.link_cross import CrossEncoder
-    from training.linker_settings import DEFAULT_CROSS_TEMPERATURE, DEFAULT_CROSS_WEIGHT
+    from training.linker_settings import (
+        CROSS_RANKING,
+        DEFAULT_CROSS_TEMPERATURE,
+        DEFAULT_CROSS_WEIGHT,
+    )
 
     state = str(tmp_path / "state")
     common = ["--project", str(project), "--state-dir", state]
@@ -339,11 +344,18 @@ def test_link_train_with_a_cross_stage_serves_the_cross_encoder(project, tmp_pat
     settings = LinkerSettings.read(folder)
     stage = (settings.cross, settings.cross_weight, settings.cross_temperature)
     assert stage == ("cross", DEFAULT_CROSS_WEIGHT, DEFAULT_CROSS_TEMPERATURE)
+    assert (settings.context_weight, settings.lexical_weight) == (
+        CROSS_RANKING["context_weight"],
+        CROSS_RANKING["lexical_weight"],
+    )
+    assert not settings.exact_rule and not settings.adapter
     assert (folder / "cross" / "cross_head.pt").is_file()
-    trained = settings.details["cross"]
-    assert trained["steps"] == 3 and trained["groups"] >= 1  # the extra pair's group at least
+    assert not (folder / "adapter.npy").exists()
+    details = settings.details
+    assert details["kind"] == "cross-encoder" and details["steps"] == 3
+    assert details["groups"] >= 1  # the extra pair's group at least
     linker, _ = project_linker(loaded, ProjectState.of(loaded, state), progress=False)
-    assert isinstance(linker.cross, CrossEncoder)
+    assert isinstance(linker.cross, CrossEncoder) and linker.adapter is None
     [link] = linker.link(["container orchestration tools"], ["We run containers."])
     assert link.candidates and all(c.score <= 1.0 for c in link.candidates)
 
@@ -378,3 +390,12 @@ def test_the_cross_stage_re_ranks_the_top_entries_by_its_weight(taxonomy_file, t
     assert after[0].id == favoured and all(c.score <= 1.0 for c in after)
     settings.cross_weight = 0.0  # the stage off: the plain order
     assert [c.id for c in crossed.link(["postgres"])[0].candidates] == before
+
+    # "databases" is written like a label of sql: the exact-label rule keeps sql first,
+    # unless the settings turn it off (as a cross-encoder version's do)
+    settings.cross_weight = 5.0
+    crossed.cross = FavouringCross("communication")  # type: ignore[assignment]
+    [exact] = crossed.link(["databases"])
+    assert exact.candidates[0].id == "sql" and exact.candidates[0].score >= 1.0
+    settings.exact_rule = False
+    assert crossed.link(["databases"])[0].candidates[0].id == "talk"

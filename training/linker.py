@@ -360,7 +360,7 @@ class Linker:
         scores of every entry (see `rank`); `preferred`: each entry's preferred label's
         cosine, which breaks ties among entries sharing the span's label."""
         s = self.settings
-        exact = self.exact_entries(text) if text is not None else set()
+        exact = self.exact_entries(text) if text is not None and s.exact_rule else set()
         top = best_first(first, max(k, s.rerank_top) if s.reranks else k, exact, preferred)
         score = first[top]
         floor = np.isin(top, list(exact))

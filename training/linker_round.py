@@ -1,5 +1,6 @@
-"""One linker training round: train an adapter, score it on validation, gate it against the
-serving linker, and register the version (promoted, or refused with the reason).
+"""One linker training round: train an adapter (or a cross-encoder stage), score it on
+validation, gate it against the serving linker, and register the version (promoted, or
+refused with the reason).
 
 The gate is the tagger's: a new linker serves only if its validation accuracy@1 is not
 worse than the serving linker's measured on the same pairs in the same run (the plain
@@ -26,6 +27,7 @@ from training.link_head import cross_groups, taxonomy_hard_negatives
 from training.linker import LabelIndex, Linker, LinkerSettings, SentenceEncoder
 from training.linker_adapter import AdapterConfig, train_adapter
 from training.linker_eval import GoldSet, evaluate
+from training.linker_settings import cross_ranking
 from training.registry import LinkerRegistry, ModelVersion
 from training.taxonomy import Taxonomy
 
@@ -110,6 +112,53 @@ def train_cross_stage(
     return cross, result, len(groups)
 
 
+@dataclass
+class TrainedParts:
+    """What a round trained: the version's ranking settings (LinkerSettings fields), its
+    adapter or cross-encoder, and how the training went (`seconds` among the details)."""
+
+    settings: dict
+    adapter: np.ndarray | None
+    cross: CrossEncoder | None
+    details: dict
+
+
+def train_parts(
+    encoder: SentenceEncoder,
+    index: LabelIndex,
+    taxonomy: Taxonomy,
+    pairs: Sequence[tuple[str, int]],
+    config: AdapterConfig,
+    cross: CrossStage | None,
+    progress: bool,
+) -> TrainedParts:
+    """An adapter, or with `cross` a cross-encoder stage instead: beside a cross-encoder
+    the adapter did not carry from one ESCO validation set to the other (docs/linking.md),
+    so that version ranks without one, with the ranking chosen for the stage."""
+    plain = with_index(taxonomy, encoder, index, LinkerSettings())
+    if cross is None:
+        extra = None
+        if pairs:
+            extra = (plain.encoder.encode([t for t, _ in pairs]), [e for _, e in pairs])
+        result = train_adapter(index, config, extra, progress)
+        return TrainedParts(
+            {"preferred_weight": config.preferred_weight, "adapter": ADAPTER_FILE},
+            result.adapter,
+            None,
+            {"kind": "adapter", "config": asdict(config)}
+            | {k: getattr(result, k) for k in ("steps", "first_loss", "last_loss", "queries")}
+            | {"seconds": result.seconds},
+        )
+    model, trained, groups = train_cross_stage(plain, pairs, cross)
+    return TrainedParts(
+        cross_ranking(CROSS_FOLDER, cross.weight, cross.temperature),
+        None,
+        model,
+        {"kind": "cross-encoder", "config": asdict(cross.config), "groups": groups}
+        | asdict(trained),
+    )
+
+
 def train_linker_round(
     taxonomy: Taxonomy,
     registry: LinkerRegistry,
@@ -124,8 +173,8 @@ def train_linker_round(
 ) -> LinkerRound:
     """Train, score, gate and register one linker version. `extra_pairs`: (span text,
     entry id), e.g. annotator-confirmed links. `encoder_source`: the frozen encoder the
-    adapter sits on ("backbone" or a model folder), stored in the version. `cross`: also
-    train a cross-encoder stage (training/link_cross.py), served with the version."""
+    adapter sits on ("backbone" or a model folder), stored in the version. `cross`: train
+    a cross-encoder stage (training/link_cross.py) instead of the adapter (`train_parts`)."""
     config = config or AdapterConfig()
     if not validation or not any(gold.pairs for gold in validation):
         raise ValueError("a linker round needs validation pairs with gold entries")
@@ -149,29 +198,10 @@ def train_linker_round(
             dropped += 1
             continue
         kept.append((text, position[entry_id]))
-    extra = None
-    if kept:
-        extra = (encoder.encode([t for t, _ in kept]), [e for _, e in kept])
-
-    result = train_adapter(index, config, extra, progress)
-    timings["train_s"] = result.seconds
-    stage: dict = {}  # the settings of the cross-encoder stage, where there is one
-    cross_details: dict = {}
-    cross_model = None
-    if cross is not None:
-        plain_linker = with_index(taxonomy, encoder, index, LinkerSettings(encoder_source))
-        cross_model, trained, groups = train_cross_stage(plain_linker, kept, cross)
-        timings["cross_train_s"] = trained.seconds
-        stage = {
-            "cross": CROSS_FOLDER,
-            "cross_weight": cross.weight,
-            "cross_temperature": cross.temperature,
-        }
-        cross_details = asdict(trained) | {"groups": groups, "config": asdict(cross.config)}
-    plain = LinkerSettings(
-        encoder_source, preferred_weight=config.preferred_weight, adapter=ADAPTER_FILE, **stage
-    )
-    candidate = with_index(taxonomy, encoder, index, plain, result.adapter, cross_model)
+    parts = train_parts(encoder, index, taxonomy, kept, config, cross, progress)
+    timings["train_s"] = parts.details.pop("seconds")
+    plain = LinkerSettings(encoder_source, **parts.settings)
+    candidate = with_index(taxonomy, encoder, index, plain, parts.adapter, parts.cross)
     started = time.time()
     figures = evaluate_all(candidate, validation)
     # One threshold for the version: the median of those tuned on each validation set.
@@ -202,35 +232,24 @@ def train_linker_round(
         + ")"
     )
     details = {
-        "kind": "adapter",
         "taxonomy": taxonomy.name,
         "taxonomy_fingerprint": taxonomy.fingerprint(),
-        "config": asdict(config),
-        "steps": result.steps,
-        "first_loss": result.first_loss,
-        "last_loss": result.last_loss,
-        "queries": result.queries,
+        **parts.details,
         "extra_pairs": len(kept),
         "extra_pairs_dropped": dropped,
         "timings": timings,
         "validation": figures,
     }
-    if cross_details:
-        details["cross"] = cross_details
     settings = LinkerSettings(
-        encoder=encoder_source,
-        threshold=threshold,
-        preferred_weight=config.preferred_weight,
-        adapter=ADAPTER_FILE,
-        details=details,
-        **stage,
+        encoder=encoder_source, threshold=threshold, details=details, **parts.settings
     )
     incoming = registry.root / ".incoming" / f"linker-{int(time.time() * 1000)}"
     shutil.rmtree(incoming, ignore_errors=True)
     incoming.mkdir(parents=True)
-    np.save(incoming / ADAPTER_FILE, result.adapter)
-    if cross_model is not None:
-        cross_model.save(incoming / CROSS_FOLDER)
+    if parts.adapter is not None:
+        np.save(incoming / ADAPTER_FILE, parts.adapter)
+    if parts.cross is not None:
+        parts.cross.save(incoming / CROSS_FOLDER)
     settings.save(incoming)
     version = registry.add(
         incoming,

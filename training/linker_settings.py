@@ -29,11 +29,21 @@ DEFAULT_LEXICAL_WEIGHT = 0.1
 # HOUSE (0.62), as a trained round sets its own (benchmarks/linking_defaults.py); a linker
 # folder stores its own.
 DEFAULT_THRESHOLD = 0.65
-# A cross-encoder stage's weight (`skillloop link-train --cross-minutes`): chosen on one
-# ESCO validation set and reported on the other (benchmarks/linking_crossval_cross.py,
-# docs/linking.md "The cross-encoder served").
-DEFAULT_CROSS_WEIGHT = 0.3
+# A cross-encoder stage (`skillloop link-train --cross-minutes`): its squashed score's
+# weight and temperature, and the ranking it is served with (no adapter, and no exact-label
+# rule: with the stage that rule cost TECH 2 pairs, "SaaS"). Chosen together on HOUSE in
+# benchmarks/linking_crossval_cross.py's grid and reported on TECH: accuracy@1 0.720
+# (docs/linking.md, "The cross-encoder served"); TECH's own choice (w0.4 p0.3 g0 l0.1 with
+# the same c1 t10) reports 0.638 on HOUSE.
+DEFAULT_CROSS_WEIGHT = 1.0
 DEFAULT_CROSS_TEMPERATURE = 10.0
+CROSS_RANKING = {
+    "context_weight": 0.2,
+    "preferred_weight": 0.5,
+    "sentence_weight": 0.2,
+    "lexical_weight": 0.2,
+    "exact_rule": False,
+}
 # What a linker.json written before the re-ranking meant by the keys it leaves out: the
 # first stage alone, as its threshold was tuned (a file with either re-ranking weight is
 # read with the dataclass's defaults).
@@ -66,6 +76,8 @@ class LinkerSettings:
     cross: str = ""
     cross_weight: float = 0.0
     cross_temperature: float = 1.0  # its logit over this, then the logistic (link_cross.squash)
+    # an entry with a label written exactly like the span scores at least 1 (`Linker.rank`)
+    exact_rule: bool = True
     adapter: str = ""  # the adapter matrix's file in the linker folder ("" = none)
     # the taxonomy's labels embedded in "fp32" or "int8" (SentenceEncoder.encode)
     label_precision: str = "fp32"
@@ -94,3 +106,12 @@ class LinkerSettings:
     @property
     def reranks(self) -> bool:
         return bool(self.sentence_weight or self.lexical_weight or self.crosses)
+
+
+def cross_ranking(folder: str, weight: float, temperature: float) -> dict:
+    """The LinkerSettings fields of a version served with a cross-encoder stage in `folder`."""
+    return CROSS_RANKING | {
+        "cross": folder,
+        "cross_weight": weight,
+        "cross_temperature": temperature,
+    }

@@ -46,8 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--cross-minutes",
         type=float,
         default=0.0,
-        help="also train a cross-encoder re-ranking stage for this long (0 = none; "
-        "docs/linking.md: 50 minutes on two cores for ESCO)",
+        help="train a cross-encoder re-ranking stage for this long instead of an adapter "
+        "(0 = the adapter; docs/linking.md: 50 minutes on two cores for ESCO)",
     )
     p.add_argument("--cross-steps", type=int, default=100_000, help="its steps at most")
     p.add_argument(
