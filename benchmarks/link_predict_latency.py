@@ -28,11 +28,7 @@ def main() -> int:
     from training.cpu import cpu_info
     from training.link_cross import CrossEncoder
     from training.linker import Linker, link_spans
-    from training.linker_settings import (
-        DEFAULT_CROSS_TEMPERATURE,
-        DEFAULT_CROSS_WEIGHT,
-        cross_ranking,
-    )
+    from training.linker_settings import DEFAULT_CROSS_WEIGHT, cross_ranking
     from training.taxonomy import load_esco
     from training.text import Document, Span
 
@@ -68,7 +64,7 @@ def main() -> int:
     variants["default"] = default
     if args.cross:
         linker.cross = CrossEncoder(args.cross)
-        served = cross_ranking("cross", args.cross_weight, DEFAULT_CROSS_TEMPERATURE)
+        served = cross_ranking("cross", args.cross_weight)
         variants["cross stage"] = replace(default, **served)
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.repeat):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.link_cross import CrossConfig, CrossEncoder, Group, train_cross_encoder
+from training.link_cross import CrossConfig, CrossEncoder, Group, squash, train_cross_encoder
 from training.link_head import HeadConfig, head_scores, taxonomy_hard_negatives, train_head
 from training.linker import Linker, LinkerSettings
 from training.sentence_encoder import SentenceEncoder
@@ -108,7 +108,13 @@ def test_the_cross_encoder_learns_its_groups_and_saves(tmp_path: Path, tiny_enco
     assert result.steps == 20 and result.last_loss < 0.5 * result.first_loss
     scores = cross.score(queries, labels).reshape(len(groups), -1)
     assert (scores.argmax(1) == 0).all()  # every group's positive ranks first
+    cross.fit_scale(groups)  # its logits' 5th-95th percentiles on its training pairs
+    low, high = cross.scale
+    assert low == pytest.approx(np.percentile(scores, 5), abs=1e-4) and low < high
+    served = squash(scores, cross.scale)  # linear in 0-1, the order kept
+    assert served.min() >= 0.0 and served.max() <= 1.0 and (served.argmax(1) == 0).all()
     loaded = CrossEncoder(cross.save(tmp_path / "cross"))
     assert np.allclose(loaded.score(queries, labels).reshape(len(groups), -1), scores, atol=1e-5)
+    assert loaded.scale == pytest.approx(cross.scale)
     with pytest.raises(ValueError, match="a positive and at least one negative"):
         train_cross_encoder(cross, [Group("k8s", ["kubernetes"])], config)

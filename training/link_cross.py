@@ -12,12 +12,15 @@ over group x batch pairs, so on a CPU it is bounded by `max_seconds`.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+SCALE_FILE = "cross_scale.json"
 
 
 @dataclass(slots=True)
@@ -35,13 +38,12 @@ class CrossConfig:
 
 @dataclass(slots=True)
 class CrossStage:
-    """A linker round's cross-encoder stage: how it trains, the weight and temperature of
-    its squashed score among the re-ranking scores, and how many taxonomy queries it draws
-    its training groups from."""
+    """A linker round's cross-encoder stage: how it trains, the weight of its squashed
+    score among the re-ranking scores, and how many taxonomy queries it draws its training
+    groups from."""
 
     config: CrossConfig
     weight: float
-    temperature: float = 1.0  # the squashing's (`squash`)
     queries: int = 4000
 
 
@@ -80,6 +82,12 @@ class CrossEncoder:
         head_file = source / "cross_head.pt"
         if head_file.is_file():
             self.head.load_state_dict(torch.load(head_file))
+        # its logits' range on its training pairs (`fit_scale`), which `squash` maps to 0-1
+        scale_file = source / SCALE_FILE
+        self.scale: tuple[float, float] | None = None
+        if scale_file.is_file():
+            low, high = json.loads(scale_file.read_text(encoding="utf-8"))["logit_range"]
+            self.scale = (float(low), float(high))
         self._torch = torch
 
     def forward(self, queries: Sequence[str], labels: Sequence[str], max_tokens: int = 40):
@@ -108,23 +116,38 @@ class CrossEncoder:
                 out.append(self.forward(queries[part], labels[part]).numpy())
         return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
+    def fit_scale(self, groups: Sequence[Group], sample: int = 256, seed: int = 13) -> None:
+        """Its logits' 5th and 95th percentiles over the pairs of up to `sample` of its
+        training groups (positives and hard negatives): the range `squash` maps to 0-1."""
+        rng = np.random.default_rng(seed)
+        picked = rng.choice(len(groups), min(sample, len(groups)), replace=False)
+        queries = [groups[i].query for i in picked for _ in groups[i].candidates]
+        labels = [label for i in picked for label in groups[i].candidates]
+        logits = self.score(queries, labels)
+        self.scale = (float(np.percentile(logits, 5)), float(np.percentile(logits, 95)))
+
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
         self._torch.save(self.head.state_dict(), folder / "cross_head.pt")
+        if self.scale is not None:
+            text = json.dumps({"logit_range": list(self.scale)}) + "\n"
+            (folder / SCALE_FILE).write_text(text, encoding="utf-8")
         return folder
 
 
-def squash(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """A cross-encoder score on the scale of the linker's others (0 to 1): the logistic of
-    its logit over `temperature`. The raw logits are unbounded, where the linker's served
-    score must stay at most 1 for its no-match threshold; a trained model's logits spread
-    widely (benchmarks/linking_crossval_cross.py prints them), so at temperature 1 the
-    logistic saturates and no longer orders the top candidates."""
-    scaled = np.asarray(logits, dtype=np.float64) / temperature
-    return (1.0 / (1.0 + np.exp(-scaled))).astype(np.float32)
+def squash(logits: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
+    """A cross-encoder score on the scale of the linker's others (0 to 1): its logit placed
+    linearly between the `scale` the model gives its own training pairs (`fit_scale`: the
+    5th and 95th percentiles), clipped. The raw logits are unbounded (a trained ESCO model
+    gives the top 20 candidates of a span -35 to -12), where the served score must stay at
+    most 1 for the no-match threshold; a logistic squash bends the order it adds
+    (measured worse: docs/linking.md), a linear one keeps it."""
+    low, high = scale
+    placed = (np.asarray(logits, dtype=np.float64) - low) / max(high - low, 1e-6)
+    return np.clip(placed, 0.0, 1.0).astype(np.float32)
 
 
 def train_cross_encoder(

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from training.embedding_progress import PROGRESS_FILE, EmbeddingProgress
-from training.link_cross import CrossEncoder, squash
+from training.link_cross import SCALE_FILE, CrossEncoder, squash
 from training.link_rerank import LexicalIndex, best_first, rerank, sentence_scores
 from training.linker_settings import LinkerSettings
 from training.sentence_encoder import SentenceEncoder
@@ -383,8 +383,10 @@ class Linker:
         if self.cross is None or not self.settings.crosses or text is None:
             return 0.0, 0.0
         labels = [self.taxonomy.entries[int(e)].preferred_label for e in top]
+        if self.cross.scale is None:
+            raise ValueError(f"{self.cross.folder} has no {SCALE_FILE}: train it again")
         logits = self.cross.score([text] * len(labels), labels)
-        return squash(logits, self.settings.cross_temperature), self.settings.cross_weight
+        return squash(logits, self.cross.scale), self.settings.cross_weight
 
     def link(
         self, spans: Sequence[str], contexts: Sequence[str] | None = None, k: int = 5

@@ -109,6 +109,7 @@ def train_cross_stage(
             groups.append(Group(text, [positive, *wrong[: size - 1]]))
     cross = CrossEncoder(plain.encoder.folder)
     result = train_cross_encoder(cross, groups, stage.config)
+    cross.fit_scale(groups, seed=stage.config.seed)
     return cross, result, len(groups)
 
 
@@ -151,7 +152,7 @@ def train_parts(
         )
     model, trained, groups = train_cross_stage(plain, pairs, cross)
     return TrainedParts(
-        cross_ranking(CROSS_FOLDER, cross.weight, cross.temperature),
+        cross_ranking(CROSS_FOLDER, cross.weight),
         None,
         model,
         {"kind": "cross-encoder", "config": asdict(cross.config), "groups": groups}

@@ -36,7 +36,6 @@ DEFAULT_THRESHOLD = 0.65
 # (docs/linking.md, "The cross-encoder served"); TECH's own choice (w0.4 p0.3 g0 l0.1 with
 # the same c1 t10) reports 0.638 on HOUSE.
 DEFAULT_CROSS_WEIGHT = 1.0
-DEFAULT_CROSS_TEMPERATURE = 10.0
 CROSS_RANKING = {
     "context_weight": 0.2,
     "preferred_weight": 0.5,
@@ -75,7 +74,6 @@ class LinkerSettings:
     # entries too, its squashed score weighted `cross_weight` ("" = none)
     cross: str = ""
     cross_weight: float = 0.0
-    cross_temperature: float = 1.0  # its logit over this, then the logistic (link_cross.squash)
     # an entry with a label written exactly like the span scores at least 1 (`Linker.rank`)
     exact_rule: bool = True
     adapter: str = ""  # the adapter matrix's file in the linker folder ("" = none)
@@ -108,10 +106,6 @@ class LinkerSettings:
         return bool(self.sentence_weight or self.lexical_weight or self.crosses)
 
 
-def cross_ranking(folder: str, weight: float, temperature: float) -> dict:
+def cross_ranking(folder: str, weight: float) -> dict:
     """The LinkerSettings fields of a version served with a cross-encoder stage in `folder`."""
-    return CROSS_RANKING | {
-        "cross": folder,
-        "cross_weight": weight,
-        "cross_temperature": temperature,
-    }
+    return CROSS_RANKING | {"cross": folder, "cross_weight": weight}

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from backend.cli.options import add_project_options, project_and_state, roll_back
 from labeling.link_pairs import project_link_pairs
-from training.linker_settings import DEFAULT_CROSS_TEMPERATURE, DEFAULT_CROSS_WEIGHT
+from training.linker_settings import DEFAULT_CROSS_WEIGHT
 
 if TYPE_CHECKING:
     from labeling.project import Project
@@ -55,12 +55,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=DEFAULT_CROSS_WEIGHT,
         help="its squashed score's weight among the re-ranking scores",
-    )
-    p.add_argument(
-        "--cross-temperature",
-        type=float,
-        default=DEFAULT_CROSS_TEMPERATURE,
-        help="its logit is divided by this before the logistic squashes it to 0-1",
     )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=link_train_command)
@@ -131,12 +125,12 @@ def cross_stage(args: argparse.Namespace) -> CrossStage | None:
 
     if args.cross_minutes < 0 or args.cross_steps < 1:
         raise ValueError("--cross-minutes must be at least 0 and --cross-steps at least 1")
-    if args.cross_weight <= 0 or args.cross_temperature <= 0:
-        raise ValueError("--cross-weight and --cross-temperature must be above 0")
+    if args.cross_weight <= 0:
+        raise ValueError("--cross-weight must be above 0")
     if not args.cross_minutes:
         return None
     config = CrossConfig(steps=args.cross_steps, max_seconds=args.cross_minutes * 60)
-    return CrossStage(config, args.cross_weight, args.cross_temperature)
+    return CrossStage(config, args.cross_weight)
 
 
 def link_train_command(args: argparse.Namespace) -> int:
