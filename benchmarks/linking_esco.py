@@ -3,7 +3,7 @@ sets of Decorte et al. (RecSys-in-HR 2022), read from ../shared/data/esco-linkin
 
 Usage:
     nice -n 10 python -m benchmarks.linking_esco [--linker FOLDER] [--json out.json]
-        [--save-linker FOLDER]
+        [--save-linker FOLDER] [--served-only]
 
 Gold: a (sentence, span) pair's set of ESCO labels; rows labelled UNDERSPECIFIED are
 skipped; pairs whose only label is LABEL NOT PRESENT are the "no match" pairs the threshold
@@ -50,6 +50,11 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=Path("state/linking-cache"))
     parser.add_argument("--json", type=Path)
     parser.add_argument("--save-linker", type=Path, help="write the tuned linker.json here")
+    parser.add_argument(
+        "--served-only",
+        action="store_true",
+        help="score the linker's own settings alone (no grid of context and preferred weights)",
+    )
     args = parser.parse_args()
     files = linking_sets(args.data)  # all there, or one line and exit 2
 
@@ -91,6 +96,8 @@ def main() -> int:
     own_weight = linker.settings.preferred_weight
     grid = [(w, "all", own_weight) for w in CONTEXT_WEIGHTS] + [(0.0, "preferred", 0.0)]
     grid += [(0.0, "all", p) for p in PREFERRED_WEIGHTS if p != own_weight]
+    if args.served_only:  # e.g. a cross-encoder version: each variant costs minutes
+        grid = [(linker.settings.context_weight, "all", own_weight)]
     for weight, labels, pref in grid:
         name = f"context={weight} labels={labels}"
         name += f" preferred_weight={pref}" if pref else ""
